@@ -1,0 +1,198 @@
+"""orderpipe settings: every value comes from the environment (see the README's table).
+
+One ``environ.Env`` reads an optional ``.env`` file; ``orderpipe.config.StrictEnv`` turns a
+malformed value into a start-up error that names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from orderpipe.config import StrictEnv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_environ = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(str(BASE_DIR / ".env"))
+env = StrictEnv(_environ)
+
+# --- Core -------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", False)
+SECRET_KEY = env.str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set the SECRET_KEY environment variable (or DEBUG=true locally)."
+        )
+    SECRET_KEY = "django-insecure-local-development-only"  # noqa: S105 - DEBUG only
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "orders",
+    "stats",
+]
+
+MIDDLEWARE = [
+    "orderpipe.middleware.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orderpipe.urls"
+WSGI_APPLICATION = "orderpipe.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "orderpipe" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite file by default, PostgreSQL through DATABASE_URL -----------------------
+DATABASES = {"default": env.db("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60, min_value=0))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Redis (django-redis). Counts here are the source of truth, not a cache: errors propagate.
+REDIS_HOST = env.str("REDIS_HOST", "localhost")
+REDIS_PORT = env.int("REDIS_PORT", 6379, min_value=1, max_value=65535)
+REDIS_URL = env.url(
+    "REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", ("redis", "rediss", "unix")
+)
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", "orderpipe")
+REDIS_SOCKET_TIMEOUT = env.int("REDIS_SOCKET_TIMEOUT", 5, min_value=1)
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "CONNECTION_POOL_KWARGS": {"max_connections": 64, "health_check_interval": 30},
+            # No IGNORE_EXCEPTIONS: a Redis outage must be seen, never read as "zero orders".
+        },
+        "KEY_PREFIX": REDIS_KEY_PREFIX,
+    }
+}
+
+# --- SQS ------------------------------------------------------------------------------------
+LOCALSTACK_URL = env.url("LOCALSTACK_URL", "", ("http", "https"))
+AWS_REGION = env.str("AWS_REGION", "us-east-1")
+QUEUE_NAME = env.str("QUEUE_NAME", "orders")
+SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", 30, min_value=1, max_value=43200)
+SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", 5, min_value=1, max_value=1000)
+
+# --- Ingestion ------------------------------------------------------------------------------
+# 15 days: longer than SQS's 14-day maximum retention, so a redelivery always finds its mark.
+ORDER_DEDUP_TTL = env.int("ORDER_DEDUP_TTL", 15 * 24 * 3600, min_value=0)
+
+# --- Stats API ------------------------------------------------------------------------------
+STATS_MAX_RANGE_DAYS = env.int("STATS_MAX_RANGE_DAYS", 366, min_value=1, max_value=3660)
+STATS_API_AUTH = env.choice("STATS_API_AUTH", ("none", "token", "session"), "none")
+STATS_THROTTLE_RATE = env.str("STATS_THROTTLE_RATE", "")  # e.g. "100/minute"; empty = off
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "orderpipe stats API",
+    "DESCRIPTION": "Order statistics aggregated from an SQS order stream into Redis.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Security (python manage.py check --deploy is clean when DEBUG is off) -----------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, min_value=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Logging: console + LOG_DIR/YYYY-MM-DD.log (one file per UTC day) --------------------------
+LOG_LEVEL = env.choice(
+    "LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info"
+).upper()
+LOG_DIR = Path(env.str("LOG_DIR", str(BASE_DIR / "logs")))
+if not LOG_DIR.is_absolute():
+    LOG_DIR = BASE_DIR / LOG_DIR
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"standard": {"()": "orderpipe.logging.UTCFormatter", "format": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "standard"},
+        "daily_file": {
+            "()": "orderpipe.logging.DailyFileHandler",
+            "directory": str(LOG_DIR),
+            "formatter": "standard",
+        },
+    },
+    "root": {"handlers": ["console", "daily_file"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": LOG_LEVEL if LOG_LEVEL != "DEBUG" else "INFO"},
+        # Our request-log middleware already logs each request once; silence the duplicate.
+        "django.server": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,191 @@
+"""SQS access for orderpipe: the boto3 client, queue + dead-letter queue, batched calls.
+
+Knows nothing about orders: bodies are opaque strings. Everything that talks to SQS goes
+through ``OrderQueue`` so tests can hand it a client bound to a moto server or mock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+SQS_BATCH_LIMIT = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage maximum
+
+
+def make_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 SQS client for ``LOCALSTACK_URL`` (local endpoint) or real AWS when empty."""
+    endpoint = settings.LOCALSTACK_URL if endpoint_url is None else endpoint_url
+    kwargs: dict[str, Any] = {
+        "region_name": region or settings.AWS_REGION,
+        "config": Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            # Long polls last up to 20 s; the read timeout must outlast them.
+            read_timeout=30,
+            max_pool_connections=32,
+        ),
+    }
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+        # Local endpoints accept any credentials; do not require a real AWS profile.
+        session = boto3.session.Session()
+        if session.get_credentials() is None:
+            kwargs["aws_access_key_id"] = "test"
+            kwargs["aws_secret_access_key"] = "test"  # noqa: S105
+    return boto3.client("sqs", **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int
+    dlq_visible: int | None
+
+
+def _chunks(items: Sequence[Any], size: int = SQS_BATCH_LIMIT) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class OrderQueue:
+    """One orders queue and its ``<name>-dlq`` dead-letter queue."""
+
+    def __init__(self, client: Any, queue_name: str) -> None:
+        self.client = client
+        self.name = queue_name
+        self.dlq_name = f"{queue_name}-dlq"
+        self._url: str | None = None
+
+    @classmethod
+    def from_settings(cls, queue_name: str | None = None, client: Any = None) -> OrderQueue:
+        return cls(client or make_client(), queue_name or settings.QUEUE_NAME)
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = self.client.get_queue_url(QueueName=self.name)["QueueUrl"]
+        return self._url
+
+    def _lookup(self, name: str) -> str | None:
+        try:
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                return None
+            raise
+
+    def ensure(self, max_receive_count: int = 5, visibility_timeout: int = 30) -> str:
+        """Create the DLQ and the queue (with its redrive policy) when missing.
+
+        An existing queue is used as it is: its attributes belong to whoever created it.
+        """
+        url = self._lookup(self.name)
+        if url is not None:
+            self._url = url
+            return url
+        dlq_url = (
+            self._lookup(self.dlq_name)
+            or self.client.create_queue(
+                QueueName=self.dlq_name,
+                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
+            )["QueueUrl"]
+        )
+        dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        policy = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+        self._url = self.client.create_queue(
+            QueueName=self.name,
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": json.dumps(policy),
+            },
+        )["QueueUrl"]
+        logger.info("created queue %s with dead-letter queue %s", self.name, self.dlq_name)
+        return self._url
+
+    def receive(
+        self, max_messages: int = SQS_BATCH_LIMIT, wait_time: int = 20
+    ) -> list[dict[str, Any]]:
+        response = self.client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_time,
+            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+        )
+        return response.get("Messages", [])
+
+    def delete(self, receipt_handles: Sequence[str]) -> int:
+        """Delete in batches of 10; returns how many deletions SQS reported as failed."""
+        failed = 0
+        for chunk in _chunks(list(receipt_handles)):
+            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            response = self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+            for failure in response.get("Failed", []):
+                failed += 1
+                logger.warning("delete failed: %s", failure)
+        return failed
+
+    def extend_visibility(self, receipt_handles: Sequence[str], timeout: int) -> None:
+        for chunk in _chunks(list(receipt_handles)):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
+                for i, h in enumerate(chunk)
+            ]
+            self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+
+    def send_bodies(self, bodies: Sequence[str]) -> int:
+        """SendMessageBatch in tens, resending entries SQS reports as failed; returns count sent."""
+        sent = 0
+        for chunk in _chunks(list(bodies)):
+            pending = {str(i): body for i, body in enumerate(chunk)}
+            for _attempt in range(5):
+                response = self.client.send_message_batch(
+                    QueueUrl=self.url,
+                    Entries=[{"Id": k, "MessageBody": v} for k, v in pending.items()],
+                )
+                for ok in response.get("Successful", []):
+                    pending.pop(ok["Id"], None)
+                    sent += 1
+                if not pending:
+                    break
+            if pending:
+                raise RuntimeError(f"SQS refused {len(pending)} messages after 5 attempts")
+        return sent
+
+    def depth(self) -> QueueDepth:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attrs = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)[
+            "Attributes"
+        ]
+        dlq_url = self._lookup(self.dlq_name)
+        dlq_visible = None
+        if dlq_url is not None:
+            dlq_visible = int(
+                self.client.get_queue_attributes(
+                    QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
+        return QueueDepth(
+            visible=int(attrs.get(names[0], 0)),
+            in_flight=int(attrs.get(names[1], 0)),
+            delayed=int(attrs.get(names[2], 0)),
+            dlq_visible=dlq_visible,
+        )

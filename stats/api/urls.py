@@ -1,0 +1,5 @@
+"""Stats API routes (filled in by the stats API)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []
