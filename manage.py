@@ -9,8 +9,17 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderpipe.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        # Import the settings now: a malformed environment variable is a one-line operator
+        # error naming the variable, not a traceback from deep inside Django's start-up.
+        settings.INSTALLED_APPS  # noqa: B018
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"Configuration error: {exc}\n")
+        sys.exit(2)
     execute_from_command_line(sys.argv)
 
 
