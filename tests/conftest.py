@@ -1,0 +1,135 @@
+"""Shared fixtures: real Redis and SQS server processes, fakes for fast unit tests.
+
+Real servers are started once per session on free ports (``TEST_REDIS_URL`` /
+``TEST_SQS_URL`` point at existing ones instead). Tests never flush a Redis: each test gets
+its own key prefix and its own queue name, and cleans up only what it created.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from orderpipe.devservers import MotoSQSServer, RedisServer, aws_test_environment
+from orders.sqs import OrderQueue, make_client
+from stats.store import AggregateStore
+
+
+@dataclass
+class ExternalServer:
+    """A server the suite did not start: used, never stopped or flushed."""
+
+    url: str
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisServer | ExternalServer]:
+    if url := os.environ.get("TEST_REDIS_URL"):
+        yield ExternalServer(url)
+        return
+    server = RedisServer(data_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqs_server() -> Iterator[MotoSQSServer | ExternalServer]:
+    if url := os.environ.get("TEST_SQS_URL"):
+        yield ExternalServer(url)
+        return
+    server = MotoSQSServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:12]}"
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
+@pytest.fixture
+def live_redis(settings, redis_server, key_prefix: str) -> Iterator[redis.Redis]:
+    """Points django-redis at the real test server under a key prefix of this test only."""
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "LOCATION": redis_server.url},
+    }
+    settings.REDIS_URL = redis_server.url
+    settings.REDIS_KEY_PREFIX = key_prefix
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    _delete_prefix(client, key_prefix)
+    client.close()
+
+
+@pytest.fixture
+def store(live_redis: redis.Redis, key_prefix: str) -> AggregateStore:
+    """An aggregate store on the real Redis server."""
+    return AggregateStore(live_redis, prefix=key_prefix, dedup_ttl=3600)
+
+
+@pytest.fixture
+def fake_redis(settings) -> fakeredis.FakeRedis:
+    """django-redis wired to an in-process fakeredis server (with Lua) for fast unit tests."""
+    server = fakeredis.FakeServer()
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "OPTIONS": {
+                **settings.CACHES["default"]["OPTIONS"],
+                "CONNECTION_POOL_KWARGS": {
+                    "connection_class": fakeredis.FakeConnection,
+                    "server": server,
+                },
+            },
+        }
+    }
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def fake_store(fake_redis: fakeredis.FakeRedis, settings) -> AggregateStore:
+    return AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, dedup_ttl=3600)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = aws_test_environment()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def sqs_queue(settings, sqs_server, aws_env) -> OrderQueue:
+    """A fresh orders queue (and DLQ) on the moto server process, unique to this test."""
+    settings.LOCALSTACK_URL = sqs_server.url
+    settings.QUEUE_NAME = f"orders-{uuid.uuid4().hex[:10]}"
+    queue = OrderQueue(make_client(sqs_server.url), settings.QUEUE_NAME)
+    queue.ensure(max_receive_count=settings.SQS_MAX_RECEIVE_COUNT, visibility_timeout=30)
+    return queue
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test alone, for stopping, killing and restarting it."""
+    server = RedisServer(data_dir=tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,144 @@
+"""The aggregate store against a real Redis server and against fakeredis."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from orders.validation import Item, Order
+from stats.store import AggregateStore, ApplyStatus, StoreUnavailableError, cents_to_decimal
+
+
+def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
+    when = when or datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
+    price = cents_to_decimal(cents)
+    return Order(order_id, user_id, cents, (Item("P001", 1, price),), when, when)
+
+
+@pytest.fixture(params=["real", "fake"])
+def any_store(request) -> AggregateStore:
+    return request.getfixturevalue("store" if request.param == "real" else "fake_store")
+
+
+def test_applied_order_updates_every_aggregate(any_store: AggregateStore) -> None:
+    statuses = any_store.apply_orders([make_order("O1", "U1", 10997)])
+
+    assert statuses == [ApplyStatus.APPLIED]
+    user = any_store.user_stats("U1")
+    assert user is not None
+    assert (user.order_count, user.total_spend_cents) == (1, 10997)
+    assert user.first_order_at == user.last_order_at == datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
+    assert any_store.global_stats().total_orders == 1
+    assert any_store.global_stats().total_revenue_cents == 10997
+    assert any_store.global_stats().unique_users == 1
+    assert [(r.user_id, r.value) for r in any_store.top_spenders(5)] == [("U1", 10997)]
+    day = any_store.by_date(date(2025, 8, 9), date(2025, 8, 9))[0]
+    assert (day.total_orders, day.total_revenue_cents) == (1, 10997)
+
+
+def test_redelivered_order_is_counted_once(any_store: AggregateStore) -> None:
+    order = make_order("O1", "U1", 500)
+    assert any_store.apply_orders([order, order]) == [ApplyStatus.APPLIED, ApplyStatus.DUPLICATE]
+    assert any_store.apply_orders([order]) == [ApplyStatus.DUPLICATE]
+    assert any_store.global_stats().total_orders == 1
+    assert any_store.ingestion().duplicates == 2
+
+
+def test_same_order_id_with_other_payload_is_a_conflict_and_changes_nothing(
+    any_store: AggregateStore,
+) -> None:
+    any_store.apply_orders([make_order("O1", "U1", 500)])
+    before = (any_store.global_stats(), any_store.user_stats("U1"), any_store.user_stats("U2"))
+
+    assert any_store.apply_orders([make_order("O1", "U2", 999)]) == [ApplyStatus.CONFLICT]
+
+    assert (
+        any_store.global_stats(),
+        any_store.user_stats("U1"),
+        any_store.user_stats("U2"),
+    ) == before
+
+
+def test_rankings_are_highest_first_with_ties_by_user_id(any_store: AggregateStore) -> None:
+    any_store.apply_orders(
+        [
+            make_order("a", "U3", 100),
+            make_order("b", "U1", 100),
+            make_order("c", "U2", 300),
+            make_order("d", "U4", 50),
+            make_order("e", "U4", 50),
+        ]
+    )
+    spenders = [(r.rank, r.user_id, r.value) for r in any_store.top_spenders(3)]
+    buyers = [(r.rank, r.user_id, r.value) for r in any_store.top_buyers(2)]
+    assert spenders == [(1, "U2", 300), (2, "U1", 100), (3, "U3", 100)]
+    assert buyers == [(1, "U4", 2), (2, "U1", 1)]
+
+
+def test_first_and_last_order_times_follow_out_of_order_arrivals(any_store: AggregateStore) -> None:
+    late = datetime(2025, 8, 20, tzinfo=UTC)
+    early = datetime(2025, 8, 1, tzinfo=UTC)
+    middle = datetime(2025, 8, 10, tzinfo=UTC)
+    any_store.apply_orders([make_order("1", "U1", 1, middle)])
+    any_store.apply_orders([make_order("2", "U1", 1, late), make_order("3", "U1", 1, early)])
+    user = any_store.user_stats("U1")
+    assert user is not None
+    assert (user.first_order_at, user.last_order_at) == (early, late)
+
+
+def test_by_date_includes_empty_days_as_zero(any_store: AggregateStore) -> None:
+    any_store.apply_orders([make_order("1", "U1", 250, datetime(2025, 1, 2, 23, 59, tzinfo=UTC))])
+    days = any_store.by_date(date(2025, 1, 1), date(2025, 1, 3))
+    assert [(d.day.day, d.total_orders, d.total_revenue_cents) for d in days] == [
+        (1, 0, 0),
+        (2, 1, 250),
+        (3, 0, 0),
+    ]
+
+
+def test_large_amounts_stay_exact_to_the_cent(any_store: AggregateStore) -> None:
+    cents = 100_000_000_000  # the maximum order value, 1,000,000,000.00
+    any_store.apply_orders([make_order(str(i), "U1", cents + 1) for i in range(1000)])
+    expected = (cents + 1) * 1000
+    assert any_store.global_stats().total_revenue_cents == expected
+    assert any_store.top_spenders(1)[0].value == expected
+    assert cents_to_decimal(expected) == Decimal("1000000000010.00")
+
+
+def test_idempotency_mark_expires_after_ttl(store: AggregateStore, live_redis) -> None:
+    store.dedup_ttl = 100
+    store.apply_orders([make_order("O1", "U1", 1)])
+    ttl = live_redis.ttl(store.key("seen", "O1"))
+    assert 0 < ttl <= 100
+
+
+def test_zero_ttl_keeps_marks_forever(store: AggregateStore, live_redis) -> None:
+    store.dedup_ttl = 0
+    store.apply_orders([make_order("O1", "U1", 1)])
+    assert live_redis.ttl(store.key("seen", "O1")) == -1
+
+
+def test_script_is_reloaded_after_redis_loses_it(store: AggregateStore, live_redis) -> None:
+    store.apply_orders([make_order("O1", "U1", 1)])
+    live_redis.script_flush()
+    assert store.apply_orders([make_order("O2", "U1", 1)]) == [ApplyStatus.APPLIED]
+
+
+def test_rejections_are_counted_by_code(any_store: AggregateStore) -> None:
+    any_store.record_rejections({"invalid_json": 2, "value_mismatch": 1})
+    stats = any_store.ingestion()
+    assert stats.rejected == 3
+    assert stats.rejected_by_code == {"invalid_json": 2, "value_mismatch": 1}
+
+
+def test_unreachable_redis_raises_store_unavailable(private_redis) -> None:
+    import redis
+
+    store = AggregateStore(redis.Redis.from_url(private_redis.url, socket_timeout=1), prefix="t")
+    private_redis.stop()
+    with pytest.raises(StoreUnavailableError):
+        store.apply_orders([make_order("O1", "U1", 1)])
+    with pytest.raises(StoreUnavailableError):
+        store.global_stats()
