@@ -2,14 +2,84 @@
 
 Pure: no I/O, no Django models, no Redis, no SQS. Numbers are parsed exactly from the JSON
 text (``Decimal``), never through floats.
+
+``validate_message`` never raises: whatever arrives on the queue (non-UTF-8 bytes, NaN,
+100 000 levels of ``[``, 5 000-digit integers, lone surrogates, NUL) ends up either as an
+``Order`` or as a ``Rejection`` a consumer can store and delete. A validator that raises on
+a poison message would make that message loop until the dead-letter queue and hide the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DecimalException,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
+from typing import Any
+
+# --- Rejection codes (contract §2). Stable: stored in the database and filtered on. -----------
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+INVALID_ITEMS = "invalid_items"
+VALUE_MISMATCH = "value_mismatch"
+INVALID_TIMESTAMP = "invalid_timestamp"
+DUPLICATE_ORDER_ID = "duplicate_order_id"
+
+ALL_CODES: tuple[str, ...] = (
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    MISSING_FIELD,
+    INVALID_FIELD,
+    INVALID_ITEMS,
+    VALUE_MISMATCH,
+    INVALID_TIMESTAMP,
+    DUPLICATE_ORDER_ID,
+)
+# The codes ``validate_message`` itself can produce (duplicates are found by the store).
+VALIDATOR_CODES: tuple[str, ...] = ALL_CODES[:-1]
+
+# --- Limits (contract §2) ---------------------------------------------------------------------
+MAX_BODY_BYTES = 256 * 1024
+MAX_ID_LENGTH = 128
+MAX_ITEMS = 1000
+MAX_ORDER_VALUE = Decimal(1_000_000_000)
+# Stored ids in a Rejection are cut to the model column's length.
+MAX_STORED_ID_LENGTH = 255
+# A thousand broken items would otherwise produce thousands of reasons; the first few say it.
+MAX_ITEM_REASONS = 10
+MAX_TIMESTAMP_LENGTH = 64
+
+_CENTS = Decimal("0.01")
+# Exact arithmetic: enough digits for any realistic price, traps instead of silent rounding.
+_EXACT = Context(
+    prec=2000,
+    rounding=ROUND_HALF_UP,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[Inexact, InvalidOperation, Overflow],
+)
+# Rounding to cents is allowed to discard digits (that is the point of it).
+_ROUNDING = Context(
+    prec=2000, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation]
+)
+# Past this the sum can never round to an order_value ≤ MAX_ORDER_VALUE: stop multiplying.
+_SUM_CEILING = MAX_ORDER_VALUE + 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +122,489 @@ class Order:
             f"{i.product_id or ''}*{i.quantity}*{i.unit_price.normalize()}" for i in self.items
         ]
         return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One broken rule: a stable ``code``, the JSON path it concerns, and a message for staff."""
+
+    code: str
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Every reason a message is not a valid order, plus the ids staff will search for.
+
+    ``order_id``/``user_id`` are whatever strings the message carried (even invalid ones),
+    escaped so they are safe in any text column (see ``safe_text``); None when absent.
+    """
+
+    reasons: tuple[Reason, ...]
+    order_id: str | None = None
+    user_id: str | None = None
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(sorted({r.code for r in self.reasons}))
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [r.as_dict() for r in self.reasons]
+
+
+def safe_text(value: str, max_length: int = MAX_STORED_ID_LENGTH) -> str:
+    """``value`` made storable in PostgreSQL text: lone surrogates and NUL become escapes.
+
+    PostgreSQL refuses NUL in text and psycopg cannot encode lone surrogates; a rejected
+    message carrying them must still be recorded, so they are written as ``\\ud800``/``\\x00``.
+    """
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:max_length]
+
+
+def conflict_rejection(order: Order) -> Rejection:
+    """The rejection for an order whose id was already applied with a different payload.
+
+    The validator cannot see this (it needs the store's memory); the consumer builds it when
+    the Redis store reports a conflicting fingerprint.
+    """
+    return Rejection(
+        reasons=(
+            Reason(
+                DUPLICATE_ORDER_ID,
+                "order_id",
+                f"order {safe_text(order.order_id, 80)!r} was already applied with a different"
+                " payload; the first version stands",
+            ),
+        ),
+        order_id=safe_text(order.order_id),
+        user_id=safe_text(order.user_id),
+    )
+
+
+# --- Parsing --------------------------------------------------------------------------------
+class _NonFiniteError(ValueError):
+    pass
+
+
+def _reject_constant(token: str) -> Any:
+    raise _NonFiniteError(token)
+
+
+def _parse_int(token: str) -> int | Decimal:
+    # Python refuses int() on > 4300 digits; Decimal keeps the exact value so an enormous
+    # number in an ignored field does not sink an otherwise valid order, and one in a field
+    # that matters is rejected by that field's own rule.
+    try:
+        return int(token)
+    except ValueError:
+        return Decimal(token)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A bounded, escaped rendering of an offending value for a human message."""
+    if isinstance(value, str):
+        text = repr(value if len(value) <= limit else value[:limit] + "…")
+    elif isinstance(value, dict):
+        text = "an object"
+    elif isinstance(value, list):
+        text = "an array"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Decimal | int):
+        digits = str(value) if not isinstance(value, int) or value.bit_length() < 200 else "…"
+        text = digits if len(digits) <= limit else digits[:limit] + "…"
+    else:
+        text = type(value).__name__
+    return safe_text(text, limit + 20)
+
+
+def _decode(body: Any) -> tuple[str | None, Reason | None]:
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+        if len(raw) > MAX_BODY_BYTES:
+            return None, Reason(
+                INVALID_JSON, "body", f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}"
+            )
+        try:
+            return raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            return None, Reason(
+                INVALID_JSON, "body", f"body is not UTF-8 (bad byte at offset {exc.start})"
+            )
+    if isinstance(body, str):
+        size = (
+            len(body) if len(body) > MAX_BODY_BYTES else len(body.encode("utf-8", "surrogatepass"))
+        )
+        if size > MAX_BODY_BYTES:
+            return None, Reason(
+                INVALID_JSON, "body", f"body is over {MAX_BODY_BYTES} bytes of UTF-8"
+            )
+        return body, None
+    return None, Reason(INVALID_JSON, "body", f"body is a {type(body).__name__}, not text")
+
+
+def _parse(text: str) -> tuple[Any, Reason | None]:
+    try:
+        return (
+            json.loads(
+                text,
+                parse_float=Decimal,
+                parse_int=_parse_int,
+                parse_constant=_reject_constant,
+            ),
+            None,
+        )
+    except _NonFiniteError as exc:
+        return None, Reason(INVALID_JSON, "body", f"{exc.args[0]} is not a JSON number")
+    except json.JSONDecodeError as exc:
+        return None, Reason(
+            INVALID_JSON, "body", f"not JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        )
+    except RecursionError:
+        return None, Reason(INVALID_JSON, "body", "JSON is nested too deeply")
+    except (ValueError, ArithmeticError, MemoryError, TypeError) as exc:
+        return None, Reason(INVALID_JSON, "body", f"not JSON: {type(exc).__name__}")
+
+
+# --- Field rules ----------------------------------------------------------------------------
+def _text_problem(value: str) -> str | None:
+    """Why a string cannot be an id (None when it can)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode)"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "contains control characters"
+    return None
+
+
+def _check_id(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | None:
+    if name not in doc:
+        reasons.append(Reason(MISSING_FIELD, name, f"{name} is missing"))
+        return None
+    value = doc[name]
+    if not isinstance(value, str):
+        reasons.append(Reason(INVALID_FIELD, name, f"{name} must be a string, got {_short(value)}"))
+        return None
+    trimmed = value.strip()
+    problem = _text_problem(trimmed)
+    if problem is None and not 1 <= len(trimmed) <= MAX_ID_LENGTH:
+        problem = f"must be 1-{MAX_ID_LENGTH} characters after trimming, got {len(trimmed)}"
+    if problem is not None:
+        reasons.append(Reason(INVALID_FIELD, name, f"{name} {problem}"))
+        return None
+    return trimmed
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | Decimal) and not isinstance(value, bool)
+
+
+def _check_value(doc: dict[str, Any], reasons: list[Reason]) -> Decimal | None:
+    if "order_value" not in doc:
+        reasons.append(Reason(MISSING_FIELD, "order_value", "order_value is missing"))
+        return None
+    value = doc["order_value"]
+    if not _is_number(value):
+        reasons.append(
+            Reason(
+                INVALID_FIELD,
+                "order_value",
+                f"order_value must be a JSON number, got {_short(value)}",
+            )
+        )
+        return None
+    amount = Decimal(value)
+    if not amount.is_finite():
+        problem = "must be finite"
+    elif amount < 0:
+        problem = "must not be negative"
+    elif amount > MAX_ORDER_VALUE:
+        problem = f"must not exceed {MAX_ORDER_VALUE:,}"
+    else:
+        return amount
+    reasons.append(Reason(INVALID_FIELD, "order_value", f"order_value {problem}"))
+    return None
+
+
+def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
+    where = f"items[{index}]"
+    if not isinstance(item, dict):
+        return None, [
+            Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(item)}")
+        ]
+    problems: list[Reason] = []
+
+    quantity = item.get("quantity")
+    if "quantity" not in item:
+        problems.append(Reason(INVALID_ITEMS, f"{where}.quantity", "quantity is missing"))
+    elif isinstance(quantity, bool) or not isinstance(quantity, int):
+        problems.append(
+            Reason(
+                INVALID_ITEMS,
+                f"{where}.quantity",
+                f"quantity must be a whole number, got {_short(quantity)}",
+            )
+        )
+    elif quantity < 1:
+        problems.append(
+            Reason(INVALID_ITEMS, f"{where}.quantity", f"quantity must be ≥ 1, got {quantity}")
+        )
+
+    price = item.get("price_per_unit")
+    if "price_per_unit" not in item:
+        problems.append(
+            Reason(INVALID_ITEMS, f"{where}.price_per_unit", "price_per_unit is missing")
+        )
+    elif not _is_number(price):
+        problems.append(
+            Reason(
+                INVALID_ITEMS,
+                f"{where}.price_per_unit",
+                f"price_per_unit must be a JSON number, got {_short(price)}",
+            )
+        )
+    elif not Decimal(price).is_finite() or Decimal(price) < 0:
+        problems.append(
+            Reason(INVALID_ITEMS, f"{where}.price_per_unit", "price_per_unit must be finite, ≥ 0")
+        )
+
+    product_id = item.get("product_id")
+    if product_id is not None:
+        problem = None
+        if not isinstance(product_id, str):
+            problem = f"must be a string, got {_short(product_id)}"
+        else:
+            product_id = product_id.strip() or None
+            if product_id is not None:
+                problem = _text_problem(product_id)
+                if problem is None and len(product_id) > MAX_ID_LENGTH:
+                    problem = f"must be at most {MAX_ID_LENGTH} characters"
+        if problem is not None:
+            problems.append(Reason(INVALID_ITEMS, f"{where}.product_id", f"product_id {problem}"))
+
+    if problems:
+        return None, problems
+    return Item(product_id=product_id, quantity=quantity, unit_price=Decimal(price)), []
+
+
+def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...] | None:
+    if "items" not in doc:
+        reasons.append(Reason(MISSING_FIELD, "items", "items is missing"))
+        return None
+    raw = doc["items"]
+    if not isinstance(raw, list):
+        reasons.append(Reason(INVALID_ITEMS, "items", f"items must be an array, got {_short(raw)}"))
+        return None
+    if not raw:
+        reasons.append(Reason(INVALID_ITEMS, "items", "items must not be empty"))
+        return None
+    if len(raw) > MAX_ITEMS:
+        reasons.append(
+            Reason(
+                INVALID_ITEMS, "items", f"items has {len(raw)} entries; the limit is {MAX_ITEMS}"
+            )
+        )
+        return None
+    items: list[Item] = []
+    problems: list[Reason] = []
+    for index, entry in enumerate(raw):
+        item, item_problems = _check_item(index, entry)
+        if item is not None:
+            items.append(item)
+        problems.extend(item_problems)
+    if problems:
+        reasons.extend(problems[:MAX_ITEM_REASONS])
+        if len(problems) > MAX_ITEM_REASONS:
+            reasons.append(
+                Reason(
+                    INVALID_ITEMS,
+                    "items",
+                    f"…and {len(problems) - MAX_ITEM_REASONS} more item problems",
+                )
+            )
+        return None
+    return tuple(items)
+
+
+def _cents(amount: Decimal) -> int:
+    rounded = amount.quantize(_CENTS, rounding=ROUND_HALF_UP, context=_ROUNDING)
+    return int(rounded.scaleb(2, context=_ROUNDING))
+
+
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def _items_total(items: tuple[Item, ...]) -> Decimal | None:
+    """Sum of quantity * price, exactly; a value above the ceiling stands for "too large to match".
+
+    None when the prices carry more digits than can be summed exactly (absurd input).
+    """
+    total = Decimal(0)
+    try:
+        for item in items:
+            if item.unit_price == 0:
+                continue
+            if item.unit_price > _SUM_CEILING or item.quantity > _SUM_CEILING:
+                return _SUM_CEILING + 1
+            total = _EXACT.add(total, _EXACT.multiply(Decimal(item.quantity), item.unit_price))
+            if total > _SUM_CEILING:
+                return total
+    except DecimalException:
+        return None
+    return total
+
+
+def _check_timestamp(doc: dict[str, Any], reasons: list[Reason]) -> tuple[bool, datetime | None]:
+    """(ok, UTC datetime or None when absent)."""
+    value = doc.get("order_timestamp")
+    if value is None:
+        return True, None
+    problem = None
+    if not isinstance(value, str):
+        problem = f"must be an ISO 8601 string, got {_short(value)}"
+    elif len(value) > MAX_TIMESTAMP_LENGTH:
+        problem = "is too long to be an ISO 8601 timestamp"
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return True, parsed.astimezone(UTC)
+        except (ValueError, OverflowError, TypeError):
+            problem = f"is not an ISO 8601 timestamp: {_short(value)}"
+    reasons.append(Reason(INVALID_TIMESTAMP, "order_timestamp", f"order_timestamp {problem}"))
+    return False, None
+
+
+def _sent_at(attributes: Any) -> datetime | None:
+    """SQS ``SentTimestamp`` (epoch milliseconds) as UTC; None when absent or unreadable."""
+    if not isinstance(attributes, Mapping):
+        return None
+    raw = attributes.get("SentTimestamp")
+    try:
+        millis = int(str(raw).strip())
+        return _EPOCH + timedelta(milliseconds=millis)
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def _stored_id(doc: dict[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        return None
+    return safe_text(value.strip()) or None
+
+
+def validate_message(
+    body: bytes | str,
+    attributes: Mapping[str, str] | None = None,
+    *,
+    received_at: datetime | None = None,
+) -> Order | Rejection:
+    """Check one SQS message body against contract §2; never raises.
+
+    ``attributes`` are the message's SQS system attributes; only ``SentTimestamp`` (epoch ms)
+    is read. An order's ``occurred_at`` (and so its day bucket) is its ``order_timestamp``,
+    else ``SentTimestamp``, else ``received_at`` (callers outside SQS, e.g. the admin form,
+    pass "now"). An otherwise valid order that has none of the three cannot be put in a day
+    bucket and is rejected with ``invalid_timestamp``; the validator does not read the clock
+    itself, so the same input always gives the same answer.
+
+    Every applicable reason is collected; the value cross-check runs only when the value and
+    every item are individually valid (a mismatch against broken items says nothing).
+    """
+    try:
+        return _validate(body, attributes, received_at)
+    except Exception as exc:  # pragma: no cover - a bug here must not poison the queue
+        return Rejection(
+            reasons=(Reason(INVALID_JSON, "body", f"unexpected {type(exc).__name__}"),),
+        )
+
+
+def _validate(
+    body: Any, attributes: Mapping[str, str] | None, received_at: datetime | None
+) -> Order | Rejection:
+    text, problem = _decode(body)
+    if problem is not None:
+        return Rejection(reasons=(problem,))
+    doc, problem = _parse(text)
+    if problem is not None:
+        return Rejection(reasons=(problem,))
+    if not isinstance(doc, dict):
+        return Rejection(
+            reasons=(
+                Reason(
+                    NOT_AN_OBJECT, "body", f"top level must be a JSON object, got {_short(doc)}"
+                ),
+            )
+        )
+
+    reasons: list[Reason] = []
+    order_id = _check_id(doc, "order_id", reasons)
+    user_id = _check_id(doc, "user_id", reasons)
+    value = _check_value(doc, reasons)
+    items = _check_items(doc, reasons)
+    timestamp_ok, ordered_at = _check_timestamp(doc, reasons)
+
+    value_cents = None
+    if value is not None and items is not None:
+        value_cents = _cents(value)
+        total = _items_total(items)
+        if total is None:
+            reasons.append(
+                Reason(INVALID_ITEMS, "items", "prices have too many digits to total exactly")
+            )
+        elif total > _SUM_CEILING or _cents(total) != value_cents:
+            shown = _money(_cents(total)) if total <= _SUM_CEILING else "over 1,000,000,000"
+            reasons.append(
+                Reason(
+                    VALUE_MISMATCH,
+                    "order_value",
+                    f"order_value {_money(value_cents)} does not equal the items' total {shown}",
+                )
+            )
+
+    occurred_at = ordered_at
+    # Dating only matters for an otherwise valid order; on a broken one it would be noise.
+    if occurred_at is None and timestamp_ok and not reasons:
+        occurred_at = _sent_at(attributes)
+        if occurred_at is None and isinstance(received_at, datetime):
+            occurred_at = (
+                received_at.replace(tzinfo=UTC)
+                if received_at.tzinfo is None
+                else received_at.astimezone(UTC)
+            )
+        if occurred_at is None:
+            reasons.append(
+                Reason(
+                    INVALID_TIMESTAMP,
+                    "order_timestamp",
+                    "order_timestamp is absent and the message has no SentTimestamp to date it",
+                )
+            )
+
+    if reasons:
+        return Rejection(
+            reasons=tuple(reasons),
+            order_id=_stored_id(doc, "order_id"),
+            user_id=_stored_id(doc, "user_id"),
+        )
+    assert order_id is not None and user_id is not None and items is not None
+    assert value_cents is not None and occurred_at is not None
+    return Order(
+        order_id=order_id,
+        user_id=user_id,
+        value_cents=value_cents,
+        items=items,
+        ordered_at=ordered_at,
+        occurred_at=occurred_at,
+    )
