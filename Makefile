@@ -1,21 +1,42 @@
+# orderpipe: `make run` brings up the local stack, `make test` runs the whole suite.
+# Only Python 3.11+ is needed: the first run creates .venv and installs the pinned wheels.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# make run needs only the runtime + local-stack wheels; make test adds the dev tools.
+LOCAL_STAMP := $(VENV)/.installed-local
 STAMP := $(VENV)/.installed
+RUN_ARGS ?=
 
-.PHONY: install test lint run
+.PHONY: install install-local test lint run superuser format
 
-$(STAMP): requirements/base.txt requirements/local.txt requirements/dev.txt
+$(LOCAL_STAMP): requirements/base.txt requirements/local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/local.txt
+	touch $(LOCAL_STAMP)
+
+$(STAMP): $(LOCAL_STAMP) requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+install-local: $(LOCAL_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
+format: $(STAMP)
+	$(BIN)/ruff format .
+
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# Valkey + moto SQS + migrate + web/worker/feeder under honcho; Ctrl-C stops all of it.
+# Options: make run RUN_ARGS="--no-feed --web-port 8001" (see python -m orderpipe.devstack -h).
+run: $(LOCAL_STAMP)
+	$(BIN)/python -m orderpipe.devstack $(RUN_ARGS)
+
+superuser: $(LOCAL_STAMP)
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
