@@ -1,0 +1,236 @@
+"""Rejected orders: the messages that failed contract §2, kept for staff review in the admin.
+
+One row per SQS message id, so a redelivered reject never makes a second row. The body is
+stored as bytes, losslessly, because the one message that breaks the pipeline is exactly the
+one whose bytes (not a cleaned-up copy) staff need to see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+
+from orders.validation import Rejection, safe_text
+
+logger = logging.getLogger(__name__)
+rejection_logger = logging.getLogger("orders.rejections")
+
+# Bodies beyond this are shown truncated in the admin; the stored bytes stay whole.
+DISPLAY_LIMIT = 64 * 1024
+_PRETTY_MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """What the consumer knows about one rejected message, handed to ``record_many``."""
+
+    message_id: str
+    body: str | bytes
+    rejection: Rejection
+    queue_name: str
+    receive_count: int
+    received_at: datetime
+
+
+def encode_body(body: str | bytes) -> bytes:
+    """Message body as bytes; ``surrogatepass`` keeps even a lone surrogate round-trippable."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    return body.encode("utf-8", "surrogatepass")
+
+
+def reason_codes_field(codes: Sequence[str]) -> str:
+    """``",a,b,"``: delimited at both ends so ``__contains=",a,"`` matches whole codes only."""
+    return f",{','.join(sorted(set(codes)))}," if codes else ""
+
+
+def _safe_reasons(rejection: Rejection) -> list[dict[str, str]]:
+    # jsonb refuses \u0000 and psycopg refuses lone surrogates: escape both.
+    return [
+        {"code": r.code, "field": safe_text(r.field, 200), "message": safe_text(r.message, 2000)}
+        for r in rejection.reasons
+    ]
+
+
+class RejectedOrderQuerySet(models.QuerySet):
+    def record_many(self, records: Sequence[RejectionRecord]) -> int:
+        """Store a batch of rejected messages idempotently; returns how many rows are new.
+
+        A message id already stored is not duplicated: its ``receive_count`` is raised to the
+        highest seen. Three queries per batch whatever its size (one SELECT, one INSERT, one
+        UPDATE) in one transaction, so the consumer deletes the messages only once all of
+        them are safely stored. ``ignore_conflicts`` covers a second consumer inserting the
+        same id between our SELECT and INSERT.
+        """
+        if not records:
+            return 0
+        latest: dict[str, RejectionRecord] = {}
+        counts: dict[str, int] = {}
+        for record in records:
+            latest.setdefault(record.message_id, record)
+            counts[record.message_id] = max(
+                counts.get(record.message_id, 0), int(record.receive_count)
+            )
+        with transaction.atomic(using=self.db):
+            existing = {
+                row.message_id: row
+                for row in self.select_for_update()
+                .filter(message_id__in=list(latest))
+                .only("pk", "message_id", "receive_count")
+            }
+            to_update = []
+            for message_id, row in existing.items():
+                if counts[message_id] > row.receive_count:
+                    row.receive_count = counts[message_id]
+                    to_update.append(row)
+            new_rows = [
+                self.model(
+                    message_id=message_id,
+                    body=encode_body(record.body),
+                    order_id=record.rejection.order_id,
+                    user_id=record.rejection.user_id,
+                    reasons=_safe_reasons(record.rejection),
+                    reason_codes=reason_codes_field(record.rejection.codes),
+                    queue_name=record.queue_name,
+                    received_at=record.received_at,
+                    receive_count=max(counts[message_id], 1),
+                )
+                for message_id, record in latest.items()
+                if message_id not in existing
+            ]
+            if new_rows:
+                self.bulk_create(new_rows, ignore_conflicts=True)
+            if to_update:
+                self.bulk_update(to_update, ["receive_count"])
+        for message_id, record in latest.items():
+            rejection_logger.warning(
+                "rejected order message_id=%s order_id=%s reasons=%s receive_count=%d%s",
+                message_id,
+                record.rejection.order_id,
+                ",".join(record.rejection.codes),
+                counts[message_id],
+                " (already recorded)" if message_id in existing else "",
+            )
+        return len(new_rows)
+
+    def with_code(self, code: str) -> RejectedOrderQuerySet:
+        return self.filter(reason_codes__contains=f",{code},")
+
+
+class RejectedOrder(models.Model):
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        REVIEWED = "reviewed", "Reviewed"
+        RESUBMITTED = "resubmitted", "Resubmitted"
+
+    message_id = models.CharField(max_length=255, unique=True, editable=False)
+    body = models.BinaryField(editable=False, help_text="The message body exactly as received.")
+    # NULL = the message carried no string id at all (it may not even be JSON).
+    order_id = models.CharField(max_length=255, null=True, blank=True, db_index=True)  # noqa: DJ001
+    user_id = models.CharField(max_length=255, null=True, blank=True, db_index=True)  # noqa: DJ001
+    reasons = models.JSONField(default=list, help_text="[{code, field, message}, …]")
+    reason_codes = models.CharField(
+        max_length=255, blank=True, help_text="Comma-delimited codes, e.g. ',invalid_json,'."
+    )
+    queue_name = models.CharField(max_length=80, blank=True)
+    received_at = models.DateTimeField(help_text="When the consumer first received it.")
+    receive_count = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reviewed_rejected_orders",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    staff_note = models.TextField(blank=True)
+    corrected_payload = models.TextField(
+        blank=True,
+        help_text="A fixed order (JSON). It must pass validation; resubmit sends it to the queue.",
+    )
+    resubmitted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RejectedOrderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        indexes = [
+            models.Index(fields=["received_at"], name="rejected_received_idx"),
+            models.Index(fields=["status", "received_at"], name="rejected_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order_id or '(no order id)'} [{self.message_id}]"
+
+    @property
+    def codes(self) -> list[str]:
+        return [c for c in self.reason_codes.split(",") if c]
+
+    @property
+    def body_bytes(self) -> bytes:
+        return bytes(self.body) if self.body is not None else b""
+
+    @property
+    def body_text(self) -> str:
+        """The body as text for humans: undecodable bytes are shown as ``\\xNN`` escapes."""
+        return self.body_bytes.decode("utf-8", "backslashreplace")
+
+    def pretty_body(self) -> str:
+        """The body indented when it is JSON, else as text; numbers keep their exact digits.
+
+        Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, showing staff a
+        payload that is not the one that was rejected.
+        """
+        text = self.body_text
+        try:
+            doc = json.loads(
+                text, parse_float=_RawNumber, parse_int=_RawNumber, parse_constant=_RawNumber
+            )
+            pretty = _pretty(doc, 0)
+        except (ValueError, RecursionError, _TooDeepError):
+            pretty = text
+        pretty = safe_text(pretty, max_length=DISPLAY_LIMIT + 1)
+        if len(pretty) > DISPLAY_LIMIT:
+            pretty = pretty[:DISPLAY_LIMIT] + "\n… (truncated for display)"
+        return pretty
+
+
+class _RawNumber(str):
+    """A JSON number token kept verbatim."""
+
+    __slots__ = ()
+
+
+class _TooDeepError(Exception):
+    pass
+
+
+def _pretty(value: Any, level: int) -> str:
+    if level > _PRETTY_MAX_DEPTH:
+        raise _TooDeepError
+    pad = "  " * (level + 1)
+    end = "  " * level
+    if isinstance(value, _RawNumber):
+        return str(value)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = ",\n".join(
+            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}"
+            for k, v in value.items()
+        )
+        return "{\n" + inner + "\n" + end + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = ",\n".join(f"{pad}{_pretty(v, level + 1)}" for v in value)
+        return "[\n" + inner + "\n" + end + "]"
+    return json.dumps(value, ensure_ascii=False)
