@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,13 +117,63 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
-def sqs_queue(settings, sqs_server, aws_env) -> OrderQueue:
-    """A fresh orders queue (and DLQ) on the moto server process, unique to this test."""
-    settings.LOCALSTACK_URL = sqs_server.url
-    settings.QUEUE_NAME = f"orders-{uuid.uuid4().hex[:10]}"
-    queue = OrderQueue(make_client(sqs_server.url), settings.QUEUE_NAME)
-    queue.ensure(max_receive_count=settings.SQS_MAX_RECEIVE_COUNT, visibility_timeout=30)
-    return queue
+def make_queue(settings, sqs_server, aws_env) -> Callable[..., OrderQueue]:
+    """Creates fresh orders queues (and DLQs) on the moto server process, unique to this test."""
+
+    def make(visibility_timeout: int = 30, max_receive_count: int = 5) -> OrderQueue:
+        settings.LOCALSTACK_URL = sqs_server.url
+        settings.QUEUE_NAME = f"orders-{uuid.uuid4().hex[:10]}"
+        queue = OrderQueue(make_client(sqs_server.url), settings.QUEUE_NAME)
+        queue.ensure(max_receive_count=max_receive_count, visibility_timeout=visibility_timeout)
+        return queue
+
+    return make
+
+
+@pytest.fixture
+def sqs_queue(make_queue) -> OrderQueue:
+    return make_queue()
+
+
+def database_url(settings_dict: dict) -> str:
+    """The URL of the (test) database Django is connected to, for child processes."""
+    if "sqlite" in settings_dict["ENGINE"]:
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "localhost"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture
+def child_env(settings, tmp_path: Path, aws_env) -> Callable[..., dict[str, str]]:
+    """Environment for a manage.py child process sharing this test's Redis, queue and DB.
+
+    Needs ``transactional_db`` in the test so the child sees committed rows.
+    """
+    from django.db import connection
+
+    def make(**overrides: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            **aws_env,
+            "DJANGO_SETTINGS_MODULE": "orderpipe.settings",
+            "DEBUG": "true",
+            "SECRET_KEY": "tests-only-child-secret",
+            "DATABASE_URL": database_url(connection.settings_dict),
+            "REDIS_URL": settings.REDIS_URL,
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "LOCALSTACK_URL": settings.LOCALSTACK_URL,
+            "QUEUE_NAME": settings.QUEUE_NAME,
+            "LOG_DIR": str(tmp_path / "logs"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(overrides)
+        return env
+
+    return make
 
 
 @pytest.fixture

@@ -1,0 +1,332 @@
+"""The ingestion loop: receive -> validate -> apply / record -> delete (contract §3).
+
+A message is deleted only after its effect is committed: valid orders in Redis (one script
+call per batch, idempotent per order_id), rejected ones in the database. When Redis, the
+database or SQS fails, nothing of the batch in hand is deleted; the consumer logs one ERROR
+per outage, stops polling (so messages are not burnt towards the DLQ), probes the dependency
+with capped exponential backoff, and resumes by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.db import DatabaseError, close_old_connections, connection
+
+from orders.models import RejectedOrder, RejectionRecord
+from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
+from orders.validation import Order, Rejection, conflict_rejection, validate_message
+from stats.store import AggregateStore, ApplyStatus, StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+DEPENDENCY_ERRORS = (StoreUnavailableError, DatabaseError, BotoCoreError, ClientError)
+
+
+@dataclass
+class Tally:
+    """Counters shared by all polling threads of one process, for the periodic INFO line."""
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, received: int, applied: int, duplicates: int, rejected: int) -> None:
+        with self.lock:
+            self.received += received
+            self.applied += applied
+            self.duplicates += duplicates
+            self.rejected += rejected
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        with self.lock:
+            return self.received, self.applied, self.duplicates, self.rejected
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    received: int
+    applied: int
+    duplicates: int
+    rejected: int
+
+
+class Outages:
+    """Remembers which dependency is down so each outage is logged once, not per message."""
+
+    def __init__(self) -> None:
+        self._down: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, name: str, exc: BaseException, now: float) -> None:
+        with self._lock:
+            if name in self._down:
+                return
+            self._down[name] = now
+        logger.error(
+            "%s unavailable (%s); nothing of the batch in hand is deleted, backing off",
+            name,
+            exc,
+        )
+
+    def recovered(self, name: str, now: float) -> None:
+        with self._lock:
+            since = self._down.pop(name, None)
+        if since is not None:
+            logger.info("%s is back after %.1fs; resuming", name, now - since)
+
+    @property
+    def any_down(self) -> bool:
+        with self._lock:
+            return bool(self._down)
+
+
+def _dependency_name(exc: BaseException) -> str:
+    if isinstance(exc, StoreUnavailableError):
+        return "Redis"
+    if isinstance(exc, DatabaseError):
+        return "database"
+    return "SQS"
+
+
+class Consumer:
+    """Consumes one queue into one store. ``process_batch`` is one unit of work.
+
+    Tests call ``process_batch`` directly; ``run`` loops it until ``stop`` is set. The
+    clock and sleep are attributes so tests need not wait for real backoff delays.
+    """
+
+    def __init__(
+        self,
+        queue: OrderQueue,
+        store: AggregateStore,
+        *,
+        batch_size: int = SQS_BATCH_LIMIT,
+        wait_time: int = 20,
+        visibility_timeout: int = 30,
+        max_messages: int | None = None,
+        until_empty: bool = False,
+        max_backoff: float = 30.0,
+        log_interval: float = 10.0,
+        record_rejections: Callable[[Sequence[RejectionRecord]], int] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.batch_size = max(1, min(batch_size, SQS_BATCH_LIMIT))
+        self.wait_time = wait_time
+        self.visibility_timeout = visibility_timeout
+        self.max_messages = max_messages
+        self.until_empty = until_empty
+        self.max_backoff = max_backoff
+        self.log_interval = log_interval
+        self.record_rejections = record_rejections or RejectedOrder.objects.record_many
+        self.stop = threading.Event()
+        self.clock: Callable[[], float] = time.monotonic
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.tally = Tally()
+        self.outages = Outages()
+        self._budget_lock = threading.Lock()
+        self._claimed = 0
+
+    # --- one unit of work ------------------------------------------------------------------
+    def _claim(self) -> int:
+        """How many messages this receive may take, honouring --max-messages across threads."""
+        with self._budget_lock:
+            if self.max_messages is None:
+                return self.batch_size
+            allowed = min(self.batch_size, self.max_messages - self._claimed)
+            self._claimed += max(allowed, 0)
+            return max(allowed, 0)
+
+    def _unclaim(self, count: int) -> None:
+        if self.max_messages is not None and count:
+            with self._budget_lock:
+                self._claimed -= count
+
+    def process_batch(self) -> BatchResult:
+        """Receive one batch and see it through to deletion. Raises on a dependency failure.
+
+        Returns what it handled; ``received == 0`` means the queue had nothing for us.
+        """
+        wanted = self._claim()
+        if wanted == 0:
+            self.stop.set()
+            return BatchResult(0, 0, 0, 0)
+        try:
+            messages = self.queue.receive(max_messages=wanted, wait_time=self.wait_time)
+        except BaseException:
+            self._unclaim(wanted)
+            raise
+        self._unclaim(wanted - len(messages))
+        if not messages:
+            self.store.heartbeat()
+            return BatchResult(0, 0, 0, 0)
+        with self._visibility_heartbeat([m["ReceiptHandle"] for m in messages]):
+            result = self._handle(messages)
+        self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
+        return result
+
+    def _handle(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
+        received_at = self.now()
+        orders: list[tuple[dict[str, Any], Order]] = []
+        rejected: list[tuple[dict[str, Any], Rejection]] = []
+        for message in messages:
+            outcome = validate_message(
+                message.get("Body", ""), message.get("Attributes", {}), received_at=received_at
+            )
+            if isinstance(outcome, Order):
+                orders.append((message, outcome))
+            else:
+                rejected.append((message, outcome))
+
+        applied = duplicates = 0
+        if orders:
+            statuses = self.store.apply_orders([o for _, o in orders], received=len(messages))
+            for (message, order), status in zip(orders, statuses, strict=True):
+                if status is ApplyStatus.APPLIED:
+                    applied += 1
+                elif status is ApplyStatus.DUPLICATE:
+                    duplicates += 1
+                else:
+                    rejected.append((message, conflict_rejection(order)))
+        else:
+            self.store.record_received(len(messages))
+
+        if rejected:
+            records = [
+                RejectionRecord(
+                    message_id=message["MessageId"],
+                    body=message.get("Body", ""),
+                    rejection=rejection,
+                    queue_name=self.queue.name,
+                    receive_count=int(
+                        message.get("Attributes", {}).get("ApproximateReceiveCount", 1)
+                    ),
+                    received_at=received_at,
+                )
+                for message, rejection in rejected
+            ]
+            self.record_rejections(records)
+            self.store.record_rejections(
+                Counter(code for _, rejection in rejected for code in rejection.codes)
+            )
+
+        failed = self.queue.delete([m["ReceiptHandle"] for m in messages])
+        if failed:
+            # Committed already: a redelivery is a duplicate the marks absorb.
+            logger.warning(
+                "%d of %d deletions failed; SQS will redeliver them", failed, len(messages)
+            )
+        return BatchResult(len(messages), applied, duplicates, len(rejected))
+
+    @contextlib.contextmanager
+    def _visibility_heartbeat(self, handles: list[str]) -> Iterator[None]:
+        """Extend the batch's visibility every half timeout while it is being processed."""
+        done = threading.Event()
+        interval = max(self.visibility_timeout / 2, 0.5)
+
+        def beat() -> None:
+            while not done.wait(interval):
+                try:
+                    self.queue.extend_visibility(handles, self.visibility_timeout)
+                    logger.info("batch still in progress; extended visibility of %d", len(handles))
+                except DEPENDENCY_ERRORS as exc:
+                    logger.warning("could not extend visibility: %s", exc)
+
+        thread = threading.Thread(target=beat, name="visibility-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+
+    # --- the loop --------------------------------------------------------------------------
+    def _wait_for_dependencies(self, failure: BaseException) -> None:
+        """Back off (capped exponential) until the failed dependency answers again."""
+        name = _dependency_name(failure)
+        self.outages.failed(name, failure, self.clock())
+        delay = 0.5
+        while not self.stop.is_set():
+            self.stop.wait(delay)
+            if self.stop.is_set():
+                return
+            try:
+                self._probe(name)
+            except DEPENDENCY_ERRORS:
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.outages.recovered(name, self.clock())
+            return
+
+    def _probe(self, name: str) -> None:
+        if name == "Redis":
+            self.store.ping()
+        elif name == "database":
+            close_old_connections()
+            connection.ensure_connection()
+        else:
+            self.queue.depth()
+
+    def _queue_is_empty(self) -> bool:
+        depth = self.queue.depth()
+        return depth.visible + depth.in_flight + depth.delayed == 0
+
+    def run_worker(self) -> None:
+        """One polling thread: loop batches until stopped, the budget is spent or (with
+        ``until_empty``) the queue reports empty."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    result = self.process_batch()
+                    if result.received == 0 and self.until_empty and self._queue_is_empty():
+                        self.stop.set()
+                except DEPENDENCY_ERRORS as exc:
+                    if isinstance(exc, DatabaseError):
+                        close_old_connections()
+                    self._wait_for_dependencies(exc)
+        finally:
+            connection.close()
+
+    def run(self, threads: int = 1) -> None:
+        """Run ``threads`` pollers until stopped; logs throughput every ``log_interval``."""
+        workers = [
+            threading.Thread(target=self.run_worker, name=f"poller-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        last_time, last = self.clock(), self.tally.snapshot()
+        while any(w.is_alive() for w in workers):
+            for worker in workers:
+                worker.join(timeout=0.2)
+            now = self.clock()
+            if now - last_time >= self.log_interval:
+                self._log_throughput(now - last_time, last)
+                last_time, last = now, self.tally.snapshot()
+        self._log_throughput(max(self.clock() - last_time, 1e-9), last)
+
+    def _log_throughput(self, elapsed: float, previous: tuple[int, int, int, int]) -> None:
+        current = self.tally.snapshot()
+        received, applied, duplicates, rejected = (
+            c - p for c, p in zip(current, previous, strict=True)
+        )
+        if received or applied or rejected:
+            logger.info(
+                "throughput %.1f msg/s: received=%d applied=%d duplicates=%d rejected=%d",
+                received / elapsed,
+                received,
+                applied,
+                duplicates,
+                rejected,
+            )

@@ -1,0 +1,139 @@
+"""``python manage.py consume_orders``: long-poll the orders queue into the Redis aggregates."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from orders.consumer import DEPENDENCY_ERRORS, Consumer
+from orders.sqs import OrderQueue
+from stats.store import get_store
+
+logger = logging.getLogger("orders.consumer")
+
+
+class Command(BaseCommand):
+    help = "Consume orders from SQS: validate, apply to Redis exactly once, record rejects."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queue", default=None, help="queue name (default: QUEUE_NAME)")
+        parser.add_argument(
+            "--wait-time",
+            type=int,
+            default=20,
+            choices=range(0, 21),
+            metavar="0-20",
+            help="long-poll seconds per receive (default 20)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=10,
+            choices=range(1, 11),
+            metavar="1-10",
+            help="messages per receive (default 10)",
+        )
+        parser.add_argument("--threads", type=int, default=1, help="concurrent pollers")
+        parser.add_argument(
+            "--max-messages", type=int, default=None, help="exit after handling this many messages"
+        )
+        parser.add_argument(
+            "--until-empty", action="store_true", help="exit 0 once the queue reports no messages"
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="handle at most one batch, then exit"
+        )
+        parser.add_argument(
+            "--visibility-timeout",
+            type=int,
+            default=settings.SQS_VISIBILITY_TIMEOUT,
+            help="visibility timeout of a created queue and of heartbeats",
+        )
+        parser.add_argument(
+            "--max-receive-count",
+            type=int,
+            default=settings.SQS_MAX_RECEIVE_COUNT,
+            help="receives before a message moves to the DLQ (new queues)",
+        )
+        parser.add_argument(
+            "--max-backoff",
+            type=float,
+            default=30.0,
+            help="longest wait between probes of a failed dependency",
+        )
+        parser.add_argument(
+            "--log-interval", type=float, default=10.0, help="seconds between throughput lines"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        queue = OrderQueue.from_settings(options["queue"])
+        consumer = Consumer(
+            queue,
+            get_store(),
+            batch_size=options["batch_size"],
+            wait_time=options["wait_time"],
+            visibility_timeout=options["visibility_timeout"],
+            max_messages=options["max_messages"],
+            until_empty=options["until_empty"],
+            max_backoff=options["max_backoff"],
+            log_interval=options["log_interval"],
+        )
+        self._install_signal_handlers(consumer)
+        self._ensure_queue(consumer, options)
+        if consumer.stop.is_set():
+            return
+        logger.info(
+            "consuming %s (wait=%ss batch=%d threads=%d visibility=%ss dedup_ttl=%ss "
+            "redis prefix=%r)",
+            queue.url,
+            options["wait_time"],
+            consumer.batch_size,
+            options["threads"],
+            options["visibility_timeout"],
+            settings.ORDER_DEDUP_TTL,
+            settings.REDIS_KEY_PREFIX,
+        )
+        if options["once"]:
+            try:
+                consumer.process_batch()
+            except DEPENDENCY_ERRORS as exc:
+                logger.error("batch not committed, nothing deleted: %s", exc)
+                raise SystemExit(1) from exc
+            return
+        consumer.run(threads=max(1, options["threads"]))
+        logger.info("consumer stopped")
+
+    def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
+        """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""
+        delay = 0.5
+        while not consumer.stop.is_set():
+            try:
+                consumer.queue.ensure(
+                    max_receive_count=options["max_receive_count"],
+                    visibility_timeout=options["visibility_timeout"],
+                )
+                return
+            except DEPENDENCY_ERRORS as exc:
+                logger.error("SQS not reachable (%s); retrying in %.1fs", exc, delay)
+                consumer.stop.wait(delay)
+                delay = min(delay * 2, options["max_backoff"])
+
+    @staticmethod
+    def _install_signal_handlers(consumer: Consumer) -> None:
+        """First SIGINT/SIGTERM: finish the batch in hand and exit 0. Second: exit at once."""
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if consumer.stop.is_set():
+                logger.warning("second %s: exiting now", signal.Signals(signum).name)
+                os._exit(1)
+            logger.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
+            consumer.stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)

@@ -1,0 +1,105 @@
+"""Helpers for ingestion tests: order bodies, consumer subprocesses, waiting, the oracle check."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+from orders.sqs import OrderQueue
+from stats.store import AggregateStore
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantity: int = 1,
+               timestamp: str = "2025-08-09T10:15:00Z") -> str:  # fmt: skip
+    """A valid order as contract §2 JSON text, its value computed from the item."""
+    from decimal import Decimal
+
+    value = Decimal(price) * quantity
+    return (
+        f'{{"order_id": {json.dumps(order_id)}, "user_id": {json.dumps(user_id)}, '
+        f'"order_timestamp": "{timestamp}", "order_value": {value}, '
+        f'"items": [{{"product_id": "P001", "quantity": {quantity}, "price_per_unit": {price}}}]}}'
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def start_consumer(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "manage.py"), "consume_orders",
+         "--wait-time", "1", "--log-interval", "1", *args],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR,
+    )  # fmt: skip
+
+
+def stop_consumer(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout)
+
+
+def queue_total(queue: OrderQueue) -> int:
+    depth = queue.depth()
+    return depth.visible + depth.in_flight + depth.delayed
+
+
+class Feeder(threading.Thread):
+    """Sends bodies in tens while keeping the queue's backlog short (moto slows as it grows)."""
+
+    def __init__(self, queue: OrderQueue, bodies: Sequence[str], max_backlog: int = 100) -> None:
+        super().__init__(daemon=True)
+        self.queue = queue
+        self.bodies = list(bodies)
+        self.max_backlog = max_backlog
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for start in range(0, len(self.bodies), 10):
+                while self.queue.depth().visible > self.max_backlog:
+                    time.sleep(0.05)
+                self.sent += self.queue.send_bodies(self.bodies[start : start + 10])
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def mismatches(store: AggregateStore, messages: Iterable, days: tuple[date, date]) -> list[str]:
+    """Every difference between the store and an oracle computed from the sent messages."""
+    from orders.samples import expected_totals
+
+    expected = expected_totals(list(messages))
+    problems: list[str] = []
+    got = store.global_stats()
+    want = (expected.total_orders, expected.total_revenue_cents, expected.unique_users)
+    if (got.total_orders, got.total_revenue_cents, got.unique_users) != want:
+        problems.append(f"global: got {got}, expected {want}")
+    for user_id, (count, cents) in expected.users.items():
+        user = store.user_stats(user_id)
+        if user is None or (user.order_count, user.total_spend_cents) != (count, cents):
+            problems.append(f"user {user_id}: got {user}, expected {(count, cents)}")
+    for day in store.by_date(*days):
+        want_day = expected.days.get(day.day, (0, 0))
+        if (day.total_orders, day.total_revenue_cents) != want_day:
+            problems.append(f"day {day.day}: got {day}, expected {want_day}")
+    spenders = sorted(expected.users.items(), key=lambda kv: (-kv[1][1], kv[0]))[:10]
+    if [(r.user_id, r.value) for r in store.top_spenders(10)] != [(u, v[1]) for u, v in spenders]:
+        problems.append("top spenders differ")
+    return problems
