@@ -1,0 +1,334 @@
+"""The ``make run`` launcher: real child servers, a clean Ctrl-C, nothing left behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+
+from orderpipe import devstack
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(ppid, state) of a live process, None when gone; a zombie counts as gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    state, ppid = fields[0], int(fields[1])
+    return None if state in {"Z", "X"} else (ppid, state)
+
+
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = _stat(int(entry.name))
+            if info is not None:
+                children.setdefault(info[0], []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def free_port() -> int:
+    return devstack.any_free_port()
+
+
+def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if _stat(pid) is not None}
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    """The caller's environment minus anything that would point the stack elsewhere."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "LOCALSTACK_URL", "WEB_PORT"}
+    }
+    env.update(
+        DEBUG="true",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        LOG_DIR=str(tmp_path / "logs"),
+        QUEUE_NAME="devstack-test",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class OutputReader:
+    """Collects a child's stdout lines in a thread, so waiting on a line has a deadline."""
+
+    def __init__(self, stream: io.BufferedReader) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: io.BufferedReader) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float, process: subprocess.Popen[bytes]) -> str:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if text in line:
+                        return line
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or process.poll() is not None:
+                    raise AssertionError(f"no {text!r} in output:\n" + self.text)
+                self._cond.wait(min(remaining, 0.2))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+# --- the whole launcher ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    web_port, redis_port, sqs_port = free_port(), free_port(), free_port()
+    argv = [
+        sys.executable, "-m", "orderpipe.devstack",
+        "--data-dir", str(tmp_path / "localdata"),
+        "--web-port", str(web_port),
+        "--redis-port", str(redis_port),
+        "--sqs-port", str(sqs_port),
+        "--feed-count", "20",
+        "--max-backlog", "10",
+        "--kill-wait", "15",
+    ]  # fmt: skip
+    # Own session, so the SIGINT below reaches the launcher's whole process group exactly
+    # as a terminal's Ctrl-C would, and nothing else.
+    process = subprocess.Popen(
+        argv,
+        cwd=BASE_DIR,
+        env=stack_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    reader = OutputReader(process.stdout)  # type: ignore[arg-type]
+    children: set[int] = set()
+    try:
+        reader.wait_for("ready in", timeout=90, process=process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/admin/login/", timeout=10) as r:
+            assert r.status == 200
+        client = redis.Redis(port=redis_port, socket_timeout=5, decode_responses=True)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        client.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{sqs_port}/moto-api/", timeout=10):
+            pass
+
+        children = descendants(process.pid)
+        commands = " | ".join(cmdline(pid) for pid in children)
+        assert "valkey-server" in commands
+        assert "moto_server" in commands
+        assert "runserver" in commands
+        assert "http://127.0.0.1:" in reader.text and "createsuperuser" in reader.text
+
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 0, reader.text
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        leftovers = wait_gone(children | descendants(process.pid))
+        for pid in leftovers:  # never leave them to the next test, but fail loudly
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, {pid: cmdline(pid) for pid in leftovers}
+    for port in (web_port, redis_port, sqs_port):
+        assert not devstack.port_answers(port), f"port {port} still answers"
+    assert "devstack: stopped" in reader.text
+
+
+def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(tmp_path)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "does not answer PING" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "redis").exists()  # started nothing
+
+
+def test_bad_setting_stops_the_launcher_before_anything_starts(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    env["DEBUG"] = "maybe"
+    result = subprocess.run(
+        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(tmp_path)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- pieces ---------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_local_redis_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    service = devstack.start_redis(tmp_path, port)
+    try:
+        devstack.wait_until(service, lambda: devstack.redis_answers(service.url, 0.5), 15)
+        client = redis.Redis.from_url(service.url)
+        client.set("devstack:test", "kept")
+        client.close()
+    finally:
+        service.stop()
+    assert service.process.returncode is not None
+
+    service = devstack.start_redis(tmp_path, port)
+    try:
+        devstack.wait_until(service, lambda: devstack.redis_answers(service.url, 0.5), 15)
+        client = redis.Redis.from_url(service.url)
+        assert client.get("devstack:test") == b"kept"
+        client.close()
+    finally:
+        service.stop()
+    assert (tmp_path / "redis" / "appendonlydir").is_dir()
+
+
+def test_pick_port_prefers_the_given_port_when_free() -> None:
+    port = free_port()
+    assert devstack.pick_port(port) == port
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert not devstack.port_is_free(taken)
+        other = devstack.pick_port(taken)
+        assert other != taken
+        assert devstack.port_is_free(other)
+
+
+def test_explicit_redis_url_follows_settings_precedence() -> None:
+    assert devstack.explicit_redis_url({}) is None
+    assert devstack.explicit_redis_url({"REDIS_HOST": "cache"}) == "redis://cache:6379/0"
+    assert devstack.explicit_redis_url({"REDIS_PORT": "7000"}) == "redis://localhost:7000/0"
+    both = {"REDIS_URL": "redis://a:1/2", "REDIS_HOST": "b"}
+    assert devstack.explicit_redis_url(both) == "redis://a:1/2"
+
+
+def _options(**changes: object) -> devstack.Options:
+    options = devstack.Options(
+        web_port=8123,
+        web_port_explicit=True,
+        redis_port=None,
+        sqs_port=None,
+        data_dir=Path("/nonexistent"),
+        feed_count=100_000,
+        max_backlog=200,
+        feeder=None,
+        reload=True,
+        kill_wait=25,
+    )
+    for key, value in changes.items():
+        setattr(options, key, value)
+    return options
+
+
+def test_plan_runs_only_the_commands_that_exist() -> None:
+    plan = devstack.plan_processes({"runserver"}, _options(), local_sqs=True)
+    assert list(plan.processes) == ["web"]
+    assert "runserver 127.0.0.1:8123" in plan.processes["web"]
+    assert len(plan.missing) == 2
+
+    everything = {"runserver", "consume_orders", "populate_sqs"}
+    plan = devstack.plan_processes(everything, _options(reload=False), local_sqs=True)
+    assert list(plan.processes) == ["web", "worker", "feeder"]
+    assert plan.processes["web"].endswith("--noreload")
+    assert "consume_orders" in plan.processes["worker"]
+    assert "populate_sqs --count 100000 --max-backlog 200" in plan.processes["feeder"]
+    assert plan.may_exit == {"feeder"}
+
+
+def test_no_sample_orders_are_sent_to_real_aws_unless_asked() -> None:
+    everything = {"runserver", "consume_orders", "populate_sqs"}
+    plan = devstack.plan_processes(everything, _options(), local_sqs=False)
+    assert "feeder" not in plan.processes
+    plan = devstack.plan_processes(everything, _options(feeder=True), local_sqs=False)
+    assert "feeder" in plan.processes
+    plan = devstack.plan_processes(everything, _options(feeder=False), local_sqs=True)
+    assert "feeder" not in plan.processes
+
+
+def test_manager_keeps_running_after_a_finished_job_and_kills_the_stubborn() -> None:
+    """A feeder finishing is fine; a crash stops the rest; SIGTERM-deaf processes get SIGKILL."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    output = io.StringIO()
+    manager = devstack.StackManager(
+        devstack.Printer(output), may_exit={"job"}, kill_wait=0.5, on_tick=None
+    )
+    manager.add_process("job", "echo job-done")
+    manager.add_process("crash", "sleep 1; exit 3")
+    manager.add_process("stubborn", "trap '' TERM; sleep 60")
+    started = time.monotonic()
+    try:
+        manager.loop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert time.monotonic() - started < 15
+    assert manager.finished == {"job"}
+    assert manager.returncode == 3
+    assert "job finished (rc=0)" in output.getvalue()
+    assert "SIGKILL" in output.getvalue()
