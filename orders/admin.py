@@ -1,0 +1,265 @@
+"""Staff review of rejected orders: find them, read the exact payload, fix and resubmit.
+
+Rows are written by the consumer only (no add), their received fields are read-only; staff
+edit a note and a corrected payload, which must pass the same validator as the queue.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from orders.forms import RejectedOrderForm, payload_errors
+from orders.models import RejectedOrder
+from orders.sqs import OrderQueue
+from orders.validation import ALL_CODES
+
+logger = logging.getLogger(__name__)
+
+_CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ReasonCodeFilter(admin.SimpleListFilter):
+    title = "reason"
+    parameter_name = "reason"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, code) for code in ALL_CODES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value in ALL_CODES:
+            return queryset.filter(reason_codes__contains=f",{value},")
+        return queryset
+
+
+def _csv_cell(value: Any) -> str:
+    """Text for a spreadsheet cell; a leading ``=``/``+``/``-``/``@`` would run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_CSV_FORMULA_PREFIXES) else text
+
+
+def reason_summary(queryset: QuerySet) -> dict[str, Any]:
+    """Counts by reason code and by status in two queries, for the changelist header."""
+    by_code = queryset.aggregate(
+        **{code: Count("pk", filter=Q(reason_codes__contains=f",{code},")) for code in ALL_CODES}
+    )
+    by_status = dict(
+        queryset.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    return {
+        "total": sum(by_status.values()),
+        "by_code": [(code, by_code[code]) for code in ALL_CODES if by_code[code]],
+        "by_status": [
+            (value, label, by_status.get(value, 0)) for value, label in RejectedOrder.Status.choices
+        ],
+    }
+
+
+@admin.register(RejectedOrder)
+class RejectedOrderAdmin(admin.ModelAdmin):
+    form = RejectedOrderForm
+    list_display = ("received_at", "order_id", "user_id", "reason_list", "status", "receive_count")
+    list_filter = ("status", ReasonCodeFilter, "received_at", "queue_name")
+    search_fields = ("=message_id", "order_id", "user_id")
+    date_hierarchy = "received_at"
+    list_select_related = ("reviewed_by",)
+    list_per_page = 50
+    actions = ("mark_reviewed", "resubmit_corrected", "export_csv")
+    readonly_fields = (
+        "message_id",
+        "queue_name",
+        "received_at",
+        "receive_count",
+        "order_id",
+        "user_id",
+        "reasons_display",
+        "payload_display",
+        "status",
+        "reviewed_by",
+        "reviewed_at",
+        "resubmitted_at",
+    )
+    fieldsets = (
+        (
+            "Message",
+            {"fields": ("message_id", "queue_name", "received_at", "receive_count")},
+        ),
+        ("Order", {"fields": ("order_id", "user_id", "reasons_display", "payload_display")}),
+        (
+            "Review",
+            {
+                "fields": (
+                    "status",
+                    "reviewed_by",
+                    "reviewed_at",
+                    "resubmitted_at",
+                    "staff_note",
+                    "corrected_payload",
+                )
+            },
+        ),
+    )
+
+    # --- display ----------------------------------------------------------------------------
+    @admin.display(description="reasons")
+    def reason_list(self, obj: RejectedOrder) -> str:
+        return ", ".join(obj.codes)
+
+    @admin.display(description="reasons")
+    def reasons_display(self, obj: RejectedOrder) -> str:
+        reasons = obj.reasons if isinstance(obj.reasons, list) else []
+        rows = [
+            (r.get("code", ""), r.get("field", ""), r.get("message", ""))
+            for r in reasons
+            if isinstance(r, dict)
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li><code>{}</code> {}: {}</li>", rows),
+        )
+
+    @admin.display(description="raw payload")
+    def payload_display(self, obj: RejectedOrder) -> str:
+        return format_html(
+            '<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{}</pre>',
+            obj.pretty_body(),
+        )
+
+    # --- permissions: rows come from the consumer only ---------------------------------------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    # --- changelist summary -----------------------------------------------------------------
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
+            # Summarize what the reviewer is looking at (the current filters and search).
+            response.context_data["summary"] = reason_summary(response.context_data["cl"].queryset)
+        return response
+
+    # --- actions ----------------------------------------------------------------------------
+    @admin.action(description="Mark selected as reviewed")
+    def mark_reviewed(self, request: HttpRequest, queryset: QuerySet) -> None:
+        # A resubmitted row stays resubmitted: that is further along than reviewed.
+        updated = queryset.exclude(status=RejectedOrder.Status.RESUBMITTED).update(
+            status=RejectedOrder.Status.REVIEWED,
+            reviewed_by=request.user,
+            reviewed_at=timezone.now(),
+        )
+        self.message_user(request, f"{updated} rejected order(s) marked as reviewed.")
+
+    @admin.action(description="Resubmit corrected payload to the orders queue")
+    def resubmit_corrected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Send each row's corrected payload; rows without a valid one are reported, not sent."""
+        ready: list[RejectedOrder] = []
+        for row in queryset:
+            if not row.corrected_payload.strip():
+                self.message_user(
+                    request,
+                    f"{row}: no corrected payload; edit the row and add one first.",
+                    messages.ERROR,
+                )
+                continue
+            errors = payload_errors(row.corrected_payload)
+            if errors:
+                self.message_user(
+                    request,
+                    f"{row}: corrected payload is invalid: {'; '.join(errors)}",
+                    messages.ERROR,
+                )
+                continue
+            ready.append(row)
+        if not ready:
+            return
+        try:
+            OrderQueue.from_settings().send_bodies([row.corrected_payload for row in ready])
+        except Exception as exc:
+            logger.exception("resubmitting %d corrected orders failed", len(ready))
+            self.message_user(request, f"Could not send to the orders queue: {exc}", messages.ERROR)
+            return
+        now = timezone.now()
+        for row in ready:
+            row.status = RejectedOrder.Status.RESUBMITTED
+            row.resubmitted_at = now
+            row.reviewed_by = request.user
+            row.reviewed_at = row.reviewed_at or now
+        RejectedOrder.objects.bulk_update(
+            ready, ["status", "resubmitted_at", "reviewed_by", "reviewed_at"]
+        )
+        logger.info(
+            "%s resubmitted %d corrected orders: %s",
+            request.user,
+            len(ready),
+            ", ".join(row.message_id for row in ready),
+        )
+        self.message_user(request, f"{len(ready)} corrected order(s) sent to the orders queue.")
+
+    @admin.action(description="Export selected as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="rejected-orders-{stamp}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(_CSV_HEADER)
+        writer.writerows(_csv_rows(queryset.select_related("reviewed_by")))
+        return response
+
+
+_CSV_HEADER = (
+    "message_id",
+    "received_at",
+    "queue_name",
+    "order_id",
+    "user_id",
+    "reason_codes",
+    "reasons",
+    "status",
+    "receive_count",
+    "reviewed_by",
+    "reviewed_at",
+    "resubmitted_at",
+    "staff_note",
+    "body",
+)
+
+
+def _csv_rows(rows: Iterable[RejectedOrder]) -> Iterable[list[str]]:
+    for row in rows:
+        reasons = "; ".join(
+            f"{r.get('code')} ({r.get('field')}): {r.get('message')}"
+            for r in (row.reasons or [])
+            if isinstance(r, dict)
+        )
+        yield [
+            _csv_cell(v)
+            for v in (
+                row.message_id,
+                row.received_at.isoformat() if row.received_at else "",
+                row.queue_name,
+                row.order_id,
+                row.user_id,
+                " ".join(row.codes),
+                reasons,
+                row.status,
+                row.receive_count,
+                row.reviewed_by.get_username() if row.reviewed_by else "",
+                row.reviewed_at.isoformat() if row.reviewed_at else "",
+                row.resubmitted_at.isoformat() if row.resubmitted_at else "",
+                row.staff_note,
+                row.body_text,
+            )
+        ]
