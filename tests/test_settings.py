@@ -1,0 +1,178 @@
+"""Settings start-up behaviour, checked in fresh processes with a crafted environment.
+
+Settings are read once at import, so every case runs ``manage.py`` in a subprocess. Each case
+sets every variable it depends on explicitly (an empty value counts as set), so a developer's
+``.env`` file, which never overrides the real environment, cannot change the outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Variables the settings read; cleared so the caller's shell cannot leak into a case.
+SETTINGS_VARIABLES = (
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "DATABASE_URL",
+    "CONN_MAX_AGE",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "REDIS_SOCKET_TIMEOUT",
+    "LOCALSTACK_URL",
+    "AWS_REGION",
+    "QUEUE_NAME",
+    "SQS_VISIBILITY_TIMEOUT",
+    "SQS_MAX_RECEIVE_COUNT",
+    "ORDER_DEDUP_TTL",
+    "STATS_MAX_RANGE_DAYS",
+    "STATS_API_AUTH",
+    "STATS_THROTTLE_RATE",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "LOG_LEVEL",
+    "LOG_DIR",
+)
+
+
+def last_line(text: str) -> str:
+    """``shell -c`` may print a banner (auto-imported objects) before the code's output."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    base.pop("DJANGO_SETTINGS_MODULE", None)
+    base.update(
+        DEBUG="true",
+        SECRET_KEY="",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        LOG_DIR=str(tmp_path / "logs"),
+    )
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        cwd=BASE_DIR,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def production_env() -> dict[str, str]:
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "orders.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://orders.example.com",
+    }
+
+
+def assert_clean_config_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"REDIS_PORT": "abc"}, "REDIS_PORT='abc' is not an integer"),
+        ({"REDIS_PORT": "70000"}, "REDIS_PORT=70000 is above the maximum 65535"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' must be one of"),
+        ({"ORDER_DEDUP_TTL": "-1"}, "ORDER_DEDUP_TTL=-1 is below the minimum 0"),
+        ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL='http://cache:6379' must start with"),
+        ({"LOCALSTACK_URL": "localstack:4566"}, "LOCALSTACK_URL='localstack:4566' must start"),
+        pytest.param(
+            {"DATABASE_URL": "nonsense://x"},
+            "DATABASE_URL='nonsense://x'",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="StrictEnv.db accepts unknown schemes (django-environ turns them into an "
+                "ENGINE name); Django then fails later with a long traceback",
+            ),
+        ),
+    ],
+)
+def test_malformed_value_is_a_one_line_error_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    assert_clean_config_error(manage(tmp_path, "check", **env), expected)
+
+
+def test_missing_secret_key_refuses_to_start_when_debug_is_off(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check", DEBUG="false", SECRET_KEY="", ALLOWED_HOSTS="x.example")
+    assert_clean_config_error(result, "Set the SECRET_KEY environment variable")
+
+
+def test_debug_is_off_unless_set(tmp_path: Path) -> None:
+    env = production_env()
+    result = manage(
+        tmp_path, "shell", "-c", "from django.conf import settings; print(settings.DEBUG)", **env
+    )
+    assert result.returncode == 0, result.stderr
+    assert last_line(result.stdout) == "False"
+    # Unset DEBUG (not even an empty value) must mean off as well.
+    dotenv = BASE_DIR / ".env"
+    if dotenv.is_file() and "DEBUG" in dotenv.read_text(errors="replace"):
+        pytest.skip("the local .env file sets DEBUG")
+    script = (
+        "import os; os.environ.pop('DEBUG', None); "
+        "from django.conf import settings; print(settings.DEBUG)"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    base.update({k: v for k, v in env.items() if k != "DEBUG"})
+    base.update(DJANGO_SETTINGS_MODULE="orderpipe.settings", LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=base, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_check_deploy_is_clean_with_production_variables(tmp_path: Path) -> None:
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **production_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_a_short_secret_key(tmp_path: Path) -> None:
+    """Guards the test above against passing vacuously (e.g. if the deploy checks never ran)."""
+    env = production_env() | {"SECRET_KEY": "short"}
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **env)
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr
+
+
+def test_redis_url_overrides_host_and_port(tmp_path: Path) -> None:
+    code = "from django.conf import settings; print(settings.CACHES['default']['LOCATION'])"
+    result = manage(tmp_path, "shell", "-c", code, REDIS_HOST="cache", REDIS_PORT="7000")
+    assert last_line(result.stdout) == "redis://cache:7000/0", result.stderr
+    result = manage(
+        tmp_path, "shell", "-c", code, REDIS_HOST="cache", REDIS_URL="redis://other:1/3"
+    )
+    assert last_line(result.stdout) == "redis://other:1/3", result.stderr
+
+
+def test_redis_errors_are_not_swallowed(tmp_path: Path) -> None:
+    code = "from django.conf import settings; print(settings.CACHES['default']['OPTIONS'])"
+    result = manage(tmp_path, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "IGNORE_EXCEPTIONS" not in result.stdout
