@@ -1,0 +1,38 @@
+"""Shared fixtures for the orders app tests: a valid order document and helpers around it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+SENT_AT_MS = "1723198500000"  # 2024-08-09T10:15:00Z
+SENT_ATTRIBUTES = {"SentTimestamp": SENT_AT_MS}
+SENT_AT = datetime(2024, 8, 9, 10, 15, tzinfo=UTC)
+
+
+def valid_doc() -> dict[str, Any]:
+    """The contract §2 example order (order_value 109.97 = 2 x 19.99 + 69.99)."""
+    return {
+        "order_id": "ORD1000",
+        "user_id": "U100",
+        "order_timestamp": "2025-08-09T10:15:00Z",
+        "order_value": 109.97,
+        "items": [
+            {"product_id": "P001", "quantity": 2, "price_per_unit": 19.99},
+            {"product_id": "P042", "quantity": 1, "price_per_unit": 69.99},
+        ],
+        "shipping_address": "123 Main St, Springfield",
+        "payment_method": "CreditCard",
+    }
+
+
+def body_of(doc: Any) -> str:
+    return json.dumps(doc)
+
+
+@pytest.fixture
+def order_doc() -> dict[str, Any]:
+    return valid_doc()

@@ -1,0 +1,586 @@
+"""Contract §2: a table of named cases for every rule and code, plus property tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orders.tests.conftest import SENT_AT, SENT_ATTRIBUTES, body_of, valid_doc
+from orders.validation import (
+    ALL_CODES,
+    DUPLICATE_ORDER_ID,
+    INVALID_FIELD,
+    INVALID_ITEMS,
+    INVALID_JSON,
+    INVALID_TIMESTAMP,
+    MISSING_FIELD,
+    NOT_AN_OBJECT,
+    VALUE_MISMATCH,
+    Order,
+    Rejection,
+    conflict_rejection,
+    safe_text,
+    validate_message,
+)
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def changed(**changes: Any) -> str:
+    doc = valid_doc()
+    doc.update(changes)
+    return body_of(doc)
+
+
+def without(*names: str) -> str:
+    doc = valid_doc()
+    for name in names:
+        del doc[name]
+    return body_of(doc)
+
+
+def with_item(index: int, **changes: Any) -> str:
+    doc = valid_doc()
+    doc["items"][index].update(changes)
+    return body_of(doc)
+
+
+def item_without(index: int, name: str) -> str:
+    doc = valid_doc()
+    del doc["items"][index][name]
+    return body_of(doc)
+
+
+def replace(old: str, new: str) -> str:
+    text = body_of(valid_doc())
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def validate(body: Any) -> Order | Rejection:
+    return validate_message(body, SENT_ATTRIBUTES)
+
+
+# --- accepted -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "cents"),
+    [
+        pytest.param(body_of(valid_doc()), 10997, id="contract-example"),
+        pytest.param(valid_doc and body_of(valid_doc()).encode(), 10997, id="bytes-body"),
+        pytest.param(replace("109.97", "109.970000"), 10997, id="trailing-zeros"),
+        pytest.param(replace("109.97", "1.0997e2"), 10997, id="exponent-notation"),
+        pytest.param(replace("109.97", "109.974"), 10997, id="value-rounds-down-to-cents"),
+        pytest.param(replace("109.97", "109.965"), 10997, id="value-rounds-half-up"),
+        pytest.param(
+            changed(order_value=0, items=[{"quantity": 3, "price_per_unit": 0}]), 0, id="free"
+        ),
+        pytest.param(
+            replace('"order_value": 109.97', '"order_value": 0.01')
+            .replace("19.99", "0.001666")
+            .replace("69.99", "0.006668"),
+            1,  # 2 x 0.001666 + 0.006668 = 0.01 exactly
+            id="sub-cent-prices-sum-exactly",
+        ),
+        pytest.param(
+            changed(order_value=1_000_000_000, items=[{"quantity": 1, "price_per_unit": 1e9}]),
+            100_000_000_000,
+            id="max-value",
+        ),
+        pytest.param(
+            changed(
+                order_value=0.3,
+                items=[{"quantity": 1, "price_per_unit": 0.1}] * 3,
+            ),
+            30,
+            id="no-float-error-0.1x3",
+        ),
+        pytest.param(changed(user_id="  U100  "), 10997, id="ids-trimmed"),
+        pytest.param(without("shipping_address", "payment_method"), 10997, id="extras-optional"),
+        pytest.param(
+            changed(
+                items=[
+                    {"quantity": 2, "price_per_unit": 19.99},
+                    {"quantity": 1, "price_per_unit": 69.99},
+                ]
+            ),
+            10997,
+            id="product-id-optional",
+        ),
+        pytest.param(replace('"CreditCard"', "1" + "0" * 5000), 10997, id="huge-int-ignored-field"),
+        pytest.param(changed(order_id="Ördér-日本-🛒"), 10997, id="unicode-id"),
+    ],
+)
+def test_accepted(body: Any, cents: int) -> None:
+    result = validate(body)
+    assert isinstance(result, Order), result
+    assert result.value_cents == cents
+
+
+def test_accepted_order_is_normalized() -> None:
+    result = validate(changed(user_id=" U100 "))
+    assert isinstance(result, Order)
+    assert result.order_id == "ORD1000"
+    assert result.user_id == "U100"
+    assert [(i.product_id, i.quantity, i.unit_price) for i in result.items] == [
+        ("P001", 2, Decimal("19.99")),
+        ("P042", 1, Decimal("69.99")),
+    ]
+    assert result.ordered_at == datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
+    assert result.occurred_at == result.ordered_at
+    assert result.day == date(2025, 8, 9)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        pytest.param("2025-08-09T10:15:00Z", datetime(2025, 8, 9, 10, 15, tzinfo=UTC), id="z"),
+        pytest.param("2025-08-09T10:15:00", datetime(2025, 8, 9, 10, 15, tzinfo=UTC), id="naive"),
+        pytest.param(
+            "2025-08-09T01:30:00+05:30", datetime(2025, 8, 8, 20, 0, tzinfo=UTC), id="offset"
+        ),
+        pytest.param(
+            "2025-08-09T22:00:00-07:00", datetime(2025, 8, 10, 5, 0, tzinfo=UTC), id="west"
+        ),
+        pytest.param("2025-08-09", datetime(2025, 8, 9, tzinfo=UTC), id="date-only"),
+    ],
+)
+def test_timestamp_is_utc(stamp: str, expected: datetime) -> None:
+    result = validate(changed(order_timestamp=stamp))
+    assert isinstance(result, Order)
+    assert result.ordered_at == expected
+    assert result.day == expected.date()
+
+
+def test_without_timestamp_sent_timestamp_dates_the_order() -> None:
+    result = validate(without("order_timestamp"))
+    assert isinstance(result, Order)
+    assert result.ordered_at is None
+    assert result.occurred_at == SENT_AT
+    assert result.day == SENT_AT.date()
+
+
+def test_null_timestamp_is_absent() -> None:
+    result = validate(changed(order_timestamp=None))
+    assert isinstance(result, Order)
+    assert result.occurred_at == SENT_AT
+
+
+def test_received_at_is_the_last_resort() -> None:
+    now = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
+    result = validate_message(
+        without("order_timestamp"), {"SentTimestamp": "garbage"}, received_at=now
+    )
+    assert isinstance(result, Order)
+    assert result.occurred_at == now
+
+
+def test_undated_order_is_rejected() -> None:
+    result = validate_message(without("order_timestamp"))
+    assert isinstance(result, Rejection)
+    assert result.codes == (INVALID_TIMESTAMP,)
+    assert result.order_id == "ORD1000"
+
+
+def test_fingerprint_ignores_the_envelope() -> None:
+    a = validate(body_of(valid_doc()))
+    b = validate_message(json.dumps(valid_doc(), indent=2), {"SentTimestamp": "1"})
+    c = validate(replace("109.97", "109.98").replace("69.99", "70.00"))
+    assert isinstance(a, Order) and isinstance(b, Order) and isinstance(c, Order)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+# --- rejected: one case per rule --------------------------------------------------------------
+DEEP = "[" * 100_000 + "]" * 100_000
+
+REJECTED = [
+    # body
+    pytest.param(b"\xff\xfe{}", {INVALID_JSON}, id="not-utf8"),
+    pytest.param(b'{"order_id": "\xed\xa0\x80"}', {INVALID_JSON}, id="utf8-encoded-surrogate"),
+    pytest.param("", {INVALID_JSON}, id="empty"),
+    pytest.param("{", {INVALID_JSON}, id="truncated"),
+    pytest.param("{'order_id': 'x'}", {INVALID_JSON}, id="single-quotes"),
+    pytest.param(body_of(valid_doc()) + " x", {INVALID_JSON}, id="trailing-garbage"),
+    pytest.param(replace("109.97", "NaN"), {INVALID_JSON}, id="nan"),
+    pytest.param(replace("109.97", "Infinity"), {INVALID_JSON}, id="infinity"),
+    pytest.param(replace("109.97", "-Infinity"), {INVALID_JSON}, id="minus-infinity"),
+    pytest.param(DEEP, {INVALID_JSON}, id="deep-nesting"),
+    pytest.param('{"a":' * 50_000 + "1" + "}" * 50_000, {INVALID_JSON}, id="deep-objects"),
+    pytest.param(changed(shipping_address="x" * (256 * 1024)), {INVALID_JSON}, id="over-256-kib"),
+    pytest.param(
+        changed(shipping_address="x" * (256 * 1024)).encode(),
+        {INVALID_JSON},
+        id="over-256-kib-bytes",
+    ),
+    pytest.param(
+        changed(shipping_address="é" * (130 * 1024)), {INVALID_JSON}, id="over-256-kib-utf8-bytes"
+    ),
+    pytest.param(None, {INVALID_JSON}, id="none-body"),
+    pytest.param(12, {INVALID_JSON}, id="int-body"),
+    # top level
+    pytest.param("[]", {NOT_AN_OBJECT}, id="array"),
+    pytest.param(json.dumps([valid_doc()]), {NOT_AN_OBJECT}, id="array-of-order"),
+    pytest.param('"ORD1000"', {NOT_AN_OBJECT}, id="string"),
+    pytest.param("42", {NOT_AN_OBJECT}, id="number"),
+    pytest.param("null", {NOT_AN_OBJECT}, id="null"),
+    pytest.param("true", {NOT_AN_OBJECT}, id="bool"),
+    # ids
+    pytest.param(without("order_id"), {MISSING_FIELD}, id="order-id-missing"),
+    pytest.param(without("user_id"), {MISSING_FIELD}, id="user-id-missing"),
+    pytest.param(changed(order_id=None), {INVALID_FIELD}, id="order-id-null"),
+    pytest.param(changed(order_id=1000), {INVALID_FIELD}, id="order-id-number"),
+    pytest.param(changed(order_id=""), {INVALID_FIELD}, id="order-id-empty"),
+    pytest.param(changed(order_id="   "), {INVALID_FIELD}, id="order-id-blank"),
+    pytest.param(changed(order_id="x" * 129), {INVALID_FIELD}, id="order-id-too-long"),
+    pytest.param(changed(order_id="\ud800"), {INVALID_FIELD}, id="order-id-lone-surrogate"),
+    pytest.param(changed(user_id="U\x00"), {INVALID_FIELD}, id="user-id-nul"),
+    pytest.param(changed(user_id="U\n1"), {INVALID_FIELD}, id="user-id-newline"),
+    pytest.param(changed(user_id="U\x7f"), {INVALID_FIELD}, id="user-id-del"),
+    pytest.param(changed(user_id=["U100"]), {INVALID_FIELD}, id="user-id-array"),
+    # order_value
+    pytest.param(without("order_value"), {MISSING_FIELD}, id="value-missing"),
+    pytest.param(changed(order_value="109.97"), {INVALID_FIELD}, id="value-string"),
+    pytest.param(changed(order_value=True), {INVALID_FIELD}, id="value-bool"),
+    pytest.param(changed(order_value=None), {INVALID_FIELD}, id="value-null"),
+    pytest.param(changed(order_value=-0.01), {INVALID_FIELD}, id="value-negative"),
+    pytest.param(changed(order_value=1_000_000_000.01), {INVALID_FIELD}, id="value-over-max"),
+    pytest.param(replace("109.97", "1e400"), {INVALID_FIELD}, id="value-huge-exponent"),
+    pytest.param(replace("109.97", "1" + "0" * 5000), {INVALID_FIELD}, id="value-huge-int"),
+    # items
+    pytest.param(without("items"), {MISSING_FIELD}, id="items-missing"),
+    pytest.param(changed(items=[]), {INVALID_ITEMS}, id="items-empty"),
+    pytest.param(changed(items={"0": {}}), {INVALID_ITEMS}, id="items-object"),
+    pytest.param(changed(items=None), {INVALID_ITEMS}, id="items-null"),
+    pytest.param(changed(items=[1, 2]), {INVALID_ITEMS}, id="items-not-objects"),
+    pytest.param(
+        changed(items=[{"quantity": 1, "price_per_unit": 0}] * 1001, order_value=0),
+        {INVALID_ITEMS},
+        id="items-over-1000",
+    ),
+    pytest.param(with_item(0, quantity=0), {INVALID_ITEMS}, id="quantity-zero"),
+    pytest.param(with_item(0, quantity=-1), {INVALID_ITEMS}, id="quantity-negative"),
+    pytest.param(with_item(0, quantity=2.5), {INVALID_ITEMS}, id="quantity-fraction"),
+    pytest.param(with_item(0, quantity=True), {INVALID_ITEMS}, id="quantity-bool"),
+    pytest.param(with_item(0, quantity="2"), {INVALID_ITEMS}, id="quantity-string"),
+    pytest.param(item_without(0, "quantity"), {INVALID_ITEMS}, id="quantity-missing"),
+    pytest.param(
+        replace('"quantity": 2', '"quantity": 1' + "0" * 5000), {INVALID_ITEMS}, id="quantity-huge"
+    ),
+    pytest.param(with_item(1, price_per_unit="69.99"), {INVALID_ITEMS}, id="price-string"),
+    pytest.param(with_item(1, price_per_unit=False), {INVALID_ITEMS}, id="price-bool"),
+    pytest.param(with_item(1, price_per_unit=-1), {INVALID_ITEMS}, id="price-negative"),
+    pytest.param(item_without(1, "price_per_unit"), {INVALID_ITEMS}, id="price-missing"),
+    pytest.param(with_item(1, product_id=42), {INVALID_ITEMS}, id="product-id-number"),
+    pytest.param(with_item(1, product_id="P\x00"), {INVALID_ITEMS}, id="product-id-nul"),
+    # value cross-check
+    pytest.param(changed(order_value=109.96), {VALUE_MISMATCH}, id="value-one-cent-low"),
+    pytest.param(changed(order_value=109.98), {VALUE_MISMATCH}, id="value-one-cent-high"),
+    pytest.param(replace("109.97", "109.975"), {VALUE_MISMATCH}, id="value-half-cent-rounds-up"),
+    pytest.param(
+        changed(order_value=0.0, items=[{"quantity": 1, "price_per_unit": 0.005}]),
+        {VALUE_MISMATCH},
+        id="sum-half-cent-rounds-up",
+    ),
+    pytest.param(
+        changed(order_value=1e9, items=[{"quantity": 10**9, "price_per_unit": 1e9}]),
+        {VALUE_MISMATCH},
+        id="sum-far-over-max",
+    ),
+    pytest.param(
+        replace("19.99", "1e-99999999"),
+        {INVALID_ITEMS},  # too many digits to total exactly: refused, not rounded
+        id="price-too-precise",
+    ),
+    # timestamp
+    pytest.param(changed(order_timestamp="yesterday"), {INVALID_TIMESTAMP}, id="ts-word"),
+    pytest.param(
+        changed(order_timestamp="2025-13-45T00:00:00Z"), {INVALID_TIMESTAMP}, id="ts-bad-date"
+    ),
+    pytest.param(changed(order_timestamp=1723198500), {INVALID_TIMESTAMP}, id="ts-number"),
+    pytest.param(changed(order_timestamp=""), {INVALID_TIMESTAMP}, id="ts-empty"),
+    pytest.param(changed(order_timestamp="2025" * 100), {INVALID_TIMESTAMP}, id="ts-long"),
+    pytest.param(
+        changed(order_timestamp="0001-01-01T00:00:00+01:00"), {INVALID_TIMESTAMP}, id="ts-underflow"
+    ),
+    # several at once: every reason is reported
+    pytest.param(
+        body_of({"order_id": 5, "order_value": "x", "items": [], "order_timestamp": "x"}),
+        {INVALID_FIELD, MISSING_FIELD, INVALID_ITEMS, INVALID_TIMESTAMP},
+        id="many-reasons",
+    ),
+    pytest.param("{}", {MISSING_FIELD}, id="empty-object"),
+]
+
+
+@pytest.mark.parametrize(("body", "codes"), REJECTED)
+def test_rejected(body: Any, codes: set[str]) -> None:
+    result = validate(body)
+    assert isinstance(result, Rejection), result
+    assert set(result.codes) == codes
+    assert result.codes == tuple(sorted(codes))
+    for reason in result.reasons:
+        assert reason.message
+        reason.message.encode("utf-8")  # storable: no lone surrogates
+        assert "\x00" not in reason.message
+
+
+def test_every_reason_is_listed_with_its_field() -> None:
+    body = body_of({"order_id": 5, "order_value": "x", "items": [], "order_timestamp": "x"})
+    result = validate(body)
+    assert isinstance(result, Rejection)
+    assert [(r.code, r.field) for r in result.reasons] == [
+        (INVALID_FIELD, "order_id"),
+        (MISSING_FIELD, "user_id"),
+        (INVALID_FIELD, "order_value"),
+        (INVALID_ITEMS, "items"),
+        (INVALID_TIMESTAMP, "order_timestamp"),
+    ]
+
+
+def test_each_broken_item_is_named() -> None:
+    doc = valid_doc()
+    doc["items"][0]["quantity"] = 0
+    doc["items"][1]["price_per_unit"] = "x"
+    result = validate(body_of(doc))
+    assert isinstance(result, Rejection)
+    assert [r.field for r in result.reasons] == ["items[0].quantity", "items[1].price_per_unit"]
+
+
+def test_item_reasons_are_capped() -> None:
+    result = validate(changed(items=[{"quantity": 0, "price_per_unit": 1}] * 500))
+    assert isinstance(result, Rejection)
+    assert len(result.reasons) == 11
+    assert "490 more" in result.reasons[-1].message
+
+
+def test_value_mismatch_message_shows_both_amounts() -> None:
+    result = validate(changed(order_value=109.96))
+    assert isinstance(result, Rejection)
+    assert result.reasons[0].message == "order_value 109.96 does not equal the items' total 109.97"
+
+
+@pytest.mark.parametrize(
+    ("order_id", "stored"),
+    [
+        pytest.param("ORD 1", "ORD 1", id="plain"),
+        pytest.param("  ORD1  ", "ORD1", id="trimmed"),
+        pytest.param("\ud800", "\\ud800", id="lone-surrogate-escaped"),
+        pytest.param("A\x00B", "A\\x00B", id="nul-escaped"),
+        pytest.param("x" * 300, "x" * 255, id="truncated"),
+        pytest.param("", None, id="empty-is-none"),
+        pytest.param(12, None, id="number-is-none"),
+    ],
+)
+def test_rejection_keeps_searchable_ids(order_id: Any, stored: str | None) -> None:
+    result = validate(changed(order_id=order_id, order_value="broken"))
+    assert isinstance(result, Rejection)
+    assert result.order_id == stored
+    assert result.user_id == "U100"
+
+
+def test_conflict_rejection() -> None:
+    order = validate(body_of(valid_doc()))
+    assert isinstance(order, Order)
+    rejection = conflict_rejection(order)
+    assert rejection.codes == (DUPLICATE_ORDER_ID,)
+    assert (rejection.order_id, rejection.user_id) == ("ORD1000", "U100")
+    assert rejection.reasons[0].field == "order_id"
+
+
+def test_codes_are_the_contract_strings() -> None:
+    assert ALL_CODES == (
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "invalid_field",
+        "invalid_items",
+        "value_mismatch",
+        "invalid_timestamp",
+        "duplicate_order_id",
+    )
+
+
+def test_safe_text() -> None:
+    assert safe_text("a\ud800b\x00c") == "a\\ud800b\\x00c"
+    assert safe_text("é" * 10, 3) == "ééé"
+
+
+def test_sent_timestamp_edge_values_never_raise() -> None:
+    for value in ("", "9" * 40, "1.5", None):
+        result = validate_message(without("order_timestamp"), {"SentTimestamp": value})
+        assert isinstance(result, Rejection)  # undatable, not a crash
+    assert isinstance(validate_message(body_of(valid_doc()), "not a mapping"), Order)  # type: ignore[arg-type]
+
+
+# --- properties -------------------------------------------------------------------------------
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec=None, categories=None))
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+ORDER_KEYS = ["order_id", "user_id", "order_value", "items", "order_timestamp"]
+order_shaped = st.dictionaries(
+    st.sampled_from(ORDER_KEYS),
+    json_values
+    | st.lists(
+        st.dictionaries(st.sampled_from(["quantity", "price_per_unit", "product_id"]), json_values)
+    ),
+)
+
+
+@PROPERTY
+@given(st.one_of(json_values, order_shaped))
+def test_any_json_never_raises(value: Any) -> None:
+    text = json.dumps(value)
+    for body in (text, text.encode("utf-8", "surrogatepass")):
+        result = validate_message(body, SENT_ATTRIBUTES)
+        assert isinstance(result, Order | Rejection)
+
+
+@PROPERTY
+@given(st.binary(max_size=300) | st.text(alphabet=st.characters(codec=None, categories=None)))
+def test_any_bytes_or_text_never_raises(body: bytes | str) -> None:
+    result = validate_message(body, {"SentTimestamp": "x"})
+    assert isinstance(result, Order | Rejection)
+
+
+def _encode(value: Any) -> str:
+    """JSON text with Decimals written digit for digit (json.dumps would need floats)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_encode(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+ids = st.text(
+    alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=128
+).filter(lambda s: 1 <= len(s.strip()) <= 128 and s.strip() == s)
+
+
+@st.composite
+def valid_orders(draw: st.DrawFn) -> tuple[dict[str, Any], int, datetime | None]:
+    """A valid order document, its exact value in cents (integer arithmetic), its UTC time."""
+    items = []
+    total_units = 0  # in 1e-4
+    for _ in range(draw(st.integers(1, 5))):
+        quantity = draw(st.integers(1, 20))
+        scale = draw(st.integers(0, 4))
+        units = draw(st.integers(0, 10**7 * 10**scale))
+        price = Decimal(units).scaleb(-scale)
+        total_units += quantity * units * 10 ** (4 - scale)
+        item: dict[str, Any] = {"quantity": quantity, "price_per_unit": price}
+        if draw(st.booleans()):
+            item["product_id"] = draw(ids)
+        items.append(item)
+    cents = (total_units + 50) // 100  # half-up, all non-negative
+    # Either the exact sum or the sum already rounded to cents: both must give ``cents``.
+    exact = draw(st.booleans())
+    value = Decimal(total_units).scaleb(-4) if exact else Decimal(cents).scaleb(-2)
+    doc: dict[str, Any] = {
+        "order_id": draw(ids),
+        "user_id": draw(ids),
+        "order_value": value,
+        "items": items,
+    }
+    when = None
+    if draw(st.booleans()):
+        when = draw(
+            st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1))
+        ).replace(tzinfo=UTC)
+        offset = timezone(timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60))))
+        doc["order_timestamp"] = when.astimezone(offset).isoformat()
+    return doc, cents, when
+
+
+@PROPERTY
+@given(valid_orders())
+def test_valid_orders_are_accepted_with_exact_cents(
+    case: tuple[dict[str, Any], int, datetime | None],
+) -> None:
+    doc, cents, when = case
+    assume_in_range = cents <= 100_000_000_000
+    result = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    if not assume_in_range:
+        assert isinstance(result, Rejection)
+        return
+    assert isinstance(result, Order), result
+    assert result.value_cents == cents
+    assert result.order_id == doc["order_id"]
+    assert result.user_id == doc["user_id"]
+    assert result.occurred_at == (when or SENT_AT)
+    assert result.day == (when or SENT_AT).date()
+
+
+BREAKERS: list[tuple[str, str, Any]] = [
+    # (field, code, new value); a value of ... deletes the field
+    ("order_id", MISSING_FIELD, ...),
+    ("order_id", INVALID_FIELD, ""),
+    ("order_id", INVALID_FIELD, 7),
+    ("order_id", INVALID_FIELD, "\ud83d"),
+    ("order_id", INVALID_FIELD, "ORD\x00"),
+    ("order_id", INVALID_FIELD, "x" * 129),
+    ("user_id", MISSING_FIELD, ...),
+    ("user_id", INVALID_FIELD, None),
+    ("user_id", INVALID_FIELD, "\t"),
+    ("order_value", MISSING_FIELD, ...),
+    ("order_value", INVALID_FIELD, "1.00"),
+    ("order_value", INVALID_FIELD, True),
+    ("order_value", INVALID_FIELD, Decimal("-0.01")),
+    ("order_value", INVALID_FIELD, Decimal("1000000000.01")),
+    ("order_value", VALUE_MISMATCH, "+0.01"),
+    ("order_value", VALUE_MISMATCH, "-0.01"),
+    ("items", MISSING_FIELD, ...),
+    ("items", INVALID_ITEMS, []),
+    ("items", INVALID_ITEMS, "items"),
+    ("items", INVALID_ITEMS, [None]),
+    ("items", INVALID_ITEMS, [{"quantity": Decimal("2.5"), "price_per_unit": 1}]),
+    ("items", INVALID_ITEMS, [{"quantity": 0, "price_per_unit": 1}]),
+    ("items", INVALID_ITEMS, [{"quantity": 1, "price_per_unit": "1"}]),
+    ("order_timestamp", INVALID_TIMESTAMP, "not a date"),
+    ("order_timestamp", INVALID_TIMESTAMP, 1723198500),
+]
+
+
+@PROPERTY
+@given(valid_orders(), st.sampled_from(BREAKERS))
+def test_one_broken_field_gives_that_fields_code(
+    case: tuple[dict[str, Any], int, datetime | None], breaker: tuple[str, str, Any]
+) -> None:
+    doc, cents, _ = case
+    name, code, bad = breaker
+    if cents > 100_000_000_000:
+        return
+    if bad is ...:
+        doc.pop(name, None)
+    elif code == VALUE_MISMATCH:
+        step = 1 if bad.startswith("+") else -1
+        if cents == 0 and step < 0:
+            step = 1
+        doc["order_value"] = Decimal(cents + step).scaleb(-2)
+        if cents + step > 100_000_000_000:
+            return  # would break the range rule instead
+    else:
+        doc[name] = bad
+    result = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    assert isinstance(result, Rejection), (doc, result)
+    assert result.codes == (code,)
+    assert {r.field for r in result.reasons} <= {name, "order_value"} | {
+        r.field for r in result.reasons if r.field.startswith("items")
+    }
