@@ -6,6 +6,7 @@ malformed value into a start-up error that names the variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import environ
@@ -133,13 +134,22 @@ ORDER_DEDUP_TTL = env.int("ORDER_DEDUP_TTL", 15 * 24 * 3600, min_value=0)
 # --- Stats API ------------------------------------------------------------------------------
 STATS_MAX_RANGE_DAYS = env.int("STATS_MAX_RANGE_DAYS", 366, min_value=1, max_value=3660)
 STATS_API_AUTH = env.choice("STATS_API_AUTH", ("none", "token", "session"), "none")
-STATS_THROTTLE_RATE = env.str("STATS_THROTTLE_RATE", "")  # e.g. "100/minute"; empty = off
+STATS_THROTTLE_RATE = env.str("STATS_THROTTLE_RATE", "").strip()  # "100/minute"; empty = off
+if STATS_THROTTLE_RATE and not re.fullmatch(
+    r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", STATS_THROTTLE_RATE
+):
+    raise ImproperlyConfigured(
+        f"STATS_THROTTLE_RATE={STATS_THROTTLE_RATE!r} must look like 100/minute "
+        "(a count, then / and second, minute, hour or day), or be empty for no throttling."
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        # Money leaves as exact JSON numbers (DRF's own JSONRenderer would make floats).
+        "stats.api.renderers.ExactJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "EXCEPTION_HANDLER": "stats.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -153,6 +163,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Order statistics aggregated from an SQS order stream into Redis.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the drf-spectacular-sidecar package, served by stats.api.urls: no CDN.
+    "SWAGGER_UI_DIST": "/api/docs/assets",
+    "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "HealthStatusEnum": ["healthy", "unhealthy"],
+        "DependencyStateEnum": ["connected", "unavailable"],
+    },
 }
 
 # --- Security (python manage.py check --deploy is clean when DEBUG is off) -----------------

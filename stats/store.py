@@ -272,21 +272,38 @@ class AggregateStore:
 
     @_unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
-        raw = {k.decode(): v.decode() for k, v in self.client.hgetall(self.key("ingest")).items()}
-        by_code = {
-            name.split(":", 1)[1]: int(value)
-            for name, value in raw.items()
-            if name.startswith("rejected:")
-        }
-        return IngestionStats(
-            received=_int(raw.get("received")),
-            applied=_int(raw.get("applied")),
-            duplicates=_int(raw.get("duplicates")),
-            rejected=_int(raw.get("rejected")),
-            rejected_by_code=dict(sorted(by_code.items())),
-            last_batch_at=_ms_to_datetime(raw.get("last_batch_ms")),
-            heartbeat_at=_ms_to_datetime(raw.get("heartbeat_ms")),
-        )
+        return _ingestion_from_hash(self.client.hgetall(self.key("ingest")))
+
+    @_unavailable_on_redis_error
+    def overview(self) -> tuple[GlobalStats, IngestionStats]:
+        """Global totals and ingestion counters read together for /metrics.
+
+        One pipelined round trip (MULTI), so a scrape never pairs totals from one batch with
+        counters from the next.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(self.key("global"), "orders", "revenue", "users")
+        pipe.hgetall(self.key("ingest"))
+        (orders, revenue, users), ingest = pipe.execute()
+        return GlobalStats(_int(orders), _int(revenue), _int(users)), _ingestion_from_hash(ingest)
+
+
+def _ingestion_from_hash(hash_: Mapping[bytes, bytes]) -> IngestionStats:
+    raw = {k.decode(): v.decode() for k, v in hash_.items()}
+    by_code = {
+        name.split(":", 1)[1]: int(value)
+        for name, value in raw.items()
+        if name.startswith("rejected:")
+    }
+    return IngestionStats(
+        received=_int(raw.get("received")),
+        applied=_int(raw.get("applied")),
+        duplicates=_int(raw.get("duplicates")),
+        rejected=_int(raw.get("rejected")),
+        rejected_by_code=dict(sorted(by_code.items())),
+        last_batch_at=_ms_to_datetime(raw.get("last_batch_ms")),
+        heartbeat_at=_ms_to_datetime(raw.get("heartbeat_ms")),
+    )
 
 
 def redis_client() -> redis.Redis:

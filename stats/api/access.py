@@ -1,0 +1,78 @@
+"""Optional protection of the stats API, switched by settings at request time.
+
+``STATS_API_AUTH`` (none | token | session) and ``STATS_THROTTLE_RATE`` are read per request
+rather than frozen into class attributes at import, so one deployment flag (or a test's
+``settings`` fixture) changes behaviour without touching the views.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
+
+_AUTHENTICATORS: dict[str, tuple[type[BaseAuthentication], ...]] = {
+    "none": (),
+    "token": (TokenAuthentication,),
+    "session": (SessionAuthentication, TokenAuthentication),
+}
+
+
+def authenticators_for_settings() -> list[BaseAuthentication]:
+    """No authenticator at all when auth is off: no session or token lookup per request."""
+    return [cls() for cls in _AUTHENTICATORS[settings.STATS_API_AUTH]]
+
+
+class StatsAccess(BasePermission):
+    """Everyone when ``STATS_API_AUTH=none``; otherwise an authenticated user."""
+
+    message = "Authentication credentials were not provided or are invalid."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if settings.STATS_API_AUTH == "none":
+            return True
+        return bool(request.user and request.user.is_authenticated)
+
+
+class StatsRateThrottle(SimpleRateThrottle):
+    """``STATS_THROTTLE_RATE`` (e.g. ``100/minute``) per user, or per client IP when anonymous.
+
+    Counters live in the default cache (Redis), so all gunicorn workers share them. When that
+    cache is unreachable the request is let through: the endpoint answers 503 on its own, and
+    a throttle must not turn an outage into a 500.
+    """
+
+    scope = "stats"
+
+    def get_rate(self) -> str | None:
+        return settings.STATS_THROTTLE_RATE or None
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        user = getattr(request, "user", None)
+        ident = user.pk if user is not None and user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        # SimpleRateThrottle parsed the rate in __init__; re-read it so settings changes apply.
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        if self.rate is None:
+            return True
+        self.cache = cache
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # django-redis wraps every Redis failure differently
+            logger.warning("throttle cache unavailable, request let through: %s", exc)
+            return True

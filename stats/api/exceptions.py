@@ -1,0 +1,28 @@
+"""DRF exception handling: a Redis outage is a 503 JSON answer, never a 500 page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from stats.store import StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE_DETAIL = "The statistics store (Redis) is unavailable; try again shortly."
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, StoreUnavailableError):
+        logger.warning("store unavailable: %s", exc)
+        response = Response(
+            {"detail": STORE_UNAVAILABLE_DETAIL}, status=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+        response["Retry-After"] = "5"
+        response["Cache-Control"] = "no-store"
+        return response
+    return drf_exception_handler(exc, context)

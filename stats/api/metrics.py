@@ -1,0 +1,138 @@
+"""/metrics: one snapshot of the store, rendered as JSON or through prometheus-client.
+
+The numbers live in Redis (written by every consumer process), not in this web process, so
+the process-global ``REGISTRY`` with its counters does not apply. Each scrape instead builds a
+``CollectorRegistry`` holding one ``SnapshotCollector`` that yields metric families from the
+snapshot the view read, and prometheus-client's own ``generate_latest`` writes the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from stats.api.serializers import average_cents
+from stats.store import AggregateStore, GlobalStats, IngestionStats
+
+NAMESPACE = "orderpipe"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    global_stats: GlobalStats
+    ingestion: IngestionStats
+    taken_at: datetime
+
+    @classmethod
+    def read(cls, store: AggregateStore, now: datetime) -> MetricsSnapshot:
+        global_stats, ingestion = store.overview()
+        return cls(global_stats, ingestion, now)
+
+    @property
+    def average_order_value_cents(self) -> int:
+        return average_cents(self.global_stats.total_revenue_cents, self.global_stats.total_orders)
+
+    @property
+    def consumer_lag_seconds(self) -> float | None:
+        beat = self.ingestion.heartbeat_at
+        if beat is None:
+            return None
+        return max(0.0, round((self.taken_at - beat).total_seconds(), 3))
+
+    @property
+    def ingestion_view(self) -> SimpleNamespace:
+        """The ingestion counters plus the derived lag, as one object for the serializer."""
+        i = self.ingestion
+        return SimpleNamespace(
+            received=i.received,
+            applied=i.applied,
+            duplicates=i.duplicates,
+            rejected=i.rejected,
+            rejected_by_code=i.rejected_by_code,
+            last_batch_at=i.last_batch_at,
+            heartbeat_at=i.heartbeat_at,
+            consumer_lag_seconds=self.consumer_lag_seconds,
+        )
+
+
+def _name(suffix: str) -> str:
+    return f"{NAMESPACE}_{suffix}"
+
+
+class SnapshotCollector(Collector):
+    """Metric families for one ``MetricsSnapshot`` (money in currency units, as floats).
+
+    Prometheus samples are float64, so money here is approximate beyond ~15 digits; the JSON
+    form of /metrics is the exact one.
+    """
+
+    def __init__(self, snapshot: MetricsSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        g = self.snapshot.global_stats
+        i = self.snapshot.ingestion
+        yield CounterMetricFamily(
+            _name("orders"), "Orders applied to the aggregates.", g.total_orders
+        )
+        yield CounterMetricFamily(
+            _name("revenue"),
+            "Revenue of applied orders, in currency units.",
+            g.total_revenue_cents / 100,
+        )
+        yield GaugeMetricFamily(
+            _name("unique_users"), "Users with at least one order.", g.unique_users
+        )
+        yield GaugeMetricFamily(
+            _name("average_order_value"),
+            "Revenue per order, in currency units.",
+            self.snapshot.average_order_value_cents / 100,
+        )
+        yield CounterMetricFamily(
+            _name("messages_received"), "SQS messages received by consumers.", i.received
+        )
+        yield CounterMetricFamily(
+            _name("orders_applied"), "Orders applied by consumers (first delivery).", i.applied
+        )
+        yield CounterMetricFamily(
+            _name("orders_duplicate"), "Redeliveries and identical resends ignored.", i.duplicates
+        )
+        yield CounterMetricFamily(
+            _name("messages_rejected"), "Messages rejected and recorded for review.", i.rejected
+        )
+        by_code = CounterMetricFamily(
+            _name("rejection_reasons"),
+            "Rejection reasons by code (one message can carry several).",
+            labels=["code"],
+        )
+        for code, count in i.rejected_by_code.items():
+            by_code.add_metric([code], count)
+        yield by_code
+        if i.heartbeat_at is not None:
+            yield GaugeMetricFamily(
+                _name("consumer_heartbeat_timestamp_seconds"),
+                "When a consumer last reported alive (Unix time).",
+                i.heartbeat_at.timestamp(),
+            )
+            yield GaugeMetricFamily(
+                _name("consumer_lag_seconds"),
+                "Seconds since a consumer last reported alive.",
+                self.snapshot.consumer_lag_seconds,
+            )
+        if i.last_batch_at is not None:
+            yield GaugeMetricFamily(
+                _name("last_batch_timestamp_seconds"),
+                "When a consumer last applied a batch (Unix time).",
+                i.last_batch_at.timestamp(),
+            )
+
+
+def exposition_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return registry

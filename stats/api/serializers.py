@@ -1,0 +1,162 @@
+"""Response serializers: store dataclasses (integer cents) in, API shapes (exact money) out.
+
+They exist for two reasons: one place that turns cents into money, and response shapes that
+drf-spectacular can publish. Views read the store; serializers never touch Redis.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from stats.store import cents_to_decimal
+
+
+def average_cents(total_cents: int, count: int) -> int:
+    """Mean in whole cents, half-up, in integers (no float ever sees the money)."""
+    if count <= 0:
+        return 0
+    return (2 * total_cents + count) // (2 * count)
+
+
+class MoneyField(serializers.DecimalField):
+    """Integer cents in, ``Decimal`` with two places out (rendered exactly by ExactJSONRenderer).
+
+    A ``DecimalField`` subclass so the schema says "number", while the representation skips
+    DecimalField's quantize-with-context, which would round very large totals.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=None, decimal_places=2, coerce_to_string=False, **kwargs)
+
+    def to_representation(self, value: int) -> Decimal:
+        return cents_to_decimal(int(value))
+
+
+class UserStatsSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    order_count = serializers.IntegerField()
+    total_spend = MoneyField(source="total_spend_cents")
+    average_order_value = MoneyField(help_text="total_spend / order_count, half-up to cents.")
+    first_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
+    last_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return super().to_representation(_Averaged(instance, "total_spend_cents", "order_count"))
+
+
+class GlobalStatsSerializer(serializers.Serializer):
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="total_revenue_cents")
+    unique_users = serializers.IntegerField()
+    average_order_value = MoneyField(help_text="total_revenue / total_orders, half-up to cents.")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return super().to_representation(_Averaged(instance, "total_revenue_cents", "total_orders"))
+
+
+class _Averaged:
+    """Wraps a store dataclass and adds ``average_order_value`` (in cents) computed from it."""
+
+    def __init__(self, inner: Any, total_attr: str, count_attr: str) -> None:
+        self._inner = inner
+        self.average_order_value = average_cents(
+            getattr(inner, total_attr), getattr(inner, count_attr)
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class TopSpenderSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(min_value=1)
+    user_id = serializers.CharField()
+    total_spend = MoneyField(source="value")
+
+
+class TopBuyerSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(min_value=1)
+    user_id = serializers.CharField()
+    order_count = serializers.IntegerField(source="value")
+
+
+class DayStatsSerializer(serializers.Serializer):
+    date = serializers.DateField(source="day")
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="total_revenue_cents")
+
+
+class DateRangeStatsSerializer(serializers.Serializer):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}``; totals are summed here."""
+
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="total_revenue_cents")
+    days = DayStatsSerializer(many=True, help_text="One entry per day, inclusive, zeros included.")
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        days = instance["days"]
+        return super().to_representation(
+            {
+                **instance,
+                "total_orders": sum(d.total_orders for d in days),
+                "total_revenue_cents": sum(d.total_revenue_cents for d in days),
+            }
+        )
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    redis = serializers.ChoiceField(choices=["connected", "unavailable"])
+    redis_latency_ms = serializers.FloatField(
+        allow_null=True, help_text="Round trip of a PING; null when Redis is unavailable."
+    )
+    database = serializers.ChoiceField(choices=["connected", "unavailable"])
+    timestamp = serializers.DateTimeField()
+
+
+class IngestionSerializer(serializers.Serializer):
+    received = serializers.IntegerField(help_text="SQS messages received by the consumer.")
+    applied = serializers.IntegerField(help_text="Orders applied to the aggregates.")
+    duplicates = serializers.IntegerField(help_text="Redeliveries and identical resends.")
+    rejected = serializers.IntegerField(help_text="Messages rejected (recorded for review).")
+    rejected_by_code = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Rejection reasons by code (a message can have several).",
+    )
+    last_batch_at = serializers.DateTimeField(allow_null=True)
+    consumer_heartbeat_at = serializers.DateTimeField(allow_null=True, source="heartbeat_at")
+    consumer_lag_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="Seconds since the consumer's last heartbeat; null if it never beat.",
+    )
+
+
+class MetricsSerializer(serializers.Serializer):
+    total_orders = serializers.IntegerField(source="global_stats.total_orders")
+    total_revenue = MoneyField(source="global_stats.total_revenue_cents")
+    unique_users = serializers.IntegerField(source="global_stats.unique_users")
+    average_order_value = MoneyField(source="average_order_value_cents")
+    timestamp = serializers.DateTimeField(source="taken_at")
+    ingestion = IngestionSerializer(source="ingestion_view")
+
+
+class ApiRootSerializer(serializers.Serializer):
+    """The browsable entry point: where each endpoint lives."""
+
+    user_stats = serializers.CharField()
+    global_stats = serializers.URLField()
+    top_spenders = serializers.URLField()
+    top_buyers = serializers.URLField()
+    by_date = serializers.CharField()
+    health = serializers.URLField()
+    metrics = serializers.URLField()
+    schema = serializers.URLField()
+    docs = serializers.URLField()
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()

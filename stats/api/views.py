@@ -1,0 +1,314 @@
+"""Stats API viewsets (contract §4): read the aggregate store, shape through serializers.
+
+Every stats read is one Redis round trip through ``stats.store``; no view builds a key or
+computes an aggregate. Errors: bad parameters are DRF ``ValidationError`` (400 naming the
+parameter), a Redis outage is ``StoreUnavailableError`` (503 via
+``stats.api.exceptions.exception_handler``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.viewsets import ViewSet
+
+from stats.api.access import StatsAccess, StatsRateThrottle, authenticators_for_settings
+from stats.api.metrics import MetricsSnapshot
+from stats.api.params import DateRangeParams, LimitParams, validate_user_id
+from stats.api.renderers import (
+    ExactJSONRenderer,
+    OpenMetricsRenderer,
+    PrometheusTextRenderer,
+    _ExpositionRenderer,
+)
+from stats.api.serializers import (
+    ApiRootSerializer,
+    DateRangeStatsSerializer,
+    DetailSerializer,
+    GlobalStatsSerializer,
+    HealthSerializer,
+    MetricsSerializer,
+    TopBuyerSerializer,
+    TopSpenderSerializer,
+    UserStatsSerializer,
+)
+from stats.store import StoreUnavailableError, get_store
+
+logger = logging.getLogger(__name__)
+
+
+def parameter_error(example_name: str, example: dict[str, list[str]]) -> OpenApiResponse:
+    """The 400 shape: each offending parameter mapped to the rules it broke."""
+    return OpenApiResponse(
+        response={
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+        description="A parameter is invalid: its name maps to the rules it broke.",
+        examples=[OpenApiExample(example_name, value=example)],
+    )
+
+
+LIMIT_ERROR = parameter_error(
+    "limit too large", {"limit": ["Ensure this value is less than or equal to 100."]}
+)
+PROTECTED_ERRORS: dict[int, OpenApiResponse] = {
+    401: OpenApiResponse(DetailSerializer, description="Authentication required (token mode)."),
+    403: OpenApiResponse(DetailSerializer, description="Authentication required (session mode)."),
+    429: OpenApiResponse(DetailSerializer, description="Throttled (STATS_THROTTLE_RATE)."),
+    503: OpenApiResponse(DetailSerializer, description="Redis is unavailable."),
+}
+
+
+class ProtectedViewSet(ViewSet):
+    """Needs authentication when STATS_API_AUTH is token or session; throttled by
+    STATS_THROTTLE_RATE when it is set."""
+
+    permission_classes = [StatsAccess]
+    throttle_classes = [StatsRateThrottle]
+
+    def get_authenticators(self) -> list[Any]:
+        return authenticators_for_settings()
+
+
+class UserStatsViewSet(ProtectedViewSet):
+    lookup_field = "user_id"
+    # Any characters (percent-encoded in the URL), including "/"; length is checked in the view
+    # so that an over-long id is a 400 naming user_id, not an HTML 404 from the resolver.
+    lookup_value_regex = ".+"
+
+    @extend_schema(
+        operation_id="user_stats",
+        summary="Statistics of one user",
+        parameters=[
+            OpenApiParameter(
+                "user_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="The user's id as sent in orders (percent-encode it), 1-128 chars.",
+            )
+        ],
+        responses={
+            200: UserStatsSerializer,
+            400: parameter_error(
+                "user_id too long", {"user_id": ["Must be at most 128 characters long."]}
+            ),
+            404: OpenApiResponse(DetailSerializer, description="No order of this user."),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"], url_path="stats", url_name="stats")
+    def stats(self, request: Request, user_id: str) -> Response:
+        validate_user_id(user_id)
+        user = get_store().user_stats(user_id)
+        if user is None:
+            raise NotFound(f"No orders recorded for user {user_id}.")
+        return Response(UserStatsSerializer(user).data)
+
+
+class StatsViewSet(ProtectedViewSet):
+    @extend_schema(
+        operation_id="global_stats",
+        summary="Totals over all orders",
+        responses={200: GlobalStatsSerializer, **PROTECTED_ERRORS},
+    )
+    @action(detail=False, methods=["get"], url_path="global", url_name="global")
+    def global_stats(self, request: Request) -> Response:
+        return Response(GlobalStatsSerializer(get_store().global_stats()).data)
+
+    @extend_schema(
+        operation_id="top_spenders",
+        summary="Users by total spend, highest first (ties by user_id ascending)",
+        parameters=[LimitParams],
+        responses={200: TopSpenderSerializer(many=True), 400: LIMIT_ERROR, **PROTECTED_ERRORS},
+    )
+    @action(detail=False, methods=["get"], url_path="top-spenders", url_name="top-spenders")
+    def top_spenders(self, request: Request) -> Response:
+        limit = self._limit(request)
+        return Response(TopSpenderSerializer(get_store().top_spenders(limit), many=True).data)
+
+    @extend_schema(
+        operation_id="top_buyers",
+        summary="Users by number of orders, highest first (ties by user_id ascending)",
+        parameters=[LimitParams],
+        responses={200: TopBuyerSerializer(many=True), 400: LIMIT_ERROR, **PROTECTED_ERRORS},
+    )
+    @action(detail=False, methods=["get"], url_path="top-buyers", url_name="top-buyers")
+    def top_buyers(self, request: Request) -> Response:
+        limit = self._limit(request)
+        return Response(TopBuyerSerializer(get_store().top_buyers(limit), many=True).data)
+
+    @extend_schema(
+        operation_id="stats_by_date",
+        summary="Totals for a range of UTC days, with one entry per day (zeros included)",
+        parameters=[DateRangeParams],
+        responses={
+            200: DateRangeStatsSerializer,
+            400: parameter_error(
+                "reversed range",
+                {"end_date": ["Must not be before start_date (2025-02-01)."]},
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
+    def by_date(self, request: Request) -> Response:
+        params = DateRangeParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        start, end = params.validated_data["start_date"], params.validated_data["end_date"]
+        days = get_store().by_date(start, end)
+        return Response(
+            DateRangeStatsSerializer({"start_date": start, "end_date": end, "days": days}).data
+        )
+
+    @staticmethod
+    def _limit(request: Request) -> int:
+        params = LimitParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return params.validated_data["limit"]
+
+
+class HealthViewSet(ViewSet):
+    """Open to everyone and never throttled: load balancers and orchestrators poll it."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes: list[Any] = []
+
+    @extend_schema(
+        operation_id="health",
+        summary="Liveness of Redis and the database",
+        responses={
+            200: HealthSerializer,
+            503: OpenApiResponse(HealthSerializer, description="A dependency is unavailable."),
+        },
+    )
+    def check(self, request: Request) -> Response:
+        latency = _redis_latency_ms()
+        database_ok = _database_ok()
+        healthy = latency is not None and database_ok
+        data = {
+            "status": "healthy" if healthy else "unhealthy",
+            "redis": "connected" if latency is not None else "unavailable",
+            "redis_latency_ms": round(latency, 3) if latency is not None else None,
+            "database": "connected" if database_ok else "unavailable",
+            "timestamp": timezone.now(),
+        }
+        response = Response(
+            HealthSerializer(data).data,
+            status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        add_never_cache_headers(response)
+        return response
+
+
+def _redis_latency_ms() -> float | None:
+    try:
+        return get_store().ping()
+    except StoreUnavailableError as exc:
+        logger.warning("health: redis unavailable: %s", exc)
+        return None
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any failure means "not usable", whatever the backend raises
+        logger.warning("health: database unavailable: %s", exc)
+        return False
+    return True
+
+
+class MetricsViewSet(ProtectedViewSet):
+    renderer_classes = [
+        ExactJSONRenderer,
+        BrowsableAPIRenderer,
+        OpenMetricsRenderer,
+        PrometheusTextRenderer,
+    ]
+
+    @extend_schema(
+        operation_id="metrics",
+        summary="Order totals and ingestion counters (JSON, or Prometheus/OpenMetrics text)",
+        description=(
+            "JSON by default. Prometheus text exposition for `Accept: text/plain` (e.g. "
+            "`text/plain;version=0.0.4`) or `?format=prometheus`; OpenMetrics for "
+            "`Accept: application/openmetrics-text` or `?format=openmetrics`. Protected like "
+            "the stats endpoints when STATS_API_AUTH is set (it exposes revenue)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=["json", "prometheus", "openmetrics"],
+                description="Overrides the Accept header.",
+            )
+        ],
+        responses={
+            (200, "application/json"): MetricsSerializer,
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text."),
+            (200, "application/openmetrics-text"): OpenApiResponse(
+                OpenApiTypes.STR, description="OpenMetrics text."
+            ),
+            **{(code, "application/json"): r for code, r in PROTECTED_ERRORS.items()},
+        },
+    )
+    def scrape(self, request: Request) -> Response:
+        snapshot = MetricsSnapshot.read(get_store(), timezone.now())
+        if isinstance(request.accepted_renderer, _ExpositionRenderer):
+            response = Response(snapshot)
+        else:
+            response = Response(MetricsSerializer(snapshot).data)
+        add_never_cache_headers(response)
+        return response
+
+
+class ApiRootView(APIView):
+    """The entry point of the browsable API: a link to every endpoint."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="api_root", summary="Links to every endpoint", responses=ApiRootSerializer
+    )
+    def get(self, request: Request) -> Response:
+        def url(name: str, **kwargs: Any) -> str:
+            return request.build_absolute_uri(reverse(name, kwargs=kwargs))
+
+        user_example = url("user-stats", user_id="USER_ID").replace("USER_ID", "{user_id}")
+        data = {
+            "user_stats": user_example,
+            "global_stats": url("stats-global"),
+            "top_spenders": url("stats-top-spenders") + "?limit=5",
+            "top_buyers": url("stats-top-buyers") + "?limit=5",
+            "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+            "health": url("health"),
+            "metrics": url("metrics"),
+            "schema": url("schema"),
+            "docs": url("docs"),
+        }
+        return Response(ApiRootSerializer(data).data)

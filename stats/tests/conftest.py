@@ -1,0 +1,30 @@
+"""The project's shared fixtures (tests/conftest.py), plus helpers for the API tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from orders.validation import Item, Order
+from stats.store import cents_to_decimal
+from tests.conftest import (  # noqa: F401 - fixtures re-exported for this directory
+    fake_redis,
+    fake_store,
+    key_prefix,
+    live_redis,
+    private_redis,
+    redis_server,
+    store,
+)
+
+
+def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
+    when = when or datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
+    return Order(order_id, user_id, cents, (Item("P001", 1, cents_to_decimal(cents)),), when, when)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
