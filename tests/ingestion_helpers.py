@@ -88,18 +88,21 @@ def mismatches(store: AggregateStore, messages: Iterable, days: tuple[date, date
     expected = expected_totals(list(messages))
     problems: list[str] = []
     got = store.global_stats()
-    want = (expected.total_orders, expected.total_revenue_cents, expected.unique_users)
+    want = (expected.total_orders, expected.total_revenue_cents, len(expected.users))
     if (got.total_orders, got.total_revenue_cents, got.unique_users) != want:
         problems.append(f"global: got {got}, expected {want}")
-    for user_id, (count, cents) in expected.users.items():
+    for user_id, totals in expected.users.items():
         user = store.user_stats(user_id)
-        if user is None or (user.order_count, user.total_spend_cents) != (count, cents):
-            problems.append(f"user {user_id}: got {user}, expected {(count, cents)}")
+        want_user = (totals.order_count, totals.total_spend_cents)
+        if user is None or (user.order_count, user.total_spend_cents) != want_user:
+            problems.append(f"user {user_id}: got {user}, expected {want_user}")
     for day in store.by_date(*days):
-        want_day = expected.days.get(day.day, (0, 0))
-        if (day.total_orders, day.total_revenue_cents) != want_day:
-            problems.append(f"day {day.day}: got {day}, expected {want_day}")
-    spenders = sorted(expected.users.items(), key=lambda kv: (-kv[1][1], kv[0]))[:10]
-    if [(r.user_id, r.value) for r in store.top_spenders(10)] != [(u, v[1]) for u, v in spenders]:
-        problems.append("top spenders differ")
+        want_day = expected.days.get(day.day)
+        want_pair = (want_day.order_count, want_day.revenue_cents) if want_day else (0, 0)
+        if (day.total_orders, day.total_revenue_cents) != want_pair:
+            problems.append(f"day {day.day}: got {day}, expected {want_pair}")
+    by_spend = sorted(expected.users.items(), key=lambda kv: (-kv[1].total_spend_cents, kv[0]))
+    want_top = [(u, t.total_spend_cents) for u, t in by_spend[:10]]
+    if [(r.user_id, r.value) for r in store.top_spenders(10)] != want_top:
+        problems.append(f"top spenders differ: expected {want_top}")
     return problems

@@ -86,7 +86,7 @@ class Command(BaseCommand):
         )
         kinds: Counter[str] = Counter()
         started = time.monotonic()
-        messages = generator.messages(options["count"])
+        messages = generator.iter_messages(options["count"])
         with tqdm(
             total=options["count"], unit="msg", disable=options["no_progress"], desc="sending"
         ) as bar:
