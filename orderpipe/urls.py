@@ -1,11 +1,32 @@
-"""URL routes: the admin, the stats API (stats.api.urls) and its OpenAPI schema."""
+"""URL routes: the admin, the stats API (stats.api.urls) and its OpenAPI schema.
+
+Unknown paths and unhandled errors answer JSON (``{"detail": ...}``) like the API itself, so a
+client of the API never has to parse an HTML error page.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def json_server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"detail": "Internal server error."}, status=500)
+
+
+handler404 = json_not_found
+handler500 = json_server_error
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Log in / out links of the browsable API (used when STATS_API_AUTH=session).
+    path("api-auth/", include("rest_framework.urls")),
     path("", include("stats.api.urls")),
 ]

@@ -1,0 +1,229 @@
+"""Every endpoint against a real Redis server, with data written through the aggregate store."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+import redis
+from rest_framework.test import APIClient
+
+from stats.store import AggregateStore
+from stats.tests.conftest import make_order
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+WRITE_TIME = datetime(2025, 9, 1, 12, 0, 0, tzinfo=UTC)
+NOW = datetime(2025, 9, 1, 12, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def clocked_store(live_redis: redis.Redis, key_prefix: str) -> AggregateStore:
+    """The real-Redis store with a fixed clock, so heartbeat and batch times are known."""
+    return AggregateStore(live_redis, prefix=key_prefix, clock=WRITE_TIME.timestamp)
+
+
+@pytest.fixture
+def frozen_now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    monkeypatch.setattr("django.utils.timezone.now", lambda: NOW)
+    return NOW
+
+
+@pytest.fixture
+def filled(clocked_store: AggregateStore) -> AggregateStore:
+    clocked_store.apply_orders(
+        [
+            make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC)),
+            make_order("O2", "alice", 10000, datetime(2025, 8, 11, 8, 0, 0, 250000, tzinfo=UTC)),
+            make_order("O3", "bob", 100000000001099, datetime(2025, 8, 9, 23, 59, 59, tzinfo=UTC)),
+            make_order("O4", "carol", 40000, datetime(2025, 8, 11, 0, 0, tzinfo=UTC)),
+            make_order("O5", "dave", 1, datetime(2025, 8, 11, 0, 0, tzinfo=UTC)),
+            make_order("O6", "dave", 1, datetime(2025, 8, 11, 0, 0, 1, tzinfo=UTC)),
+            make_order("O7", "dave", 1, datetime(2025, 8, 11, 0, 0, 2, tzinfo=UTC)),
+        ]
+    )
+    return clocked_store
+
+
+def test_user_stats_has_exact_money_and_utc_times(filled: AggregateStore, api: APIClient) -> None:
+    response = api.get("/users/alice/stats")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.content == (
+        b'{"user_id":"alice","order_count":2,"total_spend":399.99,'
+        b'"average_order_value":200.00,"first_order_at":"2025-08-09T10:15:00Z",'
+        b'"last_order_at":"2025-08-11T08:00:00.250000Z"}'
+    )
+
+
+def test_user_average_is_rounded_half_up_to_cents(filled: AggregateStore, api: APIClient) -> None:
+    filled.apply_orders([make_order("O8", "erin", 1), make_order("O9", "erin", 2)])
+
+    assert api.get("/users/erin/stats").json()["average_order_value"] == 0.02
+
+
+def test_unknown_user_is_404_with_detail(filled: AggregateStore, api: APIClient) -> None:
+    response = api.get("/users/zoe/stats")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No orders recorded for user zoe."}
+
+
+def test_user_id_with_reserved_characters_is_found_when_percent_encoded(
+    clocked_store: AggregateStore, api: APIClient
+) -> None:
+    clocked_store.apply_orders([make_order("O1", "a/b c?é", 500)])
+
+    response = api.get("/users/a%2Fb%20c%3F%C3%A9/stats")
+
+    assert response.status_code == 200
+    assert response.json()["user_id"] == "a/b c?é"
+
+
+def test_global_stats_total_revenue_beyond_float_precision_is_exact(
+    filled: AggregateStore, api: APIClient
+) -> None:
+    response = api.get("/stats/global")
+
+    assert response.status_code == 200
+    assert response.content == (
+        b'{"total_orders":7,"total_revenue":1000000000811.01,"unique_users":4,'
+        b'"average_order_value":142857142973.00}'
+    )
+
+
+def test_top_spenders_highest_first_with_rank(filled: AggregateStore, api: APIClient) -> None:
+    response = api.get("/stats/top-spenders?limit=3")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"rank": 1, "user_id": "bob", "total_spend": 1000000000010.99},
+        {"rank": 2, "user_id": "carol", "total_spend": 400.0},
+        {"rank": 3, "user_id": "alice", "total_spend": 399.99},
+    ]
+    assert b'"total_spend":1000000000010.99' in response.content
+
+
+def test_top_buyers_ties_are_broken_by_user_id_ascending(
+    filled: AggregateStore, api: APIClient
+) -> None:
+    response = api.get("/stats/top-buyers?limit=4")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"rank": 1, "user_id": "dave", "order_count": 3},
+        {"rank": 2, "user_id": "alice", "order_count": 2},
+        {"rank": 3, "user_id": "bob", "order_count": 1},
+        {"rank": 4, "user_id": "carol", "order_count": 1},
+    ]
+
+
+def test_top_lists_default_to_five(clocked_store: AggregateStore, api: APIClient) -> None:
+    clocked_store.apply_orders([make_order(f"O{i}", f"U{i:02d}", 100 + i) for i in range(8)])
+
+    spenders = api.get("/stats/top-spenders").json()
+    buyers = api.get("/stats/top-buyers").json()
+
+    assert [s["user_id"] for s in spenders] == ["U07", "U06", "U05", "U04", "U03"]
+    assert [b["user_id"] for b in buyers] == ["U00", "U01", "U02", "U03", "U04"]
+
+
+def test_by_date_lists_every_day_inclusive_with_zero_days(
+    filled: AggregateStore, api: APIClient
+) -> None:
+    response = api.get("/stats/by-date?start_date=2025-08-08&end_date=2025-08-12")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "start_date": "2025-08-08",
+        "end_date": "2025-08-12",
+        "total_orders": 7,
+        "total_revenue": 1000000000811.01,
+        "days": [
+            {"date": "2025-08-08", "total_orders": 0, "total_revenue": 0},
+            {"date": "2025-08-09", "total_orders": 2, "total_revenue": 1000000000310.98},
+            {"date": "2025-08-10", "total_orders": 0, "total_revenue": 0},
+            {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03},
+            {"date": "2025-08-12", "total_orders": 0, "total_revenue": 0},
+        ],
+    }
+    assert b'"total_revenue":1000000000310.98' in response.content
+
+
+def test_by_date_full_366_day_range_is_answered(filled: AggregateStore, api: APIClient) -> None:
+    response = api.get("/stats/by-date?start_date=2024-08-11&end_date=2025-08-11")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["days"]) == 366
+    assert body["days"][0]["date"] == "2024-08-11"
+    assert body["days"][-1] == {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03}
+    assert body["total_orders"] == 7
+
+
+def test_health_reports_redis_and_database(
+    filled: AggregateStore, api: APIClient, frozen_now: datetime
+) -> None:
+    response = api.get("/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert isinstance(body.pop("redis_latency_ms"), float)
+    assert body == {
+        "status": "healthy",
+        "redis": "connected",
+        "database": "connected",
+        "timestamp": "2025-09-01T12:00:30Z",
+    }
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_metrics_json_has_totals_and_ingestion_counters(
+    filled: AggregateStore, api: APIClient, frozen_now: datetime
+) -> None:
+    filled.record_received(2)
+    filled.record_rejections({"invalid_json": 1, "value_mismatch": 2})
+    filled.heartbeat()
+    filled.apply_orders([make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))])
+
+    response = api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "total_orders": 7,
+        "total_revenue": 1000000000811.01,
+        "unique_users": 4,
+        "average_order_value": 142857142973.00,
+        "timestamp": "2025-09-01T12:00:30Z",
+        "ingestion": {
+            "received": 10,
+            "applied": 7,
+            "duplicates": 1,
+            "rejected": 3,
+            "rejected_by_code": {"invalid_json": 1, "value_mismatch": 2},
+            "last_batch_at": "2025-09-01T12:00:00Z",
+            "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
+            "consumer_lag_seconds": 30.0,
+        },
+    }
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_by_date_reads_one_redis_round_trip(
+    filled: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[str] = []
+    original = redis.Redis.execute_command
+
+    def counting(self: redis.Redis, *args: object, **kwargs: object) -> object:
+        commands.append(str(args[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counting)
+
+    response = api.get("/stats/by-date?start_date=2024-08-11&end_date=2025-08-11")
+
+    assert response.status_code == 200
+    assert commands == ["HMGET"]
+    assert date(2025, 8, 11).isoformat() in response.content.decode()
