@@ -1,0 +1,180 @@
+"""docker-compose.yml agrees with the settings (no Docker engine here, so the file is read).
+
+The variables the app reads come from parsing ``orderpipe/settings.py`` for ``env.<type>("NAME"``
+calls, so a setting added later without a compose entry (or a README row) fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+APP_SERVICES = ("web", "worker")
+_ENV_CALL = re.compile(r"\benv\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"")
+_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+
+
+def settings_variables() -> list[str]:
+    text = (BASE_DIR / "orderpipe" / "settings.py").read_text(encoding="utf-8")
+    return list(dict.fromkeys(_ENV_CALL.findall(text)))
+
+
+def interpolate(value: Any, shell: dict[str, str] | None = None) -> str:
+    """Compose's ``${X}``, ``${X:-default}``, ``${X:?error}`` against an (empty) shell env."""
+    shell = shell or {}
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if shell.get(name):
+            return shell[name]
+        if op and op.endswith("?"):
+            return f"<required:{name}>"
+        return arg or ""
+
+    return _INTERPOLATION.sub(one, str(value))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text(encoding="utf-8"))
+
+
+def service_env(compose: dict[str, Any], name: str) -> dict[str, str]:
+    env = compose["services"][name].get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: interpolate(value) for key, value in env.items()}
+
+
+def test_settings_parsing_finds_the_variables() -> None:
+    found = settings_variables()
+    for name in ("DEBUG", "SECRET_KEY", "REDIS_URL", "LOCALSTACK_URL", "LOG_LEVEL", "LOG_DIR"):
+        assert name in found
+    assert len(found) >= 20
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_setting_is_set_for_the_app_services(compose: dict[str, Any], service: str) -> None:
+    env = service_env(compose, service)
+    missing = [name for name in settings_variables() if name not in env]
+    assert not missing, f"{service} lacks {missing}"
+    assert env["DEBUG"] == "false"
+    assert env["SECRET_KEY"] == "<required:SECRET_KEY>", "SECRET_KEY must be required, not baked"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_hosts_in_urls_are_compose_services(compose: dict[str, Any], service: str) -> None:
+    env = service_env(compose, service)
+    services = set(compose["services"])
+    redis = urlsplit(env["REDIS_URL"])
+    assert redis.hostname in services and redis.hostname == env["REDIS_HOST"]
+    assert str(redis.port or 6379) == env["REDIS_PORT"]
+    assert urlsplit(env["DATABASE_URL"]).hostname == "postgres" in services
+    assert urlsplit(env["LOCALSTACK_URL"]).hostname == "localstack" in services
+    db = urlsplit(env["DATABASE_URL"])
+    postgres = service_env(compose, "postgres")
+    assert db.username == postgres["POSTGRES_USER"]
+    assert db.password == postgres["POSTGRES_PASSWORD"]
+    assert db.path.lstrip("/") == postgres["POSTGRES_DB"]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_compose_environment_passes_the_strict_settings(
+    compose: dict[str, Any], service: str, tmp_path: Path
+) -> None:
+    """The values (after interpolation with defaults) parse, and Django's checks pass."""
+    env = {k: v for k, v in os.environ.items() if k not in settings_variables()}
+    env.update(service_env(compose, service))
+    env.update(SECRET_KEY="x" * 60, LOG_DIR=str(tmp_path))  # /app/logs exists only in the image
+    result = subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), "check", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_depends_on_waits_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            condition = spec["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+            else:
+                assert condition == "service_completed_successfully", (name, dependency)
+    for app in APP_SERVICES:
+        deps = services[app]["depends_on"]
+        assert deps["redis"]["condition"] == "service_healthy"
+        assert deps["postgres"]["condition"] == "service_healthy"
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["depends_on"]["localstack"]["condition"] == "service_healthy"
+
+
+def test_processes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web = " ".join(services["web"]["command"])
+    assert web.startswith("gunicorn orderpipe.wsgi")
+    assert "healthcheck" in services["web"]
+    assert services["worker"]["command"] == ["python", "manage.py", "consume_orders"]
+    assert services["migrate"]["command"][:3] == ["python", "manage.py", "migrate"]
+    assert services["localstack"]["environment"]["SERVICES"] == "sqs"
+
+
+def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+
+
+def test_logs_volume_is_the_log_dir(compose: dict[str, Any]) -> None:
+    assert "logs" in compose["volumes"]
+    for app in APP_SERVICES:
+        log_dir = service_env(compose, app)["LOG_DIR"]
+        assert f"logs:{log_dir}" in compose["services"][app]["volumes"]
+    for volume in ("redis-data", "postgres-data"):
+        assert volume in compose["volumes"]
+
+
+def test_dockerfile_matches(compose: dict[str, Any]) -> None:
+    dockerfile = (BASE_DIR / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11", dockerfile, re.MULTILINE)
+    assert "requirements/base.txt" in dockerfile
+    assert "gunicorn" in dockerfile and "orderpipe.wsgi" in dockerfile
+    log_dir = service_env(compose, "web")["LOG_DIR"]
+    assert f"mkdir -p {log_dir}" in dockerfile  # writable by the non-root user
+    gunicorn = (BASE_DIR / "requirements" / "base.txt").read_text(encoding="utf-8")
+    assert "gunicorn==" in gunicorn
+    ignored = (BASE_DIR / ".dockerignore").read_text(encoding="utf-8").split()
+    for path in (".venv", ".env", ".localdata", ".git"):
+        assert path in ignored
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (BASE_DIR / "README.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", readme, re.MULTILINE))
+    missing = [name for name in settings_variables() if name not in rows]
+    assert not missing, f"README's variable table lacks {missing}"
+
+
+def test_env_example_names_only_real_settings() -> None:
+    known = set(settings_variables()) | {"WEB_PORT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    text = (BASE_DIR / ".env.example").read_text(encoding="utf-8")
+    names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.MULTILINE)
+    assert names
+    assert set(names) <= known, set(names) - known
