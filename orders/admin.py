@@ -152,7 +152,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         return response
 
     # --- actions ----------------------------------------------------------------------------
-    @admin.action(description="Mark selected as reviewed")
+    @admin.action(description="Mark selected as reviewed", permissions=["change"])
     def mark_reviewed(self, request: HttpRequest, queryset: QuerySet) -> None:
         # A resubmitted row stays resubmitted: that is further along than reviewed.
         updated = queryset.exclude(status=RejectedOrder.Status.RESUBMITTED).update(
@@ -162,7 +162,9 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         )
         self.message_user(request, f"{updated} rejected order(s) marked as reviewed.")
 
-    @admin.action(description="Resubmit corrected payload to the orders queue")
+    @admin.action(
+        description="Resubmit corrected payload to the orders queue", permissions=["change"]
+    )
     def resubmit_corrected(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Send each row's corrected payload; rows without a valid one are reported, not sent."""
         ready: list[RejectedOrder] = []

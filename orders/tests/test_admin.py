@@ -1,0 +1,410 @@
+"""The rejected-order admin through ``admin_client``: list, filters, search, actions, safety."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+from moto import mock_aws
+
+from orders.models import RejectedOrder, RejectionRecord
+from orders.sqs import OrderQueue, make_client
+from orders.tests.conftest import body_of, valid_doc
+from orders.validation import Rejection, validate_message
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:orders_rejectedorder_changelist")
+
+
+def change_url(row: RejectedOrder) -> str:
+    return reverse("admin:orders_rejectedorder_change", args=[row.pk])
+
+
+def add_rejected(
+    message_id: str, body: str | bytes, received_at: datetime | None = None
+) -> RejectedOrder:
+    result = validate_message(body, {"SentTimestamp": "1723198500000"})
+    assert isinstance(result, Rejection)
+    RejectedOrder.objects.record_many(
+        [
+            RejectionRecord(
+                message_id=message_id,
+                body=body,
+                rejection=result,
+                queue_name="orders",
+                receive_count=1,
+                received_at=received_at or datetime(2025, 8, 9, 10, 15, tzinfo=UTC),
+            )
+        ]
+    )
+    return RejectedOrder.objects.get(message_id=message_id)
+
+
+@pytest.fixture
+def rows() -> dict[str, RejectedOrder]:
+    mismatch = valid_doc() | {"order_id": "ORD-MISMATCH", "user_id": "U-ALICE", "order_value": 1}
+    return {
+        "json": add_rejected("msg-json", "{broken", datetime(2025, 7, 1, tzinfo=UTC)),
+        "mismatch": add_rejected("msg-mismatch", body_of(mismatch)),
+        "missing": add_rejected(
+            "msg-missing",
+            body_of({"order_id": "ORD-MISSING", "user_id": "U-BOB", "items": []}),
+        ),
+    }
+
+
+def listed(response: Any) -> set[str]:
+    return {row.message_id for row in response.context["cl"].result_list}
+
+
+# --- list, filters, search, detail --------------------------------------------------------------
+def test_changelist_shows_columns(admin_client: Client, rows: dict[str, RejectedOrder]) -> None:
+    response = admin_client.get(CHANGELIST)
+    assert response.status_code == 200
+    assert listed(response) == {"msg-json", "msg-mismatch", "msg-missing"}
+    html = response.content.decode()
+    for text in ("ORD-MISMATCH", "U-ALICE", "value_mismatch", "invalid_items, missing_field"):
+        assert text in html
+    assert "New" in html
+
+
+def test_changelist_summary(admin_client: Client, rows: dict[str, RejectedOrder]) -> None:
+    rows["json"].status = RejectedOrder.Status.REVIEWED
+    rows["json"].save()
+    response = admin_client.get(CHANGELIST)
+    summary = response.context["summary"]
+    assert summary["total"] == 3
+    assert dict(summary["by_code"]) == {
+        "invalid_json": 1,
+        "value_mismatch": 1,
+        "missing_field": 1,
+        "invalid_items": 1,
+    }
+    assert {v: n for v, _, n in summary["by_status"]} == {
+        "new": 2,
+        "reviewed": 1,
+        "resubmitted": 0,
+    }
+    html = response.content.decode()
+    assert 'id="rejected-order-summary"' in html
+    assert 'data-code="value_mismatch"' in html
+    # The summary follows the current filter.
+    filtered = admin_client.get(CHANGELIST, {"reason": "invalid_json"})
+    assert filtered.context["summary"]["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        pytest.param({"status__exact": "new"}, {"msg-mismatch", "msg-missing"}, id="status"),
+        pytest.param({"status__exact": "reviewed"}, {"msg-json"}, id="status-reviewed"),
+        pytest.param({"reason": "invalid_json"}, {"msg-json"}, id="reason-json"),
+        pytest.param({"reason": "value_mismatch"}, {"msg-mismatch"}, id="reason-mismatch"),
+        pytest.param({"reason": "invalid_items"}, {"msg-missing"}, id="reason-items"),
+        pytest.param({"reason": "duplicate_order_id"}, set(), id="reason-none"),
+        pytest.param(
+            {
+                "received_at__gte": "2025-08-01 00:00:00+00:00",
+                "received_at__lt": "2025-09-01 00:00:00+00:00",
+            },
+            {"msg-mismatch", "msg-missing"},
+            id="date",
+        ),
+        pytest.param(
+            {"received_at__year": "2025", "received_at__month": "7"},
+            {"msg-json"},
+            id="date-hierarchy",
+        ),
+        pytest.param({"q": "ORD-MISMATCH"}, {"msg-mismatch"}, id="search-order-id"),
+        pytest.param({"q": "U-BOB"}, {"msg-missing"}, id="search-user-id"),
+        pytest.param({"q": "msg-json"}, {"msg-json"}, id="search-message-id"),
+        pytest.param({"q": "nothing-like-this"}, set(), id="search-miss"),
+    ],
+)
+def test_filters_and_search(
+    admin_client: Client, rows: dict[str, RejectedOrder], params: dict[str, str], expected: set[str]
+) -> None:
+    rows["json"].status = RejectedOrder.Status.REVIEWED
+    rows["json"].save()
+    response = admin_client.get(CHANGELIST, params)
+    assert response.status_code == 200
+    assert listed(response) == expected
+
+
+def test_reason_filter_lists_every_code(
+    admin_client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    html = admin_client.get(CHANGELIST).content.decode()
+    for code in ("invalid_json", "not_an_object", "duplicate_order_id", "invalid_timestamp"):
+        assert f"?reason={code}" in html
+
+
+def test_detail_page(admin_client: Client, rows: dict[str, RejectedOrder]) -> None:
+    response = admin_client.get(change_url(rows["mismatch"]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "msg-mismatch" in html
+    assert "value_mismatch" in html
+    assert "does not equal the items&#x27; total 109.97" in html
+    assert "&quot;order_value&quot;: 1," in html  # pretty-printed payload
+    form = response.context["adminform"].form
+    assert set(form.fields) == {"staff_note", "corrected_payload"}  # raw fields are read-only
+
+
+def test_raw_fields_cannot_be_changed(admin_client: Client, rows: dict[str, RejectedOrder]) -> None:
+    row = rows["json"]
+    response = admin_client.post(
+        change_url(row),
+        {
+            "staff_note": "looked",
+            "corrected_payload": "",
+            "order_id": "HACKED",
+            "status": "resubmitted",
+        },
+    )
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.staff_note == "looked"
+    assert row.order_id is None
+    assert row.status == RejectedOrder.Status.NEW
+
+
+def test_add_is_not_offered(admin_client: Client) -> None:
+    assert admin_client.get(reverse("admin:orders_rejectedorder_add")).status_code == 403
+
+
+def test_payload_is_escaped(admin_client: Client) -> None:
+    row = add_rejected("msg-xss", '{"order_id": "<script>alert(1)</script>", "x": "</pre><b>"}')
+    for url in (change_url(row), CHANGELIST):
+        html = admin_client.get(url).content.decode()
+        assert "<script>alert(1)</script>" not in html
+        assert "</pre><b>" not in html
+    detail = admin_client.get(change_url(row)).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+
+
+def test_undecodable_body_is_shown(admin_client: Client) -> None:
+    row = add_rejected("msg-bin", b"\xff\xfe<script>")
+    html = admin_client.get(change_url(row)).content.decode()
+    assert "\\xff\\xfe&lt;script&gt;" in html
+
+
+# --- corrected payload form -------------------------------------------------------------------
+def test_invalid_corrected_payload_shows_reasons(
+    admin_client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    row = rows["mismatch"]
+    bad = body_of(valid_doc() | {"order_value": 5, "user_id": ""})
+    response = admin_client.post(change_url(row), {"staff_note": "", "corrected_payload": bad})
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["corrected_payload"]
+    assert any(e.startswith("invalid_field (user_id)") for e in errors)
+    assert any(e.startswith("value_mismatch (order_value)") for e in errors)
+    row.refresh_from_db()
+    assert row.corrected_payload == ""
+
+
+def test_valid_corrected_payload_is_saved(
+    admin_client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    row = rows["mismatch"]
+    good = body_of(valid_doc() | {"order_id": "ORD-MISMATCH"})
+    response = admin_client.post(
+        change_url(row), {"staff_note": "fixed", "corrected_payload": good}
+    )
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.corrected_payload == good
+
+
+def test_corrected_payload_without_timestamp_is_accepted(
+    admin_client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    doc = valid_doc()
+    del doc["order_timestamp"]
+    response = admin_client.post(
+        change_url(rows["json"]), {"staff_note": "", "corrected_payload": body_of(doc)}
+    )
+    assert response.status_code == 302
+
+
+# --- actions ----------------------------------------------------------------------------------
+def run_action(client: Client, action: str, rows: list[RejectedOrder]) -> Any:
+    return client.post(
+        CHANGELIST,
+        {"action": action, "_selected_action": [str(r.pk) for r in rows]},
+        follow=True,
+    )
+
+
+def test_mark_reviewed(
+    admin_client: Client, admin_user: Any, rows: dict[str, RejectedOrder]
+) -> None:
+    rows["missing"].status = RejectedOrder.Status.RESUBMITTED
+    rows["missing"].save()
+    response = run_action(admin_client, "mark_reviewed", [rows["json"], rows["missing"]])
+    assert response.status_code == 200
+    assert "1 rejected order(s) marked as reviewed." in response.content.decode()
+    json_row = RejectedOrder.objects.get(pk=rows["json"].pk)
+    assert json_row.status == RejectedOrder.Status.REVIEWED
+    assert json_row.reviewed_by == admin_user
+    assert json_row.reviewed_at is not None
+    assert RejectedOrder.objects.get(pk=rows["missing"].pk).status == "resubmitted"
+    assert RejectedOrder.objects.get(pk=rows["mismatch"].pk).status == "new"
+
+
+def test_export_csv(admin_client: Client, rows: dict[str, RejectedOrder]) -> None:
+    evil = add_rejected("msg-evil", '{"order_id": "=HYPERLINK(\\"http://x\\")", "items": 1}')
+    response = admin_client.post(
+        CHANGELIST,
+        {
+            "action": "export_csv",
+            "_selected_action": [str(rows["mismatch"].pk), str(evil.pk)],
+        },
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment;" in response["Content-Disposition"]
+    table = list(csv.DictReader(io.StringIO(response.content.decode())))
+    by_id = {r["message_id"]: r for r in table}
+    assert set(by_id) == {"msg-mismatch", "msg-evil"}
+    mismatch = by_id["msg-mismatch"]
+    assert mismatch["order_id"] == "ORD-MISMATCH"
+    assert mismatch["user_id"] == "U-ALICE"
+    assert mismatch["reason_codes"] == "value_mismatch"
+    assert "does not equal" in mismatch["reasons"]
+    assert mismatch["status"] == "new"
+    assert json.loads(mismatch["body"])["order_value"] == 1
+    assert mismatch["received_at"].startswith("2025-08-09T10:15:00")
+    assert by_id["msg-evil"]["order_id"].startswith("'=HYPERLINK")
+
+
+@pytest.fixture
+def mocked_queue(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[OrderQueue]:
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SECURITY_TOKEN",
+        "AWS_SESSION_TOKEN",
+    ):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings.LOCALSTACK_URL = ""
+    settings.AWS_REGION = "us-east-1"
+    settings.QUEUE_NAME = "orders-admin-test"
+    with mock_aws():
+        queue = OrderQueue(make_client(), "orders-admin-test")
+        queue.ensure()
+        yield queue
+
+
+def drain(queue: OrderQueue) -> list[str]:
+    bodies: list[str] = []
+    while batch := queue.receive(wait_time=0):
+        bodies += [m["Body"] for m in batch]
+    return bodies
+
+
+def test_resubmit_sends_corrected_payload(
+    admin_client: Client, admin_user: Any, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
+) -> None:
+    fixed = rows["mismatch"]
+    fixed.corrected_payload = body_of(valid_doc() | {"order_id": "ORD-MISMATCH"})
+    fixed.save()
+    response = run_action(admin_client, "resubmit_corrected", [fixed, rows["json"]])
+    html = response.content.decode()
+    assert "1 corrected order(s) sent to the orders queue." in html
+    assert "no corrected payload" in html  # the other row is reported, not sent
+    assert drain(mocked_queue) == [fixed.corrected_payload]
+    fixed.refresh_from_db()
+    assert fixed.status == RejectedOrder.Status.RESUBMITTED
+    assert fixed.resubmitted_at is not None
+    assert fixed.reviewed_by == admin_user
+    assert fixed.reviewed_at is not None
+    assert RejectedOrder.objects.get(pk=rows["json"].pk).status == "new"
+
+
+def test_resubmit_refuses_an_invalid_payload(
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
+) -> None:
+    row = rows["mismatch"]
+    # Saved around the form (e.g. by a script): the action validates again before sending.
+    RejectedOrder.objects.filter(pk=row.pk).update(corrected_payload='{"order_id": 1}')
+    html = run_action(admin_client, "resubmit_corrected", [row]).content.decode()
+    assert "corrected payload is invalid" in html
+    assert drain(mocked_queue) == []
+    assert RejectedOrder.objects.get(pk=row.pk).status == "new"
+
+
+def test_resubmit_reports_a_queue_failure(
+    admin_client: Client, rows: dict[str, RejectedOrder], settings: Any, mocked_queue: OrderQueue
+) -> None:
+    settings.QUEUE_NAME = "no-such-queue"
+    row = rows["mismatch"]
+    row.corrected_payload = body_of(valid_doc())
+    row.save()
+    html = run_action(admin_client, "resubmit_corrected", [row]).content.decode()
+    assert "Could not send to the orders queue" in html
+    assert RejectedOrder.objects.get(pk=row.pk).status == "new"
+
+
+# --- permissions ------------------------------------------------------------------------------
+@pytest.mark.parametrize("url_name", ["changelist", "change"])
+def test_anonymous_is_sent_to_login(
+    client: Client, rows: dict[str, RejectedOrder], url_name: str
+) -> None:
+    url = CHANGELIST if url_name == "changelist" else change_url(rows["json"])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_non_staff_user_has_no_access(client: Client, rows: dict[str, RejectedOrder]) -> None:
+    user = get_user_model().objects.create_user("customer", password="pw-123456789")
+    user.user_permissions.set(Permission.objects.filter(codename__endswith="rejectedorder"))
+    client.force_login(user)
+    for url in (CHANGELIST, change_url(rows["json"])):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert reverse("admin:login") in response["Location"]
+    response = client.post(
+        CHANGELIST, {"action": "export_csv", "_selected_action": [str(rows["json"].pk)]}
+    )
+    assert response.status_code == 302
+    assert not response.get("Content-Type", "").startswith("text/csv")
+
+
+def test_staff_without_permission_is_forbidden(
+    client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    user = get_user_model().objects.create_user("clerk", password="pw-123456789", is_staff=True)
+    client.force_login(user)
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(change_url(rows["json"])).status_code == 403
+
+
+def test_staff_with_view_permission_can_only_look(
+    client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    user = get_user_model().objects.create_user("viewer", password="pw-123456789", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_rejectedorder"))
+    client.force_login(user)
+    assert client.get(CHANGELIST).status_code == 200
+    response = client.post(change_url(rows["json"]), {"staff_note": "x", "corrected_payload": ""})
+    assert response.status_code == 403
+    response = run_action(client, "mark_reviewed", [rows["json"]])
+    assert RejectedOrder.objects.get(pk=rows["json"].pk).status == "new"
+    exported = client.post(
+        CHANGELIST, {"action": "export_csv", "_selected_action": [str(rows["json"].pk)]}
+    )
+    assert exported["Content-Type"].startswith("text/csv")
