@@ -173,7 +173,8 @@ class StatsViewSet(ProtectedViewSet):
     )
     @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
     def by_date(self, request: Request) -> Response:
-        params = DateRangeParams(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty HTML-form value as "absent".
+        params = DateRangeParams(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         start, end = params.validated_data["start_date"], params.validated_data["end_date"]
         days = get_store().by_date(start, end)
@@ -183,7 +184,7 @@ class StatsViewSet(ProtectedViewSet):
 
     @staticmethod
     def _limit(request: Request) -> int:
-        params = LimitParams(data=request.query_params)
+        params = LimitParams(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
         return params.validated_data["limit"]
 

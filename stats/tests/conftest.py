@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from django_redis.pool import ConnectionFactory
 from rest_framework.test import APIClient
 
 from orders.validation import Item, Order
@@ -28,3 +30,18 @@ def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = 
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
+
+
+def _drop_pools() -> None:
+    for pool in ConnectionFactory._pools.values():
+        pool.disconnect()
+    ConnectionFactory._pools.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_redis_pools() -> Iterator[None]:
+    """django-redis caches connection pools per URL for the whole process, so without this
+    every ``fake_redis`` test after the first would talk to the first test's FakeServer."""
+    _drop_pools()
+    yield
+    _drop_pools()
