@@ -33,6 +33,7 @@ from pathlib import Path
 
 from honcho.manager import SIGNALS, Manager
 from honcho.printer import Message, Printer
+from honcho.process import Process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = BASE_DIR / ".localdata"
@@ -241,6 +242,7 @@ class Options:
     feeder: bool | None  # None: only against a local SQS endpoint
     reload: bool
     kill_wait: float
+    wait_time: int | None = 5
 
 
 @dataclass
@@ -252,17 +254,27 @@ class Plan:
     may_exit: set[str] = field(default_factory=set)
 
 
-def plan_processes(
-    commands: Mapping[str, object] | set[str], options: Options, *, local_sqs: bool
-) -> Plan:
+def plan_processes(commands: Mapping[str, set[str]], options: Options, *, local_sqs: bool) -> Plan:
     """Only processes whose management command exists, so the stack runs while parts are built."""
-    python = shlex.quote(sys.executable)
+    # ``exec``: honcho runs each line through /bin/sh; without exec the shell, not Python, is
+    # the process honcho watches, and it dies at SIGTERM while the consumer is still
+    # committing its last batch (the launcher would then stop Redis under it).
+    python = "exec " + shlex.quote(sys.executable)
     manage = shlex.quote(str(BASE_DIR / "manage.py"))
     plan = Plan()
     web = f"{python} {manage} runserver {LOOPBACK}:{options.web_port}"
     plan.processes["web"] = web if options.reload else f"{web} --noreload"
     if "consume_orders" in commands:
-        plan.processes["worker"] = f"{python} {manage} consume_orders"
+        worker = f"{python} {manage} consume_orders"
+        if (
+            local_sqs
+            and options.wait_time is not None
+            and "--wait-time" in commands["consume_orders"]
+        ):
+            # A short long-poll against a local endpoint: an idle consumer notices Ctrl-C
+            # within seconds instead of finishing a 20 s poll first.
+            worker += f" --wait-time {options.wait_time}"
+        plan.processes["worker"] = worker
     else:
         plan.missing.append("worker (consume_orders)")
     feeder_wanted = local_sqs if options.feeder is None else options.feeder
@@ -280,6 +292,36 @@ def plan_processes(
 
 
 # --- honcho, with a finite feeder, a bounded shutdown and a readiness banner ------------------
+
+
+class LineProcess(Process):
+    """honcho's Process, but a carriage return also ends a line.
+
+    Progress bars (tqdm in ``populate_sqs``) redraw with ``\\r`` and no newline; honcho reads by
+    newline, so the bar would show only when the feeder exits.
+    """
+
+    def run(self, events: object = None, ignore_signals: bool = False) -> None:
+        self._events = events
+        self._child = self._child_ctor(self.cmd, env=self.env, cwd=self.cwd)
+        self._send_message({"pid": self._child.pid}, type="start")
+        if ignore_signals:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        fd = self._child.stdout.fileno()
+        pending = b""
+        while chunk := os.read(fd, 65536):
+            *lines, pending = (
+                (pending + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            )
+            for line in lines:
+                if line.strip() and not self.quiet:
+                    self._send_message(line + b"\n")
+        if pending.strip() and not self.quiet:
+            self._send_message(pending + b"\n")
+        self._child.stdout.close()
+        self._child.wait()
+        self._send_message({"returncode": self._child.returncode}, type="stop")
 
 
 class StackManager(Manager):
@@ -306,6 +348,7 @@ class StackManager(Manager):
         self.kill_wait = kill_wait
         self.on_tick = on_tick
         self.finished: set[str] = set()
+        self._process_ctor = LineProcess
 
     def say(self, text: str) -> None:
         self._printer.write(
@@ -357,6 +400,36 @@ class StackManager(Manager):
             self._system_print(f"{msg.name} stopped (rc={rc})\n")
             if self.returncode is None:
                 self.returncode = rc
+
+    def sweep(self, grace: float = 3.0) -> None:
+        """Stop what is left in the process groups once their leaders have exited.
+
+        honcho watches one process per line; a grandchild (runserver's reloader child, a shell's
+        background job) could outlive it. Each line runs in its own session, so its process
+        group is exactly what it started.
+        """
+        groups = [p["pid"] for p in self._processes.values() if p.get("pid")]
+
+        def alive() -> list[int]:
+            left = []
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, 0)
+                except (ProcessLookupError, PermissionError):
+                    continue
+                left.append(pgid)
+            return left
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            left = alive()
+            if not left:
+                return
+            for pgid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            deadline = time.monotonic() + grace
+            while alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def loop(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -441,6 +514,12 @@ def parse_args(argv: list[str] | None) -> Options:
         default=25.0,
         help="seconds between SIGTERM and SIGKILL on Ctrl-C",
     )
+    parser.add_argument(
+        "--wait-time",
+        type=int,
+        default=5,
+        help="consumer long-poll seconds against a local SQS endpoint (Ctrl-C latency)",
+    )
     args = parser.parse_args(argv)
     if args.web_port is not None:
         web_port, explicit = args.web_port, True
@@ -462,14 +541,15 @@ def parse_args(argv: list[str] | None) -> Options:
         feeder=args.feeder,
         reload=args.reload,
         kill_wait=args.kill_wait,
+        wait_time=args.wait_time,
     )
 
 
 STACK_COMMANDS = ("consume_orders", "populate_sqs")
 
 
-def django_commands() -> dict[str, str]:
-    """Stack commands that exist and import, mapped to their app; failures printed, skipped.
+def django_commands() -> dict[str, set[str]]:
+    """Commands that exist and import, each with its option strings (stack commands only).
 
     Imports the settings, so configuration errors surface here, before anything starts. A
     command that exists but cannot be imported (being written) is left out rather than taking
@@ -480,17 +560,18 @@ def django_commands() -> dict[str, str]:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderpipe.settings")
     django.setup()
-    available: dict[str, str] = {}
+    available: dict[str, set[str]] = {}
     for name, app in get_commands().items():
         if name not in STACK_COMMANDS:
-            available[name] = app
+            available[name] = set()
             continue
         try:
-            load_command_class(app, name)
+            command = load_command_class(app, name)
+            parser = command.create_parser("manage.py", name)
         except Exception as exc:  # any import-time failure: report it, run the rest
             print(f"{PRINTER_NAME}: leaving out {name}: {type(exc).__name__}: {exc}", flush=True)
         else:
-            available[name] = app
+            available[name] = set(parser._option_string_actions)
     return available
 
 
@@ -619,6 +700,7 @@ def run(options: Options) -> int:
         for name, command in plan.processes.items():
             manager.add_process(name, command, env=child_env, cwd=str(BASE_DIR))
         manager.loop()
+        manager.sweep()
         interrupted = manager.returncode in (130, 143)
         return 0 if interrupted else int(manager.returncode or 0)
     finally:

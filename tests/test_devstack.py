@@ -165,6 +165,10 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
         with urllib.request.urlopen(f"http://127.0.0.1:{sqs_port}/moto-api/", timeout=10):
             pass
 
+        if "feeder started" in reader.text:  # a finished feeder must not stop the stack
+            reader.wait_for("feeder finished (rc=0)", timeout=60, process=process)
+            assert process.poll() is None
+
         children = descendants(process.pid)
         commands = " | ".join(cmdline(pid) for pid in children)
         assert "valkey-server" in commands
@@ -185,6 +189,7 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
     for port in (web_port, redis_port, sqs_port):
         assert not devstack.port_answers(port), f"port {port} still answers"
     assert "devstack: stopped" in reader.text
+    assert "SIGKILL" not in reader.text, "a process had to be killed: " + reader.text
 
 
 def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
@@ -287,24 +292,26 @@ def _options(**changes: object) -> devstack.Options:
 
 
 def test_plan_runs_only_the_commands_that_exist() -> None:
-    plan = devstack.plan_processes({"runserver"}, _options(), local_sqs=True)
+    plan = devstack.plan_processes({"runserver": set()}, _options(), local_sqs=True)
     assert list(plan.processes) == ["web"]
     assert "runserver 127.0.0.1:8123" in plan.processes["web"]
     assert len(plan.missing) == 2
 
-    everything = {"runserver", "consume_orders", "populate_sqs"}
+    everything = {"runserver": set(), "consume_orders": {"--wait-time"}, "populate_sqs": set()}
     plan = devstack.plan_processes(everything, _options(reload=False), local_sqs=True)
     assert list(plan.processes) == ["web", "worker", "feeder"]
     assert plan.processes["web"].endswith("--noreload")
-    assert "consume_orders" in plan.processes["worker"]
+    assert plan.processes["worker"].startswith("exec ")
+    assert plan.processes["worker"].endswith("consume_orders --wait-time 5")
     assert "populate_sqs --count 100000 --max-backlog 200" in plan.processes["feeder"]
     assert plan.may_exit == {"feeder"}
 
 
 def test_no_sample_orders_are_sent_to_real_aws_unless_asked() -> None:
-    everything = {"runserver", "consume_orders", "populate_sqs"}
+    everything = {"runserver": set(), "consume_orders": {"--wait-time"}, "populate_sqs": set()}
     plan = devstack.plan_processes(everything, _options(), local_sqs=False)
     assert "feeder" not in plan.processes
+    assert plan.processes["worker"].endswith("consume_orders")  # AWS: the command's default
     plan = devstack.plan_processes(everything, _options(feeder=True), local_sqs=False)
     assert "feeder" in plan.processes
     plan = devstack.plan_processes(everything, _options(feeder=False), local_sqs=True)
