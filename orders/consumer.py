@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue as stdlib_queue
 import threading
 import time
 from collections import Counter
@@ -60,6 +61,38 @@ class BatchResult:
     applied: int
     duplicates: int
     rejected: int
+
+
+class Deleter:
+    """Deletes committed messages on its own thread while the poller receives the next batch.
+
+    Deleting is the last step and its failure is harmless (a redelivery is a duplicate the
+    idempotency marks absorb), so it need not hold up the next receive. ``close`` drains
+    what is pending before the process exits.
+    """
+
+    def __init__(self, queue: OrderQueue) -> None:
+        self.queue = queue
+        self._pending: stdlib_queue.Queue[list[str] | None] = stdlib_queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
+        self._thread.start()
+
+    def submit(self, handles: list[str]) -> None:
+        self._pending.put(handles)
+
+    def _run(self) -> None:
+        while (handles := self._pending.get()) is not None:
+            try:
+                failed = self.queue.delete(handles)
+            except DEPENDENCY_ERRORS as exc:
+                failed = len(handles)
+                logger.warning("delete failed (%s)", exc)
+            if failed:
+                logger.warning("%d deletions failed; SQS will redeliver (harmless)", failed)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._pending.put(None)
+        self._thread.join(timeout)
 
 
 class Outages:
@@ -138,6 +171,7 @@ class Consumer:
         self.outages = Outages()
         self._budget_lock = threading.Lock()
         self._claimed = 0
+        self.deleter: Deleter | None = None  # run() deletes in the background
 
     # --- one unit of work ------------------------------------------------------------------
     def _claim(self) -> int:
@@ -304,16 +338,21 @@ class Consumer:
             threading.Thread(target=self.run_worker, name=f"poller-{i}", daemon=True)
             for i in range(threads)
         ]
+        self.deleter = Deleter(self.queue)
         for worker in workers:
             worker.start()
         last_time, last = self.clock(), self.tally.snapshot()
-        while any(w.is_alive() for w in workers):
-            for worker in workers:
-                worker.join(timeout=0.2)
-            now = self.clock()
-            if now - last_time >= self.log_interval:
-                self._log_throughput(now - last_time, last)
-                last_time, last = now, self.tally.snapshot()
+        try:
+            while any(w.is_alive() for w in workers):
+                for worker in workers:
+                    worker.join(timeout=0.2)
+                now = self.clock()
+                if now - last_time >= self.log_interval:
+                    self._log_throughput(now - last_time, last)
+                    last_time, last = now, self.tally.snapshot()
+        finally:
+            self.deleter.close()
+            self.deleter = None
         self._log_throughput(max(self.clock() - last_time, 1e-9), last)
 
     def _log_throughput(self, elapsed: float, previous: tuple[int, int, int, int]) -> None:
