@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.db import connection
+from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -24,7 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -80,7 +81,21 @@ PROTECTED_ERRORS: dict[int, OpenApiResponse] = {
 }
 
 
-class ProtectedViewSet(ViewSet):
+class FormatParamMixin:
+    """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        formats = sorted({r.format for r in self.get_renderers()})  # type: ignore[attr-defined]
+        error = ValidationError({"format": [f"Must be one of: {', '.join(formats)}."]})
+        if not force and request.query_params.get("format", None) == "":
+            raise error  # DRF would silently ignore an empty value
+        try:
+            return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+        except Http404:
+            raise error from None
+
+
+class ProtectedViewSet(FormatParamMixin, ViewSet):
     """Needs authentication when STATS_API_AUTH is token or session; throttled by
     STATS_THROTTLE_RATE when it is set."""
 
@@ -103,7 +118,7 @@ class UserStatsViewSet(ProtectedViewSet):
         parameters=[
             OpenApiParameter(
                 "user_id",
-                OpenApiTypes.STR,
+                {"type": "string", "minLength": 1, "maxLength": 128},
                 OpenApiParameter.PATH,
                 description="The user's id as sent in orders (percent-encode it), 1-128 chars.",
             )
@@ -189,7 +204,7 @@ class StatsViewSet(ProtectedViewSet):
         return params.validated_data["limit"]
 
 
-class HealthViewSet(ViewSet):
+class HealthViewSet(FormatParamMixin, ViewSet):
     """Open to everyone and never throttled: load balancers and orchestrators poll it."""
 
     authentication_classes: list[Any] = []
@@ -274,6 +289,10 @@ class MetricsViewSet(ProtectedViewSet):
             (200, "application/openmetrics-text"): OpenApiResponse(
                 OpenApiTypes.STR, description="OpenMetrics text."
             ),
+            (400, "application/json"): parameter_error(
+                "unknown format",
+                {"format": ["Must be one of: api, json, openmetrics, prometheus."]},
+            ),
             **{(code, "application/json"): r for code, r in PROTECTED_ERRORS.items()},
         },
     )
@@ -287,7 +306,7 @@ class MetricsViewSet(ProtectedViewSet):
         return response
 
 
-class ApiRootView(APIView):
+class ApiRootView(FormatParamMixin, APIView):
     """The entry point of the browsable API: a link to every endpoint."""
 
     authentication_classes: list[Any] = []

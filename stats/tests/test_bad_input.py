@@ -136,11 +136,22 @@ def test_unknown_paths_are_json_404(fake_store: AggregateStore, api: APIClient, 
     assert response.json() == {"detail": "Not found."}
 
 
-def test_unknown_format_is_json_404(fake_store: AggregateStore, api: APIClient) -> None:
-    response = api.get("/stats/global", {"format": "xml"})
+@pytest.mark.parametrize(
+    ("path", "formats"),
+    [
+        ("/stats/global", "api, json"),
+        ("/health", "api, json"),
+        ("/metrics", "api, json, openmetrics, prometheus"),
+    ],
+)
+def test_unknown_format_is_400_naming_format(
+    fake_store: AggregateStore, api: APIClient, path: str, formats: str
+) -> None:
+    response = api.get(path, {"format": "xml"})
 
-    assert response.status_code == 404
-    assert response.json() == {"detail": "Not found."}
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"format": [f"Must be one of: {formats}."]}
 
 
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
@@ -149,3 +160,58 @@ def test_writes_are_405(fake_store: AggregateStore, api: APIClient, method: str)
 
     assert response.status_code == 405
     assert response.json() == {"detail": f'Method "{method.upper()}" not allowed.'}
+
+
+def test_empty_format_is_400_not_silently_json(fake_store: AggregateStore, api: APIClient) -> None:
+    response = api.get("/metrics?format=")
+
+    assert response.status_code == 400
+    assert response.json() == {"format": ["Must be one of: api, json, openmetrics, prometheus."]}
+
+
+@pytest.mark.django_db
+def test_schema_and_docs_are_served_without_a_cdn(api: APIClient) -> None:
+    schema = api.get("/api/schema", HTTP_ACCEPT="application/json")
+    docs = api.get("/api/docs")
+    bundle = api.get("/api/docs/assets/swagger-ui-bundle.js")
+
+    assert schema.status_code == 200
+    assert set(schema.json()["paths"]) == {
+        "/",
+        "/health",
+        "/metrics",
+        "/stats/by-date",
+        "/stats/global",
+        "/stats/top-buyers",
+        "/stats/top-spenders",
+        "/users/{user_id}/stats",
+    }
+    assert docs.status_code == 200
+    assert b'src="/api/docs/assets/swagger-ui-bundle.js"' in docs.content
+    assert b"cdn" not in docs.content.lower()
+    assert bundle.status_code == 200
+
+
+def test_api_root_links_every_endpoint(api: APIClient) -> None:
+    response = api.get("/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "user_stats": "http://testserver/users/{user_id}/stats",
+        "global_stats": "http://testserver/stats/global",
+        "top_spenders": "http://testserver/stats/top-spenders?limit=5",
+        "top_buyers": "http://testserver/stats/top-buyers?limit=5",
+        "by_date": "http://testserver/stats/by-date?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+        "health": "http://testserver/health",
+        "metrics": "http://testserver/metrics",
+        "schema": "http://testserver/api/schema",
+        "docs": "http://testserver/api/docs",
+    }
+
+
+def test_browser_gets_the_browsable_api(fake_store: AggregateStore, api: APIClient) -> None:
+    response = api.get("/stats/global", HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert b"&quot;total_revenue&quot;: 0.00" in response.content
