@@ -93,6 +93,7 @@ def test_compose_environment_passes_the_strict_settings(
 ) -> None:
     """The values (after interpolation with defaults) parse, and Django's checks pass."""
     env = {k: v for k, v in os.environ.items() if k not in settings_variables()}
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # pytest-django's test settings: not what ships
     env.update(service_env(compose, service))
     env.update(SECRET_KEY="x" * 60, LOG_DIR=str(tmp_path))  # /app/logs exists only in the image
     result = subprocess.run(

@@ -79,7 +79,17 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "LOCALSTACK_URL", "WEB_PORT"}
+        if k
+        not in {
+            "REDIS_URL",
+            "REDIS_HOST",
+            "REDIS_PORT",
+            "LOCALSTACK_URL",
+            "WEB_PORT",
+            "SECRET_KEY",
+            # pytest-django exports the test settings; the stack runs the real ones.
+            "DJANGO_SETTINGS_MODULE",
+        }
     }
     env.update(
         DEBUG="true",
