@@ -152,7 +152,7 @@ class Consumer:
         until_empty: bool = False,
         max_backoff: float = 30.0,
         log_interval: float = 10.0,
-        record_rejections: Callable[[Sequence[RejectionRecord]], int] | None = None,
+        record_rejections: Callable[[Sequence[RejectionRecord]], list[str]] | None = None,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -251,9 +251,10 @@ class Consumer:
                 )
                 for message, rejection in rejected
             ]
-            self.record_rejections(records)
+            added = set(self.record_rejections(records))
+            new = [rejection for message, rejection in rejected if message["MessageId"] in added]
             self.store.record_rejections(
-                Counter(code for _, rejection in rejected for code in rejection.codes)
+                Counter(code for rejection in new for code in rejection.codes), messages=len(new)
             )
 
         failed = self.queue.delete([m["ReceiptHandle"] for m in messages])

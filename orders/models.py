@@ -60,8 +60,11 @@ def _safe_reasons(rejection: Rejection) -> list[dict[str, str]]:
 
 
 class RejectedOrderQuerySet(models.QuerySet):
-    def record_many(self, records: Sequence[RejectionRecord]) -> int:
-        """Store a batch of rejected messages idempotently; returns how many rows are new.
+    def record_many(self, records: Sequence[RejectionRecord]) -> list[str]:
+        """Store a batch of rejected messages idempotently; returns the message ids it added.
+
+        The caller counts rejections from the returned ids, so a redelivered reject is
+        neither stored nor counted twice.
 
         A message id already stored is not duplicated: its ``receive_count`` is raised to the
         highest seen. Three queries per batch whatever its size (one SELECT, one INSERT, one
@@ -70,7 +73,7 @@ class RejectedOrderQuerySet(models.QuerySet):
         same id between our SELECT and INSERT.
         """
         if not records:
-            return 0
+            return []
         latest: dict[str, RejectionRecord] = {}
         counts: dict[str, int] = {}
         for record in records:
@@ -118,7 +121,7 @@ class RejectedOrderQuerySet(models.QuerySet):
                 counts[message_id],
                 " (already recorded)" if message_id in existing else "",
             )
-        return len(new_rows)
+        return [row.message_id for row in new_rows]
 
     def with_code(self, code: str) -> RejectedOrderQuerySet:
         return self.filter(reason_codes__contains=f",{code},")

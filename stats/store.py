@@ -196,13 +196,17 @@ class AggregateStore:
             self.client.hincrby(self.key("ingest"), "received", received)
 
     @_unavailable_on_redis_error
-    def record_rejections(self, codes: Mapping[str, int]) -> None:
-        """Count newly recorded rejections by reason code, in one round trip."""
+    def record_rejections(self, codes: Mapping[str, int], messages: int | None = None) -> None:
+        """Count newly recorded rejected messages and their reason codes, in one round trip.
+
+        A message can carry several codes, so ``messages`` (default: the sum of the code
+        counts, right when each message has one code) is counted separately.
+        """
         if not codes:
             return
         pipe = self.client.pipeline(transaction=True)
         ingest = self.key("ingest")
-        pipe.hincrby(ingest, "rejected", sum(codes.values()))
+        pipe.hincrby(ingest, "rejected", sum(codes.values()) if messages is None else messages)
         for code, count in codes.items():
             pipe.hincrby(ingest, f"rejected:{code}", count)
         pipe.execute()

@@ -126,11 +126,11 @@ def test_script_is_reloaded_after_redis_loses_it(store: AggregateStore, live_red
     assert store.apply_orders([make_order("O2", "U1", 1)]) == [ApplyStatus.APPLIED]
 
 
-def test_rejections_are_counted_by_code(any_store: AggregateStore) -> None:
-    any_store.record_rejections({"invalid_json": 2, "value_mismatch": 1})
+def test_rejections_are_counted_by_message_and_by_code(any_store: AggregateStore) -> None:
+    any_store.record_rejections({"invalid_json": 2, "value_mismatch": 1, "missing_field": 1}, 3)
     stats = any_store.ingestion()
     assert stats.rejected == 3
-    assert stats.rejected_by_code == {"invalid_json": 2, "value_mismatch": 1}
+    assert stats.rejected_by_code == {"invalid_json": 2, "missing_field": 1, "value_mismatch": 1}
 
 
 def test_unreachable_redis_raises_store_unavailable(private_redis) -> None:

@@ -35,7 +35,7 @@ def test_record_many_creates_rows() -> None:
     created = RejectedOrder.objects.record_many(
         [record("m1", "{"), record("m2", '{"order_id": "ORD1", "user_id": 5}')]
     )
-    assert created == 2
+    assert created == ["m1", "m2"]
     m1 = RejectedOrder.objects.get(message_id="m1")
     assert m1.codes == ["invalid_json"]
     assert m1.reason_codes == ",invalid_json,"
@@ -56,7 +56,7 @@ def test_record_many_is_idempotent_and_keeps_the_highest_receive_count() -> None
     created = RejectedOrder.objects.record_many(
         [record("m1", "{", 3), record("m1", "{", 2), record("m2", "[", 1)]
     )
-    assert created == 1
+    assert created == ["m2"]
     assert RejectedOrder.objects.count() == 2
     row = RejectedOrder.objects.get(message_id="m1")
     assert row.receive_count == 3
@@ -78,7 +78,7 @@ def test_record_many_uses_constant_queries() -> None:
 
 
 def test_record_many_empty_batch() -> None:
-    assert RejectedOrder.objects.record_many([]) == 0
+    assert RejectedOrder.objects.record_many([]) == []
 
 
 def test_body_is_stored_losslessly() -> None:
