@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
 from rest_framework.utils.encoders import JSONEncoder
 
 
@@ -120,3 +122,19 @@ class OpenMetricsRenderer(_ExpositionRenderer):
             if p.split(";")[0].strip() == "application/openmetrics-text"
         ]
         return ",".join(parts) or "application/openmetrics-text"
+
+
+class FormatFirstNegotiation(DefaultContentNegotiation):
+    """``?format=`` wins over the Accept header instead of ending in a 406 when they differ.
+
+    ``curl -H 'Accept: application/json' '/metrics?format=prometheus'`` means "prometheus".
+    """
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        fmt = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
+        if fmt:
+            chosen = self.filter_renderers(renderers, fmt)[0]  # Http404 when none matches
+            return chosen, chosen.media_type
+        return super().select_renderer(request, renderers, format_suffix)

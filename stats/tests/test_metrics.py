@@ -86,7 +86,12 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
 
 @pytest.mark.parametrize(
     ("query", "accept"),
-    [({"format": "prometheus"}, None), ({}, "text/plain;version=0.0.4"), ({}, "text/plain")],
+    [
+        ({"format": "prometheus"}, None),
+        ({"format": "prometheus"}, "application/json"),
+        ({}, "text/plain;version=0.0.4"),
+        ({}, "text/plain"),
+    ],
 )
 def test_prometheus_text_parses_back_to_the_store_values(
     filled: AggregateStore, api: APIClient, query: dict, accept: str | None
