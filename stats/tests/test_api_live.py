@@ -185,7 +185,9 @@ def test_metrics_json_has_totals_and_ingestion_counters(
     filled.record_received(2)
     filled.record_rejections({"invalid_json": 1, "value_mismatch": 2})
     filled.heartbeat()
-    filled.apply_orders([make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))])
+    filled.apply_orders(
+        [make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))]
+    )
 
     response = api.get("/metrics")
 
