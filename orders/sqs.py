@@ -189,3 +189,70 @@ class OrderQueue:
             delayed=int(attrs.get(names[2], 0)),
             dlq_visible=dlq_visible,
         )
+
+    # --- any queue by URL: the dead-letter queue for ops commands ---------------------------
+    @property
+    def dlq_url(self) -> str:
+        """URL of ``<name>-dlq``; raises ClientError (QueueDoesNotExist) when it is missing."""
+        return self.client.get_queue_url(QueueName=self.dlq_name)["QueueUrl"]
+
+    def receive_from(
+        self,
+        url: str,
+        max_messages: int = SQS_BATCH_LIMIT,
+        wait_time: int = 0,
+        visibility_timeout: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """ReceiveMessage on ``url`` with every attribute, so a redrive can carry them over."""
+        kwargs: dict[str, Any] = {
+            "QueueUrl": url,
+            "MaxNumberOfMessages": max(1, min(max_messages, SQS_BATCH_LIMIT)),
+            "WaitTimeSeconds": wait_time,
+            "MessageSystemAttributeNames": ["All"],
+            "MessageAttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            kwargs["VisibilityTimeout"] = visibility_timeout
+        return self.client.receive_message(**kwargs).get("Messages", [])
+
+    def send_messages_to(self, url: str, messages: Sequence[dict[str, Any]]) -> set[str]:
+        """SendMessageBatch of received ``messages`` (at most 10) to ``url``, bodies and message
+        attributes unchanged; returns the MessageIds SQS accepted.
+
+        No retry here: the caller deletes only what was accepted, so a refused entry stays
+        where it was and is simply tried again on the next run.
+        """
+        if not messages:
+            return set()
+        if len(messages) > SQS_BATCH_LIMIT:
+            raise ValueError(f"at most {SQS_BATCH_LIMIT} messages per batch")
+        entries = []
+        for i, message in enumerate(messages):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
+            if message.get("MessageAttributes"):
+                entry["MessageAttributes"] = message["MessageAttributes"]
+            entries.append(entry)
+        response = self.client.send_message_batch(QueueUrl=url, Entries=entries)
+        for failure in response.get("Failed", []):
+            logger.warning("send to %s failed: %s", url, failure)
+        return {messages[int(ok["Id"])]["MessageId"] for ok in response.get("Successful", [])}
+
+    def delete_from(self, url: str, receipt_handles: Sequence[str]) -> int:
+        """DeleteMessageBatch on ``url`` in tens; returns how many deletions failed."""
+        failed = 0
+        for chunk in _chunks(list(receipt_handles)):
+            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            response = self.client.delete_message_batch(QueueUrl=url, Entries=entries)
+            for failure in response.get("Failed", []):
+                failed += 1
+                logger.warning("delete from %s failed: %s", url, failure)
+        return failed
+
+    def change_visibility_in(self, url: str, receipt_handles: Sequence[str], timeout: int) -> None:
+        """ChangeMessageVisibilityBatch on ``url``; timeout 0 makes messages visible again."""
+        for chunk in _chunks(list(receipt_handles)):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
+                for i, h in enumerate(chunk)
+            ]
+            self.client.change_message_visibility_batch(QueueUrl=url, Entries=entries)

@@ -1,0 +1,284 @@
+"""``python manage.py pipeline_status``: what an on-call person checks first.
+
+Queue depth (and the dead-letter queue), whether a consumer is alive, the totals, the ingestion
+counters and the rejected orders by reason, from SQS, Redis and the database. Each dependency is
+asked separately, so one being down still shows the others; the exit status is 1 when any is
+unreachable or the consumer heartbeat is stale, and the last line says which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+from django.db.models import Count, Q
+
+from orders.models import RejectedOrder
+from orders.sqs import OrderQueue
+from orders.validation import ALL_CODES
+from stats.store import StoreUnavailableError, cents_to_decimal, get_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineStatus:
+    """Everything the command reports; a section is None when its dependency failed."""
+
+    checked_at: datetime
+    stale_after: float
+    queue_name: str
+    dlq_name: str
+    sqs: dict[str, int | None] | None = None
+    redis_latency_ms: float | None = None
+    totals: dict[str, Any] | None = None
+    ingestion: dict[str, Any] | None = None
+    consumer: dict[str, Any] | None = None
+    rejected_db: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _age(then: datetime | None, now: datetime) -> float | None:
+    return None if then is None else max((now - then).total_seconds(), 0.0)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> PipelineStatus:
+    """Ask SQS, Redis and the database in turn; record a problem for each that fails."""
+    status = PipelineStatus(
+        checked_at=now, stale_after=stale_after, queue_name=queue.name, dlq_name=queue.dlq_name
+    )
+    try:
+        depth = queue.depth()
+        status.sqs = {
+            "visible": depth.visible,
+            "in_flight": depth.in_flight,
+            "delayed": depth.delayed,
+            "dlq_visible": depth.dlq_visible,
+        }
+        if depth.dlq_visible:
+            logger.info("dead-letter queue %s holds %d messages", queue.dlq_name, depth.dlq_visible)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            status.problems.append(f"SQS queue {queue.name} does not exist")
+        else:
+            status.problems.append(f"SQS error: {exc}")
+    except BotoCoreError as exc:
+        status.problems.append(f"SQS unreachable: {exc}")
+
+    try:
+        store = get_store()
+        status.redis_latency_ms = round(store.ping(), 2)
+        totals, ingestion = store.overview()
+    except StoreUnavailableError as exc:
+        status.problems.append(f"Redis unreachable: {exc}")
+    else:
+        status.totals = {
+            "orders": totals.total_orders,
+            "revenue_cents": totals.total_revenue_cents,
+            "users": totals.unique_users,
+        }
+        status.ingestion = {
+            "received": ingestion.received,
+            "applied": ingestion.applied,
+            "duplicates": ingestion.duplicates,
+            "rejected": ingestion.rejected,
+            "rejected_by_code": ingestion.rejected_by_code,
+        }
+        # A busy consumer stamps last_batch; an idle one stamps heartbeat on empty receives.
+        seen = [t for t in (ingestion.heartbeat_at, ingestion.last_batch_at) if t is not None]
+        last_seen = max(seen) if seen else None
+        lag = _age(last_seen, now)
+        stale = lag is None or lag > stale_after
+        status.consumer = {
+            "heartbeat_at": _iso(ingestion.heartbeat_at),
+            "heartbeat_age_s": _age(ingestion.heartbeat_at, now),
+            "last_batch_at": _iso(ingestion.last_batch_at),
+            "last_batch_age_s": _age(ingestion.last_batch_at, now),
+            "lag_s": lag,
+            "stale": stale,
+        }
+        if last_seen is None:
+            status.problems.append("consumer heartbeat stale: no consumer has ever reported")
+        elif stale:
+            status.problems.append(
+                f"consumer heartbeat stale: last seen {lag:.0f}s ago (> {stale_after:g}s)"
+            )
+
+    try:
+        rows = RejectedOrder.objects.order_by()
+        by_code = rows.aggregate(
+            **{c: Count("pk", filter=Q(reason_codes__contains=f",{c},")) for c in ALL_CODES}
+        )
+        by_status = dict(rows.values_list("status").annotate(n=Count("pk")))
+        status.rejected_db = {
+            "total": sum(by_status.values()),
+            "by_status": {value: by_status.get(value, 0) for value in RejectedOrder.Status.values},
+            "by_code": {code: n for code, n in by_code.items() if n},
+        }
+    except DatabaseError as exc:
+        status.problems.append(f"database unreachable: {exc}")
+    return status
+
+
+def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
+    totals = dict(status.totals) if status.totals is not None else None
+    if totals is not None:
+        # Exact money as a string: JSON floats would not keep the cents exact.
+        totals["revenue"] = str(cents_to_decimal(totals["revenue_cents"]))
+    return {
+        "checked_at": _iso(status.checked_at),
+        "ok": status.ok,
+        "problems": status.problems,
+        "queue": status.queue_name,
+        "dlq": status.dlq_name,
+        "sqs": status.sqs,
+        "redis_latency_ms": status.redis_latency_ms,
+        "consumer": status.consumer,
+        "totals": totals,
+        "ingestion": status.ingestion,
+        "rejected_db": status.rejected_db,
+    }
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def render_table(status: PipelineStatus) -> str:
+    """The human view: one aligned block per source, problems last."""
+    unavailable = "  (unavailable)"
+    lines = [f"orderpipe pipeline status at {_iso(status.checked_at)}", ""]
+
+    lines.append(f"SQS  queue {status.queue_name}, dead-letter queue {status.dlq_name}")
+    if status.sqs is None:
+        lines.append(unavailable)
+    else:
+        dlq = status.sqs["dlq_visible"]
+        lines += [
+            f"  {'visible':<22}{_n(status.sqs['visible']):>14}",
+            f"  {'in flight':<22}{_n(status.sqs['in_flight']):>14}",
+            f"  {'delayed':<22}{_n(status.sqs['delayed']):>14}",
+            f"  {'dead-letter (DLQ)':<22}{'missing' if dlq is None else _n(dlq):>14}",
+        ]
+    lines.append("")
+
+    lines.append("Consumer")
+    if status.consumer is None:
+        lines.append(unavailable)
+    else:
+        c = status.consumer
+        verdict = "STALE" if c["stale"] else "ok"
+        lines += [
+            f"  {'heartbeat':<22}{_ago(c['heartbeat_age_s']):>14}  {c['heartbeat_at'] or ''}",
+            f"  {'last batch':<22}{_ago(c['last_batch_age_s']):>14}  {c['last_batch_at'] or ''}",
+            f"  {'lag':<22}{_ago(c['lag_s']):>14}  {verdict} (stale after {status.stale_after:g}s)",
+        ]
+    lines.append("")
+
+    lines.append(
+        "Totals (Redis)"
+        + ("" if status.redis_latency_ms is None else f"  ping {status.redis_latency_ms:.2f} ms")
+    )
+    if status.totals is None:
+        lines.append(unavailable)
+    else:
+        revenue = cents_to_decimal(status.totals["revenue_cents"])
+        lines += [
+            f"  {'orders':<22}{_n(status.totals['orders']):>14}",
+            f"  {'revenue':<22}{revenue:>14,.2f}",
+            f"  {'users':<22}{_n(status.totals['users']):>14}",
+        ]
+    lines.append("")
+
+    lines.append("Ingestion counters (Redis)")
+    if status.ingestion is None:
+        lines.append(unavailable)
+    else:
+        for name in ("received", "applied", "duplicates", "rejected"):
+            lines.append(f"  {name:<22}{_n(status.ingestion[name]):>14}")
+    lines.append("")
+
+    lines.append(f"  {'Rejected by reason':<22}{'Redis counter':>14}{'DB rows':>10}")
+    counters = status.ingestion["rejected_by_code"] if status.ingestion else None
+    db_codes = status.rejected_db["by_code"] if status.rejected_db else None
+    codes = [c for c in ALL_CODES if (counters or {}).get(c) or (db_codes or {}).get(c)]
+    codes += sorted(set(counters or {}) - set(ALL_CODES))
+    for code in codes:
+        redis_n = "-" if counters is None else _n(counters.get(code, 0))
+        db_n = "-" if db_codes is None else _n(db_codes.get(code, 0))
+        lines.append(f"  {code:<22}{redis_n:>14}{db_n:>10}")
+    if not codes:
+        lines.append("  (none)")
+    lines.append("")
+
+    lines.append("Rejected orders in the database by status")
+    if status.rejected_db is None:
+        lines.append(unavailable)
+    else:
+        for value, count in status.rejected_db["by_status"].items():
+            lines.append(f"  {value:<22}{_n(count):>14}")
+        lines.append(f"  {'total':<22}{_n(status.rejected_db['total']):>14}")
+    lines.append("")
+
+    if status.problems:
+        lines.append("PROBLEMS:")
+        lines += [f"  - {problem}" for problem in status.problems]
+    else:
+        lines.append("OK: SQS, Redis and the database answer; the consumer is alive.")
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = (
+        "Queue depth, consumer heartbeat and lag, totals, ingestion counters and rejected "
+        "orders by reason. Exits 1 when a dependency is unreachable or the heartbeat is stale."
+    )
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queue", default=None, help="queue name (default: QUEUE_NAME)")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument(
+            "--stale-after",
+            type=float,
+            default=120.0,
+            metavar="SECONDS",
+            help="consumer heartbeat older than this is a problem (default 120)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["stale_after"] <= 0:
+            raise CommandError("--stale-after must be positive")
+        queue = OrderQueue.from_settings(options["queue"])
+        status = collect_status(queue, options["stale_after"], datetime.now(UTC))
+        if options["json"]:
+            self.stdout.write(json.dumps(status_as_dict(status), indent=2))
+        else:
+            self.stdout.write(render_table(status))
+        if status.problems:
+            raise CommandError("; ".join(status.problems))
