@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis and SQS server processes, fakes for fast unit tests.
+"""Fixtures shared by every test directory: real Redis and SQS server processes, fakes.
 
 Real servers are started once per session on free ports (``TEST_REDIS_URL`` /
 ``TEST_SQS_URL`` point at existing ones instead). Tests never flush a Redis: each test gets
@@ -16,6 +16,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
+from django_redis.pool import ConnectionFactory
 
 from orderpipe.devservers import MotoSQSServer, RedisServer, aws_test_environment
 from orders.sqs import OrderQueue, make_client
@@ -51,6 +52,21 @@ def sqs_server() -> Iterator[MotoSQSServer | ExternalServer]:
     server.start()
     yield server
     server.stop()
+
+
+def _drop_redis_pools() -> None:
+    for pool in ConnectionFactory._pools.values():
+        pool.disconnect()
+    ConnectionFactory._pools.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_redis_pools() -> Iterator[None]:
+    """django-redis keeps one connection pool per URL for the whole process; without a reset
+    a test would reach the server (or FakeServer) an earlier test configured."""
+    _drop_redis_pools()
+    yield
+    _drop_redis_pools()
 
 
 @pytest.fixture
@@ -94,7 +110,7 @@ def fake_redis(settings) -> fakeredis.FakeRedis:
             "OPTIONS": {
                 **settings.CACHES["default"]["OPTIONS"],
                 "CONNECTION_POOL_KWARGS": {
-                    "connection_class": fakeredis.FakeConnection,
+                    "connection_class": fakeredis.FakeRedisConnection,
                     "server": server,
                 },
             },

@@ -83,6 +83,12 @@ class StrictEnv:
 
     def db(self, name: str, default: str) -> dict:
         value = self.str(name, default)
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in environ.Env.DB_SCHEMES:
+            raise ImproperlyConfigured(
+                f"{name}={value!r} is not a database URL; use e.g. "
+                "postgres://user:password@host:5432/name or sqlite:////absolute/path.sqlite3"
+            )
         try:
             return environ.Env.db_url_config(value)
         except Exception as exc:  # django-environ raises several types for bad URLs

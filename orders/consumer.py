@@ -171,6 +171,7 @@ class Consumer:
         self.outages = Outages()
         self._budget_lock = threading.Lock()
         self._claimed = 0
+        self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
 
     # --- one unit of work ------------------------------------------------------------------
@@ -206,8 +207,14 @@ class Consumer:
         if not messages:
             self.store.heartbeat()
             return BatchResult(0, 0, 0, 0)
-        with self._visibility_heartbeat([m["ReceiptHandle"] for m in messages]):
-            result = self._handle(messages)
+        with self._budget_lock:
+            self._in_hand += 1
+        try:
+            with self._visibility_heartbeat([m["ReceiptHandle"] for m in messages]):
+                result = self._handle(messages)
+        finally:
+            with self._budget_lock:
+                self._in_hand -= 1
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
         return result
 
@@ -346,7 +353,12 @@ class Consumer:
         try:
             while any(w.is_alive() for w in workers):
                 for worker in workers:
-                    worker.join(timeout=0.2)
+                    worker.join(timeout=0.1)
+                if self.stop.is_set() and not self.batches_in_hand:
+                    # Pollers still inside a long poll hold no batch: leaving them is safe
+                    # (what such a poll receives becomes visible again after the
+                    # visibility timeout), and a stop need not wait up to 20 s for them.
+                    break
                 now = self.clock()
                 if now - last_time >= self.log_interval:
                     self._log_throughput(now - last_time, last)
@@ -355,6 +367,11 @@ class Consumer:
             self.deleter.close()
             self.deleter = None
         self._log_throughput(max(self.clock() - last_time, 1e-9), last)
+
+    @property
+    def batches_in_hand(self) -> int:
+        with self._budget_lock:
+            return self._in_hand
 
     def _log_throughput(self, elapsed: float, previous: tuple[int, int, int, int]) -> None:
         current = self.tally.snapshot()

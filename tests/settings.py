@@ -1,4 +1,4 @@
-"""Test settings: production settings plus what a test run needs (see tests/conftest.py)."""
+"""Test settings: production settings plus what a test run needs (fixtures in the root conftest.py)."""
 
 from __future__ import annotations
 

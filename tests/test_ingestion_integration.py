@@ -6,7 +6,6 @@ timeouts are 1-2 s so redeliveries happen within the test.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from datetime import date, timedelta
@@ -122,13 +121,16 @@ def test_poison_messages_are_recorded_once_and_nothing_is_stuck(
 
 def test_sigterm_finishes_the_batch_and_exits_zero(sqs_queue, store, child_env, tmp_path) -> None:
     log = tmp_path / "consumer.log"
-    consumer = start_consumer(child_env(), log)
+    consumer = start_consumer(child_env(), log, "--wait-time", "20")
     assert wait_until(lambda: "consuming" in log.read_text(), 30), log.read_text()
     sqs_queue.send_bodies([order_body(f"ORD-{i}") for i in range(10)])
     assert wait_until(lambda: store.global_stats().total_orders == 10, 30)
 
+    started = time.monotonic()
     assert stop_consumer(consumer) == 0
+    assert time.monotonic() - started < 10  # does not sit out the 20 s long poll
     assert "finishing the batch in hand" in log.read_text()
+    assert queue_total(sqs_queue) == 0
 
 
 def test_kill_9_mid_run_then_restart_matches_the_oracle(
@@ -215,12 +217,22 @@ def test_consumer_drains_more_messages_than_one_receive(sqs_queue, store) -> Non
     assert queue_total(sqs_queue) == 0
 
 
-@pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_second_signal_exits_at_once(sqs_queue, store, child_env, tmp_path) -> None:
+def test_second_signal_exits_at_once_while_a_batch_hangs(
+    sqs_queue, private_redis, child_env, tmp_path, key_prefix
+) -> None:
     log = tmp_path / "consumer.log"
-    consumer = start_consumer(child_env(), log, "--wait-time", "20")
+    env = child_env(REDIS_URL=private_redis.url, REDIS_SOCKET_TIMEOUT="60")
+    consumer = start_consumer(env, log)
     assert wait_until(lambda: "consuming" in log.read_text(), 30), log.read_text()
-    consumer.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    consumer.send_signal(signal.SIGTERM)
-    assert consumer.wait(5) != 0
+    private_redis.process.send_signal(signal.SIGSTOP)  # Redis hangs: the batch cannot commit
+    try:
+        sqs_queue.send_bodies([order_body("ORD-HANG")])
+        assert wait_until(lambda: sqs_queue.depth().in_flight == 1, 15)
+        consumer.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert consumer.poll() is None  # still finishing the batch in hand
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(5) == 1
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    assert "second SIGTERM: exiting now" in log.read_text()

@@ -1,25 +1,14 @@
-"""The project's shared fixtures (tests/conftest.py), plus helpers for the API tests."""
+"""Helpers for the API tests (the shared fixtures are in the root conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from django_redis.pool import ConnectionFactory
 from rest_framework.test import APIClient
 
 from orders.validation import Item, Order
 from stats.store import cents_to_decimal
-from tests.conftest import (  # noqa: F401 - fixtures re-exported for this directory
-    fake_redis,
-    fake_store,
-    key_prefix,
-    live_redis,
-    private_redis,
-    redis_server,
-    store,
-)
 
 
 def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
@@ -30,18 +19,3 @@ def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = 
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
-
-
-def _drop_pools() -> None:
-    for pool in ConnectionFactory._pools.values():
-        pool.disconnect()
-    ConnectionFactory._pools.clear()
-
-
-@pytest.fixture(autouse=True)
-def fresh_redis_pools() -> Iterator[None]:
-    """django-redis caches connection pools per URL for the whole process, so without this
-    every ``fake_redis`` test after the first would talk to the first test's FakeServer."""
-    _drop_pools()
-    yield
-    _drop_pools()
