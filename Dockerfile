@@ -14,6 +14,9 @@ RUN pip install -r requirements/base.txt
 
 COPY . .
 
+# Static files for the admin and the browsable API, served by WhiteNoise under gunicorn.
+RUN DEBUG=true python manage.py collectstatic --noinput --verbosity 0
+
 RUN useradd --system --uid 10001 --home-dir /app app \
     && mkdir -p /app/logs \
     && chown app /app/logs

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "orderpipe.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the browsable API's static files under gunicorn (no nginx needed).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
