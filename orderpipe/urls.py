@@ -12,6 +12,8 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
+from orders.dashboard import dashboard
+
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"detail": "Not found."}, status=404)
@@ -25,6 +27,7 @@ handler404 = json_not_found
 handler500 = json_server_error
 
 urlpatterns = [
+    path("admin/dashboard/", dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),
     # Log in / out links of the browsable API (used when STATS_API_AUTH=session).
     path("api-auth/", include("rest_framework.urls")),

@@ -17,8 +17,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
-from django.db.models import Count, Q
 
+from orders.admin import reason_summary
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue
 from orders.validation import ALL_CODES
@@ -120,15 +120,11 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
             )
 
     try:
-        rows = RejectedOrder.objects.order_by()
-        by_code = rows.aggregate(
-            **{c: Count("pk", filter=Q(reason_codes__contains=f",{c},")) for c in ALL_CODES}
-        )
-        by_status = dict(rows.values_list("status").annotate(n=Count("pk")))
+        summary = reason_summary(RejectedOrder.objects.all())
         status.rejected_db = {
-            "total": sum(by_status.values()),
-            "by_status": {value: by_status.get(value, 0) for value in RejectedOrder.Status.values},
-            "by_code": {code: n for code, n in by_code.items() if n},
+            "total": summary["total"],
+            "by_status": {value: count for value, _label, count in summary["by_status"]},
+            "by_code": dict(summary["by_code"]),
         }
     except DatabaseError as exc:
         status.problems.append(f"database unreachable: {exc}")

@@ -1,0 +1,209 @@
+"""The staff dashboard: staff only, exact totals and chart labels, rejects by reason, and a
+friendly page (not a 500) when Redis is down."""
+
+from __future__ import annotations
+
+import re
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+from django.test import Client
+from django_redis.pool import ConnectionFactory
+
+from orders.dashboard import axis_step, chart_svg, money
+from orders.models import RejectedOrder
+from orders.validation import Item, Order
+from stats.store import AggregateStore, DayStats, cents_to_decimal, get_store
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/dashboard/"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_redis_pools() -> Iterator[None]:
+    """django-redis caches pools per URL process-wide: drop them so each test's fakeredis is
+    the one the view talks to."""
+
+    def drop() -> None:
+        for pool in ConnectionFactory._pools.values():
+            pool.disconnect()
+        ConnectionFactory._pools.clear()
+
+    drop()
+    yield
+    drop()
+
+
+@pytest.fixture
+def app_store(fake_redis, settings, key_prefix: str) -> AggregateStore:
+    """The store the view itself uses (get_store), on fakeredis under this test's prefix."""
+    settings.REDIS_KEY_PREFIX = key_prefix
+    return get_store()
+
+
+def order(order_id: str, user_id: str, cents: int, day: date) -> Order:
+    when = datetime.combine(day, time(12), tzinfo=UTC)
+    return Order(order_id, user_id, cents, (Item("P1", 1, cents_to_decimal(cents)),), when, when)
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def reject(message_id: str, codes: str, status: str = RejectedOrder.Status.NEW) -> None:
+    RejectedOrder.objects.create(
+        message_id=message_id,
+        body=b"{}",
+        reason_codes=codes,
+        received_at=datetime(2025, 8, 9, tzinfo=UTC),
+        status=status,
+    )
+
+
+def text_of(html: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}">([^<]*)<', html)
+    assert match, element_id
+    return match.group(1)
+
+
+def test_anonymous_users_are_sent_to_the_admin_login(client: Client) -> None:
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/admin/dashboard/"
+
+
+def test_non_staff_users_are_sent_to_the_admin_login(client: Client, django_user_model) -> None:
+    client.force_login(django_user_model.objects.create_user("shopper", password="x"))
+
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_admin_index_links_to_the_dashboard(admin_client: Client) -> None:
+    response = admin_client.get("/admin/")
+
+    assert response.status_code == 200
+    assert b'<a href="/admin/dashboard/">Dashboard: orders and revenue per day' in response.content
+
+
+def test_dashboard_shows_exact_totals_and_thirty_days(
+    admin_client: Client, app_store: AggregateStore
+) -> None:
+    app_store.apply_orders(
+        [
+            order("A", "U1", 1999, today()),
+            order("B", "U2", 100_000_001, today()),
+            order("C", "U1", 5, today() - timedelta(days=29)),
+            order("OLD", "U3", 700, today() - timedelta(days=30)),  # outside the window
+        ]
+    )
+
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert text_of(html, "total-orders") == "4"
+    assert text_of(html, "total-revenue") == "1,000,027.05"
+    assert text_of(html, "total-users") == "3"
+    assert text_of(html, "window-orders") == "3"
+    assert text_of(html, "window-revenue") == "1,000,020.05"
+    # Every day of the window in the table, newest first, zeros included, cents exact.
+    rows = re.findall(
+        r'<tr><td>(\d{4}-\d\d-\d\d)</td><td class="num">(\d+)</td><td class="num">([\d,.]+)</td>',
+        html,
+    )
+    assert len(rows) == 30
+    assert rows[0] == (today().isoformat(), "2", "1,000,020.00")
+    assert rows[1] == ((today() - timedelta(days=1)).isoformat(), "0", "0.00")
+    assert rows[-1] == ((today() - timedelta(days=29)).isoformat(), "1", "0.05")
+    start = (today() - timedelta(days=29)).isoformat()
+    assert f'href="/stats/by-date?start_date={start}&amp;end_date={today()}"' in html
+    assert "<script" not in html.split('id="dashboard"')[1]  # no JavaScript for the chart
+
+
+def test_dashboard_lists_rejected_orders_by_reason_with_changelist_links(
+    admin_client: Client, app_store: AggregateStore
+) -> None:
+    reject("m1", ",invalid_json,")
+    reject("m2", ",missing_field,value_mismatch,", RejectedOrder.Status.REVIEWED)
+    reject("m3", ",value_mismatch,", RejectedOrder.Status.RESUBMITTED)
+
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<h2>Rejected orders: 3</h2>" in html
+    reasons = re.findall(
+        r'<a href="([^"]+)" class="reason-link" data-code="(\w+)"><code>\w+</code></a></td>'
+        r'<td class="num">(\d+)</td>',
+        html,
+    )
+    changelist = "/admin/orders/rejectedorder/"
+    assert reasons == [  # in the order of the contract's table of codes
+        (f"{changelist}?reason=invalid_json", "invalid_json", "1"),
+        (f"{changelist}?reason=missing_field", "missing_field", "1"),
+        (f"{changelist}?reason=value_mismatch", "value_mismatch", "2"),
+    ]
+    assert f'<a href="{changelist}?status__exact=reviewed" class="status-link">Reviewed: ' in html
+    # The links really filter: the changelist shows the two value_mismatch rows.
+    filtered = admin_client.get(f"{changelist}?reason=value_mismatch")
+    assert filtered.status_code == 200
+    assert filtered.context["cl"].result_count == 2
+
+
+def test_redis_down_shows_a_message_not_a_500(admin_client: Client, settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+    reject("m1", ",invalid_json,")
+
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="stats-error">Statistics are unavailable right now: Redis did not answer' in html
+    assert 'class="dashboard-chart"' not in html
+    assert "<h2>Rejected orders: 1</h2>" in html
+
+
+@pytest.mark.parametrize(
+    ("value", "step"),
+    [(0, 1), (4, 1), (5, 2), (9, 3), (17, 5), (33, 10), (41, 15), (99, 25), (291, 75), (3001, 800)],
+)
+def test_grid_steps_are_round_numbers(value: int, step: int) -> None:
+    assert axis_step(value) == step
+
+
+def test_chart_is_well_formed_svg_with_exact_labels() -> None:
+    start = date(2025, 8, 1)
+    days = [DayStats(start + timedelta(days=i), i % 3, i * 1001) for i in range(30)]
+
+    svg = str(chart_svg(days))
+
+    root = ET.fromstring(svg)
+    bars = root.findall(f"{SVG}rect")
+    assert len(bars) == 30
+    assert bars[4].get("data-date") == "2025-08-05"
+    assert bars[4].get("data-revenue") == "40.04"
+    assert bars[4].find(f"{SVG}title").text == "2025-08-05: 1 order, revenue 40.04"
+    assert bars[0].get("height") == "0.0"
+    revenue_ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-revenue"]
+    assert revenue_ticks == ["0.00", "75.00", "150.00", "225.00", "300.00"]  # max 290.29 -> 300
+    order_ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-orders"]
+    assert order_ticks == ["0", "1", "2", "3", "4"]
+    assert money(123456789) == "1,234,567.89"
