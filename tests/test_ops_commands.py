@@ -161,7 +161,7 @@ def test_status_table_is_readable(busy_pipeline: AggregateStore) -> None:
     assert "  visible                            3" in lines
     assert "  dead-letter (DLQ)                  1" in lines
     assert "  revenue                        10.35" in lines
-    assert "  Rejected by reason     Redis counter   DB rows" in lines
+    assert "  code                   Redis counter   DB rows" in lines
     assert "  invalid_json                       1         1" in lines
     assert "  missing_field                      0         1" in lines
     assert "  reviewed                           1" in lines

@@ -49,7 +49,7 @@ class PipelineStatus:
 
 
 def _age(then: datetime | None, now: datetime) -> float | None:
-    return None if then is None else max((now - then).total_seconds(), 0.0)
+    return None if then is None else round(max((now - then).total_seconds(), 0.0), 3)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -155,14 +155,18 @@ def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def _ago(seconds: float | None) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "never"
     if seconds < 120:
-        return f"{seconds:.0f}s ago"
+        return f"{seconds:.0f}s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _ago(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{_duration(seconds)} ago"
 
 
 def render_table(status: PipelineStatus) -> str:
@@ -192,7 +196,8 @@ def render_table(status: PipelineStatus) -> str:
         lines += [
             f"  {'heartbeat':<22}{_ago(c['heartbeat_age_s']):>14}  {c['heartbeat_at'] or ''}",
             f"  {'last batch':<22}{_ago(c['last_batch_age_s']):>14}  {c['last_batch_at'] or ''}",
-            f"  {'lag':<22}{_ago(c['lag_s']):>14}  {verdict} (stale after {status.stale_after:g}s)",
+            f"  {'lag':<22}{_duration(c['lag_s']):>14}  "
+            f"{verdict} (stale after {status.stale_after:g}s)",
         ]
     lines.append("")
 
@@ -219,7 +224,8 @@ def render_table(status: PipelineStatus) -> str:
             lines.append(f"  {name:<22}{_n(status.ingestion[name]):>14}")
     lines.append("")
 
-    lines.append(f"  {'Rejected by reason':<22}{'Redis counter':>14}{'DB rows':>10}")
+    lines.append("Rejected by reason")
+    lines.append(f"  {'code':<22}{'Redis counter':>14}{'DB rows':>10}")
     counters = status.ingestion["rejected_by_code"] if status.ingestion else None
     db_codes = status.rejected_db["by_code"] if status.rejected_db else None
     codes = [c for c in ALL_CODES if (counters or {}).get(c) or (db_codes or {}).get(c)]
@@ -246,7 +252,7 @@ def render_table(status: PipelineStatus) -> str:
         lines += [f"  - {problem}" for problem in status.problems]
     else:
         lines.append("OK: SQS, Redis and the database answer; the consumer is alive.")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 class Command(BaseCommand):
