@@ -87,16 +87,15 @@ def raw_drain(queue: OrderQueue, threads: int) -> tuple[int, float]:
 def consume(queue: OrderQueue, store: AggregateStore, threads: int) -> tuple[int, float]:
     consumer = Consumer(queue, store, wait_time=1, until_empty=True, log_interval=3600)
     last = started = time.perf_counter()
-    process = consumer.process_batch
+    handle = consumer.handle_batch
 
-    def timed():
+    def timed(messages):
         nonlocal last
-        result = process()
-        if result.received:
-            last = time.perf_counter()
+        result = handle(messages)
+        last = time.perf_counter()
         return result
 
-    consumer.process_batch = timed  # type: ignore[method-assign]
+    consumer.handle_batch = timed  # type: ignore[method-assign]
     consumer.run(threads=threads)
     return consumer.tally.snapshot()[0], last - started
 
@@ -118,32 +117,33 @@ def store_rate(client: redis.Redis, orders: list[Order], batch: int) -> tuple[fl
 
 
 def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int, int]:
-    """Bytes per user (all aggregates of a 1-order user) and per idempotency mark."""
-    client.flushall()  # our own server
-    base = client.info("memory")["used_memory"]
+    """Bytes per user (hash + ranking entries + share of the rest) and per idempotency mark,
+    from MEMORY USAGE of every key the store wrote under a fresh prefix."""
     store = AggregateStore(client, prefix="m", dedup_ttl=15 * 24 * 3600)
-    distinct = {}
-    for order in orders:
-        distinct.setdefault(order.user_id, order)
-    by_user = list(distinct.values())
     for i in range(0, len(orders), 100):
         store.apply_orders(orders[i : i + 100])
-    total = client.info("memory")["used_memory"] - base
-    marks = sum(client.memory_usage(k) or 0 for k in client.scan_iter("m:seen:*", count=1000))
-    users = total - marks
-    one_user = client.memory_usage(f"m:user:{by_user[0].user_id}") or 0
-    one_mark = client.memory_usage(f"m:seen:{orders[0].order_id}") or 0
-    return users / len(by_user), marks / len(orders), one_user, one_mark
+    users = len({order.user_id for order in orders})
+    marks = per_user = 0
+    for key in client.scan_iter("m:*", count=1000):
+        size = client.memory_usage(key, samples=0) or 0
+        if key.startswith(b"m:seen:"):
+            marks += size
+        else:
+            per_user += size
+    one_user = client.memory_usage(f"m:user:{orders[0].user_id}", samples=0) or 0
+    one_mark = client.memory_usage(f"m:seen:{orders[0].order_id}", samples=0) or 0
+    return per_user / users, marks / len(orders), one_user, one_mark
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
 
-    redis_server = RedisServer(data_dir=Path(_tmp) / "redis").start()
+    redis_server = RedisServer(data_dir=Path(_tmp) / "redis", appendfsync=args.appendfsync).start()
     try:
         sqs_server = FauxqsSQSServer().start()
     except Exception as exc:
@@ -157,7 +157,10 @@ def main() -> None:
         queue.ensure(visibility_timeout=30)
         store = AggregateStore(client, prefix="bench", dedup_ttl=3600)
 
-        print(f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey (AOF everysec)")
+        print(
+            f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey "
+            f"(AOF appendfsync {args.appendfsync})"
+        )
         print(f"fill:            {fill(queue, bodies):9.0f} msg/s (4 sender threads)")
         count, seconds = raw_drain(queue, args.threads)
         raw = count / seconds
@@ -179,8 +182,9 @@ def main() -> None:
                 f"bare pipelined HINCRBY {bare:8.0f}/s ({script / bare:.2f}x)"
             )
         per_user, per_mark, one_user, one_mark = memory(client, orders)
+        print(f"    ({len(orders)} orders from {len({o.user_id for o in orders})} users)")
         print(
-            f"(d) memory: {per_user:.0f} B per user (hash + rankings + share of days), "
+            f"(d) memory: {per_user:.0f} B per user (hash + rankings + share of days/global), "
             f"{per_mark:.0f} B per idempotency mark; MEMORY USAGE of one user hash "
             f"{one_user} B, one mark {one_mark} B"
         )

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,20 @@ from stats.store import AggregateStore, ApplyStatus, StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 DEPENDENCY_ERRORS = (StoreUnavailableError, DatabaseError, BotoCoreError, ClientError)
+
+
+def _in_background(function: Callable[[], Any]) -> Future[Any]:
+    """Run ``function`` on a daemon thread: a stop never waits for a long poll to return."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as exc:  # handed to whoever reads the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="receiver", daemon=True).start()
+    return future
 
 
 @dataclass
@@ -189,15 +204,12 @@ class Consumer:
             with self._budget_lock:
                 self._claimed -= count
 
-    def process_batch(self) -> BatchResult:
-        """Receive one batch and see it through to deletion. Raises on a dependency failure.
-
-        Returns what it handled; ``received == 0`` means the queue had nothing for us.
-        """
+    def receive_batch(self) -> list[dict[str, Any]]:
+        """One ReceiveMessage within the --max-messages budget; beats the heartbeat when idle."""
         wanted = self._claim()
         if wanted == 0:
             self.stop.set()
-            return BatchResult(0, 0, 0, 0)
+            return []
         try:
             messages = self.queue.receive(max_messages=wanted, wait_time=self.wait_time)
         except BaseException:
@@ -206,7 +218,11 @@ class Consumer:
         self._unclaim(wanted - len(messages))
         if not messages:
             self.store.heartbeat()
-            return BatchResult(0, 0, 0, 0)
+        return messages
+
+    def handle_batch(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
+        """See received messages through to deletion. Raises on a dependency failure, having
+        deleted nothing of the batch."""
         with self._budget_lock:
             self._in_hand += 1
         try:
@@ -217,6 +233,13 @@ class Consumer:
                 self._in_hand -= 1
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
         return result
+
+    def process_batch(self) -> BatchResult:
+        """Receive one batch and handle it; ``received == 0`` means the queue had nothing."""
+        messages = self.receive_batch()
+        if not messages:
+            return BatchResult(0, 0, 0, 0)
+        return self.handle_batch(messages)
 
     def _handle(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
         received_at = self.now()
@@ -326,13 +349,29 @@ class Consumer:
 
     def run_worker(self) -> None:
         """One polling thread: loop batches until stopped, the budget is spent or (with
-        ``until_empty``) the queue reports empty."""
+        ``until_empty``) the queue reports empty.
+
+        The next receive runs in the background while a batch is handled, so SQS latency
+        and processing overlap. At most one receive is ahead: during an outage its batch
+        waits in hand (no further receives) and is handled once the dependency is back.
+        """
+        pending: Future[list[dict[str, Any]]] | None = None
         try:
             while not self.stop.is_set():
                 try:
-                    result = self.process_batch()
-                    if result.received == 0 and self.until_empty and self._queue_is_empty():
-                        self.stop.set()
+                    if pending is None:
+                        pending = _in_background(self.receive_batch)
+                    try:
+                        messages = pending.result()
+                    finally:
+                        pending = None
+                    if not messages:
+                        if self.until_empty and self._queue_is_empty():
+                            self.stop.set()
+                        continue
+                    if not self.stop.is_set():
+                        pending = _in_background(self.receive_batch)
+                    self.handle_batch(messages)
                 except DEPENDENCY_ERRORS as exc:
                     if isinstance(exc, DatabaseError):
                         close_old_connections()

@@ -1,4 +1,4 @@
-"""Test settings: production settings plus what a test run needs (fixtures in the root conftest.py)."""
+"""Test settings: production settings plus what a test run needs (fixtures: root conftest)."""
 
 from __future__ import annotations
 
