@@ -165,6 +165,8 @@ def rejected_orders(transactional_db) -> str:
     return today
 
 
+# Generous only for a first run that installs chromium; the test itself takes ~10 s.
+@pytest.mark.timeout(900)
 def test_staff_fix_and_resubmit_a_rejected_order_and_see_it_counted(
     page: Page,
     live_server,
