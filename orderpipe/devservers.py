@@ -128,7 +128,7 @@ class RedisServer(ServerProcess):
         port: int | None = None,
         data_dir: Path | None = None,
         appendonly: bool = True,
-        appendfsync: str = "everysec",
+        appendfsync: str = "always",
         log_path: Path | None = None,
     ) -> None:
         super().__init__(port, log_path)

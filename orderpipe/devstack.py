@@ -163,7 +163,7 @@ def _stop_stale_redis(redis_dir: Path) -> None:
 
 
 def start_redis(data_dir: Path, port: int) -> Service:
-    """Valkey with AOF (fsync every second) under ``data_dir/redis``: restarts keep the stats."""
+    """Valkey with AOF (fsync before every reply) under ``data_dir/redis``: restarts keep stats."""
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     _stop_stale_redis(redis_dir)
@@ -173,7 +173,7 @@ def start_redis(data_dir: Path, port: int) -> Service:
         "--bind", LOOPBACK,
         "--dir", str(redis_dir),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        "--appendfsync", "always",
         "--save", "",
         "--daemonize", "no",
         "--pidfile", str(redis_dir / "valkey.pid"),
@@ -635,7 +635,7 @@ def run(options: Options) -> int:
             services.append(redis_service)
             redis_url = redis_service.url
             redis_line = (
-                f"{redis_url} (valkey, AOF everysec in {options.data_dir / 'redis'}; "
+                f"{redis_url} (valkey, AOF appendfsync always in {options.data_dir / 'redis'}; "
                 f"log {redis_service.log_path})"
             )
 

@@ -139,7 +139,7 @@ def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert command[command.index("--appendfsync") + 1] == "always"
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
 
 
