@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from django.test import Client
-from django_redis.pool import ConnectionFactory
 
 from orders.dashboard import axis_step, chart_svg, money
 from orders.models import RejectedOrder
@@ -22,21 +20,6 @@ pytestmark = pytest.mark.django_db
 
 URL = "/admin/dashboard/"
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(autouse=True)
-def fresh_redis_pools() -> Iterator[None]:
-    """django-redis caches pools per URL process-wide: drop them so each test's fakeredis is
-    the one the view talks to."""
-
-    def drop() -> None:
-        for pool in ConnectionFactory._pools.values():
-            pool.disconnect()
-        ConnectionFactory._pools.clear()
-
-    drop()
-    yield
-    drop()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django_redis.pool import ConnectionFactory
 from moto import mock_aws
 
 from orders.consumer import Consumer
@@ -28,21 +27,6 @@ from stats.store import AggregateStore
 from tests.ingestion_helpers import order_body
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_redis_pools() -> Iterator[None]:
-    """django-redis caches pools per URL process-wide: without this, get_store() in a command
-    would talk to an earlier test's fakeredis server."""
-
-    def drop() -> None:
-        for pool in ConnectionFactory._pools.values():
-            pool.disconnect()
-        ConnectionFactory._pools.clear()
-
-    drop()
-    yield
-    drop()
 
 
 @pytest.fixture
