@@ -8,7 +8,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 STAMP := $(VENV)/.installed
 RUN_ARGS ?=
 
-.PHONY: install install-local test lint run superuser format chaos
+.PHONY: install install-local test test-postgres lint run superuser format chaos
 
 $(LOCAL_STAMP): requirements/base.txt requirements/local.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ format: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The same suite on PostgreSQL (TEST_DATABASE_URL; the test database is created and dropped).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orderpipe
+test-postgres: $(STAMP)
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest
 
 # Valkey + moto SQS + migrate + web/worker/feeder under honcho; Ctrl-C stops all of it.
 # Options: make run RUN_ARGS="--no-feed --web-port 8001" (see python -m orderpipe.devstack -h).
