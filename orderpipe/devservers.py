@@ -165,14 +165,16 @@ class RedisServer(ServerProcess):
         return False
 
 
-class MotoSQSServer(ServerProcess):
-    """moto's HTTP server: real SQS semantics (visibility, receive counts, redrive) in memory."""
-
-    name = "moto"
-
+class HTTPServerProcess(ServerProcess):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class MotoSQSServer(HTTPServerProcess):
+    """moto's HTTP server: real SQS semantics (visibility, receive counts, redrive) in memory."""
+
+    name = "moto"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
@@ -230,14 +232,10 @@ def install_fauxqs() -> Path:
     return cli
 
 
-class FauxqsSQSServer(ServerProcess):
+class FauxqsSQSServer(HTTPServerProcess):
     """fauxqs: an SQS emulator whose speed does not fall as the queue grows (benchmarks)."""
 
     name = "fauxqs"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         return [node_binary(), str(install_fauxqs())]

@@ -74,7 +74,10 @@ class _ExpositionRenderer(BaseRenderer):
     charset = "utf-8"
 
     def _accept_for_encoder(self, accept: str) -> str:
-        raise NotImplementedError
+        """Only this renderer's own Accept entries count (DRF already chose it), so that
+        prometheus-client's ``choose_encoder`` picks the matching format and version."""
+        parts = [p for p in accept.split(",") if p.split(";")[0].strip() == self.media_type]
+        return ",".join(parts) or self.media_type
 
     def render(
         self,
@@ -104,24 +107,12 @@ class PrometheusTextRenderer(_ExpositionRenderer):
     media_type = "text/plain"
     format = "prometheus"
 
-    def _accept_for_encoder(self, accept: str) -> str:
-        # Only the text/plain entries count: DRF already chose this renderer over OpenMetrics.
-        return ",".join(p for p in accept.split(",") if p.split(";")[0].strip() == "text/plain")
-
 
 class OpenMetricsRenderer(_ExpositionRenderer):
     """OpenMetrics text (what Prometheus asks for first, or ``?format=openmetrics``)."""
 
     media_type = "application/openmetrics-text"
     format = "openmetrics"
-
-    def _accept_for_encoder(self, accept: str) -> str:
-        parts = [
-            p
-            for p in accept.split(",")
-            if p.split(";")[0].strip() == "application/openmetrics-text"
-        ]
-        return ",".join(parts) or "application/openmetrics-text"
 
 
 class FormatFirstNegotiation(DefaultContentNegotiation):
