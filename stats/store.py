@@ -191,9 +191,13 @@ class AggregateStore:
 
     @_unavailable_on_redis_error
     def record_received(self, received: int) -> None:
-        """Count messages of a batch that held no valid order (apply_orders counts the rest)."""
+        """Count a batch that held no valid order (apply_orders counts the rest); it is a
+        batch all the same, so ``last_batch_ms`` moves and the consumer does not look stale."""
         if received:
-            self.client.hincrby(self.key("ingest"), "received", received)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hincrby(self.key("ingest"), "received", received)
+            pipe.hset(self.key("ingest"), "last_batch_ms", self._now_ms())
+            pipe.execute()
 
     @_unavailable_on_redis_error
     def record_rejections(self, codes: Mapping[str, int], messages: int | None = None) -> None:
