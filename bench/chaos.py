@@ -155,7 +155,7 @@ class Chaos:
 
         from stats.store import AggregateStore
 
-        consumers = {"a": self.start_consumer("a"), "b": self.start_consumer("b")}
+        consumers = self.consumers = {"a": self.start_consumer("a"), "b": self.start_consumer("b")}
         first = [m.body for m in self.first_wave]
         duration = len(first) / self.args.rate
         sender = threading.Thread(target=self.send, args=(first, self.args.rate), daemon=True)
@@ -306,6 +306,11 @@ class Chaos:
         return 1 if failed else 0
 
     def cleanup(self) -> None:
+        """Nothing outlives the run, even one that failed half-way."""
+        for process in getattr(self, "consumers", {}).values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         for server in (getattr(self, "sqs", None), getattr(self, "redis", None)):
             if server is not None:
                 server.stop()

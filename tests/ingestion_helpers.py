@@ -40,13 +40,27 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
+# Every consumer child a test starts; ``kill_leftover_consumers`` ends those a failing test left.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftover_consumers() -> None:
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def start_consumer(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, str(BASE_DIR / "manage.py"), "consume_orders",
          "--wait-time", "1", "--log-interval", "1", *args],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR,
     )  # fmt: skip
+    STARTED.append(process)
+    return process
 
 
 def stop_consumer(process: subprocess.Popen[bytes], timeout: float = 30) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from orders.samples import SampleGenerator, poison_bodies
 from stats.store import AggregateStore
 from tests.ingestion_helpers import (
     Feeder,
+    kill_leftover_consumers,
     mismatches,
     order_body,
     queue_total,
@@ -29,6 +31,14 @@ from tests.ingestion_helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 TODAY = date(2025, 8, 31)
+
+
+@pytest.fixture(autouse=True)
+def no_consumer_outlives_its_test() -> Iterator[None]:
+    yield
+    kill_leftover_consumers()
+
+
 RANGE = (TODAY - timedelta(days=40), TODAY)
 
 
