@@ -34,18 +34,94 @@ logger = logging.getLogger(__name__)
 DEPENDENCY_ERRORS = (StoreUnavailableError, DatabaseError, BotoCoreError, ClientError)
 
 
-def _in_background(function: Callable[[], Any]) -> Future[Any]:
-    """Run ``function`` on a daemon thread: a stop never waits for a long poll to return."""
-    future: Future[Any] = Future()
+class _Receiver:
+    """One long-lived daemon thread that runs a poller's receives one at a time, on request.
 
-    def run() -> None:
-        try:
-            future.set_result(function())
-        except BaseException as exc:  # handed to whoever reads the result
-            future.set_exception(exc)
+    ``request`` starts the next receive and returns its future; the poller asks for at most
+    one ahead, so a batch never waits in a queue behind another. A daemon thread, so a stop
+    never waits for a long poll to return; reusing it saves a thread start per batch.
+    """
 
-    threading.Thread(target=run, name="receiver", daemon=True).start()
-    return future
+    def __init__(self, receive: Callable[[], list[dict[str, Any]]]) -> None:
+        self._receive = receive
+        self._requests: stdlib_queue.SimpleQueue[Future[Any] | None] = stdlib_queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
+        self._thread.start()
+
+    def request(self) -> Future[list[dict[str, Any]]]:
+        future: Future[list[dict[str, Any]]] = Future()
+        self._requests.put(future)
+        return future
+
+    def _run(self) -> None:
+        while (future := self._requests.get()) is not None:
+            try:
+                future.set_result(self._receive())
+            except BaseException as exc:  # handed to whoever reads the result
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+class _VisibilityKeeper:
+    """One daemon thread that extends the visibility of every batch in hand for too long.
+
+    A batch is registered when its handling starts; each ``interval`` seconds after that,
+    until it is released, its messages get ``timeout`` more seconds. One thread serves all
+    pollers instead of one thread started per batch.
+    """
+
+    def __init__(self, queue: OrderQueue, timeout: int) -> None:
+        self.queue = queue
+        self.timeout = timeout
+        self.interval = max(timeout / 2, 0.5)
+        self._batches: dict[int, tuple[list[str], float]] = {}
+        self._next_token = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def track(self, handles: list[str]) -> int:
+        with self._changed:
+            self._next_token += 1
+            token = self._next_token
+            self._batches[token] = (handles, time.monotonic() + self.interval)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="visibility-keeper", daemon=True
+                )
+                self._thread.start()
+            elif len(self._batches) == 1:
+                self._changed.notify()
+        return token
+
+    def release(self, token: int) -> None:
+        with self._changed:
+            self._batches.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    now = time.monotonic()
+                    if self._batches:
+                        soonest = min(due for _, due in self._batches.values())
+                        if soonest <= now:
+                            break
+                        self._changed.wait(soonest - now)
+                    else:
+                        self._changed.wait()
+                due_now = []
+                for token, (handles, due) in self._batches.items():
+                    if due <= now:
+                        due_now.append(handles)
+                        self._batches[token] = (handles, now + self.interval)
+            for handles in due_now:
+                try:
+                    self.queue.extend_visibility(handles, self.timeout)
+                    logger.info("batch still in progress; extended visibility of %d", len(handles))
+                except DEPENDENCY_ERRORS as exc:
+                    logger.warning("could not extend visibility: %s", exc)
 
 
 @dataclass
@@ -188,6 +264,7 @@ class Consumer:
         self._claimed = 0
         self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
+        self._keeper = _VisibilityKeeper(queue, visibility_timeout)
 
     # --- one unit of work ------------------------------------------------------------------
     def _claim(self) -> int:
@@ -287,7 +364,12 @@ class Consumer:
                 Counter(code for rejection in new for code in rejection.codes), messages=len(new)
             )
 
-        failed = self.queue.delete([m["ReceiptHandle"] for m in messages])
+        handles = [m["ReceiptHandle"] for m in messages]
+        if self.deleter is not None:
+            # Committed: deleting can overlap the next batch (run() drains it before exit).
+            self.deleter.submit(handles)
+            return BatchResult(len(messages), applied, duplicates, len(rejected))
+        failed = self.queue.delete(handles)
         if failed:
             # Committed already: a redelivery is a duplicate the marks absorb.
             logger.warning(
@@ -298,23 +380,11 @@ class Consumer:
     @contextlib.contextmanager
     def _visibility_heartbeat(self, handles: list[str]) -> Iterator[None]:
         """Extend the batch's visibility every half timeout while it is being processed."""
-        done = threading.Event()
-        interval = max(self.visibility_timeout / 2, 0.5)
-
-        def beat() -> None:
-            while not done.wait(interval):
-                try:
-                    self.queue.extend_visibility(handles, self.visibility_timeout)
-                    logger.info("batch still in progress; extended visibility of %d", len(handles))
-                except DEPENDENCY_ERRORS as exc:
-                    logger.warning("could not extend visibility: %s", exc)
-
-        thread = threading.Thread(target=beat, name="visibility-heartbeat", daemon=True)
-        thread.start()
+        token = self._keeper.track(handles)
         try:
             yield
         finally:
-            done.set()
+            self._keeper.release(token)
 
     # --- the loop --------------------------------------------------------------------------
     def _wait_for_dependencies(self, failure: BaseException) -> None:
@@ -356,11 +426,12 @@ class Consumer:
         waits in hand (no further receives) and is handled once the dependency is back.
         """
         pending: Future[list[dict[str, Any]]] | None = None
+        receiver = _Receiver(self.receive_batch)
         try:
             while not self.stop.is_set():
                 try:
                     if pending is None:
-                        pending = _in_background(self.receive_batch)
+                        pending = receiver.request()
                     try:
                         messages = pending.result()
                     finally:
@@ -370,13 +441,14 @@ class Consumer:
                             self.stop.set()
                         continue
                     if not self.stop.is_set():
-                        pending = _in_background(self.receive_batch)
+                        pending = receiver.request()
                     self.handle_batch(messages)
                 except DEPENDENCY_ERRORS as exc:
                     if isinstance(exc, DatabaseError):
                         close_old_connections()
                     self._wait_for_dependencies(exc)
         finally:
+            receiver.close()
             connection.close()
 
     def run(self, threads: int = 1) -> None:
