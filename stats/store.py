@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from orders.validation import Order
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 APPLY_SCRIPT = (Path(__file__).parent / "lua" / "apply_orders.lua").read_text()
 
 P = ParamSpec("P")
@@ -183,7 +184,7 @@ class AggregateStore:
                 order.order_id,
                 order.user_id,
                 order.value_cents,
-                int(order.occurred_at.timestamp() * 1000),
+                (order.occurred_at - EPOCH) // _MILLISECOND,
                 order.day.isoformat(),
                 order.fingerprint,
             ]
