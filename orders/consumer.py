@@ -210,11 +210,6 @@ class Outages:
         if since is not None:
             logger.info("%s is back after %.1fs; resuming", name, now - since)
 
-    @property
-    def any_down(self) -> bool:
-        with self._lock:
-            return bool(self._down)
-
 
 def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, StoreUnavailableError):
@@ -227,8 +222,9 @@ def _dependency_name(exc: BaseException) -> str:
 class Consumer:
     """Consumes one queue into one store. ``process_batch`` is one unit of work.
 
-    Tests call ``process_batch`` directly; ``run`` loops it until ``stop`` is set. The
-    clock and sleep are attributes so tests need not wait for real backoff delays.
+    Tests call ``process_batch`` directly; ``run`` loops it until ``stop`` is set. The clocks
+    (``clock``, ``now``) are attributes and every wait is ``stop.wait``, so tests can swap
+    them instead of sleeping through real backoff delays.
     """
 
     def __init__(
@@ -368,9 +364,7 @@ class Consumer:
         if self.deleter is not None:
             # Committed: deleting can overlap the next batch (run() drains it before exit).
             self.deleter.submit(handles)
-            return BatchResult(len(messages), applied, duplicates, len(rejected))
-        failed = self.queue.delete(handles)
-        if failed:
+        elif failed := self.queue.delete(handles):
             # Committed already: a redelivery is a duplicate the marks absorb.
             logger.warning(
                 "%d of %d deletions failed; SQS will redeliver them", failed, len(messages)
