@@ -197,7 +197,8 @@ class AggregateStore:
         if received:
             pipe = self.client.pipeline(transaction=True)
             pipe.hincrby(self.key("ingest"), "received", received)
-            pipe.hset(self.key("ingest"), "last_batch_ms", self._now_ms())
+            now = self._now_ms()
+            pipe.hset(self.key("ingest"), mapping={"last_batch_ms": now, "heartbeat_ms": now})
             pipe.execute()
 
     @_unavailable_on_redis_error
@@ -218,6 +219,7 @@ class AggregateStore:
 
     @_unavailable_on_redis_error
     def heartbeat(self) -> None:
+        """A sign of life from an idle consumer (every batch stamps it as well)."""
         self.client.hset(self.key("ingest"), "heartbeat_ms", self._now_ms())
 
     # --- reads (each one round trip) -------------------------------------------------------

@@ -150,3 +150,13 @@ def test_a_batch_of_rejects_only_still_moves_last_batch_time(any_store: Aggregat
     stats = any_store.ingestion()
     assert stats.received == 3
     assert stats.last_batch_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert stats.heartbeat_at == stats.last_batch_at
+
+
+def test_every_applied_batch_is_a_heartbeat(any_store: AggregateStore) -> None:
+    any_store.clock = lambda: 1_700_000_000.0
+    any_store.apply_orders([make_order("O1", "U1", 1)])
+    stats = any_store.ingestion()
+    assert (
+        stats.heartbeat_at == stats.last_batch_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    )

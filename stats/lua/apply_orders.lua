@@ -64,5 +64,6 @@ end
 redis.call('HINCRBY', ingest, 'received', ARGV[4])
 redis.call('HINCRBY', ingest, 'applied', applied)
 redis.call('HINCRBY', ingest, 'duplicates', duplicates)
-redis.call('HSET', ingest, 'last_batch_ms', ARGV[3])
+-- A batch is also a sign of life: a busy consumer never has an empty receive to beat on.
+redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
 return statuses
