@@ -202,17 +202,22 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
     assert "SIGKILL" not in reader.text, "a process had to be killed: " + reader.text
 
 
-def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
-    env = stack_env(tmp_path)
-    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    result = subprocess.run(
-        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(tmp_path)],
+def run_launcher(env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """The launcher run to completion (for the cases where it refuses to start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(data_dir)],
         cwd=BASE_DIR,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = run_launcher(env, tmp_path)
     assert result.returncode == 2
     assert "does not answer PING" in result.stderr
     assert "Traceback" not in result.stderr
@@ -222,14 +227,7 @@ def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_setting_stops_the_launcher_before_anything_starts(tmp_path: Path) -> None:
     env = stack_env(tmp_path)
     env["DEBUG"] = "maybe"
-    result = subprocess.run(
-        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(tmp_path)],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_launcher(env, tmp_path)
     assert result.returncode == 2
     assert "DEBUG='maybe' is not a boolean" in result.stderr
     assert "Traceback" not in result.stderr
