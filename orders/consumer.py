@@ -9,29 +9,33 @@ with capped exponential backoff, and resumes by itself.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue as stdlib_queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import Error as DjangoDatabaseError
+from django.db import close_old_connections, connection
 
 from orders.models import RejectedOrder, RejectionRecord
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import Order, Rejection, conflict_rejection, validate_message
-from stats.store import AggregateStore, ApplyStatus, StoreUnavailableError
+from stats.store import AggregateStore, ApplyStatus, StoreCommandError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
-DEPENDENCY_ERRORS = (StoreUnavailableError, DatabaseError, BotoCoreError, ClientError)
+# What a later retry can cure: back off and probe. django.db.Error covers InterfaceError too.
+# How long a graceful stop waits for a receive already under way to come back.
+STOP_GRACE = 1.0
+
+DEPENDENCY_ERRORS = (StoreUnavailableError, DjangoDatabaseError, BotoCoreError, ClientError)
 
 
 class _Receiver:
@@ -67,7 +71,7 @@ class _Receiver:
 class _VisibilityKeeper:
     """One daemon thread that extends the visibility of every batch in hand for too long.
 
-    A batch is registered when its handling starts; each ``interval`` seconds after that,
+    A batch is registered as soon as it is received; each ``interval`` seconds after that,
     until it is released, its messages get ``timeout`` more seconds. One thread serves all
     pollers instead of one thread started per batch.
     """
@@ -76,16 +80,15 @@ class _VisibilityKeeper:
         self.queue = queue
         self.timeout = timeout
         self.interval = max(timeout / 2, 0.5)
-        self._batches: dict[int, tuple[list[str], float]] = {}
-        self._next_token = 0
+        self._batches: dict[str, tuple[list[str], float]] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def track(self, handles: list[str]) -> int:
+    def track(self, handles: list[str]) -> None:
+        """From now until ``release``, keep ``handles`` invisible (a batch is keyed by its
+        first receipt handle, unique to one receive)."""
         with self._changed:
-            self._next_token += 1
-            token = self._next_token
-            self._batches[token] = (handles, time.monotonic() + self.interval)
+            self._batches[handles[0]] = (handles, time.monotonic() + self.interval)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="visibility-keeper", daemon=True
@@ -93,11 +96,10 @@ class _VisibilityKeeper:
                 self._thread.start()
             elif len(self._batches) == 1:
                 self._changed.notify()
-        return token
 
-    def release(self, token: int) -> None:
+    def release(self, handles: Sequence[str]) -> None:
         with self._changed:
-            self._batches.pop(token, None)
+            self._batches.pop(handles[0], None)
 
     def _run(self) -> None:
         while True:
@@ -112,10 +114,10 @@ class _VisibilityKeeper:
                     else:
                         self._changed.wait()
                 due_now = []
-                for token, (handles, due) in self._batches.items():
+                for key, (handles, due) in self._batches.items():
                     if due <= now:
                         due_now.append(handles)
-                        self._batches[token] = (handles, now + self.interval)
+                        self._batches[key] = (handles, now + self.interval)
             for handles in due_now:
                 try:
                     self.queue.extend_visibility(handles, self.timeout)
@@ -214,7 +216,7 @@ class Outages:
 def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, StoreUnavailableError):
         return "Redis"
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DjangoDatabaseError):
         return "database"
     return "SQS"
 
@@ -261,6 +263,7 @@ class Consumer:
         self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
         self._keeper = _VisibilityKeeper(queue, visibility_timeout)
+        self.failure: BaseException | None = None  # set when the consumer stopped on an error
 
     # --- one unit of work ------------------------------------------------------------------
     def _claim(self) -> int:
@@ -284,28 +287,40 @@ class Consumer:
             self.stop.set()
             return []
         try:
-            messages = self.queue.receive(max_messages=wanted, wait_time=self.wait_time)
+            messages = self.queue.receive(
+                max_messages=wanted,
+                wait_time=self.wait_time,
+                visibility_timeout=self.visibility_timeout,
+            )
         except BaseException:
             self._unclaim(wanted)
             raise
         self._unclaim(wanted - len(messages))
         if not messages:
             self.store.heartbeat()
+            return messages
+        # In hand from this moment (also while it waits behind the batch being handled):
+        # its visibility is kept and a graceful stop waits for it.
+        with self._budget_lock:
+            self._in_hand += 1
+        self._keeper.track([m["ReceiptHandle"] for m in messages])
         return messages
 
     def handle_batch(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
         """See received messages through to deletion. Raises on a dependency failure, having
         deleted nothing of the batch."""
-        with self._budget_lock:
-            self._in_hand += 1
         try:
-            with self._visibility_heartbeat([m["ReceiptHandle"] for m in messages]):
-                result = self._handle(messages)
+            result = self._handle(messages)
         finally:
-            with self._budget_lock:
-                self._in_hand -= 1
+            self._let_go(messages)
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
         return result
+
+    def _let_go(self, messages: Sequence[dict[str, Any]]) -> None:
+        """The batch is no longer in hand: handled, or left for SQS to redeliver."""
+        self._keeper.release([m["ReceiptHandle"] for m in messages])
+        with self._budget_lock:
+            self._in_hand -= 1
 
     def process_batch(self) -> BatchResult:
         """Receive one batch and handle it; ``received == 0`` means the queue had nothing."""
@@ -371,15 +386,6 @@ class Consumer:
             )
         return BatchResult(len(messages), applied, duplicates, len(rejected))
 
-    @contextlib.contextmanager
-    def _visibility_heartbeat(self, handles: list[str]) -> Iterator[None]:
-        """Extend the batch's visibility every half timeout while it is being processed."""
-        token = self._keeper.track(handles)
-        try:
-            yield
-        finally:
-            self._keeper.release(token)
-
     # --- the loop --------------------------------------------------------------------------
     def _wait_for_dependencies(self, failure: BaseException) -> None:
         """Back off (capped exponential) until the failed dependency answers again."""
@@ -417,7 +423,9 @@ class Consumer:
 
         The next receive runs in the background while a batch is handled, so SQS latency
         and processing overlap. At most one receive is ahead: during an outage its batch
-        waits in hand (no further receives) and is handled once the dependency is back.
+        waits in hand (no further receives) and is handled once the dependency is back; on
+        a graceful stop it is handled too. An error that retrying cannot cure (a Redis
+        command refused, a bug) stops the whole consumer loudly (``self.failure``).
         """
         pending: Future[list[dict[str, Any]]] | None = None
         receiver = _Receiver(self.receive_batch)
@@ -437,13 +445,46 @@ class Consumer:
                     if not self.stop.is_set():
                         pending = receiver.request()
                     self.handle_batch(messages)
+                except StoreCommandError as exc:
+                    self._fail(exc, "Redis refused a command; stopping rather than cycling every "
+                                    "message towards the dead-letter queue")  # fmt: skip
                 except DEPENDENCY_ERRORS as exc:
-                    if isinstance(exc, DatabaseError):
+                    if isinstance(exc, DjangoDatabaseError):
                         close_old_connections()
                     self._wait_for_dependencies(exc)
+                except Exception as exc:
+                    self._fail(exc, "unexpected error; stopping")
+            self._finish_prefetched(pending)
         finally:
             receiver.close()
             connection.close()
+
+    def _finish_prefetched(self, pending: Future[list[dict[str, Any]]] | None) -> None:
+        """On stop, a receive that already came back is in hand: handle it (or, if that
+        fails, leave it for SQS to redeliver). A receive still long-polling holds nothing."""
+        if pending is None:
+            return
+        try:
+            # A receive that finds messages returns at once; one still waiting after the
+            # grace is an empty long poll, and a stop does not wait out its 20 s.
+            pending.result(timeout=STOP_GRACE)
+        except Exception:  # timed out, or the receive failed: nothing in hand
+            return
+        messages = pending.result()
+        if not messages:
+            return
+        if self.failure is not None:
+            self._let_go(messages)
+            return
+        try:
+            self.handle_batch(messages)
+        except Exception as exc:  # its messages reappear after the visibility timeout
+            logger.warning("batch received before the stop was not committed: %s", exc)
+
+    def _fail(self, exc: BaseException, why: str) -> None:
+        logger.error("%s: %s", why, exc, exc_info=exc)
+        self.failure = exc
+        self.stop.set()
 
     def run(self, threads: int = 1) -> None:
         """Run ``threads`` pollers until stopped; logs throughput every ``log_interval``."""
@@ -455,15 +496,18 @@ class Consumer:
         for worker in workers:
             worker.start()
         last_time, last = self.clock(), self.tally.snapshot()
+        stop_seen: float | None = None
         try:
             while any(w.is_alive() for w in workers):
                 for worker in workers:
                     worker.join(timeout=0.1)
-                if self.stop.is_set() and not self.batches_in_hand:
-                    # Pollers still inside a long poll hold no batch: leaving them is safe
-                    # (what such a poll receives becomes visible again after the
-                    # visibility timeout), and a stop need not wait up to 20 s for them.
-                    break
+                if self.stop.is_set():
+                    stop_seen = self.clock() if stop_seen is None else stop_seen
+                    if not self.batches_in_hand and self.clock() - stop_seen > STOP_GRACE:
+                        # Pollers still inside a long poll hold no batch: leaving them is
+                        # safe (what such a poll receives becomes visible again after the
+                        # visibility timeout), and a stop need not wait 20 s for them.
+                        break
                 now = self.clock()
                 if now - last_time >= self.log_interval:
                     self._log_throughput(now - last_time, last)

@@ -89,19 +89,16 @@ class OrderQueue:
     def ensure(self, max_receive_count: int = 5, visibility_timeout: int = 30) -> str:
         """Create the DLQ and the queue (with its redrive policy) when missing.
 
-        An existing queue is used as it is: its attributes belong to whoever created it.
+        An existing queue is used as it is: its attributes belong to whoever created it (its
+        DLQ is still created when missing, and a missing redrive policy is reported).
         """
         url = self._lookup(self.name)
         if url is not None:
             self._url = url
+            self._ensure_dlq()
+            self._warn_without_redrive(url)
             return url
-        dlq_url = (
-            self._lookup(self.dlq_name)
-            or self.client.create_queue(
-                QueueName=self.dlq_name,
-                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
-            )["QueueUrl"]
-        )
+        dlq_url = self._ensure_dlq()
         dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -116,15 +113,44 @@ class OrderQueue:
         logger.info("created queue %s with dead-letter queue %s", self.name, self.dlq_name)
         return self._url
 
+    def _ensure_dlq(self) -> str:
+        url = self._lookup(self.dlq_name)
+        if url is None:
+            url = self.client.create_queue(
+                QueueName=self.dlq_name,
+                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
+            )["QueueUrl"]
+            logger.info("created dead-letter queue %s", self.dlq_name)
+        return url
+
+    def _warn_without_redrive(self, url: str) -> None:
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["RedrivePolicy"]
+        ).get("Attributes", {})
+        if "RedrivePolicy" not in attributes:
+            logger.warning(
+                "queue %s has no redrive policy: a message that keeps failing is never moved "
+                "to %s (set one, e.g. maxReceiveCount 5)",
+                self.name,
+                self.dlq_name,
+            )
+
     def receive(
-        self, max_messages: int = SQS_BATCH_LIMIT, wait_time: int = 20
+        self,
+        max_messages: int = SQS_BATCH_LIMIT,
+        wait_time: int = 20,
+        visibility_timeout: int | None = None,
     ) -> list[dict[str, Any]]:
+        """``visibility_timeout`` overrides the queue's own, so whoever extends visibility
+        knows when the received messages would reappear."""
+        extra = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
         response = self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_time,
             MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
             MessageAttributeNames=["All"],
+            **extra,
         )
         return response.get("Messages", [])
 

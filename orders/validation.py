@@ -80,6 +80,11 @@ _ROUNDING = Context(
 # Past this the sum can never round to an order_value ≤ MAX_ORDER_VALUE: stop multiplying.
 _SUM_CEILING = MAX_ORDER_VALUE + 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Whitespace trimmed around ids: what str.strip() removes except the control characters it
+# also counts as whitespace (U+001C-001F, U+0085), which must be rejected, not trimmed.
+_TRIM = " \t\n\v\f\r\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
+    "\u2028\u2029\u202f\u205f\u3000"
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
@@ -294,7 +299,7 @@ def _check_id(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | No
     if not isinstance(value, str):
         reasons.append(Reason(INVALID_FIELD, name, f"{name} must be a string, got {_short(value)}"))
         return None
-    trimmed = value.strip()
+    trimmed = value.strip(_TRIM)
     problem = _text_problem(trimmed)
     if problem is None and not 1 <= len(trimmed) <= MAX_ID_LENGTH:
         problem = f"must be 1-{MAX_ID_LENGTH} characters after trimming, got {len(trimmed)}"
@@ -383,7 +388,7 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
         if not isinstance(product_id, str):
             problem = f"must be a string, got {_short(product_id)}"
         else:
-            product_id = product_id.strip() or None
+            product_id = product_id.strip(_TRIM) or None
             if product_id is not None:
                 problem = _text_problem(product_id)
                 if problem is None and len(product_id) > MAX_ID_LENGTH:
@@ -502,7 +507,7 @@ def _stored_id(doc: dict[str, Any], name: str) -> str | None:
     value = doc.get(name)
     if not isinstance(value, str):
         return None
-    return safe_text(value.strip()) or None
+    return safe_text(value.strip(_TRIM)) or None
 
 
 def validate_message(

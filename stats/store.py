@@ -47,7 +47,25 @@ R = TypeVar("R")
 
 
 class StoreUnavailableError(Exception):
-    """Redis could not be reached or answered with an error; nothing can be assumed."""
+    """Redis cannot serve right now: unreachable, timing out, loading, read-only (failover).
+
+    Transient: callers back off and retry (the consumer) or answer 503 (the API).
+    """
+
+
+class StoreCommandError(StoreUnavailableError):
+    """Redis refused a command (e.g. ``SET NX GET`` on Redis < 7, a Cluster refusing keys built
+    inside the script, WRONGTYPE). Retrying cannot help: the consumer stops loudly instead of
+    cycling every message towards the dead-letter queue. The API still answers 503."""
+
+
+# Errors a later retry can cure; every other RedisError is a StoreCommandError.
+_TRANSIENT = (
+    redis.ConnectionError,  # includes BusyLoadingError (a restart replaying its AOF)
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a failover in progress
+    redis.exceptions.TryAgainError,
+)
 
 
 def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
@@ -55,8 +73,10 @@ def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except redis.RedisError as exc:
+        except _TRANSIENT as exc:
             raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise StoreCommandError(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper
 

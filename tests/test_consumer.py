@@ -12,7 +12,7 @@ from moto import mock_aws
 from orders.consumer import Consumer
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue, make_client
-from stats.store import AggregateStore, StoreUnavailableError
+from stats.store import AggregateStore, StoreCommandError, StoreUnavailableError
 from tests.ingestion_helpers import order_body, queue_total
 
 pytestmark = pytest.mark.django_db
@@ -118,3 +118,67 @@ def test_outage_is_logged_once_and_recovery_is_logged(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2  # one per outage, not one per probe
     assert any("Redis is back" in r.getMessage() for r in caplog.records)
+
+
+def test_redis_command_error_stops_the_consumer_instead_of_cycling(
+    queue: OrderQueue, fake_store: AggregateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue.send_bodies([order_body("A")])
+
+    def refused(*_args, **_kwargs):
+        raise StoreCommandError("ResponseError: syntax error (SET NX GET needs Redis 7)")
+
+    fake_store.apply_orders = refused  # type: ignore[method-assign]
+    consumer = Consumer(queue, fake_store, wait_time=0)
+    consumer.run(threads=1)
+
+    assert isinstance(consumer.failure, StoreCommandError)
+    assert queue.depth().in_flight == 1  # not deleted; SQS redelivers it later
+    assert "Redis refused a command" in caplog.text
+
+
+def test_unexpected_error_stops_the_consumer_loudly(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    queue.send_bodies([order_body("A")])
+
+    def bug(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    fake_store.apply_orders = bug  # type: ignore[method-assign]
+    consumer = Consumer(queue, fake_store, wait_time=0)
+    consumer.run(threads=1)
+    assert isinstance(consumer.failure, KeyError)
+
+
+def test_graceful_stop_handles_the_batch_received_ahead(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    queue.send_bodies([order_body(f"O{i}") for i in range(20)])
+    consumer = Consumer(queue, fake_store, wait_time=0)
+    handle = consumer.handle_batch
+
+    def stop_during_the_first(messages):
+        consumer.stop.set()  # SIGTERM arrives while the first batch is in hand
+        return handle(messages)
+
+    consumer.handle_batch = stop_during_the_first  # type: ignore[method-assign]
+    consumer.run(threads=1)
+
+    assert consumer.failure is None
+    assert fake_store.global_stats().total_orders == 20  # both batches committed
+    assert queue_total(queue) == 0  # and deleted
+
+
+def test_existing_queue_without_dlq_gets_one_and_a_warning(
+    aws_env, caplog: pytest.LogCaptureFixture
+) -> None:
+    with mock_aws():
+        client = make_client(endpoint_url="")
+        client.create_queue(QueueName="made-elsewhere")
+        queue = OrderQueue(client, "made-elsewhere")
+        queue.ensure()
+        assert queue.depth().dlq_visible == 0  # the DLQ now exists
+        assert "has no redrive policy" in caplog.text
+        attributes = client.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["All"])
+        assert "RedrivePolicy" not in attributes["Attributes"]  # used as it is

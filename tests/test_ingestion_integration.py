@@ -103,7 +103,9 @@ def test_database_failure_deletes_nothing_and_retries(make_queue, store: Aggrega
     def database_down(_records):
         raise OperationalError("database is down")
 
-    failing = Consumer(queue, store, wait_time=1, record_rejections=database_down)
+    failing = Consumer(
+        queue, store, wait_time=1, visibility_timeout=1, record_rejections=database_down
+    )
     with pytest.raises(OperationalError):
         failing.process_batch()
     assert queue_total(queue) == 2  # nothing deleted
@@ -151,12 +153,12 @@ def test_kill_9_mid_run_then_restart_matches_the_oracle(
     feeder = Feeder(queue, [m.body for m in messages])
     feeder.start()
     log = tmp_path / "consumer.log"
-    first = start_consumer(child_env(), log, "--threads", "2")
+    first = start_consumer(child_env(), log, "--threads", "2", "--visibility-timeout", "2")
     assert wait_until(lambda: store.global_stats().total_orders >= 500, 120), log.read_text()
     first.send_signal(signal.SIGKILL)
     first.wait(10)
 
-    second = start_consumer(child_env(), log, "--threads", "2")
+    second = start_consumer(child_env(), log, "--threads", "2", "--visibility-timeout", "2")
     feeder.join(240)
     assert feeder.error is None and feeder.sent == len(messages)
     assert wait_until(lambda: queue_total(queue) == 0, 120), log.read_text()
@@ -172,7 +174,10 @@ def test_two_consumer_processes_count_exactly(make_queue, store, child_env, tmp_
     messages = generate(800, seed=11, invalid_ratio=0.05, duplicate_ratio=0.05)
     feeder = Feeder(queue, [m.body for m in messages])
     feeder.start()
-    consumers = [start_consumer(child_env(), tmp_path / f"c{i}.log") for i in range(2)]
+    consumers = [
+        start_consumer(child_env(), tmp_path / f"c{i}.log", "--visibility-timeout", "2")
+        for i in range(2)
+    ]
     feeder.join(180)
     assert feeder.error is None
     assert wait_until(lambda: queue_total(queue) == 0, 120)
@@ -195,7 +200,7 @@ def test_redis_outage_deletes_nothing_then_recovers(
     env = child_env(
         REDIS_URL=private_redis.url, REDIS_KEY_PREFIX=key_prefix, REDIS_SOCKET_TIMEOUT="1"
     )
-    consumer = start_consumer(env, log, "--max-backoff", "1")
+    consumer = start_consumer(env, log, "--max-backoff", "1", "--visibility-timeout", "2")
     queue.send_bodies([m.body for m in messages[:100]])
     assert wait_until(lambda: store.global_stats().total_orders >= 50, 60), log.read_text()
 

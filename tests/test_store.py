@@ -8,7 +8,13 @@ from decimal import Decimal
 import pytest
 
 from orders.validation import Item, Order
-from stats.store import AggregateStore, ApplyStatus, StoreUnavailableError, cents_to_decimal
+from stats.store import (
+    AggregateStore,
+    ApplyStatus,
+    StoreCommandError,
+    StoreUnavailableError,
+    cents_to_decimal,
+)
 
 
 def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
@@ -160,3 +166,9 @@ def test_every_applied_batch_is_a_heartbeat(any_store: AggregateStore) -> None:
     assert (
         stats.heartbeat_at == stats.last_batch_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     )
+
+
+def test_a_refused_command_is_a_store_command_error(any_store: AggregateStore) -> None:
+    any_store.client.set(any_store.key("global"), "not a hash")  # WRONGTYPE for HINCRBY
+    with pytest.raises(StoreCommandError):
+        any_store.apply_orders([make_order("O1", "U1", 1)])

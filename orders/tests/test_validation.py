@@ -241,6 +241,9 @@ REJECTED = [
     pytest.param(changed(user_id="U\x00"), {INVALID_FIELD}, id="user-id-nul"),
     pytest.param(changed(user_id="U\n1"), {INVALID_FIELD}, id="user-id-newline"),
     pytest.param(changed(user_id="U\x7f"), {INVALID_FIELD}, id="user-id-del"),
+    # str.strip() would trim these as whitespace; they are control characters.
+    pytest.param(changed(order_id="ORD1\x1f"), {INVALID_FIELD}, id="order-id-trailing-unit-sep"),
+    pytest.param(changed(user_id="\x85U1"), {INVALID_FIELD}, id="user-id-leading-nel"),
     pytest.param(changed(user_id=["U100"]), {INVALID_FIELD}, id="user-id-array"),
     # order_value
     pytest.param(without("order_value"), {MISSING_FIELD}, id="value-missing"),

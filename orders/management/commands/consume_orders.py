@@ -9,7 +9,7 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from orders.consumer import DEPENDENCY_ERRORS, Consumer
 from orders.sqs import OrderQueue
@@ -107,6 +107,8 @@ class Command(BaseCommand):
                 raise SystemExit(1) from exc
             return
         consumer.run(threads=max(1, options["threads"]))
+        if consumer.failure is not None:
+            raise CommandError(f"consumer stopped on an error: {consumer.failure}")
         logger.info("consumer stopped")
 
     def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
