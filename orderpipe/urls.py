@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from orders.dashboard import dashboard
 
@@ -29,6 +30,8 @@ handler500 = json_server_error
 urlpatterns = [
     path("admin/dashboard/", dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),
+    # APPEND_SLASH is off (the API's paths have none), so the admin's bare path redirects here.
+    path("admin", RedirectView.as_view(url="/admin/", permanent=True)),
     # Log in / out links of the browsable API (used when STATS_API_AUTH=session).
     path("api-auth/", include("rest_framework.urls")),
     path("", include("stats.api.urls")),

@@ -125,3 +125,25 @@ def test_503_is_logged_at_error_by_the_request_log(
     assert [(r.levelno, r.getMessage().split()[:3]) for r in records] == [
         (logging.ERROR, ["GET", "/stats/global", "503"])
     ]
+
+
+@pytest.mark.django_db
+def test_token_auth_with_the_database_down_is_a_503_not_a_500(
+    fake_store, api: APIClient, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.STATS_API_AUTH = "token"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr("rest_framework.authtoken.models.Token.objects.select_related", refuse)
+
+    response = api.get("/stats/global", HTTP_AUTHORIZATION="Token abc123")
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+
+
+def test_bare_admin_path_redirects_to_the_admin(api: APIClient) -> None:
+    response = api.get("/admin")
+    assert (response.status_code, response["Location"]) == (301, "/admin/")
