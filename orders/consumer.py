@@ -25,7 +25,7 @@ from django.db import Error as DjangoDatabaseError
 from django.db import close_old_connections, connection
 
 from orders.models import RejectedOrder, RejectionRecord
-from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
+from orders.sqs import SQS_BATCH_LIMIT, OrderQueue, dating_attributes
 from orders.validation import Order, Rejection, conflict_rejection, validate_message
 from stats.store import AggregateStore, ApplyStatus, StoreCommandError, StoreUnavailableError
 
@@ -335,7 +335,7 @@ class Consumer:
         rejected: list[tuple[dict[str, Any], Rejection]] = []
         for message in messages:
             outcome = validate_message(
-                message.get("Body", ""), message.get("Attributes", {}), received_at=received_at
+                message.get("Body", ""), dating_attributes(message), received_at=received_at
             )
             if isinstance(outcome, Order):
                 orders.append((message, outcome))

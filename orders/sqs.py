@@ -45,6 +45,20 @@ def make_client(endpoint_url: str | None = None, region: str | None = None) -> A
     return boto3.client("sqs", **kwargs)
 
 
+# Message attribute that carries a message's first SentTimestamp through a redrive, so an
+# order without order_timestamp keeps the day it was first sent.
+ORIGINAL_SENT_TIMESTAMP = "orderpipe.SentTimestamp"
+
+
+def dating_attributes(message: dict[str, Any]) -> dict[str, str]:
+    """The system attributes of a received message, ``SentTimestamp`` being the first send's."""
+    attributes = dict(message.get("Attributes", {}))
+    original = message.get("MessageAttributes", {}).get(ORIGINAL_SENT_TIMESTAMP, {})
+    if original.get("StringValue"):
+        attributes["SentTimestamp"] = original["StringValue"]
+    return attributes
+
+
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
     visible: int
@@ -255,8 +269,13 @@ class OrderQueue:
         entries = []
         for i, message in enumerate(messages):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
-            if message.get("MessageAttributes"):
-                entry["MessageAttributes"] = message["MessageAttributes"]
+            attributes = dict(message.get("MessageAttributes") or {})
+            sent = message.get("Attributes", {}).get("SentTimestamp")
+            if sent and ORIGINAL_SENT_TIMESTAMP not in attributes:
+                # Re-sending gives a new SentTimestamp; keep the first one (see dating_attributes).
+                attributes[ORIGINAL_SENT_TIMESTAMP] = {"DataType": "Number", "StringValue": sent}
+            if attributes:
+                entry["MessageAttributes"] = attributes
             entries.append(entry)
         response = self.client.send_message_batch(QueueUrl=url, Entries=entries)
         for failure in response.get("Failed", []):

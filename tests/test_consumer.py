@@ -182,3 +182,35 @@ def test_existing_queue_without_dlq_gets_one_and_a_warning(
         assert "has no redrive policy" in caplog.text
         attributes = client.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["All"])
         assert "RedrivePolicy" not in attributes["Attributes"]  # used as it is
+
+
+def test_redriven_order_keeps_the_day_it_was_first_sent(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    from datetime import date
+
+    body = order_body("UNDATED", price="3.00").replace(
+        '"order_timestamp": "2025-08-09T10:15:00Z", ', ""
+    )
+    first_sent = "1735732800000"  # 2025-01-01T12:00:00Z
+    queue.client.send_message(
+        QueueUrl=queue.url,
+        MessageBody=body,
+        MessageAttributes={
+            "orderpipe.SentTimestamp": {"DataType": "Number", "StringValue": first_sent}
+        },
+    )
+    Consumer(queue, fake_store, wait_time=0).process_batch()
+
+    [day] = fake_store.by_date(date(2025, 1, 1), date(2025, 1, 1))
+    assert (day.total_orders, day.total_revenue_cents) == (1, 300)
+
+
+def test_resending_a_received_message_carries_its_first_sent_timestamp(queue: OrderQueue) -> None:
+    queue.send_bodies(["x"])
+    [received] = queue.receive(wait_time=0)
+    queue.send_messages_to(queue.url, [received])
+    queue.delete([received["ReceiptHandle"]])
+    [again] = queue.receive(wait_time=0)
+    carried = again["MessageAttributes"]["orderpipe.SentTimestamp"]["StringValue"]
+    assert carried == received["Attributes"]["SentTimestamp"]
