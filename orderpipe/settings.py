@@ -179,7 +179,15 @@ SPECTACULAR_SETTINGS = {
 # --- Security (python manage.py check --deploy is clean when DEBUG is off) -----------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Trust X-Forwarded-Proto only behind a proxy that sets it (and drops a client's own);
+# otherwise any client could claim HTTPS.
+USE_X_FORWARDED_PROTO = env.bool("USE_X_FORWARDED_PROTO", False)
+if USE_X_FORWARDED_PROTO:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Proxies in front of the app: the throttle identifies a client by the X-Forwarded-For entry
+# this many hops back; 0 means the socket's address (a client cannot forge it).
+NUM_PROXIES = env.int("NUM_PROXIES", 0, min_value=0, max_value=10)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, min_value=0)

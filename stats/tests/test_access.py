@@ -114,3 +114,15 @@ def test_throttling_limits_requests_per_client_but_not_health(
     assert throttled.json()["detail"].startswith("Request was throttled.")
     assert int(throttled["Retry-After"]) > 0
     assert {api.get("/health").status_code for _ in range(5)} == {200}
+
+
+def test_a_forged_forwarded_for_does_not_escape_the_throttle(
+    fake_store: AggregateStore, api: APIClient, settings
+) -> None:
+    settings.STATS_THROTTLE_RATE = "2/minute"  # NUM_PROXIES is 0: the socket address counts
+
+    statuses = [
+        api.get("/stats/global", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code for i in range(4)
+    ]
+
+    assert statuses == [200, 200, 429, 429]
