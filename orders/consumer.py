@@ -9,8 +9,11 @@ with capped exponential backoff, and resumes by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue as stdlib_queue
+import socket
 import threading
 import time
 from collections import Counter
@@ -264,6 +267,9 @@ class Consumer:
         self.deleter: Deleter | None = None  # run() deletes in the background
         self._keeper = _VisibilityKeeper(queue, visibility_timeout)
         self.failure: BaseException | None = None  # set when the consumer stopped on an error
+        # Each consumer process reports its own heartbeat, so one dead consumer among several
+        # shows up in pipeline_status.
+        self.store.consumer_id = self.store.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
 
     # --- one unit of work ------------------------------------------------------------------
     def _claim(self) -> int:
@@ -515,6 +521,8 @@ class Consumer:
         finally:
             self.deleter.close()
             self.deleter = None
+            with contextlib.suppress(*DEPENDENCY_ERRORS):
+                self.store.forget_consumer()
         self._log_throughput(max(self.clock() - last_time, 1e-9), last)
 
     @property

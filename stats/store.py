@@ -12,6 +12,7 @@ key                             type    content
 ``<p>:rank:orders``             zset    user_id scored by -order count
 ``<p>:days``                    hash    ``YYYY-MM-DD:orders``, ``YYYY-MM-DD:revenue`` (cents)
 ``<p>:seen:<order_id>``         string  payload fingerprint; expires after ORDER_DEDUP_TTL
+``<p>:consumers``               hash    consumer id (host:pid) -> last sign of life (ms)
 ``<p>:ingest``                  hash    received, applied, duplicates, rejected,
                                         ``rejected:<code>``, last_batch_ms, heartbeat_ms
 ==============================  ======  ==============================================
@@ -173,6 +174,8 @@ class AggregateStore:
         self.prefix = prefix
         self.dedup_ttl = dedup_ttl
         self.clock = clock
+        # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].
+        self.consumer_id = ""
         # redis-py's Script runs EVALSHA and reloads the script after a Redis restart.
         self._apply = client.register_script(APPLY_SCRIPT)
 
@@ -198,6 +201,7 @@ class AggregateStore:
             self.dedup_ttl,
             self._now_ms(),
             len(orders) if received is None else received,
+            self.consumer_id,
         ]
         for order in orders:
             args += [
@@ -219,6 +223,7 @@ class AggregateStore:
             pipe.hincrby(self.key("ingest"), "received", received)
             now = self._now_ms()
             pipe.hset(self.key("ingest"), mapping={"last_batch_ms": now, "heartbeat_ms": now})
+            self._beat(pipe, now)
             pipe.execute()
 
     @_unavailable_on_redis_error
@@ -240,7 +245,30 @@ class AggregateStore:
     @_unavailable_on_redis_error
     def heartbeat(self) -> None:
         """A sign of life from an idle consumer (every batch stamps it as well)."""
-        self.client.hset(self.key("ingest"), "heartbeat_ms", self._now_ms())
+        now = self._now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.key("ingest"), "heartbeat_ms", now)
+        self._beat(pipe, now)
+        pipe.execute()
+
+    def _beat(self, pipe: Any, now: int) -> None:
+        if self.consumer_id:
+            pipe.hset(self.key("consumers"), self.consumer_id, now)
+
+    @_unavailable_on_redis_error
+    def forget_consumer(self) -> None:
+        """A consumer that stops cleanly leaves the list; a crashed one stays, and goes stale."""
+        if self.consumer_id:
+            self.client.hdel(self.key("consumers"), self.consumer_id)
+
+    @_unavailable_on_redis_error
+    def consumers(self) -> dict[str, datetime]:
+        """Every consumer's last sign of life, oldest first."""
+        beats = {
+            name.decode(): _ms_to_datetime(value)
+            for name, value in self.client.hgetall(self.key("consumers")).items()
+        }
+        return dict(sorted(beats.items(), key=lambda item: item[1]))
 
     # --- reads (each one round trip) -------------------------------------------------------
     @_unavailable_on_redis_error

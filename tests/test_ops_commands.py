@@ -168,6 +168,27 @@ def test_stale_heartbeat_exits_non_zero_and_says_so(
     assert "PROBLEMS:" in out
 
 
+def test_a_dead_consumer_among_live_ones_is_listed_stale(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    dead = AggregateStore(
+        fake_store.client, prefix=fake_store.prefix, clock=lambda: time.time() - 600
+    )
+    dead.consumer_id = "host-a:111"
+    dead.heartbeat()  # killed ten minutes ago: never said goodbye
+    alive = AggregateStore(fake_store.client, prefix=fake_store.prefix)
+    alive.consumer_id = "host-b:222"
+    alive.heartbeat()
+
+    out, _ = run("pipeline_status", "--stale-after", "300")  # one consumer is alive: exit 0
+    doc = json.loads(run("pipeline_status", "--json", "--stale-after", "300")[0])
+
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if "host-" in line}
+    assert rows == {"host-a:111": "STALE", "host-b:222": "ok"}
+    processes = {p["id"]: p["stale"] for p in doc["consumer"]["processes"]}
+    assert processes == {"host-a:111": True, "host-b:222": False}
+
+
 def test_no_consumer_ever_is_stale(queue: OrderQueue, fake_store: AggregateStore) -> None:
     out, error = run_failing("pipeline_status", "--json")
 

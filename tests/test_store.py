@@ -172,3 +172,17 @@ def test_a_refused_command_is_a_store_command_error(any_store: AggregateStore) -
     any_store.client.set(any_store.key("global"), "not a hash")  # WRONGTYPE for HINCRBY
     with pytest.raises(StoreCommandError):
         any_store.apply_orders([make_order("O1", "U1", 1)])
+
+
+def test_each_consumer_stamps_its_own_heartbeat_and_leaves_cleanly(
+    any_store: AggregateStore,
+) -> None:
+    any_store.consumer_id = "host:1"
+    any_store.apply_orders([make_order("O1", "U1", 1)])
+    other = AggregateStore(any_store.client, prefix=any_store.prefix)
+    other.consumer_id = "host:2"
+    other.heartbeat()
+    assert set(any_store.consumers()) == {"host:1", "host:2"}
+
+    any_store.forget_consumer()
+    assert set(any_store.consumers()) == {"host:2"}

@@ -2,6 +2,7 @@
 --
 -- ARGV[1] key prefix        ARGV[2] idempotency TTL in seconds (0 = keep forever)
 -- ARGV[3] now, epoch ms     ARGV[4] messages received in this batch (ingestion counter)
+-- ARGV[5] consumer id (host:pid; empty = none), whose heartbeat this batch also is
 -- then 6 values per order:  order_id, user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint
 --
 -- Returns one status per order: 1 applied, 0 duplicate (same fingerprint already applied),
@@ -19,7 +20,7 @@ local ingest = prefix .. ':ingest'
 
 local statuses = {}
 local applied, duplicates, conflicts = 0, 0, 0
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local order_id, user_id, cents = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local occurred, day, fingerprint = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local mark = prefix .. ':seen:' .. order_id
@@ -66,4 +67,5 @@ redis.call('HINCRBY', ingest, 'applied', applied)
 redis.call('HINCRBY', ingest, 'duplicates', duplicates)
 -- A batch is also a sign of life: a busy consumer never has an empty receive to beat on.
 redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', prefix .. ':consumers', ARGV[5], ARGV[3]) end
 return statuses

@@ -27,6 +27,10 @@ from stats.store import StoreUnavailableError, cents_to_decimal, get_store
 logger = logging.getLogger(__name__)
 
 
+# Consumers whose last sign of life is older than this are no longer listed.
+RECENT_CONSUMER = 3600.0
+
+
 @dataclass
 class PipelineStatus:
     """Everything the command reports; a section is None when its dependency failed."""
@@ -84,6 +88,7 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
         store = get_store()
         status.redis_latency_ms = round(store.ping(), 2)
         totals, ingestion = store.overview()
+        beats = store.consumers()
     except StoreUnavailableError as exc:
         status.problems.append(f"Redis unreachable: {exc}")
     else:
@@ -111,6 +116,13 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
             "last_batch_age_s": _age(ingestion.last_batch_at, now),
             "lag_s": lag,
             "stale": stale,
+            # Each consumer process seen in the last hour (a crashed one stays listed, stale;
+            # one that stopped cleanly removed itself).
+            "processes": [
+                {"id": name, "last_seen": _iso(at), "age_s": age, "stale": age > stale_after}
+                for name, at in beats.items()
+                if (age := _age(at, now)) is not None and age <= RECENT_CONSUMER
+            ],
         }
         if last_seen is None:
             status.problems.append("consumer heartbeat stale: no consumer has ever reported")
@@ -199,6 +211,9 @@ def render_table(status: PipelineStatus) -> str:
             f"  {'lag':<22}{_duration(c['lag_s']):>14}  "
             f"{verdict} (stale after {status.stale_after:g}s)",
         ]
+        for process in c["processes"]:
+            state = "STALE" if process["stale"] else "ok"
+            lines.append(f"  {process['id']:<22}{_ago(process['age_s']):>14}  {state}")
     lines.append("")
 
     lines.append(
