@@ -1,4 +1,4 @@
-"""Helpers for ingestion tests: order bodies, consumer subprocesses, waiting, the oracle check."""
+"""Test helpers: orders and order bodies, consumer subprocesses, waiting, the oracle check."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from orders.sqs import OrderQueue
-from stats.store import AggregateStore
+from orders.validation import Item, Order
+from stats.store import AggregateStore, cents_to_decimal
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
+    """A validated order of one item, for writing through the store directly."""
+    when = when or datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
+    return Order(order_id, user_id, cents, (Item("P001", 1, cents_to_decimal(cents)),), when, when)
 
 
 def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantity: int = 1,

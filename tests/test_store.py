@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from orders.validation import Item, Order
 from stats.store import (
     AggregateStore,
     ApplyStatus,
@@ -15,12 +14,7 @@ from stats.store import (
     StoreUnavailableError,
     cents_to_decimal,
 )
-
-
-def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
-    when = when or datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
-    price = cents_to_decimal(cents)
-    return Order(order_id, user_id, cents, (Item("P001", 1, price),), when, when)
+from tests.ingestion_helpers import make_order
 
 
 @pytest.fixture(params=["real", "fake"])

@@ -9,7 +9,7 @@ import redis
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore
-from stats.tests.conftest import make_order
+from tests.ingestion_helpers import make_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore
-from stats.tests.conftest import make_order
+from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from orderpipe.wsgi import application
 from stats.store import AggregateStore
-from stats.tests.conftest import make_order
+from tests.ingestion_helpers import make_order
 
 schema = schemathesis.openapi.from_wsgi("/api/schema", application)
 
