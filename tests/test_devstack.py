@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orderpipe import devstack
+from orderpipe import devservers, devstack
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -61,7 +61,7 @@ def cmdline(pid: int) -> str:
 
 
 def free_port() -> int:
-    return devstack.any_free_port()
+    return devservers.free_port()
 
 
 def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
@@ -197,7 +197,7 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, {pid: cmdline(pid) for pid in leftovers}
     for port in (web_port, redis_port, sqs_port):
-        assert not devstack.port_answers(port), f"port {port} still answers"
+        assert not devservers.port_is_open(port), f"port {port} still answers"
     assert "devstack: stopped" in reader.text
     assert "SIGKILL" not in reader.text, "a process had to be killed: " + reader.text
 
