@@ -170,22 +170,10 @@ class OrderQueue:
 
     def delete(self, receipt_handles: Sequence[str]) -> int:
         """Delete in batches of 10; returns how many deletions SQS reported as failed."""
-        failed = 0
-        for chunk in _chunks(list(receipt_handles)):
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
-            response = self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
-            for failure in response.get("Failed", []):
-                failed += 1
-                logger.warning("delete failed: %s", failure)
-        return failed
+        return self.delete_from(self.url, receipt_handles)
 
     def extend_visibility(self, receipt_handles: Sequence[str], timeout: int) -> None:
-        for chunk in _chunks(list(receipt_handles)):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
-                for i, h in enumerate(chunk)
-            ]
-            self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+        self.change_visibility_in(self.url, receipt_handles, timeout)
 
     def send_bodies(self, bodies: Sequence[str]) -> int:
         """SendMessageBatch in tens, resending entries SQS reports as failed; returns count sent."""
