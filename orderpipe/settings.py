@@ -82,6 +82,8 @@ TEMPLATES = [
 # --- Database: SQLite file by default, PostgreSQL through DATABASE_URL -----------------------
 DATABASES = {"default": env.db("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60, min_value=0))
+# A reused connection the server has dropped (idle timeout, restart) is replaced, not failed on.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

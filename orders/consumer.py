@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,6 +127,8 @@ class _VisibilityKeeper:
                     logger.info("batch still in progress; extended visibility of %d", len(handles))
                 except DEPENDENCY_ERRORS as exc:
                     logger.warning("could not extend visibility: %s", exc)
+                except Exception:  # keep the thread alive for the other batches
+                    logger.exception("could not extend visibility")
 
 
 @dataclass
@@ -183,6 +185,9 @@ class Deleter:
             except DEPENDENCY_ERRORS as exc:
                 failed = len(handles)
                 logger.warning("delete failed (%s)", exc)
+            except Exception:  # a dead deleter would block submit() and close() for ever
+                failed = len(handles)
+                logger.exception("delete failed unexpectedly")
             if failed:
                 logger.warning("%d deletions failed; SQS will redeliver (harmless)", failed)
 
@@ -191,28 +196,50 @@ class Deleter:
         self._thread.join(timeout)
 
 
-class Outages:
-    """Remembers which dependency is down so each outage is logged once, not per message."""
+@dataclass
+class _Outage:
+    since: float
+    delay: float
 
-    def __init__(self) -> None:
-        self._down: dict[str, float] = {}
+
+class Outages:
+    """Which dependencies are down: one ERROR when an outage starts, one INFO when it ends,
+    and a backoff that keeps growing in between.
+
+    A dependency that answers a probe has not necessarily recovered: Redis can answer while
+    refusing writes (a replica during a failover), a database can accept connections and
+    refuse INSERTs. So only real work that used it ends an outage; until then each failure,
+    of a probe or of a batch, doubles the wait (capped) and logs nothing new.
+    """
+
+    def __init__(self, first_delay: float = 0.5, max_delay: float = 30.0) -> None:
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self._down: dict[str, _Outage] = {}
         self._lock = threading.Lock()
 
-    def failed(self, name: str, exc: BaseException, now: float) -> None:
+    def failed(self, name: str, exc: BaseException, now: float) -> float:
+        """Note a failure of ``name``; returns how long to wait before trying it again."""
         with self._lock:
-            if name in self._down:
-                return
-            self._down[name] = now
+            outage = self._down.get(name)
+            if outage is not None:
+                outage.delay = min(outage.delay * 2, self.max_delay)
+                return outage.delay
+            outage = self._down[name] = _Outage(now, min(self.first_delay, self.max_delay))
         logger.error(
             "%s unavailable (%s); nothing of the batch in hand is deleted, backing off",
             name,
             exc,
         )
+        return outage.delay
 
-    def recovered(self, name: str, now: float) -> None:
+    def recovered(self, names: Iterable[str], now: float) -> None:
+        """Work that used ``names`` has just succeeded: their outages, if any, are over."""
+        if not self._down:  # the usual case, checked without the lock
+            return
         with self._lock:
-            since = self._down.pop(name, None)
-        if since is not None:
+            ended = [(name, self._down.pop(name).since) for name in names if name in self._down]
+        for name, since in ended:
             logger.info("%s is back after %.1fs; resuming", name, now - since)
 
 
@@ -253,16 +280,17 @@ class Consumer:
         self.visibility_timeout = visibility_timeout
         self.max_messages = max_messages
         self.until_empty = until_empty
-        self.max_backoff = max_backoff
         self.log_interval = log_interval
         self.record_rejections = record_rejections or RejectedOrder.objects.record_many
         self.stop = threading.Event()
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.tally = Tally()
-        self.outages = Outages()
+        self.outages = Outages(max_delay=max_backoff)
         self._budget_lock = threading.Lock()
-        self._claimed = 0
+        self._budget = threading.Condition(self._budget_lock)
+        self._claimed = 0  # messages received or asked for by receives under way
+        self._claims_open = 0  # receives under way that hold part of the budget
         self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
         self._keeper = _VisibilityKeeper(queue, visibility_timeout)
@@ -273,18 +301,32 @@ class Consumer:
 
     # --- one unit of work ------------------------------------------------------------------
     def _claim(self) -> int:
-        """How many messages this receive may take, honouring --max-messages across threads."""
-        with self._budget_lock:
+        """How many messages this receive may take, honouring --max-messages across threads.
+
+        0 means the budget is spent for good. While receives under way hold the rest of it,
+        wait: a receive often gets fewer messages than it asked for and hands the rest back.
+        """
+        with self._budget:
             if self.max_messages is None:
                 return self.batch_size
-            allowed = min(self.batch_size, self.max_messages - self._claimed)
-            self._claimed += max(allowed, 0)
-            return max(allowed, 0)
+            while True:
+                allowed = min(self.batch_size, self.max_messages - self._claimed)
+                if allowed > 0:
+                    self._claimed += allowed
+                    self._claims_open += 1
+                    return allowed
+                if self._claims_open == 0 or self.stop.is_set():
+                    return 0
+                self._budget.wait(0.5)
 
-    def _unclaim(self, count: int) -> None:
-        if self.max_messages is not None and count:
-            with self._budget_lock:
-                self._claimed -= count
+    def _settle(self, claimed: int, received: int) -> None:
+        """A receive that claimed ``claimed`` messages got ``received``: hand back the rest."""
+        if self.max_messages is None:
+            return
+        with self._budget:
+            self._claimed -= claimed - received
+            self._claims_open -= 1
+            self._budget.notify_all()
 
     def receive_batch(self) -> list[dict[str, Any]]:
         """One ReceiveMessage within the --max-messages budget; beats the heartbeat when idle."""
@@ -299,12 +341,14 @@ class Consumer:
                 visibility_timeout=self.visibility_timeout,
             )
         except BaseException:
-            self._unclaim(wanted)
+            self._settle(wanted, 0)
             raise
-        self._unclaim(wanted - len(messages))
+        self._settle(wanted, len(messages))
         if not messages:
-            self.store.heartbeat()
+            self.store.heartbeat()  # a write: Redis is not merely answering, it accepts work
+            self.outages.recovered(("SQS", "Redis"), self.clock())
             return messages
+        self.outages.recovered(("SQS",), self.clock())
         # In hand from this moment (also while it waits behind the batch being handled):
         # its visibility is kept and a graceful stop waits for it.
         with self._budget_lock:
@@ -319,6 +363,9 @@ class Consumer:
             result = self._handle(messages)
         finally:
             self._let_go(messages)
+        # Every batch reaches Redis; one with a rejection reached the database too.
+        used = ("Redis", "database") if result.rejected else ("Redis",)
+        self.outages.recovered(used, self.clock())
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
         return result
 
@@ -362,6 +409,11 @@ class Consumer:
             self.store.record_received(len(messages))
 
         if rejected:
+            # Long-lived threads see no request cycle: drop a connection that is past
+            # CONN_MAX_AGE or fails its health check instead of failing the batch on it
+            # (never inside a caller's transaction, which closing would break).
+            if not connection.in_atomic_block:
+                close_old_connections()
             records = [
                 RejectionRecord(
                     message_id=message["MessageId"],
@@ -385,34 +437,41 @@ class Consumer:
         if self.deleter is not None:
             # Committed: deleting can overlap the next batch (run() drains it before exit).
             self.deleter.submit(handles)
-        elif failed := self.queue.delete(handles):
+        else:
             # Committed already: a redelivery is a duplicate the marks absorb.
-            logger.warning(
-                "%d of %d deletions failed; SQS will redeliver them", failed, len(messages)
-            )
+            try:
+                failed = self.queue.delete(handles)
+            except DEPENDENCY_ERRORS as exc:
+                failed = len(handles)
+                logger.warning("delete failed after the commit (%s)", exc)
+            if failed:
+                logger.warning(
+                    "%d of %d deletions failed; SQS will redeliver them (harmless)",
+                    failed,
+                    len(messages),
+                )
         return BatchResult(len(messages), applied, duplicates, len(rejected))
 
     # --- the loop --------------------------------------------------------------------------
     def _wait_for_dependencies(self, failure: BaseException) -> None:
-        """Back off (capped exponential) until the failed dependency answers again."""
+        """Back off until the failed dependency answers a probe, then let real work try again
+        (the outage ends when that work succeeds; see ``Outages``)."""
         name = _dependency_name(failure)
-        self.outages.failed(name, failure, self.clock())
-        delay = 0.5
+        delay = self.outages.failed(name, failure, self.clock())
         while not self.stop.is_set():
             self.stop.wait(delay)
             if self.stop.is_set():
                 return
             try:
                 self._probe(name)
-            except DEPENDENCY_ERRORS:
-                delay = min(delay * 2, self.max_backoff)
+            except DEPENDENCY_ERRORS as exc:
+                delay = self.outages.failed(name, exc, self.clock())
                 continue
-            self.outages.recovered(name, self.clock())
             return
 
     def _probe(self, name: str) -> None:
         if name == "Redis":
-            self.store.ping()
+            self.store.heartbeat()  # a write: a read-only replica answers PING
         elif name == "database":
             close_old_connections()
             connection.ensure_connection()

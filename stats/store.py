@@ -66,7 +66,16 @@ _TRANSIENT = (
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,  # a failover in progress
     redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,  # a replica that lost its master
 )
+# Refusals Redis lifts by itself that redis-py raises as plain ResponseErrors, recognised by
+# their error code: BUSY (another client's script is running long), MISCONF (writes refused
+# until a failed background save succeeds).
+_TRANSIENT_CODES = ("BUSY ", "MISCONF ")
+
+
+def _is_transient(exc: redis.RedisError) -> bool:
+    return isinstance(exc, _TRANSIENT) or str(exc).startswith(_TRANSIENT_CODES)
 
 
 def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
@@ -74,10 +83,9 @@ def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except _TRANSIENT as exc:
-            raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from exc
         except redis.RedisError as exc:
-            raise StoreCommandError(f"{type(exc).__name__}: {exc}") from exc
+            kind = StoreUnavailableError if _is_transient(exc) else StoreCommandError
+            raise kind(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection, connections
 from moto import mock_aws
 
-from orders.consumer import Consumer
+from orders.consumer import Consumer, Deleter
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore, StoreCommandError, StoreUnavailableError
@@ -98,26 +101,120 @@ def test_slow_batch_extends_visibility(queue: OrderQueue, fake_store: AggregateS
     assert consumer.process_batch().applied == 1
 
 
-def test_outage_is_logged_once_and_recovery_is_logged(
+def test_outage_ends_only_when_a_batch_commits_and_its_backoff_keeps_growing(
     queue: OrderQueue, fake_store: AggregateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    consumer = Consumer(queue, fake_store, wait_time=0, max_backoff=0.01)
-    consumer.stop.wait = lambda _delay: False  # type: ignore[method-assign] - no real sleeping
-    probes = iter([StoreUnavailableError("down"), StoreUnavailableError("down"), None])
+    """Redis answers every probe but refuses three batches (a read-only replica): one ERROR,
+    waits that keep doubling, and "back" only once a batch has committed."""
+    queue.send_bodies([order_body("A")])
+    # Visibility 0: the refused message is at once there to be received again.
+    consumer = Consumer(queue, fake_store, wait_time=0, visibility_timeout=0, max_backoff=30)
+    waits: list[float] = []
+    consumer.stop.wait = lambda delay: waits.append(delay) or False  # type: ignore[method-assign]
+    real_apply = fake_store.apply_orders
+    refusals = iter([StoreUnavailableError("ReadOnlyError: READONLY")] * 3)
 
-    def ping():
-        outcome = next(probes)
-        if outcome:
-            raise outcome
-        return 0.1
+    def read_only_for_a_while(orders, received=None):
+        if (refusal := next(refusals, None)) is not None:
+            raise refusal
+        return real_apply(orders, received)
 
-    fake_store.ping = ping  # type: ignore[method-assign]
+    fake_store.apply_orders = read_only_for_a_while  # type: ignore[method-assign]
+    results = []
     with caplog.at_level(logging.INFO, logger="orders.consumer"):
-        consumer._wait_for_dependencies(StoreUnavailableError("ConnectionError"))
-        consumer.outages.failed("Redis", StoreUnavailableError("again"), 0)
+        for _attempt in range(4):
+            try:
+                results.append(consumer.process_batch())
+            except StoreUnavailableError as exc:
+                consumer._wait_for_dependencies(exc)
+        next_outage = consumer.outages.failed("Redis", StoreUnavailableError("again"), 0)
+
+    assert [r.applied for r in results] == [1]
+    assert waits == [0.5, 1.0, 2.0]  # not 0.5 each time: the probes passed, the work did not
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2  # one per outage, not one per probe
-    assert any("Redis is back" in r.getMessage() for r in caplog.records)
+    assert len(errors) == 2  # one per outage: the three refusals, then the next outage
+    assert sum("Redis is back" in r.getMessage() for r in caplog.records) == 1
+    assert next_outage == 0.5  # a new outage backs off from the start
+
+
+def test_max_messages_is_exact_with_several_pollers_when_receives_come_back_short(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    queue.send_bodies([order_body(f"O{i}") for i in range(60)])
+    real_receive = queue.receive
+
+    def short(max_messages: int = 10, **kwargs):  # SQS often returns fewer than asked for
+        return real_receive(max_messages=min(max_messages, 3), **kwargs)
+
+    queue.receive = short  # type: ignore[method-assign]
+    consumer = Consumer(queue, fake_store, wait_time=0, max_messages=40)
+    consumer.run(threads=4)
+    assert fake_store.global_stats().total_orders == 40
+
+
+def test_first_signal_after_the_consumer_stopped_itself_is_still_graceful(
+    queue: OrderQueue, fake_store: AggregateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orders.management.commands.consume_orders import Command
+
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    consumer = Consumer(queue, fake_store, wait_time=0)
+    try:
+        Command._install_signal_handlers(consumer)
+        consumer.stop.set()  # --until-empty or --max-messages reached: finishing the last batch
+        on_signal = signal.getsignal(signal.SIGTERM)
+        on_signal(signal.SIGTERM, None)
+        assert exits == []  # a first signal only asks for a graceful stop
+        on_signal(signal.SIGTERM, None)
+        assert exits == [1]  # the second one exits at once
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_deleter_survives_an_unexpected_error(
+    queue: OrderQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[list[str]] = []
+
+    def flaky(handles: list[str]) -> int:
+        calls.append(handles)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return 0
+
+    queue.delete = flaky  # type: ignore[method-assign]
+    deleter = Deleter(queue)
+    deleter.submit(["h1"])
+    deleter.submit(["h2"])
+    deleter.close(timeout=5)
+    assert calls == [["h1"], ["h2"]]  # the thread lived on (a dead one would block close)
+    assert "delete failed unexpectedly" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_connection_the_server_dropped_is_replaced(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a database server that can drop a connection")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:  # as an idle timeout or a server restart would
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+    queue.send_bodies(["not json"])
+
+    result = Consumer(queue, fake_store, wait_time=0).process_batch()
+
+    assert result.rejected == 1
+    assert RejectedOrder.objects.count() == 1
 
 
 def test_redis_command_error_stops_the_consumer_instead_of_cycling(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+import redis
+from redis._parsers.base import BaseParser
 
 from stats.store import (
     AggregateStore,
@@ -166,6 +171,70 @@ def test_a_refused_command_is_a_store_command_error(any_store: AggregateStore) -
     any_store.client.set(any_store.key("global"), "not a hash")  # WRONGTYPE for HINCRBY
     with pytest.raises(StoreCommandError):
         any_store.apply_orders([make_order("O1", "U1", 1)])
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        "READONLY You can't write against a read only replica.",
+        "LOADING Redis is loading the dataset in memory",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+    ],
+)
+def test_refusals_redis_lifts_by_itself_are_outages_not_command_errors(
+    fake_store: AggregateStore, reply: str
+) -> None:
+    error = BaseParser.parse_error(reply)  # the exception redis-py raises for this reply
+
+    def refuse(**_kwargs):
+        raise error
+
+    fake_store._apply = refuse  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailableError) as caught:
+        fake_store.apply_orders([make_order("O1", "U1", 1)])
+    assert not isinstance(caught.value, StoreCommandError)  # the consumer backs off, not exits
+
+
+def test_a_redis_busy_with_a_long_script_is_an_outage(private_redis) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.config_set("busy-reply-threshold", 50)  # ms before other clients get BUSY
+    blocker = redis.Redis.from_url(private_redis.url)
+    looping = threading.Thread(
+        target=_run_quietly, args=(blocker.eval, "while true do end", 0), daemon=True
+    )
+    looping.start()
+    store = AggregateStore(redis.Redis.from_url(private_redis.url), prefix="busy")
+    try:
+        _wait_until_busy(admin)
+        with pytest.raises(StoreUnavailableError) as caught:
+            store.apply_orders([make_order("O1", "U1", 1)])
+        assert not isinstance(caught.value, StoreCommandError)  # the consumer backs off
+        assert "BUSY" in str(caught.value)
+    finally:
+        _run_quietly(admin.script_kill)
+        looping.join(10)
+    assert store.apply_orders([make_order("O1", "U1", 1)]) == [ApplyStatus.APPLIED]
+
+
+def _run_quietly(call, *args) -> None:
+    with contextlib.suppress(redis.RedisError):
+        call(*args)
+
+
+def _wait_until_busy(client: redis.Redis, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+        except redis.ResponseError as exc:
+            if str(exc).startswith("BUSY"):
+                return
+            raise
+        time.sleep(0.02)
+    raise AssertionError("Redis never answered BUSY")
 
 
 def test_each_consumer_stamps_its_own_heartbeat_and_leaves_cleanly(

@@ -130,8 +130,12 @@ class Command(BaseCommand):
     def _install_signal_handlers(consumer: Consumer) -> None:
         """First SIGINT/SIGTERM: finish the batch in hand and exit 0. Second: exit at once."""
 
+        signals = 0  # not consumer.stop: the consumer also stops itself (budget, empty queue)
+
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            if consumer.stop.is_set():
+            nonlocal signals
+            signals += 1
+            if signals > 1:
                 logger.warning("second %s: exiting now", signal.Signals(signum).name)
                 os._exit(1)
             logger.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
