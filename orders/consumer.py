@@ -16,7 +16,6 @@ import queue as stdlib_queue
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -427,10 +426,11 @@ class Consumer:
                 )
                 for message, rejection in rejected
             ]
-            added = set(self.record_rejections(records))
-            new = [rejection for message, rejection in rejected if message["MessageId"] in added]
+            self.record_rejections(records)  # one row per message id, however often
+            # Counted by message id in Redis, not by "new row": the row may be from an
+            # attempt whose count never reached Redis, or from another consumer's.
             self.store.record_rejections(
-                Counter(code for rejection in new for code in rejection.codes), messages=len(new)
+                {message["MessageId"]: rejection.codes for message, rejection in rejected}
             )
 
         handles = [m["ReceiptHandle"] for m in messages]

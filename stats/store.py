@@ -12,6 +12,7 @@ key                             type    content
 ``<p>:rank:orders``             zset    user_id scored by -order count
 ``<p>:days``                    hash    ``YYYY-MM-DD:orders``, ``YYYY-MM-DD:revenue`` (cents)
 ``<p>:seen:<order_id>``         string  payload fingerprint; expires after ORDER_DEDUP_TTL
+``<p>:rejected:<message_id>``   string  "1": this rejected message is counted; same expiry
 ``<p>:consumers``               hash    consumer id (host:pid) -> last sign of life (ms)
 ``<p>:ingest``                  hash    received, applied, duplicates, rejected,
                                         ``rejected:<code>``, last_batch_ms, heartbeat_ms
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 APPLY_SCRIPT = (Path(__file__).parent / "lua" / "apply_orders.lua").read_text()
+COUNT_REJECTIONS_SCRIPT = (Path(__file__).parent / "lua" / "count_rejections.lua").read_text()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -186,6 +188,7 @@ class AggregateStore:
         self.consumer_id = ""
         # redis-py's Script runs EVALSHA and reloads the script after a Redis restart.
         self._apply = client.register_script(APPLY_SCRIPT)
+        self._count_rejections = client.register_script(COUNT_REJECTIONS_SCRIPT)
 
     # --- keys ------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
@@ -235,20 +238,16 @@ class AggregateStore:
             pipe.execute()
 
     @_unavailable_on_redis_error
-    def record_rejections(self, codes: Mapping[str, int], messages: int | None = None) -> None:
-        """Count newly recorded rejected messages and their reason codes, in one round trip.
-
-        A message can carry several codes, so ``messages`` (default: the sum of the code
-        counts, right when each message has one code) is counted separately.
-        """
-        if not codes:
-            return
-        pipe = self.client.pipeline(transaction=True)
-        ingest = self.key("ingest")
-        pipe.hincrby(ingest, "rejected", sum(codes.values()) if messages is None else messages)
-        for code, count in codes.items():
-            pipe.hincrby(ingest, f"rejected:{code}", count)
-        pipe.execute()
+    def record_rejections(self, rejections: Mapping[str, Sequence[str]]) -> int:
+        """Count rejected messages (SQS message id -> reason codes) and their codes, each
+        message once however often it is handed in; one script call. Returns how many
+        were counted now."""
+        if not rejections:
+            return 0
+        args: list[Any] = [self.prefix, self.dedup_ttl]
+        for message_id, codes in rejections.items():
+            args += [message_id, ",".join(codes)]
+        return int(self._count_rejections(args=args))
 
     @_unavailable_on_redis_error
     def heartbeat(self) -> None:

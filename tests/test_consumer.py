@@ -137,6 +137,31 @@ def test_outage_ends_only_when_a_batch_commits_and_its_backoff_keeps_growing(
     assert next_outage == 0.5  # a new outage backs off from the start
 
 
+def test_reject_stored_before_redis_failed_is_counted_once_on_redelivery(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    queue.send_bodies(["not json"])
+    consumer = Consumer(queue, fake_store, wait_time=0, visibility_timeout=0)
+    real_count = fake_store.record_rejections
+    failures = iter([StoreUnavailableError("ConnectionError: gone")])
+
+    def down_once(rejections):
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return real_count(rejections)
+
+    fake_store.record_rejections = down_once  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailableError):
+        consumer.process_batch()  # the row is committed, the count is not
+    assert RejectedOrder.objects.count() == 1
+
+    assert consumer.process_batch().rejected == 1  # the redelivery (visibility 0)
+    assert RejectedOrder.objects.count() == 1
+    assert fake_store.ingestion().rejected == 1
+    assert fake_store.ingestion().rejected_by_code == {"invalid_json": 1}
+    assert queue_total(queue) == 0
+
+
 def test_max_messages_is_exact_with_several_pollers_when_receives_come_back_short(
     queue: OrderQueue, fake_store: AggregateStore
 ) -> None:

@@ -100,7 +100,7 @@ def busy_pipeline(queue: OrderQueue, fake_store: AggregateStore) -> AggregateSto
     fake_store.apply_orders(
         [valid_order("A", "U1", "10.25"), valid_order("B", "U2", "0.10")], received=4
     )
-    fake_store.record_rejections({"invalid_json": 1, "value_mismatch": 1})
+    fake_store.record_rejections({"m1": ("invalid_json",), "m2": ("value_mismatch",)})
     fake_store.heartbeat()
     queue.send_bodies(["x", "y", "z"])
     send_to_dlq(queue, ["poison"])

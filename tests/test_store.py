@@ -132,10 +132,29 @@ def test_script_is_reloaded_after_redis_loses_it(store: AggregateStore, live_red
 
 
 def test_rejections_are_counted_by_message_and_by_code(any_store: AggregateStore) -> None:
-    any_store.record_rejections({"invalid_json": 2, "value_mismatch": 1, "missing_field": 1}, 3)
+    counted = any_store.record_rejections(
+        {
+            "m1": ("invalid_json",),
+            "m2": ("invalid_json", "missing_field"),
+            "m3": ("value_mismatch",),
+        }
+    )
     stats = any_store.ingestion()
-    assert stats.rejected == 3
+    assert (counted, stats.rejected) == (3, 3)
     assert stats.rejected_by_code == {"invalid_json": 2, "missing_field": 1, "value_mismatch": 1}
+
+
+def test_a_rejected_message_is_counted_once_however_often_it_comes(
+    any_store: AggregateStore,
+) -> None:
+    any_store.record_rejections({"m1": ("invalid_json",)})
+    # Redelivered, or received by two consumers at once: the database keeps one row either
+    # way, and the count must not move either.
+    assert any_store.record_rejections({"m1": ("invalid_json",), "m2": ("missing_field",)}) == 1
+    stats = any_store.ingestion()
+    assert stats.rejected == 2
+    assert stats.rejected_by_code == {"invalid_json": 1, "missing_field": 1}
+    assert 0 < any_store.client.ttl(any_store.key("rejected", "m1")) <= any_store.dedup_ttl
 
 
 def test_unreachable_redis_raises_store_unavailable(private_redis) -> None:

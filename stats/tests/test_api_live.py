@@ -183,7 +183,9 @@ def test_metrics_json_has_totals_and_ingestion_counters(
     filled: AggregateStore, api: APIClient, frozen_now: datetime
 ) -> None:
     filled.record_received(2)
-    filled.record_rejections({"invalid_json": 1, "value_mismatch": 2})
+    filled.record_rejections(
+        {"m1": ("invalid_json",), "m2": ("value_mismatch",), "m3": ("value_mismatch",)}
+    )
     filled.heartbeat()
     filled.apply_orders(
         [make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))]

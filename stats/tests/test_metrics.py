@@ -31,7 +31,7 @@ def filled(fake_redis: fakeredis.FakeRedis, settings, monkeypatch) -> AggregateS
     store = AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, clock=WRITE_TIME.timestamp)
     store.apply_orders([make_order("O1", "U1", 29999), make_order("O2", "U2", 1001)], received=3)
     store.apply_orders([make_order("O1", "U1", 29999)])
-    store.record_rejections({"invalid_json": 1, "value_mismatch": 1})
+    store.record_rejections({"m1": ("invalid_json",), "m2": ("value_mismatch",)})
     store.heartbeat()
     return store
 
