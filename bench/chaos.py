@@ -283,6 +283,8 @@ class Chaos:
         want_rejected = sum(1 for m in self.messages if m.kind in ("invalid", "conflict"))
         want_rejected += len(self.poison)
         rows.append(("RejectedOrder rows", want_rejected, RejectedOrder.objects.count()))
+        ingestion = get("/metrics")["ingestion"]
+        rows.append(("rejected counter (/metrics)", want_rejected, ingestion["rejected"]))
         rows.append(("messages in DLQ", 0, dlq))
         rows.append(("consumer exit codes", {"a": 0, "b": 0}, exit_codes))
 
