@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -19,7 +18,7 @@ from stats.store import (
     StoreUnavailableError,
     cents_to_decimal,
 )
-from tests.ingestion_helpers import make_order
+from tests.ingestion_helpers import make_order, wait_until
 
 
 @pytest.fixture(params=["real", "fake"])
@@ -227,7 +226,7 @@ def test_a_redis_busy_with_a_long_script_is_an_outage(private_redis) -> None:
     looping.start()
     store = AggregateStore(redis.Redis.from_url(private_redis.url), prefix="busy")
     try:
-        _wait_until_busy(admin)
+        assert wait_until(lambda: _is_busy(admin), 10, interval=0.02), "never answered BUSY"
         with pytest.raises(StoreUnavailableError) as caught:
             store.apply_orders([make_order("O1", "U1", 1)])
         assert not isinstance(caught.value, StoreCommandError)  # the consumer backs off
@@ -243,17 +242,14 @@ def _run_quietly(call, *args) -> None:
         call(*args)
 
 
-def _wait_until_busy(client: redis.Redis, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-        except redis.ResponseError as exc:
-            if str(exc).startswith("BUSY"):
-                return
-            raise
-        time.sleep(0.02)
-    raise AssertionError("Redis never answered BUSY")
+def _is_busy(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.ResponseError as exc:
+        if str(exc).startswith("BUSY"):
+            return True
+        raise
+    return False
 
 
 def test_each_consumer_stamps_its_own_heartbeat_and_leaves_cleanly(
