@@ -250,6 +250,23 @@ def _dependency_name(exc: BaseException) -> str:
     return "SQS"
 
 
+def validate_batch(
+    messages: Sequence[dict[str, Any]], received_at: datetime
+) -> tuple[list[tuple[dict[str, Any], Order]], list[tuple[dict[str, Any], Rejection]]]:
+    """Split received messages into valid orders and rejections, each beside its message."""
+    orders: list[tuple[dict[str, Any], Order]] = []
+    rejected: list[tuple[dict[str, Any], Rejection]] = []
+    for message in messages:
+        outcome = validate_message(
+            message.get("Body", ""), dating_attributes(message), received_at=received_at
+        )
+        if isinstance(outcome, Order):
+            orders.append((message, outcome))
+        else:
+            rejected.append((message, outcome))
+    return orders, rejected
+
+
 class Consumer:
     """Consumes one queue into one store. ``process_batch`` is one unit of work.
 
@@ -383,16 +400,7 @@ class Consumer:
 
     def _handle(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
         received_at = self.now()
-        orders: list[tuple[dict[str, Any], Order]] = []
-        rejected: list[tuple[dict[str, Any], Rejection]] = []
-        for message in messages:
-            outcome = validate_message(
-                message.get("Body", ""), dating_attributes(message), received_at=received_at
-            )
-            if isinstance(outcome, Order):
-                orders.append((message, outcome))
-            else:
-                rejected.append((message, outcome))
+        orders, rejected = validate_batch(messages, received_at)
 
         applied = duplicates = 0
         if orders:
