@@ -20,6 +20,9 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 SQS_BATCH_LIMIT = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage maximum
+# SQS's maximum retention (14 days), for the queue and its DLQ. ORDER_DEDUP_TTL (15 days by
+# default) outlives it, so a message redelivered as late as SQS allows still finds its mark.
+RETENTION_SECONDS = 14 * 24 * 3600
 
 
 def make_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
@@ -103,14 +106,16 @@ class OrderQueue:
     def ensure(self, max_receive_count: int = 5, visibility_timeout: int = 30) -> str:
         """Create the DLQ and the queue (with its redrive policy) when missing.
 
-        An existing queue is used as it is: its attributes belong to whoever created it (its
-        DLQ is still created when missing, and a missing redrive policy is reported).
+        Both keep messages ``RETENTION_SECONDS`` (14 days, SQS's maximum): with SQS's default
+        of 4 days, consumers down for 5 days would silently lose orders. An existing queue is
+        used as it is: its attributes belong to whoever created it (its DLQ is still created
+        when missing; a missing redrive policy or a shorter retention is reported).
         """
         url = self._lookup(self.name)
         if url is not None:
             self._url = url
             self._ensure_dlq()
-            self._warn_without_redrive(url)
+            self._warn_about_attributes(url)
             return url
         dlq_url = self._ensure_dlq()
         dlq_arn = self.client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
@@ -121,6 +126,7 @@ class OrderQueue:
             QueueName=self.name,
             Attributes={
                 "VisibilityTimeout": str(visibility_timeout),
+                "MessageRetentionPeriod": str(RETENTION_SECONDS),
                 "RedrivePolicy": json.dumps(policy),
             },
         )["QueueUrl"]
@@ -132,14 +138,14 @@ class OrderQueue:
         if url is None:
             url = self.client.create_queue(
                 QueueName=self.dlq_name,
-                Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
+                Attributes={"MessageRetentionPeriod": str(RETENTION_SECONDS)},
             )["QueueUrl"]
             logger.info("created dead-letter queue %s", self.dlq_name)
         return url
 
-    def _warn_without_redrive(self, url: str) -> None:
+    def _warn_about_attributes(self, url: str) -> None:
         attributes = self.client.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["RedrivePolicy"]
+            QueueUrl=url, AttributeNames=["RedrivePolicy", "MessageRetentionPeriod"]
         ).get("Attributes", {})
         if "RedrivePolicy" not in attributes:
             logger.warning(
@@ -147,6 +153,21 @@ class OrderQueue:
                 "to %s (set one, e.g. maxReceiveCount 5)",
                 self.name,
                 self.dlq_name,
+            )
+        try:
+            retention = int(attributes.get("MessageRetentionPeriod", RETENTION_SECONDS))
+        except ValueError:
+            retention = RETENTION_SECONDS
+        if retention < RETENTION_SECONDS:
+            logger.warning(
+                "queue %s keeps messages %d s (%.1f days), less than the %d s (14 days) "
+                "ORDER_DEDUP_TTL is sized for: consumers stopped longer than that lose orders "
+                "(set its MessageRetentionPeriod to %d)",
+                self.name,
+                retention,
+                retention / 86400,
+                RETENTION_SECONDS,
+                RETENTION_SECONDS,
             )
 
     def receive(
