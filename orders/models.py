@@ -237,3 +237,65 @@ def _pretty(value: Any, level: int) -> str:
         inner = ",\n".join(f"{pad}{_pretty(v, level + 1)}" for v in value)
         return "[\n" + inner + "\n" + end + "]"
     return json.dumps(value, ensure_ascii=False)
+
+
+class LedgerIsAppendOnlyError(Exception):
+    """Raised on any attempt to change or remove a recorded order: the ledger is the record of
+    truth the Redis aggregates are derived from, so a row, once written, stays as it was."""
+
+
+class AcceptedOrderQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise LedgerIsAppendOnlyError("ledger rows are never updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise LedgerIsAppendOnlyError("ledger rows are never deleted")
+
+
+class AcceptedOrder(models.Model):
+    """The ledger: every accepted order, once, as it was first recorded (contract §3).
+
+    Redis holds aggregates derived from these rows (``rebuild_stats`` derives them again,
+    ``reconcile_stats`` checks them), and ``order_id`` is unique here forever, so a conflicting
+    re-send is recognised long after its Redis mark expired. Rows are written by
+    ``orders.ledger`` only and never updated or deleted.
+    """
+
+    order_id = models.CharField(max_length=128, unique=True, editable=False)
+    user_id = models.CharField(max_length=128, editable=False)
+    value_cents = models.BigIntegerField(editable=False, help_text="order_value in cents")
+    ordered_at = models.DateTimeField(
+        editable=False, help_text="order_timestamp, else the message's first SentTimestamp (UTC)"
+    )
+    day = models.DateField(editable=False, help_text="UTC day of ordered_at")
+    items = models.JSONField(
+        editable=False, help_text="[{product_id, quantity, price_per_unit}], prices as exact text"
+    )
+    fingerprint = models.CharField(max_length=80, editable=False)
+    message_id = models.CharField(max_length=255, editable=False)
+    received_at = models.DateTimeField(editable=False, help_text="When it was first recorded.")
+    body = models.TextField(editable=False, help_text="The message body exactly as received.")
+
+    objects = AcceptedOrderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-ordered_at", "-order_id"]
+        indexes = [
+            # /users/{id}/orders: one user's orders, newest first, ties by order_id.
+            models.Index(
+                fields=["user_id", "-ordered_at", "-order_id"], name="ledger_user_time_idx"
+            ),
+            # rebuild_stats: the orders inside ORDER_DEDUP_TTL get their idempotency marks.
+            models.Index(fields=["received_at"], name="ledger_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.order_id
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerIsAppendOnlyError("ledger rows are never updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise LedgerIsAppendOnlyError("ledger rows are never deleted")
