@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from orderpipe.logging import DailyFileHandler, UTCFormatter
 
@@ -86,3 +90,88 @@ def test_settings_send_the_root_logger_to_console_and_daily_file() -> None:
     assert set(root["handlers"]) == {"console", "daily_file"}
     assert settings.LOGGING["handlers"]["daily_file"]["()"] == "orderpipe.logging.DailyFileHandler"
     assert settings.LOGGING["handlers"]["daily_file"]["directory"] == str(settings.LOG_DIR)
+
+
+# --- one record, one line -------------------------------------------------------------------
+FORGED = "2025-08-09T10:15:00.000Z ERROR orders.consumer Redis unavailable"
+
+
+def test_control_characters_in_a_message_become_visible_escapes(tmp_path: Path) -> None:
+    handler = make_handler(tmp_path)
+    rec = logging.LogRecord(
+        "orders.test",
+        logging.WARNING,
+        __file__,
+        1,
+        "id=%s",
+        ("a\nb\r\x07\t\x85\u2028\ud800",),
+        None,
+    )
+    rec.created = datetime(2025, 8, 9, 10, 15, tzinfo=UTC).timestamp()
+    try:
+        handler.emit(rec)
+    finally:
+        handler.close()
+    text = (tmp_path / "2025-08-09.log").read_text(encoding="utf-8")
+    assert text == (
+        "2025-08-09T10:15:00.000Z WARNING orders.test id=a\\nb\\r\\x07\\t\\x85\\u2028\\ud800\n"
+    )
+
+
+def test_a_traceback_stays_multi_line_but_no_line_of_it_starts_like_a_record(
+    tmp_path: Path,
+) -> None:
+    handler = make_handler(tmp_path)
+    try:
+        raise ValueError(f"bad input X\n{FORGED}")
+    except ValueError:
+        rec = logging.LogRecord(
+            "orders.test", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()
+        )
+    rec.created = datetime(2025, 8, 9, 10, 15, tzinfo=UTC).timestamp()
+    try:
+        handler.emit(rec)
+    finally:
+        handler.close()
+    lines = (tmp_path / "2025-08-09.log").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "2025-08-09T10:15:00.000Z ERROR orders.test failed"
+    assert lines[1] == "  Traceback (most recent call last):"
+    assert lines[-2:] == ["  ValueError: bad input X", f"  {FORGED}"]
+    assert all(line.startswith("  ") for line in lines[1:])
+
+
+@pytest.mark.django_db
+def test_a_forged_log_line_in_an_order_id_stays_inside_its_record(
+    make_queue, fake_store, tmp_path: Path
+) -> None:
+    """Through the real consumer path: moto SQS server, validation, RejectedOrder, WARNING."""
+    from django.conf import settings
+
+    from orders.consumer import Consumer
+    from tests.ingestion_helpers import order_body
+
+    standard = settings.LOGGING["formatters"]["standard"]
+    assert standard["()"] == "orderpipe.logging.UTCFormatter"
+    handler = DailyFileHandler(tmp_path)
+    handler.setFormatter(UTCFormatter(standard["format"]))
+    queue = make_queue()
+    body = json.dumps({**json.loads(order_body("placeholder")), "order_id": f"X\n{FORGED}"})
+    queue.send_bodies([body])
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        result = Consumer(queue, fake_store, wait_time=0).process_batch()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+    assert result.rejected == 1
+    lines = [
+        line
+        for path in sorted(tmp_path.glob("*.log"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    rejected = [line for line in lines if "rejected order" in line]
+    assert len(rejected) == 1
+    assert f"order_id=X\\n{FORGED} reasons=invalid_field" in rejected[0]
+    assert not [line for line in lines if line.startswith(FORGED)]
