@@ -35,6 +35,7 @@ from honcho.manager import SIGNALS, Manager
 from honcho.printer import Message, Printer
 from honcho.process import Process
 
+from orderpipe.config import redact_url
 from orderpipe.devservers import free_port, port_is_open, valkey_binary
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -607,10 +608,10 @@ def run(options: Options) -> int:
         if redis_url is not None:
             if not redis_answers(redis_url):
                 raise StackError(
-                    f"Redis at {redis_url} (from REDIS_URL/REDIS_HOST/REDIS_PORT) does not "
-                    "answer PING; start it, or unset those variables to get a local one."
+                    f"Redis at {redact_url(redis_url)} (from REDIS_URL/REDIS_HOST/REDIS_PORT) "
+                    "does not answer PING; start it, or unset those variables to get a local one."
                 )
-            redis_line = f"{redis_url} (external, used as it is)"
+            redis_line = f"{redact_url(redis_url)} (external, used as it is)"
         else:
             port = pick_port(options.redis_port or PREFERRED_REDIS_PORT)
             redis_service = start_redis(options.data_dir, port)
@@ -628,8 +629,8 @@ def run(options: Options) -> int:
             sqs_url = os.environ["LOCALSTACK_URL"].strip()
             if sqs_url:
                 if not http_answers(sqs_url, timeout=3):
-                    raise StackError(f"LOCALSTACK_URL={sqs_url} does not answer HTTP.")
-                sqs_line = f"{sqs_url} (external endpoint)"
+                    raise StackError(f"LOCALSTACK_URL={redact_url(sqs_url)} does not answer HTTP.")
+                sqs_line = f"{redact_url(sqs_url)} (external endpoint)"
             else:
                 local_sqs = False
                 region = os.environ.get("AWS_REGION", "us-east-1")

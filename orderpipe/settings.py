@@ -104,9 +104,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Redis (django-redis). Counts here are the source of truth, not a cache: errors propagate.
 REDIS_HOST = env.str("REDIS_HOST", "localhost")
 REDIS_PORT = env.int("REDIS_PORT", 6379, min_value=1, max_value=65535)
-REDIS_URL = env.url(
-    "REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", ("redis", "rediss", "unix")
-)
+REDIS_URL = env.redis_url("REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", "orderpipe")
 REDIS_SOCKET_TIMEOUT = env.int("REDIS_SOCKET_TIMEOUT", 5, min_value=1)
 CACHES = {

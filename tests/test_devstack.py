@@ -216,10 +216,13 @@ def run_launcher(env: dict[str, str], data_dir: Path) -> subprocess.CompletedPro
 
 def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
     env = stack_env(tmp_path)
-    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    port = free_port()
+    env["REDIS_URL"] = f"redis://:secret@127.0.0.1:{port}/0"  # nothing listens there
     result = run_launcher(env, tmp_path)
     assert result.returncode == 2
+    assert f"Redis at redis://:***@127.0.0.1:{port}/0 (from" in result.stderr
     assert "does not answer PING" in result.stderr
+    assert "secret" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "redis").exists()  # started nothing
 

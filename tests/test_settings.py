@@ -171,3 +171,126 @@ def test_redis_errors_are_not_swallowed(tmp_path: Path) -> None:
     result = manage(tmp_path, "shell", "-c", code)
     assert result.returncode == 0, result.stderr
     assert "IGNORE_EXCEPTIONS" not in result.stdout
+
+
+# --- URLs: no password in any message; a URL that cannot work stops start-up ------------------
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        pytest.param(
+            {"DATABASE_URL": "postgres://u:secret@db:notaport/orders"},
+            "DATABASE_URL='postgres://u:***@db:notaport/orders' is not a database URL: "
+            "Port could not be cast to integer value as 'notaport'",
+            id="database-port",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "nonsense://u:secret@db/orders"},
+            "DATABASE_URL='nonsense://u:***@db/orders' is not a database URL; use e.g. "
+            "postgres://user:password@host:5432/name or sqlite:////absolute/path.sqlite3",
+            id="database-scheme",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "postgres://u:se/cr@et@db:5432/orders"},
+            "DATABASE_URL='postgres://u:***@db:5432/orders' is not a database URL: "
+            "Port could not be cast to integer value as 'se'",
+            id="database-password-with-a-slash",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "postgres://u:secret@db:5432/"},
+            "DATABASE_URL='postgres://u:***@db:5432/' cannot work: it names no database "
+            "(the path after the host).",
+            id="database-no-name",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "postgres://u:secret@db:0/orders"},
+            "DATABASE_URL='postgres://u:***@db:0/orders' cannot work: port 0 is not a port a "
+            "server listens on.",
+            id="database-port-0",
+        ),
+        pytest.param(
+            {"REDIS_URL": "redis://127.0.0.1:notaport/0"},
+            "REDIS_URL='redis://127.0.0.1:notaport/0' cannot work: Port could not be cast to "
+            "integer value as 'notaport'.",
+            id="redis-port",
+        ),
+        pytest.param(
+            {"REDIS_URL": "redis://:secret@cache:70000/0"},
+            "REDIS_URL='redis://:***@cache:70000/0' cannot work: Port out of range 0-65535.",
+            id="redis-port-range",
+        ),
+        pytest.param(
+            {"REDIS_URL": "redis://cache:6379/first"},
+            "REDIS_URL='redis://cache:6379/first' cannot work: the database number 'first' is "
+            "not a whole number.",
+            id="redis-db-number",
+        ),
+        pytest.param(
+            {"REDIS_URL": "redis://cache:6379/0?db=x&password=secret"},
+            "REDIS_URL='redis://cache:6379/0?db=x&password=***' cannot work: Invalid value for "
+            "'db' in connection URL.",
+            id="redis-query",
+        ),
+        pytest.param(
+            {"REDIS_URL": "http://:secret@cache:6379"},
+            "REDIS_URL='http://:***@cache:6379' must start with one of redis://, rediss://, "
+            "unix://.",
+            id="redis-scheme",
+        ),
+        pytest.param(
+            {"REDIS_URL": "", "REDIS_HOST": "cache:7000"},
+            "REDIS_URL='redis://cache:7000:6379/0' (from REDIS_HOST) cannot work: Port could "
+            "not be cast to integer value as '7000:6379'.",
+            id="redis-host",
+        ),
+        pytest.param(
+            {"LOCALSTACK_URL": "http://u:secret@localstack:port"},
+            "LOCALSTACK_URL='http://u:***@localstack:port' cannot work: Port could not be cast "
+            "to integer value as 'port'.",
+            id="localstack-port",
+        ),
+        pytest.param(
+            {"LOCALSTACK_URL": "http:///queue"},
+            "LOCALSTACK_URL='http:///queue' cannot work: it names no host.",
+            id="localstack-host",
+        ),
+    ],
+)
+def test_a_url_error_is_one_line_naming_the_variable_without_the_password(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    result = manage(tmp_path, "check", **env)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Configuration error: {line}"
+    assert "secret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres://u:secret@host/db", "postgres://u:***@host/db"),
+        ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
+        ("postgres://u:p@ss@h:5432/db", "postgres://u:***@h:5432/db"),
+        ("postgres://u:secret@[::1/db", "postgres://u:***@[::1/db"),
+        ("redis://h/0?password=secret&db=1", "redis://h/0?password=***&db=1"),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        ("sqlite:////var/db.sqlite3", "sqlite:////var/db.sqlite3"),
+        ("http://localstack:4566", "http://localstack:4566"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from orderpipe.config import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_working_urls_pass(tmp_path: Path) -> None:
+    result = manage(
+        tmp_path,
+        "check",
+        REDIS_URL="rediss://:secret@cache.example:6380/2",
+        LOCALSTACK_URL="https://sqs.example:4566",
+    )
+    assert result.returncode == 0, result.stderr
+    result = manage(tmp_path, "check", REDIS_URL="unix:///run/redis.sock?db=1")
+    assert result.returncode == 0, result.stderr
