@@ -178,7 +178,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Security (python manage.py check --deploy is clean when DEBUG is off) -----------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
+# A scraper may fetch /metrics over plain HTTP only while it needs no credentials: a token
+# must never travel unencrypted.
+SECURE_REDIRECT_EXEMPT = [r"^health$"] + ([r"^metrics$"] if STATS_API_AUTH == "none" else [])
 # Trust X-Forwarded-Proto only behind a proxy that sets it (and drops a client's own);
 # otherwise any client could claim HTTPS.
 USE_X_FORWARDED_PROTO = env.bool("USE_X_FORWARDED_PROTO", False)

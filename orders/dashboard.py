@@ -4,6 +4,7 @@ The chart is SVG built here on the server (no CDN, no JavaScript), so it renders
 the admin runs in, prints, and shows exact money in its labels and tooltips. Stats come from
 ``stats.store`` (the days in one HMGET); a Redis outage shows a message instead of a 500,
 because the rejected-order half of the page (from the database) is still useful then.
+Staff need the ``stats.view_stats`` permission to see it (403 otherwise), like the stats API.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -23,6 +25,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from orders.admin import reason_summary
 from orders.models import RejectedOrder
+from stats.models import VIEW_STATS
 from stats.store import DayStats, GlobalStats, StoreUnavailableError, cents_to_decimal, get_store
 
 logger = logging.getLogger(__name__)
@@ -223,6 +226,8 @@ def rejected_by_reason() -> tuple[list[ReasonRow], list[tuple[str, int, str]], i
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_STATS):
+        raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
     today = datetime.now(UTC).date()
     start = today - timedelta(days=DASHBOARD_DAYS - 1)
     context: dict[str, Any] = {
@@ -264,7 +269,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/orders/dashboard.html", context)
 
 
-# admin_view: staff only (others are sent to the admin login), never cached, CSRF-protected.
+# admin_view: staff only (others are sent to the admin login), never cached, CSRF-protected;
+# staff without stats.view_stats get a 403.
 dashboard = admin.site.admin_view(dashboard_view)
 
 # The admin index links to the dashboard. An app template named admin/index.html would lose to

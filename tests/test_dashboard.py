@@ -70,6 +70,42 @@ def test_non_staff_users_are_sent_to_the_admin_login(client: Client, django_user
     assert response["Location"].startswith("/admin/login/")
 
 
+def staff(django_user_model, username: str, *, can_view_stats: bool):
+    from django.contrib.auth.models import Group, Permission
+
+    user = django_user_model.objects.create_user(username, password="x", is_staff=True)
+    if can_view_stats:
+        group = Group.objects.create(name=f"{username}-group")
+        group.permissions.add(Permission.objects.get(codename="view_stats"))
+        user.groups.add(group)
+    return user
+
+
+def test_staff_without_the_stats_permission_get_403_and_no_link(
+    client: Client, django_user_model, app_store: AggregateStore
+) -> None:
+    client.force_login(staff(django_user_model, "support", can_view_stats=False))
+
+    response = client.get(URL)
+    index = client.get("/admin/")
+
+    assert response.status_code == 403
+    assert index.status_code == 200
+    assert b"/admin/dashboard/" not in index.content
+
+
+def test_staff_granted_the_stats_permission_see_the_dashboard(
+    client: Client, django_user_model, app_store: AggregateStore
+) -> None:
+    client.force_login(staff(django_user_model, "analyst", can_view_stats=True))
+
+    response = client.get(URL)
+    index = client.get("/admin/")
+
+    assert response.status_code == 200
+    assert b'<a href="/admin/dashboard/">Dashboard' in index.content
+
+
 def test_admin_index_links_to_the_dashboard(admin_client: Client) -> None:
     response = admin_client.get("/admin/")
 

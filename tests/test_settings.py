@@ -294,3 +294,26 @@ def test_working_urls_pass(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     result = manage(tmp_path, "check", REDIS_URL="unix:///run/redis.sock?db=1")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("mode", "redirected"), [("none", False), ("token", True)])
+def test_metrics_is_exempt_from_the_https_redirect_only_without_auth(
+    tmp_path: Path, mode: str, redirected: bool
+) -> None:
+    """A token must not travel over plain HTTP: /metrics is redirected once it needs one."""
+    from orderpipe.devservers import free_port
+
+    code = (
+        "from django.test import Client; c = Client(); "
+        "print([c.get(p).status_code == 301 for p in ('/metrics', '/health', '/stats/global')])"
+    )
+    env = production_env() | {
+        "STATS_API_AUTH": mode,
+        "SECURE_SSL_REDIRECT": "true",
+        "ALLOWED_HOSTS": "testserver",
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nobody: unredirected reads are 503s
+        "REDIS_SOCKET_TIMEOUT": "1",
+    }
+    result = manage(tmp_path, "shell", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    assert last_line(result.stdout) == str([redirected, False, True])

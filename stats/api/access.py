@@ -2,7 +2,9 @@
 
 ``STATS_API_AUTH`` (none | token | session) and ``STATS_THROTTLE_RATE`` are read per request
 rather than frozen into class attributes at import, so one deployment flag (or a test's
-``settings`` fixture) changes behaviour without touching the views.
+``settings`` fixture) changes behaviour without touching the views. With authentication on,
+reading needs the ``stats.view_stats`` permission (``stats.models``): any account, a shop
+customer's say, must not read every user's spend.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from stats.models import VIEW_STATS
+
 logger = logging.getLogger(__name__)
 
 _AUTHENTICATORS: dict[str, tuple[type[BaseAuthentication], ...]] = {
@@ -36,14 +40,21 @@ def authenticators_for_settings() -> list[BaseAuthentication]:
 
 
 class StatsAccess(BasePermission):
-    """Everyone when ``STATS_API_AUTH=none``; otherwise an authenticated user."""
+    """Everyone when ``STATS_API_AUTH=none``; otherwise an authenticated user holding
+    ``stats.view_stats`` (superusers hold every permission).
 
-    message = "Authentication credentials were not provided or are invalid."
+    The one rule for every endpoint that exposes orders or revenue: put it in a view's
+    ``permission_classes``. DRF answers 401 (token) or 403 (session) to an anonymous request,
+    and 403 with ``message`` to an account without the permission.
+    """
+
+    message = f"Reading statistics needs the {VIEW_STATS} permission."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if settings.STATS_API_AUTH == "none":
             return True
-        return bool(request.user and request.user.is_authenticated)
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(VIEW_STATS))
 
 
 class StatsRateThrottle(SimpleRateThrottle):

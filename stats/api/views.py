@@ -75,7 +75,10 @@ LIMIT_ERROR = parameter_error(
 )
 PROTECTED_ERRORS: dict[int, OpenApiResponse] = {
     401: OpenApiResponse(DetailSerializer, description="Authentication required (token mode)."),
-    403: OpenApiResponse(DetailSerializer, description="Authentication required (session mode)."),
+    403: OpenApiResponse(
+        DetailSerializer,
+        description="Authentication required (session mode), or the stats.view_stats permission.",
+    ),
     429: OpenApiResponse(DetailSerializer, description="Throttled (STATS_THROTTLE_RATE)."),
     503: OpenApiResponse(DetailSerializer, description="Redis is unavailable."),
 }

@@ -1,13 +1,20 @@
-"""Optional authentication (STATS_API_AUTH) and throttling (STATS_THROTTLE_RATE)."""
+"""Optional authentication (STATS_API_AUTH), the stats.view_stats permission, throttling.
+
+Every stats path is asserted with its exact status: a user U1 exists in the store, so a route
+that answered 404 (deleted, renamed) would fail here rather than pass as "not refused".
+"""
 
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from stats.api.access import StatsAccess
+from stats.models import VIEW_STATS
 from stats.store import AggregateStore
+from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
 
@@ -19,25 +26,68 @@ STATS_PATHS = [
     "/stats/by-date?start_date=2025-01-01&end_date=2025-01-02",
     "/metrics",
 ]
+PASSWORD = "a-long-test-password"
+NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permission."}
 
 
 @pytest.fixture
-def user() -> User:
-    return User.objects.create_user("analyst", password="a-long-test-password")
+def store(fake_store: AggregateStore) -> AggregateStore:
+    fake_store.apply_orders([make_order("O1", "U1", 1999)], received=1)
+    return fake_store
+
+
+@pytest.fixture
+def customer() -> User:
+    """An account without the permission: what a shop's customer login would be."""
+    return User.objects.create_user("customer", password=PASSWORD)
+
+
+@pytest.fixture
+def analyst() -> User:
+    """Holds stats.view_stats through a group, the way an admin grants it."""
+    user = User.objects.create_user("analyst", password=PASSWORD)
+    group = Group.objects.create(name="analysts")
+    group.permissions.add(
+        Permission.objects.get(codename="view_stats", content_type__app_label="stats")
+    )
+    user.groups.add(group)
+    return user
+
+
+def token_client(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def session_client(user: User) -> APIClient:
+    client = APIClient()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def test_the_permission_exists_for_the_admin_to_grant(analyst: User) -> None:
+    permission = Permission.objects.get(codename="view_stats")
+    assert (permission.content_type.app_label, permission.name) == (
+        "stats",
+        "Can view order statistics and revenue",
+    )
+    assert analyst.has_perm(VIEW_STATS)
+    assert StatsAccess.message == NO_PERMISSION["detail"]
 
 
 @pytest.mark.parametrize("path", STATS_PATHS)
 def test_stats_are_open_when_auth_is_off(
-    fake_store: AggregateStore, api: APIClient, settings, path: str
+    store: AggregateStore, api: APIClient, settings, path: str
 ) -> None:
     settings.STATS_API_AUTH = "none"
 
-    assert api.get(path).status_code in (200, 404)
+    assert api.get(path).status_code == 200
 
 
 @pytest.mark.parametrize("path", STATS_PATHS)
 def test_token_mode_refuses_anonymous_with_401(
-    fake_store: AggregateStore, api: APIClient, settings, path: str
+    store: AggregateStore, api: APIClient, settings, path: str
 ) -> None:
     settings.STATS_API_AUTH = "token"
 
@@ -49,20 +99,68 @@ def test_token_mode_refuses_anonymous_with_401(
 
 
 @pytest.mark.parametrize("path", STATS_PATHS)
-def test_token_mode_accepts_a_valid_token(
-    fake_store: AggregateStore, api: APIClient, settings, user: User, path: str
+def test_session_mode_refuses_anonymous_with_403(
+    store: AggregateStore, api: APIClient, settings, path: str
+) -> None:
+    settings.STATS_API_AUTH = "session"
+
+    response = api.get(path)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+@pytest.mark.parametrize("mode", ["token", "session"])
+@pytest.mark.parametrize("path", STATS_PATHS)
+def test_an_account_without_the_permission_gets_403(
+    store: AggregateStore, settings, customer: User, mode: str, path: str
+) -> None:
+    settings.STATS_API_AUTH = mode
+    client = token_client(customer) if mode == "token" else session_client(customer)
+
+    response = client.get(path)
+
+    assert response.status_code == 403
+    assert response.json() == NO_PERMISSION
+
+
+@pytest.mark.parametrize("mode", ["token", "session"])
+@pytest.mark.parametrize("path", STATS_PATHS)
+def test_an_account_with_the_permission_gets_200(
+    store: AggregateStore, settings, analyst: User, mode: str, path: str
+) -> None:
+    settings.STATS_API_AUTH = mode
+    client = token_client(analyst) if mode == "token" else session_client(analyst)
+
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", STATS_PATHS)
+def test_a_superuser_has_the_permission(store: AggregateStore, settings, path: str) -> None:
+    settings.STATS_API_AUTH = "token"
+    admin = User.objects.create_superuser("root", password=PASSWORD)
+
+    assert token_client(admin).get(path).status_code == 200
+
+
+def test_the_user_stats_body_is_served_to_a_permitted_user(
+    store: AggregateStore, settings, analyst: User
 ) -> None:
     settings.STATS_API_AUTH = "token"
-    token = Token.objects.create(user=user)
 
-    response = api.get(path, HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = token_client(analyst).get("/users/U1/stats")
 
-    assert response.status_code in (200, 404)
+    assert response.json() == {
+        "user_id": "U1",
+        "order_count": 1,
+        "total_spend": 19.99,
+        "average_order_value": 19.99,
+        "first_order_at": "2025-08-09T10:15:00Z",
+        "last_order_at": "2025-08-09T10:15:00Z",
+    }
 
 
-def test_token_mode_rejects_a_wrong_token(
-    fake_store: AggregateStore, api: APIClient, settings
-) -> None:
+def test_token_mode_rejects_a_wrong_token(store: AggregateStore, api: APIClient, settings) -> None:
     settings.STATS_API_AUTH = "token"
 
     response = api.get("/stats/global", HTTP_AUTHORIZATION="Token not-a-real-token")
@@ -71,38 +169,24 @@ def test_token_mode_rejects_a_wrong_token(
     assert response.json() == {"detail": "Invalid token."}
 
 
-def test_session_mode_refuses_anonymous_and_accepts_a_logged_in_user(
-    fake_store: AggregateStore, api: APIClient, settings, user: User
-) -> None:
-    settings.STATS_API_AUTH = "session"
-
-    refused = api.get("/stats/global")
-    api.login(username="analyst", password="a-long-test-password")
-    accepted = api.get("/stats/global")
-
-    assert refused.status_code == 403
-    assert refused.json() == {"detail": "Authentication credentials were not provided."}
-    assert accepted.status_code == 200
-
-
 @pytest.mark.parametrize("mode", ["token", "session"])
 @pytest.mark.parametrize("path", ["/health", "/", "/api/schema", "/api/docs"])
 def test_health_root_and_docs_stay_open_when_auth_is_on(
-    fake_store: AggregateStore, api: APIClient, settings, mode: str, path: str
+    store: AggregateStore, api: APIClient, settings, mode: str, path: str
 ) -> None:
     settings.STATS_API_AUTH = mode
 
     assert api.get(path).status_code == 200
 
 
-def test_throttling_is_off_by_default(fake_store: AggregateStore, api: APIClient, settings) -> None:
+def test_throttling_is_off_by_default(store: AggregateStore, api: APIClient, settings) -> None:
     settings.STATS_THROTTLE_RATE = ""
 
     assert {api.get("/stats/global").status_code for _ in range(20)} == {200}
 
 
 def test_throttling_limits_requests_per_client_but_not_health(
-    fake_store: AggregateStore, api: APIClient, settings
+    store: AggregateStore, api: APIClient, settings
 ) -> None:
     settings.STATS_THROTTLE_RATE = "3/minute"
 
@@ -117,7 +201,7 @@ def test_throttling_limits_requests_per_client_but_not_health(
 
 
 def test_a_forged_forwarded_for_does_not_escape_the_throttle(
-    fake_store: AggregateStore, api: APIClient, settings
+    store: AggregateStore, api: APIClient, settings
 ) -> None:
     settings.STATS_THROTTLE_RATE = "2/minute"  # NUM_PROXIES is 0: the socket address counts
 
