@@ -17,6 +17,7 @@ import fakeredis
 import pytest
 import redis
 from django_redis.pool import ConnectionFactory
+from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 
 from orderpipe.devservers import MotoSQSServer, RedisServer, aws_test_environment
 from orders.sqs import OrderQueue, make_client
@@ -100,9 +101,25 @@ def store(live_redis: redis.Redis, key_prefix: str) -> AggregateStore:
     return AggregateStore(live_redis, prefix=key_prefix, dedup_ttl=3600)
 
 
+def _eval_without_shebang(original: Callable[..., object]) -> Callable[..., object]:
+    """fakeredis runs a script's text as plain Lua; Redis 7 reads a first ``#!lua …`` line as
+    the script's flags. Blank that line (keeping line numbers) so the store's scripts run."""
+
+    def eval_(self: object, script: bytes, numkeys: int, *keys_and_args: bytes) -> object:
+        if script.startswith(b"#!"):
+            script = b"--" + script[2:]
+        return original(self, script, numkeys, *keys_and_args)
+
+    eval_.__name__ = original.__name__
+    return eval_
+
+
 @pytest.fixture
-def fake_redis(settings) -> fakeredis.FakeRedis:
+def fake_redis(settings, monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
     """django-redis wired to an in-process fakeredis server (with Lua) for fast unit tests."""
+    monkeypatch.setattr(
+        ScriptingCommandsMixin, "eval", _eval_without_shebang(ScriptingCommandsMixin.eval)
+    )
     server = fakeredis.FakeServer()
     settings.CACHES = {
         "default": {

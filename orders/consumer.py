@@ -1,10 +1,10 @@
-"""The ingestion loop: receive -> validate -> apply / record -> delete (contract §3).
+"""The ingestion loop: receive -> commit (``orders.commit``) -> delete (contract §3).
 
-A message is deleted only after its effect is committed: valid orders in Redis (one script
-call per batch, idempotent per order_id), rejected ones in the database. When Redis, the
-database or SQS fails, nothing of the batch in hand is deleted; the consumer logs one ERROR
-per outage, stops polling (so messages are not burnt towards the DLQ), probes the dependency
-with capped exponential backoff, and resumes by itself.
+A message is deleted only after its effect is committed (ledger and Redis for a valid order,
+the database for a rejected one). When a dependency fails (``orders.outages``), the batch in
+hand stays in hand: its visibility is kept, no new batch is received, and that same batch is
+retried after a growing backoff, so a failing dependency never raises a message's receive
+count. Errors that retrying cannot cure stop the consumer loudly instead.
 """
 
 from __future__ import annotations
@@ -12,267 +12,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue as stdlib_queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from django.db import Error as DjangoDatabaseError
 from django.db import close_old_connections, connection
 
-from orders.models import RejectedOrder, RejectionRecord
-from orders.sqs import SQS_BATCH_LIMIT, OrderQueue, dating_attributes
-from orders.validation import Order, Rejection, conflict_rejection, validate_message
-from stats.store import AggregateStore, ApplyStatus, StoreCommandError, StoreUnavailableError
+from orders import ledger, outages, sqs
+from orders.commit import BatchCommitter, BatchResult
+from orders.consumer_threads import Deleter, Receiver, Tally, VisibilityKeeper, delete_committed
+from orders.models import RejectionRecord
+from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
+from stats.store import AggregateStore, RebuildInProgressError
 
 logger = logging.getLogger(__name__)
 
-# What a later retry can cure: back off and probe. django.db.Error covers InterfaceError too.
-# How long a graceful stop waits for a receive already under way to come back.
+# How long a graceful stop waits for a receive that is under way: one that finds messages
+# returns at once, one still waiting after this is an empty long poll holding nothing.
 STOP_GRACE = 1.0
-
-DEPENDENCY_ERRORS = (StoreUnavailableError, DjangoDatabaseError, BotoCoreError, ClientError)
-
-
-class _Receiver:
-    """One long-lived daemon thread that runs a poller's receives one at a time, on request.
-
-    ``request`` starts the next receive and returns its future; the poller asks for at most
-    one ahead, so a batch never waits in a queue behind another. A daemon thread, so a stop
-    never waits for a long poll to return; reusing it saves a thread start per batch.
-    """
-
-    def __init__(self, receive: Callable[[], list[dict[str, Any]]]) -> None:
-        self._receive = receive
-        self._requests: stdlib_queue.SimpleQueue[Future[Any] | None] = stdlib_queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
-        self._thread.start()
-
-    def request(self) -> Future[list[dict[str, Any]]]:
-        future: Future[list[dict[str, Any]]] = Future()
-        self._requests.put(future)
-        return future
-
-    def _run(self) -> None:
-        while (future := self._requests.get()) is not None:
-            try:
-                future.set_result(self._receive())
-            except BaseException as exc:  # handed to whoever reads the result
-                future.set_exception(exc)
-
-    def close(self) -> None:
-        self._requests.put(None)
-
-
-class _VisibilityKeeper:
-    """One daemon thread that extends the visibility of every batch in hand for too long.
-
-    A batch is registered as soon as it is received; each ``interval`` seconds after that,
-    until it is released, its messages get ``timeout`` more seconds. One thread serves all
-    pollers instead of one thread started per batch.
-    """
-
-    def __init__(self, queue: OrderQueue, timeout: int) -> None:
-        self.queue = queue
-        self.timeout = timeout
-        self.interval = max(timeout / 2, 0.5)
-        self._batches: dict[str, tuple[list[str], float]] = {}
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def track(self, handles: list[str]) -> None:
-        """From now until ``release``, keep ``handles`` invisible (a batch is keyed by its
-        first receipt handle, unique to one receive)."""
-        with self._changed:
-            self._batches[handles[0]] = (handles, time.monotonic() + self.interval)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="visibility-keeper", daemon=True
-                )
-                self._thread.start()
-            elif len(self._batches) == 1:
-                self._changed.notify()
-
-    def release(self, handles: Sequence[str]) -> None:
-        with self._changed:
-            self._batches.pop(handles[0], None)
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                while True:
-                    now = time.monotonic()
-                    if self._batches:
-                        soonest = min(due for _, due in self._batches.values())
-                        if soonest <= now:
-                            break
-                        self._changed.wait(soonest - now)
-                    else:
-                        self._changed.wait()
-                due_now = []
-                for key, (handles, due) in self._batches.items():
-                    if due <= now:
-                        due_now.append(handles)
-                        self._batches[key] = (handles, now + self.interval)
-            for handles in due_now:
-                try:
-                    self.queue.extend_visibility(handles, self.timeout)
-                    logger.info("batch still in progress; extended visibility of %d", len(handles))
-                except DEPENDENCY_ERRORS as exc:
-                    logger.warning("could not extend visibility: %s", exc)
-                except Exception:  # keep the thread alive for the other batches
-                    logger.exception("could not extend visibility")
-
-
-@dataclass
-class Tally:
-    """Counters shared by all polling threads of one process, for the periodic INFO line."""
-
-    received: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, received: int, applied: int, duplicates: int, rejected: int) -> None:
-        with self.lock:
-            self.received += received
-            self.applied += applied
-            self.duplicates += duplicates
-            self.rejected += rejected
-
-    def snapshot(self) -> tuple[int, int, int, int]:
-        with self.lock:
-            return self.received, self.applied, self.duplicates, self.rejected
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    received: int
-    applied: int
-    duplicates: int
-    rejected: int
-
-
-class Deleter:
-    """Deletes committed messages on its own thread while the poller receives the next batch.
-
-    Deleting is the last step and its failure is harmless (a redelivery is a duplicate the
-    idempotency marks absorb), so it need not hold up the next receive. ``close`` drains
-    what is pending before the process exits.
-    """
-
-    def __init__(self, queue: OrderQueue) -> None:
-        self.queue = queue
-        self._pending: stdlib_queue.Queue[list[str] | None] = stdlib_queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
-        self._thread.start()
-
-    def submit(self, handles: list[str]) -> None:
-        self._pending.put(handles)
-
-    def _run(self) -> None:
-        while (handles := self._pending.get()) is not None:
-            try:
-                failed = self.queue.delete(handles)
-            except DEPENDENCY_ERRORS as exc:
-                failed = len(handles)
-                logger.warning("delete failed (%s)", exc)
-            except Exception:  # a dead deleter would block submit() and close() for ever
-                failed = len(handles)
-                logger.exception("delete failed unexpectedly")
-            if failed:
-                logger.warning("%d deletions failed; SQS will redeliver (harmless)", failed)
-
-    def close(self, timeout: float = 30.0) -> None:
-        self._pending.put(None)
-        self._thread.join(timeout)
-
-
-@dataclass
-class _Outage:
-    since: float
-    delay: float
-
-
-class Outages:
-    """Which dependencies are down: one ERROR when an outage starts, one INFO when it ends,
-    and a backoff that keeps growing in between.
-
-    A dependency that answers a probe has not necessarily recovered: Redis can answer while
-    refusing writes (a replica during a failover), a database can accept connections and
-    refuse INSERTs. So only real work that used it ends an outage; until then each failure,
-    of a probe or of a batch, doubles the wait (capped) and logs nothing new.
-    """
-
-    def __init__(self, first_delay: float = 0.5, max_delay: float = 30.0) -> None:
-        self.first_delay = first_delay
-        self.max_delay = max_delay
-        self._down: dict[str, _Outage] = {}
-        self._lock = threading.Lock()
-
-    def failed(self, name: str, exc: BaseException, now: float) -> float:
-        """Note a failure of ``name``; returns how long to wait before trying it again."""
-        with self._lock:
-            outage = self._down.get(name)
-            if outage is not None:
-                outage.delay = min(outage.delay * 2, self.max_delay)
-                return outage.delay
-            outage = self._down[name] = _Outage(now, min(self.first_delay, self.max_delay))
-        logger.error(
-            "%s unavailable (%s); nothing of the batch in hand is deleted, backing off",
-            name,
-            exc,
-        )
-        return outage.delay
-
-    def recovered(self, names: Iterable[str], now: float) -> None:
-        """Work that used ``names`` has just succeeded: their outages, if any, are over."""
-        if not self._down:  # the usual case, checked without the lock
-            return
-        with self._lock:
-            ended = [(name, self._down.pop(name).since) for name in names if name in self._down]
-        for name, since in ended:
-            logger.info("%s is back after %.1fs; resuming", name, now - since)
-
-
-def _dependency_name(exc: BaseException) -> str:
-    if isinstance(exc, StoreUnavailableError):
-        return "Redis"
-    if isinstance(exc, DjangoDatabaseError):
-        return "database"
-    return "SQS"
-
-
-def validate_batch(
-    messages: Sequence[dict[str, Any]], received_at: datetime
-) -> tuple[list[tuple[dict[str, Any], Order]], list[tuple[dict[str, Any], Rejection]]]:
-    """Split received messages into valid orders and rejections, each beside its message."""
-    orders: list[tuple[dict[str, Any], Order]] = []
-    rejected: list[tuple[dict[str, Any], Rejection]] = []
-    for message in messages:
-        outcome = validate_message(
-            message.get("Body", ""), dating_attributes(message), received_at=received_at
-        )
-        if isinstance(outcome, Order):
-            orders.append((message, outcome))
-        else:
-            rejected.append((message, outcome))
-    return orders, rejected
 
 
 class Consumer:
     """Consumes one queue into one store. ``process_batch`` is one unit of work.
 
-    Tests call ``process_batch`` directly; ``run`` loops it until ``stop`` is set. The clocks
-    (``clock``, ``now``) are attributes and every wait is ``stop.wait``, so tests can swap
-    them instead of sleeping through real backoff delays.
+    Tests call ``process_batch`` (or ``run_worker``) directly; ``run`` loops pollers until
+    ``stop`` is set. The clocks (``clock``, ``now``) are attributes and every wait is
+    ``stop.wait``, so tests can swap them instead of sleeping through real backoff delays.
     """
 
     def __init__(
@@ -287,7 +56,7 @@ class Consumer:
         until_empty: bool = False,
         max_backoff: float = 30.0,
         log_interval: float = 10.0,
-        record_rejections: Callable[[Sequence[RejectionRecord]], list[str]] | None = None,
+        record_rejections: Callable[[Sequence[RejectionRecord]], object] | None = None,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -297,25 +66,25 @@ class Consumer:
         self.max_messages = max_messages
         self.until_empty = until_empty
         self.log_interval = log_interval
-        self.record_rejections = record_rejections or RejectedOrder.objects.record_many
+        self.committer = BatchCommitter(store, queue.name, record_rejections)
         self.stop = threading.Event()
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.tally = Tally()
-        self.outages = Outages(max_delay=max_backoff)
+        self.outages = outages.Outages(max_delay=max_backoff)
         self._budget_lock = threading.Lock()
         self._budget = threading.Condition(self._budget_lock)
         self._claimed = 0  # messages received or asked for by receives under way
         self._claims_open = 0  # receives under way that hold part of the budget
         self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
-        self._keeper = _VisibilityKeeper(queue, visibility_timeout)
+        self._keeper = VisibilityKeeper(queue, visibility_timeout, sqs.is_transient)
         self.failure: BaseException | None = None  # set when the consumer stopped on an error
         # Each consumer process reports its own heartbeat, so one dead consumer among several
         # shows up in pipeline_status.
         self.store.consumer_id = self.store.consumer_id or f"{socket.gethostname()}:{os.getpid()}"
 
-    # --- one unit of work ------------------------------------------------------------------
+    # --- receiving, within the --max-messages budget ---------------------------------------
     def _claim(self) -> int:
         """How many messages this receive may take, honouring --max-messages across threads.
 
@@ -362,9 +131,9 @@ class Consumer:
         self._settle(wanted, len(messages))
         if not messages:
             self.store.heartbeat()  # a write: Redis is not merely answering, it accepts work
-            self.outages.recovered(("SQS", "Redis"), self.clock())
+            self.outages.recovered((outages.SQS, outages.REDIS), self.clock())
             return messages
-        self.outages.recovered(("SQS",), self.clock())
+        self.outages.recovered((outages.SQS,), self.clock())
         # In hand from this moment (also while it waits behind the batch being handled):
         # its visibility is kept and a graceful stop waits for it.
         with self._budget_lock:
@@ -372,99 +141,72 @@ class Consumer:
         self._keeper.track([m["ReceiptHandle"] for m in messages])
         return messages
 
+    # --- one unit of work ------------------------------------------------------------------
     def handle_batch(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
-        """See received messages through to deletion. Raises on a dependency failure, having
-        deleted nothing of the batch."""
-        try:
-            result = self._handle(messages)
-        finally:
-            self._let_go(messages)
-        # Every batch reaches Redis; one with a rejection reached the database too.
-        used = ("Redis", "database") if result.rejected else ("Redis",)
-        self.outages.recovered(used, self.clock())
+        """Commit a received batch and delete it; then it is no longer in hand.
+
+        Raises on a failure with nothing deleted and the batch still in hand (its visibility
+        kept): the caller retries it (``see_through``) or lets it go (``let_go``).
+        """
+        result = self.committer.commit(messages, self.now())
+        self.outages.recovered((outages.REDIS, outages.DATABASE, outages.REBUILD), self.clock())
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
+        handles = [m["ReceiptHandle"] for m in messages]
+        if self.deleter is not None:
+            self.deleter.submit(handles)  # committed: deleting can overlap the next batch
+        else:
+            delete_committed(self.queue, handles)
+        self.let_go(messages)
         return result
 
-    def _let_go(self, messages: Sequence[dict[str, Any]]) -> None:
-        """The batch is no longer in hand: handled, or left for SQS to redeliver."""
+    def let_go(self, messages: Sequence[dict[str, Any]]) -> None:
+        """The batch is no longer in hand: deleted, or left for SQS to redeliver."""
         self._keeper.release([m["ReceiptHandle"] for m in messages])
         with self._budget_lock:
             self._in_hand -= 1
 
     def process_batch(self) -> BatchResult:
-        """Receive one batch and handle it; ``received == 0`` means the queue had nothing."""
+        """Receive one batch and handle it once; ``received == 0`` means the queue had nothing.
+
+        On a failure the batch is let go (SQS redelivers it after the visibility timeout) and
+        the error raised; ``run`` instead keeps a failed batch and retries it.
+        """
         messages = self.receive_batch()
         if not messages:
             return BatchResult(0, 0, 0, 0)
-        return self.handle_batch(messages)
+        try:
+            return self.handle_batch(messages)
+        except BaseException:
+            self.let_go(messages)
+            raise
 
-    def _handle(self, messages: Sequence[dict[str, Any]]) -> BatchResult:
-        received_at = self.now()
-        orders, rejected = validate_batch(messages, received_at)
-
-        applied = duplicates = 0
-        if orders:
-            statuses = self.store.apply_orders([o for _, o in orders], received=len(messages))
-            for (message, order), status in zip(orders, statuses, strict=True):
-                if status is ApplyStatus.APPLIED:
-                    applied += 1
-                elif status is ApplyStatus.DUPLICATE:
-                    duplicates += 1
-                else:
-                    rejected.append((message, conflict_rejection(order)))
-        else:
-            self.store.record_received(len(messages))
-
-        if rejected:
-            # Long-lived threads see no request cycle: drop a connection that is past
-            # CONN_MAX_AGE or fails its health check instead of failing the batch on it
-            # (never inside a caller's transaction, which closing would break).
-            if not connection.in_atomic_block:
-                close_old_connections()
-            records = [
-                RejectionRecord(
-                    message_id=message["MessageId"],
-                    body=message.get("Body", ""),
-                    rejection=rejection,
-                    queue_name=self.queue.name,
-                    receive_count=int(
-                        message.get("Attributes", {}).get("ApproximateReceiveCount", 1)
-                    ),
-                    received_at=received_at,
-                )
-                for message, rejection in rejected
-            ]
-            self.record_rejections(records)  # one row per message id, however often
-            # Counted by message id in Redis, not by "new row": the row may be from an
-            # attempt whose count never reached Redis, or from another consumer's.
-            self.store.record_rejections(
-                {message["MessageId"]: rejection.codes for message, rejection in rejected}
-            )
-
-        handles = [m["ReceiptHandle"] for m in messages]
-        if self.deleter is not None:
-            # Committed: deleting can overlap the next batch (run() drains it before exit).
-            self.deleter.submit(handles)
-        else:
-            # Committed already: a redelivery is a duplicate the marks absorb.
+    def see_through(self, messages: Sequence[dict[str, Any]]) -> BatchResult | None:
+        """Handle a batch, retrying that same batch after each transient failure until it
+        commits; None when the consumer stopped first (the batch is then let go)."""
+        while True:
             try:
-                failed = self.queue.delete(handles)
-            except DEPENDENCY_ERRORS as exc:
-                failed = len(handles)
-                logger.warning("delete failed after the commit (%s)", exc)
-            if failed:
-                logger.warning(
-                    "%d of %d deletions failed; SQS will redeliver them (harmless)",
-                    failed,
-                    len(messages),
-                )
-        return BatchResult(len(messages), applied, duplicates, len(rejected))
+                return self.handle_batch(messages)
+            except Exception as exc:
+                failure = outages.classify(exc)
+                if failure is None or not failure.transient:
+                    self.let_go(messages)
+                    self._fail_on(exc, failure)
+                    return None
+                if failure.dependency == outages.DATABASE:
+                    close_old_connections()
+                self._wait_out(failure.dependency, exc)
+                if self.stop.is_set():
+                    logger.warning(
+                        "stopping with a batch of %d not committed; SQS redelivers it",
+                        len(messages),
+                    )
+                    self.let_go(messages)
+                    return None
 
-    # --- the loop --------------------------------------------------------------------------
-    def _wait_for_dependencies(self, failure: BaseException) -> None:
-        """Back off until the failed dependency answers a probe, then let real work try again
-        (the outage ends when that work succeeds; see ``Outages``)."""
-        name = _dependency_name(failure)
+    # --- waiting out a failure -------------------------------------------------------------
+    def _wait_out(self, name: str, failure: BaseException) -> None:
+        """Back off until the failed dependency passes a probe (or the consumer stops); then
+        the caller tries its real work again, and only that success ends the outage."""
         delay = self.outages.failed(name, failure, self.clock())
         while not self.stop.is_set():
             self.stop.wait(delay)
@@ -472,20 +214,43 @@ class Consumer:
                 return
             try:
                 self._probe(name)
-            except DEPENDENCY_ERRORS as exc:
+            except Exception as exc:
+                if outages.classify(exc) is None:
+                    raise
                 delay = self.outages.failed(name, exc, self.clock())
                 continue
             return
 
     def _probe(self, name: str) -> None:
-        if name == "Redis":
+        """A cheap stand-in for the real work, able to fail the way the work would."""
+        if name == outages.REDIS:
             self.store.heartbeat()  # a write: a read-only replica answers PING
-        elif name == "database":
+        elif name == outages.REBUILD:
+            if self.store.rebuild_in_progress():
+                raise RebuildInProgressError("still rebuilding")
+        elif name == outages.DATABASE:
             close_old_connections()
-            connection.ensure_connection()
+            ledger.probe_write()  # a read-only server accepts connections, refuses this
         else:
             self.queue.depth()
 
+    def _fail_on(self, exc: BaseException, failure: outages.Failure | None) -> None:
+        if failure is None:
+            why = "unexpected error; stopping"
+        elif failure.dependency == outages.REDIS:
+            why = ("Redis refused a command; stopping rather than cycling every message "
+                   "towards the dead-letter queue")  # fmt: skip
+        elif failure.dependency == outages.SQS and sqs.is_missing_queue(exc):
+            why = f"the queue {self.queue.name} no longer exists; stopping"
+        else:
+            why = (
+                f"{failure.dependency} refused the work for a reason waiting cannot cure; stopping"
+            )
+        logger.error("%s: %s", why, exc, exc_info=failure is None)
+        self.failure = exc
+        self.stop.set()
+
+    # --- the loop --------------------------------------------------------------------------
     def _queue_is_empty(self) -> bool:
         depth = self.queue.depth()
         return depth.visible + depth.in_flight + depth.delayed == 0
@@ -494,70 +259,69 @@ class Consumer:
         """One polling thread: loop batches until stopped, the budget is spent or (with
         ``until_empty``) the queue reports empty.
 
-        The next receive runs in the background while a batch is handled, so SQS latency
-        and processing overlap. At most one receive is ahead: during an outage its batch
-        waits in hand (no further receives) and is handled once the dependency is back; on
-        a graceful stop it is handled too. An error that retrying cannot cure (a Redis
-        command refused, a bug) stops the whole consumer loudly (``self.failure``).
+        The next receive runs in the background while a batch is handled, so SQS latency and
+        processing overlap. At most one receive is ahead: while the batch in hand keeps
+        failing, the batch received ahead waits in hand too and nothing more is received; on a
+        graceful stop the batch received ahead is handled as well.
         """
-        pending: Future[list[dict[str, Any]]] | None = None
-        receiver = _Receiver(self.receive_batch)
+        ahead: Future[list[dict[str, Any]]] | None = None
+        receiver = Receiver(self.receive_batch)
         try:
             while not self.stop.is_set():
+                if ahead is None:
+                    ahead = receiver.request()
                 try:
-                    if pending is None:
-                        pending = receiver.request()
-                    try:
-                        messages = pending.result()
-                    finally:
-                        pending = None
-                    if not messages:
-                        if self.until_empty and self._queue_is_empty():
-                            self.stop.set()
-                        continue
-                    if not self.stop.is_set():
-                        pending = receiver.request()
-                    self.handle_batch(messages)
-                except StoreCommandError as exc:
-                    self._fail(exc, "Redis refused a command; stopping rather than cycling every "
-                                    "message towards the dead-letter queue")  # fmt: skip
-                except DEPENDENCY_ERRORS as exc:
-                    if isinstance(exc, DjangoDatabaseError):
-                        close_old_connections()
-                    self._wait_for_dependencies(exc)
+                    messages = ahead.result()
                 except Exception as exc:
-                    self._fail(exc, "unexpected error; stopping")
-            self._finish_prefetched(pending)
+                    ahead = None
+                    self._receive_failed(exc)
+                    continue
+                ahead = None
+                if not messages:
+                    if self.until_empty and self._empty_or_failed():
+                        self.stop.set()
+                    continue
+                if not self.stop.is_set():
+                    ahead = receiver.request()
+                self.see_through(messages)
+            self._finish_ahead(ahead)
         finally:
             receiver.close()
             connection.close()
 
-    def _finish_prefetched(self, pending: Future[list[dict[str, Any]]] | None) -> None:
+    def _receive_failed(self, exc: BaseException) -> None:
+        failure = outages.classify(exc)
+        if failure is None or not failure.transient:
+            self._fail_on(exc, failure)
+        else:
+            self._wait_out(failure.dependency, exc)
+
+    def _empty_or_failed(self) -> bool:
+        try:
+            return self._queue_is_empty()
+        except Exception as exc:
+            self._receive_failed(exc)
+            return False
+
+    def _finish_ahead(self, ahead: Future[list[dict[str, Any]]] | None) -> None:
         """On stop, a receive that already came back is in hand: handle it (or, if that
         fails, leave it for SQS to redeliver). A receive still long-polling holds nothing."""
-        if pending is None:
+        if ahead is None:
             return
         try:
-            # A receive that finds messages returns at once; one still waiting after the
-            # grace is an empty long poll, and a stop does not wait out its 20 s.
-            pending.result(timeout=STOP_GRACE)
+            messages = ahead.result(timeout=STOP_GRACE)
         except Exception:  # timed out, or the receive failed: nothing in hand
             return
-        messages = pending.result()
         if not messages:
             return
         if self.failure is not None:
-            self._let_go(messages)
+            self.let_go(messages)
             return
         try:
             self.handle_batch(messages)
         except Exception as exc:  # its messages reappear after the visibility timeout
+            self.let_go(messages)
             logger.warning("batch received before the stop was not committed: %s", exc)
-
-    def _fail(self, exc: BaseException, why: str) -> None:
-        logger.error("%s: %s", why, exc, exc_info=exc)
-        self.failure = exc
-        self.stop.set()
 
     def run(self, threads: int = 1) -> None:
         """Run ``threads`` pollers until stopped; logs throughput every ``log_interval``."""
@@ -588,7 +352,7 @@ class Consumer:
         finally:
             self.deleter.close()
             self.deleter = None
-            with contextlib.suppress(*DEPENDENCY_ERRORS):
+            with contextlib.suppress(Exception):
                 self.store.forget_consumer()
         self._log_throughput(max(self.clock() - last_time, 1e-9), last)
 

@@ -14,12 +14,68 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 SQS_BATCH_LIMIT = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage maximum
+
+# --- Which SQS errors retrying can cure (issue 11 §10) ---------------------------------------
+# Error codes SQS answers when it is busy or failing on its side: back off and retry.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",  # request rate above the account's limit
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ServiceUnavailable",  # 503: SQS itself is degraded
+        "InternalError",  # 500: SQS's own failure
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "KMS.ThrottlingException",  # an encrypted queue's key service is throttling
+    }
+)
+# Client-side errors no retry cures: missing or wrong configuration.
+_PERMANENT_CLIENT_ERRORS = (
+    NoCredentialsError,  # no credentials anywhere in boto3's chain
+    PartialCredentialsError,
+    NoRegionError,
+    ParamValidationError,  # a bug: a malformed request
+)
+# Everything else a ClientError carries (AccessDenied, InvalidClientTokenId,
+# SignatureDoesNotMatch, AWS.SimpleQueueService.NonExistentQueue, …) needs an operator.
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when SQS (or the way to it) fails in a way that ends by itself: throttling, a 5xx,
+    a connection or timeout error. Credentials, permissions and a missing queue are not."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error_code(exc) in _TRANSIENT_CODES or int(status) >= 500
+    if isinstance(exc, BotoCoreError):
+        return not isinstance(exc, _PERMANENT_CLIENT_ERRORS)
+    return False
+
+
+def is_missing_queue(exc: BaseException) -> bool:
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
+    return "NonExistentQueue" in code or "QueueDoesNotExist" in code
+
+
 # SQS's maximum retention (14 days), for the queue and its DLQ. ORDER_DEDUP_TTL (15 days by
 # default) outlives it, so a message redelivered as late as SQS allows still finds its mark.
 RETENTION_SECONDS = 14 * 24 * 3600
@@ -98,8 +154,7 @@ class OrderQueue:
         try:
             return self.client.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            if is_missing_queue(exc):
                 return None
             raise
 
@@ -193,8 +248,11 @@ class OrderQueue:
         """Delete in batches of 10; returns how many deletions SQS reported as failed."""
         return self.delete_from(self.url, receipt_handles)
 
-    def extend_visibility(self, receipt_handles: Sequence[str], timeout: int) -> None:
-        self.change_visibility_in(self.url, receipt_handles, timeout)
+    def extend_visibility(
+        self, receipt_handles: Sequence[str], timeout: int
+    ) -> list[dict[str, Any]]:
+        """Returns the entries SQS refused (e.g. a handle past SQS's 12-hour limit)."""
+        return self.change_visibility_in(self.url, receipt_handles, timeout)
 
     def send_bodies(self, bodies: Sequence[str]) -> int:
         """SendMessageBatch in tens, resending entries SQS reports as failed; returns count sent."""
@@ -302,11 +360,19 @@ class OrderQueue:
                 logger.warning("delete from %s failed: %s", url, failure)
         return failed
 
-    def change_visibility_in(self, url: str, receipt_handles: Sequence[str], timeout: int) -> None:
-        """ChangeMessageVisibilityBatch on ``url``; timeout 0 makes messages visible again."""
+    def change_visibility_in(
+        self, url: str, receipt_handles: Sequence[str], timeout: int
+    ) -> list[dict[str, Any]]:
+        """ChangeMessageVisibilityBatch on ``url``; timeout 0 makes messages visible again.
+
+        Returns the ``Failed`` entries SQS reported (the call as a whole succeeded).
+        """
+        failed: list[dict[str, Any]] = []
         for chunk in _chunks(list(receipt_handles)):
             entries = [
                 {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
                 for i, h in enumerate(chunk)
             ]
-            self.client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            response = self.client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            failed += response.get("Failed", [])
+        return failed

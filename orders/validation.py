@@ -614,3 +614,8 @@ def _validate(
         ordered_at=ordered_at,
         occurred_at=occurred_at,
     )
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch, exactly (timedelta division, no float)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

@@ -1,34 +1,53 @@
-"""The aggregate store: every Redis key orderpipe uses, the apply script, and all reads.
+"""The aggregate store: every Redis key orderpipe uses, its scripts, and all reads.
 
-Nobody else builds Redis keys. Money is integer cents in Redis (HINCRBY, exact); it becomes
-a ``Decimal`` only on the way out (``cents_to_decimal``). Key layout under ``<prefix>``:
+Nobody else builds Redis keys. Money is integer cents in Redis (HINCRBY, exact); it becomes a
+``Decimal`` only on the way out (``cents_to_decimal``). Redis is a read model: the ledger
+(``orders.ledger``) is the record of truth and ``rebuild_stats`` derives everything below
+from it again.
 
-==============================  ======  ==============================================
-key                             type    content
-==============================  ======  ==============================================
-``<p>:user:<user_id>``          hash    orders, spend (cents), first, last (epoch ms)
-``<p>:global``                  hash    orders, revenue (cents), users
-``<p>:rank:spend``              zset    user_id scored by -spend (cents)
-``<p>:rank:orders``             zset    user_id scored by -order count
-``<p>:days``                    hash    ``YYYY-MM-DD:orders``, ``YYYY-MM-DD:revenue`` (cents)
-``<p>:seen:<order_id>``         string  payload fingerprint; expires after ORDER_DEDUP_TTL
-``<p>:rejected:<message_id>``   string  "1": this rejected message is counted; same expiry
-``<p>:consumers``               hash    consumer id (host:pid) -> last sign of life (ms)
-``<p>:ingest``                  hash    received, applied, duplicates, rejected,
-                                        ``rejected:<code>``, last_batch_ms, heartbeat_ms
-==============================  ======  ==============================================
+Shards and hash tags. A user's aggregates live in shard ``crc32(user_id) mod REDIS_SHARDS``
+and every key of shard ``s`` carries the tag ``T = {<prefix>:<s>}``, so one script call per
+shard touches one hash slot (Redis Cluster, ElastiCache Serverless). With one shard on a
+single node (the default) ``T`` is plain ``<prefix>``: the key names of earlier versions.
 
-All days live in one hash so that any date range is a single HMGET, and rankings use
-negated scores so that one ZRANGE returns the highest first with ties by user_id ascending.
+Generations. Aggregates live under a generation ``G`` (``T:g<G>:…``; generation 0 has no
+segment); ``rebuild_stats`` fills a fresh one and then switches ``T:gen`` to it, so a reader
+never sees a half-built state. Writers and readers check the generation they use.
+
+====================================  ======  ===========================================
+key                                   type    content
+====================================  ======  ===========================================
+``T[:gG]:user:<user_id>``             hash    orders, spend (cents), first, last (epoch ms)
+``T[:gG]:global``                     hash    orders, revenue (cents), users (this shard's)
+``T[:gG]:rank:spend``                 zset    user_id scored by -spend (cents)
+``T[:gG]:rank:orders``                zset    user_id scored by -order count
+``T[:gG]:days``                       hash    ``YYYY-MM-DD:orders``, ``YYYY-MM-DD:revenue``
+``T:seen:<order_id>``                 string  fingerprint: applied; expires after the TTL
+``T:rejected:<message_id>``           string  "1": this rejected message is counted
+``T:ingest``                          hash    received, applied, duplicates, rejected,
+                                              ``rejected:<code>``, last_batch_ms, heartbeat_ms
+``T:gen``                             string  the shard's live generation (absent = 0)
+``T:lock``                            string  a rebuild's token while it runs (expires)
+``<prefix>:consumers``                hash    consumer id (host:pid) -> last sign of life (ms)
+``<prefix>:layout``                   string  the shard count the aggregates are laid out for
+``<prefix>:reconcile``                string  JSON: when the last reconcile ran, what it found
+====================================  ======  ===========================================
+
+All days of a shard live in one hash so that any date range is one HMGET per shard, and
+rankings use negated scores so that one ZRANGE returns the highest first with ties by user_id
+ascending; merged shards keep both rules. Reads are one pipelined round trip (per node).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import json
+import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,48 +55,83 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis
 from django.conf import settings
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+
+from orders.validation import epoch_ms
 
 if TYPE_CHECKING:
     from orders.validation import Order
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-APPLY_SCRIPT = (Path(__file__).parent / "lua" / "apply_orders.lua").read_text()
-COUNT_REJECTIONS_SCRIPT = (Path(__file__).parent / "lua" / "count_rejections.lua").read_text()
+_LUA = Path(__file__).parent / "lua"
+APPLY_SCRIPT = (_LUA / "apply_batch.lua").read_text()
+RELEASE_LOCK_SCRIPT = (_LUA / "release_lock.lua").read_text()
+# The script needs SET … NX GET semantics and #! flags: Redis / Valkey 7.0 or newer.
+MIN_REDIS_VERSION = (7, 0)
+# An order without a mark is applied only if it was first recorded this far inside the marks'
+# TTL (at most a quarter of it): the margin covers clock differences between consumer hosts.
+CLOCK_MARGIN = timedelta(hours=1)
+
+# (prefix, shards) -> each shard's live generation as this process last saw it.
+_GENERATIONS: dict[tuple[str, int], list[int]] = {}
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class StoreUnavailableError(Exception):
-    """Redis cannot serve right now: unreachable, timing out, loading, read-only (failover).
+    """Redis cannot serve right now and will again by itself (see ``_TRANSIENT``).
 
-    Transient: callers back off and retry (the consumer) or answer 503 (the API).
+    Callers back off and retry the same work (the consumer) or answer 503 (the API).
     """
 
 
+class RebuildInProgressError(StoreUnavailableError):
+    """``rebuild_stats`` holds the lock: writers keep their batch and try again shortly."""
+
+
 class StoreCommandError(StoreUnavailableError):
-    """Redis refused a command (e.g. ``SET NX GET`` on Redis < 7, a Cluster refusing keys built
-    inside the script, WRONGTYPE). Retrying cannot help: the consumer stops loudly instead of
-    cycling every message towards the dead-letter queue. The API still answers 503."""
+    """Redis refused a command for a reason that retrying cannot cure (see ``_PERMANENT``):
+    the consumer stops loudly instead of cycling every message towards the dead-letter queue.
+    The API still answers 503."""
 
 
-# Errors a later retry can cure; every other RedisError is a StoreCommandError.
-_TRANSIENT = (
-    redis.ConnectionError,  # includes BusyLoadingError (a restart replaying its AOF)
-    redis.TimeoutError,
-    redis.exceptions.ReadOnlyError,  # a failover in progress
-    redis.exceptions.TryAgainError,
-    redis.exceptions.MasterDownError,  # a replica that lost its master
+# --- What Redis says, and what it means (issue 11 §2) ---------------------------------------
+# Refusals that end by themselves: the consumer keeps its batch, backs off and retries it.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,  # unreachable, reset, pool exhausted; BusyLoadingError = LOADING
+    redis.TimeoutError,  # no answer within REDIS_SOCKET_TIMEOUT
+    redis.exceptions.ReadOnlyError,  # READONLY: a replica, e.g. an old primary in a failover
+    redis.exceptions.TryAgainError,  # TRYAGAIN: multi-key command during a slot migration
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN (and MASTERDOWN, its subclass)
+    redis.exceptions.OutOfMemoryError,  # OOM under noeviction: lifts when memory is freed
+    redis.exceptions.SlotNotCoveredError,  # cluster: a slot's primary is gone, not yet replaced
 )
-# Refusals Redis lifts by itself that redis-py raises as plain ResponseErrors, recognised by
-# their error code: BUSY (another client's script is running long), MISCONF (writes refused
-# until a failed background save succeeds).
-_TRANSIENT_CODES = ("BUSY ", "MISCONF ")
+# Plain ResponseErrors recognised by their code (a pipeline prefixes the reply with
+# "Command # N (…) of pipeline caused error: ").
+_TRANSIENT_CODES = re.compile(
+    r"(?:^|caused error: )(?:"
+    r"BUSY"  # another client's script runs long; ends with it (or SCRIPT KILL)
+    r"|MISCONF"  # writes refused until a failed background save succeeds
+    r"|NOREPLICAS"  # fewer replicas than min-replicas-to-write are connected
+    r"|LOADING"  # a restart replaying its data
+    r") "
+)
+# Never retried, although some are ConnectionErrors: they need an operator.
+_PERMANENT: tuple[type[BaseException], ...] = (
+    redis.AuthenticationError,  # wrong password
+    redis.exceptions.AuthorizationError,  # the user may not run this
+    redis.exceptions.NoPermissionError,  # NOPERM: ACL forbids a command or key
+)
+# Everything else (WRONGTYPE, CROSSSLOT, an unknown command on an old server, a script
+# error) is permanent too.
 
 
-def _is_transient(exc: redis.RedisError) -> bool:
-    return isinstance(exc, _TRANSIENT) or str(exc).startswith(_TRANSIENT_CODES)
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _PERMANENT):
+        return False
+    return isinstance(exc, _TRANSIENT) or _TRANSIENT_CODES.search(str(exc)) is not None
 
 
 def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
@@ -85,7 +139,7 @@ def _unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             kind = StoreUnavailableError if _is_transient(exc) else StoreCommandError
             raise kind(f"{type(exc).__name__}: {exc}") from exc
 
@@ -97,7 +151,7 @@ def cents_to_decimal(cents: int) -> Decimal:
     return Decimal(cents).scaleb(-2)
 
 
-def _ms_to_datetime(value: bytes | str | None) -> datetime | None:
+def _ms_to_datetime(value: bytes | str | int | None) -> datetime | None:
     if value is None:
         return None
     return EPOCH + timedelta(milliseconds=int(value))
@@ -117,7 +171,8 @@ def _score_to_int(value: bytes | str | float) -> int:
 class ApplyStatus(enum.IntEnum):
     DUPLICATE = 0
     APPLIED = 1
-    CONFLICT = 2
+    CONFLICT = 2  # the mark holds another payload's fingerprint (one applied before the ledger)
+    BEFORE_WINDOW = 3  # no mark, first recorded before the marks' window: never applied again
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,123 +216,336 @@ class IngestionStats:
     heartbeat_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """One Redis primary as ``pipeline_status`` and ``/health`` show it."""
+
+    node: str
+    reachable: bool
+    version: str | None = None  # as the server names itself: "valkey 9.1.2", "redis 7.0.15"
+    redis_version: str | None = None  # the Redis version it is compatible with
+    eviction_policy: str | None = None
+    error: str | None = None
+
+    def problems(self) -> list[str]:
+        """Why orderpipe must not write to this server (empty when it may)."""
+        if not self.reachable:
+            return []  # an outage, not a misconfiguration
+        found = []
+        if self.redis_version and _version_tuple(self.redis_version) < MIN_REDIS_VERSION:
+            found.append(
+                f"Redis {self.node} is version {self.redis_version}; orderpipe needs 7.0 or newer "
+                "(its scripts use SET … NX GET and #! flags)"
+            )
+        if self.eviction_policy not in (None, "noeviction"):
+            found.append(
+                f"Redis {self.node} has maxmemory-policy {self.eviction_policy}: it would evict "
+                "idempotency marks (a redelivery counted twice) or aggregates (money lost). "
+                "Set it to noeviction (redis.conf `maxmemory-policy noeviction`, "
+                "`CONFIG SET maxmemory-policy noeviction`, or the parameter group of a "
+                "managed service)"
+            )
+        return found
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchApplied:
+    statuses: list[ApplyStatus]  # one per order, in order
+    rejections_counted: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOrder:
+    """An order on its way to Redis: ``first_recorded_at`` is when the ledger first saw it
+    (None: just now), which decides what a missing mark means."""
+
+    order: Order
+    first_recorded_at: datetime | None = None
+
+
 def days_between(start: date, end: date) -> Iterator[date]:
     for offset in range((end - start).days + 1):
         yield start + timedelta(days=offset)
 
 
-class AggregateStore:
-    """Reads and writes the aggregates of one key prefix in one Redis.
+def shard_of(value: str, shards: int) -> int:
+    """The shard of a user (or of a rejected message): stable across processes and versions."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(value.encode("utf-8", "surrogatepass")) % shards
 
-    ``client`` is a redis-py client (django-redis's pooled one in the app, fakeredis or a
-    test server in tests); ``clock`` returns epoch seconds and is swappable in tests.
+
+@dataclass(slots=True)
+class _ShardWork:
+    keys: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+    orders: list[int] = field(default_factory=list)  # positions in the caller's list
+    rejects: list[str] = field(default_factory=list)
+    received: int = 0
+
+
+class AggregateStore:
+    """Reads and writes the aggregates of one key prefix in one Redis (node or cluster).
+
+    ``client`` is a redis-py client (django-redis's pooled one in the app, a ``RedisCluster``
+    with ``REDIS_CLUSTER``, fakeredis or a test server in tests); ``clock`` returns epoch
+    seconds and is swappable in tests.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         prefix: str = "orderpipe",
         dedup_ttl: int = 15 * 24 * 3600,
         clock: Callable[[], float] = time.time,
+        shards: int = 1,
     ) -> None:
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
         self.client = client
         self.prefix = prefix
         self.dedup_ttl = dedup_ttl
         self.clock = clock
+        self.shards = shards
+        self.cluster = isinstance(client, RedisCluster)
+        # One node and one shard: the key names of earlier versions, no hash tag.
+        self._tags = (
+            [prefix]
+            if shards == 1 and not self.cluster
+            else [f"{{{prefix}:{s}}}" for s in range(shards)]
+        )
+        self._generation_key = (prefix, shards)
         # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].
         self.consumer_id = ""
         # redis-py's Script runs EVALSHA and reloads the script after a Redis restart.
         self._apply = client.register_script(APPLY_SCRIPT)
-        self._count_rejections = client.register_script(COUNT_REJECTIONS_SCRIPT)
+        self._release = client.register_script(RELEASE_LOCK_SCRIPT)
 
     # --- keys ------------------------------------------------------------------------------
-    def key(self, *parts: str) -> str:
+    def key(self, *parts: str, shard: int = 0) -> str:
+        """A per-shard key that is not part of a generation (marks, ingest, gen, lock)."""
+        return ":".join((self._tags[shard], *parts))
+
+    def aggregate_key(self, *parts: str, shard: int = 0, generation: int | None = None) -> str:
+        """A key of a generation's aggregates (the live generation unless given)."""
+        gen = self.generations()[shard] if generation is None else generation
+        base = self._tags[shard] if gen == 0 else f"{self._tags[shard]}:g{gen}"
+        return ":".join((base, *parts))
+
+    def shared_key(self, *parts: str) -> str:
+        """A key outside every shard (read and written without scripts)."""
         return ":".join((self.prefix, *parts))
+
+    def shard_of(self, value: str) -> int:
+        return shard_of(value, self.shards)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    # --- generations -----------------------------------------------------------------------
+    def generations(self) -> list[int]:
+        """Each shard's live generation as this process last saw it.
+
+        Never read on its own: every read pipeline carries a GET of the generation and every
+        script checks it, so a switch by ``rebuild_stats`` is noticed on the next call at no
+        extra round trip (a first guess of 0 is corrected the same way).
+        """
+        return _GENERATIONS.setdefault(self._generation_key, [0] * self.shards)
+
+    def _saw_generation(self, shard: int, generation: int) -> None:
+        self.generations()[shard] = generation
+
+    def _read(self, shards: Sequence[int], build: Callable[[Any], None]) -> list[Any]:
+        """Run ``build``'s commands in one pipelined round trip together with a check of the
+        generation of ``shards``; when a rebuild switched it meanwhile, read again."""
+        for _attempt in range(3):
+            generations = self.generations()
+            pipe = self.client.pipeline(transaction=False)
+            for shard in shards:
+                pipe.get(self.key("gen", shard=shard))
+            build(pipe)
+            results = pipe.execute()
+            seen = [_int(value) for value in results[: len(shards)]]
+            if all(seen[i] == generations[s] for i, s in enumerate(shards)):
+                break
+            for i, shard in enumerate(shards):
+                self._saw_generation(shard, seen[i])
+        return results[len(shards) :]
+
     # --- writes ----------------------------------------------------------------------------
     @_unavailable_on_redis_error
+    def apply_batch(
+        self,
+        orders: Sequence[PendingOrder],
+        rejections: Mapping[str, Sequence[str]] | None = None,
+        received: int | None = None,
+    ) -> BatchApplied:
+        """Apply a batch: one atomic script call per shard it touches.
+
+        ``rejections`` maps the SQS message id of each rejected message to its reason codes
+        (each message is counted once however often it comes); ``received`` is the number of
+        SQS messages the batch came from (default: orders + rejections). Every order's
+        aggregates change together or not at all; with several shards the batch as a whole
+        is not atomic (a failure may leave some shards applied: retrying the batch is safe,
+        the marks make those orders duplicates).
+        """
+        rejections = rejections or {}
+        if not orders and not rejections and not received:
+            return BatchApplied([], 0)
+        statuses: list[ApplyStatus] = [ApplyStatus.DUPLICATE] * len(orders)
+        counted = 0
+        pending = self._plan(orders, rejections, received)
+        for _attempt in range(3):
+            moved = []
+            for shard, reply in zip(pending, self._run_scripts(pending.values()), strict=True):
+                code = int(reply[0])
+                if code == 1:
+                    raise RebuildInProgressError("a rebuild of the aggregates is in progress")
+                if code == 2:  # a rebuild switched this shard's generation meanwhile
+                    self._saw_generation(shard, _int(reply[1]))
+                    moved.append(shard)
+                    continue
+                for position, status in zip(pending[shard].orders, reply[1:-1], strict=True):
+                    statuses[position] = ApplyStatus(int(status))
+                counted += int(reply[-1])
+            if not moved:
+                return BatchApplied(statuses, counted)
+            replanned = self._plan(orders, rejections, received)
+            pending = {shard: replanned[shard] for shard in moved}
+        raise StoreUnavailableError("the aggregates' generation keeps moving; retrying later")
+
+    def _plan(
+        self,
+        orders: Sequence[PendingOrder],
+        rejections: Mapping[str, Sequence[str]],
+        received: int | None,
+    ) -> dict[int, _ShardWork]:
+        generations = self.generations()
+        now = self._now_ms()
+        oldest = 0
+        if self.dedup_ttl > 0:
+            ttl_ms = self.dedup_ttl * 1000
+            oldest = now - ttl_ms + min(CLOCK_MARGIN // timedelta(milliseconds=1), ttl_ms // 4)
+        work: dict[int, _ShardWork] = {}
+        for position, pending in enumerate(orders):
+            order = pending.order
+            s = self.shard_of(order.user_id)
+            shard = work.setdefault(s, _ShardWork())
+            shard.orders.append(position)
+            shard.received += 1
+            shard.keys += [
+                self.aggregate_key("user", order.user_id, shard=s, generation=generations[s]),
+                self.key("seen", order.order_id, shard=s),
+            ]
+            first = pending.first_recorded_at
+            shard.args += [
+                order.user_id,
+                order.value_cents,
+                epoch_ms(order.occurred_at),
+                order.day.isoformat(),
+                order.fingerprint,
+                getattr(order, "legacy_fingerprint", order.fingerprint),
+                epoch_ms(first) if first is not None else 0,
+            ]
+        for message_id in rejections:
+            shard = work.setdefault(self.shard_of(message_id), _ShardWork())
+            shard.received += 1
+            shard.rejects.append(message_id)
+        if received is not None and received != len(orders) + len(rejections):
+            # Not one message per order and reject (tests, benchmarks): count it on one shard.
+            for shard in work.values():
+                shard.received = 0
+            work.setdefault(next(iter(work), 0), _ShardWork()).received = received
+        for s, shard in work.items():
+            gen = generations[s]
+            head = [
+                self.key("gen", shard=s),
+                self.key("lock", shard=s),
+                self.aggregate_key("global", shard=s, generation=gen),
+                self.aggregate_key("days", shard=s, generation=gen),
+                self.aggregate_key("rank", "spend", shard=s, generation=gen),
+                self.aggregate_key("rank", "orders", shard=s, generation=gen),
+                self.key("ingest", shard=s),
+            ]
+            shard.keys = (
+                head + shard.keys + [self.key("rejected", m, shard=s) for m in shard.rejects]
+            )
+            shard.args = [
+                gen, self.dedup_ttl, now, shard.received, oldest, len(shard.orders),
+                *shard.args, *(",".join(rejections[m]) for m in shard.rejects),
+            ]  # fmt: skip
+        return work
+
+    def _run_scripts(self, work: Iterable[_ShardWork]) -> list[Any]:
+        """One script call per shard, all in one pipelined round trip (per node), together with
+        this consumer's heartbeat; a script Redis lost (restart) is loaded and run again."""
+        calls = list(work)
+        if len(calls) == 1 and not self.consumer_id:
+            only = calls[0]
+            return [self._apply(keys=only.keys, args=only.args)]
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._apply.sha, len(call.keys), *call.keys, *call.args)
+        if self.consumer_id:
+            pipe.hset(self.shared_key("consumers"), self.consumer_id, self._now_ms())
+        results = pipe.execute(raise_on_error=False)
+        for i, call in enumerate(calls):
+            if isinstance(results[i], redis.exceptions.NoScriptError):
+                results[i] = self._apply(keys=call.keys, args=call.args)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results[: len(calls)]
+
     def apply_orders(
         self, orders: Sequence[Order], received: int | None = None
     ) -> list[ApplyStatus]:
-        """Apply a batch in one atomic script call; returns one status per order, in order.
+        """Apply orders recorded just now (tests, benchmarks); see ``apply_batch``."""
+        return self.apply_batch([PendingOrder(o) for o in orders], received=received).statuses
 
-        ``received`` is the number of SQS messages the batch came from (defaults to the
-        number of orders) and feeds the ingestion counters in the same atomic step.
-        """
-        args: list[Any] = [
-            self.prefix,
-            self.dedup_ttl,
-            self._now_ms(),
-            len(orders) if received is None else received,
-            self.consumer_id,
-        ]
-        for order in orders:
-            args += [
-                order.order_id,
-                order.user_id,
-                order.value_cents,
-                (order.occurred_at - EPOCH) // _MILLISECOND,
-                order.day.isoformat(),
-                order.fingerprint,
-            ]
-        return [ApplyStatus(int(s)) for s in self._apply(args=args)]
-
-    @_unavailable_on_redis_error
-    def record_received(self, received: int) -> None:
-        """Count a batch that held no valid order (apply_orders counts the rest); it is a
-        batch all the same, so ``last_batch_ms`` moves and the consumer does not look stale."""
-        if received:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hincrby(self.key("ingest"), "received", received)
-            now = self._now_ms()
-            pipe.hset(self.key("ingest"), mapping={"last_batch_ms": now, "heartbeat_ms": now})
-            self._beat(pipe, now)
-            pipe.execute()
-
-    @_unavailable_on_redis_error
     def record_rejections(self, rejections: Mapping[str, Sequence[str]]) -> int:
-        """Count rejected messages (SQS message id -> reason codes) and their codes, each
-        message once however often it is handed in; one script call. Returns how many
-        were counted now."""
-        if not rejections:
-            return 0
-        args: list[Any] = [self.prefix, self.dedup_ttl]
-        for message_id, codes in rejections.items():
-            args += [message_id, ",".join(codes)]
-        return int(self._count_rejections(args=args))
+        """Count rejected messages (SQS message id -> reason codes) once each; see
+        ``apply_batch``. Returns how many were counted now."""
+        return self.apply_batch([], rejections, received=0).rejections_counted
 
     @_unavailable_on_redis_error
     def heartbeat(self) -> None:
-        """A sign of life from an idle consumer (every batch stamps it as well)."""
+        """A sign of life from an idle consumer (every batch stamps its shards as well).
+
+        A write, so it doubles as the consumer's Redis probe: a read-only replica answers
+        PING but refuses this.
+        """
         now = self._now_ms()
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.key("ingest"), "heartbeat_ms", now)
-        self._beat(pipe, now)
-        pipe.execute()
-
-    def _beat(self, pipe: Any, now: int) -> None:
         if self.consumer_id:
-            pipe.hset(self.key("consumers"), self.consumer_id, now)
+            pipe.hset(self.shared_key("consumers"), self.consumer_id, now)
+        pipe.execute()
 
     @_unavailable_on_redis_error
     def forget_consumer(self) -> None:
         """A consumer that stops cleanly leaves the list; a crashed one stays, and goes stale."""
         if self.consumer_id:
-            self.client.hdel(self.key("consumers"), self.consumer_id)
+            self.client.hdel(self.shared_key("consumers"), self.consumer_id)
 
     @_unavailable_on_redis_error
     def consumers(self) -> dict[str, datetime]:
         """Every consumer's last sign of life, oldest first."""
         beats = {
             name.decode(): _ms_to_datetime(value)
-            for name, value in self.client.hgetall(self.key("consumers")).items()
+            for name, value in self.client.hgetall(self.shared_key("consumers")).items()
         }
         return dict(sorted(beats.items(), key=lambda item: item[1]))
 
-    # --- reads (each one round trip) -------------------------------------------------------
+    # --- the server ------------------------------------------------------------------------
     @_unavailable_on_redis_error
     def ping(self) -> float:
         """Round-trip latency to Redis in milliseconds."""
@@ -285,11 +553,68 @@ class AggregateStore:
         self.client.ping()
         return (time.perf_counter() - started) * 1000
 
+    def servers(self) -> list[ServerInfo]:
+        """Version and eviction policy of every primary, from INFO (managed services often
+        disable CONFIG); an unreachable one is reported, not raised."""
+        if not self.cluster:
+            return [self._server_info(self.client, _node_name(self.client))]
+        client: RedisCluster = self.client  # type: ignore[assignment]
+        return [
+            self._server_info(client, node.name, target=node) for node in client.get_primaries()
+        ]
+
+    @staticmethod
+    def _server_info(client: Any, name: str, target: Any = None) -> ServerInfo:
+        try:
+            if target is None:
+                info = client.info("server") | client.info("memory")
+            else:
+                info = client.info("server", target_nodes=target) | client.info(
+                    "memory", target_nodes=target
+                )
+        except (redis.RedisError, RedisClusterException) as exc:
+            return ServerInfo(name, reachable=False, error=f"{type(exc).__name__}: {exc}")
+        redis_version = str(info["redis_version"]) if "redis_version" in info else None
+        if "valkey_version" in info:  # Valkey also reports the Redis version it matches
+            version = f"valkey {info['valkey_version']}"
+        else:
+            version = f"redis {redis_version}" if redis_version else None
+        policy = info.get("maxmemory_policy")
+        return ServerInfo(
+            name,
+            reachable=True,
+            version=version,
+            redis_version=redis_version,
+            eviction_policy=str(policy) if policy is not None else None,
+        )
+
+    # --- the layout (how many shards the aggregates are written for) ------------------------
+    @_unavailable_on_redis_error
+    def recorded_layout(self) -> int | None:
+        value = self.client.get(self.shared_key("layout"))
+        return int(value) if value is not None else None
+
+    @_unavailable_on_redis_error
+    def claim_layout(self) -> int:
+        """Record this store's shard count when none is recorded; returns the recorded one.
+
+        A consumer started with another ``REDIS_SHARDS`` than the aggregates were built for
+        must not write beside them (``rebuild_stats`` moves them to a new layout).
+        """
+        self.client.set(self.shared_key("layout"), self.shards, nx=True)
+        return _int(self.client.get(self.shared_key("layout")))
+
+    # --- reads (each one round trip) -------------------------------------------------------
     @_unavailable_on_redis_error
     def user_stats(self, user_id: str) -> UserStats | None:
-        orders, spend, first, last = self.client.hmget(
-            self.key("user", user_id), "orders", "spend", "first", "last"
+        shard = self.shard_of(user_id)
+        (row,) = self._read(
+            [shard],
+            lambda pipe: pipe.hmget(
+                self.aggregate_key("user", user_id, shard=shard), "orders", "spend", "first", "last"
+            ),
         )
+        orders, spend, first, last = row
         if orders is None:
             return None
         return UserStats(
@@ -300,15 +625,39 @@ class AggregateStore:
             last_order_at=_ms_to_datetime(last),
         )
 
+    def _all(self) -> range:
+        return range(self.shards)
+
+    def _queue_globals(self, pipe: Any) -> None:
+        for shard in self._all():
+            pipe.hmget(self.aggregate_key("global", shard=shard), "orders", "revenue", "users")
+
+    def _sum_globals(self, rows: Iterable[Sequence[Any]]) -> GlobalStats:
+        orders = revenue = users = 0
+        for o, r, u in rows:
+            orders, revenue, users = orders + _int(o), revenue + _int(r), users + _int(u)
+        return GlobalStats(orders, revenue, users)
+
     @_unavailable_on_redis_error
     def global_stats(self) -> GlobalStats:
-        orders, revenue, users = self.client.hmget(self.key("global"), "orders", "revenue", "users")
-        return GlobalStats(_int(orders), _int(revenue), _int(users))
+        return self._sum_globals(self._read(self._all(), self._queue_globals))
 
     def _ranking(self, name: str, limit: int) -> list[Ranked]:
-        rows = self.client.zrange(
-            self.key("rank", name), 0, limit - 1, withscores=True, score_cast_func=_score_to_int
-        )
+        def build(pipe: Any) -> None:
+            for shard in self._all():
+                pipe.zrange(
+                    self.aggregate_key("rank", name, shard=shard),
+                    0,
+                    limit - 1,
+                    withscores=True,
+                    score_cast_func=_score_to_int,
+                )
+
+        # Each shard's top N, merged the way one ZRANGE orders: score, then member bytes.
+        rows = sorted(
+            (row for shard_rows in self._read(self._all(), build) for row in shard_rows),
+            key=lambda row: (row[1], row[0]),
+        )[:limit]
         return [
             Ranked(rank=i, user_id=member.decode(), value=-score)
             for i, (member, score) in enumerate(rows, start=1)
@@ -324,51 +673,340 @@ class AggregateStore:
 
     @_unavailable_on_redis_error
     def by_date(self, start: date, end: date) -> list[DayStats]:
-        """Every day from start to end inclusive (zeros included) with one HMGET."""
+        """Every day from start to end inclusive (zeros included): one HMGET per shard."""
         days = list(days_between(start, end))
         fields: list[str] = []
         for day in days:
             iso = day.isoformat()
             fields += [f"{iso}:orders", f"{iso}:revenue"]
-        values = self.client.hmget(self.key("days"), fields)
-        return [
-            DayStats(day, _int(values[2 * i]), _int(values[2 * i + 1]))
-            for i, day in enumerate(days)
-        ]
+
+        def build(pipe: Any) -> None:
+            for shard in self._all():
+                pipe.hmget(self.aggregate_key("days", shard=shard), fields)
+
+        per_shard = self._read(self._all(), build)
+        if len(per_shard) == 1:
+            values = [_int(v) for v in per_shard[0]]
+        else:
+            values = [sum(_int(v) for v in column) for column in zip(*per_shard, strict=True)]
+        return [DayStats(day, values[2 * i], values[2 * i + 1]) for i, day in enumerate(days)]
+
+    def _queue_ingest(self, pipe: Any) -> None:
+        for shard in self._all():
+            pipe.hgetall(self.key("ingest", shard=shard))
 
     @_unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
-        return _ingestion_from_hash(self.client.hgetall(self.key("ingest")))
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_ingest(pipe)
+        return _ingestion_from_hashes(pipe.execute())
 
     @_unavailable_on_redis_error
     def overview(self) -> tuple[GlobalStats, IngestionStats]:
-        """Global totals and ingestion counters read together for /metrics.
+        """Global totals and ingestion counters read together for /metrics, in one round trip
+        (on one shard of one node a MULTI, so a scrape never pairs totals from one batch with
+        counters from the next)."""
 
-        One pipelined round trip (MULTI), so a scrape never pairs totals from one batch with
-        counters from the next.
-        """
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(self.key("global"), "orders", "revenue", "users")
-        pipe.hgetall(self.key("ingest"))
-        (orders, revenue, users), ingest = pipe.execute()
-        return GlobalStats(_int(orders), _int(revenue), _int(users)), _ingestion_from_hash(ingest)
+        def build(pipe: Any) -> None:
+            self._queue_globals(pipe)
+            self._queue_ingest(pipe)
+
+        results = self._read(self._all(), build)
+        n = self.shards
+        return self._sum_globals(results[:n]), _ingestion_from_hashes(results[n:])
+
+    # --- rebuild and reconcile (rebuild_stats, reconcile_stats) -----------------------------
+    @_unavailable_on_redis_error
+    def acquire_rebuild_lock(self, token: str, ttl_ms: int) -> bool:
+        """Hold every shard's lock (consumers then keep their batches); False when another
+        rebuild holds one."""
+        taken = []
+        for shard in self._all():
+            if self.client.set(self.key("lock", shard=shard), token, nx=True, px=ttl_ms):
+                taken.append(shard)
+            else:
+                self._release_locks(token, taken)
+                return False
+        return True
+
+    @_unavailable_on_redis_error
+    def refresh_rebuild_lock(self, token: str, ttl_ms: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.set(self.key("lock", shard=shard), token, xx=True, px=ttl_ms)
+        pipe.execute()
+
+    @_unavailable_on_redis_error
+    def release_rebuild_lock(self, token: str) -> None:
+        self._release_locks(token, self._all())
+
+    def _release_locks(self, token: str, shards: Iterable[int]) -> None:
+        for shard in shards:
+            self._release(keys=[self.key("lock", shard=shard)], args=[token])
+
+    @_unavailable_on_redis_error
+    def rebuild_in_progress(self) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.exists(self.key("lock", shard=shard))
+        return any(pipe.execute())
+
+    def writer(self, generation: int, chunk: int = 5_000) -> GenerationWriter:
+        return GenerationWriter(self, generation, chunk)
+
+    @_unavailable_on_redis_error
+    def switch_generation(self, generation: int) -> None:
+        """Make ``generation`` live on every shard: one MULTI on a single node (all shards at
+        once); on a cluster one command per shard (each shard switches atomically)."""
+        pipe = self.client.pipeline(transaction=not self.cluster)
+        for shard in self._all():
+            pipe.set(self.key("gen", shard=shard), generation)
+        pipe.set(self.shared_key("layout"), self.shards)
+        pipe.execute()
+        _GENERATIONS[self._generation_key] = [generation] * self.shards
+
+    @_unavailable_on_redis_error
+    def drop_generation(self, generation: int, batch: int = 1_000) -> int:
+        """Remove a generation's aggregates (after a switch); returns how many keys went."""
+        removed = 0
+        for shard in self._all():
+            fixed = [
+                self.aggregate_key(*parts, shard=shard, generation=generation)
+                for parts in (("global",), ("days",), ("rank", "spend"), ("rank", "orders"))
+            ]
+            removed += int(self.client.unlink(*fixed))
+            pattern = _glob_escape(
+                self.aggregate_key("user", "", shard=shard, generation=generation)
+            )
+            keys: list[bytes] = []
+            for key in self._scan(pattern + "*"):
+                keys.append(key)
+                if len(keys) >= batch:
+                    removed += self._unlink(keys)
+                    keys = []
+            removed += self._unlink(keys)
+        return removed
+
+    @_unavailable_on_redis_error
+    def drop_shard_keys(self, batch: int = 1_000) -> int:
+        """Remove every key of this layout's shards (after a rebuild moved the aggregates to
+        another shard count): marks, counters, generations. Shared keys stay."""
+        removed = 0
+        for shard in self._all():
+            tag = self._tags[shard]
+            keys: list[bytes] = []
+            for key in self._scan(_glob_escape(tag) + ":*"):
+                keys.append(key)
+                if len(keys) >= batch:
+                    removed += self._unlink(keys)
+                    keys = []
+            removed += self._unlink(keys)
+        return removed
+
+    def _scan(self, pattern: str) -> Iterator[bytes]:
+        if self.cluster:
+            client: RedisCluster = self.client  # type: ignore[assignment]
+            yield from client.scan_iter(
+                match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            yield from self.client.scan_iter(match=pattern, count=1000)
+
+    def _unlink(self, keys: Sequence[bytes]) -> int:
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        return sum(int(n) for n in pipe.execute())
+
+    @_unavailable_on_redis_error
+    def read_users(self, user_ids: Sequence[str]) -> dict[str, UserStats]:
+        """Many users in one pipelined round trip (reconcile_stats)."""
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hmget(
+                self.aggregate_key("user", user_id, shard=self.shard_of(user_id)),
+                "orders", "spend", "first", "last",
+            )  # fmt: skip
+        found = {}
+        for user_id, (orders, spend, first, last) in zip(user_ids, pipe.execute(), strict=True):
+            if orders is not None:
+                found[user_id] = UserStats(
+                    user_id, int(orders), _int(spend), _ms_to_datetime(first), _ms_to_datetime(last)
+                )
+        return found
+
+    @_unavailable_on_redis_error
+    def scan_user_ids(self) -> Iterator[str]:
+        """Every user that has a hash in the live generation (reconcile: users the ledger
+        does not know)."""
+        for shard in self._all():
+            head = self.aggregate_key("user", "", shard=shard)
+            for key in self._scan(_glob_escape(head) + "*"):
+                yield key.decode()[len(head) :]
+
+    @_unavailable_on_redis_error
+    def ranking_entries(self, name: str) -> Iterator[tuple[str, int]]:
+        """Every (user_id, value) of a ranking, shard by shard (reconcile)."""
+        for shard in self._all():
+            key = self.aggregate_key("rank", name, shard=shard)
+            for member, score in self.client.zscan_iter(key, count=1000):
+                yield member.decode(), -_score_to_int(score)
+
+    @_unavailable_on_redis_error
+    def all_days(self) -> dict[date, tuple[int, int]]:
+        """Every day bucket (orders, revenue) summed over the shards (reconcile)."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.hgetall(self.aggregate_key("days", shard=shard))
+        totals: dict[date, list[int]] = {}
+        for hash_ in pipe.execute():
+            for name, value in hash_.items():
+                iso, kind = name.decode().rsplit(":", 1)
+                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0])
+                bucket[0 if kind == "orders" else 1] += int(value)
+        return {day: (o, r) for day, (o, r) in sorted(totals.items())}
+
+    @_unavailable_on_redis_error
+    def save_reconcile_report(self, report: Mapping[str, Any]) -> None:
+        self.client.set(self.shared_key("reconcile"), json.dumps(report, sort_keys=True))
+
+    @_unavailable_on_redis_error
+    def reconcile_report(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.shared_key("reconcile"))
+        return json.loads(raw) if raw else None
 
 
-def _ingestion_from_hash(hash_: Mapping[bytes, bytes]) -> IngestionStats:
-    raw = {k.decode(): v.decode() for k, v in hash_.items()}
+class GenerationWriter:
+    """Writes derived aggregates into one generation with pipelined commands, ``chunk``
+    commands per round trip (rebuild_stats, reconcile_stats --repair). Nothing is live until
+    ``AggregateStore.switch_generation`` (a repair writes into the live generation)."""
+
+    def __init__(self, store: AggregateStore, generation: int, chunk: int) -> None:
+        self.store = store
+        self.generation = generation
+        self.chunk = chunk
+        self._pipe = store.client.pipeline(transaction=False)
+        self._queued = 0
+        self._globals = [[0, 0, 0] for _ in range(store.shards)]
+
+    def _key(self, *parts: str, shard: int) -> str:
+        return self.store.aggregate_key(*parts, shard=shard, generation=self.generation)
+
+    def _queued_one(self, n: int = 1) -> None:
+        self._queued += n
+        if self._queued >= self.chunk:
+            self.flush()
+
+    @_unavailable_on_redis_error
+    def flush(self) -> None:
+        if self._queued:
+            self._pipe.execute()
+            self._queued = 0
+
+    def user(
+        self, user_id: str, orders: int, spend_cents: int, first_ms: int, last_ms: int
+    ) -> None:
+        shard = self.store.shard_of(user_id)
+        key = self._key("user", user_id, shard=shard)
+        self._pipe.delete(key)
+        self._pipe.hset(
+            key,
+            mapping={"orders": orders, "spend": spend_cents, "first": first_ms, "last": last_ms},
+        )
+        self._pipe.zadd(self._key("rank", "spend", shard=shard), {user_id: -spend_cents})
+        self._pipe.zadd(self._key("rank", "orders", shard=shard), {user_id: -orders})
+        totals = self._globals[shard]
+        totals[0] += orders
+        totals[1] += spend_cents
+        totals[2] += 1
+        self._queued_one(4)
+
+    def remove_user(self, user_id: str) -> None:
+        """A user Redis has and the ledger does not (repair)."""
+        shard = self.store.shard_of(user_id)
+        self._pipe.delete(self._key("user", user_id, shard=shard))
+        self._pipe.zrem(self._key("rank", "spend", shard=shard), user_id)
+        self._pipe.zrem(self._key("rank", "orders", shard=shard), user_id)
+        self._queued_one(3)
+
+    def day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
+        iso = day.isoformat()
+        self._pipe.hset(
+            self._key("days", shard=shard),
+            mapping={f"{iso}:orders": orders, f"{iso}:revenue": revenue_cents},
+        )
+        self._queued_one()
+
+    def remove_day(self, shard: int, day: date) -> None:
+        iso = day.isoformat()
+        self._pipe.hdel(self._key("days", shard=shard), f"{iso}:orders", f"{iso}:revenue")
+        self._queued_one()
+
+    def globals_from_users(self) -> None:
+        """The global hashes, summed from the users written."""
+        for shard, (orders, revenue, users) in enumerate(self._globals):
+            key = self._key("global", shard=shard)
+            self._pipe.delete(key)
+            self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
+            self._queued_one(2)
+
+    def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
+        key = self._key("global", shard=shard)
+        self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
+        self._queued_one()
+
+    def mark(
+        self, order_id: str, user_id: str, fingerprint: str, expires_at: datetime | None
+    ) -> None:
+        """An order's idempotency mark (never replaces one that is there)."""
+        key = self.store.key("seen", order_id, shard=self.store.shard_of(user_id))
+        if expires_at is None:
+            self._pipe.set(key, fingerprint, nx=True)
+        else:
+            self._pipe.set(key, fingerprint, nx=True, pxat=epoch_ms(expires_at))
+        self._queued_one()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+def _node_name(client: Any) -> str:
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:
+    counters: dict[str, int] = {}
+    latest: dict[str, int] = {}
+    for hash_ in hashes:
+        for key, value in hash_.items():
+            name = key.decode()
+            if name.endswith("_ms"):
+                latest[name] = max(latest.get(name, 0), int(value))
+            else:
+                counters[name] = counters.get(name, 0) + int(value)
     by_code = {
-        name.split(":", 1)[1]: int(value)
-        for name, value in raw.items()
+        name.split(":", 1)[1]: value
+        for name, value in counters.items()
         if name.startswith("rejected:")
     }
     return IngestionStats(
-        received=_int(raw.get("received")),
-        applied=_int(raw.get("applied")),
-        duplicates=_int(raw.get("duplicates")),
-        rejected=_int(raw.get("rejected")),
+        received=counters.get("received", 0),
+        applied=counters.get("applied", 0),
+        duplicates=counters.get("duplicates", 0),
+        rejected=counters.get("rejected", 0),
         rejected_by_code=dict(sorted(by_code.items())),
-        last_batch_at=_ms_to_datetime(raw.get("last_batch_ms")),
-        heartbeat_at=_ms_to_datetime(raw.get("heartbeat_ms")),
+        last_batch_at=_ms_to_datetime(latest.get("last_batch_ms")),
+        heartbeat_at=_ms_to_datetime(latest.get("heartbeat_ms")),
     )
 
 
@@ -381,5 +1019,8 @@ def redis_client() -> redis.Redis:
 
 def get_store() -> AggregateStore:
     return AggregateStore(
-        redis_client(), prefix=settings.REDIS_KEY_PREFIX, dedup_ttl=settings.ORDER_DEDUP_TTL
+        redis_client(),
+        prefix=settings.REDIS_KEY_PREFIX,
+        dedup_ttl=settings.ORDER_DEDUP_TTL,
+        shards=getattr(settings, "REDIS_SHARDS", 1),
     )

@@ -58,7 +58,7 @@ def test_redis_failure_deletes_nothing(queue: OrderQueue, fake_store: AggregateS
     def down(*_args, **_kwargs):
         raise StoreUnavailableError("ConnectionError: refused")
 
-    fake_store.apply_orders = down  # type: ignore[method-assign]
+    fake_store.apply_batch = down  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailableError):
         Consumer(queue, fake_store, wait_time=0).process_batch()
     assert queue.depth().in_flight == 1
@@ -87,54 +87,52 @@ def test_slow_batch_extends_visibility(queue: OrderQueue, fake_store: AggregateS
     real_extend = queue.extend_visibility
 
     def spy(handles, timeout):
-        real_extend(handles, timeout)
+        failed = real_extend(handles, timeout)
         extended.set()
+        return failed
 
     queue.extend_visibility = spy  # type: ignore[method-assign]
-    real_apply = fake_store.apply_orders
+    real_apply = fake_store.apply_batch
 
-    def slow_apply(orders, received=None):
+    def slow_apply(*args, **kwargs):
         assert extended.wait(5), "visibility was not extended while the batch was in hand"
-        return real_apply(orders, received)
+        return real_apply(*args, **kwargs)
 
-    fake_store.apply_orders = slow_apply  # type: ignore[method-assign]
+    fake_store.apply_batch = slow_apply  # type: ignore[method-assign]
     assert consumer.process_batch().applied == 1
 
 
 def test_outage_ends_only_when_a_batch_commits_and_its_backoff_keeps_growing(
     queue: OrderQueue, fake_store: AggregateStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis answers every probe but refuses three batches (a read-only replica): one ERROR,
-    waits that keep doubling, and "back" only once a batch has committed."""
+    """Redis answers every probe but refuses the batch three times (a read-only replica): the
+    same batch is retried, one ERROR, waits that keep doubling, and "back" only once it has
+    committed."""
     queue.send_bodies([order_body("A")])
-    # Visibility 0: the refused message is at once there to be received again.
-    consumer = Consumer(queue, fake_store, wait_time=0, visibility_timeout=0, max_backoff=30)
+    consumer = Consumer(queue, fake_store, wait_time=0, max_backoff=30)
     waits: list[float] = []
     consumer.stop.wait = lambda delay: waits.append(delay) or False  # type: ignore[method-assign]
-    real_apply = fake_store.apply_orders
+    real_apply = fake_store.apply_batch
     refusals = iter([StoreUnavailableError("ReadOnlyError: READONLY")] * 3)
 
-    def read_only_for_a_while(orders, received=None):
+    def read_only_for_a_while(*args, **kwargs):
         if (refusal := next(refusals, None)) is not None:
             raise refusal
-        return real_apply(orders, received)
+        return real_apply(*args, **kwargs)
 
-    fake_store.apply_orders = read_only_for_a_while  # type: ignore[method-assign]
-    results = []
+    fake_store.apply_batch = read_only_for_a_while  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="orders.consumer"):
-        for _attempt in range(4):
-            try:
-                results.append(consumer.process_batch())
-            except StoreUnavailableError as exc:
-                consumer._wait_for_dependencies(exc)
+        result = consumer.see_through(consumer.receive_batch())
         next_outage = consumer.outages.failed("Redis", StoreUnavailableError("again"), 0)
 
-    assert [r.applied for r in results] == [1]
+    assert result is not None and result.applied == 1
     assert waits == [0.5, 1.0, 2.0]  # not 0.5 each time: the probes passed, the work did not
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2  # one per outage: the three refusals, then the next outage
     assert sum("Redis is back" in r.getMessage() for r in caplog.records) == 1
     assert next_outage == 0.5  # a new outage backs off from the start
+    assert consumer.batches_in_hand == 0
+    assert queue_total(queue) == 0
 
 
 def test_reject_stored_before_redis_failed_is_counted_once_on_redelivery(
@@ -142,15 +140,15 @@ def test_reject_stored_before_redis_failed_is_counted_once_on_redelivery(
 ) -> None:
     queue.send_bodies(["not json"])
     consumer = Consumer(queue, fake_store, wait_time=0, visibility_timeout=0)
-    real_count = fake_store.record_rejections
+    real_apply = fake_store.apply_batch
     failures = iter([StoreUnavailableError("ConnectionError: gone")])
 
-    def down_once(rejections):
+    def down_once(*args, **kwargs):
         if (failure := next(failures, None)) is not None:
             raise failure
-        return real_count(rejections)
+        return real_apply(*args, **kwargs)
 
-    fake_store.record_rejections = down_once  # type: ignore[method-assign]
+    fake_store.apply_batch = down_once  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailableError):
         consumer.process_batch()  # the row is committed, the count is not
     assert RejectedOrder.objects.count() == 1
@@ -250,7 +248,7 @@ def test_redis_command_error_stops_the_consumer_instead_of_cycling(
     def refused(*_args, **_kwargs):
         raise StoreCommandError("ResponseError: syntax error (SET NX GET needs Redis 7)")
 
-    fake_store.apply_orders = refused  # type: ignore[method-assign]
+    fake_store.apply_batch = refused  # type: ignore[method-assign]
     consumer = Consumer(queue, fake_store, wait_time=0)
     consumer.run(threads=1)
 
@@ -267,7 +265,7 @@ def test_unexpected_error_stops_the_consumer_loudly(
     def bug(*_args, **_kwargs):
         raise KeyError("a bug")
 
-    fake_store.apply_orders = bug  # type: ignore[method-assign]
+    fake_store.apply_batch = bug  # type: ignore[method-assign]
     consumer = Consumer(queue, fake_store, wait_time=0)
     consumer.run(threads=1)
     assert isinstance(consumer.failure, KeyError)

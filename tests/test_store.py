@@ -169,7 +169,7 @@ def test_unreachable_redis_raises_store_unavailable(private_redis) -> None:
 
 def test_a_batch_of_rejects_only_still_moves_last_batch_time(any_store: AggregateStore) -> None:
     any_store.clock = lambda: 1_700_000_000.0
-    any_store.record_received(3)
+    any_store.apply_batch([], received=3)
     stats = any_store.ingestion()
     assert stats.received == 3
     assert stats.last_batch_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)

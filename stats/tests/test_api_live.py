@@ -182,7 +182,7 @@ def test_health_reports_redis_and_database(
 def test_metrics_json_has_totals_and_ingestion_counters(
     filled: AggregateStore, api: APIClient, frozen_now: datetime
 ) -> None:
-    filled.record_received(2)
+    filled.apply_batch([], received=2)
     filled.record_rejections(
         {"m1": ("invalid_json",), "m2": ("value_mismatch",), "m3": ("value_mismatch",)}
     )
@@ -217,17 +217,24 @@ def test_metrics_json_has_totals_and_ingestion_counters(
 def test_by_date_reads_one_redis_round_trip(
     filled: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands: list[str] = []
-    original = redis.Redis.execute_command
+    calls: list[str] = []
+    original_execute = redis.client.Pipeline.execute
+    original_command = redis.Redis.execute_command
 
-    def counting(self: redis.Redis, *args: object, **kwargs: object) -> object:
-        commands.append(str(args[0]))
-        return original(self, *args, **kwargs)
+    def pipeline_execute(self, *args, **kwargs):
+        calls.append("pipeline: " + " ".join(str(c[0][0]) for c in self.command_stack))
+        return original_execute(self, *args, **kwargs)
 
-    monkeypatch.setattr(redis.Redis, "execute_command", counting)
+    def command(self: redis.Redis, *args: object, **kwargs: object) -> object:
+        calls.append(str(args[0]))
+        return original_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
 
     response = api.get("/stats/by-date?start_date=2024-08-11&end_date=2025-08-11")
 
     assert response.status_code == 200
-    assert commands == ["HMGET"]
+    # One round trip: the generation check and one HMGET of the days hash.
+    assert calls == ["pipeline: GET HMGET"]
     assert date(2025, 8, 11).isoformat() in response.content.decode()

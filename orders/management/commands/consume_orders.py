@@ -11,9 +11,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from orders.consumer import DEPENDENCY_ERRORS, Consumer
+from orders import outages
+from orders.consumer import Consumer
 from orders.sqs import OrderQueue
-from stats.store import get_store
+from stats.store import AggregateStore, StoreUnavailableError, get_store
 
 logger = logging.getLogger("orders.consumer")
 
@@ -85,6 +86,7 @@ class Command(BaseCommand):
             log_interval=options["log_interval"],
         )
         self._install_signal_handlers(consumer)
+        self._check_redis(consumer, options)
         self._ensure_queue(consumer, options)
         if consumer.stop.is_set():
             return
@@ -102,7 +104,9 @@ class Command(BaseCommand):
         if options["once"]:
             try:
                 consumer.process_batch()
-            except DEPENDENCY_ERRORS as exc:
+            except Exception as exc:
+                if outages.classify(exc) is None:
+                    raise
                 logger.error("batch not committed, nothing deleted: %s", exc)
                 raise SystemExit(1) from exc
             return
@@ -111,20 +115,60 @@ class Command(BaseCommand):
             raise CommandError(f"consumer stopped on an error: {consumer.failure}")
         logger.info("consumer stopped")
 
-    def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
-        """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""
+    def _until_answered(self, consumer: Consumer, what: str, step: Any, max_backoff: float) -> Any:
+        """Run ``step`` until it succeeds, waiting out transient failures (a dependency not up
+        yet); one that waiting cannot cure (credentials, permissions) stops with exit 1."""
         delay = 0.5
         while not consumer.stop.is_set():
             try:
-                consumer.queue.ensure(
-                    max_receive_count=options["max_receive_count"],
-                    visibility_timeout=options["visibility_timeout"],
-                )
-                return
-            except DEPENDENCY_ERRORS as exc:
-                logger.error("SQS not reachable (%s); retrying in %.1fs", exc, delay)
+                return step()
+            except Exception as exc:
+                failure = outages.classify(exc)
+                if failure is None:
+                    raise
+                if not failure.transient:
+                    raise CommandError(f"{what}: {exc}") from exc
+                logger.error("%s not reachable (%s); retrying in %.1fs", what, exc, delay)
                 consumer.stop.wait(delay)
-                delay = min(delay * 2, options["max_backoff"])
+                delay = min(delay * 2, max_backoff)
+        return None
+
+    def _check_redis(self, consumer: Consumer, options: dict[str, Any]) -> None:
+        """Before receiving anything: a Redis that would evict marks or aggregates, or one too
+        old for the scripts, is refused (exit 1); so is a shard layout other than the one the
+        aggregates were built for."""
+        store = consumer.store
+        servers = self._until_answered(
+            consumer, "Redis", lambda: _reachable_servers(store), options["max_backoff"]
+        )
+        for server in servers or []:
+            problems = server.problems()
+            if problems:
+                raise CommandError(problems[0])
+            if server.eviction_policy is None:
+                logger.warning(
+                    "Redis %s does not report its maxmemory-policy in INFO; make sure it is "
+                    "noeviction, or idempotency marks and aggregates may be evicted",
+                    server.node,
+                )
+        layout = self._until_answered(consumer, "Redis", store.claim_layout, options["max_backoff"])
+        if layout is not None and layout != store.shards:
+            raise CommandError(
+                f"the aggregates in Redis are laid out for {layout} shard(s) but REDIS_SHARDS="
+                f"{store.shards}; run `manage.py rebuild_stats` to move them, then start again"
+            )
+
+    def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
+        """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""
+        self._until_answered(
+            consumer,
+            "SQS",
+            lambda: consumer.queue.ensure(
+                max_receive_count=options["max_receive_count"],
+                visibility_timeout=options["visibility_timeout"],
+            ),
+            options["max_backoff"],
+        )
 
     @staticmethod
     def _install_signal_handlers(consumer: Consumer) -> None:
@@ -143,3 +187,12 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+
+
+def _reachable_servers(store: AggregateStore) -> list[Any]:
+    """Every primary's INFO; raises (a transient StoreUnavailableError) while one is down."""
+    servers = store.servers()
+    for server in servers:
+        if not server.reachable:
+            raise StoreUnavailableError(f"{server.node}: {server.error}")
+    return servers

@@ -1,0 +1,215 @@
+"""The ledger writer and its queries: the only code that writes ``AcceptedOrder`` rows.
+
+The ledger is the record of truth (contract §3): a batch's valid orders are recorded here in
+the same database transaction as its rejects, before Redis sees them. ``order_id`` is unique
+forever, so this is where a conflicting re-send (same id, other payload) is recognised, on
+any number of Redis shards and long after a Redis mark expired. The aggregate queries below
+are what ``rebuild_stats`` and ``reconcile_stats`` derive the Redis read model from, grouped
+in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.utils import timezone
+
+from orders.models import AcceptedOrder
+from orders.validation import Order, epoch_ms
+
+# Rows per INSERT statement: SQLite allows 32,766 bound parameters and each row takes 11.
+_INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A valid order as the ledger knows it: the payload matches the recorded one.
+
+    ``first_recorded_at`` is when the ledger first saw this ``order_id`` (now, or an earlier
+    delivery); the Redis script uses it to tell an order never applied from one whose
+    idempotency mark may have expired.
+    """
+
+    order: Order
+    message: dict[str, Any]
+    first_recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerOutcome:
+    recorded: list[Recorded]
+    # Same order_id recorded earlier with another payload: the first version stands.
+    conflicts: list[tuple[dict[str, Any], Order]]
+
+
+def items_json(order: Order) -> list[dict[str, Any]]:
+    """Items as stored: prices as their exact decimal text, never floats."""
+    return [
+        {"product_id": item.product_id, "quantity": item.quantity,
+         "price_per_unit": str(item.unit_price)}
+        for item in order.items
+    ]  # fmt: skip
+
+
+def record_orders(
+    orders: Sequence[tuple[dict[str, Any], Order]], received_at: datetime, using: str = "default"
+) -> LedgerOutcome:
+    """Record a batch's valid orders (each beside its SQS message); two queries.
+
+    One ``INSERT … ON CONFLICT DO NOTHING`` for the batch, then one SELECT of every id: a row
+    that holds the same fingerprint is this order (recorded now, by an earlier delivery, or by
+    another consumer a moment ago); another fingerprint is a conflict. Runs inside the
+    caller's transaction, so the rows commit together with the batch's rejects.
+    """
+    if not orders:
+        return LedgerOutcome([], [])
+    rows = []
+    seen: set[str] = set()
+    for message, order in orders:
+        if order.order_id in seen:  # twice in one batch: the first is inserted, both compared
+            continue
+        seen.add(order.order_id)
+        rows.append(
+            AcceptedOrder(
+                order_id=order.order_id,
+                user_id=order.user_id,
+                value_cents=order.value_cents,
+                ordered_at=order.occurred_at,
+                day=order.day,
+                items=items_json(order),
+                fingerprint=order.fingerprint,
+                message_id=message.get("MessageId", ""),
+                received_at=received_at,
+                body=message.get("Body", ""),
+            )
+        )
+    with transaction.atomic(using=using):
+        AcceptedOrder.objects.using(using).bulk_create(
+            rows, batch_size=_INSERT_CHUNK, ignore_conflicts=True
+        )
+        known = {
+            order_id: (fingerprint, first)
+            for order_id, fingerprint, first in AcceptedOrder.objects.using(using)
+            .filter(order_id__in=seen)
+            .values_list("order_id", "fingerprint", "received_at")
+        }
+    recorded: list[Recorded] = []
+    conflicts: list[tuple[dict[str, Any], Order]] = []
+    for message, order in orders:
+        fingerprint, first = known[order.order_id]
+        if fingerprint == order.fingerprint:
+            recorded.append(Recorded(order, message, first))
+        else:
+            conflicts.append((message, order))
+    return LedgerOutcome(recorded, conflicts)
+
+
+class _ProbeRolledBackError(Exception):
+    pass
+
+
+def probe_write(using: str = "default") -> None:
+    """Prove that the database takes writes now: insert a ledger row and roll it back.
+
+    A server made read-only by a failover still accepts connections and SELECTs; only a write
+    tells. Nothing is ever committed (append-only holds), the row is never seen by anyone.
+    """
+    now = timezone.now()
+    probe = AcceptedOrder(
+        order_id=f"(probe {uuid.uuid4().hex})", user_id="", value_cents=0, ordered_at=now,
+        day=now.date(), items=[], fingerprint="", message_id="", received_at=now, body="",
+    )  # fmt: skip
+    with contextlib.suppress(_ProbeRolledBackError), transaction.atomic(using=using):
+        AcceptedOrder.objects.using(using).bulk_create([probe], ignore_conflicts=True)
+        raise _ProbeRolledBackError
+
+
+# --- What the read model is derived from (rebuild_stats, reconcile_stats) ------------------------
+@dataclass(frozen=True, slots=True)
+class UserTotals:
+    user_id: str
+    orders: int
+    spend_cents: int
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    day: date
+    orders: int
+    revenue_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRow:
+    order_id: str
+    user_id: str
+    fingerprint: str
+    received_at: datetime
+
+
+def user_totals(using: str = "default", chunk_size: int = 20_000) -> Iterator[UserTotals]:
+    """Per user: order count, spend, first and last order time; GROUP BY in the database,
+    streamed (a server-side cursor on PostgreSQL), in user_id order."""
+    query = (
+        AcceptedOrder.objects.using(using)
+        .order_by("user_id")
+        .values_list("user_id")
+        .annotate(
+            n=models.Count("pk"),
+            spend=models.Sum("value_cents"),
+            first=models.Min("ordered_at"),
+            last=models.Max("ordered_at"),
+        )
+    )
+    for user_id, n, spend, first, last in query.iterator(chunk_size=chunk_size):
+        yield UserTotals(user_id, n, int(spend), epoch_ms(first), epoch_ms(last))
+
+
+def day_totals(using: str = "default") -> list[DayTotals]:
+    query = (
+        AcceptedOrder.objects.using(using)
+        .order_by("day")
+        .values_list("day")
+        .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
+    )
+    return [DayTotals(day, n, int(revenue)) for day, n, revenue in query]
+
+
+def recorded_since(
+    since: datetime, using: str = "default", chunk_size: int = 20_000
+) -> Iterator[MarkRow]:
+    """Orders first recorded at or after ``since``: the ones whose idempotency marks a
+    rebuild writes (older ones are protected by the script's dedup window, see the store)."""
+    query = (
+        AcceptedOrder.objects.using(using)
+        .filter(received_at__gte=since)
+        .order_by()
+        .values_list("order_id", "user_id", "fingerprint", "received_at")
+    )
+    for row in query.iterator(chunk_size=chunk_size):
+        yield MarkRow(*row)
+
+
+def ledger_size(using: str = "default") -> int:
+    return AcceptedOrder.objects.using(using).count()
+
+
+@contextlib.contextmanager
+def snapshot(using: str = "default") -> Iterator[None]:
+    """A read-only transaction whose reads all see one moment of the ledger (REPEATABLE READ
+    on PostgreSQL; an SQLite read transaction in WAL mode is a snapshot already), so the
+    users, days and marks of a rebuild agree with each other while consumers keep writing."""
+    connection = connections[using]
+    with transaction.atomic(using=using):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield

@@ -1,0 +1,127 @@
+#!lua
+-- Apply one shard's part of a batch atomically: valid orders and counted rejects (contract §3).
+--
+-- Every key is passed in KEYS and all of them share the shard's hash tag, so this runs on a
+-- Redis Cluster (and ElastiCache Serverless) as on one node. The shebang makes Redis refuse
+-- the whole script under OOM instead of stopping it between two writes.
+--
+-- KEYS[1] generation (string)    KEYS[2] rebuild lock (string)   KEYS[3] global (hash)
+-- KEYS[4] days (hash)            KEYS[5] rank:spend (zset)        KEYS[6] rank:orders (zset)
+-- KEYS[7] ingest (hash)
+-- then 2 keys per order: its user hash, its idempotency mark (string)
+-- then 1 key per rejected message: its counted-once mark (string)
+--
+-- ARGV[1] the generation the caller writes to      ARGV[2] mark TTL, seconds (0 = forever)
+-- ARGV[3] now, epoch ms                            ARGV[4] messages of this shard received
+-- ARGV[5] oldest first-recorded time (epoch ms) an order without a mark may still be applied
+--         at; older ones were applied long ago if ever (their mark may have expired) (0 = any)
+-- ARGV[6] number of orders
+-- then 7 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
+--         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms (0 = now)
+-- then 1 value per rejected message: its reason codes joined by ','
+--
+-- Returns {0, statuses..., rejects counted} with one status per order: 1 applied,
+-- 0 duplicate (its mark is there), 2 conflict (its mark holds another payload's fingerprint),
+-- 3 not applied because it was first recorded before the marks' window.
+-- Returns {1} while a rebuild holds the lock and {2, generation} when the generation moved:
+-- nothing is written then; the caller waits, or re-reads the generation, and tries again.
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
+local generation = redis.call('GET', KEYS[1]) or '0'
+if generation ~= ARGV[1] then return {2, generation} end
+
+local n = tonumber(ARGV[6])
+local first_reject_key = 8 + 2 * n
+
+-- Redis does not roll a script back: check every key's type before the first write, so a
+-- key of the wrong type fails the batch whole instead of leaving a mark without its totals.
+local function expect(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. found .. ', not a ' .. kind)
+  end
+end
+local problem = expect(KEYS[3], 'hash') or expect(KEYS[4], 'hash') or expect(KEYS[5], 'zset')
+  or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash')
+if problem then return problem end
+for k = 8, first_reject_key - 1, 2 do
+  problem = expect(KEYS[k], 'hash') or expect(KEYS[k + 1], 'string')
+  if problem then return problem end
+end
+for k = first_reject_key, #KEYS do
+  problem = expect(KEYS[k], 'string')
+  if problem then return problem end
+end
+
+local ttl = tonumber(ARGV[2])
+local oldest = tonumber(ARGV[5])
+local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local result = {0}
+local applied, duplicates = 0, 0
+for i = 0, n - 1 do
+  local a = 7 + 7 * i
+  local user_id, cents, occurred, day = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local fingerprint, legacy, first = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
+  local user, mark = KEYS[8 + 2 * i], KEYS[9 + 2 * i]
+  local status
+  local previous = redis.call('GET', mark)
+  if previous then
+    status = (previous == fingerprint or previous == legacy) and 0 or 2
+  elseif first > 0 and oldest > 0 and first < oldest then
+    status = 3
+  else
+    if ttl > 0 then
+      redis.call('SET', mark, fingerprint, 'EX', ttl)
+    else
+      redis.call('SET', mark, fingerprint)
+    end
+    local count = redis.call('HINCRBY', user, 'orders', 1)
+    local spend = redis.call('HINCRBY', user, 'spend', cents)
+    if count == 1 then
+      redis.call('HSET', user, 'first', occurred, 'last', occurred)
+      redis.call('HINCRBY', global, 'users', 1)
+    else
+      local bounds = redis.call('HMGET', user, 'first', 'last')
+      local when = tonumber(occurred)
+      if when < tonumber(bounds[1]) then redis.call('HSET', user, 'first', occurred) end
+      if when > tonumber(bounds[2]) then redis.call('HSET', user, 'last', occurred) end
+    end
+    redis.call('HINCRBY', global, 'orders', 1)
+    redis.call('HINCRBY', global, 'revenue', cents)
+    -- Negated scores: ZRANGE then lists the largest first and breaks ties by user_id ascending.
+    redis.call('ZADD', rank_spend, -spend, user_id)
+    redis.call('ZADD', rank_orders, -count, user_id)
+    redis.call('HINCRBY', days, day .. ':orders', 1)
+    redis.call('HINCRBY', days, day .. ':revenue', cents)
+    status = 1
+  end
+  if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
+  result[#result + 1] = status
+end
+
+-- Rejected messages are counted once each by message id, whatever SQS redelivers: the
+-- database row may come from an attempt whose count never reached Redis.
+local counted = 0
+local codes_at = 7 + 7 * n
+for k = first_reject_key, #KEYS do
+  local fresh
+  if ttl > 0 then
+    fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl)
+  else
+    fresh = redis.call('SET', KEYS[k], '1', 'NX')
+  end
+  if fresh then
+    counted = counted + 1
+    for code in string.gmatch(ARGV[codes_at + k - first_reject_key], '[^,]+') do
+      redis.call('HINCRBY', ingest, 'rejected:' .. code, 1)
+    end
+  end
+end
+
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', ingest, 'received', ARGV[4]) end
+if applied > 0 then redis.call('HINCRBY', ingest, 'applied', applied) end
+if duplicates > 0 then redis.call('HINCRBY', ingest, 'duplicates', duplicates) end
+if counted > 0 then redis.call('HINCRBY', ingest, 'rejected', counted) end
+-- A batch is also a sign of life: a busy consumer never has an empty receive to beat on.
+redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
+result[#result + 1] = counted
+return result
