@@ -189,13 +189,18 @@ class RejectedOrder(models.Model):
     def pretty_body(self) -> str:
         """The body indented when it is JSON, else as text; numbers keep their exact digits.
 
-        Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, showing staff a
-        payload that is not the one that was rejected.
+        Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, and a dict would
+        show only the last of two equal keys, showing staff a payload that is not the one that
+        was rejected; every key is shown, in the order sent.
         """
         text = self.body_text
         try:
             doc = json.loads(
-                text, parse_float=_RawNumber, parse_int=_RawNumber, parse_constant=_RawNumber
+                text,
+                parse_float=_RawNumber,
+                parse_int=_RawNumber,
+                parse_constant=_RawNumber,
+                object_pairs_hook=_Pairs,
             )
             pretty = _pretty(doc, 0)
         except (ValueError, RecursionError, _TooDeepError):
@@ -212,6 +217,12 @@ class _RawNumber(str):
     __slots__ = ()
 
 
+class _Pairs(list):
+    """A JSON object's (key, value) pairs as sent, duplicates included."""
+
+    __slots__ = ()
+
+
 class _TooDeepError(Exception):
     pass
 
@@ -223,12 +234,11 @@ def _pretty(value: Any, level: int) -> str:
     end = "  " * level
     if isinstance(value, _RawNumber):
         return str(value)
-    if isinstance(value, dict):
+    if isinstance(value, _Pairs):
         if not value:
             return "{}"
         inner = ",\n".join(
-            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}"
-            for k, v in value.items()
+            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}" for k, v in value
         )
         return "{\n" + inner + "\n" + end + "}"
     if isinstance(value, list):

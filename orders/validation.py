@@ -20,13 +20,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
+    ROUND_HALF_EVEN,
     ROUND_HALF_UP,
+    Clamped,
     Context,
     Decimal,
     DecimalException,
+    DivisionByZero,
     Inexact,
     InvalidOperation,
     Overflow,
+    Rounded,
 )
 from typing import Any
 
@@ -77,13 +81,35 @@ _EXACT = Context(
 _ROUNDING = Context(
     prec=2000, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation]
 )
+# Canonical numbers for the fingerprint: exact, whatever the digits or the exponent. No number
+# in a body has more digits than the body has bytes, so nothing is ever rounded; a value the
+# context could not normalize exactly raises (and is rejected by the validator).
+_CANONICAL = Context(
+    prec=MAX_BODY_BYTES,
+    rounding=ROUND_HALF_UP,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[Inexact, Rounded, Clamped, InvalidOperation, Overflow],
+)
+# The fingerprint before version 2 normalized with Python's default context (28 digits);
+# spelled out so that it stays the same whatever a thread's context is.
+_LEGACY = Context(
+    prec=28,
+    rounding=ROUND_HALF_EVEN,
+    Emax=999999,
+    Emin=-999999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+FINGERPRINT_VERSION = 2
 # Past this the sum can never round to an order_value ≤ MAX_ORDER_VALUE: stop multiplying.
 _SUM_CEILING = MAX_ORDER_VALUE + 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Whitespace trimmed around ids: what str.strip() removes except the control characters it
 # also counts as whitespace (U+001C-001F, U+0085), which must be rejected, not trimmed.
-_TRIM = " \t\n\v\f\r\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
-    "\u2028\u2029\u202f\u205f\u3000"
+_TRIM = (
+    " \t\n\v\f\r\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
 )
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -117,8 +143,27 @@ class Order:
         """Identity of the payload: the same order sent twice has the same fingerprint.
 
         Built from the normalized fields that define the order (not the SQS envelope), so a
-        re-sent identical order is a harmless duplicate and a changed one is a conflict.
+        re-sent identical order is a harmless duplicate and a changed one is a conflict. It is
+        canonical: the items in any order, and any spelling of the same number (``1.5``,
+        ``1.50``, ``15e-1``; ``-0`` and ``0``), give the same fingerprint, while numbers that
+        differ in their 30th digit or their exponent do not. Versioned (``"2:" + hex``), so a
+        mark written by an older release is recognised by its form (see legacy_fingerprint).
         """
+        items = sorted(
+            (i.product_id or "", i.product_id is None, i.quantity, canonical_number(i.unit_price))
+            for i in self.items
+        )
+        when = self.ordered_at.astimezone(UTC).isoformat() if self.ordered_at else None
+        # JSON quotes every string, so no id can imitate a separator.
+        text = json.dumps([self.order_id, self.user_id, self.value_cents, when, items])
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"{FINGERPRINT_VERSION}:{digest}"
+
+    @property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of releases before version 2, unchanged (items in message order,
+        prices normalized to 28 digits), so that an idempotency mark written by one of them
+        is still recognised: a message redelivered across the upgrade is a duplicate."""
         parts = [
             self.order_id,
             self.user_id,
@@ -126,7 +171,8 @@ class Order:
             self.ordered_at.isoformat() if self.ordered_at else "",
         ]
         parts += [
-            f"{i.product_id or ''}*{i.quantity}*{i.unit_price.normalize()}" for i in self.items
+            f"{i.product_id or ''}*{i.quantity}*{i.unit_price.normalize(_LEGACY)}"
+            for i in self.items
         ]
         return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -161,6 +207,14 @@ class Rejection:
 
     def as_dicts(self) -> list[dict[str, str]]:
         return [r.as_dict() for r in self.reasons]
+
+
+def canonical_number(value: Decimal) -> str:
+    """One spelling per value: ``1.50``, ``15e-1`` and ``1.5`` are all ``"1.5"``, any zero
+    (``-0``, ``0.00``, ``0e9``) is ``"0"``; exact in ``_CANONICAL`` (raises rather than round)."""
+    if value.is_zero():
+        return "0"
+    return str(value.normalize(_CANONICAL))
 
 
 def safe_text(value: str, max_length: int = MAX_STORED_ID_LENGTH) -> str:
@@ -198,8 +252,40 @@ class _NonFiniteError(ValueError):
     pass
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+class JSONNumber(Decimal):
+    """A JSON number with a fraction or an exponent, carrying the text that was sent, so a
+    message can show ``1e0`` rather than the ``1`` it equals."""
+
+    __slots__ = ("token",)
+    token: str
+
+
+class UnrepresentableNumber:
+    """A JSON number Decimal cannot hold (``1e999999999999999999999``): well-formed JSON, so
+    the body parses, and the field it sits in is rejected by that field's rule (one in an
+    ignored field does no harm)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
 def _reject_constant(token: str) -> Any:
     raise _NonFiniteError(token)
+
+
+def _parse_float(token: str) -> JSONNumber | UnrepresentableNumber:
+    try:
+        number = JSONNumber(token)
+    except ArithmeticError:
+        return UnrepresentableNumber(token)
+    number.token = token
+    return number
 
 
 def _parse_int(token: str) -> int | Decimal:
@@ -212,9 +298,25 @@ def _parse_int(token: str) -> int | Decimal:
         return Decimal(token)
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is refused (which one counts is up to the parser,
+    and a reviewer shown one of them would not see the other)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return obj
+
+
 def _short(value: Any, limit: int = 40) -> str:
     """A bounded, escaped rendering of an offending value for a human message."""
-    if isinstance(value, str):
+    if isinstance(value, JSONNumber | UnrepresentableNumber):
+        token = value.token
+        text = token if len(token) <= limit else token[:limit] + "…"
+    elif isinstance(value, str):
         text = repr(value if len(value) <= limit else value[:limit] + "…")
     elif isinstance(value, dict):
         text = "an object"
@@ -262,14 +364,25 @@ def _parse(text: str) -> tuple[Any, Reason | None]:
         return (
             json.loads(
                 text,
-                parse_float=Decimal,
+                parse_float=_parse_float,
                 parse_int=_parse_int,
                 parse_constant=_reject_constant,
+                object_pairs_hook=_object,
             ),
             None,
         )
     except _NonFiniteError as exc:
         return None, Reason(INVALID_JSON, "body", f"{exc.args[0]} is not a JSON number")
+    except _DuplicateKeyError as exc:
+        reason = Reason(
+            INVALID_JSON, "body", f"key {_short(exc.args[0])} appears twice in one object"
+        )
+        # Parsed again, last key winning, only to keep the ids staff search the admin by.
+        try:
+            lenient = json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+        except (ValueError, ArithmeticError, RecursionError, MemoryError, TypeError):
+            lenient = None  # broken further on as well: the first problem is reported
+        return (lenient if isinstance(lenient, dict) else None), reason
     except json.JSONDecodeError as exc:
         return None, Reason(
             INVALID_JSON, "body", f"not JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
@@ -318,6 +431,15 @@ def _check_value(doc: dict[str, Any], reasons: list[Reason]) -> Decimal | None:
         reasons.append(Reason(MISSING_FIELD, "order_value", "order_value is missing"))
         return None
     value = doc["order_value"]
+    if isinstance(value, UnrepresentableNumber):
+        reasons.append(
+            Reason(
+                INVALID_FIELD,
+                "order_value",
+                f"order_value {_short(value)} is out of the range of decimal numbers",
+            )
+        )
+        return None
     if not _is_number(value):
         reasons.append(
             Reason(
@@ -369,6 +491,14 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
         problems.append(
             Reason(INVALID_ITEMS, f"{where}.price_per_unit", "price_per_unit is missing")
         )
+    elif isinstance(price, UnrepresentableNumber):
+        problems.append(
+            Reason(
+                INVALID_ITEMS,
+                f"{where}.price_per_unit",
+                f"price_per_unit {_short(price)} is out of the range of decimal numbers",
+            )
+        )
     elif not _is_number(price):
         problems.append(
             Reason(
@@ -380,6 +510,14 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
     elif not Decimal(price).is_finite() or Decimal(price) < 0:
         problems.append(
             Reason(INVALID_ITEMS, f"{where}.price_per_unit", "price_per_unit must be finite, ≥ 0")
+        )
+    elif not _canonical_ok(price):
+        problems.append(
+            Reason(
+                INVALID_ITEMS,
+                f"{where}.price_per_unit",
+                f"price_per_unit {_short(price)} cannot be represented exactly",
+            )
         )
 
     product_id = item.get("product_id")
@@ -399,6 +537,15 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
     if problems:
         return None, problems
     return Item(product_id=product_id, quantity=quantity, unit_price=Decimal(price)), []
+
+
+def _canonical_ok(price: Decimal | int) -> bool:
+    """Whether the fingerprint can spell ``price`` exactly (every number a body can hold)."""
+    try:
+        canonical_number(Decimal(price))
+    except DecimalException:
+        return False
+    return True
 
 
 def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...] | None:
@@ -544,6 +691,12 @@ def _validate(
         return Rejection(reasons=(problem,))
     doc, problem = _parse(text)
     if problem is not None:
+        if isinstance(doc, dict):
+            return Rejection(
+                reasons=(problem,),
+                order_id=_stored_id(doc, "order_id"),
+                user_id=_stored_id(doc, "user_id"),
+            )
         return Rejection(reasons=(problem,))
     if not isinstance(doc, dict):
         return Rejection(

@@ -149,3 +149,22 @@ def test_pretty_body_falls_back_to_text() -> None:
     assert RejectedOrder.objects.get(message_id="bin").pretty_body() == "\\xff"
     deep = RejectedOrder.objects.get(message_id="deep").pretty_body()
     assert deep.startswith("[[[[") and deep.endswith("(truncated for display)")
+
+
+def test_pretty_body_shows_both_values_of_a_duplicate_key() -> None:
+    RejectedOrder.objects.record_many(
+        [record("dup", '{"order_value": 10, "items": [{"q": 1, "q": 2}], "order_value": 5}')]
+    )
+    pretty = RejectedOrder.objects.get(message_id="dup").pretty_body()
+    assert pretty == (
+        "{\n"
+        '  "order_value": 10,\n'
+        '  "items": [\n'
+        "    {\n"
+        '      "q": 1,\n'
+        '      "q": 2\n'
+        "    }\n"
+        "  ],\n"
+        '  "order_value": 5\n'
+        "}"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import pytest
@@ -24,11 +24,13 @@ from orders.validation import (
     VALUE_MISMATCH,
     Order,
     Rejection,
+    canonical_number,
     conflict_rejection,
     safe_text,
     validate_message,
 )
 
+WIDE = Context(prec=200)
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -193,6 +195,245 @@ def test_fingerprint_ignores_the_envelope() -> None:
     c = validate(replace("109.97", "109.98").replace("69.99", "70.00"))
     assert isinstance(a, Order) and isinstance(b, Order) and isinstance(c, Order)
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+LEGACY_CASES = [
+    # (body, the fingerprint the release before version 2 gave it, computed with that code)
+    pytest.param(body_of(valid_doc()), "e6e064d9cfb22a4054b0e80f2b5f5679", id="contract"),
+    pytest.param(without("order_timestamp"), "0793bd4a0d83c597e4e7451f8eba8b9a", id="undated"),
+    pytest.param(
+        changed(order_value=0, items=[{"quantity": 3, "price_per_unit": 0}]),
+        "2612b9b96b51490df15bed7e398c7a18",
+        id="free-no-product-id",
+    ),
+    pytest.param(
+        r'{"order_id": "\u00d6rd\u00e9r-\u65e5\u672c-\ud83d\uded2", "user_id": "U7", '
+        '"order_value": 1.5, "items": [{"product_id": "P1", "quantity": 1, "price_per_unit": '
+        '1.5}], "order_timestamp": "2025-08-09T01:30:00+05:30"}',
+        "a40cbe1aaebec544e97a7a6ca8a103f8",
+        id="unicode-offset",
+    ),
+    pytest.param(
+        '{"order_id": "A-1", "user_id": "U1", "order_value": 200, "items": [{"product_id": '
+        '"P9", "quantity": 2, "price_per_unit": 100}], "order_timestamp": "2025-08-09T10:15:00Z"}',
+        "cca2505c1aaee7c24d007166422deb47",
+        id="integer-price",
+    ),
+    pytest.param(
+        '{"order_id": "A-2", "user_id": "U2", "order_value": 3.0, "items": [{"quantity": 2, '
+        '"price_per_unit": 1.50}, {"product_id": "P1", "quantity": 1, "price_per_unit": -0}], '
+        '"order_timestamp": "2025-08-09T10:15:00Z"}',
+        "1aa68ec658d09f3c68c93aafb710cdbe",
+        id="two-items-minus-zero",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), LEGACY_CASES)
+def test_legacy_fingerprint_is_the_one_marks_were_written_with(body: str, expected: str) -> None:
+    order = validate(body)
+    assert isinstance(order, Order)
+    assert order.legacy_fingerprint == expected
+    assert order.fingerprint != expected
+
+
+def test_fingerprint_is_versioned() -> None:
+    order = validate(body_of(valid_doc()))
+    assert isinstance(order, Order)
+    version, digest = order.fingerprint.split(":")
+    assert version == "2"
+    assert len(digest) == 32 and int(digest, 16) >= 0
+
+
+def test_fingerprint_is_canonical() -> None:
+    base = validate(body_of(valid_doc()))
+    doc = valid_doc()
+    doc["items"].reverse()
+    doc["order_timestamp"] = "2025-08-09T12:15:00+02:00"
+    respelled = (
+        body_of(doc)
+        .replace("19.99", "1999e-2")
+        .replace("69.99", "69.990")
+        .replace("109.97", "10997E-2")
+    )
+    again = validate(respelled)
+    assert isinstance(base, Order) and isinstance(again, Order)
+    assert again.fingerprint == base.fingerprint
+
+
+def priced(price: str, value: str) -> str:
+    """A one-item order with ``price`` and ``order_value`` written exactly as given."""
+    doc = {
+        "order_id": "O",
+        "user_id": "U",
+        "order_value": "#",
+        "items": [{"product_id": "X", "quantity": 1, "price_per_unit": "@"}],
+    }
+    return body_of(doc).replace('"@"', price).replace('"#"', value)
+
+
+@pytest.mark.parametrize(
+    ("spellings", "canonical"),
+    [
+        pytest.param(
+            ["1.5", "1.50", "15e-1", "0.15E+1", "1.5000000000"], "1.5", id="one-and-a-half"
+        ),
+        pytest.param(["0", "-0", "0.00", "-0.0", "0e9", "0E-40"], "0", id="zero"),
+        pytest.param(["100", "1e2", "100.000", "1E+2"], "1E+2", id="hundred"),
+    ],
+)
+def test_one_value_has_one_fingerprint_whatever_its_spelling(
+    spellings: list[str], canonical: str
+) -> None:
+    prints = set()
+    for spelling in spellings:
+        assert canonical_number(Decimal(spelling)) == canonical
+        order = validate(priced(spelling, spelling))
+        assert isinstance(order, Order), order
+        prints.add(order.fingerprint)
+    assert len(prints) == 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param("1", "1.000000000000000000000000000000001", id="31st-digit"),
+        pytest.param("0", "1e-99999999", id="extreme-exponent"),
+        pytest.param("1e-99999999", "1e-99999998", id="two-extreme-exponents"),
+    ],
+)
+def test_fingerprint_does_not_collapse_long_digits_or_extreme_exponents(a: str, b: str) -> None:
+    first, second = validate(priced(a, a)), validate(priced(b, a))
+    assert isinstance(first, Order) and isinstance(second, Order), (first, second)
+    assert first.value_cents == second.value_cents
+    assert first.fingerprint != second.fingerprint
+    # What version 2 fixes: the old fingerprint rounded prices to 28 digits.
+    assert first.legacy_fingerprint == second.legacy_fingerprint
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        pytest.param(
+            replace('"order_value": 109.97', '"order_value": 10, "order_value": 5'),
+            "order_value",
+            id="top-level",
+        ),
+        pytest.param(
+            replace('"quantity": 2', '"quantity": 2, "quantity": 3'), "quantity", id="in-an-item"
+        ),
+        pytest.param(
+            replace('"payment_method": "CreditCard"', '"payment_method": {"a": 1, "a": 2}'),
+            "a",
+            id="in-an-ignored-object",
+        ),
+        pytest.param(
+            replace('"user_id": "U100"', '"user_id": "U100", "user_id": "U100"'),
+            "user_id",
+            id="same-value-twice",
+        ),
+    ],
+)
+def test_a_duplicate_key_anywhere_is_invalid_json_naming_the_key(body: str, key: str) -> None:
+    result = validate(body)
+    assert isinstance(result, Rejection)
+    assert result.as_dicts() == [
+        {
+            "code": INVALID_JSON,
+            "field": "body",
+            "message": f"key {key!r} appears twice in one object",
+        }
+    ]
+    assert (result.order_id, result.user_id) == ("ORD1000", "U100")  # still searchable
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(
+            replace("109.97", "1e999999999999999999999"),
+            {
+                "code": INVALID_FIELD,
+                "field": "order_value",
+                "message": "order_value 1e999999999999999999999 is out of the range of decimal"
+                " numbers",
+            },
+            id="order-value",
+        ),
+        pytest.param(
+            replace("19.99", "-1E-999999999999999999999"),
+            {
+                "code": INVALID_ITEMS,
+                "field": "items[0].price_per_unit",
+                "message": "price_per_unit -1E-999999999999999999999 is out of the range of "
+                "decimal numbers",
+            },
+            id="price",
+        ),
+        pytest.param(
+            replace('"quantity": 2', '"quantity": 2e999999999999999999999'),
+            {
+                "code": INVALID_ITEMS,
+                "field": "items[0].quantity",
+                "message": "quantity must be a whole number, got 2e999999999999999999999",
+            },
+            id="quantity",
+        ),
+        pytest.param(
+            replace('"quantity": 2', '"quantity": 2e0'),
+            {
+                "code": INVALID_ITEMS,
+                "field": "items[0].quantity",
+                "message": "quantity must be a whole number, got 2e0",
+            },
+            id="quantity-1e0-shows-what-was-sent",
+        ),
+        pytest.param(
+            replace('"quantity": 2', '"quantity": 2.0'),
+            {
+                "code": INVALID_ITEMS,
+                "field": "items[0].quantity",
+                "message": "quantity must be a whole number, got 2.0",
+            },
+            id="quantity-2.0",
+        ),
+        pytest.param(
+            replace('"order_id": "ORD1000"', '"order_id": 1e999999999999999999999'),
+            {
+                "code": INVALID_FIELD,
+                "field": "order_id",
+                "message": "order_id must be a string, got 1e999999999999999999999",
+            },
+            id="order-id",
+        ),
+    ],
+)
+def test_a_number_decimal_cannot_hold_is_a_field_problem(body: str, reason: dict) -> None:
+    result = validate(body)
+    assert isinstance(result, Rejection)
+    assert result.as_dicts() == [reason]
+
+
+def test_a_number_decimal_cannot_hold_in_an_ignored_field_does_no_harm() -> None:
+    result = validate(replace('"CreditCard"', "1e999999999999999999999"))
+    assert isinstance(result, Order)
+    assert result.value_cents == 10997
+
+
+def test_a_price_the_fingerprint_cannot_spell_exactly_is_rejected() -> None:
+    # Below the smallest exponent any exact Decimal context reaches: refused, never rounded.
+    text = changed(order_value=0, items=[{"quantity": 1, "price_per_unit": 7}]).replace(
+        '"price_per_unit": 7', '"price_per_unit": 1e-1999999999999999990'
+    )
+    result = validate(text)
+    assert isinstance(result, Rejection)
+    assert result.as_dicts() == [
+        {
+            "code": INVALID_ITEMS,
+            "field": "items[0].price_per_unit",
+            "message": "price_per_unit 1e-1999999999999999990 cannot be represented exactly",
+        }
+    ]
 
 
 # --- rejected: one case per rule --------------------------------------------------------------
@@ -461,14 +702,28 @@ def test_any_bytes_or_text_never_raises(body: bytes | str) -> None:
     assert isinstance(result, Order | Rejection)
 
 
-def _encode(value: Any) -> str:
-    """JSON text with Decimals written digit for digit (json.dumps would need floats)."""
+class Raw(str):
+    """A JSON token written into the text as it is (a number spelled a chosen way)."""
+
+    __slots__ = ()
+
+
+def _encode(value: Any, duplicate: tuple[int, str] | None = None) -> str:
+    """JSON text with Decimals written digit for digit (json.dumps would need floats).
+
+    ``duplicate`` = (id of a dict in ``value``, one of its keys): that key is written twice.
+    """
+    if isinstance(value, Raw):
+        return str(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)}: {_encode(v)}" for k, v in value.items()) + "}"
+        pairs = [f"{json.dumps(k)}: {_encode(v, duplicate)}" for k, v in value.items()]
+        if duplicate is not None and duplicate[0] == id(value):
+            pairs.append(f"{json.dumps(duplicate[1])}: {_encode(value[duplicate[1]])}")
+        return "{" + ", ".join(pairs) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_encode(v) for v in value) + "]"
+        return "[" + ", ".join(_encode(v, duplicate) for v in value) + "]"
     return json.dumps(value)
 
 
@@ -587,3 +842,85 @@ def test_one_broken_field_gives_that_fields_code(
     assert {r.field for r in result.reasons} <= {name, "order_value"} | {
         r.field for r in result.reasons if r.field.startswith("items")
     }
+
+
+@st.composite
+def spellings(draw: st.DrawFn, value: Decimal) -> Raw:
+    """Another JSON spelling of ``value``: trailing zeros, exponent form, -0 for zero."""
+    _sign, digits, exponent = value.as_tuple()
+    extra = draw(st.integers(0, 6))
+    coefficient = ("".join(map(str, digits)) + "0" * extra).lstrip("0") or "0"
+    exponent -= extra  # type: ignore[operator]
+    style = draw(st.sampled_from(["fixed", "e", "E"]))
+    if style == "fixed":
+        text = format(Decimal(f"{coefficient}e{exponent}"), "f")
+    else:
+        text = f"{coefficient}{style}{exponent}"
+    if value == 0 and draw(st.booleans()):
+        text = "-" + text
+    assert Decimal(text) == value
+    return Raw(text)
+
+
+@PROPERTY
+@given(valid_orders(), st.data())
+def test_item_order_and_number_spelling_do_not_change_the_fingerprint(
+    case: tuple[dict[str, Any], int, datetime | None], data: st.DataObject
+) -> None:
+    doc, cents, when = case
+    if cents > 100_000_000_000:
+        return
+    original = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    assert isinstance(original, Order)
+    items = data.draw(st.permutations(doc["items"]))
+    respelled = {
+        **doc,
+        "order_value": data.draw(spellings(doc["order_value"])),
+        "items": [
+            {**item, "price_per_unit": data.draw(spellings(item["price_per_unit"]))}
+            for item in items
+        ],
+    }
+    if when is not None:
+        offset = timezone(timedelta(minutes=data.draw(st.integers(-14 * 60, 14 * 60))))
+        respelled["order_timestamp"] = when.astimezone(offset).isoformat()
+    again = validate_message(_encode(respelled), SENT_ATTRIBUTES)
+    assert isinstance(again, Order), again
+    assert again.fingerprint == original.fingerprint
+
+
+@PROPERTY
+@given(valid_orders(), st.integers(1, 5), st.integers(29, 80))
+def test_a_price_differing_anywhere_changes_the_fingerprint(
+    case: tuple[dict[str, Any], int, datetime | None], which: int, digit: int
+) -> None:
+    doc, cents, _ = case
+    if cents > 100_000_000_000:
+        return
+    original = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    item = doc["items"][which % len(doc["items"])]
+    # Far below a cent (same value_cents), added exactly (the default context keeps 28 digits).
+    item["price_per_unit"] = WIDE.add(item["price_per_unit"], Decimal(1).scaleb(-digit))
+    changed_order = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    assert isinstance(original, Order) and isinstance(changed_order, Order), changed_order
+    assert changed_order.value_cents == original.value_cents
+    assert changed_order.fingerprint != original.fingerprint
+
+
+@PROPERTY
+@given(valid_orders(), st.data())
+def test_a_key_written_twice_in_any_object_is_invalid_json_naming_it(
+    case: tuple[dict[str, Any], int, datetime | None], data: st.DataObject
+) -> None:
+    doc, _, _ = case
+    target = data.draw(st.sampled_from([doc, *doc["items"]]))
+    key = data.draw(st.sampled_from(sorted(target)))
+    result = validate_message(_encode(doc, duplicate=(id(target), key)), SENT_ATTRIBUTES)
+    assert isinstance(result, Rejection)
+    assert result.as_dicts() == [
+        {
+            "code": INVALID_JSON,
+            "field": "body",
+            "message": f"key {key!r} appears twice in one object",
+        }
+    ]
