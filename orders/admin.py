@@ -11,7 +11,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -20,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 
 from orders.forms import RejectedOrderForm, payload_errors
 from orders.models import RejectedOrder
-from orders.sqs import OrderQueue
+from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import ALL_CODES
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
     readonly_fields = (
         "message_id",
         "queue_name",
+        "sent_at",
         "received_at",
         "receive_count",
         "order_id",
@@ -92,7 +95,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
     fieldsets = (
         (
             "Message",
-            {"fields": ("message_id", "queue_name", "received_at", "receive_count")},
+            {"fields": ("message_id", "queue_name", "sent_at", "received_at", "receive_count")},
         ),
         ("Order", {"fields": ("order_id", "user_id", "reasons_display", "payload_display")}),
         (
@@ -141,6 +144,14 @@ class RejectedOrderAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: RejectedOrder | None = None
+    ) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.status == RejectedOrder.Status.RESUBMITTED:
+            return (*fields, "corrected_payload")  # what was sent stays as it was sent
+        return fields
+
     # --- changelist summary -----------------------------------------------------------------
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -166,49 +177,74 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         description="Resubmit corrected payload to the orders queue", permissions=["change"]
     )
     def resubmit_corrected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        """Send each row's corrected payload; rows without a valid one are reported, not sent."""
-        ready: list[RejectedOrder] = []
-        for row in queryset:
-            if not row.corrected_payload.strip():
+        """Send each row's corrected payload back to the row's own queue, dated like the
+        original message (its first SentTimestamp travels in ``orderpipe.SentTimestamp``).
+
+        Rows without a valid payload, or already resubmitted, are reported and not sent. The
+        rows are locked while they are sent, so two reviewers cannot both resubmit one row.
+        """
+        with transaction.atomic():
+            rows = RejectedOrder.objects.select_for_update().filter(
+                pk__in=list(queryset.values_list("pk", flat=True))
+            )
+            ready = [row for row in rows.order_by("pk") if self._can_resubmit(request, row)]
+            sent = self._send(request, ready)
+            now = timezone.now()
+            for row in sent:
+                row.status = RejectedOrder.Status.RESUBMITTED
+                row.resubmitted_at = now
+                row.reviewed_by = request.user
+                row.reviewed_at = row.reviewed_at or now
+            RejectedOrder.objects.bulk_update(
+                sent, ["status", "resubmitted_at", "reviewed_by", "reviewed_at"]
+            )
+        if sent:
+            logger.info(
+                "%s resubmitted %d corrected orders: %s",
+                request.user,
+                len(sent),
+                ", ".join(row.message_id for row in sent),
+            )
+            self.message_user(request, f"{len(sent)} corrected order(s) sent to the orders queue.")
+
+    def _can_resubmit(self, request: HttpRequest, row: RejectedOrder) -> bool:
+        if row.status == RejectedOrder.Status.RESUBMITTED:
+            problem = "already resubmitted; it is not sent twice."
+        elif not row.corrected_payload.strip():
+            problem = "no corrected payload; edit the row and add one first."
+        elif errors := payload_errors(row.corrected_payload, row):
+            problem = f"corrected payload is invalid: {'; '.join(errors)}"
+        else:
+            return True
+        self.message_user(request, f"{row}: {problem}", messages.ERROR)
+        return False
+
+    def _send(self, request: HttpRequest, rows: list[RejectedOrder]) -> list[RejectedOrder]:
+        """Send ``rows`` to their own queues (``queue_name``; QUEUE_NAME when unknown);
+        returns the rows SQS accepted."""
+        by_queue: dict[str, list[RejectedOrder]] = {}
+        for row in rows:
+            by_queue.setdefault(row.queue_name or settings.QUEUE_NAME, []).append(row)
+        sent: list[RejectedOrder] = []
+        for name, queue_rows in by_queue.items():
+            try:
+                queue = OrderQueue.from_settings(name)
+                url = queue.url
+                for start in range(0, len(queue_rows), SQS_BATCH_LIMIT):
+                    chunk = queue_rows[start : start + SQS_BATCH_LIMIT]
+                    accepted = queue.send_messages_to(url, [r.resubmission() for r in chunk])
+                    sent += [row for row in chunk if str(row.pk) in accepted]
+                    for row in chunk:
+                        if str(row.pk) not in accepted:
+                            self.message_user(
+                                request, f"{row}: SQS refused the message.", messages.ERROR
+                            )
+            except Exception as exc:
+                logger.exception("resubmitting corrected orders to %s failed", name)
                 self.message_user(
-                    request,
-                    f"{row}: no corrected payload; edit the row and add one first.",
-                    messages.ERROR,
+                    request, f"Could not send to the queue {name}: {exc}", messages.ERROR
                 )
-                continue
-            errors = payload_errors(row.corrected_payload)
-            if errors:
-                self.message_user(
-                    request,
-                    f"{row}: corrected payload is invalid: {'; '.join(errors)}",
-                    messages.ERROR,
-                )
-                continue
-            ready.append(row)
-        if not ready:
-            return
-        try:
-            OrderQueue.from_settings().send_bodies([row.corrected_payload for row in ready])
-        except Exception as exc:
-            logger.exception("resubmitting %d corrected orders failed", len(ready))
-            self.message_user(request, f"Could not send to the orders queue: {exc}", messages.ERROR)
-            return
-        now = timezone.now()
-        for row in ready:
-            row.status = RejectedOrder.Status.RESUBMITTED
-            row.resubmitted_at = now
-            row.reviewed_by = request.user
-            row.reviewed_at = row.reviewed_at or now
-        RejectedOrder.objects.bulk_update(
-            ready, ["status", "resubmitted_at", "reviewed_by", "reviewed_at"]
-        )
-        logger.info(
-            "%s resubmitted %d corrected orders: %s",
-            request.user,
-            len(ready),
-            ", ".join(row.message_id for row in ready),
-        )
-        self.message_user(request, f"{len(ready)} corrected order(s) sent to the orders queue.")
+        return sent
 
     @admin.action(description="Export selected as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:

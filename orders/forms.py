@@ -1,4 +1,5 @@
-"""Admin form for fixing a rejected order: the corrected payload must pass the same validator."""
+"""Admin form for fixing a rejected order: the corrected payload must pass the same validator,
+and must not be one the consumer would reject again."""
 
 from __future__ import annotations
 
@@ -7,18 +8,26 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from orders.models import RejectedOrder
-from orders.validation import Rejection, validate_message
+from orders.validation import DUPLICATE_ORDER_ID, Rejection, safe_text, validate_message
 
 
-def payload_errors(payload: str) -> list[str]:
+def payload_errors(payload: str, row: RejectedOrder | None = None) -> list[str]:
     """Why ``payload`` would be rejected by the consumer (empty when it would be accepted).
 
-    Validated as if received now: a payload without ``order_timestamp`` will be dated by its
-    SQS SentTimestamp on resubmission, so it must not fail for lack of a date here.
+    Validated as if received now: a payload without ``order_timestamp`` is dated on
+    resubmission by the first SentTimestamp of ``row``'s message, so it must not fail for
+    lack of a date here. A row rejected as ``duplicate_order_id`` cannot go back with the same
+    ``order_id``: the first version of that order stands, so it would be rejected again.
     """
     result = validate_message(payload, received_at=timezone.now())
     if isinstance(result, Rejection):
         return [f"{r.code} ({r.field}): {r.message}" for r in result.reasons]
+    if row is not None and DUPLICATE_ORDER_ID in row.codes and result.order_id == row.order_id:
+        return [
+            f"{DUPLICATE_ORDER_ID} (order_id): order {safe_text(result.order_id, 80)!r} was "
+            "already applied with a different payload, so this order would be rejected again; "
+            "give the corrected order another order_id."
+        ]
     return []
 
 
@@ -35,7 +44,7 @@ class RejectedOrderForm(forms.ModelForm):
     def clean_corrected_payload(self) -> str:
         payload = self.cleaned_data.get("corrected_payload", "")
         if payload.strip():
-            errors = payload_errors(payload)
+            errors = payload_errors(payload, self.instance)
             if errors:
                 raise ValidationError(errors)
         return payload

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -103,6 +103,7 @@ class RejectedOrderQuerySet(models.QuerySet):
                     reason_codes=reason_codes_field(record.rejection.codes),
                     queue_name=record.queue_name,
                     received_at=record.received_at,
+                    sent_at=record.rejection.sent_at,
                     receive_count=max(counts[message_id], 1),
                 )
                 for message_id, record in latest.items()
@@ -144,6 +145,12 @@ class RejectedOrder(models.Model):
     )
     queue_name = models.CharField(max_length=80, blank=True)
     received_at = models.DateTimeField(help_text="When the consumer first received it.")
+    sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The message's first SQS SentTimestamp; a resubmission carries it, so a "
+        "corrected order without order_timestamp keeps its day.",
+    )
     receive_count = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     reviewed_by = models.ForeignKey(
@@ -176,6 +183,22 @@ class RejectedOrder(models.Model):
     @property
     def codes(self) -> list[str]:
         return [c for c in self.reason_codes.split(",") if c]
+
+    @property
+    def first_sent_ms(self) -> int:
+        """Epoch ms that dated the message: its first SentTimestamp (rows stored before that
+        was kept fall back to when the consumer received it)."""
+        moment = self.sent_at or self.received_at
+        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+    def resubmission(self) -> dict[str, Any]:
+        """The corrected payload as a message for ``OrderQueue.send_messages_to``, which puts
+        ``first_sent_ms`` in the ``orderpipe.SentTimestamp`` attribute (as a redrive does)."""
+        return {
+            "MessageId": str(self.pk),
+            "Body": self.corrected_payload,
+            "Attributes": {"SentTimestamp": str(self.first_sent_ms)},
+        }
 
     @property
     def body_bytes(self) -> bytes:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import (
     MAX_EMAX,
@@ -195,11 +195,14 @@ class Rejection:
 
     ``order_id``/``user_id`` are whatever strings the message carried (even invalid ones),
     escaped so they are safe in any text column (see ``safe_text``); None when absent.
+    ``sent_at`` is the message's (first) SQS SentTimestamp, so that a corrected order
+    resubmitted from the admin without ``order_timestamp`` keeps its day.
     """
 
     reasons: tuple[Reason, ...]
     order_id: str | None = None
     user_id: str | None = None
+    sent_at: datetime | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -231,7 +234,8 @@ def conflict_rejection(order: Order) -> Rejection:
     """The rejection for an order whose id was already applied with a different payload.
 
     The validator cannot see this (it needs the store's memory); the consumer builds it when
-    the Redis store reports a conflicting fingerprint.
+    the Redis store reports a conflicting fingerprint. An undated order was dated by its
+    SentTimestamp, so ``occurred_at`` is that.
     """
     return Rejection(
         reasons=(
@@ -244,6 +248,7 @@ def conflict_rejection(order: Order) -> Rejection:
         ),
         order_id=safe_text(order.order_id),
         user_id=safe_text(order.user_id),
+        sent_at=order.occurred_at if order.ordered_at is None else None,
     )
 
 
@@ -676,11 +681,14 @@ def validate_message(
     every item are individually valid (a mismatch against broken items says nothing).
     """
     try:
-        return _validate(body, attributes, received_at)
+        result = _validate(body, attributes, received_at)
     except Exception as exc:  # pragma: no cover - a bug here must not poison the queue
-        return Rejection(
+        result = Rejection(
             reasons=(Reason(INVALID_JSON, "body", f"unexpected {type(exc).__name__}"),),
         )
+    if isinstance(result, Rejection):
+        result = replace(result, sent_at=_sent_at(attributes))
+    return result
 
 
 def _validate(

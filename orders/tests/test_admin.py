@@ -30,10 +30,17 @@ def change_url(row: RejectedOrder) -> str:
     return reverse("admin:orders_rejectedorder_change", args=[row.pk])
 
 
+SENT_MS = "1723198500000"  # 2024-08-09T10:15:00Z: when the rejected messages were first sent
+
+
 def add_rejected(
-    message_id: str, body: str | bytes, received_at: datetime | None = None
+    message_id: str,
+    body: str | bytes,
+    received_at: datetime | None = None,
+    queue_name: str = "orders",
+    rejection: Rejection | None = None,
 ) -> RejectedOrder:
-    result = validate_message(body, {"SentTimestamp": "1723198500000"})
+    result = rejection or validate_message(body, {"SentTimestamp": SENT_MS})
     assert isinstance(result, Rejection)
     RejectedOrder.objects.record_many(
         [
@@ -41,7 +48,7 @@ def add_rejected(
                 message_id=message_id,
                 body=body,
                 rejection=result,
-                queue_name="orders",
+                queue_name=queue_name,
                 receive_count=1,
                 received_at=received_at or datetime(2025, 8, 9, 10, 15, tzinfo=UTC),
             )
@@ -309,23 +316,41 @@ def mocked_queue(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ord
 
 
 def drain(queue: OrderQueue) -> list[str]:
-    bodies: list[str] = []
+    return [m["Body"] for m in drain_messages(queue)]
+
+
+def drain_messages(queue: OrderQueue) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
     while batch := queue.receive(wait_time=0):
-        bodies += [m["Body"] for m in batch]
-    return bodies
+        messages += batch
+        queue.delete([m["ReceiptHandle"] for m in batch])
+    return messages
 
 
-def test_resubmit_sends_corrected_payload(
+def fix(row: RejectedOrder, queue: OrderQueue, **changes: Any) -> RejectedOrder:
+    """Give ``row`` a valid corrected payload (the contract example with ``changes``; a value
+    of None drops the field) and point it at ``queue``."""
+    doc = {k: v for k, v in (valid_doc() | changes).items() if v is not None}
+    RejectedOrder.objects.filter(pk=row.pk).update(
+        corrected_payload=body_of(doc), queue_name=queue.name
+    )
+    return RejectedOrder.objects.get(pk=row.pk)
+
+
+def test_resubmit_sends_corrected_payload_with_the_first_sent_timestamp(
     admin_client: Client, admin_user: Any, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
 ) -> None:
-    fixed = rows["mismatch"]
-    fixed.corrected_payload = body_of(valid_doc() | {"order_id": "ORD-MISMATCH"})
-    fixed.save()
+    fixed = fix(rows["mismatch"], mocked_queue, order_id="ORD-MISMATCH")
     response = run_action(admin_client, "resubmit_corrected", [fixed, rows["json"]])
     html = response.content.decode()
     assert "1 corrected order(s) sent to the orders queue." in html
     assert "no corrected payload" in html  # the other row is reported, not sent
-    assert drain(mocked_queue) == [fixed.corrected_payload]
+    [message] = drain_messages(mocked_queue)
+    assert message["Body"] == fixed.corrected_payload
+    assert message["MessageAttributes"]["orderpipe.SentTimestamp"] == {
+        "StringValue": SENT_MS,
+        "DataType": "Number",
+    }
     fixed.refresh_from_db()
     assert fixed.status == RejectedOrder.Status.RESUBMITTED
     assert fixed.resubmitted_at is not None
@@ -334,12 +359,121 @@ def test_resubmit_sends_corrected_payload(
     assert RejectedOrder.objects.get(pk=rows["json"].pk).status == "new"
 
 
+def test_an_undated_corrected_order_counts_on_the_day_it_was_first_sent(
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue, fake_store
+) -> None:
+    """Rejected on 2024-08-09, fixed today: the consumer counts it on 2024-08-09."""
+    from datetime import date
+
+    from orders.consumer import Consumer
+
+    fixed = fix(rows["mismatch"], mocked_queue, order_id="ORD-LATE", order_timestamp=None)
+    run_action(admin_client, "resubmit_corrected", [fixed])
+
+    result = Consumer(mocked_queue, fake_store, wait_time=0).process_batch()
+
+    assert (result.received, result.applied) == (1, 1)
+    [day] = fake_store.by_date(date(2024, 8, 9), date(2024, 8, 9))
+    assert (day.total_orders, day.total_revenue_cents) == (1, 10997)
+
+
+def test_a_row_stored_without_its_sent_timestamp_is_dated_by_its_receipt(
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
+) -> None:
+    RejectedOrder.objects.filter(pk=rows["json"].pk).update(sent_at=None)  # an older row
+    fixed = fix(rows["json"], mocked_queue, order_timestamp=None)
+    run_action(admin_client, "resubmit_corrected", [fixed])
+    [message] = drain_messages(mocked_queue)
+    received_ms = str(int(datetime(2025, 7, 1, tzinfo=UTC).timestamp() * 1000))
+    assert message["MessageAttributes"]["orderpipe.SentTimestamp"]["StringValue"] == received_ms
+
+
+def test_rows_go_back_to_their_own_queue(
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
+) -> None:
+    other = OrderQueue(mocked_queue.client, "orders-eu")
+    other.ensure()
+    first = fix(rows["mismatch"], mocked_queue, order_id="ORD-A")
+    second = fix(rows["json"], other, order_id="ORD-B")
+
+    html = run_action(admin_client, "resubmit_corrected", [first, second]).content.decode()
+
+    assert "2 corrected order(s) sent to the orders queue." in html
+    assert drain(mocked_queue) == [first.corrected_payload]
+    assert drain(other) == [second.corrected_payload]
+
+
+def test_a_resubmitted_row_cannot_be_resubmitted_again(
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
+) -> None:
+    fixed = fix(rows["mismatch"], mocked_queue, order_id="ORD-ONCE")
+    run_action(admin_client, "resubmit_corrected", [fixed])
+
+    html = run_action(admin_client, "resubmit_corrected", [fixed]).content.decode()
+    page = admin_client.get(change_url(fixed)).content.decode()
+
+    assert "already resubmitted; it is not sent twice." in html
+    assert "corrected order(s) sent" not in html
+    assert drain(mocked_queue) == [fixed.corrected_payload]  # once
+    assert 'name="corrected_payload"' not in page  # read-only now: it is what was sent
+
+
+def conflict_row(queue: OrderQueue) -> RejectedOrder:
+    from orders.validation import Order, conflict_rejection
+
+    order = validate_message(body_of(valid_doc()), {"SentTimestamp": SENT_MS})
+    assert isinstance(order, Order)
+    return add_rejected(
+        "msg-conflict", body_of(valid_doc()), queue_name=queue.name,
+        rejection=conflict_rejection(order),
+    )  # fmt: skip
+
+
+NEEDS_ANOTHER_ID = (
+    "duplicate_order_id (order_id): order 'ORD1000' was already applied with a different "
+    "payload, so this order would be rejected again; give the corrected order another order_id."
+)
+
+
+def test_a_duplicate_order_id_row_needs_another_order_id(
+    admin_client: Client, mocked_queue: OrderQueue
+) -> None:
+    row = conflict_row(mocked_queue)
+    same_id = body_of(valid_doc() | {"shipping_address": "elsewhere"})
+    new_id = body_of(valid_doc() | {"order_id": "ORD1000-B"})
+
+    refused = admin_client.post(change_url(row), {"staff_note": "", "corrected_payload": same_id})
+    accepted = admin_client.post(change_url(row), {"staff_note": "", "corrected_payload": new_id})
+
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["corrected_payload"] == [NEEDS_ANOTHER_ID]
+    assert accepted.status_code == 302
+    row.refresh_from_db()
+    assert row.corrected_payload == new_id
+
+
+def test_a_duplicate_order_id_row_is_not_resubmitted_unchanged(
+    admin_client: Client, mocked_queue: OrderQueue
+) -> None:
+    row = conflict_row(mocked_queue)
+    # Saved around the form (e.g. by a script): the action checks again before sending.
+    RejectedOrder.objects.filter(pk=row.pk).update(corrected_payload=body_of(valid_doc()))
+
+    html = run_action(admin_client, "resubmit_corrected", [row]).content.decode()
+
+    assert "corrected payload is invalid: duplicate_order_id (order_id)" in html
+    assert drain(mocked_queue) == []
+    assert RejectedOrder.objects.get(pk=row.pk).status == "new"
+
+
 def test_resubmit_refuses_an_invalid_payload(
     admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
 ) -> None:
     row = rows["mismatch"]
     # Saved around the form (e.g. by a script): the action validates again before sending.
-    RejectedOrder.objects.filter(pk=row.pk).update(corrected_payload='{"order_id": 1}')
+    RejectedOrder.objects.filter(pk=row.pk).update(
+        corrected_payload='{"order_id": 1}', queue_name=mocked_queue.name
+    )
     html = run_action(admin_client, "resubmit_corrected", [row]).content.decode()
     assert "corrected payload is invalid" in html
     assert drain(mocked_queue) == []
@@ -347,14 +481,14 @@ def test_resubmit_refuses_an_invalid_payload(
 
 
 def test_resubmit_reports_a_queue_failure(
-    admin_client: Client, rows: dict[str, RejectedOrder], settings: Any, mocked_queue: OrderQueue
+    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
 ) -> None:
-    settings.QUEUE_NAME = "no-such-queue"
     row = rows["mismatch"]
-    row.corrected_payload = body_of(valid_doc())
-    row.save()
+    RejectedOrder.objects.filter(pk=row.pk).update(
+        corrected_payload=body_of(valid_doc()), queue_name="no-such-queue"
+    )
     html = run_action(admin_client, "resubmit_corrected", [row]).content.decode()
-    assert "Could not send to the orders queue" in html
+    assert "Could not send to the queue no-such-queue" in html
     assert RejectedOrder.objects.get(pk=row.pk).status == "new"
 
 
