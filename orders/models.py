@@ -11,13 +11,13 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
 
-from orders.validation import Rejection, safe_text
+from orders.validation import Rejection, epoch_ms, safe_text
 
 logger = logging.getLogger(__name__)
 rejection_logger = logging.getLogger("orders.rejections")
@@ -188,8 +188,7 @@ class RejectedOrder(models.Model):
     def first_sent_ms(self) -> int:
         """Epoch ms that dated the message: its first SentTimestamp (rows stored before that
         was kept fall back to when the consumer received it)."""
-        moment = self.sent_at or self.received_at
-        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        return epoch_ms(self.sent_at or self.received_at)
 
     def resubmission(self) -> dict[str, Any]:
         """The corrected payload as a message for ``OrderQueue.send_messages_to``, which puts
