@@ -1,8 +1,9 @@
 """Fixtures shared by every test directory: real Redis and SQS server processes, fakes.
 
 Real servers are started once per session on free ports (``TEST_REDIS_URL`` /
-``TEST_SQS_URL`` point at existing ones instead). Tests never flush a Redis: each test gets
-its own key prefix and its own queue name, and cleans up only what it created.
+``TEST_REDIS_CLUSTER_URL`` / ``TEST_SQS_URL`` point at existing ones instead). Tests never
+flush a Redis: each test gets its own key prefix and its own queue name, and cleans up only
+what it created.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import redis
 from django_redis.pool import ConnectionFactory
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 
-from orderpipe.devservers import MotoSQSServer, RedisServer, aws_test_environment
+from orderpipe.devservers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test_environment
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore
 
@@ -42,6 +43,34 @@ def redis_server(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ValkeyCluster | ExternalServer]:
+    """A 3-primary Valkey cluster shared by the session (about 2 s to start); never stop
+    one of its nodes in a test (``private_redis_cluster`` is for that)."""
+    if url := os.environ.get("TEST_REDIS_CLUSTER_URL"):
+        yield ExternalServer(url)
+        return
+    cluster = ValkeyCluster(nodes=3, data_dir=tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def private_redis_cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
+    """A 3-primary cluster of this test alone, for stopping and restarting its nodes.
+
+    A 1 s node timeout: a stopped primary is declared failed (CLUSTERDOWN) within about 2 s
+    and the cluster is ok again about 3 s after its restart.
+    """
+    cluster = ValkeyCluster(nodes=3, data_dir=tmp_path / "cluster", node_timeout_ms=1000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

