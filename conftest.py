@@ -125,6 +125,20 @@ def live_redis(settings, redis_server, key_prefix: str) -> Iterator[redis.Redis]
 
 
 @pytest.fixture
+def live_redis_node(live_redis: redis.Redis) -> dict[str, object]:
+    """How /health and /metrics describe the test server, from the server's own INFO."""
+    kwargs = live_redis.connection_pool.connection_kwargs
+    info = live_redis.info()
+    name = "valkey" if "valkey_version" in info else "redis"
+    return {
+        "node": f"{kwargs['host']}:{kwargs['port']}",
+        "reachable": True,
+        "version": f"{name} {info.get('valkey_version', info['redis_version'])}",
+        "eviction_policy": info["maxmemory_policy"],
+    }
+
+
+@pytest.fixture
 def store(live_redis: redis.Redis, key_prefix: str) -> AggregateStore:
     """An aggregate store on the real Redis server."""
     return AggregateStore(live_redis, prefix=key_prefix, dedup_ttl=3600)

@@ -75,6 +75,8 @@ CLOCK_MARGIN = timedelta(hours=1)
 
 # (prefix, shards) -> each shard's live generation as this process last saw it.
 _GENERATIONS: dict[tuple[str, int], list[int]] = {}
+# prefix -> (monotonic time, every primary's INFO) for ``servers(max_age=…)``.
+_SERVERS: dict[str, tuple[float, list[ServerInfo]]] = {}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -553,9 +555,19 @@ class AggregateStore:
         self.client.ping()
         return (time.perf_counter() - started) * 1000
 
-    def servers(self) -> list[ServerInfo]:
+    def servers(self, max_age: float = 0.0) -> list[ServerInfo]:
         """Version and eviction policy of every primary, from INFO (managed services often
-        disable CONFIG); an unreachable one is reported, not raised."""
+        disable CONFIG); an unreachable one is reported, not raised.
+
+        ``max_age`` > 0 reuses this process's last answer for that many seconds (/metrics
+        shows configuration, which does not change between two scrapes).
+        """
+        if max_age > 0:
+            cached = _SERVERS.get(self.prefix)
+            now = time.monotonic()
+            if cached is None or now - cached[0] > max_age:
+                cached = _SERVERS[self.prefix] = (now, self.servers())
+            return cached[1]
         if not self.cluster:
             return [self._server_info(self.client, _node_name(self.client))]
         client: RedisCluster = self.client  # type: ignore[assignment]
@@ -573,7 +585,12 @@ class AggregateStore:
                     "memory", target_nodes=target
                 )
         except (redis.RedisError, RedisClusterException) as exc:
-            return ServerInfo(name, reachable=False, error=f"{type(exc).__name__}: {exc}")
+            # A server that answers but refuses INFO (an ACL, a renamed command) is reachable;
+            # what it did not tell stays unknown.
+            reachable = not isinstance(
+                exc, redis.ConnectionError | redis.TimeoutError | RedisClusterException
+            ) or isinstance(exc, _PERMANENT)
+            return ServerInfo(name, reachable=reachable, error=f"{type(exc).__name__}: {exc}")
         redis_version = str(info["redis_version"]) if "redis_version" in info else None
         if "valkey_version" in info:  # Valkey also reports the Redis version it matches
             version = f"valkey {info['valkey_version']}"

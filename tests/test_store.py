@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -11,9 +13,11 @@ import pytest
 import redis
 from redis._parsers.base import BaseParser
 
+from orderpipe.devservers import RedisServer
 from stats.store import (
     AggregateStore,
     ApplyStatus,
+    PendingOrder,
     StoreCommandError,
     StoreUnavailableError,
     cents_to_decimal,
@@ -24,6 +28,28 @@ from tests.ingestion_helpers import make_order, wait_until
 @pytest.fixture(params=["real", "fake"])
 def any_store(request) -> AggregateStore:
     return request.getfixturevalue("store" if request.param == "real" else "fake_store")
+
+
+class DebianRedisServer(RedisServer):
+    """The machine's own redis-server (Redis 7.0 here) instead of Valkey: scripts' flags and
+    OOM handling differ between servers and versions, so both are checked where both exist."""
+
+    name = "redis-server"
+
+    def command(self) -> list[str]:
+        return [shutil.which("redis-server") or "redis-server", *super().command()[1:]]
+
+
+@pytest.fixture(params=["valkey", "redis"])
+def redis_kind(request, tmp_path) -> Iterator[RedisServer]:
+    """A private server of each kind available: Valkey (always) and Redis (when installed)."""
+    if request.param == "redis" and shutil.which("redis-server") is None:
+        pytest.skip("no redis-server on this machine")
+    kind = DebianRedisServer if request.param == "redis" else RedisServer
+    server = kind(data_dir=tmp_path / request.param)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_applied_order_updates_every_aggregate(any_store: AggregateStore) -> None:
@@ -189,6 +215,81 @@ def test_a_refused_command_is_a_store_command_error(any_store: AggregateStore) -
     any_store.client.set(any_store.key("global"), "not a hash")  # WRONGTYPE for HINCRBY
     with pytest.raises(StoreCommandError):
         any_store.apply_orders([make_order("O1", "U1", 1)])
+
+
+def _written_keys(store: AggregateStore) -> set[str]:
+    return {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
+
+
+@pytest.mark.parametrize("wrong", ["global", "user:U2", "seen:O2", "rank:spend", "ingest"])
+def test_a_key_of_the_wrong_type_fails_the_batch_before_any_write(
+    any_store: AggregateStore, wrong: str
+) -> None:
+    """Redis does not roll a script back: the types are checked first, so nothing of the
+    batch is written (no mark without its totals, which would make the redelivery a
+    "duplicate" and lose the order for good)."""
+    planted = f"{any_store.prefix}:{wrong}"
+    if wrong.startswith("seen:"):
+        any_store.client.hset(planted, "not", "a string")
+    else:
+        any_store.client.set(planted, "not the right type")
+    batch = [make_order("O1", "U1", 100), make_order("O2", "U2", 200)]
+
+    with pytest.raises(StoreCommandError, match="WRONGTYPE"):
+        any_store.apply_batch(
+            [PendingOrder(o) for o in batch], {"m1": ("invalid_json",)}, received=3
+        )
+
+    assert _written_keys(any_store) == {planted}
+    any_store.client.delete(planted)
+    assert any_store.apply_orders(batch) == [ApplyStatus.APPLIED, ApplyStatus.APPLIED]
+
+
+def test_out_of_memory_refuses_the_whole_script_as_an_outage(redis_kind) -> None:
+    """maxmemory reached under noeviction: the #!lua script is refused before it runs (a
+    script without the shebang would stop at its first write), and it is an outage."""
+    client = redis.Redis.from_url(redis_kind.url)
+    store = AggregateStore(client, prefix="oom", dedup_ttl=3600)
+    store.apply_orders([make_order("O0", "U0", 1)])
+    before = _written_keys(store)
+    client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(StoreUnavailableError, match="OutOfMemoryError") as caught:
+            store.apply_orders([make_order("O1", "U1", 100)])
+        assert not isinstance(caught.value, StoreCommandError)
+        # Refused as a whole before it ran; without the shebang Redis would have started it
+        # and stopped it at its first write ("… script: …, on @user_script:…").
+        assert "script" not in str(caught.value)
+        with pytest.raises(StoreUnavailableError):
+            store.heartbeat()  # the consumer's probe fails the same way
+    finally:
+        client.config_set("maxmemory", 0)
+    assert _written_keys(store) == before
+    assert store.apply_orders([make_order("O1", "U1", 100)]) == [ApplyStatus.APPLIED]
+
+
+def test_too_few_replicas_is_an_outage(redis_kind) -> None:
+    client = redis.Redis.from_url(redis_kind.url)
+    store = AggregateStore(client, prefix="norepl", dedup_ttl=3600)
+    client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(StoreUnavailableError, match="NOREPLICAS") as caught:
+            store.apply_orders([make_order("O1", "U1", 100)])
+        assert not isinstance(caught.value, StoreCommandError)
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+    assert store.apply_orders([make_order("O1", "U1", 100)]) == [ApplyStatus.APPLIED]
+
+
+def test_a_wrong_password_is_not_an_outage(private_redis) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.config_set("requirepass", "right")
+    try:
+        client = redis.Redis.from_url(private_redis.url.replace("redis://", "redis://:wrong@"))
+        with pytest.raises(StoreCommandError, match="AuthenticationError"):
+            AggregateStore(client, prefix="auth").apply_orders([make_order("O1", "U1", 1)])
+    finally:
+        redis.Redis.from_url(private_redis.url, password="right").config_set("requirepass", "")
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from stats.api.serializers import average_cents
-from stats.store import AggregateStore, GlobalStats, IngestionStats
+from stats.store import AggregateStore, GlobalStats, IngestionStats, ServerInfo
+
+# /metrics shows each Redis primary's version and eviction policy from INFO read at most this
+# often (seconds): configuration, not a reading that moves between scrapes.
+SERVER_INFO_MAX_AGE = 60.0
 
 NAMESPACE = "orderpipe"
 
@@ -27,11 +36,12 @@ class MetricsSnapshot:
     global_stats: GlobalStats
     ingestion: IngestionStats
     taken_at: datetime
+    redis: list[ServerInfo]
 
     @classmethod
     def read(cls, store: AggregateStore, now: datetime) -> MetricsSnapshot:
         global_stats, ingestion = store.overview()
-        return cls(global_stats, ingestion, now)
+        return cls(global_stats, ingestion, now, store.servers(max_age=SERVER_INFO_MAX_AGE))
 
     @property
     def average_order_value_cents(self) -> int:
@@ -130,6 +140,21 @@ class SnapshotCollector(Collector):
                 "When a consumer last applied a batch (Unix time).",
                 i.last_batch_at.timestamp(),
             )
+        servers = InfoMetricFamily(
+            _name("redis"),
+            "Each Redis primary: version and maxmemory-policy (must be noeviction).",
+            labels=["node"],
+        )
+        for server in self.snapshot.redis:
+            servers.add_metric(
+                [server.node],
+                {
+                    "reachable": "true" if server.reachable else "false",
+                    "version": server.version or "",
+                    "eviction_policy": server.eviction_policy or "",
+                },
+            )
+        yield servers
 
 
 def exposition_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:

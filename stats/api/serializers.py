@@ -118,12 +118,27 @@ class DateRangeStatsSerializer(serializers.Serializer):
         }
 
 
+class RedisNodeSerializer(serializers.Serializer):
+    """One Redis primary (one, unless REDIS_CLUSTER), from its INFO."""
+
+    node = serializers.CharField(help_text="host:port")
+    reachable = serializers.BooleanField()
+    version = serializers.CharField(
+        allow_null=True, help_text='As the server names itself, e.g. "valkey 9.1.2".'
+    )
+    eviction_policy = serializers.CharField(
+        allow_null=True,
+        help_text="maxmemory-policy; anything but noeviction is refused by the consumer.",
+    )
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     redis = serializers.ChoiceField(choices=["connected", "unavailable"])
     redis_latency_ms = serializers.FloatField(
         allow_null=True, help_text="Round trip of a PING; null when Redis is unavailable."
     )
+    redis_nodes = RedisNodeSerializer(many=True)
     database = serializers.ChoiceField(choices=["connected", "unavailable"])
     timestamp = serializers.DateTimeField()
 
@@ -152,6 +167,7 @@ class MetricsSerializer(serializers.Serializer):
     average_order_value = MoneyField(source="average_order_value_cents")
     timestamp = serializers.DateTimeField(source="taken_at")
     ingestion = IngestionSerializer(source="ingestion_view")
+    redis = RedisNodeSerializer(many=True)
 
 
 class ApiRootSerializer(serializers.Serializer):

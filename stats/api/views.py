@@ -224,12 +224,14 @@ class HealthViewSet(FormatParamMixin, ViewSet):
     )
     def check(self, request: Request) -> Response:
         latency = _redis_latency_ms()
+        nodes = get_store().servers() if latency is not None else []
         database_ok = _database_ok()
-        healthy = latency is not None and database_ok
+        healthy = latency is not None and database_ok and all(n.reachable for n in nodes)
         data = {
             "status": "healthy" if healthy else "unhealthy",
             "redis": "connected" if latency is not None else "unavailable",
             "redis_latency_ms": round(latency, 3) if latency is not None else None,
+            "redis_nodes": nodes,
             "database": "connected" if database_ok else "unavailable",
             "timestamp": timezone.now(),
         }

@@ -163,7 +163,7 @@ def test_by_date_full_366_day_range_is_answered(filled: AggregateStore, api: API
 
 
 def test_health_reports_redis_and_database(
-    filled: AggregateStore, api: APIClient, frozen_now: datetime
+    filled: AggregateStore, api: APIClient, frozen_now: datetime, live_redis_node: dict
 ) -> None:
     response = api.get("/health")
 
@@ -173,6 +173,7 @@ def test_health_reports_redis_and_database(
     assert body == {
         "status": "healthy",
         "redis": "connected",
+        "redis_nodes": [live_redis_node],
         "database": "connected",
         "timestamp": "2025-09-01T12:00:30Z",
     }
@@ -180,7 +181,7 @@ def test_health_reports_redis_and_database(
 
 
 def test_metrics_json_has_totals_and_ingestion_counters(
-    filled: AggregateStore, api: APIClient, frozen_now: datetime
+    filled: AggregateStore, api: APIClient, frozen_now: datetime, live_redis_node: dict
 ) -> None:
     filled.apply_batch([], received=2)
     filled.record_rejections(
@@ -210,6 +211,7 @@ def test_metrics_json_has_totals_and_ingestion_counters(
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 30.0,
         },
+        "redis": [live_redis_node],
     }
     assert "no-store" in response["Cache-Control"]
 

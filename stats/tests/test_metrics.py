@@ -44,7 +44,21 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+# What fakeredis tells of itself: no INFO, so no version and no eviction policy.
+FAKE_NODE = {"node": "localhost:6379", "reachable": True, "version": None, "eviction_policy": None}
+FAKE_NODE_SAMPLE = {
+    (
+        "orderpipe_redis_info",
+        (
+            ("eviction_policy", ""),
+            ("node", "localhost:6379"),
+            ("reachable", "true"),
+            ("version", ""),
+        ),
+    ): 1.0
+}
 EXPECTED = {
+    **FAKE_NODE_SAMPLE,
     ("orderpipe_orders_total", ()): 2.0,
     ("orderpipe_revenue_total", ()): 310.0,
     ("orderpipe_unique_users", ()): 2.0,
@@ -81,6 +95,7 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 42.5,
         },
+        "redis": [FAKE_NODE],
     }
 
 
@@ -135,6 +150,7 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
 
     parsed = samples(response.content.decode())
     assert parsed == {
+        **FAKE_NODE_SAMPLE,
         ("orderpipe_orders_total", ()): 0.0,
         ("orderpipe_revenue_total", ()): 0.0,
         ("orderpipe_unique_users", ()): 0.0,

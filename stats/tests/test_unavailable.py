@@ -81,6 +81,7 @@ def test_health_names_redis_as_the_failed_dependency(
         "status": "unhealthy",
         "redis": "unavailable",
         "redis_latency_ms": None,
+        "redis_nodes": [],
         "database": "connected",
     }
     assert "no-store" in response["Cache-Control"]
