@@ -19,8 +19,10 @@ import pytest
 import redis
 from django_redis.pool import ConnectionFactory
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+from redis.cluster import RedisCluster
 
 from orderpipe.devservers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test_environment
+from orderpipe.redis_cluster import ClusterConnectionFactory
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore
 
@@ -88,6 +90,7 @@ def _drop_redis_pools() -> None:
     for pool in ConnectionFactory._pools.values():
         pool.disconnect()
     ConnectionFactory._pools.clear()
+    ClusterConnectionFactory.close_all()
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +107,8 @@ def key_prefix() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
 
 
-def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+def _delete_prefix(client: redis.Redis | RedisCluster, prefix: str) -> None:
+    """SCAN visits every primary of a cluster; a multi-key DELETE is split by slot."""
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
@@ -136,6 +140,28 @@ def live_redis_node(live_redis: redis.Redis) -> dict[str, object]:
         "version": f"{name} {info.get('valkey_version', info['redis_version'])}",
         "eviction_policy": info["maxmemory_policy"],
     }
+
+
+@pytest.fixture
+def live_redis_cluster(settings, redis_cluster, key_prefix: str) -> Iterator[RedisCluster]:
+    """Like ``live_redis`` on the session's cluster: ``REDIS_CLUSTER`` on, django-redis (store,
+    cache, throttle) on a ``RedisCluster``, cache keys under this test's prefix too."""
+    default = settings.CACHES["default"]
+    settings.CACHES = {
+        "default": {
+            **default,
+            "LOCATION": redis_cluster.url,
+            "KEY_PREFIX": key_prefix,
+            "OPTIONS": {**default["OPTIONS"], **settings.REDIS_CLUSTER_CACHE_OPTIONS},
+        },
+    }
+    settings.REDIS_CLUSTER = True
+    settings.REDIS_URL = redis_cluster.url
+    settings.REDIS_KEY_PREFIX = key_prefix
+    client = RedisCluster.from_url(redis_cluster.url)
+    yield client
+    _delete_prefix(client, key_prefix)
+    client.close()
 
 
 @pytest.fixture

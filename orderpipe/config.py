@@ -93,6 +93,16 @@ def redis_url_problem(value: str) -> str | None:
     return problem
 
 
+def cluster_url_problem(value: str) -> str | None:
+    """Why a Redis Cluster client could not use the Redis URL ``value`` (None when it could)."""
+    if value.startswith("unix://"):
+        return "a cluster is reached over TCP (redis:// or rediss://), not a unix socket"
+    db = redis.connection.parse_url(value).get("db", 0)
+    if int(db) != 0:
+        return f"a cluster has only database 0, not {db}"
+    return None
+
+
 class StrictEnv:
     """Wraps one ``environ.Env`` and validates each value it hands out."""
 

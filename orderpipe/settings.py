@@ -12,7 +12,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from orderpipe.config import StrictEnv
+from orderpipe.config import StrictEnv, cluster_url_problem, shown
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -107,6 +107,14 @@ REDIS_PORT = env.int("REDIS_PORT", 6379, min_value=1, max_value=65535)
 REDIS_URL = env.redis_url("REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", "orderpipe")
 REDIS_SOCKET_TIMEOUT = env.int("REDIS_SOCKET_TIMEOUT", 5, min_value=1)
+# Redis Cluster (or ElastiCache Serverless): REDIS_URL names any one node, the client finds
+# the others. REDIS_SHARDS spreads the aggregates over that many hash tags (stats/store.py).
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", False)
+REDIS_SHARDS = env.int("REDIS_SHARDS", 1, min_value=1, max_value=16384)
+if REDIS_CLUSTER and (_problem := cluster_url_problem(REDIS_URL)):
+    raise ImproperlyConfigured(
+        f"REDIS_URL={shown(REDIS_URL)} cannot work with REDIS_CLUSTER=true: {_problem}."
+    )
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -121,6 +129,14 @@ CACHES = {
         "KEY_PREFIX": REDIS_KEY_PREFIX,
     }
 }
+# django-redis with a RedisCluster underneath (orderpipe/redis_cluster.py); the tests' cluster
+# fixture uses the same two classes.
+REDIS_CLUSTER_CACHE_OPTIONS = {
+    "CLIENT_CLASS": "orderpipe.redis_cluster.ClusterClient",
+    "CONNECTION_FACTORY": "orderpipe.redis_cluster.ClusterConnectionFactory",
+}
+if REDIS_CLUSTER:
+    CACHES["default"]["OPTIONS"].update(REDIS_CLUSTER_CACHE_OPTIONS)
 
 # --- SQS ------------------------------------------------------------------------------------
 LOCALSTACK_URL = env.url("LOCALSTACK_URL", "", ("http", "https"))

@@ -30,6 +30,8 @@ SETTINGS_VARIABLES = (
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
     "REDIS_SOCKET_TIMEOUT",
+    "REDIS_CLUSTER",
+    "REDIS_SHARDS",
     "LOCALSTACK_URL",
     "AWS_REGION",
     "QUEUE_NAME",
@@ -98,6 +100,8 @@ def assert_clean_config_error(result: subprocess.CompletedProcess[str], expected
         ({"REDIS_PORT": "70000"}, "REDIS_PORT=70000 is above the maximum 65535"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' must be one of"),
         ({"ORDER_DEDUP_TTL": "-1"}, "ORDER_DEDUP_TTL=-1 is below the minimum 0"),
+        ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER='maybe' is not a boolean"),
+        ({"REDIS_SHARDS": "0"}, "REDIS_SHARDS=0 is below the minimum 1"),
         ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL='http://cache:6379' must start with"),
         ({"LOCALSTACK_URL": "localstack:4566"}, "LOCALSTACK_URL='localstack:4566' must start"),
         pytest.param(
@@ -173,6 +177,20 @@ def test_redis_errors_are_not_swallowed(tmp_path: Path) -> None:
     assert "IGNORE_EXCEPTIONS" not in result.stdout
 
 
+def test_redis_cluster_puts_django_redis_on_the_cluster_classes(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings; o = settings.CACHES['default']['OPTIONS']; "
+        "print(o['CLIENT_CLASS'], o['CONNECTION_FACTORY'], settings.REDIS_SHARDS)"
+    )
+    on = manage(tmp_path, "shell", "-c", code, REDIS_CLUSTER="yes", REDIS_SHARDS="8")
+    off = manage(tmp_path, "shell", "-c", code.replace("o['CONNECTION_FACTORY']", "'-'"))
+
+    assert last_line(on.stdout) == (
+        "orderpipe.redis_cluster.ClusterClient orderpipe.redis_cluster.ClusterConnectionFactory 8"
+    ), on.stderr
+    assert last_line(off.stdout) == "django_redis.client.DefaultClient - 1", off.stderr
+
+
 # --- URLs: no password in any message; a URL that cannot work stops start-up ------------------
 @pytest.mark.parametrize(
     ("env", "line"),
@@ -241,6 +259,18 @@ def test_redis_errors_are_not_swallowed(tmp_path: Path) -> None:
             "REDIS_URL='redis://cache:7000:6379/0' (from REDIS_HOST) cannot work: Port could "
             "not be cast to integer value as '7000:6379'.",
             id="redis-host",
+        ),
+        pytest.param(
+            {"REDIS_CLUSTER": "true", "REDIS_URL": "redis://:secret@cache:6379/3"},
+            "REDIS_URL='redis://:***@cache:6379/3' cannot work with REDIS_CLUSTER=true: a "
+            "cluster has only database 0, not 3.",
+            id="cluster-db",
+        ),
+        pytest.param(
+            {"REDIS_CLUSTER": "true", "REDIS_URL": "unix:///run/redis.sock"},
+            "REDIS_URL='unix:///run/redis.sock' cannot work with REDIS_CLUSTER=true: a cluster "
+            "is reached over TCP (redis:// or rediss://), not a unix socket.",
+            id="cluster-unix",
         ),
         pytest.param(
             {"LOCALSTACK_URL": "http://u:secret@localstack:port"},
