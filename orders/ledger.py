@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -148,29 +148,53 @@ class DayTotals:
 
 
 @dataclass(frozen=True, slots=True)
-class MarkRow:
+class RecordedOrder:
+    """A ledger row as the aggregate store applies it (what ``Order`` offers the store)."""
+
     order_id: str
     user_id: str
+    value_cents: int
+    occurred_at: datetime
+    day: date
     fingerprint: str
     received_at: datetime
 
+    @property
+    def legacy_fingerprint(self) -> str:
+        return self.fingerprint
 
-def user_totals(using: str = "default", chunk_size: int = 20_000) -> Iterator[UserTotals]:
+
+_RECORDED_FIELDS = (
+    "order_id", "user_id", "value_cents", "ordered_at", "day", "fingerprint", "received_at"
+)  # fmt: skip
+
+
+def _chunked(values: Collection[str], size: int = 5_000) -> Iterator[list[str]]:
+    items = list(values)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def user_totals(
+    user_ids: Collection[str] | None = None, using: str = "default", chunk_size: int = 20_000
+) -> Iterator[UserTotals]:
     """Per user: order count, spend, first and last order time; GROUP BY in the database,
-    streamed (a server-side cursor on PostgreSQL), in user_id order."""
-    query = (
-        AcceptedOrder.objects.using(using)
-        .order_by("user_id")
-        .values_list("user_id")
-        .annotate(
-            n=models.Count("pk"),
-            spend=models.Sum("value_cents"),
-            first=models.Min("ordered_at"),
-            last=models.Max("ordered_at"),
-        )
+    streamed (a server-side cursor on PostgreSQL), in user_id order; all users, or those."""
+    base = AcceptedOrder.objects.using(using).order_by("user_id").values_list("user_id")
+    grouped = base.annotate(
+        n=models.Count("pk"),
+        spend=models.Sum("value_cents"),
+        first=models.Min("ordered_at"),
+        last=models.Max("ordered_at"),
     )
-    for user_id, n, spend, first, last in query.iterator(chunk_size=chunk_size):
-        yield UserTotals(user_id, n, int(spend), epoch_ms(first), epoch_ms(last))
+    queries = (
+        [grouped]
+        if user_ids is None
+        else [grouped.filter(user_id__in=chunk) for chunk in _chunked(sorted(user_ids))]
+    )
+    for query in queries:
+        for user_id, n, spend, first, last in query.iterator(chunk_size=chunk_size):
+            yield UserTotals(user_id, n, int(spend), epoch_ms(first), epoch_ms(last))
 
 
 def day_totals(using: str = "default") -> list[DayTotals]:
@@ -183,19 +207,53 @@ def day_totals(using: str = "default") -> list[DayTotals]:
     return [DayTotals(day, n, int(revenue)) for day, n, revenue in query]
 
 
-def recorded_since(
-    since: datetime, using: str = "default", chunk_size: int = 20_000
-) -> Iterator[MarkRow]:
-    """Orders first recorded at or after ``since``: the ones whose idempotency marks a
-    rebuild writes (older ones are protected by the script's dedup window, see the store)."""
+def user_day_totals(
+    using: str = "default", chunk_size: int = 20_000
+) -> Iterator[tuple[str, DayTotals]]:
+    """Per user and day (the days of several shards: a shard's share of a day is the sum over
+    its users, and the shard of a user is computed in Python, not in SQL)."""
     query = (
+        AcceptedOrder.objects.using(using)
+        .order_by()
+        .values_list("user_id", "day")
+        .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
+    )
+    for user_id, day, n, revenue in query.iterator(chunk_size=chunk_size):
+        yield user_id, DayTotals(day, n, int(revenue))
+
+
+def recorded_since(
+    since: datetime,
+    user_ids: Collection[str] | None = None,
+    using: str = "default",
+    chunk_size: int = 20_000,
+) -> Iterator[RecordedOrder]:
+    """Orders first recorded at or after ``since`` (all users, or those): the ones whose
+    idempotency marks exist if Redis applied them (older marks may have expired)."""
+    base = (
         AcceptedOrder.objects.using(using)
         .filter(received_at__gte=since)
         .order_by()
-        .values_list("order_id", "user_id", "fingerprint", "received_at")
+        .values_list(*_RECORDED_FIELDS)
     )
-    for row in query.iterator(chunk_size=chunk_size):
-        yield MarkRow(*row)
+    queries = (
+        [base]
+        if user_ids is None
+        else [base.filter(user_id__in=chunk) for chunk in _chunked(sorted(user_ids))]
+    )
+    for query in queries:
+        for row in query.iterator(chunk_size=chunk_size):
+            yield RecordedOrder(*row)
+
+
+def order_times(user_id: str, exclude: Collection[str] = ()) -> list[datetime]:
+    """One user's order times, without the orders ``exclude`` names (reconcile)."""
+    return list(
+        AcceptedOrder.objects.filter(user_id=user_id)
+        .exclude(order_id__in=list(exclude))
+        .order_by()
+        .values_list("ordered_at", flat=True)
+    )
 
 
 def ledger_size(using: str = "default") -> int:
@@ -208,8 +266,9 @@ def snapshot(using: str = "default") -> Iterator[None]:
     on PostgreSQL; an SQLite read transaction in WAL mode is a snapshot already), so the
     users, days and marks of a rebuild agree with each other while consumers keep writing."""
     connection = connections[using]
+    outermost = not connection.in_atomic_block  # inside a caller's transaction, that one counts
     with transaction.atomic(using=using):
-        if connection.vendor == "postgresql":
+        if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield

@@ -73,6 +73,10 @@ MIN_REDIS_VERSION = (7, 0)
 # TTL (at most a quarter of it): the margin covers clock differences between consumer hosts.
 CLOCK_MARGIN = timedelta(hours=1)
 
+# Keys outside every shard: ``AggregateStore.shared_key(name)``.
+SHARED_KEYS = ("consumers", "layout", "reconcile")
+# The value of a retired layout's lock (see ``AggregateStore.retire``).
+RETIRED = "retired:"
 # (prefix, shards) -> each shard's live generation as this process last saw it.
 _GENERATIONS: dict[tuple[str, int], list[int]] = {}
 # prefix -> (monotonic time, every primary's INFO) for ``servers(max_age=…)``.
@@ -161,6 +165,10 @@ def _ms_to_datetime(value: bytes | str | int | None) -> datetime | None:
 
 def _int(value: bytes | str | None) -> int:
     return int(value) if value is not None else 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _score_to_int(value: bytes | str | float) -> int:
@@ -411,6 +419,12 @@ class AggregateStore:
                 code = int(reply[0])
                 if code == 1:
                     raise RebuildInProgressError("a rebuild of the aggregates is in progress")
+                if code == 3:
+                    raise StoreCommandError(
+                        f"these aggregates were moved to another shard layout ({_text(reply[1])}"
+                        f"); this process has REDIS_SHARDS={self.shards}: restart it with the "
+                        "new setting"
+                    )
                 if code == 2:  # a rebuild switched this shard's generation meanwhile
                     self._saw_generation(shard, _int(reply[1]))
                     moved.append(shard)
@@ -736,15 +750,58 @@ class AggregateStore:
     @_unavailable_on_redis_error
     def acquire_rebuild_lock(self, token: str, ttl_ms: int) -> bool:
         """Hold every shard's lock (consumers then keep their batches); False when another
-        rebuild holds one."""
+        rebuild holds one. A layout retired by an earlier rebuild is taken over."""
         taken = []
         for shard in self._all():
-            if self.client.set(self.key("lock", shard=shard), token, nx=True, px=ttl_ms):
-                taken.append(shard)
-            else:
-                self._release_locks(token, taken)
-                return False
+            key = self.key("lock", shard=shard)
+            if not self.client.set(key, token, nx=True, px=ttl_ms):
+                held = self.client.get(key)
+                if held is None or not _text(held).startswith(RETIRED):
+                    self._release_locks(token, taken)
+                    return False
+                self.client.set(key, token, px=ttl_ms)
+            taken.append(shard)
         return True
+
+    @_unavailable_on_redis_error
+    def retire(self, successor_shards: int) -> None:
+        """This layout's aggregates moved elsewhere: a lock that never expires tells consumers
+        still configured for it to stop instead of writing beside the new layout."""
+        for shard in self._all():
+            self.client.set(self.key("lock", shard=shard), f"{RETIRED}{successor_shards}")
+
+    @_unavailable_on_redis_error
+    def live_generations(self) -> list[int]:
+        """Each shard's live generation, read now (rebuild_stats)."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.get(self.key("gen", shard=shard))
+        found = [_int(value) for value in pipe.execute()]
+        _GENERATIONS[self._generation_key] = list(found)
+        return found
+
+    @_unavailable_on_redis_error
+    def marks_exist(self, orders: Sequence[Any]) -> list[bool]:
+        """Whether each order (order_id, user_id) has its idempotency mark: one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for order in orders:
+            pipe.exists(self.key("seen", order.order_id, shard=self.shard_of(order.user_id)))
+        return [bool(n) for n in pipe.execute()] if orders else []
+
+    @_unavailable_on_redis_error
+    def add_ingestion(self, counters: IngestionStats) -> None:
+        """Carry ingestion counters over to this layout (a rebuild into another shard count)."""
+        pipe = self.client.pipeline(transaction=False)
+        key = self.key("ingest")
+        for name in ("received", "applied", "duplicates", "rejected"):
+            pipe.hincrby(key, name, getattr(counters, name))
+        for code, count in counters.rejected_by_code.items():
+            pipe.hincrby(key, f"rejected:{code}", count)
+        for name, when in (("last_batch_ms", counters.last_batch_at),
+                           ("heartbeat_ms", counters.heartbeat_at)):  # fmt: skip
+            if when is not None:
+                pipe.hset(key, name, epoch_ms(when))
+        pipe.execute()
 
     @_unavailable_on_redis_error
     def refresh_rebuild_lock(self, token: str, ttl_ms: int) -> None:
@@ -768,7 +825,8 @@ class AggregateStore:
             pipe.exists(self.key("lock", shard=shard))
         return any(pipe.execute())
 
-    def writer(self, generation: int, chunk: int = 5_000) -> GenerationWriter:
+    def writer(self, generation: int | None, chunk: int = 5_000) -> GenerationWriter:
+        """Pipelined writes into ``generation`` (None: each shard's live one, for a repair)."""
         return GenerationWriter(self, generation, chunk)
 
     @_unavailable_on_redis_error
@@ -807,12 +865,16 @@ class AggregateStore:
     @_unavailable_on_redis_error
     def drop_shard_keys(self, batch: int = 1_000) -> int:
         """Remove every key of this layout's shards (after a rebuild moved the aggregates to
-        another shard count): marks, counters, generations. Shared keys stay."""
+        another shard count): aggregates, marks, counters, generations. The keys outside the
+        shards (consumers, layout, reconcile) stay, also where a one-shard layout's tag is
+        the bare prefix they share."""
+        shared = {self.shared_key(name).encode() for name in SHARED_KEYS}
         removed = 0
         for shard in self._all():
-            tag = self._tags[shard]
             keys: list[bytes] = []
-            for key in self._scan(_glob_escape(tag) + ":*"):
+            for key in self._scan(_glob_escape(self._tags[shard]) + ":*"):
+                if key in shared:
+                    continue
                 keys.append(key)
                 if len(keys) >= batch:
                     removed += self._unlink(keys)
@@ -900,7 +962,7 @@ class GenerationWriter:
     commands per round trip (rebuild_stats, reconcile_stats --repair). Nothing is live until
     ``AggregateStore.switch_generation`` (a repair writes into the live generation)."""
 
-    def __init__(self, store: AggregateStore, generation: int, chunk: int) -> None:
+    def __init__(self, store: AggregateStore, generation: int | None, chunk: int) -> None:
         self.store = store
         self.generation = generation
         self.chunk = chunk
@@ -956,10 +1018,13 @@ class GenerationWriter:
         )
         self._queued_one()
 
-    def remove_day(self, shard: int, day: date) -> None:
-        iso = day.isoformat()
-        self._pipe.hdel(self._key("days", shard=shard), f"{iso}:orders", f"{iso}:revenue")
+    def replace_days(self, shard: int, days: Sequence[tuple[date, int, int]]) -> None:
+        """A shard's whole days hash (repair): (day, orders, revenue cents) each."""
+        key = self._key("days", shard=shard)
+        self._pipe.delete(key)
         self._queued_one()
+        for day, orders, revenue in days:
+            self.day(shard, day, orders, revenue)
 
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
@@ -971,8 +1036,9 @@ class GenerationWriter:
 
     def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
         key = self._key("global", shard=shard)
+        self._pipe.delete(key)
         self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
-        self._queued_one()
+        self._queued_one(2)
 
     def mark(
         self, order_id: str, user_id: str, fingerprint: str, expires_at: datetime | None

@@ -25,7 +25,13 @@
 -- 3 not applied because it was first recorded before the marks' window.
 -- Returns {1} while a rebuild holds the lock and {2, generation} when the generation moved:
 -- nothing is written then; the caller waits, or re-reads the generation, and tries again.
-if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
+-- Returns {3, 'retired:<shards>'} when rebuild_stats moved the aggregates to another shard
+-- layout: a consumer still configured for this one must not write here.
+local lock = redis.call('GET', KEYS[2])
+if lock then
+  if string.sub(lock, 1, 8) == 'retired:' then return {3, lock} end
+  return {1}
+end
 local generation = redis.call('GET', KEYS[1]) or '0'
 if generation ~= ARGV[1] then return {2, generation} end
 
