@@ -28,8 +28,9 @@ from redis.retry import Retry
 # attempts) turns a primary that stops answering into 11 x REDIS_SOCKET_TIMEOUT of waiting;
 # with 1, a moved primary or a dropped connection is still followed, and a dead one
 # surfaces after 2 x REDIS_SOCKET_TIMEOUT (a refused connection at once), so the consumer's
-# outage handling takes over. A retried write may have been applied already: the apply
-# script's idempotency marks make that harmless.
+# outage handling takes over. (A pipeline re-sends each of its commands for a node that timed
+# out one by one, each with this retry: about timeout x (1 + 2 x its commands there).) A
+# command that timed out may still run when the node wakes up: the scripts are idempotent.
 CLUSTER_RETRIES = 1
 
 
