@@ -25,6 +25,7 @@ from orderpipe.devservers import MotoSQSServer, RedisServer, ValkeyCluster, aws_
 from orderpipe.redis_cluster import ClusterConnectionFactory
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore
+from tests.ingestion_helpers import prefix_keys
 
 
 @dataclass
@@ -108,8 +109,8 @@ def key_prefix() -> str:
 
 
 def _delete_prefix(client: redis.Redis | RedisCluster, prefix: str) -> None:
-    """SCAN visits every primary of a cluster; a multi-key DELETE is split by slot."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    """A multi-key DELETE is split by slot on a cluster."""
+    keys = sorted(prefix_keys(client, prefix))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
 
@@ -126,20 +127,6 @@ def live_redis(settings, redis_server, key_prefix: str) -> Iterator[redis.Redis]
     yield client
     _delete_prefix(client, key_prefix)
     client.close()
-
-
-@pytest.fixture
-def live_redis_node(live_redis: redis.Redis) -> dict[str, object]:
-    """How /health and /metrics describe the test server, from the server's own INFO."""
-    kwargs = live_redis.connection_pool.connection_kwargs
-    info = live_redis.info()
-    name = "valkey" if "valkey_version" in info else "redis"
-    return {
-        "node": f"{kwargs['host']}:{kwargs['port']}",
-        "reachable": True,
-        "version": f"{name} {info.get('valkey_version', info['redis_version'])}",
-        "eviction_policy": info["maxmemory_policy"],
-    }
 
 
 @pytest.fixture
@@ -162,6 +149,12 @@ def live_redis_cluster(settings, redis_cluster, key_prefix: str) -> Iterator[Red
     yield client
     _delete_prefix(client, key_prefix)
     client.close()
+
+
+@pytest.fixture
+def cluster_store(live_redis_cluster: RedisCluster, key_prefix: str) -> AggregateStore:
+    """An aggregate store with 8 shards on the session's 3-primary cluster."""
+    return AggregateStore(live_redis_cluster, prefix=key_prefix, dedup_ttl=3600, shards=8)
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import json
 import re
 import time
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LUA = Path(__file__).parent / "lua"
 APPLY_SCRIPT = (_LUA / "apply_batch.lua").read_text()
+APPLY_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 RELEASE_LOCK_SCRIPT = (_LUA / "release_lock.lua").read_text()
 # The script needs SET … NX GET semantics and #! flags: Redis / Valkey 7.0 or newer.
 MIN_REDIS_VERSION = (7, 0)
@@ -111,6 +113,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,  # READONLY: a replica, e.g. an old primary in a failover
     redis.exceptions.TryAgainError,  # TRYAGAIN: multi-key command during a slot migration
     redis.exceptions.ClusterDownError,  # CLUSTERDOWN (and MASTERDOWN, its subclass)
+    redis.exceptions.ClusterError,  # "TTL exhausted": redirections (TRYAGAIN) that did not end
     redis.exceptions.OutOfMemoryError,  # OOM under noeviction: lifts when memory is freed
     redis.exceptions.SlotNotCoveredError,  # cluster: a slot's primary is gone, not yet replaced
 )
@@ -335,8 +338,8 @@ class AggregateStore:
         self._generation_key = (prefix, shards)
         # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].
         self.consumer_id = ""
-        # redis-py's Script runs EVALSHA and reloads the script after a Redis restart.
-        self._apply = client.register_script(APPLY_SCRIPT)
+        # redis-py's Script runs EVALSHA and reloads the script after a Redis restart (the
+        # apply script is run by ``_eval``, which reloads it on the one node that lost it).
         self._release = client.register_script(RELEASE_LOCK_SCRIPT)
 
     # --- keys ------------------------------------------------------------------------------
@@ -501,25 +504,42 @@ class AggregateStore:
         return work
 
     def _run_scripts(self, work: Iterable[_ShardWork]) -> list[Any]:
-        """One script call per shard, all in one pipelined round trip (per node), together with
-        this consumer's heartbeat; a script Redis lost (restart) is loaded and run again."""
+        """One script call per shard, together with this consumer's heartbeat, in one
+        pipelined round trip (on a cluster one per node, sent to all nodes at once)."""
         calls = list(work)
         if len(calls) == 1 and not self.consumer_id:
-            only = calls[0]
-            return [self._apply(keys=only.keys, args=only.args)]
+            return [self._eval(calls[0])]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(self._apply.sha, len(call.keys), *call.keys, *call.args)
+            # EVALSHA through execute_command: redis-py's cluster pipeline refuses pipe.evalsha.
+            pipe.execute_command("EVALSHA", APPLY_SHA, len(call.keys), *call.keys, *call.args)
         if self.consumer_id:
             pipe.hset(self.shared_key("consumers"), self.consumer_id, self._now_ms())
         results = pipe.execute(raise_on_error=False)
         for i, call in enumerate(calls):
             if isinstance(results[i], redis.exceptions.NoScriptError):
-                results[i] = self._apply(keys=call.keys, args=call.args)
+                results[i] = self._eval(call)
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results[: len(calls)]
+
+    def _eval(self, call: _ShardWork) -> Any:
+        """EVALSHA; when the server lost the script (a restart), load it there and run again.
+
+        On a cluster the script is loaded on the one primary that owns the call's slot: a
+        reload on every primary (what redis-py does) would fail while another one is down.
+        """
+        args = (APPLY_SHA, len(call.keys), *call.keys, *call.args)
+        try:
+            return self.client.evalsha(*args)
+        except redis.exceptions.NoScriptError:
+            if self.cluster:
+                node = self.client.get_node_from_key(call.keys[0])
+                self.client.execute_command("SCRIPT LOAD", APPLY_SCRIPT, target_nodes=node)
+            else:
+                self.client.script_load(APPLY_SCRIPT)
+            return self.client.evalsha(*args)
 
     def apply_orders(
         self, orders: Sequence[Order], received: int | None = None

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from orders.sqs import OrderQueue
 from orders.validation import Item, Order
@@ -36,6 +37,16 @@ def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantit
         f'"order_timestamp": "{timestamp}", "order_value": {value}, '
         f'"items": [{{"product_id": "P001", "quantity": {quantity}, "price_per_unit": {price}}}]}}'
     )
+
+
+def prefix_keys(client: Any, prefix: str) -> set[bytes]:
+    """Every key under ``prefix``: ``<prefix>:…`` and the shards' ``{<prefix>:<n>}:…``.
+    SCAN visits every primary of a cluster."""
+    return {
+        key
+        for pattern in (f"{prefix}:*", f"{{{prefix}:*")
+        for key in client.scan_iter(match=pattern, count=1000)
+    }
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -22,6 +22,7 @@ from tests.ingestion_helpers import (
     kill_leftover_consumers,
     mismatches,
     order_body,
+    prefix_keys,
     queue_total,
     start_consumer,
     stop_consumer,
@@ -283,3 +284,51 @@ def test_a_rebuild_in_the_middle_of_a_consumer_run_loses_and_doubles_nothing(
         store.client.delete(key)
     call_command("rebuild_stats", "--no-progress")
     assert mismatches(store, messages, RANGE) == []
+
+
+def _prefix_spread_over_every_primary(client, stem: str, shards: int) -> str:
+    """A key prefix whose ``shards`` hash tags land on every primary. Which slot a tag hashes
+    to depends on the prefix: with 8 shards on 3 primaries a random prefix leaves one primary
+    without a shard about one time in eight (the README says to take 4+ shards per primary)."""
+    primaries = {node.name for node in client.get_primaries()}
+    for n in range(1000):
+        prefix = f"{stem}{n}"
+        tags = {client.get_node_from_key(f"{{{prefix}:{s}}}").name for s in range(shards)}
+        if tags == primaries:
+            return prefix
+    raise AssertionError("no prefix spreads over every primary")
+
+
+def test_two_consumers_on_a_redis_cluster_with_eight_shards_match_the_oracle(
+    make_queue, live_redis_cluster, redis_cluster, child_env, tmp_path, key_prefix
+) -> None:
+    """REDIS_CLUSTER=true, REDIS_SHARDS=8 on a real 3-primary Valkey cluster: every script's
+    keys share one hash slot, the shards spread over all three primaries, and the merged
+    reads equal the oracle."""
+    client = live_redis_cluster
+    prefix = _prefix_spread_over_every_primary(client, f"{key_prefix}-", 8)
+    store = AggregateStore(client, prefix=prefix, shards=8)
+    queue = make_queue(visibility_timeout=2)
+    messages = generate(800, seed=13, invalid_ratio=0.05, duplicate_ratio=0.05)
+    feeder = Feeder(queue, [m.body for m in messages])
+    feeder.start()
+    env = child_env(
+        REDIS_URL=redis_cluster.url, REDIS_CLUSTER="true", REDIS_SHARDS="8", REDIS_KEY_PREFIX=prefix
+    )
+    consumers = [
+        start_consumer(env, tmp_path / f"c{i}.log", "--visibility-timeout", "2") for i in range(2)
+    ]
+    try:
+        feeder.join(180)
+        assert feeder.error is None
+        assert wait_until(lambda: queue_total(queue) == 0, 120), (tmp_path / "c0.log").read_text()
+        assert [stop_consumer(c) for c in consumers] == [0, 0]
+
+        assert mismatches(store, messages, RANGE) == []
+        keys = prefix_keys(client, prefix)
+        nodes = {client.get_node_from_key(key).name for key in keys}
+        assert nodes == {node.name for node in client.get_primaries()}
+        assert len(nodes) == 3
+    finally:
+        for key in prefix_keys(client, prefix):
+            client.delete(key)

@@ -22,12 +22,15 @@ from stats.store import (
     StoreUnavailableError,
     cents_to_decimal,
 )
-from tests.ingestion_helpers import make_order, wait_until
+from tests.ingestion_helpers import make_order, prefix_keys, wait_until
 
 
-@pytest.fixture(params=["real", "fake"])
+@pytest.fixture(params=["real", "fake", "cluster"])
 def any_store(request) -> AggregateStore:
-    return request.getfixturevalue("store" if request.param == "real" else "fake_store")
+    """The store on one real node, on fakeredis, and with 8 shards on a real 3-primary
+    cluster: every behaviour below holds on all three."""
+    fixture = {"real": "store", "fake": "fake_store", "cluster": "cluster_store"}[request.param]
+    return request.getfixturevalue(fixture)
 
 
 class DebianRedisServer(RedisServer):
@@ -79,16 +82,13 @@ def test_redelivered_order_is_counted_once(any_store: AggregateStore) -> None:
 def test_same_order_id_with_other_payload_is_a_conflict_and_changes_nothing(
     any_store: AggregateStore,
 ) -> None:
+    """Within one shard the mark tells (across shards the ledger does, see test_projection)."""
     any_store.apply_orders([make_order("O1", "U1", 500)])
-    before = (any_store.global_stats(), any_store.user_stats("U1"), any_store.user_stats("U2"))
+    before = (any_store.global_stats(), any_store.user_stats("U1"))
 
-    assert any_store.apply_orders([make_order("O1", "U2", 999)]) == [ApplyStatus.CONFLICT]
+    assert any_store.apply_orders([make_order("O1", "U1", 999)]) == [ApplyStatus.CONFLICT]
 
-    assert (
-        any_store.global_stats(),
-        any_store.user_stats("U1"),
-        any_store.user_stats("U2"),
-    ) == before
+    assert (any_store.global_stats(), any_store.user_stats("U1")) == before
 
 
 def test_rankings_are_highest_first_with_ties_by_user_id(any_store: AggregateStore) -> None:
@@ -179,7 +179,8 @@ def test_a_rejected_message_is_counted_once_however_often_it_comes(
     stats = any_store.ingestion()
     assert stats.rejected == 2
     assert stats.rejected_by_code == {"invalid_json": 1, "missing_field": 1}
-    assert 0 < any_store.client.ttl(any_store.key("rejected", "m1")) <= any_store.dedup_ttl
+    mark = any_store.key("rejected", "m1", shard=any_store.shard_of("m1"))
+    assert 0 < any_store.client.ttl(mark) <= any_store.dedup_ttl
 
 
 def test_unreachable_redis_raises_store_unavailable(private_redis) -> None:
@@ -212,32 +213,47 @@ def test_every_applied_batch_is_a_heartbeat(any_store: AggregateStore) -> None:
 
 
 def test_a_refused_command_is_a_store_command_error(any_store: AggregateStore) -> None:
-    any_store.client.set(any_store.key("global"), "not a hash")  # WRONGTYPE for HINCRBY
+    shard = any_store.shard_of("U1")
+    any_store.client.set(any_store.key("global", shard=shard), "not a hash")  # WRONGTYPE
     with pytest.raises(StoreCommandError):
         any_store.apply_orders([make_order("O1", "U1", 1)])
 
 
 def _written_keys(store: AggregateStore) -> set[str]:
-    return {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
+    return {k.decode() for k in prefix_keys(store.client, store.prefix)}
 
 
-@pytest.mark.parametrize("wrong", ["global", "user:U2", "seen:O2", "rank:spend", "ingest"])
+def _same_shard(store: AggregateStore, value: str, stem: str) -> str:
+    """``stem`` + the first number that lands in the shard of ``value``."""
+    return next(
+        f"{stem}{n}" for n in range(1000) if store.shard_of(f"{stem}{n}") == store.shard_of(value)
+    )
+
+
+@pytest.mark.parametrize("wrong", ["global", "user", "seen", "rank:spend", "ingest"])
 def test_a_key_of_the_wrong_type_fails_the_batch_before_any_write(
     any_store: AggregateStore, wrong: str
 ) -> None:
     """Redis does not roll a script back: the types are checked first, so nothing of the
     batch is written (no mark without its totals, which would make the redelivery a
-    "duplicate" and lose the order for good)."""
-    planted = f"{any_store.prefix}:{wrong}"
-    if wrong.startswith("seen:"):
+    "duplicate" and lose the order for good). One shard's part of a batch is what is atomic,
+    so with several shards the batch's users and message are taken from one."""
+    s = any_store.shard_of("U1")
+    other, message_id = _same_shard(any_store, "U1", "U"), _same_shard(any_store, "U1", "m")
+    other = other if other != "U1" else _same_shard(any_store, "U1", "V")
+    planted = {
+        "user": any_store.aggregate_key("user", other, shard=s),
+        "seen": any_store.key("seen", "O2", shard=s),
+    }.get(wrong, any_store.key(*wrong.split(":"), shard=s))
+    if wrong == "seen":
         any_store.client.hset(planted, "not", "a string")
     else:
         any_store.client.set(planted, "not the right type")
-    batch = [make_order("O1", "U1", 100), make_order("O2", "U2", 200)]
+    batch = [make_order("O1", "U1", 100), make_order("O2", other, 200)]
 
     with pytest.raises(StoreCommandError, match="WRONGTYPE"):
         any_store.apply_batch(
-            [PendingOrder(o) for o in batch], {"m1": ("invalid_json",)}, received=3
+            [PendingOrder(o) for o in batch], {message_id: ("invalid_json",)}, received=3
         )
 
     assert _written_keys(any_store) == {planted}
@@ -308,10 +324,10 @@ def test_refusals_redis_lifts_by_itself_are_outages_not_command_errors(
 ) -> None:
     error = BaseParser.parse_error(reply)  # the exception redis-py raises for this reply
 
-    def refuse(**_kwargs):
+    def refuse(*_args, **_kwargs):
         raise error
 
-    fake_store._apply = refuse  # type: ignore[assignment]
+    fake_store._eval = refuse  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailableError) as caught:
         fake_store.apply_orders([make_order("O1", "U1", 1)])
     assert not isinstance(caught.value, StoreCommandError)  # the consumer backs off, not exits
