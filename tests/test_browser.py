@@ -122,7 +122,7 @@ def shown_json(page: Page) -> dict:
 XSS = "<script>alert(1)</script>"
 
 
-def record(message_id: str, body: str) -> None:
+def record(message_id: str, body: str, queue_name: str) -> None:
     outcome = validate_message(body, received_at=datetime.now(UTC))
     assert isinstance(outcome, Rejection), body
     RejectedOrder.objects.record_many(
@@ -131,7 +131,7 @@ def record(message_id: str, body: str) -> None:
                 message_id=message_id,
                 body=body,
                 rejection=outcome,
-                queue_name="orders",
+                queue_name=queue_name,  # where a resubmit sends it: the test's own queue
                 receive_count=1,
                 received_at=datetime.now(UTC),
             )
@@ -140,7 +140,7 @@ def record(message_id: str, body: str) -> None:
 
 
 @pytest.fixture
-def rejected_orders(transactional_db) -> str:
+def rejected_orders(transactional_db, sqs_queue: OrderQueue) -> str:
     """Three rejects: the one to fix (value_mismatch, HTML in its address), one whose order id
     is a script tag (missing_field), one that is not JSON. Returns today's date."""
     today = datetime.now(UTC).date().isoformat()
@@ -159,9 +159,10 @@ def rejected_orders(transactional_db) -> str:
                 "shipping_address": f"{XSS} 123 Main St",
             }
         ),
+        sqs_queue.name,
     )
-    record("msg-xss", json.dumps({"order_id": XSS, "order_value": 1, "items": []}))
-    record("msg-bad", "{not json")
+    record("msg-xss", json.dumps({"order_id": XSS, "order_value": 1, "items": []}), sqs_queue.name)
+    record("msg-bad", "{not json", sqs_queue.name)
     return today
 
 
