@@ -135,6 +135,29 @@ def test_status_json_reports_every_source_and_exits_zero(busy_pipeline: Aggregat
     assert consumer["lag_s"] < 5
     assert consumer["heartbeat_at"].endswith("Z")
     assert consumer["last_batch_at"].endswith("Z")
+    # fakeredis has no INFO: reachable, version and policy unknown (the consumer warns).
+    assert doc["redis_nodes"] == [
+        {"node": "localhost:6379", "reachable": True, "version": None, "eviction_policy": None}
+    ]
+    assert doc["reconcile"] is None
+
+
+def test_status_reports_the_last_reconcile_and_its_differences(
+    busy_pipeline: AggregateStore,
+) -> None:
+    busy_pipeline.save_reconcile_report(
+        {"checked_at": "2025-09-01T12:00:00Z", "orders": 2, "differences": 3, "repaired": 0}
+    )
+    out, error = run_failing("pipeline_status", "--json")
+    doc = json.loads(out)
+    assert "difference" in error
+    assert doc["reconcile"]["differences"] == 3
+    assert doc["problems"] == [
+        "the last reconcile_stats (2025-09-01T12:00:00Z) found 3 difference(s) between Redis "
+        "and the ledger"
+    ]
+    table, _ = run_failing("pipeline_status")
+    assert "2025-09-01T12:00:00Z    2 orders checked, 3 difference(s)" in table
 
 
 def test_status_table_is_readable(busy_pipeline: AggregateStore) -> None:

@@ -22,7 +22,7 @@ from orders.admin import reason_summary
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue
 from orders.validation import ALL_CODES
-from stats.store import StoreUnavailableError, cents_to_decimal, get_store
+from stats.store import AggregateStore, StoreUnavailableError, cents_to_decimal, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class PipelineStatus:
     dlq_name: str
     sqs: dict[str, int | None] | None = None
     redis_latency_ms: float | None = None
+    redis_nodes: list[dict[str, Any]] | None = None
+    reconcile: dict[str, Any] | None = None
     totals: dict[str, Any] | None = None
     ingestion: dict[str, Any] | None = None
     consumer: dict[str, Any] | None = None
@@ -87,8 +89,10 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
     try:
         store = get_store()
         status.redis_latency_ms = round(store.ping(), 2)
+        _check_redis_nodes(store, status)
         totals, ingestion = store.overview()
         beats = store.consumers()
+        _check_reconcile(store, status)
     except StoreUnavailableError as exc:
         status.problems.append(f"Redis unreachable: {exc}")
     else:
@@ -143,6 +147,39 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
     return status
 
 
+def _check_redis_nodes(store: AggregateStore, status: PipelineStatus) -> None:
+    """Each primary: reachable, version, eviction policy (one, unless REDIS_CLUSTER)."""
+    servers = store.servers()
+    status.redis_nodes = [
+        {
+            "node": server.node,
+            "reachable": server.reachable,
+            "version": server.version,
+            "eviction_policy": server.eviction_policy,
+        }
+        for server in servers
+    ]
+    for server in servers:
+        if not server.reachable:
+            status.problems.append(f"Redis {server.node} unreachable: {server.error}")
+        status.problems += server.problems()
+
+
+def _check_reconcile(store: AggregateStore, status: PipelineStatus) -> None:
+    """The last reconcile_stats: when it ran and what it found (never is not a problem)."""
+    status.reconcile = store.reconcile_report()
+    report = status.reconcile
+    if (
+        report is not None
+        and report.get("differences")
+        and not (report.get("repaired") and report.get("remaining") == 0)
+    ):
+        status.problems.append(
+            f"the last reconcile_stats ({report['checked_at']}) found "
+            f"{report['differences']} difference(s) between Redis and the ledger"
+        )
+
+
 def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
     totals = dict(status.totals) if status.totals is not None else None
     if totals is not None:
@@ -156,6 +193,8 @@ def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
         "dlq": status.dlq_name,
         "sqs": status.sqs,
         "redis_latency_ms": status.redis_latency_ms,
+        "redis_nodes": status.redis_nodes,
+        "reconcile": status.reconcile,
         "consumer": status.consumer,
         "totals": totals,
         "ingestion": status.ingestion,
@@ -229,6 +268,29 @@ def render_table(status: PipelineStatus) -> str:
             f"  {'revenue':<22}{revenue:>14,.2f}",
             f"  {'users':<22}{_n(status.totals['users']):>14}",
         ]
+    lines.append("")
+
+    lines.append("Redis primaries")
+    if status.redis_nodes is None:
+        lines.append(unavailable)
+    else:
+        for node in status.redis_nodes:
+            state = "ok" if node["reachable"] else "UNREACHABLE"
+            lines.append(
+                f"  {node['node']:<22}{state:>14}  {node['version'] or 'version ?'}, "
+                f"maxmemory-policy {node['eviction_policy'] or '?'}"
+            )
+    lines.append("")
+
+    lines.append("Last reconcile (ledger vs Redis)")
+    report = status.reconcile
+    if report is None:
+        lines.append("  never run (python manage.py reconcile_stats)")
+    else:
+        found = f"{report['differences']:,} difference(s)"
+        if report.get("repaired"):
+            found += f", repaired ({report.get('remaining', 0):,} left)"
+        lines.append(f"  {report['checked_at']:<22}  {report['orders']:,} orders checked, {found}")
     lines.append("")
 
     lines.append("Ingestion counters (Redis)")
