@@ -278,3 +278,55 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+# --- API clients and accounts for the APIs' access rules (STATS_API_AUTH) -----------------------
+@pytest.fixture
+def api():  # -> APIClient
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+TEST_PASSWORD = "a-long-test-password"  # noqa: S105 (test accounts only)
+
+
+@pytest.fixture
+def customer(db):  # -> User (imported lazily: this module loads before Django's apps)
+    """An account without the permission: what a shop's customer login would be."""
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("customer", password=TEST_PASSWORD)
+
+
+@pytest.fixture
+def analyst(db):
+    """Holds stats.view_stats through a group, the way an admin grants it."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    user = User.objects.create_user("analyst", password=TEST_PASSWORD)
+    group = Group.objects.create(name="analysts")
+    group.permissions.add(
+        Permission.objects.get(codename="view_stats", content_type__app_label="stats")
+    )
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def client_as(db) -> Callable[..., object]:
+    """``client_as(user, "token" | "session")``: an APIClient that presents ``user`` the way
+    that STATS_API_AUTH mode expects (an ``Authorization: Token`` header, or a login)."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def make(user, mode: str) -> APIClient:
+        client = APIClient()
+        if mode == "token":
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        else:
+            assert client.login(username=user.username, password=TEST_PASSWORD)
+        return client
+
+    return make

@@ -179,7 +179,10 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "orderpipe stats API",
-    "DESCRIPTION": "Order statistics aggregated from an SQS order stream into Redis.",
+    "DESCRIPTION": (
+        "Order statistics aggregated from an SQS order stream into Redis, and the orders"
+        " themselves: the ledger of accepted orders and the rejected messages."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from the drf-spectacular-sidecar package, served by stats.api.urls: no CDN.

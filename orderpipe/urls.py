@@ -1,4 +1,5 @@
-"""URL routes: the admin, the stats API (stats.api.urls) and its OpenAPI schema.
+"""URL routes: the admin, the orders API (orders.api.urls), the stats API (stats.api.urls) and
+the OpenAPI schema.
 
 Unknown paths and unhandled errors answer JSON (``{"detail": ...}``) like the API itself, so a
 client of the API never has to parse an HTML error page.
@@ -34,5 +35,6 @@ urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/", permanent=True)),
     # Log in / out links of the browsable API (used when STATS_API_AUTH=session).
     path("api-auth/", include("rest_framework.urls")),
+    path("", include("orders.api.urls")),
     path("", include("stats.api.urls")),
 ]

@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
+from orders.ledger import record_orders
+from orders.validation import Order, validate_message
+
 SENT_AT_MS = "1723198500000"  # 2024-08-09T10:15:00Z
 SENT_ATTRIBUTES = {"SentTimestamp": SENT_AT_MS}
 SENT_AT = datetime(2024, 8, 9, 10, 15, tzinfo=UTC)
+LEDGER_RECEIVED_AT = datetime(2025, 8, 9, 10, 16, 0, 123456, tzinfo=UTC)
 
 
 def valid_doc() -> dict[str, Any]:
@@ -31,6 +35,17 @@ def valid_doc() -> dict[str, Any]:
 
 def body_of(doc: Any) -> str:
     return json.dumps(doc)
+
+
+def accept(
+    body: str, message_id: str = "msg-1", received_at: datetime = LEDGER_RECEIVED_AT
+) -> Order:
+    """Record a valid order in the ledger the way the consumer does (``record_orders``)."""
+    order = validate_message(body, SENT_ATTRIBUTES)
+    assert isinstance(order, Order), order
+    outcome = record_orders([({"MessageId": message_id, "Body": body}, order)], received_at)
+    assert outcome.conflicts == []
+    return order
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-MAX_USER_ID_LENGTH = 128
+MAX_ID_LENGTH = 128
 LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
@@ -79,10 +79,15 @@ class DateRangeParams(serializers.Serializer):
         return attrs
 
 
-def validate_user_id(user_id: str) -> str:
-    """Reject path values no stored user can have, so they read as 400, not as a lookup."""
-    if len(user_id) > MAX_USER_ID_LENGTH:
+def validate_path_id(name: str, value: str) -> str:
+    """Reject path values no stored id can have, so they read as 400 naming the parameter,
+    not as a lookup (order and user ids are 1-128 characters, contract §2)."""
+    if len(value) > MAX_ID_LENGTH:
         raise serializers.ValidationError(
-            {"user_id": [f"Must be at most {MAX_USER_ID_LENGTH} characters long."]}
+            {name: [f"Must be at most {MAX_ID_LENGTH} characters long."]}
         )
-    return user_id
+    return value
+
+
+def validate_user_id(user_id: str) -> str:
+    return validate_path_id("user_id", user_id)

@@ -174,6 +174,8 @@ class ApiRootSerializer(serializers.Serializer):
     """The browsable entry point: where each endpoint lives."""
 
     user_stats = serializers.CharField()
+    order = serializers.CharField()
+    user_orders = serializers.CharField()
     global_stats = serializers.URLField()
     top_spenders = serializers.URLField()
     top_buyers = serializers.URLField()

@@ -98,15 +98,20 @@ class FormatParamMixin:
             raise error from None
 
 
-class ProtectedViewSet(FormatParamMixin, ViewSet):
-    """Needs authentication when STATS_API_AUTH is token or session; throttled by
-    STATS_THROTTLE_RATE when it is set."""
+class ProtectedAPIMixin(FormatParamMixin):
+    """The access rules of every endpoint that exposes orders or revenue (stats and orders
+    APIs alike): authentication and ``stats.view_stats`` when STATS_API_AUTH is token or
+    session; throttled by STATS_THROTTLE_RATE when it is set."""
 
     permission_classes = [StatsAccess]
     throttle_classes = [StatsRateThrottle]
 
     def get_authenticators(self) -> list[Any]:
         return authenticators_for_settings()
+
+
+class ProtectedViewSet(ProtectedAPIMixin, ViewSet):
+    """A stats viewset under the access rules above."""
 
 
 class UserStatsViewSet(ProtectedViewSet):
@@ -324,9 +329,14 @@ class ApiRootView(FormatParamMixin, APIView):
         def url(name: str, **kwargs: Any) -> str:
             return request.build_absolute_uri(reverse(name, kwargs=kwargs))
 
-        user_example = url("user-stats", user_id="USER_ID").replace("USER_ID", "{user_id}")
+        def template(name: str, field: str) -> str:
+            placeholder = field.upper()
+            return url(name, **{field: placeholder}).replace(placeholder, f"{{{field}}}")
+
         data = {
-            "user_stats": user_example,
+            "user_stats": template("user-stats", "user_id"),
+            "order": template("order", "order_id"),
+            "user_orders": template("user-orders", "user_id"),
             "global_stats": url("stats-global"),
             "top_spenders": url("stats-top-spenders") + "?limit=5",
             "top_buyers": url("stats-top-buyers") + "?limit=5",

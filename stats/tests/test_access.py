@@ -7,8 +7,7 @@ that answered 404 (deleted, renamed) would fail here rather than pass as "not re
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, Permission, User
-from rest_framework.authtoken.models import Token
+from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from stats.api.access import StatsAccess
@@ -26,7 +25,6 @@ STATS_PATHS = [
     "/stats/by-date?start_date=2025-01-01&end_date=2025-01-02",
     "/metrics",
 ]
-PASSWORD = "a-long-test-password"
 NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permission."}
 
 
@@ -34,36 +32,6 @@ NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permis
 def store(fake_store: AggregateStore) -> AggregateStore:
     fake_store.apply_orders([make_order("O1", "U1", 1999)], received=1)
     return fake_store
-
-
-@pytest.fixture
-def customer() -> User:
-    """An account without the permission: what a shop's customer login would be."""
-    return User.objects.create_user("customer", password=PASSWORD)
-
-
-@pytest.fixture
-def analyst() -> User:
-    """Holds stats.view_stats through a group, the way an admin grants it."""
-    user = User.objects.create_user("analyst", password=PASSWORD)
-    group = Group.objects.create(name="analysts")
-    group.permissions.add(
-        Permission.objects.get(codename="view_stats", content_type__app_label="stats")
-    )
-    user.groups.add(group)
-    return user
-
-
-def token_client(user: User) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
-def session_client(user: User) -> APIClient:
-    client = APIClient()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def test_the_permission_exists_for_the_admin_to_grant(analyst: User) -> None:
@@ -113,10 +81,10 @@ def test_session_mode_refuses_anonymous_with_403(
 @pytest.mark.parametrize("mode", ["token", "session"])
 @pytest.mark.parametrize("path", STATS_PATHS)
 def test_an_account_without_the_permission_gets_403(
-    store: AggregateStore, settings, customer: User, mode: str, path: str
+    store: AggregateStore, settings, customer: User, client_as, mode: str, path: str
 ) -> None:
     settings.STATS_API_AUTH = mode
-    client = token_client(customer) if mode == "token" else session_client(customer)
+    client = client_as(customer, mode)
 
     response = client.get(path)
 
@@ -127,28 +95,30 @@ def test_an_account_without_the_permission_gets_403(
 @pytest.mark.parametrize("mode", ["token", "session"])
 @pytest.mark.parametrize("path", STATS_PATHS)
 def test_an_account_with_the_permission_gets_200(
-    store: AggregateStore, settings, analyst: User, mode: str, path: str
+    store: AggregateStore, settings, analyst: User, client_as, mode: str, path: str
 ) -> None:
     settings.STATS_API_AUTH = mode
-    client = token_client(analyst) if mode == "token" else session_client(analyst)
+    client = client_as(analyst, mode)
 
     assert client.get(path).status_code == 200
 
 
 @pytest.mark.parametrize("path", STATS_PATHS)
-def test_a_superuser_has_the_permission(store: AggregateStore, settings, path: str) -> None:
+def test_a_superuser_has_the_permission(
+    store: AggregateStore, settings, client_as, path: str
+) -> None:
     settings.STATS_API_AUTH = "token"
-    admin = User.objects.create_superuser("root", password=PASSWORD)
+    admin = User.objects.create_superuser("root", password="a-long-test-password")
 
-    assert token_client(admin).get(path).status_code == 200
+    assert client_as(admin, "token").get(path).status_code == 200
 
 
 def test_the_user_stats_body_is_served_to_a_permitted_user(
-    store: AggregateStore, settings, analyst: User
+    store: AggregateStore, settings, analyst: User, client_as
 ) -> None:
     settings.STATS_API_AUTH = "token"
 
-    response = token_client(analyst).get("/users/U1/stats")
+    response = client_as(analyst, "token").get("/users/U1/stats")
 
     assert response.json() == {
         "user_id": "U1",

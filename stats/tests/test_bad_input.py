@@ -180,10 +180,12 @@ def test_schema_and_docs_are_served_without_a_cdn(api: APIClient) -> None:
         "/",
         "/health",
         "/metrics",
+        "/orders/{order_id}",
         "/stats/by-date",
         "/stats/global",
         "/stats/top-buyers",
         "/stats/top-spenders",
+        "/users/{user_id}/orders",
         "/users/{user_id}/stats",
     }
     assert docs.status_code == 200
@@ -198,6 +200,8 @@ def test_api_root_links_every_endpoint(api: APIClient) -> None:
     assert response.status_code == 200
     assert response.json() == {
         "user_stats": "http://testserver/users/{user_id}/stats",
+        "order": "http://testserver/orders/{order_id}",
+        "user_orders": "http://testserver/users/{user_id}/orders",
         "global_stats": "http://testserver/stats/global",
         "top_spenders": "http://testserver/stats/top-spenders?limit=5",
         "top_buyers": "http://testserver/stats/top-buyers?limit=5",

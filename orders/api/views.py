@@ -1,0 +1,159 @@
+"""Orders API (contract §4): the ledger and the rejected messages, read from the database.
+
+``GET /orders/{order_id}`` answers whether an order was accepted (and as what) or only ever
+rejected (and why); ``GET /users/{user_id}/orders`` lists a user's accepted orders. Nothing
+here reads Redis: the ledger is the record of truth. Access, throttling and ``?format=`` are
+the stats API's (``ProtectedAPIMixin``); a database outage is a 503 through the project's
+exception handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders.api.pagination import OrderCursorPagination
+from orders.api.serializers import (
+    ACCEPTED,
+    REJECTED,
+    AcceptedOrderSerializer,
+    RejectedOrderSerializer,
+)
+from orders.models import AcceptedOrder, RejectedOrder
+from stats.api.params import MAX_ID_LENGTH, validate_path_id, validate_user_id
+from stats.api.serializers import DetailSerializer
+from stats.api.views import PROTECTED_ERRORS, ProtectedAPIMixin, parameter_error
+
+# A rejected id's page lists this many of its messages (a producer stuck in a retry loop can
+# send thousands); rejection_count still tells how many there are.
+MAX_REJECTIONS_SHOWN = 100
+
+ORDERS_ERRORS: dict[int, OpenApiResponse] = {
+    **PROTECTED_ERRORS,
+    503: OpenApiResponse(DetailSerializer, description="The database is unavailable."),
+}
+
+
+def _path_id(name: str, description: str, examples: list[OpenApiExample]) -> OpenApiParameter:
+    return OpenApiParameter(
+        name,
+        {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+        OpenApiParameter.PATH,
+        description=f"{description} (percent-encode it, `/` as `%2F`), 1-{MAX_ID_LENGTH} chars.",
+        examples=examples,
+    )
+
+
+def _can_be_stored(value: str) -> bool:
+    """No stored id holds a NUL (validation refuses control characters), and PostgreSQL
+    refuses one in a query parameter: such an id is simply not found, without a query."""
+    return "\x00" not in value
+
+
+class OrderDetailView(ProtectedAPIMixin, APIView):
+    @extend_schema(
+        operation_id="order",
+        summary="One order: accepted (from the ledger), else its rejected messages",
+        description=(
+            "`status` says which: `accepted` is the ledger row (the order as first recorded); "
+            "`rejected` means no accepted order carries this id, only rejected messages, each "
+            "with its reasons. An id that is in the ledger answers `accepted` even when later "
+            "messages with it were rejected (a conflicting re-send, say)."
+        ),
+        parameters=[
+            _path_id(
+                "order_id",
+                "The order's id as sent",
+                [
+                    OpenApiExample("accepted", value="ORD1000"),
+                    OpenApiExample("rejected", value="ORD-BAD"),
+                ],
+            )
+        ],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="OrderLookup",
+                serializers={ACCEPTED: AcceptedOrderSerializer, REJECTED: RejectedOrderSerializer},
+                resource_type_field_name="status",
+            ),
+            400: parameter_error(
+                "order_id too long", {"order_id": ["Must be at most 128 characters long."]}
+            ),
+            404: OpenApiResponse(
+                DetailSerializer, description="No accepted or rejected message has this id."
+            ),
+            **ORDERS_ERRORS,
+        },
+    )
+    def get(self, request: Request, order_id: str) -> Response:
+        validate_path_id("order_id", order_id)
+        if _can_be_stored(order_id):
+            try:
+                order = AcceptedOrder.objects.get(order_id=order_id)
+            except AcceptedOrder.DoesNotExist:
+                pass
+            else:
+                return Response(AcceptedOrderSerializer(order).data)
+            rejections = list(
+                RejectedOrder.objects.filter(order_id=order_id)
+                .order_by("received_at", "pk")
+                .only("received_at", "reasons")[:MAX_REJECTIONS_SHOWN]
+            )
+            if rejections:
+                count = len(rejections)
+                if count == MAX_REJECTIONS_SHOWN:
+                    count = RejectedOrder.objects.filter(order_id=order_id).count()
+                data = {"order_id": order_id, "rejection_count": count, "rejections": rejections}
+                return Response(RejectedOrderSerializer(data).data)
+        raise NotFound(f"No accepted or rejected order has the id {order_id}.")
+
+
+class UserOrdersView(ProtectedAPIMixin, ListAPIView):
+    serializer_class = AcceptedOrderSerializer
+    pagination_class = OrderCursorPagination
+
+    def get_queryset(self) -> QuerySet[AcceptedOrder]:
+        user_id = validate_user_id(self.kwargs["user_id"])
+        if not _can_be_stored(user_id):
+            return AcceptedOrder.objects.none()
+        # The pagination orders the rows (ledger_user_time_idx) and reads one page of them.
+        return AcceptedOrder.objects.filter(user_id=user_id)
+
+    @extend_schema(
+        operation_id="user_orders",
+        summary="A user's accepted orders, newest order time first (ties by order_id descending)",
+        description=(
+            "Cursor-paginated: follow `next` (older orders) and `previous` (newer ones); both "
+            "are null at the ends. A user without orders has an empty `results` list."
+        ),
+        parameters=[
+            _path_id(
+                "user_id",
+                "The user's id as sent in orders",
+                [OpenApiExample("a user with orders", value="U100")],
+            )
+        ],
+        responses={
+            200: AcceptedOrderSerializer(many=True),
+            400: parameter_error(
+                "page_size too large",
+                {"page_size": ["Ensure this value is less than or equal to 100."]},
+            ),
+            **ORDERS_ERRORS,
+        },
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -1,0 +1,490 @@
+"""GET /orders/{order_id} and GET /users/{user_id}/orders over the ledger and the rejects.
+
+Rows are written the way the consumer writes them (``orders.ledger.record_orders`` for
+accepted orders, ``RejectedOrder.objects.record_many`` for rejects), and every answer is
+compared whole, parsed with ``Decimal`` so that money is checked digit for digit.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
+from orders.tests.conftest import LEDGER_RECEIVED_AT, SENT_AT_MS, accept, body_of, valid_doc
+from orders.validation import Rejection, validate_message
+
+pytestmark = pytest.mark.django_db
+
+RECEIVED_AT = LEDGER_RECEIVED_AT
+NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permission."}
+
+
+def parsed(response: Any) -> Any:
+    """The JSON body with every number that has a fraction as a Decimal (exact digits)."""
+    return json.loads(response.content, parse_float=Decimal)
+
+
+def reject(body: str, message_id: str, received_at: datetime) -> Rejection:
+    rejection = validate_message(body, {"SentTimestamp": SENT_AT_MS})
+    assert isinstance(rejection, Rejection), rejection
+    record = RejectionRecord(message_id, body, rejection, "orders", 1, received_at)
+    RejectedOrder.objects.record_many([record])
+    return rejection
+
+
+def order_doc(order_id: str, user_id: str = "U100", at: str = "2025-08-09T10:15:00Z") -> str:
+    return body_of(valid_doc() | {"order_id": order_id, "user_id": user_id, "order_timestamp": at})
+
+
+def summary(order_id: str, at: str = "2025-08-09T10:15:00Z") -> dict[str, Any]:
+    """The JSON of an order recorded from ``order_doc(order_id, at=at)``."""
+    return {
+        "status": "accepted",
+        "order_id": order_id,
+        "user_id": "U100",
+        "order_value": Decimal("109.97"),
+        "order_timestamp": at,
+        "items": [
+            {"product_id": "P001", "quantity": 2, "price_per_unit": Decimal("19.99")},
+            {"product_id": "P042", "quantity": 1, "price_per_unit": Decimal("69.99")},
+        ],
+        "received_at": "2025-08-09T10:16:00.123456Z",
+    }
+
+
+# --- GET /orders/{order_id} -------------------------------------------------------------------
+def test_an_accepted_order_is_served_from_the_ledger(api: APIClient) -> None:
+    accept(body_of(valid_doc()))
+
+    response = api.get("/orders/ORD1000")
+
+    assert response.status_code == 200
+    assert parsed(response) == summary("ORD1000")
+
+
+def test_money_keeps_its_exact_digits(api: APIClient) -> None:
+    # No product_id, no order_timestamp: the message's SentTimestamp dates the order.
+    accept('{"order_id": "EXACT", "user_id": "U-X", "order_value": 0.30,'
+           ' "items": [{"quantity": 3, "price_per_unit": 0.10}]}')  # fmt: skip
+
+    response = api.get("/orders/EXACT")
+
+    assert response.status_code == 200
+    assert parsed(response) == {
+        "status": "accepted",
+        "order_id": "EXACT",
+        "user_id": "U-X",
+        "order_value": Decimal("0.30"),
+        "order_timestamp": "2024-08-09T10:15:00Z",
+        "items": [{"product_id": None, "quantity": 3, "price_per_unit": Decimal("0.10")}],
+        "received_at": "2025-08-09T10:16:00.123456Z",
+    }
+    assert b'"order_value":0.30' in response.content
+    assert b'"price_per_unit":0.10' in response.content
+
+
+def test_an_id_only_rejected_messages_carry_lists_each_rejection_oldest_first(
+    api: APIClient,
+) -> None:
+    bad = valid_doc() | {"order_id": "ORD-BAD"}
+    reject(body_of(bad | {"items": [], "order_timestamp": "yesterday"}), "msg-2",
+           RECEIVED_AT + timedelta(minutes=5))  # fmt: skip
+    reject(body_of(bad | {"order_value": 1}), "msg-1", RECEIVED_AT)
+
+    response = api.get("/orders/ORD-BAD")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "rejected",
+        "order_id": "ORD-BAD",
+        "rejection_count": 2,
+        "rejections": [
+            {
+                "received_at": "2025-08-09T10:16:00.123456Z",
+                "reasons": [
+                    {
+                        "code": "value_mismatch",
+                        "field": "order_value",
+                        "message": "order_value 1.00 does not equal the items' total 109.97",
+                    }
+                ],
+            },
+            {
+                "received_at": "2025-08-09T10:21:00.123456Z",
+                "reasons": [
+                    {
+                        "code": "invalid_items",
+                        "field": "items",
+                        "message": "items must not be empty",
+                    },
+                    {
+                        "code": "invalid_timestamp",
+                        "field": "order_timestamp",
+                        "message": "order_timestamp is not an ISO 8601 timestamp: 'yesterday'",
+                    },
+                ],
+            },
+        ],
+    }
+
+
+def test_many_rejections_are_capped_at_100_and_counted(api: APIClient) -> None:
+    bad = body_of(valid_doc() | {"order_id": "ORD-LOOP", "order_value": 1})
+    rejection = validate_message(bad, {"SentTimestamp": SENT_AT_MS})
+    RejectedOrder.objects.record_many([
+        RejectionRecord(f"m{i:03}", bad, rejection, "orders", 1, RECEIVED_AT + timedelta(seconds=i))
+        for i in range(101)
+    ])  # fmt: skip
+
+    body = api.get("/orders/ORD-LOOP").json()
+
+    assert body["rejection_count"] == 101
+    assert len(body["rejections"]) == 100
+    assert body["rejections"][0]["received_at"] == "2025-08-09T10:16:00.123456Z"
+    assert body["rejections"][-1]["received_at"] == "2025-08-09T10:17:39.123456Z"
+
+
+def test_an_accepted_order_wins_over_rejected_messages_with_its_id(api: APIClient) -> None:
+    accept(body_of(valid_doc()))
+    reject(body_of(valid_doc() | {"order_value": 1}), "msg-conflict", RECEIVED_AT)
+
+    response = api.get("/orders/ORD1000")
+
+    assert response.status_code == 200
+    assert parsed(response) == summary("ORD1000")
+
+
+def test_an_unknown_order_id_is_404(api: APIClient) -> None:
+    response = api.get("/orders/NOPE")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No accepted or rejected order has the id NOPE."}
+
+
+@pytest.mark.parametrize(
+    "order_id", ["A/B", "ORD 1", "ünï/çødé?#%&", "x/orders", "100%", "..", "-"]
+)
+def test_order_ids_with_any_characters_are_found_percent_encoded(
+    api: APIClient, order_id: str
+) -> None:
+    accept(order_doc(order_id))
+    response = api.get(f"/orders/{quote(order_id, safe='')}")
+
+    assert response.status_code == 200
+    assert parsed(response) == summary(order_id)
+
+
+@pytest.mark.parametrize(
+    ("order_id", "status", "body"),
+    [
+        ("x" * 129, 400, {"order_id": ["Must be at most 128 characters long."]}),
+        ("x" * 128, 404, {"detail": f"No accepted or rejected order has the id {'x' * 128}."}),
+        ("a\x00b", 404, {"detail": "No accepted or rejected order has the id a\x00b."}),
+        ("a\nb", 404, {"detail": "No accepted or rejected order has the id a\nb."}),
+    ],
+)
+def test_ids_no_order_can_have(api: APIClient, order_id: str, status: int, body: Any) -> None:
+    response = api.get(f"/orders/{quote(order_id, safe='')}")
+
+    assert response.status_code == status
+    assert response.json() == body
+
+
+def test_an_unknown_format_is_400(api: APIClient) -> None:
+    response = api.get("/orders/ORD1000", {"format": "xml"})
+
+    assert response.status_code == 400
+    assert response.json() == {"format": ["Must be one of: api, json."]}
+
+
+# --- GET /users/{user_id}/orders ---------------------------------------------------------------
+def follow(api: APIClient, url: str) -> Any:
+    response = api.get(url)
+    assert response.status_code == 200, response.content
+    return parsed(response)
+
+
+def ids(page: dict[str, Any]) -> list[str]:
+    return [order["order_id"] for order in page["results"]]
+
+
+@pytest.fixture
+def tied_orders() -> list[str]:
+    """Seven orders of U100, newest order time first; T2..T6 share one timestamp."""
+    accept(order_doc("NEWEST", at="2025-08-09T12:00:00Z"), "m-newest")
+    for n in (4, 2, 6, 3, 5):  # insertion order must not matter
+        accept(order_doc(f"T{n}", at="2025-08-09T11:00:00Z"), f"m-t{n}")
+    accept(order_doc("OLDEST", at="2025-08-09T10:00:00Z"), "m-oldest")
+    accept(order_doc("OTHER", user_id="U200"), "m-other")
+    return ["NEWEST", "T6", "T5", "T4", "T3", "T2", "OLDEST"]
+
+
+def test_a_users_orders_newest_first_ties_by_order_id_descending(
+    api: APIClient, tied_orders: list[str]
+) -> None:
+    response = api.get("/users/U100/orders")
+
+    assert response.status_code == 200
+    expected = [
+        summary(order_id, at)
+        for order_id, at in [
+            ("NEWEST", "2025-08-09T12:00:00Z"),
+            *[(f"T{n}", "2025-08-09T11:00:00Z") for n in (6, 5, 4, 3, 2)],
+            ("OLDEST", "2025-08-09T10:00:00Z"),
+        ]
+    ]
+    assert parsed(response) == {"next": None, "previous": None, "results": expected}
+
+
+def test_pages_forwards_and_backwards_through_ties(api: APIClient, tied_orders: list[str]) -> None:
+    pages = [follow(api, "/users/U100/orders?page_size=2")]
+    while pages[-1]["next"]:
+        pages.append(follow(api, pages[-1]["next"]))
+
+    assert [ids(p) for p in pages] == [["NEWEST", "T6"], ["T5", "T4"], ["T3", "T2"], ["OLDEST"]]
+    assert pages[0]["previous"] is None
+    assert all("page_size=2" in p["next"] for p in pages[:-1])
+
+    back = [pages[-1]]
+    while back[-1]["previous"]:
+        back.append(follow(api, back[-1]["previous"]))
+
+    assert [ids(p) for p in back] == [["OLDEST"], ["T3", "T2"], ["T5", "T4"], ["NEWEST", "T6"]]
+    assert back[-1]["previous"] is None
+    # A previous page's next link leads forward again, to the same page as before.
+    assert ids(follow(api, back[1]["next"])) == ["OLDEST"]
+    assert ids(follow(api, back[2]["next"])) == ["T3", "T2"]
+
+
+def test_a_page_of_only_tied_orders_still_moves_on(api: APIClient, tied_orders: list[str]) -> None:
+    first = follow(api, "/users/U100/orders?page_size=1")
+    second = follow(api, first["next"])
+    third = follow(api, second["next"])
+
+    assert (ids(first), ids(second), ids(third)) == (["NEWEST"], ["T6"], ["T5"])
+    assert ids(follow(api, third["previous"])) == ["T6"]
+
+
+def test_orders_recorded_meanwhile_appear_on_the_previous_page(
+    api: APIClient, tied_orders: list[str]
+) -> None:
+    first = follow(api, "/users/U100/orders?page_size=2")
+    second = follow(api, first["next"])
+    accept(order_doc("T7", at="2025-08-09T11:00:00Z"), "m-t7")
+
+    assert ids(follow(api, second["previous"])) == ["T7", "T6"]
+    assert ids(follow(api, second["next"])) == ["T3", "T2"]
+
+
+@pytest.mark.parametrize("user_id", ["NOBODY", "a%00b", "a%0Ab"])  # no stored id holds them
+def test_a_user_without_orders_has_an_empty_list(api: APIClient, user_id: str) -> None:
+    response = api.get(f"/users/{user_id}/orders")
+
+    assert response.status_code == 200
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+
+@pytest.mark.parametrize("user_id", ["U/1", "x/stats", "x/orders", "a b?c#d", "ü"])
+def test_user_ids_with_any_characters_are_found_percent_encoded(
+    api: APIClient, user_id: str
+) -> None:
+    accept(order_doc("ORD-X", user_id=user_id))
+    response = api.get(f"/users/{quote(user_id, safe='')}/orders")
+
+    assert response.status_code == 200
+    assert ids(parsed(response)) == ["ORD-X"]
+    assert parsed(response)["results"][0]["user_id"] == user_id
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ({"page_size": "0"}, {"page_size": ["Ensure this value is greater than or equal to 1."]}),
+        ({"page_size": "101"}, {"page_size": ["Ensure this value is less than or equal to 100."]}),
+        ({"page_size": "abc"}, {"page_size": ["A valid integer is required."]}),
+        ({"page_size": ""}, {"page_size": ["A valid integer is required."]}),
+        ({"page_size": "-1"}, {"page_size": ["Ensure this value is greater than or equal to 1."]}),
+        ({"cursor": "not-a-cursor"}, {"cursor": [
+            "Invalid cursor: use the next or previous link of an earlier page."]}),
+        ({"cursor": ""}, {"cursor": [
+            "Invalid cursor: use the next or previous link of an earlier page."]}),
+        # Well-formed base64 of DRF's own shape, but without the (time, order_id) position.
+        ({"cursor": "cD0yMDI1"}, {"cursor": [
+            "Invalid cursor: use the next or previous link of an earlier page."]}),
+    ],
+)  # fmt: skip
+def test_bad_page_parameters_are_400_naming_them(
+    api: APIClient, tied_orders: list[str], query: dict[str, str], body: Any
+) -> None:
+    response = api.get("/users/U100/orders", query)
+
+    assert response.status_code == 400
+    assert response.json() == body
+
+
+@pytest.mark.parametrize("page_size", ["1", "100"])
+def test_page_size_bounds_are_accepted(
+    api: APIClient, tied_orders: list[str], page_size: str
+) -> None:
+    body = follow(api, f"/users/U100/orders?page_size={page_size}")
+
+    assert ids(body) == tied_orders[: int(page_size)]
+
+
+def test_the_default_page_is_20_orders(api: APIClient) -> None:
+    for i in range(21):
+        accept(order_doc(f"ORD{i:02}"), f"m{i}")
+
+    first = follow(api, "/users/U100/orders")
+    second = follow(api, first["next"])
+
+    assert ids(first) == [f"ORD{i:02}" for i in range(20, 0, -1)]
+    assert (ids(second), second["next"]) == (["ORD00"], None)
+
+
+def test_an_over_long_user_id_is_400(api: APIClient) -> None:
+    response = api.get(f"/users/{'u' * 129}/orders")
+
+    assert response.status_code == 400
+    assert response.json() == {"user_id": ["Must be at most 128 characters long."]}
+
+
+def test_another_users_cursor_leads_back_to_the_first_page(
+    api: APIClient, tied_orders: list[str]
+) -> None:
+    second = follow(api, follow(api, "/users/U100/orders?page_size=2")["next"])
+    cursor = second["previous"].split("cursor=")[1].split("&")[0]  # orders newer than T5
+
+    body = follow(api, f"/users/U200/orders?cursor={cursor}")  # U200 has none that new
+
+    assert body == {"next": "http://testserver/users/U200/orders", "previous": None,
+                    "results": []}  # fmt: skip
+
+
+# --- Queries per request ---------------------------------------------------------------------
+def test_a_page_is_one_query_whatever_its_size(
+    api: APIClient, django_assert_num_queries: Any
+) -> None:
+    AcceptedOrder.objects.bulk_create(
+        AcceptedOrder(
+            order_id=f"B{i:03}", user_id="U-BULK", value_cents=1999,
+            ordered_at=RECEIVED_AT - timedelta(seconds=i), day=RECEIVED_AT.date(),
+            items=[{"product_id": "P", "quantity": 1, "price_per_unit": "19.99"}],
+            fingerprint="f", message_id=f"m{i}", received_at=RECEIVED_AT, body="{}",
+        )
+        for i in range(150)
+    )  # fmt: skip
+    for size in ("1", "100"):
+        with django_assert_num_queries(1):
+            first = follow(api, f"/users/U-BULK/orders?page_size={size}")
+        with django_assert_num_queries(1):
+            follow(api, first["next"])
+
+
+@pytest.mark.parametrize(("path", "queries"), [
+    ("/orders/ORD1000", 1),  # the ledger row
+    ("/orders/ORD-BAD", 2),  # no ledger row; the rejections
+    ("/orders/NOPE", 2),
+])  # fmt: skip
+def test_an_order_lookup_takes_at_most_two_queries(
+    api: APIClient, django_assert_num_queries: Any, path: str, queries: int
+) -> None:
+    accept(body_of(valid_doc()))
+    bad = valid_doc() | {"order_id": "ORD-BAD", "order_value": 1}
+    for i in range(5):
+        reject(body_of(bad), f"msg-{i}", RECEIVED_AT)
+
+    with django_assert_num_queries(queries):
+        api.get(path)
+
+
+def test_queries_stay_constant_with_token_authentication(
+    settings, analyst: User, client_as: Any, tied_orders: list[str],
+    django_assert_max_num_queries: Any,
+) -> None:  # fmt: skip
+    settings.STATS_API_AUTH = "token"
+    client = client_as(analyst, "token")
+    # Token + user, the user's group permissions, the page.
+    with django_assert_max_num_queries(4):
+        assert client.get("/users/U100/orders?page_size=1").status_code == 200
+    with django_assert_max_num_queries(4):
+        assert client.get("/users/U100/orders?page_size=100").status_code == 200
+
+
+# --- Access: the stats API's rules -----------------------------------------------------------
+ORDER_PATHS = ["/orders/ORD1000", "/users/U100/orders"]
+
+
+@pytest.fixture
+def ledger() -> None:
+    accept(body_of(valid_doc()))
+
+
+@pytest.mark.parametrize("path", ORDER_PATHS)
+def test_orders_are_open_when_auth_is_off(
+    ledger: None, api: APIClient, settings, path: str
+) -> None:
+    settings.STATS_API_AUTH = "none"
+
+    assert api.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ORDER_PATHS)
+def test_token_mode_refuses_anonymous_with_401(
+    ledger: None, api: APIClient, settings, path: str
+) -> None:
+    settings.STATS_API_AUTH = "token"
+
+    response = api.get(path)
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.parametrize("path", ORDER_PATHS)
+def test_session_mode_refuses_anonymous_with_403(
+    ledger: None, api: APIClient, settings, path: str
+) -> None:
+    settings.STATS_API_AUTH = "session"
+
+    response = api.get(path)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+@pytest.mark.parametrize("mode", ["token", "session"])
+@pytest.mark.parametrize("path", ORDER_PATHS)
+def test_an_account_without_the_permission_gets_403(
+    ledger: None, settings, customer: User, client_as: Any, mode: str, path: str
+) -> None:
+    settings.STATS_API_AUTH = mode
+
+    response = client_as(customer, mode).get(path)
+
+    assert response.status_code == 403
+    assert response.json() == NO_PERMISSION
+
+
+@pytest.mark.parametrize("mode", ["token", "session"])
+def test_an_account_with_the_permission_reads_orders(
+    ledger: None, settings, analyst: User, client_as: Any, mode: str
+) -> None:
+    settings.STATS_API_AUTH = mode
+    client = client_as(analyst, mode)
+
+    order = client.get("/orders/ORD1000")
+    listing = client.get("/users/U100/orders")
+
+    assert (order.status_code, listing.status_code) == (200, 200)
+    assert parsed(order) == summary("ORD1000")
+    assert parsed(listing) == {"next": None, "previous": None, "results": [summary("ORD1000")]}
