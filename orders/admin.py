@@ -1,7 +1,10 @@
-"""Staff review of rejected orders: find them, read the exact payload, fix and resubmit.
+"""Staff review of rejected orders (find them, read the exact payload, fix and resubmit) and
+the ledger of accepted orders (look only).
 
-Rows are written by the consumer only (no add), their received fields are read-only; staff
-edit a note and a corrected payload, which must pass the same validator as the queue.
+Rejected rows are written by the consumer only (no add), their received fields are read-only;
+staff edit a note and a corrected payload, which must pass the same validator as the queue.
+Ledger rows are the record of truth: nobody adds, changes or deletes one here, superusers
+included.
 """
 
 from __future__ import annotations
@@ -10,20 +13,24 @@ import csv
 import logging
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from orders.forms import RejectedOrderForm, payload_errors
-from orders.models import RejectedOrder
+from orders.models import AcceptedOrder, RejectedOrder
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import ALL_CODES
+from stats.store import cents_to_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +92,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         "receive_count",
         "order_id",
         "user_id",
+        "accepted_order",
         "reasons_display",
         "payload_display",
         "status",
@@ -97,7 +105,18 @@ class RejectedOrderAdmin(admin.ModelAdmin):
             "Message",
             {"fields": ("message_id", "queue_name", "sent_at", "received_at", "receive_count")},
         ),
-        ("Order", {"fields": ("order_id", "user_id", "reasons_display", "payload_display")}),
+        (
+            "Order",
+            {
+                "fields": (
+                    "order_id",
+                    "user_id",
+                    "accepted_order",
+                    "reasons_display",
+                    "payload_display",
+                )
+            },
+        ),
         (
             "Review",
             {
@@ -135,10 +154,18 @@ class RejectedOrderAdmin(admin.ModelAdmin):
 
     @admin.display(description="raw payload")
     def payload_display(self, obj: RejectedOrder) -> str:
-        return format_html(
-            '<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{}</pre>',
-            obj.pretty_body(),
-        )
+        return pre_block(obj.pretty_body())
+
+    @admin.display(description="accepted order")
+    def accepted_order(self, obj: RejectedOrder) -> str:
+        """The ledger row with this order_id (a conflicting re-send's first version, or the
+        order as accepted after a fix), so a reviewer sees at once what was counted."""
+        pks = AcceptedOrder.objects.filter(order_id=obj.order_id).values_list("pk", flat=True)
+        pk = pks.first() if obj.order_id else None
+        if pk is None:
+            return "none with this order_id"
+        url = reverse("admin:orders_acceptedorder_change", args=[pk])
+        return format_html('<a href="{}" id="accepted-order-link">{}</a>', url, obj.order_id)
 
     # --- permissions: rows come from the consumer only ---------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -255,6 +282,124 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         writer.writerow(_CSV_HEADER)
         writer.writerows(_csv_rows(queryset.select_related("reviewed_by")))
         return response
+
+
+def pre_block(text: str) -> str:
+    """Preformatted, escaped text (a message body) for a read-only admin field."""
+    return format_html(
+        '<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{}</pre>', text
+    )
+
+
+class _LedgerChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        # The list shows neither, and a body can be 256 KiB: 100 of them per page add up.
+        return super().get_queryset(request, exclude_parameters).defer("body", "items")
+
+
+@admin.register(AcceptedOrder)
+class AcceptedOrderAdmin(admin.ModelAdmin):
+    """The ledger, read-only: list, search, filter by day, read one order.
+
+    Built for millions of rows: newest recorded first (``ledger_received_idx``: a page is an
+    index range, where sorting by order time would sort the whole table), no per-row query, no
+    full count next to a filtered one (``show_full_result_count``), a day filter whose links
+    need no query (unlike ``date_hierarchy``, which scans the table for its years and months
+    on every page), and a search of exact or prefix ``order_id`` (the unique index, and on
+    PostgreSQL its ``varchar_pattern_ops`` twin) or exact ``user_id``
+    (``ledger_user_time_idx``), never the ``icontains`` scan of Django's default search.
+    """
+
+    list_display = ("order_id", "user_id", "order_value", "ordered_at", "day", "received_at")
+    list_filter = (("day", admin.DateFieldListFilter),)
+    search_fields = ("order_id", "user_id")
+    search_help_text = "An order_id (exact, or how it begins) or a user_id (exact)."
+    show_full_result_count = False
+    list_per_page = 100
+    ordering = ("-received_at",)  # the changelist adds -pk for ties (one batch, one moment)
+    fieldsets = (
+        (
+            "Order",
+            {
+                "fields": (
+                    "order_id",
+                    "user_id",
+                    "order_value",
+                    "ordered_at",
+                    "day",
+                    "items_display",
+                    "rejections",
+                )
+            },
+        ),
+        ("Message", {"fields": ("message_id", "received_at", "fingerprint", "body_display")}),
+    )
+    readonly_fields = (
+        "order_id",
+        "user_id",
+        "order_value",
+        "ordered_at",
+        "day",
+        "items_display",
+        "rejections",
+        "message_id",
+        "received_at",
+        "fingerprint",
+        "body_display",
+    )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _LedgerChangeList
+
+    # --- nobody writes the ledger here --------------------------------------------------------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # --- search -----------------------------------------------------------------------------
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(order_id__startswith=term) | Q(user_id=term)), False
+
+    # --- display ----------------------------------------------------------------------------
+    @admin.display(description="order value", ordering="value_cents")
+    def order_value(self, obj: AcceptedOrder) -> str:
+        return f"{cents_to_decimal(obj.value_cents)}"
+
+    @admin.display(description="items")
+    def items_display(self, obj: AcceptedOrder) -> str:
+        rows = [
+            (item.get("product_id") or "-", item.get("quantity"), item.get("price_per_unit"))
+            for item in (obj.items if isinstance(obj.items, list) else [])
+            if isinstance(item, dict)
+        ]
+        return format_html(
+            "<table><thead><tr><th>product_id</th><th>quantity</th><th>price_per_unit</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="rejected messages with this order_id")
+    def rejections(self, obj: AcceptedOrder) -> str:
+        count = RejectedOrder.objects.filter(order_id=obj.order_id).count()
+        if not count:
+            return "none"
+        url = reverse("admin:orders_rejectedorder_changelist")
+        query = urlencode({"order_id": obj.order_id})
+        return format_html('<a href="{}?{}" id="rejections-link">{}</a>', url, query, count)
+
+    @admin.display(description="raw body")
+    def body_display(self, obj: AcceptedOrder) -> str:
+        return pre_block(obj.pretty_body())
 
 
 _CSV_HEADER = (

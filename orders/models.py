@@ -209,28 +209,31 @@ class RejectedOrder(models.Model):
         return self.body_bytes.decode("utf-8", "backslashreplace")
 
     def pretty_body(self) -> str:
-        """The body indented when it is JSON, else as text; numbers keep their exact digits.
+        return pretty_body_text(self.body_text)
 
-        Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, and a dict would
-        show only the last of two equal keys, showing staff a payload that is not the one that
-        was rejected; every key is shown, in the order sent.
-        """
-        text = self.body_text
-        try:
-            doc = json.loads(
-                text,
-                parse_float=_RawNumber,
-                parse_int=_RawNumber,
-                parse_constant=_RawNumber,
-                object_pairs_hook=_Pairs,
-            )
-            pretty = _pretty(doc, 0)
-        except (ValueError, RecursionError, _TooDeepError):
-            pretty = text
-        pretty = safe_text(pretty, max_length=DISPLAY_LIMIT + 1)
-        if len(pretty) > DISPLAY_LIMIT:
-            pretty = pretty[:DISPLAY_LIMIT] + "\n… (truncated for display)"
-        return pretty
+
+def pretty_body_text(text: str) -> str:
+    """A body indented when it is JSON, else as text; numbers keep their exact digits.
+
+    Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, and a dict would
+    show only the last of two equal keys, showing staff a payload that is not the one that
+    was received; every key is shown, in the order sent.
+    """
+    try:
+        doc = json.loads(
+            text,
+            parse_float=_RawNumber,
+            parse_int=_RawNumber,
+            parse_constant=_RawNumber,
+            object_pairs_hook=_Pairs,
+        )
+        pretty = _pretty(doc, 0)
+    except (ValueError, RecursionError, _TooDeepError):
+        pretty = text
+    pretty = safe_text(pretty, max_length=DISPLAY_LIMIT + 1)
+    if len(pretty) > DISPLAY_LIMIT:
+        pretty = pretty[:DISPLAY_LIMIT] + "\n… (truncated for display)"
+    return pretty
 
 
 class _RawNumber(str):
@@ -331,3 +334,6 @@ class AcceptedOrder(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise LedgerIsAppendOnlyError("ledger rows are never deleted")
+
+    def pretty_body(self) -> str:
+        return pretty_body_text(self.body)

@@ -13,7 +13,5 @@ from orders.api.views import OrderDetailView, UserOrdersView
 
 urlpatterns = [
     re_path(r"^orders/(?P<order_id>[\s\S]+)$", OrderDetailView.as_view(), name="order"),
-    re_path(
-        r"^users/(?P<user_id>[\s\S]+)/orders$", UserOrdersView.as_view(), name="user-orders"
-    ),
+    re_path(r"^users/(?P<user_id>[\s\S]+)/orders$", UserOrdersView.as_view(), name="user-orders"),
 ]

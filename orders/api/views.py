@@ -41,6 +41,9 @@ from stats.api.views import PROTECTED_ERRORS, ProtectedAPIMixin, parameter_error
 # send thousands); rejection_count still tells how many there are.
 MAX_REJECTIONS_SHOWN = 100
 
+# What an answer shows: not the raw body (up to 256 KiB), so a page of 100 stays small.
+SERVED_FIELDS = ("order_id", "user_id", "value_cents", "ordered_at", "items", "received_at")
+
 ORDERS_ERRORS: dict[int, OpenApiResponse] = {
     **PROTECTED_ERRORS,
     503: OpenApiResponse(DetailSerializer, description="The database is unavailable."),
@@ -102,7 +105,7 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
         validate_path_id("order_id", order_id)
         if _can_be_stored(order_id):
             try:
-                order = AcceptedOrder.objects.get(order_id=order_id)
+                order = AcceptedOrder.objects.only(*SERVED_FIELDS).get(order_id=order_id)
             except AcceptedOrder.DoesNotExist:
                 pass
             else:
@@ -130,7 +133,7 @@ class UserOrdersView(ProtectedAPIMixin, ListAPIView):
         if not _can_be_stored(user_id):
             return AcceptedOrder.objects.none()
         # The pagination orders the rows (ledger_user_time_idx) and reads one page of them.
-        return AcceptedOrder.objects.filter(user_id=user_id)
+        return AcceptedOrder.objects.filter(user_id=user_id).only(*SERVED_FIELDS)
 
     @extend_schema(
         operation_id="user_orders",

@@ -1,0 +1,188 @@
+"""Reading the ledger at size: the orders API and the ledger's admin over N rows on PostgreSQL.
+
+Run by hand: ``.venv/bin/python bench/ledger_read_bench.py [--rows 1000000] [--rounds 7]``.
+It creates (once) the database ``--database-url`` (default a local ``orderpipe_ledger_bench``),
+migrates it, fills it with ``--rows`` ledger rows from ``--users`` users over 366 days (one
+in 200 rows belongs to ``UHEAVY``, a user with many pages) in server-side INSERT … SELECT
+generate_series statements (no Python per row), then times each request
+in-process through Django's test client (no HTTP server, no network) and prints the median
+and the worst of ``--rounds`` rounds with the number of queries. Prints numbers; asserts
+nothing. ``--drop`` removes the database afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_ledger_bench"
+
+FILL_SQL = """
+INSERT INTO orders_acceptedorder
+    (order_id, user_id, value_cents, ordered_at, day, items, fingerprint, message_id,
+     received_at, body)
+SELECT
+    'ORD' || lpad(n::text, 8, '0'),
+    CASE WHEN n %% 200 = 0 THEN 'UHEAVY' ELSE 'U' || lpad((n %% %(users)s)::text, 6, '0') END,
+    1999 * (1 + n %% 5),
+    at,
+    (at AT TIME ZONE 'UTC')::date,
+    jsonb_build_array(jsonb_build_object(
+        'product_id', 'P' || (n %% 97), 'quantity', 1 + n %% 5, 'price_per_unit', '19.99')),
+    '2:' || md5(n::text),
+    md5('m' || n::text),
+    at + interval '2 seconds',
+    '{"order_id": "ORD' || lpad(n::text, 8, '0') || '", "user_id": "U'
+        || lpad((n %% %(users)s)::text, 6, '0') || '", "order_timestamp": "'
+        || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+        || '", "order_value": 19.99, "items": [{"product_id": "P1", "quantity": 1, '
+        || '"price_per_unit": 19.99}], "shipping_address": "123 Main St, Springfield", '
+        || '"payment_method": "CreditCard"}'
+FROM (
+    SELECT n, timestamptz '2024-08-01 00:00:00+00'
+              + (((n * 7919) %% (366 * 86400)) * interval '1 second') AS at
+    FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS n
+) AS g
+"""
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlparse(url)
+    name = parts.path.lstrip("/")
+    admin_url = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+
+    parts = urlparse(url)
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+
+
+def fill(rows: int, users: int) -> None:
+    from django.db import connection
+
+    from orders.models import AcceptedOrder
+
+    have = AcceptedOrder.objects.count()
+    if have >= rows:
+        print(f"ledger: {have:,} rows already there")
+        return
+    started = time.perf_counter()
+    chunk = 200_000
+    with connection.cursor() as cursor:
+        for start in range(have, rows, chunk):
+            stop = min(start + chunk, rows) - 1
+            cursor.execute(FILL_SQL, {"users": users, "start": start, "stop": stop})
+            print(f"  filled {stop + 1:,} / {rows:,}", flush=True)
+        cursor.execute("VACUUM ANALYZE orders_acceptedorder")
+    elapsed = time.perf_counter() - started
+    print(f"ledger: {rows - have:,} rows written in {elapsed:.1f} s")
+
+
+def table_size() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_size_pretty(pg_table_size('orders_acceptedorder')),"
+            " pg_size_pretty(pg_indexes_size('orders_acceptedorder'))"
+        )
+        table, indexes = cursor.fetchone()
+    return f"table {table}, indexes {indexes}"
+
+
+def timed(client: Any, path: str, rounds: int) -> tuple[float, float, int, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(path)  # warm: caches, prepared plans, buffers
+    times = []
+    for _ in range(rounds):
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get(path)
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), max(times), len(queries), response.status_code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
+    args = parser.parse_args()
+
+    ensure_database(args.database_url)
+    os.environ["TEST_DATABASE_URL"] = args.database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("LOG_LEVEL", "warning")
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()  # the test client's ALLOWED_HOSTS and context capture
+    call_command("migrate", verbosity=0)
+    fill(args.rows, args.users)
+    print(f"PostgreSQL: {table_size()}; median / worst of {args.rounds} rounds, in-process")
+
+    api = Client()
+    first = api.get("/users/UHEAVY/orders?page_size=100").json()
+    deep = first
+    for _ in range(20):  # page 21 of the heavy user
+        deep = api.get(deep["next"]).json()
+    admin = Client()
+    superuser, _ = User.objects.get_or_create(
+        username="bench", defaults={"is_staff": True, "is_superuser": True}
+    )
+    admin.force_login(superuser)
+    from orders.models import AcceptedOrder
+
+    pk = AcceptedOrder.objects.only("pk").get(order_id="ORD00000042").pk
+    cases = [
+        ("API  order (accepted)", api, "/orders/ORD00000042"),
+        ("API  order (unknown)", api, "/orders/NOPE"),
+        ("API  user orders, first page of 20", api, "/users/U000042/orders"),
+        ("API  user orders, page_size=100", api, "/users/U000042/orders?page_size=100"),
+        ("API  heavy user, page_size=100", api, "/users/UHEAVY/orders?page_size=100"),
+        ("API  heavy user, page 22 (next link)", api, deep["next"]),
+        ("API  heavy user, a previous link", api, deep["previous"]),
+        ("admin list (no filter)", admin, "/admin/orders/acceptedorder/"),
+        ("admin search order_id prefix", admin, "/admin/orders/acceptedorder/?q=ORD0000004"),
+        ("admin search user_id", admin, "/admin/orders/acceptedorder/?q=U000042"),
+        ("admin day filter", admin, "/admin/orders/acceptedorder/?day=2025-01-15"),
+        ("admin change view", admin, f"/admin/orders/acceptedorder/{pk}/change/"),
+    ]
+    for label, client, path in cases:
+        median, worst, queries, status = timed(client, path, args.rounds)
+        print(f"{label:<38} {median:8.1f} ms {worst:8.1f} ms  {queries} queries  {status}")
+    if args.drop:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(args.database_url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The ledger's admin through ``admin_client``: list, search, day filter, read-only everywhere.
+
+``admin_client`` is a superuser: if even it cannot add, change or delete a ledger row, nobody
+can. Rows are recorded through the ledger writer, as the consumer records them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
+from orders.tests.conftest import SENT_ATTRIBUTES, accept, body_of, valid_doc
+from orders.validation import validate_message
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:orders_acceptedorder_changelist")
+
+
+def change_url(order_id: str) -> str:
+    pk = AcceptedOrder.objects.get(order_id=order_id).pk
+    return reverse("admin:orders_acceptedorder_change", args=[pk])
+
+
+def listed(response: Any) -> list[str]:
+    return [row.order_id for row in response.context["cl"].result_list]
+
+
+def record(order_id: str, user_id: str, at: str, received_at: datetime) -> None:
+    doc = valid_doc() | {"order_id": order_id, "user_id": user_id, "order_timestamp": at}
+    accept(body_of(doc), f"msg-{order_id}", received_at)
+
+
+@pytest.fixture
+def ledger() -> None:
+    """Recorded in this order, a minute apart; XYZ-ORD-1 arrived last but is the oldest."""
+    received = datetime(2025, 8, 10, 12, tzinfo=UTC)
+    record("ORD-1", "U-ALICE", "2025-08-09T10:00:00Z", received)
+    record("ORD-10", "U-BOB", "2025-08-09T11:00:00Z", received + timedelta(minutes=1))
+    record("ORD-2", "U-ALICE", "2025-08-10T09:00:00Z", received + timedelta(minutes=2))
+    record("XYZ-ORD-1", "U-CAROL", "2025-07-01T00:00:00Z", received + timedelta(minutes=3))
+
+
+def reject(message_id: str, doc: dict[str, Any]) -> RejectedOrder:
+    body = body_of(doc)
+    rejection = validate_message(body, SENT_ATTRIBUTES)
+    RejectedOrder.objects.record_many(
+        [
+            RejectionRecord(
+                message_id, body, rejection, "orders", 1, datetime(2025, 8, 9, tzinfo=UTC)
+            )
+        ]
+    )
+    return RejectedOrder.objects.get(message_id=message_id)
+
+
+def test_the_changelist_lists_the_latest_recorded_first(admin_client: Client, ledger: None) -> None:
+    response = admin_client.get(CHANGELIST)
+
+    assert response.status_code == 200
+    assert listed(response) == ["XYZ-ORD-1", "ORD-2", "ORD-10", "ORD-1"]
+    html = response.content.decode()
+    for text in ("U-ALICE", "U-BOB", "109.97", "Aug. 10, 2025"):
+        assert text in html
+    assert reverse("admin:orders_acceptedorder_add") not in html  # no "Add" button
+    assert 'value="delete_selected"' not in html  # no delete action
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param("ORD-1", ["ORD-10", "ORD-1"], id="order-id-exact-and-prefix"),
+        pytest.param("ORD-10", ["ORD-10"], id="order-id-exact"),
+        pytest.param("ORD-", ["ORD-2", "ORD-10", "ORD-1"], id="order-id-prefix"),
+        pytest.param("U-ALICE", ["ORD-2", "ORD-1"], id="user-id"),
+        pytest.param("  U-BOB ", ["ORD-10"], id="trimmed"),
+        pytest.param("U-ALI", [], id="user-id-is-exact"),
+        pytest.param("D-1", [], id="not-a-substring-search"),
+    ],
+)
+def test_search_by_order_id_exact_or_prefix_and_user_id(
+    admin_client: Client, ledger: None, query: str, expected: list[str]
+) -> None:
+    response = admin_client.get(CHANGELIST, {"q": query})
+
+    assert response.status_code == 200
+    assert listed(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        pytest.param({"day": "2025-08-09"}, ["ORD-10", "ORD-1"], id="one-day"),
+        pytest.param(
+            {"day__gte": "2025-08-01", "day__lt": "2025-09-01"},
+            ["ORD-2", "ORD-10", "ORD-1"],
+            id="a-month",
+        ),
+        pytest.param({"day": "2025-01-01"}, [], id="empty-day"),
+    ],
+)
+def test_filter_by_day(
+    admin_client: Client, ledger: None, params: dict[str, str], expected: list[str]
+) -> None:
+    response = admin_client.get(CHANGELIST, params)
+
+    assert response.status_code == 200
+    assert listed(response) == expected
+
+
+def test_the_day_filter_is_offered(admin_client: Client, ledger: None) -> None:
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    assert "By day" in html
+    assert "day__gte=" in html
+
+
+def test_the_change_view_shows_every_field_read_only(admin_client: Client, ledger: None) -> None:
+    response = admin_client.get(change_url("ORD-1"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    form = response.context["adminform"].form
+    assert list(form.fields) == []  # nothing to edit
+    assert 'type="submit"' not in html.split('id="content-main"')[1].split("</form>")[0]
+    for text in (
+        "ORD-1",
+        "U-ALICE",
+        "109.97",
+        "Aug. 9, 2025",
+        "msg-ORD-1",
+        "P042",
+        "69.99",
+        "&quot;shipping_address&quot;: &quot;123 Main St, Springfield&quot;",
+    ):
+        assert text in html  # fmt: skip
+    order = AcceptedOrder.objects.get(order_id="ORD-1")
+    assert order.fingerprint in html
+
+
+def test_the_body_is_escaped_and_keeps_its_digits(admin_client: Client) -> None:
+    accept('{"order_id": "<script>alert(1)</script>", "user_id": "</pre><b>", '
+           '"order_value": 0.30, "items": [{"quantity": 3, "price_per_unit": 0.100}]}')  # fmt: skip
+
+    html = admin_client.get(change_url("<script>alert(1)</script>")).content.decode()
+
+    assert "<script>alert(1)</script>" not in html
+    assert "</pre><b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&quot;price_per_unit&quot;: 0.100" in html  # the pretty body, digits as sent
+
+
+def test_add_change_and_delete_are_refused_to_a_superuser(
+    admin_client: Client, ledger: None
+) -> None:
+    order = AcceptedOrder.objects.get(order_id="ORD-1")
+    url = change_url("ORD-1")
+
+    assert admin_client.get(reverse("admin:orders_acceptedorder_add")).status_code == 403
+    assert admin_client.post(url, {"user_id": "HACKED"}).status_code == 403
+    delete = reverse("admin:orders_acceptedorder_delete", args=[order.pk])
+    assert admin_client.get(delete).status_code == 403
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    bulk = admin_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [str(order.pk)]}
+    )
+    assert bulk.status_code in (200, 302)  # "No action selected": the action does not exist
+    assert AcceptedOrder.objects.get(pk=order.pk).user_id == "U-ALICE"
+    assert AcceptedOrder.objects.count() == 4
+
+
+def test_staff_need_the_view_permission(client: Client, ledger: None) -> None:
+    user = get_user_model().objects.create_user("clerk", password="pw-123456789", is_staff=True)
+    client.force_login(user)
+    assert client.get(CHANGELIST).status_code == 403
+
+    user.user_permissions.add(Permission.objects.get(codename="view_acceptedorder"))
+    assert client.get(CHANGELIST).status_code == 200
+    assert client.get(change_url("ORD-1")).status_code == 200
+
+
+def test_a_rejected_orders_page_links_to_the_accepted_order(
+    admin_client: Client, ledger: None
+) -> None:
+    conflict = reject("msg-conflict", valid_doc() | {"order_id": "ORD-1", "order_value": 1})
+    orphan = reject("msg-orphan", valid_doc() | {"order_id": "ORD-NEVER", "order_value": 1})
+    rejected_url = "admin:orders_rejectedorder_change"
+
+    linked = admin_client.get(reverse(rejected_url, args=[conflict.pk])).content.decode()
+    unlinked = admin_client.get(reverse(rejected_url, args=[orphan.pk])).content.decode()
+
+    assert f'<a href="{change_url("ORD-1")}" id="accepted-order-link">ORD-1</a>' in linked
+    assert 'id="accepted-order-link"' not in unlinked
+    assert "none with this order_id" in unlinked
+
+
+def test_an_accepted_orders_page_links_to_rejected_messages_with_its_id(
+    admin_client: Client, ledger: None
+) -> None:
+    reject("msg-conflict", valid_doc() | {"order_id": "ORD-1", "order_value": 1})
+    changelist = reverse("admin:orders_rejectedorder_changelist")
+
+    html = admin_client.get(change_url("ORD-1")).content.decode()
+    listing = admin_client.get(changelist, {"order_id": "ORD-1"})
+
+    assert f'<a href="{changelist}?order_id=ORD-1" id="rejections-link">1</a>' in html
+    assert [row.message_id for row in listing.context["cl"].result_list] == ["msg-conflict"]
+    assert "none" in admin_client.get(change_url("ORD-2")).content.decode()
+
+
+def test_the_changelist_takes_the_same_queries_for_10_or_200_rows(
+    admin_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    def rows(start: int, n: int) -> list[AcceptedOrder]:
+        at = datetime(2025, 8, 9, tzinfo=UTC)
+        return [
+            AcceptedOrder(
+                order_id=f"B{i:04}", user_id=f"U{i % 7}", value_cents=i,
+                ordered_at=at + timedelta(minutes=i), day=at.date(), items=[],
+                fingerprint="f", message_id=f"m{i}", received_at=at, body="{}",
+            )
+            for i in range(start, start + n)
+        ]  # fmt: skip
+
+    AcceptedOrder.objects.bulk_create(rows(0, 10))
+    admin_client.get(CHANGELIST)  # warm the session and permission caches
+    with django_assert_max_num_queries(6) as small:
+        assert admin_client.get(CHANGELIST).status_code == 200
+    AcceptedOrder.objects.bulk_create(rows(10, 190))
+    with django_assert_max_num_queries(len(small.captured_queries)) as large:
+        response = admin_client.get(CHANGELIST)
+    assert len(listed(response)) == 100
+    page = [q["sql"] for q in large.captured_queries if "LIMIT 100" in q["sql"]]
+    assert len(page) == 1
+    assert '"body"' not in page[0]  # raw bodies (up to 256 KiB each) stay in the database
