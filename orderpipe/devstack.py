@@ -157,6 +157,9 @@ def start_redis(data_dir: Path, port: int) -> Service:
         "--dir", str(redis_dir),
         "--appendonly", "yes",
         "--appendfsync", "always",
+        # Never evict: an evicted mark would count a redelivery twice (consume_orders refuses
+        # any other policy).
+        "--maxmemory-policy", "noeviction",
         "--save", "",
         "--daemonize", "no",
         "--pidfile", str(redis_dir / "valkey.pid"),
@@ -618,7 +621,7 @@ def run(options: Options) -> int:
             services.append(redis_service)
             redis_url = redis_service.url
             redis_line = (
-                f"{redis_url} (valkey, AOF appendfsync always in {options.data_dir / 'redis'}; "
+                f"{redis_url} (valkey, AOF appendfsync always, noeviction, in {options.data_dir / 'redis'}; "
                 f"log {redis_service.log_path})"
             )
 

@@ -140,6 +140,7 @@ def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "always"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
 
 

@@ -171,6 +171,7 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
         client = redis.Redis(port=redis_port, socket_timeout=5, decode_responses=True)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         client.close()
         with urllib.request.urlopen(f"http://127.0.0.1:{sqs_port}/moto-api/", timeout=10):
             pass
