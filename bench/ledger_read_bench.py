@@ -19,92 +19,14 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ledger_fill import drop_database, ensure_database, fill, table_size  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_ledger_bench"
-
-FILL_SQL = """
-INSERT INTO orders_acceptedorder
-    (order_id, user_id, value_cents, ordered_at, day, items, fingerprint, message_id,
-     received_at, body)
-SELECT
-    'ORD' || lpad(n::text, 8, '0'),
-    CASE WHEN n %% 200 = 0 THEN 'UHEAVY' ELSE 'U' || lpad((n %% %(users)s)::text, 6, '0') END,
-    1999 * (1 + n %% 5),
-    at,
-    (at AT TIME ZONE 'UTC')::date,
-    jsonb_build_array(jsonb_build_object(
-        'product_id', 'P' || (n %% 97), 'quantity', 1 + n %% 5, 'price_per_unit', '19.99')),
-    '2:' || md5(n::text),
-    md5('m' || n::text),
-    at + interval '2 seconds',
-    '{"order_id": "ORD' || lpad(n::text, 8, '0') || '", "user_id": "U'
-        || lpad((n %% %(users)s)::text, 6, '0') || '", "order_timestamp": "'
-        || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-        || '", "order_value": 19.99, "items": [{"product_id": "P1", "quantity": 1, '
-        || '"price_per_unit": 19.99}], "shipping_address": "123 Main St, Springfield", '
-        || '"payment_method": "CreditCard"}'
-FROM (
-    SELECT n, timestamptz '2024-08-01 00:00:00+00'
-              + (((n * 7919) %% (366 * 86400)) * interval '1 second') AS at
-    FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS n
-) AS g
-"""
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlparse(url)
-    name = parts.path.lstrip("/")
-    admin_url = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    parts = urlparse(url)
-    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
-
-
-def fill(rows: int, users: int) -> None:
-    from django.db import connection
-
-    from orders.models import AcceptedOrder
-
-    have = AcceptedOrder.objects.count()
-    if have >= rows:
-        print(f"ledger: {have:,} rows already there")
-        return
-    started = time.perf_counter()
-    chunk = 200_000
-    with connection.cursor() as cursor:
-        for start in range(have, rows, chunk):
-            stop = min(start + chunk, rows) - 1
-            cursor.execute(FILL_SQL, {"users": users, "start": start, "stop": stop})
-            print(f"  filled {stop + 1:,} / {rows:,}", flush=True)
-        cursor.execute("VACUUM ANALYZE orders_acceptedorder")
-    elapsed = time.perf_counter() - started
-    print(f"ledger: {rows - have:,} rows written in {elapsed:.1f} s")
-
-
-def table_size() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_size_pretty(pg_table_size('orders_acceptedorder')),"
-            " pg_size_pretty(pg_indexes_size('orders_acceptedorder'))"
-        )
-        table, indexes = cursor.fetchone()
-    return f"table {table}, indexes {indexes}"
 
 
 def timed(client: Any, path: str, rounds: int) -> tuple[float, float, int, int]:

@@ -1,0 +1,138 @@
+"""rebuild_stats and reconcile_stats at size: a ledger of N orders on PostgreSQL, a real Valkey.
+
+Run by hand::
+
+    .venv/bin/python bench/projection_bench.py [--rows 1000000] [--users 100000]
+        [--shards 1] [--appendfsync always] [--database-url URL] [--drop]
+
+It creates (once) the database ``--database-url`` (default a local
+``orderpipe_projection_bench``), migrates it and fills the ledger with ``--rows`` orders from
+``--users`` users over the last 366 days (recorded as they happened, so the last 15 days'
+orders are inside the idempotency marks' window), starts its own Valkey (AOF with
+``--appendfsync``, ``noeviction``), then times, in this process:
+
+1. ``rebuild`` into an empty Redis (users, totals, rankings, days, the window's marks);
+2. ``reconcile`` with nothing to find (the first pass only, no lock);
+3. ``reconcile`` after 100 users' hashes were damaged (first pass, then the locked pass);
+4. ``reconcile --repair`` of the same, and a second ``rebuild`` over the first.
+
+Prints rows/s for each, the ledger's size on disk per row (table, TOAST and indexes) and the
+Redis memory. Prints numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ledger_fill import drop_database, ensure_database, fill  # noqa: E402
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_projection_bench"
+
+
+def ledger_bytes() -> tuple[int, int, int, int]:
+    """(rows, table + TOAST bytes, index bytes, total bytes) of the ledger on PostgreSQL."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM orders_acceptedorder),"
+            " pg_table_size('orders_acceptedorder'), pg_indexes_size('orders_acceptedorder'),"
+            " pg_total_relation_size('orders_acceptedorder')"
+        )
+        return cursor.fetchone()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
+    args = parser.parse_args()
+
+    ensure_database(args.database_url)
+    os.environ["TEST_DATABASE_URL"] = args.database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("LOG_LEVEL", "warning")
+    import django
+
+    django.setup()
+    import redis
+    from django.core.management import call_command
+
+    from orderpipe.devservers import RedisServer
+    from orders import projection
+    from stats.store import AggregateStore
+
+    call_command("migrate", verbosity=0)
+    base = (datetime.now(UTC) - timedelta(days=366)).isoformat()
+    fill(args.rows, args.users, base=base)
+    rows, table, indexes, total = ledger_bytes()
+    print(
+        f"ledger on PostgreSQL: {rows:,} rows; table {table / rows:.0f} B/row, indexes "
+        f"{indexes / rows:.0f} B/row, total {total / rows:.0f} B/row ({total / 2**20:,.0f} MiB)"
+    )
+
+    server = RedisServer(
+        data_dir=Path(tempfile.mkdtemp(prefix="orderpipe-projection-")),
+        appendfsync=args.appendfsync,
+    ).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        store = AggregateStore(client, prefix="bench", shards=args.shards)
+        print(f"valkey {server.url} (appendfsync {args.appendfsync}), {args.shards} shard(s)")
+
+        def run(label: str, step) -> object:
+            started = time.perf_counter()
+            cpu = time.process_time()
+            result = step()
+            seconds = time.perf_counter() - started
+            print(
+                f"{label:<44} {seconds:7.1f} s  {rows / seconds:>10,.0f} ledger rows/s  "
+                f"(this process {time.process_time() - cpu:5.1f} s CPU)",
+                flush=True,
+            )
+            return result
+
+        report = run("rebuild into an empty Redis", lambda: projection.rebuild(store))
+        print(
+            f"  {report.users:,} users, {report.days:,} day buckets, {report.marks:,} marks; "
+            f"Redis used_memory {client.info('memory')['used_memory'] / 2**20:,.0f} MiB"
+        )
+        clean = run("reconcile, nothing to find", lambda: projection.reconcile(store))
+        print(f"  differences {len(clean.differences)}, in flight {clean.in_flight}")
+        for i in range(100):
+            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), "spend", 1)
+        found = run("reconcile, 100 users damaged", lambda: projection.reconcile(store))
+        print(f"  differences {len(found.differences)} (first: {found.differences[0]})")
+        for i in range(100):
+            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), "spend", 1)
+        repaired = run(
+            "reconcile --repair, 100 users damaged",
+            lambda: projection.reconcile(store, repair=True),
+        )
+        print(f"  repaired {repaired.repaired}, remaining {repaired.remaining}")
+        run("rebuild over the live generation", lambda: projection.rebuild(store))
+    finally:
+        server.stop()
+    if args.drop:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(args.database_url)
+
+
+if __name__ == "__main__":
+    main()
