@@ -180,3 +180,54 @@ def test_env_example_names_only_real_settings() -> None:
     names = re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.MULTILINE)
     assert names
     assert set(names) <= known, set(names) - known
+
+
+def worker_healthcheck(compose: dict[str, Any]) -> str:
+    """The worker's healthcheck as the shell runs it (compose turns ``$$`` into ``$``)."""
+    test = compose["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL", test
+    return test[1].replace("$$", "$")
+
+
+def test_worker_healthcheck_judges_its_own_heartbeat(compose: dict[str, Any]) -> None:
+    command = worker_healthcheck(compose)
+    assert command.startswith("python manage.py pipeline_status ")
+    assert '--consumer-host "$(hostname)"' in command
+    health = compose["services"]["worker"]["healthcheck"]
+    assert health["timeout"] == "15s"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_healthcheck_command_fails_for_a_hung_worker_beside_a_live_one(
+    compose: dict[str, Any], store, make_queue, child_env
+) -> None:
+    """The healthcheck's own shell command, run here: this host plays the container."""
+    import socket
+    import time
+
+    from stats.store import AggregateStore
+
+    make_queue()
+    command = worker_healthcheck(compose).replace("python ", f"{sys.executable} ", 1)
+
+    def healthcheck() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", command], cwd=BASE_DIR, env=child_env(), capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+
+    def beat(consumer_id: str, age: float) -> None:
+        stamper = AggregateStore(store.client, prefix=store.prefix, clock=lambda: time.time() - age)
+        stamper.consumer_id = consumer_id
+        stamper.heartbeat()
+
+    own = f"{socket.gethostname()}:4242"
+    beat(own, age=600)  # this container's worker hung ten minutes ago
+    beat("another-container:1", age=0)  # while another one is alive
+    hung = healthcheck()
+    beat(own, age=0)
+    alive = healthcheck()
+
+    assert hung.returncode == 1, hung.stdout + hung.stderr
+    assert f"consumer heartbeat stale on {socket.gethostname()}: last seen 600s" in hung.stderr
+    assert alive.returncode == 0, alive.stdout + alive.stderr

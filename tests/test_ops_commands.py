@@ -212,6 +212,71 @@ def test_a_dead_consumer_among_live_ones_is_listed_stale(
     assert processes == {"host-a:111": True, "host-b:222": False}
 
 
+def beat(store: AggregateStore, consumer_id: str, age: float = 0.0) -> None:
+    """``consumer_id``'s heartbeat, ``age`` seconds ago."""
+    stamper = AggregateStore(store.client, prefix=store.prefix, clock=lambda: time.time() - age)
+    stamper.consumer_id = consumer_id
+    stamper.heartbeat()
+
+
+def test_consumer_host_judges_that_hosts_worker_not_the_newest_of_any(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    beat(fake_store, "worker-1:1", age=600)  # hung: stopped stamping ten minutes ago
+    beat(fake_store, "worker-2:1")  # alive beside it
+
+    out, error = run_failing(
+        "pipeline_status", "--stale-after", "90", "--consumer-host", "worker-1"
+    )
+    healthy, _ = run("pipeline_status", "--stale-after", "90", "--consumer-host", "worker-2")
+    doc = json.loads(
+        run("pipeline_status", "--json", "--stale-after", "90", "--consumer-host", "worker-2")[0]
+    )
+
+    assert error == "consumer heartbeat stale on worker-1: last seen 600s ago (> 90s)"
+    assert "STALE (stale after 90s, consumers on worker-1 only)" in out
+    assert healthy.splitlines()[-1] == (
+        "OK: SQS, Redis and the database answer; the consumer is alive."
+    )
+    assert (doc["ok"], doc["consumer"]["host"], doc["consumer"]["stale"]) == (
+        True,
+        "worker-2",
+        False,
+    )
+    assert doc["consumer"]["lag_s"] < 5
+    # Without --consumer-host the newest heartbeat of any worker hides the hung one.
+    run("pipeline_status", "--stale-after", "90")
+
+
+def test_consumer_host_without_a_consumer_there_is_stale(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    beat(fake_store, "worker-2:1")
+
+    _, error = run_failing("pipeline_status", "--consumer-host", "worker-1")
+
+    assert error == "consumer heartbeat stale: no consumer on worker-1 has ever reported"
+
+
+def test_a_restarted_consumer_on_the_host_makes_it_healthy_again(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    beat(fake_store, "worker-1:7", age=600)  # the process that crashed
+    beat(fake_store, "worker-1:8")  # its replacement in the same container
+
+    run("pipeline_status", "--stale-after", "90", "--consumer-host", "worker-1")
+
+
+def test_consumer_host_matches_the_id_the_consumer_gives_itself(
+    queue: OrderQueue, fake_store: AggregateStore
+) -> None:
+    Consumer(queue, fake_store, wait_time=0).process_batch()  # an empty receive beats
+
+    run("pipeline_status", "--consumer-host", socket.gethostname())
+    _, error = run_failing("pipeline_status", "--consumer-host", "elsewhere")
+    assert error == "consumer heartbeat stale: no consumer on elsewhere has ever reported"
+
+
 def test_no_consumer_ever_is_stale(queue: OrderQueue, fake_store: AggregateStore) -> None:
     out, error = run_failing("pipeline_status", "--json")
 

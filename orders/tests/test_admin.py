@@ -148,6 +148,19 @@ def test_filters_and_search(
     assert listed(response) == expected
 
 
+def test_queue_filter_lists_each_queue_once_and_filters(
+    admin_client: Client, rows: dict[str, RejectedOrder]
+) -> None:
+    add_rejected("msg-eu-1", "{", queue_name="orders-eu")
+    add_rejected("msg-eu-2", "[", queue_name="orders-eu")
+
+    response = admin_client.get(CHANGELIST, {"queue_name": "orders-eu"})
+
+    [queue_filter] = [f for f in response.context["cl"].filter_specs if f.title == "queue name"]
+    assert queue_filter.lookup_choices == [("orders", "orders"), ("orders-eu", "orders-eu")]
+    assert listed(response) == {"msg-eu-1", "msg-eu-2"}
+
+
 def test_reason_filter_lists_every_code(
     admin_client: Client, rows: dict[str, RejectedOrder]
 ) -> None:

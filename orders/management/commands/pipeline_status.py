@@ -4,6 +4,10 @@ Queue depth (and the dead-letter queue), whether a consumer is alive, the totals
 counters and the rejected orders by reason, from SQS, Redis and the database. Each dependency is
 asked separately, so one being down still shows the others; the exit status is 1 when any is
 unreachable or the consumer heartbeat is stale, and the last line says which.
+
+``--consumer-host HOST`` judges only the consumers running on HOST (consumer ids are
+``host:pid``): a container's healthcheck passes its own hostname, so a hung worker is
+unhealthy even while another worker's heartbeat is fresh.
 """
 
 from __future__ import annotations
@@ -62,8 +66,18 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> PipelineStatus:
-    """Ask SQS, Redis and the database in turn; record a problem for each that fails."""
+def consumer_host(consumer_id: str) -> str:
+    """The host part of a consumer id ``host:pid``."""
+    return consumer_id.rpartition(":")[0]
+
+
+def collect_status(
+    queue: OrderQueue, stale_after: float, now: datetime, host: str | None = None
+) -> PipelineStatus:
+    """Ask SQS, Redis and the database in turn; record a problem for each that fails.
+
+    With ``host``, the consumer verdict is that of the consumers on that host (their newest
+    heartbeat), not the newest heartbeat of any consumer."""
     status = PipelineStatus(
         checked_at=now, stale_after=stale_after, queue_name=queue.name, dlq_name=queue.dlq_name
     )
@@ -108,8 +122,12 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
             "rejected": ingestion.rejected,
             "rejected_by_code": ingestion.rejected_by_code,
         }
-        # A busy consumer stamps last_batch; an idle one stamps heartbeat on empty receives.
-        seen = [t for t in (ingestion.heartbeat_at, ingestion.last_batch_at) if t is not None]
+        if host is None:
+            # A busy consumer stamps last_batch; an idle one stamps heartbeat on empty receives.
+            seen = [t for t in (ingestion.heartbeat_at, ingestion.last_batch_at) if t is not None]
+        else:
+            # Each consumer stamps its own entry with every batch and every empty receive.
+            seen = [at for name, at in beats.items() if consumer_host(name) == host]
         last_seen = max(seen) if seen else None
         lag = _age(last_seen, now)
         stale = lag is None or lag > stale_after
@@ -120,6 +138,7 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
             "last_batch_age_s": _age(ingestion.last_batch_at, now),
             "lag_s": lag,
             "stale": stale,
+            "host": host,
             # Each consumer process seen in the last hour (a crashed one stays listed, stale;
             # one that stopped cleanly removed itself).
             "processes": [
@@ -128,11 +147,14 @@ def collect_status(queue: OrderQueue, stale_after: float, now: datetime) -> Pipe
                 if (age := _age(at, now)) is not None and age <= RECENT_CONSUMER
             ],
         }
+        where = "" if host is None else f" on {host}"
         if last_seen is None:
-            status.problems.append("consumer heartbeat stale: no consumer has ever reported")
+            status.problems.append(
+                f"consumer heartbeat stale: no consumer{where} has ever reported"
+            )
         elif stale:
             status.problems.append(
-                f"consumer heartbeat stale: last seen {lag:.0f}s ago (> {stale_after:g}s)"
+                f"consumer heartbeat stale{where}: last seen {lag:.0f}s ago (> {stale_after:g}s)"
             )
 
     try:
@@ -248,7 +270,9 @@ def render_table(status: PipelineStatus) -> str:
             f"  {'heartbeat':<22}{_ago(c['heartbeat_age_s']):>14}  {c['heartbeat_at'] or ''}",
             f"  {'last batch':<22}{_ago(c['last_batch_age_s']):>14}  {c['last_batch_at'] or ''}",
             f"  {'lag':<22}{_duration(c['lag_s']):>14}  "
-            f"{verdict} (stale after {status.stale_after:g}s)",
+            f"{verdict} (stale after {status.stale_after:g}s"
+            + ("" if c["host"] is None else f", consumers on {c['host']} only")
+            + ")",
         ]
         for process in c["processes"]:
             state = "STALE" if process["stale"] else "ok"
@@ -349,12 +373,21 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="consumer heartbeat older than this is a problem (default 120)",
         )
+        parser.add_argument(
+            "--consumer-host",
+            default=None,
+            metavar="HOST",
+            help="judge only the consumers on HOST (their ids are HOST:pid), e.g. $(hostname) "
+            "in a worker container's healthcheck",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["stale_after"] <= 0:
             raise CommandError("--stale-after must be positive")
         queue = OrderQueue.from_settings(options["queue"])
-        status = collect_status(queue, options["stale_after"], datetime.now(UTC))
+        status = collect_status(
+            queue, options["stale_after"], datetime.now(UTC), options["consumer_host"] or None
+        )
         if options["json"]:
             self.stdout.write(json.dumps(status_as_dict(status), indent=2))
         else:
