@@ -621,8 +621,8 @@ def run(options: Options) -> int:
             services.append(redis_service)
             redis_url = redis_service.url
             redis_line = (
-                f"{redis_url} (valkey, AOF appendfsync always, noeviction, "
-                f"in {options.data_dir / 'redis'}; log {redis_service.log_path})"
+                f"{redis_url} (valkey, AOF appendfsync always, noeviction, in {options.data_dir / 'redis'}; "
+                f"log {redis_service.log_path})"
             )
 
         # SQS: LOCALSTACK_URL when set (empty = real AWS), else a moto server.
