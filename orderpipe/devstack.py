@@ -621,7 +621,8 @@ def run(options: Options) -> int:
             services.append(redis_service)
             redis_url = redis_service.url
             redis_line = (
-                f"{redis_url} (valkey, AOF appendfsync always, noeviction, in {options.data_dir / 'redis'}; "
+                f"{redis_url} (valkey, AOF appendfsync always, noeviction, in "
+                f"{options.data_dir / 'redis'}; "
                 f"log {redis_service.log_path})"
             )
 

@@ -84,6 +84,12 @@ DATABASES = {"default": env.db("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlit
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60, min_value=0))
 # A reused connection the server has dropped (idle timeout, restart) is replaced, not failed on.
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# SQLite (make run): write-ahead logging, so a reader (rebuild_stats' snapshot, the admin)
+# never blocks a consumer's commit, and one fsync per commit instead of the rollback
+# journal's several; synchronous stays FULL, so a committed ledger row survives a power loss.
+SQLITE_OPTIONS = {"init_command": "PRAGMA journal_mode=WAL", "timeout": 20}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

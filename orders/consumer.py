@@ -40,8 +40,11 @@ class Consumer:
     """Consumes one queue into one store. ``process_batch`` is one unit of work.
 
     Tests call ``process_batch`` (or ``run_worker``) directly; ``run`` loops pollers until
-    ``stop`` is set. The clocks (``clock``, ``now``) are attributes and every wait is
-    ``stop.wait``, so tests can swap them instead of sleeping through real backoff delays.
+    ``stop`` is set. Two events: ``stop`` ends receiving (a signal, the ``--max-messages``
+    budget, ``--until-empty``), and the batches in hand are still seen through, retried through
+    an outage; ``interrupted`` (a signal, a fatal error: ``request_stop``) also gives up on a
+    batch that cannot commit. The clocks (``clock``, ``now``) are attributes and every wait is
+    an event's ``wait``, so tests can swap them instead of sleeping through real backoffs.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Consumer:
         self.log_interval = log_interval
         self.committer = BatchCommitter(store, queue.name, record_rejections)
         self.stop = threading.Event()
+        self.interrupted = threading.Event()
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.tally = Tally()
@@ -180,9 +184,14 @@ class Consumer:
             self.let_go(messages)
             raise
 
+    def request_stop(self) -> None:
+        """A signal: stop receiving, and do not wait out an outage with a batch in hand."""
+        self.interrupted.set()
+        self.stop.set()
+
     def see_through(self, messages: Sequence[dict[str, Any]]) -> BatchResult | None:
         """Handle a batch, retrying that same batch after each transient failure until it
-        commits; None when the consumer stopped first (the batch is then let go)."""
+        commits; None when the consumer was interrupted first (the batch is then let go)."""
         while True:
             try:
                 return self.handle_batch(messages)
@@ -194,8 +203,8 @@ class Consumer:
                     return None
                 if failure.dependency == outages.DATABASE:
                     close_old_connections()
-                self._wait_out(failure.dependency, exc)
-                if self.stop.is_set():
+                self._wait_out(failure.dependency, exc, self.interrupted)
+                if self.interrupted.is_set():
                     logger.warning(
                         "stopping with a batch of %d not committed; SQS redelivers it",
                         len(messages),
@@ -204,13 +213,13 @@ class Consumer:
                     return None
 
     # --- waiting out a failure -------------------------------------------------------------
-    def _wait_out(self, name: str, failure: BaseException) -> None:
-        """Back off until the failed dependency passes a probe (or the consumer stops); then
+    def _wait_out(self, name: str, failure: BaseException, cancel: threading.Event) -> None:
+        """Back off until the failed dependency passes a probe (or ``cancel`` is set); then
         the caller tries its real work again, and only that success ends the outage."""
         delay = self.outages.failed(name, failure, self.clock())
-        while not self.stop.is_set():
-            self.stop.wait(delay)
-            if self.stop.is_set():
+        while not cancel.is_set():
+            cancel.wait(delay)
+            if cancel.is_set():
                 return
             try:
                 self._probe(name)
@@ -248,7 +257,7 @@ class Consumer:
             )
         logger.error("%s: %s", why, exc, exc_info=failure is None)
         self.failure = exc
-        self.stop.set()
+        self.request_stop()
 
     # --- the loop --------------------------------------------------------------------------
     def _queue_is_empty(self) -> bool:
@@ -294,7 +303,7 @@ class Consumer:
         if failure is None or not failure.transient:
             self._fail_on(exc, failure)
         else:
-            self._wait_out(failure.dependency, exc)
+            self._wait_out(failure.dependency, exc, self.stop)
 
     def _empty_or_failed(self) -> bool:
         try:

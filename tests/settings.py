@@ -10,7 +10,7 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("LOG_DIR", tempfile.mkdtemp(prefix="orderpipe-test-logs-"))
 
 from orderpipe.settings import *  # noqa: F403
-from orderpipe.settings import BASE_DIR, env
+from orderpipe.settings import BASE_DIR, SQLITE_OPTIONS, env
 
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False
@@ -33,6 +33,6 @@ else:
             "TEST": {
                 "NAME": os.path.join(tempfile.gettempdir(), f"orderpipe-test-{os.getpid()}.sqlite3")
             },
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": SQLITE_OPTIONS,
         }
     }

@@ -111,7 +111,7 @@ def test_outage_ends_only_when_a_batch_commits_and_its_backoff_keeps_growing(
     queue.send_bodies([order_body("A")])
     consumer = Consumer(queue, fake_store, wait_time=0, max_backoff=30)
     waits: list[float] = []
-    consumer.stop.wait = lambda delay: waits.append(delay) or False  # type: ignore[method-assign]
+    consumer.interrupted.wait = lambda delay: waits.append(delay) or False  # type: ignore[method-assign]
     real_apply = fake_store.apply_batch
     refusals = iter([StoreUnavailableError("ReadOnlyError: READONLY")] * 3)
 

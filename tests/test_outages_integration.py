@@ -52,7 +52,7 @@ class Running:
         return self.consumer
 
     def __exit__(self, *exc: object) -> None:
-        self.consumer.stop.set()
+        self.consumer.request_stop()  # as SIGTERM does
         self.thread.join(30)
         assert not self.thread.is_alive()
 

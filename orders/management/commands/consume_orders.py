@@ -183,7 +183,7 @@ class Command(BaseCommand):
                 logger.warning("second %s: exiting now", signal.Signals(signum).name)
                 os._exit(1)
             logger.info("%s received: finishing the batch in hand", signal.Signals(signum).name)
-            consumer.stop.set()
+            consumer.request_stop()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
