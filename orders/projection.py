@@ -419,7 +419,8 @@ def reconcile(
     with rebuild_lock([store]):
         report, expected, differing = compare(store, _now(store), settle)
         if repair and not report.clean:
-            report.repaired = _repair(store, expected, differing)
+            with ledger.snapshot():
+                report.repaired = _repair(store, expected, differing)
             after, _expected, _differing = compare(store, _now(store), settle)
             report.remaining = len(after.differences)
     report.seconds = time.monotonic() - started
