@@ -18,7 +18,9 @@ from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore, StoreCommandError, StoreUnavailableError
 from tests.ingestion_helpers import order_body, queue_total
 
-pytestmark = pytest.mark.django_db
+# Transactional: Consumer.run's pollers write the ledger on their own connections, outside a
+# test's transaction; the tables are emptied after each test instead.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
@@ -217,7 +219,6 @@ def test_deleter_survives_an_unexpected_error(
     assert "delete failed unexpectedly" in caplog.text
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_database_connection_the_server_dropped_is_replaced(
     queue: OrderQueue, fake_store: AggregateStore
 ) -> None:
