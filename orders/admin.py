@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
@@ -364,19 +365,7 @@ class AcceptedOrderAdmin(admin.ModelAdmin):
         ),
         ("Message", {"fields": ("message_id", "received_at", "fingerprint", "body_display")}),
     )
-    readonly_fields = (
-        "order_id",
-        "user_id",
-        "order_value",
-        "ordered_at",
-        "day",
-        "items_display",
-        "rejections",
-        "message_id",
-        "received_at",
-        "fingerprint",
-        "body_display",
-    )
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return _LedgerChangeList

@@ -24,7 +24,6 @@ from orders.validation import Rejection, validate_message
 pytestmark = pytest.mark.django_db
 
 RECEIVED_AT = LEDGER_RECEIVED_AT
-NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permission."}
 
 
 def parsed(response: Any) -> Any:
@@ -369,6 +368,18 @@ def test_another_users_cursor_leads_back_to_the_first_page(
                     "results": []}  # fmt: skip
 
 
+def test_the_browsable_api_shows_pages_with_their_links(
+    api: APIClient, tied_orders: list[str]
+) -> None:
+    page = api.get("/users/U100/orders?page_size=2", HTTP_ACCEPT="text/html")
+    order = api.get("/orders/T6", HTTP_ACCEPT="text/html")
+
+    assert (page.status_code, order.status_code) == (200, 200)
+    assert page["Content-Type"] == order["Content-Type"] == "text/html; charset=utf-8"
+    next_link = follow(api, "/users/U100/orders?page_size=2")["next"].replace("&", "&amp;")
+    assert f'<a href="{next_link}" rel="next"' in page.content.decode()
+
+
 # --- Queries per request ---------------------------------------------------------------------
 def test_a_page_is_one_query_whatever_its_size(
     api: APIClient, django_assert_num_queries: Any
@@ -420,60 +431,10 @@ def test_queries_stay_constant_with_token_authentication(
         assert client.get("/users/U100/orders?page_size=100").status_code == 200
 
 
-# --- Access: the stats API's rules -----------------------------------------------------------
-ORDER_PATHS = ["/orders/ORD1000", "/users/U100/orders"]
-
-
+# --- Access: the stats API's rules (each status per path: stats/tests/test_access.py) --------
 @pytest.fixture
 def ledger() -> None:
     accept(body_of(valid_doc()))
-
-
-@pytest.mark.parametrize("path", ORDER_PATHS)
-def test_orders_are_open_when_auth_is_off(
-    ledger: None, api: APIClient, settings, path: str
-) -> None:
-    settings.STATS_API_AUTH = "none"
-
-    assert api.get(path).status_code == 200
-
-
-@pytest.mark.parametrize("path", ORDER_PATHS)
-def test_token_mode_refuses_anonymous_with_401(
-    ledger: None, api: APIClient, settings, path: str
-) -> None:
-    settings.STATS_API_AUTH = "token"
-
-    response = api.get(path)
-
-    assert response.status_code == 401
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
-    assert response["WWW-Authenticate"] == "Token"
-
-
-@pytest.mark.parametrize("path", ORDER_PATHS)
-def test_session_mode_refuses_anonymous_with_403(
-    ledger: None, api: APIClient, settings, path: str
-) -> None:
-    settings.STATS_API_AUTH = "session"
-
-    response = api.get(path)
-
-    assert response.status_code == 403
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
-
-
-@pytest.mark.parametrize("mode", ["token", "session"])
-@pytest.mark.parametrize("path", ORDER_PATHS)
-def test_an_account_without_the_permission_gets_403(
-    ledger: None, settings, customer: User, client_as: Any, mode: str, path: str
-) -> None:
-    settings.STATS_API_AUTH = mode
-
-    response = client_as(customer, mode).get(path)
-
-    assert response.status_code == 403
-    assert response.json() == NO_PERMISSION
 
 
 @pytest.mark.parametrize("mode", ["token", "session"])

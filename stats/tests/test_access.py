@@ -1,7 +1,8 @@
 """Optional authentication (STATS_API_AUTH), the stats.view_stats permission, throttling.
 
-Every stats path is asserted with its exact status: a user U1 exists in the store, so a route
-that answered 404 (deleted, renamed) would fail here rather than pass as "not refused".
+Every stats and orders path is asserted with its exact status: a user U1 exists in the store
+and the ledger holds ORD1000 of U100, so a route that answered 404 (deleted, renamed) would
+fail here rather than pass as "not refused".
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
+from orders.tests.conftest import accept, body_of, valid_doc
 from stats.api.access import StatsAccess
 from stats.models import VIEW_STATS
 from stats.store import AggregateStore
@@ -17,13 +19,16 @@ from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
 
-STATS_PATHS = [
+PROTECTED_PATHS = [
     "/users/U1/stats",
     "/stats/global",
     "/stats/top-spenders",
     "/stats/top-buyers",
     "/stats/by-date?start_date=2025-01-01&end_date=2025-01-02",
     "/metrics",
+    # The orders API (orders/api/) exposes orders too: the same rules.
+    "/orders/ORD1000",
+    "/users/U100/orders",
 ]
 NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permission."}
 
@@ -31,6 +36,7 @@ NO_PERMISSION = {"detail": "Reading statistics needs the stats.view_stats permis
 @pytest.fixture
 def store(fake_store: AggregateStore) -> AggregateStore:
     fake_store.apply_orders([make_order("O1", "U1", 1999)], received=1)
+    accept(body_of(valid_doc()))  # ORD1000 of U100 in the ledger
     return fake_store
 
 
@@ -44,7 +50,7 @@ def test_the_permission_exists_for_the_admin_to_grant(analyst: User) -> None:
     assert StatsAccess.message == NO_PERMISSION["detail"]
 
 
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_stats_are_open_when_auth_is_off(
     store: AggregateStore, api: APIClient, settings, path: str
 ) -> None:
@@ -53,7 +59,7 @@ def test_stats_are_open_when_auth_is_off(
     assert api.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_token_mode_refuses_anonymous_with_401(
     store: AggregateStore, api: APIClient, settings, path: str
 ) -> None:
@@ -66,7 +72,7 @@ def test_token_mode_refuses_anonymous_with_401(
     assert response["WWW-Authenticate"] == "Token"
 
 
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_session_mode_refuses_anonymous_with_403(
     store: AggregateStore, api: APIClient, settings, path: str
 ) -> None:
@@ -79,7 +85,7 @@ def test_session_mode_refuses_anonymous_with_403(
 
 
 @pytest.mark.parametrize("mode", ["token", "session"])
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_an_account_without_the_permission_gets_403(
     store: AggregateStore, settings, customer: User, client_as, mode: str, path: str
 ) -> None:
@@ -93,7 +99,7 @@ def test_an_account_without_the_permission_gets_403(
 
 
 @pytest.mark.parametrize("mode", ["token", "session"])
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_an_account_with_the_permission_gets_200(
     store: AggregateStore, settings, analyst: User, client_as, mode: str, path: str
 ) -> None:
@@ -103,7 +109,7 @@ def test_an_account_with_the_permission_gets_200(
     assert client.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("path", STATS_PATHS)
+@pytest.mark.parametrize("path", PROTECTED_PATHS)
 def test_a_superuser_has_the_permission(
     store: AggregateStore, settings, client_as, path: str
 ) -> None:
