@@ -334,11 +334,12 @@ class AcceptedOrderAdmin(admin.ModelAdmin):
 
     Built for millions of rows: newest recorded first (``ledger_received_idx``: a page is an
     index range, where sorting by order time would sort the whole table), no per-row query, no
-    full count next to a filtered one (``show_full_result_count``), a day filter whose links
-    need no query (unlike ``date_hierarchy``, which scans the table for its years and months
-    on every page), and a search of exact or prefix ``order_id`` (the unique index, and on
-    PostgreSQL its ``varchar_pattern_ops`` twin) or exact ``user_id``
-    (``ledger_user_time_idx``), never the ``icontains`` scan of Django's default search.
+    full count next to a filtered one (``show_full_result_count``), a day filter on the
+    ``day`` index whose links need no query (unlike ``date_hierarchy``, which scans the table
+    for its years and months on every page), and a search of exact or prefix ``order_id``
+    (the unique index, and on PostgreSQL its ``varchar_pattern_ops`` twin) or exact
+    ``user_id`` (``ledger_user_time_idx``), never the ``icontains`` scan of Django's default
+    search.
     """
 
     list_display = ("order_id", "user_id", "order_value", "ordered_at", "day", "received_at")
