@@ -11,8 +11,15 @@ shared/notes/local-sqs.md), then measures, ``--rounds`` times each, printing the
   (a') the consumer's own machinery (receive one batch ahead, background deleter) with the
       processing taken out: how much the pipelining costs or gains by itself;
   (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs);
+  (b-) the same consumer with the ledger step taken out (what it did before the ledger), so
+      (b) against (b-) is what the ledger costs end to end;
   (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
-  (d) Redis memory per user and per idempotency mark.
+  (d) Redis memory per user and per idempotency mark;
+  (e) the ledger alone: one batch's transaction (``orders.ledger.record_orders``), wall and
+      CPU time per batch of 10.
+The ledger is on ``--database-url`` (a PostgreSQL database the bench creates, e.g.
+``postgres://postgres@127.0.0.1:5432/orderpipe_ingest_bench``; emptied between rounds, as each
+round sends the same orders again), else on an SQLite file in a temporary directory.
 Next to each rate: this process's CPU time per batch of 10, the number that shows whether a
 loop is bound by Python's CPU or by waiting. ``--sqs-latency-ms`` adds that many ms to every
 SQS call (slept before sending, as a network round trip would), to see the same loops against
@@ -35,13 +42,22 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 _tmp = tempfile.mkdtemp(prefix="orderpipe-bench-")
+# The database is chosen before Django starts: --database-url is read here already.
+_pre = argparse.ArgumentParser(add_help=False)
+_pre.add_argument("--database-url", default=f"sqlite:///{_tmp}/bench.sqlite3")
+DATABASE_URL = _pre.parse_known_args()[0].database_url
+if DATABASE_URL.startswith("postgres"):
+    from ledger_fill import ensure_database
+
+    ensure_database(DATABASE_URL)
 os.environ.update(
     DJANGO_SETTINGS_MODULE="orderpipe.settings",
     DEBUG="true",
     LOG_LEVEL="warning",
     LOG_DIR=_tmp,
-    DATABASE_URL=f"sqlite:///{_tmp}/bench.sqlite3",
+    DATABASE_URL=DATABASE_URL,
     AWS_ACCESS_KEY_ID="test",
     AWS_SECRET_ACCESS_KEY="test",
 )
@@ -52,9 +68,11 @@ django.setup()
 
 import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 from orderpipe.devservers import FauxqsSQSServer, RedisServer  # noqa: E402
-from orders.commit import BatchResult, validate_batch  # noqa: E402
+from orders import ledger  # noqa: E402
+from orders.commit import BatchCommitter, BatchResult, validate_batch  # noqa: E402
 from orders.consumer import Consumer  # noqa: E402
 from orders.samples import SampleGenerator  # noqa: E402
 from orders.sqs import OrderQueue, make_client  # noqa: E402
@@ -110,6 +128,48 @@ class DrainOnlyConsumer(Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.committer.commit = lambda messages, _at: BatchResult(len(messages), 0, 0, 0)
+
+
+class NoLedgerConsumer(Consumer):
+    """The consumer as it was before the ledger: rejects recorded, orders straight to Redis."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committer = NoLedgerCommitter(self.store, self.queue.name)
+
+
+class NoLedgerCommitter(BatchCommitter):
+    def _record(self, orders, rejected, received_at):  # type: ignore[no-untyped-def]
+        if rejected:
+            with transaction.atomic():
+                super()._record([], rejected, received_at)
+        return [ledger.Recorded(order, message, received_at) for message, order in orders]
+
+
+def empty_ledger() -> None:
+    """Each round sends the same orders again: start it from an empty ledger (bench only)."""
+    with connection.cursor() as cursor:
+        for table in ("orders_acceptedorder", "orders_rejectedorder"):
+            if connection.vendor == "postgresql":
+                cursor.execute(f"TRUNCATE {table}")
+            else:
+                cursor.execute(f"DELETE FROM {table}")
+
+
+def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one batch's ledger transaction: 10 orders, INSERT + SELECT."""
+    empty_ledger()
+    received = datetime.now(UTC)
+    messages = [{"MessageId": f"m{i}", "Body": body} for i, body in enumerate(bodies)]
+    orders, _ = validate_batch(messages, received)
+    chunks = [orders[i : i + 10] for i in range(0, min(len(orders), batches * 10), 10)]
+    cpu = time.process_time()
+    started = time.perf_counter()
+    for chunk in chunks:
+        with transaction.atomic():
+            ledger.record_orders(chunk, received)
+    wall = (time.perf_counter() - started) / len(chunks) * 1000
+    return wall, (time.process_time() - cpu) / len(chunks) * 1000
 
 
 def consume(
@@ -197,6 +257,9 @@ def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument(
+        "--database-url", default=DATABASE_URL, help="the ledger's database (default SQLite)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument(
@@ -237,7 +300,8 @@ def main() -> None:
             add_latency(queue.client, args.sqs_latency_ms / 1000)
 
         print(
-            f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey "
+            f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey, ledger on "
+            f"{connection.vendor} "
             f"(AOF appendfsync {args.appendfsync}), median of {args.rounds} round(s)"
             + (f", Python on CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
             + (f", +{args.sqs_latency_ms:g} ms per SQS call" if args.sqs_latency_ms else "")
@@ -248,6 +312,7 @@ def main() -> None:
             "(a+v) drain + validation": [],
             "(a')  drain, pipelined": [],
             "(b)   consumer": [],
+            "(b-)  consumer, no ledger": [],
         }
         labels = list(rows)
         for round_ in range(args.rounds):
@@ -262,7 +327,12 @@ def main() -> None:
             drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
             rows[labels[2]].append(measured(drain_only))
             fill(filler, bodies)
+            empty_ledger()
             rows[labels[3]].append(measured(partial(consume, queue, store, args.threads)))
+            fill(filler, bodies)
+            bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
+            without = partial(consume, queue, bare, args.threads, NoLedgerConsumer)
+            rows[labels[4]].append(measured(without))
         raw = statistics.median(rate for rate, _ in rows[labels[0]])
         for label, results in rows.items():
             rate = statistics.median(r for r, _ in results)
@@ -283,6 +353,11 @@ def main() -> None:
                 f"(c) store, batches of {batch:3d}: script {script:8.0f} orders/s, "
                 f"bare pipelined HINCRBY {bare:8.0f}/s ({script / bare:.2f}x)"
             )
+        wall, cpu = ledger_cost(bodies)
+        print(
+            f"(e) ledger on {connection.vendor}: {wall:.2f} ms wall, {cpu:.2f} ms CPU per batch "
+            "of 10 (one transaction: INSERT ... ON CONFLICT DO NOTHING + SELECT)"
+        )
         per_user, per_mark, one_user, one_mark = memory(client, orders)
         print(f"    ({len(orders)} orders from {len({o.user_id for o in orders})} users)")
         print(
