@@ -3,6 +3,8 @@ generate_series per 200,000 rows (no Python per row), and the database around it
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from urllib.parse import urlparse
 
@@ -90,3 +92,33 @@ def table_size() -> str:
         )
         table, indexes = cursor.fetchone()
     return f"table {table}, indexes {indexes}"
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_url: str) -> None:
+    """The options every ledger benchmark takes."""
+    parser.add_argument("--database-url", default=default_url)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
+
+
+def open_ledger(database_url: str) -> None:
+    """Create (once) and migrate the database, with Django set up on it."""
+    ensure_database(database_url)
+    os.environ["TEST_DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("LOG_LEVEL", "warning")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def close_ledger(database_url: str, drop: bool) -> None:
+    if drop:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database_url)

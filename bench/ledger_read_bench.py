@@ -13,7 +13,6 @@ nothing. ``--drop`` removes the database afterwards.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ledger_fill import drop_database, ensure_database, fill, table_size  # noqa: E402
+from ledger_fill import add_arguments, close_ledger, fill, open_ledger, table_size  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_ledger_bench"
 
@@ -45,27 +44,16 @@ def timed(client: Any, path: str, rounds: int) -> tuple[float, float, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=DEFAULT_URL)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
+    add_arguments(parser, DEFAULT_URL)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
     args = parser.parse_args()
 
-    ensure_database(args.database_url)
-    os.environ["TEST_DATABASE_URL"] = args.database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    os.environ.setdefault("LOG_LEVEL", "warning")
-    import django
-
-    django.setup()
+    open_ledger(args.database_url)
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.test import Client
     from django.test.utils import setup_test_environment
 
     setup_test_environment()  # the test client's ALLOWED_HOSTS and context capture
-    call_command("migrate", verbosity=0)
     fill(args.rows, args.users)
     print(f"PostgreSQL: {table_size()}; median / worst of {args.rounds} rounds, in-process")
 
@@ -99,11 +87,7 @@ def main() -> None:
     for label, client, path in cases:
         median, worst, queries, status = timed(client, path, args.rounds)
         print(f"{label:<38} {median:8.1f} ms {worst:8.1f} ms  {queries} queries  {status}")
-    if args.drop:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(args.database_url)
+    close_ledger(args.database_url, args.drop)
 
 
 if __name__ == "__main__":

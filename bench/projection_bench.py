@@ -23,7 +23,6 @@ Redis memory. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ledger_fill import drop_database, ensure_database, fill  # noqa: E402
+from ledger_fill import add_arguments, close_ledger, fill, open_ledger  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_projection_bench"
 
@@ -54,29 +53,18 @@ def ledger_bytes() -> tuple[int, int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=DEFAULT_URL)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
+    add_arguments(parser, DEFAULT_URL)
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
-    parser.add_argument("--drop", action="store_true", help="drop the database afterwards")
     args = parser.parse_args()
 
-    ensure_database(args.database_url)
-    os.environ["TEST_DATABASE_URL"] = args.database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    os.environ.setdefault("LOG_LEVEL", "warning")
-    import django
-
-    django.setup()
+    open_ledger(args.database_url)
     import redis
-    from django.core.management import call_command
 
     from orderpipe.devservers import RedisServer
     from orders import projection
     from stats.store import AggregateStore
 
-    call_command("migrate", verbosity=0)
     base = (datetime.now(UTC) - timedelta(days=366)).isoformat()
     fill(args.rows, args.users, base=base)
     rows, table, indexes, total = ledger_bytes()
@@ -127,11 +115,7 @@ def main() -> None:
         run("rebuild over the live generation", lambda: projection.rebuild(store))
     finally:
         server.stop()
-    if args.drop:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(args.database_url)
+    close_ledger(args.database_url, args.drop)
 
 
 if __name__ == "__main__":

@@ -870,16 +870,8 @@ class AggregateStore:
                 for parts in (("global",), ("days",), ("rank", "spend"), ("rank", "orders"))
             ]
             removed += int(self.client.unlink(*fixed))
-            pattern = _glob_escape(
-                self.aggregate_key("user", "", shard=shard, generation=generation)
-            )
-            keys: list[bytes] = []
-            for key in self._scan(pattern + "*"):
-                keys.append(key)
-                if len(keys) >= batch:
-                    removed += self._unlink(keys)
-                    keys = []
-            removed += self._unlink(keys)
+            head = self.aggregate_key("user", "", shard=shard, generation=generation)
+            removed += self._unlink_matching(_glob_escape(head) + "*", batch)
         return removed
 
     @_unavailable_on_redis_error
@@ -889,18 +881,23 @@ class AggregateStore:
         shards (consumers, layout, reconcile) stay, also where a one-shard layout's tag is
         the bare prefix they share."""
         shared = {self.shared_key(name).encode() for name in SHARED_KEYS}
+        return sum(
+            self._unlink_matching(_glob_escape(self._tags[shard]) + ":*", batch, keep=shared)
+            for shard in self._all()
+        )
+
+    def _unlink_matching(self, pattern: str, batch: int, keep: set[bytes] = frozenset()) -> int:
+        """UNLINK every key SCAN finds for ``pattern`` (but ``keep``), ``batch`` per trip."""
         removed = 0
-        for shard in self._all():
-            keys: list[bytes] = []
-            for key in self._scan(_glob_escape(self._tags[shard]) + ":*"):
-                if key in shared:
-                    continue
-                keys.append(key)
-                if len(keys) >= batch:
-                    removed += self._unlink(keys)
-                    keys = []
-            removed += self._unlink(keys)
-        return removed
+        keys: list[bytes] = []
+        for key in self._scan(pattern):
+            if key in keep:
+                continue
+            keys.append(key)
+            if len(keys) >= batch:
+                removed += self._unlink(keys)
+                keys = []
+        return removed + self._unlink(keys)
 
     def _scan(self, pattern: str) -> Iterator[bytes]:
         if self.cluster:
