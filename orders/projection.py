@@ -247,11 +247,7 @@ class ReconcileReport:
 
 def _expected(store: AggregateStore, now: datetime) -> Expected:
     """The ledger grouped in the database, minus the unapplied rows of the marks' window."""
-    expected = Expected()
-    for batch in _batched(_window_rows(store, now), _MARK_BATCH):
-        for row, applied in zip(batch, store.marks_exist(batch), strict=True):
-            if not applied:
-                expected.unapplied.append(row)
+    expected = Expected(unapplied=_unapplied(store, now))
     missing_by_user: dict[str, list[ledger.RecordedOrder]] = defaultdict(list)
     for row in expected.unapplied:
         missing_by_user[row.user_id].append(row)
@@ -319,10 +315,9 @@ def _user_problems(
 
 def compare(
     store: AggregateStore, now: datetime, settle: timedelta, progress: Progress | None = None
-) -> tuple[ReconcileReport, Expected, set[str]]:
+) -> tuple[ReconcileReport, set[str]]:
     """Every difference between the ledger and Redis: each user (hash and both rankings),
-    each day, the totals. Returns the report, what Redis should hold, and the users that
-    differ."""
+    each day, the totals. Returns the report and the users that differ."""
     report = ReconcileReport(checked_at=now)
     progress = progress or (lambda _n: None)
     with ledger.snapshot():
@@ -383,7 +378,7 @@ def compare(
             f"global: {got_global[0]} orders, {got_global[1]} cents, {got_global[2]} users "
             f"(ledger {want_global[0]}, {want_global[1]}, {want_global[2]})"
         )
-    return report, expected, differing
+    return report, differing
 
 
 def _spend(totals: ledger.UserTotals) -> int:
@@ -411,39 +406,53 @@ def reconcile(
     lock and checked once more.
     """
     started = time.monotonic()
-    report, _expected, _differing = compare(store, _now(store), settle, progress=progress)
+    report, _differing = compare(store, _now(store), settle, progress=progress)
     if report.clean:
         report.seconds = time.monotonic() - started
         store.save_reconcile_report(report.as_dict())
         return report
     with rebuild_lock([store]):
-        report, expected, differing = compare(store, _now(store), settle)
+        report, differing = compare(store, _now(store), settle)
         if repair and not report.clean:
             with ledger.snapshot():
-                report.repaired = _repair(store, expected, differing)
-            after, _expected, _differing = compare(store, _now(store), settle)
+                report.repaired = _repair(store, differing)
+            after, _differing = compare(store, _now(store), settle)
             report.remaining = len(after.differences)
     report.seconds = time.monotonic() - started
     store.save_reconcile_report(report.as_dict())
     return report
 
 
-def _repair(store: AggregateStore, expected: Expected, differing: set[str]) -> int:
+def _unapplied(store: AggregateStore, now: datetime) -> list[ledger.RecordedOrder]:
+    """The ledger rows of the marks' window that Redis has not applied (no mark)."""
+    unapplied = []
+    for batch in _batched(_window_rows(store, now), _MARK_BATCH):
+        unapplied += [
+            row for row, ok in zip(batch, store.marks_exist(batch), strict=True) if not ok
+        ]
+    return unapplied
+
+
+def _repair(store: AggregateStore, differing: set[str]) -> int:
     """Make Redis equal the whole ledger, in the live generation, while the lock is held.
 
-    The rows Redis never applied get their marks (so the batches that carry them, when they
-    come back, are duplicates) and count from now on; the users they touch and the users that
-    differ are rewritten from the ledger; so are every shard's days and totals. Returns how
-    many orders and users were written.
+    Runs in a snapshot of its own: what it writes and which marks it sets come from the same
+    moment of the ledger. Orders a consumer recorded since the comparison (its batch waits
+    for the lock) are either in this snapshot, and get their mark with the rest, or not, and
+    are applied by their batch afterwards. The rows Redis never applied get their marks (their
+    batches, when they come back, are duplicates) and count from now on; the users they touch
+    and the users that differ are rewritten from the ledger; so are every shard's days and
+    totals. Returns how many orders and users were written.
     """
     store.live_generations()
     writer = store.writer(None)
-    for row in expected.unapplied:
+    unapplied = _unapplied(store, _now(store))
+    for row in unapplied:
         expires = (
             row.received_at + timedelta(seconds=store.dedup_ttl) if store.dedup_ttl > 0 else None
         )
         writer.mark(row.order_id, row.user_id, row.fingerprint, expires)
-    fixed = differing | {row.user_id for row in expected.unapplied}
+    fixed = differing | {row.user_id for row in unapplied}
     found: set[str] = set()
     for totals in ledger.user_totals(fixed):
         writer.user(totals.user_id, totals.orders, totals.spend_cents,
@@ -462,4 +471,4 @@ def _repair(store: AggregateStore, expected: Expected, differing: set[str]) -> i
     for shard in range(store.shards):
         writer.set_globals(shard, *shares[shard])
     writer.close()
-    return len(expected.unapplied) + len(fixed)
+    return len(unapplied) + len(fixed)

@@ -330,3 +330,34 @@ def test_apply_statuses_for_rows_recorded_long_ago(store: AggregateStore) -> Non
     )
     assert result.statuses == [ApplyStatus.BEFORE_WINDOW, ApplyStatus.APPLIED]
     assert json.loads(json.dumps(store.global_stats().total_orders)) == 1
+
+
+def test_a_repair_and_a_batch_recorded_meanwhile_count_its_orders_once(
+    filled: AggregateStore, live_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer records a batch in the ledger after reconcile compared (its Redis script
+    then waits for the lock): the repair either includes those orders with their marks, or
+    leaves them to the batch; never both."""
+    live_redis.hincrby(filled.aggregate_key("user", "U3"), "spend", 1)  # something to repair
+    late = message("MEANWHILE", "U3", "5.00")
+    real_compare = projection.compare
+    calls = []
+
+    def compare_then_a_batch_is_recorded(*args, **kwargs):
+        result = real_compare(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # the locked pass, just before the repair
+            apply = filled.apply_batch
+            filled.apply_batch = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("lock"))
+            with pytest.raises(ConnectionError):
+                commit(filled, [late])
+            filled.apply_batch = apply
+        return result
+
+    monkeypatch.setattr(projection, "compare", compare_then_a_batch_is_recorded)
+    assert reconcile("--repair")[0] == 0
+
+    assert commit(filled, [late]).duplicates == 1  # the batch comes back after the lock
+    assert filled.user_stats("U3").total_spend_cents == 1150 + 500
+    monkeypatch.setattr(projection, "compare", real_compare)
+    assert reconcile()[0] == 0
