@@ -15,6 +15,7 @@ from redis._parsers.base import BaseParser
 
 from orderpipe.devservers import RedisServer
 from stats.store import (
+    APPLY_SHA,
     AggregateStore,
     ApplyStatus,
     PendingOrder,
@@ -154,6 +155,26 @@ def test_script_is_reloaded_after_redis_loses_it(store: AggregateStore, live_red
     store.apply_orders([make_order("O1", "U1", 1)])
     live_redis.script_flush()
     assert store.apply_orders([make_order("O2", "U1", 1)]) == [ApplyStatus.APPLIED]
+
+
+def test_every_primary_of_a_cluster_gets_the_script_it_lost(cluster_store: AggregateStore) -> None:
+    """A restarted primary has no scripts: the one that needs it is loaded, in the pipeline
+    of shards as well as for a single call."""
+    from redis.cluster import RedisCluster
+
+    cluster_store.consumer_id = "host:1"  # batches go through the pipeline with a heartbeat
+    orders = [make_order(f"O{i}", f"U{i}", 100) for i in range(24)]
+    cluster_store.apply_orders(orders[:12])
+    client = cluster_store.client
+    client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+    found = client.execute_command("SCRIPT EXISTS", APPLY_SHA, target_nodes=RedisCluster.PRIMARIES)
+    assert not any(found)  # every primary lost it (one 0 per node, merged)
+
+    assert cluster_store.apply_orders(orders[12:]) == [ApplyStatus.APPLIED] * 12
+    cluster_store.consumer_id = ""
+    cluster_store.client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+    assert cluster_store.apply_orders([make_order("O99", "U1", 1)]) == [ApplyStatus.APPLIED]
+    assert cluster_store.global_stats().total_orders == 25
 
 
 def test_rejections_are_counted_by_message_and_by_code(any_store: AggregateStore) -> None:
