@@ -159,3 +159,44 @@ def test_a_database_refusing_writes_keeps_the_batch_in_hand(
     assert store.global_stats().total_orders == 4
     assert AcceptedOrder.objects.count() == 4
     assert store.ingestion().rejected == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by make chaos CHAOS_ARGS=--cluster: a consumer (re)started while the cluster "
+    "node REDIS_URL names is down exits 1 with a traceback (redis-py's RedisCluster raises "
+    "RedisClusterException 'cannot be connected' when django-redis builds it, before "
+    "consume_orders' start-up wait) instead of waiting as it does for a single Redis",
+)
+def test_a_consumer_started_while_its_cluster_node_is_down_waits_for_it(
+    private_redis_cluster, make_queue, child_env, tmp_path, key_prefix
+) -> None:
+    from redis.cluster import RedisCluster
+
+    from tests.ingestion_helpers import start_consumer, stop_consumer
+
+    cluster = private_redis_cluster
+    queue = make_queue(visibility_timeout=1, max_receive_count=2)
+    queue.send_bodies([order_body("O1")])
+    cluster.stop_node(0)  # the node REDIS_URL names
+    env = child_env(
+        REDIS_URL=cluster.url, REDIS_CLUSTER="true", REDIS_SHARDS="8",
+        REDIS_KEY_PREFIX=key_prefix, REDIS_SOCKET_TIMEOUT="1",
+    )  # fmt: skip
+    log = tmp_path / "consumer.log"
+    consumer = start_consumer(env, log, "--max-backoff", "1")
+    try:
+        time.sleep(3)
+        assert consumer.poll() is None, log.read_text()  # waiting, not gone
+
+        cluster.start_node(0)
+
+        assert wait_until(lambda: queue_total(queue) == 0, 30), log.read_text()
+        assert stop_consumer(consumer) == 0
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    client = RedisCluster.from_url(cluster.url)
+    assert AggregateStore(client, prefix=key_prefix, shards=8).global_stats().total_orders == 1
+    client.close()
