@@ -1,43 +1,61 @@
 """Chaos run (``make chaos``): prove contract §3 under crashes and outages, against an oracle.
 
     .venv/bin/python bench/chaos.py [--orders 10000] [--seed 7] [--sqs fauxqs|moto]
+        [--cluster] [--database-url postgres://postgres@127.0.0.1:5432]
 
-Starts a real Redis (Valkey, AOF with appendfsync always, data on disk) and a local SQS
-server (fauxqs, or moto with the producer keeping the backlog short) as separate processes,
-then runs two ``consume_orders`` processes while it:
+Starts a real Redis (Valkey, AOF with appendfsync always, data on disk; with ``--cluster`` a
+3-primary Valkey cluster, ``REDIS_CLUSTER=true REDIS_SHARDS=8``), a local SQS server (fauxqs,
+or moto with the producer keeping the backlog short) and a database (an SQLite file in the
+workdir; with ``--database-url`` / ``CHAOS_DATABASE_URL`` a PostgreSQL database of the run's
+own, created on that server and dropped afterwards), then runs two ``consume_orders``
+processes while it:
 
 * sends the orders (10% invalid, 5% exact duplicates, then 1% conflicting re-sends of an
   earlier order_id and the poison bodies once the originals are in);
 * kills -9 one consumer three times at random moments and restarts it;
-* stops Redis for ~5 s and starts it again on the same data;
-* kills -9 Redis once (appendfsync always: an acknowledged write is on disk) and restarts it;
+* single node: stops Redis for ~5 s and starts it again on the same data, and kills -9 Redis
+  once (appendfsync always: an acknowledged write is on disk) and restarts it;
+* cluster: stops one primary for ~5 s and starts it again; the others declare it failed and
+  the whole cluster answers CLUSTERDOWN until it is back (no replicas), an outage the
+  consumers ride out with their batches in hand;
 * finally sends SIGTERM to both consumers (they must exit 0).
 
-Then every aggregate the API serves (per user, global, top-N, every day) is compared with an
-oracle computed from what was sent. Prints expected vs got and
-``lost=0 double_counted=0 mismatched_users=0``; exits 1 on any difference. Bounded in time:
-every wait has a deadline.
+Then every aggregate the API serves (per user, global, top-N, every day) and the ledger
+(``AcceptedOrder``: every order, its user, cents and day) are compared with an oracle computed
+from what was sent, and ``reconcile_stats`` must find no difference. Redis is then emptied
+(FLUSHALL on every primary: the run started them), ``rebuild_stats`` derives the aggregates
+again from the ledger, the API must serve the oracle again and ``reconcile_stats`` agree.
+Prints expected vs got, ``lost=0 double_counted=0 mismatched_users=0``, the timings; exits 1
+on any difference. Bounded in time: every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+Row = tuple[str, Any, Any]  # what, expected, got
 
 
 def log(message: str) -> None:
@@ -53,22 +71,109 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
+class ScratchPostgres:
+    """A database of the chaos run's own on a PostgreSQL server: created before the run,
+    dropped after it. ``server_url`` names the server; its database (``postgres`` when it
+    names none) is only connected to for CREATE and DROP DATABASE, and no other database is
+    ever touched."""
+
+    def __init__(self, server_url: str) -> None:
+        parts = urlsplit(server_url)
+        if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+            raise SystemExit(f"--database-url must be a postgres:// URL, got {parts.scheme}://")
+        self.name = f"orderpipe_chaos_{uuid.uuid4().hex[:10]}"
+        admin_db = parts.path.lstrip("/") or "postgres"
+        self.admin_url = urlunsplit(("postgresql", parts.netloc, f"/{admin_db}", parts.query, ""))
+        self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", parts.query, ""))
+        self.created = False
+
+    def create(self) -> ScratchPostgres:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.created = True
+        return self
+
+    def drop(self) -> None:
+        """FORCE ends the sessions still open on this database (a killed consumer's)."""
+        if not self.created:
+            return
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
+        self.created = False
+
+
+@dataclass
+class CommandRun:
+    """A manage.py command run as a child process, as an operator would run it."""
+
+    code: int
+    seconds: float
+    summary: str  # the command's own last line (its count, time and orders/s)
+    output: str
+
+    @property
+    def work(self) -> str:
+        """The command's own figures: ``0.3s, 35,000 orders/s``."""
+        found = re.search(r"in ([\d.]+s) \(([\d,]+ orders/s)\)", self.summary)
+        return ", ".join(found.groups()) if found else repr(self.summary)
+
+
 class Chaos:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="orderpipe-chaos-"))
         self.today = date.today()
+        self.shards = args.shards if args.cluster else 1
+        self.database: ScratchPostgres | None = None
+        self.clusterdown_seen: bool | None = None
+        self.timings: dict[str, float] = {}
+        self.log_offsets: dict[str, int] = {}
 
     # --- setup ------------------------------------------------------------------------------
     def start_servers(self) -> None:
-        from orderpipe.devservers import FauxqsSQSServer, MotoSQSServer, RedisServer
+        from orderpipe.config import redact_url
+        from orderpipe.devservers import (
+            FauxqsSQSServer,
+            MotoSQSServer,
+            RedisServer,
+            ValkeyCluster,
+            prefix_spread_over_every_primary,
+        )
 
-        self.redis = RedisServer(
-            data_dir=self.workdir / "redis",
-            appendfsync=self.args.appendfsync,
-            log_path=self.workdir / "redis.log",
-        ).start()
+        self.prefix = "chaos"
+        if self.args.cluster:
+            from redis.cluster import RedisCluster
+
+            self.redis = ValkeyCluster(
+                nodes=3,
+                data_dir=self.workdir / "cluster",
+                appendfsync=self.args.appendfsync,
+                node_timeout_ms=self.args.node_timeout_ms,
+            ).start()
+            with contextlib.closing(RedisCluster.from_url(self.redis.url)) as client:
+                # The shards must cover every primary, or a stopped primary might hold none.
+                self.prefix = prefix_spread_over_every_primary(client, "chaos", self.shards)
+            redis_shown = (
+                f"valkey cluster {self.redis.ports} (3 primaries, appendfsync "
+                f"{self.args.appendfsync}, node timeout {self.args.node_timeout_ms} ms), "
+                f"{self.shards} shards, prefix {self.prefix!r}"
+            )
+        else:
+            self.redis = RedisServer(
+                data_dir=self.workdir / "redis",
+                appendfsync=self.args.appendfsync,
+                log_path=self.workdir / "redis.log",
+            ).start()
+            redis_shown = f"redis {self.redis.url} (appendfsync {self.args.appendfsync})"
         self.sqs = None
         if self.args.sqs == "fauxqs":
             try:
@@ -78,17 +183,24 @@ class Chaos:
         if self.sqs is None:
             self.sqs = MotoSQSServer(log_path=self.workdir / "sqs.log").start()
         self.max_backlog = 10**9 if isinstance(self.sqs, FauxqsSQSServer) else 200
-        log(f"redis {self.redis.url} (appendfsync {self.args.appendfsync}), sqs {self.sqs.url} "
-            f"({self.sqs.name}), workdir {self.workdir}")  # fmt: skip
+        if self.args.database_url:
+            self.database = ScratchPostgres(self.args.database_url).create()
+            database_url = self.database.url
+        else:
+            database_url = f"sqlite:///{self.workdir / 'chaos.sqlite3'}"
+        log(f"{redis_shown}; sqs {self.sqs.url} ({self.sqs.name}); database "
+            f"{redact_url(database_url)}; workdir {self.workdir}")  # fmt: skip
 
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "orderpipe.settings",
             "DEBUG": "true",
             "SECRET_KEY": "chaos-run-local-only",
-            "DATABASE_URL": f"sqlite:///{self.workdir / 'chaos.sqlite3'}",
+            "DATABASE_URL": database_url,
             "REDIS_URL": self.redis.url,
-            "REDIS_KEY_PREFIX": "chaos",
+            "REDIS_CLUSTER": "true" if self.args.cluster else "false",
+            "REDIS_SHARDS": str(self.shards),
+            "REDIS_KEY_PREFIX": self.prefix,
             "REDIS_SOCKET_TIMEOUT": "2",
             "LOCALSTACK_URL": self.sqs.url,
             "QUEUE_NAME": "chaos-orders",
@@ -141,21 +253,78 @@ class Chaos:
 
     # --- the processes --------------------------------------------------------------------------
     def start_consumer(self, name: str) -> subprocess.Popen[bytes]:
-        log_file = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
+        path = self.workdir / f"{name}.log"
+        log_file = open(path, "ab")  # noqa: SIM115
+        self.log_offsets[name] = path.stat().st_size
         return subprocess.Popen(
             [sys.executable, str(BASE_DIR / "manage.py"), "consume_orders", "--wait-time", "1",
              "--max-backoff", "1", "--log-interval", "5", "--threads", "2"],
             env=self.env, stdout=log_file, stderr=subprocess.STDOUT, cwd=BASE_DIR,
         )  # fmt: skip
 
-    def run(self) -> int:
-        self.start_servers()
-        self.build_messages()
+    def consuming(self, name: str) -> bool:
+        """Whether consumer ``name``, since its last start, has its signal handlers and says
+        it is consuming (a SIGTERM before that kills it during start-up: nothing to finish,
+        but no exit 0 either)."""
+        with open(self.workdir / f"{name}.log", "rb") as text:
+            text.seek(self.log_offsets[name])
+            return b" consuming " in text.read()
+
+    def rode_out(self, name: str) -> bool:
+        """Consumer ``name`` (never killed) met the Redis outage with a batch in hand and
+        resumed: one outage start and end in its log (kept, nothing deleted, no exit)."""
+        text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        return "ERROR orders.consumer Redis unavailable" in text and "Redis is back" in text
+
+    def manage(self, *argv: str) -> CommandRun:
+        """``manage.py argv`` in a child process with the consumers' environment."""
+        started = time.monotonic()
+        run = subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), *argv],
+            env=self.env, cwd=BASE_DIR, capture_output=True, text=True, timeout=self.args.timeout,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        lines = [line for line in run.stdout.splitlines() if line.strip()]
+        with open(self.workdir / f"{argv[0]}.log", "a") as out:
+            out.write(run.stdout + run.stderr)
+        return CommandRun(run.returncode, seconds, lines[-1] if lines else "", run.stdout)
+
+    def stop_primary(self) -> None:
+        """Stop one primary for ``--redis-down`` seconds, watching for the cluster to go down.
+
+        Never the node REDIS_URL names: a consumer restarted while that one is down exits 1
+        instead of waiting (tests/test_outages_integration.py::
+        test_a_consumer_started_while_its_cluster_node_is_down_waits_for_it, xfail).
+        """
         import redis
 
-        from stats.store import AggregateStore
+        index = self.rng.choice(range(1, len(self.redis.nodes)))
+        watcher = self.redis.nodes[0]
+        self.redis.stop_node(index)
+        stopped = time.monotonic()
+        down_after = None
+        while time.monotonic() - stopped < self.args.redis_down:
+            if down_after is None:
+                with contextlib.suppress(redis.RedisError):
+                    if watcher.cluster_info().get("cluster_state") == "fail":
+                        down_after = time.monotonic() - stopped
+            time.sleep(0.1)
+        self.redis.start_node(index)  # returns once the cluster is ok again
+        self.clusterdown_seen = down_after is not None
+        down = f"from {down_after:.1f}s after the stop" if down_after is not None else "never"
+        log(f"primary {index} (port {self.redis.nodes[index].port}) started again after "
+            f"{self.args.redis_down:.0f}s; cluster_state fail {down}; cluster ok "
+            f"{time.monotonic() - stopped:.1f}s after the stop")  # fmt: skip
 
+    def run(self) -> int:
+        run_started = time.monotonic()
+        self.start_servers()
+        self.build_messages()
         consumers = self.consumers = {"a": self.start_consumer("a"), "b": self.start_consumer("b")}
+        # The clock of the events starts once both consume, so that the outage meets
+        # consumers with batches in hand rather than ones still starting up.
+        for name in consumers:
+            wait_until(lambda n=name: self.consuming(n), self.args.timeout, f"consumer {name}")
         first = [m.body for m in self.first_wave]
         duration = len(first) / self.args.rate
         sender = threading.Thread(target=self.send, args=(first, self.args.rate), daemon=True)
@@ -166,8 +335,11 @@ class Chaos:
         events: list[tuple[float, str]] = [
             (self.rng.uniform(0.1, 0.9) * duration, "kill -9 consumer a") for _ in range(3)
         ]
-        events.append((self.rng.uniform(0.2, 0.5) * duration, "stop redis"))
-        events.append((self.rng.uniform(0.6, 0.9) * duration, "kill -9 redis"))
+        if self.args.cluster:
+            events.append((self.rng.uniform(0.2, 0.6) * duration, "stop a primary"))
+        else:
+            events.append((self.rng.uniform(0.2, 0.5) * duration, "stop redis"))
+            events.append((self.rng.uniform(0.6, 0.9) * duration, "kill -9 redis"))
         for at, what in sorted(events):
             time.sleep(max(0.0, at - (time.monotonic() - started)))
             log(what)
@@ -177,6 +349,8 @@ class Chaos:
                 time.sleep(self.rng.uniform(0.2, 1.5))
                 consumers["a"] = self.start_consumer("a")
                 log("consumer a restarted")
+            elif what == "stop a primary":
+                self.stop_primary()
             elif what == "stop redis":
                 self.redis.stop()
                 time.sleep(self.args.redis_down)
@@ -191,7 +365,9 @@ class Chaos:
         if sender.is_alive():
             raise TimeoutError("sender did not finish")
 
-        store = AggregateStore(redis.Redis.from_url(self.redis.url), prefix="chaos")
+        from stats.store import get_store
+
+        store = get_store()
         expected_first = sum(1 for m in self.first_wave if m.kind == "valid")
 
         def drained() -> bool:
@@ -204,41 +380,82 @@ class Chaos:
         self.queue.send_bodies(self.second_wave)
         wait_until(drained, self.args.timeout, "the second wave to drain")
 
+        for name in consumers:
+            wait_until(lambda n=name: self.consuming(n), self.args.timeout, f"consumer {name}")
         log("SIGTERM to both consumers")
         codes = {}
         for name, process in consumers.items():
             process.send_signal(signal.SIGTERM)
             codes[name] = process.wait(60)
+        self.timings["ingestion"] = time.monotonic() - started
         log(f"consumer exit codes {codes}")
         dlq = self.queue.depth().dlq_visible or 0
-        return self.compare(codes, dlq)
+        failed = self.verdict(codes, dlq)
+        self.timings["total"] = time.monotonic() - run_started
+        self.print_figures()
+        print("CHAOS RUN " + ("FAILED" if failed else "PASSED") + f" (logs in {self.workdir})")
+        return 1 if failed else 0
 
     # --- the verdict ----------------------------------------------------------------------------
-    def compare(self, exit_codes: dict[str, int], dlq: int) -> int:
-        import logging
-
-        from django.test import Client
-
+    def verdict(self, exit_codes: dict[str, int], dlq: int) -> bool:
+        """Every check, in two parts: the run as the consumers left it, then Redis emptied and
+        rebuilt from the ledger. Prints both tables; True when anything differs."""
         from orders.models import RejectedOrder
         from orders.samples import expected_totals
 
-        expected = expected_totals(self.messages)
-        client = Client(HTTP_HOST="localhost")
-        logging.getLogger("orderpipe.requests").setLevel(logging.WARNING)  # one line per GET
+        self.expected = expected_totals(self.messages)
+        rows, counts = self.api_rows()
+        rows += self.ledger_rows()
+        want_rejected = sum(1 for m in self.messages if m.kind in ("invalid", "conflict"))
+        want_rejected += len(self.poison)
+        rows.append(("RejectedOrder rows", want_rejected, RejectedOrder.objects.count()))
+        rows.append(("rejected counter (/metrics)", want_rejected, self.rejected_counter()))
+        rows.append(("messages in DLQ", 0, dlq))
+        rows.append(("consumer exit codes", {"a": 0, "b": 0}, exit_codes))
+        if self.args.cluster:
+            rows.append(("primaries holding the prefix's keys", 3, self.primaries_with_keys()))
+            rows.append(("CLUSTERDOWN while a primary was down", True, self.clusterdown_seen))
+        rows.append(("consumer b rode out the outage (its log)", True, self.rode_out("b")))
+        reconciled = self.manage("reconcile_stats", "--no-progress", "--settle", "0")
+        self.timings["reconcile"] = reconciled.seconds
+        rows.append(("reconcile_stats exit code", 0, reconciled.code))
+        failed = self.print_rows("as the consumers left it", rows, counts, reconciled)
 
-        def get(path: str) -> dict | list:
-            response = client.get(path, HTTP_ACCEPT="application/json")
-            if response.status_code not in (200, 404):
-                raise RuntimeError(f"GET {path} -> {response.status_code}: {response.content!r}")
-            return json.loads(response.content, parse_float=Decimal)
+        log("emptying Redis (FLUSHALL on every primary), then rebuild_stats from the ledger")
+        self.flush_redis()
+        emptied = self.keys_in_redis()
+        # --from-shards: REDIS_SHARDS's layout, said outright. Without it an emptied Redis is
+        # taken for a 1-shard layout, which on a cluster collides with shard 0 (tests/
+        # test_projection.py::test_rebuild_on_a_cluster_after_redis_was_emptied_serves_the_
+        # same_aggregates, xfail); on a single node with one shard it changes nothing.
+        rebuilt = self.manage("rebuild_stats", "--no-progress", "--from-shards", str(self.shards))
+        self.timings["rebuild"] = rebuilt.seconds
+        log(rebuilt.summary)
+        self.rebuilt, self.reconciled = rebuilt, reconciled
+        rows = [
+            ("keys left after FLUSHALL", 0, emptied),
+            ("rebuild_stats exit code", 0, rebuilt.code),
+        ]
+        api_rows, counts = self.api_rows()
+        rows += api_rows
+        if self.args.cluster:
+            rows.append(("primaries holding the prefix's keys", 3, self.primaries_with_keys()))
+        again = self.manage("reconcile_stats", "--no-progress", "--settle", "0")
+        self.timings["reconcile after rebuild"] = again.seconds
+        self.reconciled_again = again
+        rows.append(("reconcile_stats exit code", 0, again.code))
+        failed |= self.print_rows("after FLUSHALL and rebuild_stats", rows, counts, again, rebuilt)
+        return failed
 
-        def cents(value: Decimal | int) -> int:
-            return int(Decimal(value) * 100)
+    def api_rows(self) -> tuple[list[Row], tuple[int, int, list[str]]]:
+        """Every aggregate the API serves against the oracle; and (lost, double counted,
+        mismatched users) over every user."""
+        expected = self.expected
 
         lost = double = 0
         mismatched: list[str] = []
         for user_id, want in sorted(expected.users.items()):
-            got = get(f"/users/{user_id}/stats")
+            got = self.get(f"/users/{user_id}/stats")
             got_count = got.get("order_count", 0)
             got_spend = cents(got.get("total_spend", 0))
             lost += max(0, want.order_count - got_count)
@@ -246,8 +463,8 @@ class Chaos:
             if (got_count, got_spend) != (want.order_count, want.total_spend_cents):
                 mismatched.append(user_id)
 
-        glob = get("/stats/global")
-        rows = [
+        glob = self.get("/stats/global")
+        rows: list[Row] = [
             ("total_orders", expected.total_orders, glob["total_orders"]),
             ("total_revenue (cents)", expected.total_revenue_cents, cents(glob["total_revenue"])),
             ("unique_users", len(expected.users), glob.get("unique_users")),
@@ -255,8 +472,8 @@ class Chaos:
         top_n = 10
         by_spend = sorted(expected.users.items(), key=lambda kv: (-kv[1].total_spend_cents, kv[0]))
         by_count = sorted(expected.users.items(), key=lambda kv: (-kv[1].order_count, kv[0]))
-        spenders = get(f"/stats/top-spenders?limit={top_n}")
-        buyers = get(f"/stats/top-buyers?limit={top_n}")
+        spenders = self.get(f"/stats/top-spenders?limit={top_n}")
+        buyers = self.get(f"/stats/top-buyers?limit={top_n}")
         rows.append((
             f"top-{top_n} spenders",
             [(u, t.total_spend_cents) for u, t in by_spend[:top_n]],
@@ -268,28 +485,115 @@ class Chaos:
             [(e["user_id"], e["order_count"]) for e in buyers],
         ))  # fmt: skip
         start = self.today - timedelta(days=40)
-        by_date = get(f"/stats/by-date?start_date={start}&end_date={self.today}")
+        by_date = self.get(f"/stats/by-date?start_date={start}&end_date={self.today}")
+
+        def want_day(day: date) -> tuple[int, int]:
+            totals = expected.days.get(day)
+            return (totals.order_count, totals.revenue_cents) if totals else (0, 0)
+
         day_diffs = [
             d["date"]
             for d in by_date["days"]
             if (d["total_orders"], cents(d["total_revenue"]))
-            != (
-                (expected.days[date.fromisoformat(d["date"])].order_count,
-                 expected.days[date.fromisoformat(d["date"])].revenue_cents)
-                if date.fromisoformat(d["date"]) in expected.days else (0, 0)
-            )
-        ]  # fmt: skip
+            != want_day(date.fromisoformat(d["date"]))
+        ]
         rows.append((f"days differing (of {len(by_date['days'])})", 0, len(day_diffs)))
-        want_rejected = sum(1 for m in self.messages if m.kind in ("invalid", "conflict"))
-        want_rejected += len(self.poison)
-        rows.append(("RejectedOrder rows", want_rejected, RejectedOrder.objects.count()))
-        ingestion = get("/metrics")["ingestion"]
-        rows.append(("rejected counter (/metrics)", want_rejected, ingestion["rejected"]))
-        rows.append(("messages in DLQ", 0, dlq))
-        rows.append(("consumer exit codes", {"a": 0, "b": 0}, exit_codes))
+        return rows, (lost, double, mismatched)
 
+    def ledger_rows(self) -> list[Row]:
+        """The ledger read with the ORM: every accepted order once, as the oracle has it."""
+        from django.db.models import Count, Sum
+
+        from orders.models import AcceptedOrder
+
+        want = {
+            m.order_id: (m.user_id, m.value_cents, m.day)
+            for m in self.messages
+            if m.kind == "valid"
+        }
+        got = {
+            order_id: (user_id, value_cents, day)
+            for order_id, user_id, value_cents, day in AcceptedOrder.objects.values_list(
+                "order_id", "user_id", "value_cents", "day"
+            )
+        }
+        totals = AcceptedOrder.objects.aggregate(n=Count("pk"), cents=Sum("value_cents"))
+        per_user = {
+            user_id: (n, int(spend))
+            for user_id, n, spend in AcceptedOrder.objects.order_by()
+            .values_list("user_id")
+            .annotate(n=Count("pk"), spend=Sum("value_cents"))
+        }
+        want_users = {
+            u: (t.order_count, t.total_spend_cents) for u, t in self.expected.users.items()
+        }
+        users_differing = {
+            u for u in want_users.keys() | per_user.keys() if want_users.get(u) != per_user.get(u)
+        }
+        rows_differing = {k for k in want.keys() | got.keys() if want.get(k) != got.get(k)}
+        return [
+            ("ledger orders", self.expected.total_orders, totals["n"]),
+            (
+                "ledger revenue (cents)",
+                self.expected.total_revenue_cents,
+                int(totals["cents"] or 0),
+            ),
+            (f"ledger users differing (of {len(want_users)})", 0, len(users_differing)),
+            ("ledger orders differing (id, user, cents, day)", 0, len(rows_differing)),
+        ]
+
+    def get(self, path: str) -> Any:
+        import logging
+
+        from django.test import Client
+
+        logging.getLogger("orderpipe.requests").setLevel(logging.WARNING)  # one line per GET
+        response = Client(HTTP_HOST="localhost").get(path, HTTP_ACCEPT="application/json")
+        if response.status_code not in (200, 404):
+            raise RuntimeError(f"GET {path} -> {response.status_code}: {response.content!r}")
+        return json.loads(response.content, parse_float=Decimal)
+
+    def rejected_counter(self) -> int:
+        return self.get("/metrics")["ingestion"]["rejected"]
+
+    def primary_clients(self) -> list[Any]:
+        """A plain client of each primary the run started (one for a single node)."""
+        import redis
+
+        if self.args.cluster:
+            return [node.admin() for node in self.redis.nodes]
+        return [redis.Redis.from_url(self.redis.url)]
+
+    def primaries_with_keys(self) -> int:
+        """How many primaries hold keys of the run's prefix (its shard tags start with it)."""
+        found = 0
+        for client in self.primary_clients():
+            with client:
+                found += any(client.scan_iter(match=f"{{{self.prefix}:*", count=1000))
+        return found
+
+    def keys_in_redis(self) -> int:
+        total = 0
+        for client in self.primary_clients():
+            with client:
+                total += client.dbsize()
+        return total
+
+    def flush_redis(self) -> None:
+        """FLUSHALL on every primary: the run's own Redis, which nobody else uses."""
+        for client in self.primary_clients():
+            with client:
+                client.flushall()
+
+    def print_rows(
+        self,
+        title: str,
+        rows: list[Row],
+        counts: tuple[int, int, list[str]],
+        *commands: CommandRun,
+    ) -> bool:
         width = max(len(r[0]) for r in rows)
-        print(f"\n{'aggregate'.ljust(width)}  {'expected':>22}  {'got':>22}  ok")
+        print(f"\n{title}\n{'aggregate'.ljust(width)}  {'expected':>22}  {'got':>22}  ok")
         failed = False
         for name, want, got in rows:
             ok = want == got
@@ -300,12 +604,29 @@ class Chaos:
                   f"{'yes' if ok else 'NO'}")  # fmt: skip
             if not ok and isinstance(want, list):
                 print(f"    expected {want}\n    got      {got}")
+        for command in commands:
+            if command.code != 0:
+                print(f"    {command.output.strip()}")
+        lost, double, mismatched = counts
         print(f"\nlost={lost} double_counted={double} mismatched_users={len(mismatched)}")
         if mismatched:
             print(f"mismatched users (first 10): {mismatched[:10]}")
-        failed |= bool(lost or double or mismatched)
-        print("CHAOS RUN " + ("FAILED" if failed else "PASSED") + f" (logs in {self.workdir})")
-        return 1 if failed else 0
+        return failed or bool(lost or double or mismatched)
+
+    def print_figures(self) -> None:
+        t = self.timings
+        print(
+            f"\nfigures: {len(self.messages):,} messages ({self.expected.total_orders:,} orders) "
+            f"sent, consumed through the chaos and drained in {t['ingestion']:.1f}s; whole run "
+            f"{t['total']:.1f}s"
+        )
+        for name, run in (
+            ("reconcile_stats, live read model", self.reconciled),
+            ("rebuild_stats after FLUSHALL", self.rebuilt),
+            ("reconcile_stats after the rebuild", self.reconciled_again),
+        ):
+            print(f"  {name:<34} {run.seconds:5.1f}s as a process (Django start-up included); "
+                  f"its own count {run.work}")  # fmt: skip
 
     def cleanup(self) -> None:
         """Nothing outlives the run, even one that failed half-way."""
@@ -316,6 +637,16 @@ class Chaos:
         for server in (getattr(self, "sqs", None), getattr(self, "redis", None)):
             if server is not None:
                 server.stop()
+        if self.database is not None:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            self.database.drop()
+
+
+def cents(value: Decimal | int) -> int:
+    return int(Decimal(value) * 100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,9 +655,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=400.0, help="messages/s sent")
-    parser.add_argument("--redis-down", type=float, default=5.0, help="seconds Redis is stopped")
+    parser.add_argument(
+        "--redis-down", type=float, default=5.0, help="seconds Redis (or a primary) is stopped"
+    )
     parser.add_argument("--sqs", choices=("fauxqs", "moto"), default="fauxqs")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    parser.add_argument(
+        "--cluster", action="store_true", help="a 3-primary Valkey cluster, REDIS_SHARDS shards"
+    )
+    parser.add_argument("--shards", type=int, default=8, help="REDIS_SHARDS with --cluster")
+    parser.add_argument(
+        "--node-timeout-ms",
+        type=int,
+        default=1000,
+        help="cluster-node-timeout: how soon the others declare a stopped primary failed",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("CHAOS_DATABASE_URL", ""),
+        help="a PostgreSQL server (postgres://postgres@127.0.0.1:5432) to create the run's own "
+        "database on, dropped afterwards (default $CHAOS_DATABASE_URL; empty: SQLite)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit for each wait")
     args = parser.parse_args(argv)
     chaos = Chaos(args)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.cluster import ClusterNode
+from redis.cluster import ClusterNode, RedisCluster
 
 
 def free_port() -> int:
@@ -396,6 +396,26 @@ class ValkeyCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def prefix_spread_over_every_primary(client: RedisCluster, stem: str, shards: int) -> str:
+    """A key prefix (``stem`` + a number) whose ``shards`` hash tags land on every primary.
+
+    Which slot a shard's tag hashes to depends on the prefix, and nothing promises that a few
+    tags cover every primary's slot range (the README says to take 4+ shards per primary), so
+    a test or chaos run meant to spread its keys over the whole cluster checks it instead of
+    assuming it. The tags are asked of the aggregate store, the one place that names keys.
+    """
+    from stats.store import AggregateStore
+
+    primaries = {node.name for node in client.get_primaries()}
+    for n in range(1000):
+        prefix = f"{stem}{n}"
+        store = AggregateStore(client, prefix=prefix, shards=shards)
+        tags = {client.get_node_from_key(store.key("gen", shard=s)).name for s in range(shards)}
+        if tags == primaries:
+            return prefix
+    raise RuntimeError(f"no prefix {stem}N spreads {shards} shards over {len(primaries)} primaries")
 
 
 class HTTPServerProcess(ServerProcess):

@@ -17,7 +17,9 @@ from orderpipe.devservers import (
     RedisServer,
     ValkeyCluster,
     free_cluster_ports,
+    prefix_spread_over_every_primary,
 )
+from stats.store import AggregateStore
 from tests.ingestion_helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -79,6 +81,21 @@ def test_keys_with_different_hash_tags_land_on_all_three_primaries(
     assert sum(per_node.values()) == 16
     assert all(count > 0 for count in per_node.values()), per_node
     client.delete(*client.scan_iter(match=f"{key_prefix}:*"))
+    client.close()
+
+
+def test_a_prefix_is_chosen_whose_eight_shards_cover_every_primary(
+    redis_cluster, key_prefix: str
+) -> None:
+    client = RedisCluster.from_url(redis_cluster.url)
+    primaries = {node.name for node in client.get_primaries()}
+
+    prefix = prefix_spread_over_every_primary(client, f"{key_prefix}-", 8)
+
+    store = AggregateStore(client, prefix=prefix, shards=8)
+    nodes = [client.get_node_from_key(store.key("gen", shard=s)).name for s in range(8)]
+    assert prefix.startswith(f"{key_prefix}-")
+    assert set(nodes) == primaries
     client.close()
 
 

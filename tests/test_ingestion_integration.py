@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from orderpipe.devservers import prefix_spread_over_every_primary
 from orders.consumer import Consumer
 from orders.models import RejectedOrder
 from orders.samples import SampleGenerator, poison_bodies
@@ -286,19 +287,6 @@ def test_a_rebuild_in_the_middle_of_a_consumer_run_loses_and_doubles_nothing(
     assert mismatches(store, messages, RANGE) == []
 
 
-def _prefix_spread_over_every_primary(client, stem: str, shards: int) -> str:
-    """A key prefix whose ``shards`` hash tags land on every primary. Which slot a tag hashes
-    to depends on the prefix: with 8 shards on 3 primaries a random prefix leaves one primary
-    without a shard about one time in eight (the README says to take 4+ shards per primary)."""
-    primaries = {node.name for node in client.get_primaries()}
-    for n in range(1000):
-        prefix = f"{stem}{n}"
-        tags = {client.get_node_from_key(f"{{{prefix}:{s}}}").name for s in range(shards)}
-        if tags == primaries:
-            return prefix
-    raise AssertionError("no prefix spreads over every primary")
-
-
 def test_two_consumers_on_a_redis_cluster_with_eight_shards_match_the_oracle(
     make_queue, live_redis_cluster, redis_cluster, child_env, tmp_path, key_prefix
 ) -> None:
@@ -306,7 +294,7 @@ def test_two_consumers_on_a_redis_cluster_with_eight_shards_match_the_oracle(
     keys share one hash slot, the shards spread over all three primaries, and the merged
     reads equal the oracle."""
     client = live_redis_cluster
-    prefix = _prefix_spread_over_every_primary(client, f"{key_prefix}-", 8)
+    prefix = prefix_spread_over_every_primary(client, f"{key_prefix}-", 8)
     store = AggregateStore(client, prefix=prefix, shards=8)
     queue = make_queue(visibility_timeout=2)
     messages = generate(800, seed=13, invalid_ratio=0.05, duplicate_ratio=0.05)
