@@ -616,7 +616,8 @@ class Chaos:
     def print_figures(self) -> None:
         t = self.timings
         print(
-            f"\nfigures: {len(self.messages):,} messages ({self.expected.total_orders:,} orders) "
+            f"\nfigures: {len(self.messages) + len(self.poison):,} messages "
+            f"({self.expected.total_orders:,} orders) "
             f"sent, consumed through the chaos and drained in {t['ingestion']:.1f}s; whole run "
             f"{t['total']:.1f}s"
         )
