@@ -46,7 +46,9 @@ run: $(LOCAL_STAMP)
 superuser: $(LOCAL_STAMP)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
 
-# Chaos run: two consumers, kill -9s, a Redis stop and a Redis kill -9, compared to an oracle.
+# Chaos run: two consumers, kill -9s, a Redis stop and a Redis kill -9 (CHAOS_ARGS=--cluster: a
+# primary of a 3-primary cluster stopped), the ledger, then FLUSHALL + rebuild_stats +
+# reconcile_stats, all compared to an oracle. CHAOS_DATABASE_URL=postgres://... : PostgreSQL.
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
