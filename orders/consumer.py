@@ -60,6 +60,8 @@ class Consumer:
         max_backoff: float = 30.0,
         log_interval: float = 10.0,
         record_rejections: Callable[[Sequence[RejectionRecord]], object] | None = None,
+        stop: threading.Event | None = None,
+        interrupted: threading.Event | None = None,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -70,8 +72,8 @@ class Consumer:
         self.until_empty = until_empty
         self.log_interval = log_interval
         self.committer = BatchCommitter(store, queue.name, record_rejections)
-        self.stop = threading.Event()
-        self.interrupted = threading.Event()
+        self.stop = stop or threading.Event()
+        self.interrupted = interrupted or threading.Event()
         self.clock: Callable[[], float] = time.monotonic
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.tally = Tally()

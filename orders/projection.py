@@ -320,6 +320,7 @@ def compare(
     each day, the totals. Returns the report and the users that differ."""
     report = ReconcileReport(checked_at=now)
     progress = progress or (lambda _n: None)
+    store.live_generations()  # the reads below name the live generation's keys
     with ledger.snapshot():
         expected = _expected(store, now)
     for row in expected.unapplied:

@@ -6,9 +6,11 @@ Nobody else builds Redis keys. Money is integer cents in Redis (HINCRBY, exact);
 from it again.
 
 Shards and hash tags. A user's aggregates live in shard ``crc32(user_id) mod REDIS_SHARDS``
-and every key of shard ``s`` carries the tag ``T = {<prefix>:<s>}``, so one script call per
-shard touches one hash slot (Redis Cluster, ElastiCache Serverless). With one shard on a
-single node (the default) ``T`` is plain ``<prefix>``: the key names of earlier versions.
+and every key of shard ``s`` of ``N`` carries the tag ``T = {<prefix>:<N>:<s>}``, so one
+script call per shard touches one hash slot (Redis Cluster, ElastiCache Serverless), and two
+layouts (another ``N``) never share a key while a rebuild moves the aggregates between them.
+With one shard on a single node (the default) ``T`` is plain ``<prefix>``: the key names of
+earlier versions.
 
 Generations. Aggregates live under a generation ``G`` (``T:g<G>:…``; generation 0 has no
 segment); ``rebuild_stats`` fills a fresh one and then switches ``T:gen`` to it, so a reader
@@ -117,6 +119,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.OutOfMemoryError,  # OOM under noeviction: lifts when memory is freed
     redis.exceptions.SlotNotCoveredError,  # cluster: a slot's primary is gone, not yet replaced
 )
+# redis-py's cluster client, when it (re)builds its slot map and no node it knows answers.
+_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 # Plain ResponseErrors recognised by their code (a pipeline prefixes the reply with
 # "Command # N (…) of pipeline caused error: ").
 _TRANSIENT_CODES = re.compile(
@@ -140,6 +144,8 @@ _PERMANENT: tuple[type[BaseException], ...] = (
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _PERMANENT):
         return False
+    if isinstance(exc, RedisClusterException) and str(exc).startswith(_CLUSTER_UNREACHABLE):
+        return True
     return isinstance(exc, _TRANSIENT) or _TRANSIENT_CODES.search(str(exc)) is not None
 
 
@@ -333,7 +339,7 @@ class AggregateStore:
         self._tags = (
             [prefix]
             if shards == 1 and not self.cluster
-            else [f"{{{prefix}:{s}}}" for s in range(shards)]
+            else [f"{{{prefix}:{shards}:{s}}}" for s in range(shards)]
         )
         self._generation_key = (prefix, shards)
         # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].
@@ -1118,8 +1124,15 @@ def redis_client() -> redis.Redis:
 
 
 def get_store() -> AggregateStore:
+    """The app's store. A cluster client finds its nodes when it is built: a node that does not
+    answer then is an outage (``StoreUnavailableError``), as it would be later."""
+    try:
+        client = redis_client()
+    except (redis.RedisError, RedisClusterException) as exc:
+        kind = StoreUnavailableError if _is_transient(exc) else StoreCommandError
+        raise kind(f"{type(exc).__name__}: {exc}") from exc
     return AggregateStore(
-        redis_client(),
+        client,
         prefix=settings.REDIS_KEY_PREFIX,
         dedup_ttl=settings.ORDER_DEDUP_TTL,
         shards=getattr(settings, "REDIS_SHARDS", 1),

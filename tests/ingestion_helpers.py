@@ -40,7 +40,7 @@ def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantit
 
 
 def prefix_keys(client: Any, prefix: str) -> set[bytes]:
-    """Every key under ``prefix``: ``<prefix>:…`` and the shards' ``{<prefix>:<n>}:…``.
+    """Every key under ``prefix``: ``<prefix>:…`` and the shards' ``{<prefix>:<N>:<s>}:…``.
     SCAN visits every primary of a cluster."""
     return {
         key

@@ -161,13 +161,6 @@ def test_a_database_refusing_writes_keeps_the_batch_in_hand(
     assert store.ingestion().rejected == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by make chaos CHAOS_ARGS=--cluster: a consumer (re)started while the cluster "
-    "node REDIS_URL names is down exits 1 with a traceback (redis-py's RedisCluster raises "
-    "RedisClusterException 'cannot be connected' when django-redis builds it, before "
-    "consume_orders' start-up wait) instead of waiting as it does for a single Redis",
-)
 def test_a_consumer_started_while_its_cluster_node_is_down_waits_for_it(
     private_redis_cluster, make_queue, child_env, tmp_path, key_prefix
 ) -> None:

@@ -260,14 +260,6 @@ def test_changing_the_shard_count_is_a_rebuild_with_equal_aggregates(
     assert reconcile()[0] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by make chaos CHAOS_ARGS=--cluster: with no layout recorded (Redis emptied) "
-    "rebuild_stats takes the aggregates for a 1-shard layout and moves them; on a cluster that "
-    "layout's tag {prefix:0} is shard 0's of REDIS_SHARDS=8, so taking both layouts' locks "
-    "collides ('another rebuild_stats ... is running', exit 1); past the lock, dropping and "
-    "retiring the old layout would remove and lock shard 0 of the new one",
-)
 def test_rebuild_on_a_cluster_after_redis_was_emptied_serves_the_same_aggregates(
     cluster_store: AggregateStore, live_redis_cluster, settings
 ) -> None:
@@ -282,6 +274,14 @@ def test_rebuild_on_a_cluster_after_redis_was_emptied_serves_the_same_aggregates
     assert aggregates(cluster_store) == before
     assert cluster_store.shard_of("U3") == 0
     assert commit(cluster_store, [message("NEW", "U3", "3.00")]).applied == 1
+
+    # 8 -> 16 shards on the cluster: the layouts' tags differ ({p:8:s}, {p:16:s}).
+    now = aggregates(cluster_store)
+    settings.REDIS_SHARDS = 16
+    assert "moved from 8 to 16 shards" in rebuild()
+    wider = AggregateStore(live_redis_cluster, prefix=cluster_store.prefix, shards=16)
+    assert aggregates(wider) == now
+    assert reconcile()[0] == 0
 
 
 def test_a_rebuild_refuses_to_run_beside_another(filled: AggregateStore) -> None:
@@ -323,13 +323,6 @@ def test_reconcile_reports_each_difference_with_ids_and_cents_and_repairs_them(
     assert filled.user_stats("GHOST") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by make chaos: a reconcile_stats process started after a rebuild reads the "
-    "users of generation 0 on its first pass (read_users and the rankings do not check the "
-    "live generation), reports every user 'missing in Redis', so it always takes the rebuild "
-    "lock (every consumer pauses) and compares again; the verdict is right, the pause is not",
-)
 def test_reconcile_in_a_new_process_after_a_rebuild_needs_no_lock(
     filled: AggregateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

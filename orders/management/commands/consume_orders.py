@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -17,6 +20,7 @@ from orders.sqs import OrderQueue
 from stats.store import AggregateStore, StoreUnavailableError, get_store
 
 logger = logging.getLogger("orders.consumer")
+T = TypeVar("T")
 
 
 class Command(BaseCommand):
@@ -73,10 +77,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Signals are honoured from the start, also while Redis or SQS is not up yet.
+        stopping = Stopping()
+        self._install_signal_handlers(stopping)
         queue = OrderQueue.from_settings(options["queue"])
+        # A cluster client finds its nodes when it is built: wait for them like for the rest.
+        store = self._until_answered(stopping.stop, "Redis", get_store, options["max_backoff"])
+        if store is None:
+            return
         consumer = Consumer(
             queue,
-            get_store(),
+            store,
             batch_size=options["batch_size"],
             wait_time=options["wait_time"],
             visibility_timeout=options["visibility_timeout"],
@@ -84,8 +95,9 @@ class Command(BaseCommand):
             until_empty=options["until_empty"],
             max_backoff=options["max_backoff"],
             log_interval=options["log_interval"],
+            stop=stopping.stop,
+            interrupted=stopping.interrupted,
         )
-        self._install_signal_handlers(consumer)
         self._check_redis(consumer, options)
         self._ensure_queue(consumer, options)
         if consumer.stop.is_set():
@@ -115,22 +127,33 @@ class Command(BaseCommand):
             raise CommandError(f"consumer stopped on an error: {consumer.failure}")
         logger.info("consumer stopped")
 
-    def _until_answered(self, consumer: Consumer, what: str, step: Any, max_backoff: float) -> Any:
+    def _until_answered(
+        self, stop: threading.Event, what: str, step: Callable[[], T], max_backoff: float
+    ) -> T | None:
         """Run ``step`` until it succeeds, waiting out transient failures (a dependency not up
-        yet); one that waiting cannot cure (credentials, permissions) stops with exit 1."""
-        delay = 0.5
-        while not consumer.stop.is_set():
+        yet: one ERROR, then quiet retries, then one INFO when it answers); one that waiting
+        cannot cure (credentials, permissions) stops with exit 1. None when stopped first."""
+        delay, since = 0.5, None
+        while not stop.is_set():
             try:
-                return step()
+                result = step()
             except Exception as exc:
                 failure = outages.classify(exc)
                 if failure is None:
                     raise
                 if not failure.transient:
                     raise CommandError(f"{what}: {exc}") from exc
-                logger.error("%s not reachable (%s); retrying in %.1fs", what, exc, delay)
-                consumer.stop.wait(delay)
+                if since is None:
+                    since = time.monotonic()
+                    logger.error("%s not reachable (%s); waiting for it", what, exc)
+                else:
+                    logger.debug("%s still not reachable (%s)", what, exc)
+                stop.wait(delay)
                 delay = min(delay * 2, max_backoff)
+                continue
+            if since is not None:
+                logger.info("%s answered after %.1fs", what, time.monotonic() - since)
+            return result
         return None
 
     def _check_redis(self, consumer: Consumer, options: dict[str, Any]) -> None:
@@ -139,7 +162,7 @@ class Command(BaseCommand):
         aggregates were built for."""
         store = consumer.store
         servers = self._until_answered(
-            consumer, "Redis", lambda: _reachable_servers(store), options["max_backoff"]
+            consumer.stop, "Redis", lambda: _reachable_servers(store), options["max_backoff"]
         )
         for server in servers or []:
             problems = server.problems()
@@ -151,7 +174,9 @@ class Command(BaseCommand):
                     "noeviction, or idempotency marks and aggregates may be evicted",
                     server.node,
                 )
-        layout = self._until_answered(consumer, "Redis", store.claim_layout, options["max_backoff"])
+        layout = self._until_answered(
+            consumer.stop, "Redis", store.claim_layout, options["max_backoff"]
+        )
         if layout is not None and layout != store.shards:
             raise CommandError(
                 f"the aggregates in Redis are laid out for {layout} shard(s) but REDIS_SHARDS="
@@ -161,7 +186,7 @@ class Command(BaseCommand):
     def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
         """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""
         self._until_answered(
-            consumer,
+            consumer.stop,
             "SQS",
             lambda: consumer.queue.ensure(
                 max_receive_count=options["max_receive_count"],
@@ -171,7 +196,7 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    def _install_signal_handlers(consumer: Consumer) -> None:
+    def _install_signal_handlers(consumer: Consumer | Stopping) -> None:
         """First SIGINT/SIGTERM: finish the batch in hand and exit 0. Second: exit at once."""
 
         signals = 0  # not consumer.stop: the consumer also stops itself (budget, empty queue)
@@ -187,6 +212,18 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+
+
+class Stopping:
+    """The two events a signal sets (see ``Consumer``), made before the consumer exists."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.interrupted = threading.Event()
+
+    def request_stop(self) -> None:
+        self.interrupted.set()
+        self.stop.set()
 
 
 def _reachable_servers(store: AggregateStore) -> list[Any]:

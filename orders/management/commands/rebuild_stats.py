@@ -36,15 +36,20 @@ class Command(BaseCommand):
             default=None,
             metavar="N",
             help="the shard count the aggregates are laid out for now (default: as Redis "
-            "records it, else 1); differs from REDIS_SHARDS when changing it",
+            "records it, else 1 on one node); differs from REDIS_SHARDS when changing it",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
         store = get_store()
         try:
-            # No layout recorded: aggregates of a version before layouts, i.e. one shard.
-            previous_shards = options["from_shards"] or store.recorded_layout() or 1
+            # No layout recorded: on one node, aggregates of a version before layouts (one
+            # shard); a cluster never ran such a version, nothing there to move.
+            previous_shards = (
+                options["from_shards"]
+                or store.recorded_layout()
+                or (store.shards if store.cluster else 1)
+            )
         except StoreUnavailableError as exc:
             raise CommandError(f"Redis unavailable: {exc}") from exc
         if previous_shards < 1:
