@@ -294,8 +294,14 @@ class Consumer:
                     continue
                 if not self.stop.is_set():
                     ahead = receiver.request()
-                self.see_through(messages)
+                try:
+                    self.see_through(messages)
+                except Exception as exc:  # a bug (in a probe, say): the batch is still in hand
+                    self.let_go(messages)
+                    self._fail_on(exc, None)
             self._finish_ahead(ahead)
+        except Exception as exc:  # a poller that dies silently would hold its budget for ever
+            self._fail_on(exc, None)
         finally:
             receiver.close()
             connection.close()

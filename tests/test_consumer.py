@@ -335,3 +335,25 @@ def test_resending_a_received_message_carries_its_first_sent_timestamp(queue: Or
     [again] = queue.receive(wait_time=0)
     carried = again["MessageAttributes"]["orderpipe.SentTimestamp"]["StringValue"]
     assert carried == received["Attributes"]["SentTimestamp"]
+
+
+def test_a_bug_in_a_probe_stops_the_consumer_loudly(
+    queue: OrderQueue, fake_store: AggregateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poller must not die quietly with a batch in hand (the process would idle on)."""
+    queue.send_bodies([order_body("A")])
+
+    def down(*_args, **_kwargs):
+        raise StoreUnavailableError("ConnectionError: refused")
+
+    def broken_probe(_name: str) -> None:
+        raise KeyError("a bug in the probe")
+
+    fake_store.apply_batch = down  # type: ignore[method-assign]
+    consumer = Consumer(queue, fake_store, wait_time=0, max_backoff=0.01)
+    consumer._probe = broken_probe  # type: ignore[method-assign]
+    consumer.run(threads=1)
+
+    assert isinstance(consumer.failure, KeyError)
+    assert consumer.batches_in_hand == 0
+    assert "unexpected error; stopping" in caplog.text
