@@ -1,39 +1,59 @@
-"""Stats API benchmark: requests per second and p50/p99 latency per endpoint under gunicorn.
+"""Stats API benchmark: req/s and p50/p99 per endpoint under gunicorn, next to a ceiling.
 
-Run by hand: ``.venv/bin/python bench/api_bench.py [--seconds 5] [--clients 8]``. It starts
-its own Redis server, fills 10,000 users over 366 days through the aggregate store, starts
-gunicorn on a free port pointed at it, and fires concurrent keep-alive HTTP requests. For
-comparison it answers the same by-date ranges the naive way (one HGETALL per day against
-per-day hashes this script writes) next to the store's single HMGET. Prints numbers; asserts
-nothing.
+Run by hand: ``.venv/bin/python bench/api_bench.py [--seconds 5] [--rounds 3]``. It starts its
+own Redis, fills 10,000 users over 366 days through the aggregate store, and serves two apps on
+free ports with the web service's gunicorn command and environment from docker-compose.yml
+(``DEBUG=false``, request log at INFO, gunicorn's access log; ``WEB_CONCURRENCY`` and
+``--gunicorn-arg`` change them as they would in compose):
+
+- orderpipe itself (``orderpipe.wsgi``), and with ``--baseline DIR`` a second checkout of the
+  project (an older commit) in the same run, so before and after share the same conditions;
+- the ceiling (``bench/ceiling_app.py``): a bare WSGI app doing one ``HGETALL`` on the same
+  Redis, i.e. what the HTTP server and one Redis round trip cost.
+
+Load comes from wrk (``apt-get install wrk``): a C client costs the shared CPUs far less per
+request than Python threads, which on this 2-core machine would measure the client. Each round
+measures, per endpoint, the ceiling and then each app back to back; the table shows medians over
+the rounds, and the ratios are taken within each round, so load from other processes on the
+machine moves numerator and denominator together. ``--profile PATH`` instead profiles requests
+to PATH through the WSGI app in process (pyinstrument). Then the by-date reads are timed
+straight against Redis: the store's single HMGET next to the naive one HGETALL per day. Prints
+numbers; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import json
 import os
 import random
+import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
 import redis  # noqa: E402
+import yaml  # noqa: E402
 
 from orderpipe.devservers import RedisServer, free_port, port_is_open  # noqa: E402
 from orders.validation import Item, Order  # noqa: E402
 from stats.store import AggregateStore  # noqa: E402
+from tests.test_compose import interpolate  # noqa: E402
 
 PREFIX = "bench"
 NAIVE_PREFIX = "naive"
@@ -42,6 +62,31 @@ FIRST_DAY = date(2024, 8, 1)
 DAYS = 366
 ORDERS = 60_000
 BATCH = 500
+LAST_DAY = FIRST_DAY + timedelta(days=DAYS - 1)
+WEEK_END = FIRST_DAY + timedelta(days=6)
+ENDPOINTS = [
+    "/stats/global",
+    "/users/U00042/stats",
+    "/stats/top-spenders?limit=10",
+    "/stats/top-buyers?limit=100",
+    "/metrics",
+    f"/stats/by-date?start_date={FIRST_DAY}&end_date={WEEK_END}",
+    f"/stats/by-date?start_date={FIRST_DAY}&end_date={LAST_DAY}",
+    "/health",
+    "/metrics?format=prometheus",
+]
+# wrk's summary as one JSON line (latencies in microseconds).
+WRK_SCRIPT = """
+wrk.headers["Accept"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %.0f, "p99_us": %.0f, '
+      .. '"errors": %d, "bad_status": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
 
 
 def fill(store: AggregateStore, client: redis.Redis) -> None:
@@ -111,22 +156,6 @@ def run_load(
     return sum(errors), elapsed, flat
 
 
-def http_worker(port: int, path: str) -> Callable[[], Callable[[], None]]:
-    def make() -> Callable[[], None]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-
-        def request() -> None:
-            conn.request("GET", path, headers={"Accept": "application/json"})
-            response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{path}: {response.status} {body[:200]!r}")
-
-        return request
-
-    return make
-
-
 def report(name: str, errors: int, elapsed: float, latencies: list[float]) -> None:
     if not latencies:
         print(f"{name:<44} no successful request ({errors} errors)")
@@ -140,17 +169,275 @@ def report(name: str, errors: int, elapsed: float, latencies: list[float]) -> No
     )
 
 
+@dataclass(frozen=True)
+class Run:
+    """One wrk run against one path."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def wrk(port: int, path: str, seconds: int, threads: int, connections: int, script: Path) -> Run:
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    return Run(
+        rps=summary["requests"] / (summary["duration_us"] / 1e6),
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        requests=summary["requests"],
+        errors=summary["errors"] + summary["bad_status"],
+    )
+
+
+def compose_web(shell: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The web service's command and environment from docker-compose.yml, as compose would
+    interpolate them against ``shell`` (so WEB_CONCURRENCY, LOG_LEVEL, ... apply)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    web = compose["services"]["web"]
+    command = [interpolate(arg, shell) for arg in web["command"]]
+    environment = {key: interpolate(value, shell) for key, value in web["environment"].items()}
+    return command, environment
+
+
+class Gunicorn:
+    """One gunicorn master serving ``module`` from ``cwd`` with the compose web command."""
+
+    def __init__(
+        self, name: str, cwd: Path, module: str, command: list[str], env: dict[str, str]
+    ) -> None:
+        self.name, self.cwd, self.port = name, cwd, free_port()
+        binary = str(Path(sys.executable).parent / "gunicorn")
+        args = [f"--bind=127.0.0.1:{self.port}" if a.startswith("--bind") else a for a in command]
+        assert args[:2] == ["gunicorn", "orderpipe.wsgi"], args
+        self.argv = [binary, module, *args[2:]]
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, logs: Path) -> None:
+        stdout: TextIO = open(logs / f"{self.name}.access.log", "w")  # noqa: SIM115
+        stderr: TextIO = open(logs / f"{self.name}.console.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdout=stdout, stderr=stderr
+        )
+        deadline = time.time() + 30
+        while not port_is_open(self.port):
+            if time.time() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"{self.name}: gunicorn did not start (see {stderr.name})")
+            time.sleep(0.1)
+
+    def get(self, path: str) -> bytes:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Accept": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # raises on non-2xx
+            return response.read()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def app_env(base: dict[str, str], redis_url: str, workdir: Path, name: str) -> dict[str, str]:
+    """Compose's environment with this machine's Redis, a scratch database and log dir."""
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    return {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        **base,
+        "DJANGO_SETTINGS_MODULE": "orderpipe.settings",
+        "PYTHONUNBUFFERED": "1",  # as in the Dockerfile
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": f"sqlite:///{workdir / f'{name}.sqlite3'}",
+        "REDIS_URL": redis_url,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": port,
+        "REDIS_KEY_PREFIX": PREFIX,
+        "LOG_DIR": str(workdir / f"logs-{name}"),
+    }
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(
+        rps=statistics.median(r.rps for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        requests=sum(r.requests for r in runs),
+        errors=sum(r.errors for r in runs),
+    )
+
+
+def short(path: str) -> str:
+    if path.startswith("/stats/by-date"):
+        days = (LAST_DAY - FIRST_DAY).days + 1 if str(LAST_DAY) in path else 7
+        return f"`/stats/by-date` {days} days"
+    return f"`{path}`"
+
+
+def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> None:
+    """Markdown: the ceiling, then each app with its req/s and p99 as multiples of the
+    ceiling's (median of the per-round ratios)."""
+    head = "| endpoint | ceiling req/s | ceiling p50 / p99 ms |"
+    rule = "|---|---:|---:|"
+    for name in apps:
+        head += f" {name} req/s (x ceiling) | {name} p50 / p99 ms (p99 x ceiling) |"
+        rule += "---:|---:|"
+    print(head)
+    print(rule)
+    for path, by_target in results.items():
+        ceiling = by_target["ceiling"]
+        c = median_run(ceiling)
+        row = f"| {short(path)} | {c.rps:,.0f} | {c.p50_ms:.2f} / {c.p99_ms:.2f} |"
+        for name in apps:
+            runs = by_target[name]
+            m = median_run(runs)
+            rps_x = statistics.median(r.rps / b.rps for r, b in zip(runs, ceiling, strict=True))
+            p99_x = statistics.median(
+                r.p99_ms / b.p99_ms for r, b in zip(runs, ceiling, strict=True)
+            )
+            errors = f" ({m.errors} errors)" if m.errors else ""
+            row += (
+                f" {m.rps:,.0f} ({rps_x:.2f}x){errors} |"
+                f" {m.p50_ms:.2f} / {m.p99_ms:.2f} ({p99_x:.1f}x) |"
+            )
+        print(row)
+
+
+def profile(path: str, requests: int, top: int, env: dict[str, str]) -> None:
+    """Requests to ``path`` through orderpipe's WSGI app in this process (no HTTP server): the
+    time per request without a profiler, then the ``top`` functions by inclusive time from a
+    pyinstrument profile, in µs per request (the request log goes to a file)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from pyinstrument import Profiler
+
+    os.environ.update(env)
+    log = open(Path(env["LOG_DIR"]).with_suffix(".console.log"), "w")  # noqa: SIM115
+    os.dup2(log.fileno(), 2)  # the console log handler writes to stderr
+    import django
+
+    django.setup(set_prefix=False)
+    from orderpipe.wsgi import application
+
+    url_path, _, query = path.partition("?")
+
+    def one() -> None:
+        environ: dict[str, Any] = {
+            "PATH_INFO": url_path,
+            "QUERY_STRING": query,
+            "HTTP_ACCEPT": "application/json",
+            "SERVER_NAME": "127.0.0.1",
+        }
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(application(environ, lambda s, h, *a: status.append(s)))
+        if not status[0].startswith("200"):
+            raise SystemExit(f"{path}: {status[0]} {body[:200]!r}")
+
+    for _ in range(200):
+        one()
+    walls, cpus = [], []
+    for _ in range(3):  # the best of three: other processes only ever add time
+        began, began_cpu = time.perf_counter(), time.process_time()
+        for _ in range(requests):
+            one()
+        walls.append((time.perf_counter() - began) / requests * 1e6)
+        cpus.append((time.process_time() - began_cpu) / requests * 1e6)
+    per_request = min(walls)
+    print(
+        f"{path}: {per_request:.0f} µs per request in process, {min(cpus):.0f} µs of it CPU "
+        f"(best of 3 x {requests} requests)\n"
+    )
+    profiler = Profiler(interval=0.0001)
+    with profiler:
+        for _ in range(requests):
+            one()
+    root = profiler.last_session.root_frame() if profiler.last_session else None
+    if root is None:
+        return
+    # Inclusive time per function (a recursive call counted once), in µs per request.
+    totals: dict[str, float] = {}
+
+    def walk(frame: Any, seen: frozenset[str]) -> None:
+        name = f"{frame.function}  {frame.file_path_short}:{frame.line_no}"
+        if name not in seen:
+            totals[name] = totals.get(name, 0.0) + frame.time
+        for child in frame.children:
+            walk(child, seen | {name})
+
+    walk(root, frozenset())
+    print(f"inclusive µs per request: each function's share of the profile x {per_request:.0f} µs")
+    for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{seconds / root.time * per_request:9.1f}  {name}")
+
+
+def store_reads(server_url: str, client: redis.Redis, store: AggregateStore, args: Any) -> None:
+    print("\nby-date straight against Redis (no HTTP), Python client threads:")
+    print(f"{'read':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'requests':>8}")
+    for label, start, end in (("7 days", FIRST_DAY, WEEK_END), ("366 days", FIRST_DAY, LAST_DAY)):
+        assert_same = naive_by_date(client, start, end)
+        days = store.by_date(start, end)
+        one = (sum(d.total_orders for d in days), sum(d.total_revenue_cents for d in days))
+        if one != assert_same:
+            print(f"  mismatch {label}: store {one} naive {assert_same}")
+
+        def store_worker(start: date = start, end: date = end) -> Callable[[], None]:
+            own = AggregateStore(redis.Redis.from_url(server_url), prefix=PREFIX)
+            return lambda: own.by_date(start, end)
+
+        def naive_worker(start: date = start, end: date = end) -> Callable[[], None]:
+            own = redis.Redis.from_url(server_url)
+            return lambda: naive_by_date(own, start, end)
+
+        report(
+            f"store.by_date {label} (1 HMGET)",
+            *run_load(store_worker, args.clients, args.seconds),
+        )
+        report(
+            f"naive {label} ({(end - start).days + 1} HGETALLs)",
+            *run_load(naive_worker, args.clients, args.seconds),
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per endpoint")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--seconds", type=int, default=5, help="per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--clients", type=int, default=8, help="threads of the Redis-only reads")
+    parser.add_argument("--only", action="append", default=[], help="endpoints containing this")
+    parser.add_argument("--baseline", type=Path, help="another checkout, served in the same run")
+    parser.add_argument(
+        "--gunicorn-arg", action="append", default=[], help="appended to compose's command"
+    )
+    parser.add_argument("--profile", metavar="PATH", help="profile PATH in process instead")
+    parser.add_argument("--profile-requests", type=int, default=3000)
+    parser.add_argument("--profile-top", type=int, default=60)
+    parser.add_argument("--skip-store-reads", action="store_true")
     args = parser.parse_args()
+    if args.profile is None and shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="orderpipe-api-bench-"))
     server = RedisServer(data_dir=workdir / "redis", appendonly=False)
     server.start()
-    gunicorn: subprocess.Popen[bytes] | None = None
+    servers: list[Gunicorn] = []
     try:
         client = redis.Redis.from_url(server.url)
         store = AggregateStore(client, prefix=PREFIX)
@@ -161,96 +448,73 @@ def main() -> None:
             f"filled {g.total_orders} orders, {g.unique_users} users, {DAYS} days "
             f"in {time.perf_counter() - began:.1f}s (Redis {server.url})"
         )
+        command, compose_env = compose_web(dict(os.environ))
+        command += args.gunicorn_arg
+        if args.profile:
+            profile(
+                args.profile,
+                args.profile_requests,
+                args.profile_top,
+                app_env(compose_env, server.url, workdir, "profile"),
+            )
+            return
 
-        port = free_port()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "orderpipe.settings",
-            "SECRET_KEY": "api-bench-secret-key-not-used-anywhere-else-0123456789",
-            "DEBUG": "false",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_SSL_REDIRECT": "false",
-            "REDIS_URL": server.url,
-            "REDIS_KEY_PREFIX": PREFIX,
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "LOG_DIR": str(workdir / "logs"),
-            "LOG_LEVEL": "warning",  # the request log at INFO would measure the log file
+        ceiling_env = {
+            **app_env(compose_env, server.url, workdir, "ceiling"),
+            "CEILING_REDIS_URL": server.url,
+            "CEILING_KEY": store.key("global"),
         }
-        gunicorn = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "orderpipe.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        deadline = time.time() + 30
-        while not port_is_open(port):
-            if time.time() > deadline or gunicorn.poll() is not None:
-                raise SystemExit("gunicorn did not start")
-            time.sleep(0.1)
+        ceiling = Gunicorn("ceiling", ROOT, "bench.ceiling_app:application", command, ceiling_env)
+        apps = [
+            Gunicorn(
+                "orderpipe", ROOT, "orderpipe.wsgi", command,
+                app_env(compose_env, server.url, workdir, "orderpipe"),
+            )
+        ]  # fmt: skip
+        if args.baseline:
+            apps.append(
+                Gunicorn(
+                    "before", args.baseline.resolve(), "orderpipe.wsgi", command,
+                    app_env(compose_env, server.url, workdir, "before"),
+                )
+            )  # fmt: skip
+        servers = [ceiling, *apps]
+        for s in servers:
+            s.start(workdir)
+        endpoints = [e for e in ENDPOINTS if not args.only or any(o in e for o in args.only)]
+        script = workdir / "summary.lua"
+        script.write_text(WRK_SCRIPT)
+        for s in servers:  # fail loudly on a non-2xx, then let every worker warm up
+            for path in endpoints:
+                s.get(path)
+                wrk(s.port, path, 1, args.threads, args.connections, script)
 
-        last = FIRST_DAY + timedelta(days=DAYS - 1)
-        week_end = FIRST_DAY + timedelta(days=6)
-        endpoints = [
-            "/users/U00042/stats",
-            "/stats/global",
-            "/stats/top-spenders?limit=5",
-            "/stats/top-buyers?limit=100",
-            f"/stats/by-date?start_date={FIRST_DAY}&end_date={week_end}",
-            f"/stats/by-date?start_date={FIRST_DAY}&end_date={last}",
-            "/health",
-            "/metrics",
-            "/metrics?format=prometheus",
-        ]
         print(
-            f"\ngunicorn gthread: {args.workers} workers x 4 threads; {args.clients} keep-alive "
-            f"clients; {args.seconds:.0f}s per endpoint; {os.cpu_count()} CPUs shared by all"
+            f"\n{' '.join(command)} (compose's web command; apps on free ports)\n"
+            f"wrk -t{args.threads} -c{args.connections}, {args.seconds}s per endpoint and app, "
+            f"median of {args.rounds} rounds; {os.cpu_count()} CPUs shared by wrk, Redis and "
+            "all workers\n"
         )
-        print(f"{'endpoint':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'requests':>8}")
-        for path in endpoints:
-            http_worker(port, path)()()  # warm up: fails loudly on a non-200
-            report(path, *run_load(http_worker(port, path), args.clients, args.seconds))
-
-        print("\nby-date straight against Redis (no HTTP), same concurrency:")
-        print(f"{'read':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'requests':>8}")
-        for label, start, end in (("7 days", FIRST_DAY, week_end), ("366 days", FIRST_DAY, last)):
-            assert_same = naive_by_date(client, start, end)
-            days = store.by_date(start, end)
-            one = (sum(d.total_orders for d in days), sum(d.total_revenue_cents for d in days))
-            if one != assert_same:
-                print(f"  mismatch {label}: store {one} naive {assert_same}")
-
-            def store_worker(start: date = start, end: date = end) -> Callable[[], None]:
-                own = AggregateStore(redis.Redis.from_url(server.url), prefix=PREFIX)
-                return lambda: own.by_date(start, end)
-
-            def naive_worker(start: date = start, end: date = end) -> Callable[[], None]:
-                own = redis.Redis.from_url(server.url)
-                return lambda: naive_by_date(own, start, end)
-
-            report(
-                f"store.by_date {label} (1 HMGET)",
-                *run_load(store_worker, args.clients, args.seconds),
-            )
-            report(
-                f"naive {label} ({(end - start).days + 1} HGETALLs)",
-                *run_load(naive_worker, args.clients, args.seconds),
-            )
+        results: dict[str, dict[str, list[Run]]] = {
+            p: {s.name: [] for s in servers} for p in endpoints
+        }
+        for round_ in range(args.rounds):
+            for path in endpoints:
+                for s in servers:
+                    results[path][s.name].append(
+                        wrk(s.port, path, args.seconds, args.threads, args.connections, script)
+                    )
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        print_table(results, [a.name for a in apps])
+        print(f"\nlogs in {workdir}")
+        for s in servers:
+            s.stop()
+        servers = []
+        if not args.skip_store_reads:
+            store_reads(server.url, client, store, args)
     finally:
-        if gunicorn is not None:
-            gunicorn.terminate()
-            gunicorn.wait(10)
+        for s in servers:
+            s.stop()
         server.stop()
 
 
