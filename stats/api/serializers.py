@@ -1,17 +1,23 @@
-"""Response serializers: store dataclasses (integer cents) in, API shapes (exact money) out.
+"""Response shapes: store dataclasses (integer cents) in, API bodies (exact money) out.
 
-They exist for two reasons: one place that turns cents into money, and response shapes that
-drf-spectacular can publish. Views read the store; serializers never touch Redis.
+The serializers are the shapes drf-spectacular publishes. On the hot path the views build the
+same bodies with the plain functions at the end of this module (``*_body``): a DRF serializer
+instance deep-copies its fields and walks them one by one, which cost more than the Redis round
+trip of a request. ``stats/tests/test_bodies.py`` holds each function equal to its serializer's
+own output, so the published schema and the answers cannot drift apart. Views read the store;
+nothing here touches Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
 
-from stats.store import cents_to_decimal
+from stats.store import DayStats, GlobalStats, Ranked, UserStats, cents_to_decimal
 
 
 def average_cents(total_cents: int, count: int) -> int:
@@ -98,24 +104,7 @@ class DateRangeStatsSerializer(serializers.Serializer):
     days = DayStatsSerializer(many=True, help_text="One entry per day, inclusive, zeros included.")
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
-        # Built directly rather than through 366 nested DayStatsSerializer calls, which made a
-        # full-year request about 4x slower; the declared fields still define the schema, and
-        # the tests pin the output to the same shape.
-        days = instance["days"]
-        return {
-            "start_date": instance["start_date"].isoformat(),
-            "end_date": instance["end_date"].isoformat(),
-            "total_orders": sum(d.total_orders for d in days),
-            "total_revenue": cents_to_decimal(sum(d.total_revenue_cents for d in days)),
-            "days": [
-                {
-                    "date": d.day.isoformat(),
-                    "total_orders": d.total_orders,
-                    "total_revenue": cents_to_decimal(d.total_revenue_cents),
-                }
-                for d in days
-            ],
-        }
+        return date_range_body(instance["start_date"], instance["end_date"], instance["days"])
 
 
 class RedisNodeSerializer(serializers.Serializer):
@@ -188,3 +177,93 @@ class ApiRootSerializer(serializers.Serializer):
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+# --- Hot path: the serializers' output as plain dicts ------------------------------------------
+
+_datetime_field = serializers.DateTimeField()
+
+
+def _datetime(value: datetime | None) -> str | None:
+    """DRF's own DateTimeField rendering (UTC, ``Z``), so the text is exactly the serializer's."""
+    return None if value is None else _datetime_field.to_representation(value)
+
+
+def user_stats_body(user: UserStats) -> dict[str, Any]:
+    """``UserStatsSerializer(user).data`` without a serializer."""
+    return {
+        "user_id": user.user_id,
+        "order_count": user.order_count,
+        "total_spend": cents_to_decimal(user.total_spend_cents),
+        "average_order_value": cents_to_decimal(
+            average_cents(user.total_spend_cents, user.order_count)
+        ),
+        "first_order_at": _datetime(user.first_order_at),
+        "last_order_at": _datetime(user.last_order_at),
+    }
+
+
+def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
+    """``GlobalStatsSerializer(stats).data`` without a serializer."""
+    return {
+        "total_orders": stats.total_orders,
+        "total_revenue": cents_to_decimal(stats.total_revenue_cents),
+        "unique_users": stats.unique_users,
+        "average_order_value": cents_to_decimal(
+            average_cents(stats.total_revenue_cents, stats.total_orders)
+        ),
+    }
+
+
+def top_spenders_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
+    """``TopSpenderSerializer(rows, many=True).data`` without a serializer."""
+    return [
+        {"rank": r.rank, "user_id": r.user_id, "total_spend": cents_to_decimal(r.value)}
+        for r in rows
+    ]
+
+
+def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
+    """``TopBuyerSerializer(rows, many=True).data`` without a serializer."""
+    return [{"rank": r.rank, "user_id": r.user_id, "order_count": r.value} for r in rows]
+
+
+def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, Any]:
+    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per day."""
+    return {
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "total_orders": sum(d.total_orders for d in days),
+        "total_revenue": cents_to_decimal(sum(d.total_revenue_cents for d in days)),
+        "days": [
+            {
+                "date": d.day.isoformat(),
+                "total_orders": d.total_orders,
+                "total_revenue": cents_to_decimal(d.total_revenue_cents),
+            }
+            for d in days
+        ],
+    }
+
+
+def metrics_body(snapshot: Any) -> dict[str, Any]:
+    """``MetricsSerializer(snapshot).data`` without a serializer (a ``MetricsSnapshot``)."""
+    g, i = snapshot.global_stats, snapshot.ingestion
+    lag = snapshot.consumer_lag_seconds
+    return {
+        "total_orders": g.total_orders,
+        "total_revenue": cents_to_decimal(g.total_revenue_cents),
+        "unique_users": g.unique_users,
+        "average_order_value": cents_to_decimal(snapshot.average_order_value_cents),
+        "timestamp": _datetime(snapshot.taken_at),
+        "ingestion": {
+            "received": i.received,
+            "applied": i.applied,
+            "duplicates": i.duplicates,
+            "rejected": i.rejected,
+            "rejected_by_code": dict(i.rejected_by_code),
+            "last_batch_at": _datetime(i.last_batch_at),
+            "consumer_heartbeat_at": _datetime(i.heartbeat_at),
+            "consumer_lag_seconds": None if lag is None else float(lag),
+        },
+    }

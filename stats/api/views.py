@@ -1,4 +1,4 @@
-"""Stats API viewsets (contract §4): read the aggregate store, shape through serializers.
+"""Stats API viewsets (contract §4): read the aggregate store, answer the serializers' shapes.
 
 Every stats read is one Redis round trip through ``stats.store``; no view builds a key or
 computes an aggregate. Errors: bad parameters are DRF ``ValidationError`` (400 naming the
@@ -35,7 +35,14 @@ from rest_framework.viewsets import ViewSet
 
 from stats.api.access import StatsAccess, StatsRateThrottle, authenticators_for_settings
 from stats.api.metrics import MetricsSnapshot
-from stats.api.params import DateRangeParams, LimitParams, validate_user_id
+from stats.api.params import (
+    DATE_RANGE_PARAMS,
+    LIMIT_PARAMS,
+    DateRangeParams,
+    LimitParams,
+    validate_query,
+    validate_user_id,
+)
 from stats.api.renderers import (
     ExactJSONRenderer,
     OpenMetricsRenderer,
@@ -52,6 +59,12 @@ from stats.api.serializers import (
     TopBuyerSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
+    date_range_body,
+    global_stats_body,
+    metrics_body,
+    top_buyers_body,
+    top_spenders_body,
+    user_stats_body,
 )
 from stats.store import StoreUnavailableError, get_store
 
@@ -88,14 +101,16 @@ class FormatParamMixin:
     """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404."""
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        formats = sorted({r.format for r in self.get_renderers()})  # type: ignore[attr-defined]
-        error = ValidationError({"format": [f"Must be one of: {', '.join(formats)}."]})
         if not force and request.query_params.get("format", None) == "":
-            raise error  # DRF would silently ignore an empty value
+            raise self._format_error()  # DRF would silently ignore an empty value
         try:
             return super().perform_content_negotiation(request, force)  # type: ignore[misc]
         except Http404:
-            raise error from None
+            raise self._format_error() from None
+
+    def _format_error(self) -> ValidationError:
+        formats = sorted({r.format for r in self.get_renderers()})  # type: ignore[attr-defined]
+        return ValidationError({"format": [f"Must be one of: {', '.join(formats)}."]})
 
 
 class ProtectedAPIMixin(FormatParamMixin):
@@ -146,7 +161,7 @@ class UserStatsViewSet(ProtectedViewSet):
         user = get_store().user_stats(user_id)
         if user is None:
             raise NotFound(f"No orders recorded for user {user_id}.")
-        return Response(UserStatsSerializer(user).data)
+        return Response(user_stats_body(user))
 
 
 class StatsViewSet(ProtectedViewSet):
@@ -157,7 +172,7 @@ class StatsViewSet(ProtectedViewSet):
     )
     @action(detail=False, methods=["get"], url_path="global", url_name="global")
     def global_stats(self, request: Request) -> Response:
-        return Response(GlobalStatsSerializer(get_store().global_stats()).data)
+        return Response(global_stats_body(get_store().global_stats()))
 
     @extend_schema(
         operation_id="top_spenders",
@@ -168,7 +183,7 @@ class StatsViewSet(ProtectedViewSet):
     @action(detail=False, methods=["get"], url_path="top-spenders", url_name="top-spenders")
     def top_spenders(self, request: Request) -> Response:
         limit = self._limit(request)
-        return Response(TopSpenderSerializer(get_store().top_spenders(limit), many=True).data)
+        return Response(top_spenders_body(get_store().top_spenders(limit)))
 
     @extend_schema(
         operation_id="top_buyers",
@@ -179,7 +194,7 @@ class StatsViewSet(ProtectedViewSet):
     @action(detail=False, methods=["get"], url_path="top-buyers", url_name="top-buyers")
     def top_buyers(self, request: Request) -> Response:
         limit = self._limit(request)
-        return Response(TopBuyerSerializer(get_store().top_buyers(limit), many=True).data)
+        return Response(top_buyers_body(get_store().top_buyers(limit)))
 
     @extend_schema(
         operation_id="stats_by_date",
@@ -196,20 +211,14 @@ class StatsViewSet(ProtectedViewSet):
     )
     @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
     def by_date(self, request: Request) -> Response:
-        # A plain dict, not the QueryDict: DRF reads an empty HTML-form value as "absent".
-        params = DateRangeParams(data=request.query_params.dict())
-        params.is_valid(raise_exception=True)
-        start, end = params.validated_data["start_date"], params.validated_data["end_date"]
+        params = validate_query(DATE_RANGE_PARAMS, request.query_params)
+        start, end = params["start_date"], params["end_date"]
         days = get_store().by_date(start, end)
-        return Response(
-            DateRangeStatsSerializer({"start_date": start, "end_date": end, "days": days}).data
-        )
+        return Response(date_range_body(start, end, days))
 
     @staticmethod
     def _limit(request: Request) -> int:
-        params = LimitParams(data=request.query_params.dict())
-        params.is_valid(raise_exception=True)
-        return params.validated_data["limit"]
+        return validate_query(LIMIT_PARAMS, request.query_params)["limit"]
 
 
 class HealthViewSet(FormatParamMixin, ViewSet):
@@ -311,7 +320,7 @@ class MetricsViewSet(ProtectedViewSet):
         if isinstance(request.accepted_renderer, _ExpositionRenderer):
             response = Response(snapshot)
         else:
-            response = Response(MetricsSerializer(snapshot).data)
+            response = Response(metrics_body(snapshot))
         add_never_cache_headers(response)
         return response
 

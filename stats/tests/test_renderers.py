@@ -1,15 +1,23 @@
-"""Money leaves the API as exact JSON numbers, whatever its size."""
+"""Money leaves the API as exact JSON numbers, whatever its size; the rest as DRF renders it."""
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections import namedtuple
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from django.utils.translation import gettext_lazy
+from rest_framework.renderers import JSONRenderer
+from rest_framework.test import APIClient
 
 from stats.api.renderers import ExactJSONRenderer, dumps_exact
 from stats.api.serializers import average_cents
-from stats.store import cents_to_decimal
+from stats.store import AggregateStore, cents_to_decimal
+from tests.ingestion_helpers import make_order
 
 
 @pytest.mark.parametrize(
@@ -18,6 +26,7 @@ from stats.store import cents_to_decimal
         (29999, "299.99"),
         (0, "0.00"),
         (1, "0.01"),
+        (10, "0.10"),
         (100, "1.00"),
         (100000000001099, "1000000000010.99"),
         (10**26 + 1, "1000000000000000000000000.01"),  # 27 digits: beyond any real total
@@ -50,9 +59,58 @@ def test_indented_rendering_for_the_browsable_api_keeps_exact_money() -> None:
     assert rendered == b'{\n    "total": 1000000000010.99\n}'
 
 
-def test_non_finite_decimal_is_refused() -> None:
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("Infinity"), float("nan")])
+def test_non_finite_numbers_are_refused(value: Any) -> None:
     with pytest.raises(ValueError, match="not JSON compliant"):
-        dumps_exact({"v": Decimal("NaN")})
+        dumps_exact({"v": value})
+
+
+Pair = namedtuple("Pair", "a b")
+EVERYTHING_BUT_DECIMALS = {
+    "when": datetime(2025, 1, 2, 3, 4, 5, 123000, tzinfo=UTC),
+    "day": date(2024, 2, 29),
+    "span": timedelta(seconds=90),
+    "lazy": gettext_lazy("Not found."),
+    "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "text": 'ü \u2028 \u2029 " \\ </script>',
+    "numbers": [0, -1, 2**70, 1.5, True, None],
+    "pair": Pair(1, 2),
+    "bytes": b"abc",
+    "nested": {"list": [{"x": []}], "empty": {}},
+}
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [None, "application/json", "application/json; indent=4", "application/json; indent=0"],
+)
+def test_everything_but_decimals_renders_exactly_as_drfs_renderer(media_type: str | None) -> None:
+    assert ExactJSONRenderer().render(EVERYTHING_BUT_DECIMALS, media_type) == JSONRenderer().render(
+        EVERYTHING_BUT_DECIMALS, media_type
+    )
+
+
+def test_no_body_renders_as_nothing() -> None:
+    assert ExactJSONRenderer().render(None) == b""
+
+
+@pytest.mark.django_db
+def test_browsable_api_renders_the_page_with_exact_money(
+    fake_store: AggregateStore, api: APIClient
+) -> None:
+    fake_store.apply_orders([make_order("O1", "U1", 100000000001099), make_order("O2", "U1", 10)])
+
+    response = api.get("/users/U1/stats", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    page = response.content.decode()
+    assert "<title>Stats \u2013 Django REST framework</title>" in page
+    assert (
+        "{\n    &quot;user_id&quot;: &quot;U1&quot;,\n    &quot;order_count&quot;: 2,\n"
+        "    &quot;total_spend&quot;: 1000000000011.09,\n"
+        "    &quot;average_order_value&quot;: 500000000005.55,\n"
+    ) in page
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,99 @@
+"""The views' plain-dict bodies are exactly what the published serializers produce.
+
+The views skip DRF's serializer machinery on the hot path (``stats.api.serializers.*_body``);
+the serializers still define the OpenAPI schema. Each case renders both through the API's
+renderer and compares the text, so a field added to one and not the other, a different key
+order, or money with another number of decimals fails here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stats.api.metrics import MetricsSnapshot
+from stats.api.renderers import dumps_exact
+from stats.api.serializers import (
+    DateRangeStatsSerializer,
+    DayStatsSerializer,
+    GlobalStatsSerializer,
+    MetricsSerializer,
+    TopBuyerSerializer,
+    TopSpenderSerializer,
+    UserStatsSerializer,
+    date_range_body,
+    global_stats_body,
+    metrics_body,
+    top_buyers_body,
+    top_spenders_body,
+    user_stats_body,
+)
+from stats.store import DayStats, GlobalStats, IngestionStats, Ranked, UserStats
+
+WHEN = datetime(2025, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
+
+
+def same_text(serializer_data: Any, body: Any) -> None:
+    assert dumps_exact(body) == dumps_exact(serializer_data)
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        UserStats("U1", 3, 30000, WHEN, WHEN + timedelta(days=1)),
+        UserStats("U/ü", 1, 1, datetime(2024, 2, 29, tzinfo=UTC), None),
+        UserStats("U2", 7, 100000000001099, None, None),
+    ],
+)
+def test_user_stats_body_is_the_serializers_output(user: UserStats) -> None:
+    same_text(UserStatsSerializer(user).data, user_stats_body(user))
+
+
+@pytest.mark.parametrize(
+    "stats", [GlobalStats(0, 0, 0), GlobalStats(3, 100000000001099, 2), GlobalStats(2, 3, 1)]
+)
+def test_global_stats_body_is_the_serializers_output(stats: GlobalStats) -> None:
+    same_text(GlobalStatsSerializer(stats).data, global_stats_body(stats))
+
+
+RANKED = [Ranked(1, "U9", 100000000001099), Ranked(2, "U1", 10), Ranked(3, "U2", 0)]
+
+
+@pytest.mark.parametrize("rows", [[], RANKED])
+def test_ranking_bodies_are_the_serializers_output(rows: list[Ranked]) -> None:
+    same_text(TopSpenderSerializer(rows, many=True).data, top_spenders_body(rows))
+    same_text(TopBuyerSerializer(rows, many=True).data, top_buyers_body(rows))
+
+
+def test_date_range_body_days_are_the_day_serializers_output_with_their_totals() -> None:
+    days = [
+        DayStats(date(2024, 2, 28), 2, 100000000001099),
+        DayStats(date(2024, 2, 29), 0, 0),
+        DayStats(date(2024, 3, 1), 1, 10),
+    ]
+
+    body = date_range_body(date(2024, 2, 28), date(2024, 3, 1), days)
+
+    same_text(DayStatsSerializer(days, many=True).data, body["days"])
+    assert dumps_exact({k: v for k, v in body.items() if k != "days"}) == (
+        '{"start_date":"2024-02-28","end_date":"2024-03-01","total_orders":3,'
+        '"total_revenue":1000000000011.09}'
+    )
+    assert list(body) == list(DateRangeStatsSerializer().fields)
+
+
+@pytest.mark.parametrize(
+    "ingestion",
+    [
+        IngestionStats(0, 0, 0, 0, {}, None, None),
+        IngestionStats(5, 3, 1, 2, {"invalid_json": 1, "value_mismatch": 2}, WHEN, WHEN),
+    ],
+)
+def test_metrics_body_is_the_serializers_output(ingestion: IngestionStats) -> None:
+    snapshot = MetricsSnapshot(
+        GlobalStats(3, 100000000001099, 2), ingestion, WHEN + timedelta(seconds=42.5)
+    )
+
+    same_text(MetricsSerializer(snapshot).data, metrics_body(snapshot))
