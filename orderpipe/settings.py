@@ -52,13 +52,16 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the browsable API's static files under gunicorn (no nginx needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own session, user and messages middlewares, run only for the admin and DRF's
+    # login pages (BROWSER_SESSION_PATHS), or everywhere with STATS_API_AUTH=session.
+    "orderpipe.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "orderpipe.middleware.AuthenticationMiddleware",
+    "orderpipe.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+BROWSER_SESSION_PATHS = ("/admin", "/api-auth/")
 
 ROOT_URLCONF = "orderpipe.urls"
 WSGI_APPLICATION = "orderpipe.wsgi.application"

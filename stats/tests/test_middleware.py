@@ -1,4 +1,5 @@
-"""The request log: one line per request (method, path, status, ms) and X-Process-Time."""
+"""The request log (one line per request: method, path, status, ms; X-Process-Time), and the
+browser-session middlewares that run only where sessions are used."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from orderpipe.middleware import RequestLogMiddleware
+from orderpipe.middleware import (
+    AuthenticationMiddleware,
+    MessageMiddleware,
+    RequestLogMiddleware,
+    SessionMiddleware,
+)
 
 LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}) (\d+\.\d{2})ms$")
 
@@ -87,3 +93,56 @@ def test_logged_path_is_percent_encoded_so_one_request_is_one_line(
     message = request_log(caplog)[0].getMessage()
     assert "\n" not in message
     assert message.startswith("GET /users/a%0Ab/stats 200 ")
+
+
+def browser_state(path: str) -> tuple[bool, bool, bool]:
+    """Whether the session, user and messages middlewares ran for a GET of ``path``."""
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append(
+            (hasattr(request, "session"), hasattr(request, "user"), hasattr(request, "_messages"))
+        )
+        return HttpResponse()
+
+    chain = SessionMiddleware(AuthenticationMiddleware(MessageMiddleware(view)))
+    chain(RequestFactory().get(path))
+    return seen[0]
+
+
+@pytest.mark.parametrize("mode", ["none", "token"])
+@pytest.mark.parametrize(
+    "path", ["/stats/global", "/users/U1/stats", "/metrics", "/", "/api/schema", "/nope"]
+)
+def test_api_paths_skip_sessions_when_the_api_does_not_use_them(
+    settings, mode: str, path: str
+) -> None:
+    settings.STATS_API_AUTH = mode
+
+    assert browser_state(path) == (False, False, False)
+
+
+@pytest.mark.parametrize("mode", ["none", "token", "session"])
+@pytest.mark.parametrize("path", ["/admin/", "/admin", "/admin/dashboard/", "/api-auth/login/"])
+def test_admin_and_login_pages_always_get_sessions(settings, mode: str, path: str) -> None:
+    settings.STATS_API_AUTH = mode
+
+    assert browser_state(path) == (True, True, True)
+
+
+def test_session_mode_gives_every_path_its_session(settings) -> None:
+    settings.STATS_API_AUTH = "session"
+
+    assert browser_state("/stats/global") == (True, True, True)
+
+
+@pytest.mark.django_db
+def test_api_answers_keep_the_security_headers(fake_store, api: APIClient) -> None:
+    response = api.get("/stats/global")
+
+    assert response.status_code == 200
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert "Set-Cookie" not in response
