@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import Http404
 from django.urls import reverse
@@ -123,6 +124,10 @@ class ProtectedAPIMixin(FormatParamMixin):
 
     def get_authenticators(self) -> list[Any]:
         return authenticators_for_settings()
+
+    def get_throttles(self) -> list[Any]:
+        # No throttle object per request while STATS_THROTTLE_RATE is unset (the default).
+        return super().get_throttles() if settings.STATS_THROTTLE_RATE else []
 
 
 class ProtectedViewSet(ProtectedAPIMixin, ViewSet):
