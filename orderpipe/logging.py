@@ -39,9 +39,24 @@ def escape_control(text: str) -> str:
 
 class UTCFormatter(logging.Formatter):
     """ISO-8601 UTC timestamps with milliseconds, whatever the host's time zone; the message
-    escaped onto one line, tracebacks indented (see the module docstring)."""
+    escaped onto one line, tracebacks indented (see the module docstring).
+
+    The console and the daily file share this formatter, so each record (every request's log
+    line among them) would be formatted twice; the text of the last record is kept and handed
+    to the second handler. Only that very record object hits (a new record is always
+    formatted), and the cache holds no attribute on the record, which stays picklable.
+    """
 
     converter = time.gmtime
+    _last: tuple[logging.LogRecord, str] | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        last = self._last
+        if last is not None and last[0] is record:
+            return last[1]
+        text = super().format(record)
+        self._last = (record, text)
+        return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         stamp = datetime.fromtimestamp(record.created, UTC)

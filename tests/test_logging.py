@@ -175,3 +175,40 @@ def test_a_forged_log_line_in_an_order_id_stays_inside_its_record(
     assert len(rejected) == 1
     assert f"order_id=X\\n{FORGED} reasons=invalid_field" in rejected[0]
     assert not [line for line in lines if line.startswith(FORGED)]
+
+
+def test_a_record_is_formatted_once_for_the_handlers_sharing_the_formatter(
+    tmp_path: Path, monkeypatch
+) -> None:
+    formatted: list[str] = []
+    real_format = logging.Formatter.format
+
+    def counting(self: logging.Formatter, rec: logging.LogRecord) -> str:
+        formatted.append(rec.getMessage())
+        return real_format(self, rec)
+
+    monkeypatch.setattr(logging.Formatter, "format", counting)
+    formatter = UTCFormatter(FORMAT)
+    first, second = DailyFileHandler(tmp_path / "a"), DailyFileHandler(tmp_path / "b")
+    logger = logging.getLogger("orderpipe.test.shared")
+    logger.propagate = False
+    try:
+        for handler in (first, second):
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+        logger.warning("one %s", "line")
+        logger.warning("one %s", "line")  # a new record with the same text: formatted again
+    finally:
+        for handler in (first, second):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+
+    assert formatted == ["one line", "one line"]
+    [a_file] = (tmp_path / "a").iterdir()
+    [b_file] = (tmp_path / "b").iterdir()
+    a_text = a_file.read_text(encoding="utf-8")
+    assert a_text == b_file.read_text(encoding="utf-8")
+    assert [line.split(" ", 1)[1] for line in a_text.splitlines()] == [
+        "WARNING orderpipe.test.shared one line"
+    ] * 2
