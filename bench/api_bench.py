@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import shutil
 import statistics
@@ -171,37 +172,71 @@ def report(name: str, errors: int, elapsed: float, latencies: list[float]) -> No
 
 @dataclass(frozen=True)
 class Run:
-    """One wrk run against one path."""
+    """One wrk run against one path, with the CPU each side spent per request."""
 
     rps: float
     p50_ms: float
     p99_ms: float
     requests: int
     errors: int
+    server_cpu_us: float  # the gunicorn master and its workers
+    redis_cpu_us: float
+    client_cpu_us: float  # wrk
 
 
-def wrk(port: int, path: str, seconds: int, threads: int, connections: int, script: Path) -> Run:
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids += process_tree(int(child))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system time of live processes (``/proc/PID/stat``, clock ticks)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    port: int, path: str, seconds: int, threads: int, connections: int, script: Path,
+    server_pid: int, redis_pid: int,
+) -> Run:  # fmt: skip
+    server = process_tree(server_pid)
+    before = cpu_seconds(server), cpu_seconds([redis_pid])
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "-s",
-            str(script),
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
             f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
+    ).stdout  # fmt: skip
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = cpu_seconds(server), cpu_seconds([redis_pid])
     summary = json.loads(out.strip().splitlines()[-1])
+    n = max(summary["requests"], 1)
+    client = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
     return Run(
         rps=summary["requests"] / (summary["duration_us"] / 1e6),
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         requests=summary["requests"],
         errors=summary["errors"] + summary["bad_status"],
+        server_cpu_us=(after[0] - before[0]) / n * 1e6,
+        redis_cpu_us=(after[1] - before[1]) / n * 1e6,
+        client_cpu_us=client / n * 1e6,
     )
 
 
@@ -248,6 +283,13 @@ class Gunicorn:
         with urllib.request.urlopen(request, timeout=10) as response:  # raises on non-2xx
             return response.read()
 
+    def measure(self, path: str, seconds: int, args: Any, script: Path, redis_pid: int) -> Run:
+        assert self.process is not None
+        return wrk(
+            self.port, path, seconds, args.threads, args.connections, script,
+            self.process.pid, redis_pid,
+        )  # fmt: skip
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -273,12 +315,18 @@ def app_env(base: dict[str, str], redis_url: str, workdir: Path, name: str) -> d
 
 
 def median_run(runs: list[Run]) -> Run:
+    def med(attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs)
+
     return Run(
-        rps=statistics.median(r.rps for r in runs),
-        p50_ms=statistics.median(r.p50_ms for r in runs),
-        p99_ms=statistics.median(r.p99_ms for r in runs),
+        rps=med("rps"),
+        p50_ms=med("p50_ms"),
+        p99_ms=med("p99_ms"),
         requests=sum(r.requests for r in runs),
         errors=sum(r.errors for r in runs),
+        server_cpu_us=med("server_cpu_us"),
+        redis_cpu_us=med("redis_cpu_us"),
+        client_cpu_us=med("client_cpu_us"),
     )
 
 
@@ -289,9 +337,13 @@ def short(path: str) -> str:
     return f"`{path}`"
 
 
+def cpu_cell(run: Run) -> str:
+    return f"{run.server_cpu_us:.0f} / {run.redis_cpu_us:.0f} / {run.client_cpu_us:.0f}"
+
+
 def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> None:
     """Markdown: the ceiling, then each app with its req/s and p99 as multiples of the
-    ceiling's (median of the per-round ratios)."""
+    ceiling's (median of the per-round ratios); then the CPU each side spent per request."""
     head = "| endpoint | ceiling req/s | ceiling p50 / p99 ms |"
     rule = "|---|---:|---:|"
     for name in apps:
@@ -315,6 +367,20 @@ def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> No
                 f" {m.rps:,.0f} ({rps_x:.2f}x){errors} |"
                 f" {m.p50_ms:.2f} / {m.p99_ms:.2f} ({p99_x:.1f}x) |"
             )
+        print(row)
+
+    print("\nCPU µs per request, gunicorn (master + workers) / Redis / wrk (medians):\n")
+    print(
+        "| endpoint | ceiling |"
+        + "".join(f" {name} | {name} gunicorn x ceiling |" for name in apps)
+    )
+    print("|---|---:|" + "---:|---:|" * len(apps))
+    for path, by_target in results.items():
+        c = median_run(by_target["ceiling"])
+        row = f"| {short(path)} | {cpu_cell(c)} |"
+        for name in apps:
+            m = median_run(by_target[name])
+            row += f" {cpu_cell(m)} | {m.server_cpu_us / c.server_cpu_us:.2f}x |"
         print(row)
 
 
@@ -345,7 +411,9 @@ def profile(path: str, requests: int, top: int, env: dict[str, str]) -> None:
         }
         setup_testing_defaults(environ)
         status: list[str] = []
-        body = b"".join(application(environ, lambda s, h, *a: status.append(s)))
+        result = application(environ, lambda s, h, *a: status.append(s))
+        body = b"".join(result)
+        result.close()  # as a WSGI server does: Django's request_finished handlers run here
         if not status[0].startswith("200"):
             raise SystemExit(f"{path}: {status[0]} {body[:200]!r}")
 
@@ -483,11 +551,13 @@ def main() -> None:
             s.start(workdir)
         endpoints = [e for e in ENDPOINTS if not args.only or any(o in e for o in args.only)]
         script = workdir / "summary.lua"
+        assert server.process is not None
+        redis_pid = server.process.pid
         script.write_text(WRK_SCRIPT)
         for s in servers:  # fail loudly on a non-2xx, then let every worker warm up
             for path in endpoints:
                 s.get(path)
-                wrk(s.port, path, 1, args.threads, args.connections, script)
+                s.measure(path, 1, args, script, redis_pid)
 
         print(
             f"\n{' '.join(command)} (compose's web command; apps on free ports)\n"
@@ -502,7 +572,7 @@ def main() -> None:
             for path in endpoints:
                 for s in servers:
                     results[path][s.name].append(
-                        wrk(s.port, path, args.seconds, args.threads, args.connections, script)
+                        s.measure(path, args.seconds, args, script, redis_pid)
                     )
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         print_table(results, [a.name for a in apps])
