@@ -23,4 +23,4 @@ RUN useradd --system --uid 10001 --home-dir /app app \
 USER app
 
 EXPOSE 8000
-CMD ["gunicorn", "orderpipe.wsgi", "--bind=0.0.0.0:8000", "--access-logfile=-"]
+CMD ["gunicorn", "orderpipe.wsgi", "--bind=0.0.0.0:8000", "--worker-class=gthread", "--threads=4", "--access-logfile=-"]

@@ -6,16 +6,20 @@ calls, so a setting added later without a compose entry (or a README row) fails 
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from orderpipe.devservers import free_port, port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("web", "worker")
@@ -133,6 +137,52 @@ def test_processes(compose: dict[str, Any]) -> None:
     assert services["worker"]["command"] == ["python", "manage.py", "consume_orders"]
     assert services["migrate"]["command"][:3] == ["python", "manage.py", "migrate"]
     assert services["localstack"]["environment"]["SERVICES"] == "sqs"
+
+
+@pytest.mark.integration
+def test_web_command_serves_keep_alive_connections(
+    compose: dict[str, Any], redis_server, tmp_path: Path
+) -> None:
+    """The web service's gunicorn command, as compose runs it (gthread workers, chosen by the
+    API benchmark), answers several requests on one HTTP/1.1 connection."""
+    port = free_port()
+    command = [interpolate(arg) for arg in compose["services"]["web"]["command"]]
+    command = [f"--bind=127.0.0.1:{port}" if a.startswith("--bind") else a for a in command]
+    assert command[:2] == ["gunicorn", "orderpipe.wsgi"]
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        "DEBUG": "false",
+        "SECRET_KEY": "compose-test-" + "k" * 50,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "REDIS_URL": redis_server.url,
+        "LOG_DIR": str(tmp_path / "logs"),
+    }
+    binary = str(Path(sys.executable).parent / "gunicorn")
+    server = subprocess.Popen(
+        [binary, *command[1:]], cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not port_is_open(port):
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        answers, sockets = [], []
+        for _ in range(3):
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("Connection")))
+            sockets.append(connection.sock)  # None once the server closed it
+        connection.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert answers == [(200, "keep-alive")] * 3
+    assert sockets[0] is not None and all(s is sockets[0] for s in sockets)
 
 
 def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
