@@ -266,4 +266,13 @@ def metrics_body(snapshot: Any) -> dict[str, Any]:
             "consumer_heartbeat_at": _datetime(i.heartbeat_at),
             "consumer_lag_seconds": None if lag is None else float(lag),
         },
+        "redis": [
+            {
+                "node": n.node,
+                "reachable": n.reachable,
+                "version": n.version,
+                "eviction_policy": n.eviction_policy,
+            }
+            for n in snapshot.redis
+        ],
     }

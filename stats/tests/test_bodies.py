@@ -30,7 +30,7 @@ from stats.api.serializers import (
     top_spenders_body,
     user_stats_body,
 )
-from stats.store import DayStats, GlobalStats, IngestionStats, Ranked, UserStats
+from stats.store import DayStats, GlobalStats, IngestionStats, Ranked, ServerInfo, UserStats
 
 WHEN = datetime(2025, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
 
@@ -91,9 +91,21 @@ def test_date_range_body_days_are_the_day_serializers_output_with_their_totals()
         IngestionStats(5, 3, 1, 2, {"invalid_json": 1, "value_mismatch": 2}, WHEN, WHEN),
     ],
 )
-def test_metrics_body_is_the_serializers_output(ingestion: IngestionStats) -> None:
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [],
+        [
+            ServerInfo("10.0.0.1:6379", True, "valkey 9.1.2", "9.1.2", "noeviction"),
+            ServerInfo("10.0.0.2:6379", False, error="connection refused"),
+        ],
+    ],
+)
+def test_metrics_body_is_the_serializers_output(
+    ingestion: IngestionStats, nodes: list[ServerInfo]
+) -> None:
     snapshot = MetricsSnapshot(
-        GlobalStats(3, 100000000001099, 2), ingestion, WHEN + timedelta(seconds=42.5)
+        GlobalStats(3, 100000000001099, 2), ingestion, WHEN + timedelta(seconds=42.5), nodes
     )
 
     same_text(MetricsSerializer(snapshot).data, metrics_body(snapshot))
