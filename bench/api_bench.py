@@ -530,7 +530,7 @@ def main() -> None:
         ceiling_env = {
             **app_env(compose_env, server.url, workdir, "ceiling"),
             "CEILING_REDIS_URL": server.url,
-            "CEILING_KEY": store.key("global"),
+            "CEILING_KEY": store.aggregate_key("global"),
         }
         ceiling = Gunicorn("ceiling", ROOT, "bench.ceiling_app:application", command, ceiling_env)
         apps = [
