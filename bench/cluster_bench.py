@@ -434,7 +434,7 @@ def profile(
         pool = templates(4242, users)
         batches = iter(
             [Order(f"P{n}-{i}", *pool[(n * BATCH + i) % len(pool)]) for i in range(BATCH)]
-            for n in range(4 * (warm + calls))
+            for n in range(4 * (warm + calls) + calls)
         )
         variants: dict[str, Callable[[], Any]] = {
             "store": lambda: store.apply_orders(next(batches)),
@@ -474,6 +474,13 @@ def profile(
                 and not k.startswith("client|")  # the counters' own connections
                 and (what != APPLY or k in ("evalsha", "command|getkeys"))
             }
+            if what == APPLY and store.cluster:
+                # How many primaries one batch's script calls go to (each fsyncs for it).
+                sample = [_scripts(store, next(batches)) for _ in range(calls)]
+                seen["primaries"] = statistics.mean(
+                    len({store.client.get_node_from_key(c[3]).name for c in scripts})
+                    for scripts in sample
+                )
             out["redis"] = ((after["usec"] - before["usec"]) / calls, seen)
     return out
 
