@@ -29,11 +29,16 @@ layouts alike; ratios are taken within a round, then the median over the rounds 
 2. Reads: ``global_stats()``, ``top_spenders(10)``, ``by_date`` over 366 days, from 1 and
    ``--readers`` reader processes for ``--seconds`` each: req/s, p50, p99, the ratio of the
    layout's p50 to the single node's in the same round, the readers' CPU per call.
-3. Where a read's time goes (1 reader, median of ``--profile-calls`` calls): the store's read;
-   the same commands through the same client's pipeline (no merge in Python); the same without
-   the generation GETs; the same commands packed into one write per node on plain
-   connections, all nodes written before any is read (a lower bound for one round trip per
-   node); client CPU of each; Redis time per call (``INFO commandstats``).
+3. Where one call's time goes (1 process, one call at a time, median of ``--profile-calls``
+   calls, wall and client CPU) for the three reads and for ``apply_orders`` of 10 orders: the
+   store's method; the same commands through the same client's pipeline (no merging in
+   Python); the same with each command's node named (``target_nodes=``, so redis-py's cluster
+   pipeline does not work out the keys itself: for ``EVALSHA`` it asks the server with
+   ``COMMAND GETKEYS``); for reads the same without the generation GETs; the same commands
+   packed into one write per node on plain connections, every node written before any is read
+   (what one round trip per node costs at the least). Beside them the servers' command time
+   per store call (``eventloop_duration_cmd_sum``), the commands they saw per store call
+   (``INFO commandstats``) and, for apply, how many primaries one batch reaches.
 
 Options:
   --orders N          fill size (default 200000)
