@@ -149,10 +149,11 @@ class NoLedgerCommitter(BatchCommitter):
 def empty_ledger() -> None:
     """Each round sends the same orders again: start it from an empty ledger (bench only)."""
     with connection.cursor() as cursor:
-        for table in ("orders_acceptedorder", "orders_rejectedorder"):
-            if connection.vendor == "postgresql":
-                cursor.execute(f"TRUNCATE {table}")
-            else:
+        tables = ("orders_acceptedorder", "orders_rejectedordercode", "orders_rejectedorder")
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)}")
+        else:
+            for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
 
 
@@ -196,6 +197,46 @@ def consume(
     finally:
         del queue.delete
     return consumer.tally.snapshot()[0], last - started
+
+
+def _consume_child(
+    sqs_url: str, redis_url: str, prefix: str, threads: int, latency: float, results: Any
+) -> None:
+    """One consumer process of ``consume_processes``: its own SQS, Redis and DB clients."""
+    queue = OrderQueue(make_client(sqs_url), "bench-orders")
+    if latency:
+        add_latency(queue.client, latency)
+    store = AggregateStore(redis.Redis.from_url(redis_url), prefix=prefix, dedup_ttl=3600)
+    cpu = time.process_time()
+    started = time.time()
+    count, seconds = consume(queue, store, threads)
+    results.put((count, started, started + seconds, time.process_time() - cpu))
+
+
+def consume_processes(
+    sqs_url: str, redis_url: str, prefix: str, processes: int, threads: int, latency: float
+) -> tuple[int, float, float]:
+    """``processes`` consumer processes on one queue, as a deployment runs them; returns
+    (messages, seconds from the first start to the last delete, their CPU seconds)."""
+    import multiprocessing
+
+    connection.close()  # a forked child must not share the parent's database connection
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [
+        context.Process(
+            target=_consume_child, args=(sqs_url, redis_url, prefix, threads, latency, results)
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join(60)
+    first = min(started for _, started, _, _ in outcomes)
+    last = max(ended for _, _, ended, _ in outcomes)
+    return sum(o[0] for o in outcomes), last - first, sum(o[3] for o in outcomes)
 
 
 def validate_only(messages: list[dict]) -> None:
@@ -260,7 +301,22 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=DATABASE_URL, help="the ledger's database (default SQLite)"
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="pollers of the drain loops")
+    parser.add_argument(
+        "--consumer-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also measure (bN) N consume_orders-like processes on the queue, as deployed",
+    )
+    parser.add_argument(
+        "--consumer-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pollers of the consumer (b, b-) (default: --threads): e.g. the consumer with 2 "
+        "pollers against the single-thread raw drain",
+    )
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument(
         "--pin-cpu",
@@ -279,6 +335,7 @@ def main() -> None:
         help="add MS ms to every SQS call of (a) to (b), as a distant endpoint would",
     )
     args = parser.parse_args()
+    consumer_threads = args.consumer_threads or args.threads
     call_command("migrate", verbosity=0)
 
     redis_server = RedisServer(data_dir=Path(_tmp) / "redis", appendfsync=args.appendfsync).start()
@@ -300,7 +357,8 @@ def main() -> None:
             add_latency(queue.client, args.sqs_latency_ms / 1000)
 
         print(
-            f"{args.orders} orders, {args.threads} thread(s), fauxqs + Valkey, ledger on "
+            f"{args.orders} orders, {args.threads} thread(s) ({consumer_threads} for the consumer)"
+            f", fauxqs + Valkey, ledger on "
             f"{connection.vendor} "
             f"(AOF appendfsync {args.appendfsync}), median of {args.rounds} round(s)"
             + (f", Python on CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
@@ -314,6 +372,8 @@ def main() -> None:
             "(b)   consumer": [],
             "(b-)  consumer, no ledger": [],
         }
+        if args.consumer_processes > 1:
+            rows[f"(bN)  {args.consumer_processes} consumer processes"] = []
         labels = list(rows)
         for round_ in range(args.rounds):
             if round_:
@@ -328,11 +388,19 @@ def main() -> None:
             rows[labels[2]].append(measured(drain_only))
             fill(filler, bodies)
             empty_ledger()
-            rows[labels[3]].append(measured(partial(consume, queue, store, args.threads)))
+            rows[labels[3]].append(measured(partial(consume, queue, store, consumer_threads)))
             fill(filler, bodies)
             bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
-            without = partial(consume, queue, bare, args.threads, NoLedgerConsumer)
+            without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
             rows[labels[4]].append(measured(without))
+            if args.consumer_processes > 1:
+                fill(filler, bodies)
+                empty_ledger()
+                count, seconds, cpu = consume_processes(
+                    sqs_server.url, redis_server.url, f"bench-processes{round_}",
+                    args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
+                )  # fmt: skip
+                rows[labels[5]].append((count / seconds, cpu / count * 10_000))
         raw = statistics.median(rate for rate, _ in rows[labels[0]])
         for label, results in rows.items():
             rate = statistics.median(r for r, _ in results)

@@ -16,6 +16,8 @@ crash anywhere in between counts every order once (the README's crash table).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +32,8 @@ from orders.validation import Order, Rejection, conflict_rejection, validate_mes
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 
 logger = logging.getLogger("orders.consumer")
+
+CONNECTION_CHECK_INTERVAL = 1.0  # seconds between checks of the database connection
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class BatchCommitter:
         self.store = store
         self.queue_name = queue_name
         self.record_rejections = record_rejections or RejectedOrder.objects.record_many
+        self.clock: Callable[[], float] = time.monotonic
+        # When this thread's connection was last checked (Django's connections are per thread).
+        self._local = threading.local()
 
     def commit(self, messages: Sequence[dict[str, Any]], received_at: datetime) -> BatchResult:
         """Steps 1-3 above; raises on a dependency failure with nothing deleted."""
@@ -110,10 +117,16 @@ class BatchCommitter:
     ) -> list[ledger.Recorded]:
         """Step 2: ledger rows and rejects in one transaction; adds conflicts to ``rejected``."""
         # Long-lived threads see no request cycle: drop a connection that is past
-        # CONN_MAX_AGE or fails its health check instead of failing the batch on it
-        # (never inside a caller's transaction, which closing would break).
-        if not connection.in_atomic_block:
+        # CONN_MAX_AGE or fails its health check instead of failing the batch on it (never
+        # inside a caller's transaction, which closing would break). The health check is a
+        # round trip of its own, so at most once a second: a connection that breaks in
+        # between fails a batch, which stays in hand and is retried on a new one.
+        now = self.clock()
+        checked_at = getattr(self._local, "checked_at", None)
+        stale = checked_at is None or now - checked_at >= CONNECTION_CHECK_INTERVAL
+        if stale and not connection.in_atomic_block:
             close_old_connections()
+            self._local.checked_at = now
         with transaction.atomic():
             outcome = ledger.record_orders(orders, received_at)
             rejected += [

