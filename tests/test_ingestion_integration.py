@@ -170,19 +170,27 @@ def test_kill_9_mid_run_then_restart_matches_the_oracle(
     assert RejectedOrder.objects.count() == invalid
 
 
-def test_two_consumer_processes_count_exactly(make_queue, store, child_env, tmp_path) -> None:
-    queue = make_queue(visibility_timeout=2)
-    messages = generate(800, seed=11, invalid_ratio=0.05, duplicate_ratio=0.05)
+def run_two_consumers(queue, messages, env: dict[str, str], tmp_path, midway=None) -> None:
+    """Feed ``messages`` to ``queue`` while two consumer processes (``env``) drain it;
+    ``midway()`` runs once they are under way. Returns with the queue drained and both
+    consumers stopped with exit 0 (the autouse fixture kills them if an assert fails)."""
     feeder = Feeder(queue, [m.body for m in messages])
     feeder.start()
     consumers = [
-        start_consumer(child_env(), tmp_path / f"c{i}.log", "--visibility-timeout", "2")
-        for i in range(2)
+        start_consumer(env, tmp_path / f"c{i}.log", "--visibility-timeout", "2") for i in range(2)
     ]
-    feeder.join(180)
+    if midway is not None:
+        midway()
+    feeder.join(240)
     assert feeder.error is None
-    assert wait_until(lambda: queue_total(queue) == 0, 120)
+    assert wait_until(lambda: queue_total(queue) == 0, 120), (tmp_path / "c0.log").read_text()
     assert [stop_consumer(c) for c in consumers] == [0, 0]
+
+
+def test_two_consumer_processes_count_exactly(make_queue, store, child_env, tmp_path) -> None:
+    queue = make_queue(visibility_timeout=2)
+    messages = generate(800, seed=11, invalid_ratio=0.05, duplicate_ratio=0.05)
+    run_two_consumers(queue, messages, child_env(), tmp_path)
 
     assert mismatches(store, messages, RANGE) == []
     both_worked = all("throughput" in (tmp_path / f"c{i}.log").read_text() for i in range(2))
@@ -261,21 +269,14 @@ def test_a_rebuild_in_the_middle_of_a_consumer_run_loses_and_doubles_nothing(
     new generation; afterwards every aggregate equals the oracle and reconcile agrees."""
     from django.core.management import call_command
 
+    def rebuild_midway() -> None:
+        assert wait_until(lambda: store.global_stats().total_orders >= 300, 120)
+        call_command("rebuild_stats", "--no-progress")
+        assert store.live_generations() == [1]
+
     queue = make_queue(visibility_timeout=2)
     messages = generate(1200, seed=21, invalid_ratio=0.05, duplicate_ratio=0.05)
-    feeder = Feeder(queue, [m.body for m in messages])
-    feeder.start()
-    consumers = [
-        start_consumer(child_env(), tmp_path / f"c{i}.log", "--visibility-timeout", "2")
-        for i in range(2)
-    ]
-    assert wait_until(lambda: store.global_stats().total_orders >= 300, 120)
-    call_command("rebuild_stats", "--no-progress")
-    assert store.live_generations() == [1]
-    feeder.join(240)
-    assert feeder.error is None
-    assert wait_until(lambda: queue_total(queue) == 0, 120)
-    assert [stop_consumer(c) for c in consumers] == [0, 0]
+    run_two_consumers(queue, messages, child_env(), tmp_path, midway=rebuild_midway)
 
     assert mismatches(store, messages, RANGE) == []
     call_command("reconcile_stats", "--no-progress")  # raises (exit 1) on a difference
@@ -298,19 +299,11 @@ def test_two_consumers_on_a_redis_cluster_with_eight_shards_match_the_oracle(
     store = AggregateStore(client, prefix=prefix, shards=8)
     queue = make_queue(visibility_timeout=2)
     messages = generate(800, seed=13, invalid_ratio=0.05, duplicate_ratio=0.05)
-    feeder = Feeder(queue, [m.body for m in messages])
-    feeder.start()
     env = child_env(
         REDIS_URL=redis_cluster.url, REDIS_CLUSTER="true", REDIS_SHARDS="8", REDIS_KEY_PREFIX=prefix
     )
-    consumers = [
-        start_consumer(env, tmp_path / f"c{i}.log", "--visibility-timeout", "2") for i in range(2)
-    ]
     try:
-        feeder.join(180)
-        assert feeder.error is None
-        assert wait_until(lambda: queue_total(queue) == 0, 120), (tmp_path / "c0.log").read_text()
-        assert [stop_consumer(c) for c in consumers] == [0, 0]
+        run_two_consumers(queue, messages, env, tmp_path)
 
         assert mismatches(store, messages, RANGE) == []
         keys = prefix_keys(client, prefix)
