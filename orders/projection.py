@@ -159,12 +159,7 @@ def rebuild(
                     report.days += 1
             for row in _window_rows(store, _now(store)):
                 if write:
-                    expires = (
-                        row.received_at + timedelta(seconds=store.dedup_ttl)
-                        if store.dedup_ttl > 0
-                        else None
-                    )
-                    writer.mark(row.order_id, row.user_id, row.fingerprint, expires)
+                    writer.mark(row)
                 report.marks += 1
             writer.close()
         if write:
@@ -449,10 +444,7 @@ def _repair(store: AggregateStore, differing: set[str]) -> int:
     writer = store.writer(None)
     unapplied = _unapplied(store, _now(store))
     for row in unapplied:
-        expires = (
-            row.received_at + timedelta(seconds=store.dedup_ttl) if store.dedup_ttl > 0 else None
-        )
-        writer.mark(row.order_id, row.user_id, row.fingerprint, expires)
+        writer.mark(row)
     fixed = differing | {row.user_id for row in unapplied}
     found: set[str] = set()
     for totals in ledger.user_totals(fixed):

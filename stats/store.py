@@ -681,16 +681,7 @@ class AggregateStore:
                 self.aggregate_key("user", user_id, shard=shard), "orders", "spend", "first", "last"
             ),
         )
-        orders, spend, first, last = row
-        if orders is None:
-            return None
-        return UserStats(
-            user_id=user_id,
-            order_count=int(orders),
-            total_spend_cents=_int(spend),
-            first_order_at=_ms_to_datetime(first),
-            last_order_at=_ms_to_datetime(last),
-        )
+        return _user_from_row(user_id, row)
 
     def _all(self) -> range:
         return range(self.shards)
@@ -941,13 +932,8 @@ class AggregateStore:
                 self.aggregate_key("user", user_id, shard=self.shard_of(user_id)),
                 "orders", "spend", "first", "last",
             )  # fmt: skip
-        found = {}
-        for user_id, (orders, spend, first, last) in zip(user_ids, pipe.execute(), strict=True):
-            if orders is not None:
-                found[user_id] = UserStats(
-                    user_id, int(orders), _int(spend), _ms_to_datetime(first), _ms_to_datetime(last)
-                )
-        return found
+        rows = zip(user_ids, pipe.execute(), strict=True)
+        return {u: user for u, row in rows if (user := _user_from_row(u, row)) is not None}
 
     @_unavailable_on_redis_error
     def scan_user_ids(self) -> Iterator[str]:
@@ -1062,10 +1048,7 @@ class GenerationWriter:
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
         for shard, (orders, revenue, users) in enumerate(self._globals):
-            key = self._key("global", shard=shard)
-            self._pipe.delete(key)
-            self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
-            self._queued_one(2)
+            self.set_globals(shard, orders, revenue, users)
 
     def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
         key = self._key("global", shard=shard)
@@ -1073,19 +1056,35 @@ class GenerationWriter:
         self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
         self._queued_one(2)
 
-    def mark(
-        self, order_id: str, user_id: str, fingerprint: str, expires_at: datetime | None
-    ) -> None:
-        """An order's idempotency mark (never replaces one that is there)."""
-        key = self.store.key("seen", order_id, shard=self.store.shard_of(user_id))
-        if expires_at is None:
-            self._pipe.set(key, fingerprint, nx=True)
+    def mark(self, order: Any) -> None:
+        """A recorded order's idempotency mark (``order_id``, ``user_id``, ``fingerprint``,
+        ``received_at``), expiring when a mark written at its first recording would; never
+        replaces one that is there."""
+        key = self.store.key("seen", order.order_id, shard=self.store.shard_of(order.user_id))
+        ttl = self.store.dedup_ttl
+        if ttl > 0:
+            expires = epoch_ms(order.received_at + timedelta(seconds=ttl))
+            self._pipe.set(key, order.fingerprint, nx=True, pxat=expires)
         else:
-            self._pipe.set(key, fingerprint, nx=True, pxat=epoch_ms(expires_at))
+            self._pipe.set(key, order.fingerprint, nx=True)
         self._queued_one()
 
     def close(self) -> None:
         self.flush()
+
+
+def _user_from_row(user_id: str, row: Sequence[Any]) -> UserStats | None:
+    """A user hash read as ``HMGET orders spend first last``; None when there is none."""
+    orders, spend, first, last = row
+    if orders is None:
+        return None
+    return UserStats(
+        user_id=user_id,
+        order_count=int(orders),
+        total_spend_cents=_int(spend),
+        first_order_at=_ms_to_datetime(first),
+        last_order_at=_ms_to_datetime(last),
+    )
 
 
 def _glob_escape(text: str) -> str:
