@@ -111,8 +111,3 @@ class Outages:
                 logger.info("rebuild finished after %.1fs; resuming", now - since)
             else:
                 logger.info("%s is back after %.1fs; resuming", name, now - since)
-
-    @property
-    def down(self) -> list[str]:
-        with self._lock:
-            return list(self._down)
