@@ -39,9 +39,9 @@ test-postgres: $(STAMP)
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest
 
 # Valkey + moto SQS + migrate + web/worker/feeder under honcho; Ctrl-C stops all of it.
-# Options: make run RUN_ARGS="--no-feed --web-port 8001" (see python -m orderpipe.devstack -h).
+# Options: make run RUN_ARGS="--no-feed --web-port 8001" (see python -m devtools.stack -h).
 run: $(LOCAL_STAMP)
-	$(BIN)/python -m orderpipe.devstack $(RUN_ARGS)
+	$(BIN)/python -m devtools.stack $(RUN_ARGS)
 
 superuser: $(LOCAL_STAMP)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser

@@ -21,7 +21,7 @@ from django_redis.pool import ConnectionFactory
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 from redis.cluster import RedisCluster
 
-from orderpipe.devservers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test_environment
+from devtools.servers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test_environment
 from orderpipe.redis_cluster import ClusterConnectionFactory
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore

@@ -51,7 +51,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 import redis  # noqa: E402
 import yaml  # noqa: E402
 
-from orderpipe.devservers import RedisServer, free_port, port_is_open  # noqa: E402
+from devtools.servers import RedisServer, free_port, port_is_open  # noqa: E402
 from orders.validation import Item, Order  # noqa: E402
 from stats.store import AggregateStore  # noqa: E402
 from tests.test_compose import interpolate  # noqa: E402

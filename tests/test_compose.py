@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from orderpipe.devservers import free_port, port_is_open
+from devtools.servers import free_port, port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("web", "worker")

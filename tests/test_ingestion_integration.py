@@ -13,7 +13,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from orderpipe.devservers import prefix_spread_over_every_primary
+from devtools.servers import prefix_spread_over_every_primary
 from orders.consumer import Consumer
 from orders.models import RejectedOrder
 from orders.samples import SampleGenerator, poison_bodies

