@@ -3,7 +3,7 @@
 Every stats read is one Redis round trip through ``stats.store``; no view builds a key or
 computes an aggregate. Errors: bad parameters are DRF ``ValidationError`` (400 naming the
 parameter), a Redis outage is ``StoreUnavailableError`` (503 via
-``stats.api.exceptions.exception_handler``).
+``orderpipe.api.errors.exception_handler``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSet
 
-from stats.api.access import StatsAccess, StatsRateThrottle, authenticators_for_settings
+from orderpipe.api.access import StatsAccess, StatsRateThrottle, authenticators_for_settings
+from orderpipe.api.renderers import (
+    ExactJSONRenderer,
+    OpenMetricsRenderer,
+    PrometheusTextRenderer,
+    _ExpositionRenderer,
+)
 from stats.api.metrics import MetricsSnapshot
 from stats.api.params import (
     DATE_RANGE_PARAMS,
@@ -43,12 +49,6 @@ from stats.api.params import (
     LimitParams,
     validate_query,
     validate_user_id,
-)
-from stats.api.renderers import (
-    ExactJSONRenderer,
-    OpenMetricsRenderer,
-    PrometheusTextRenderer,
-    _ExpositionRenderer,
 )
 from stats.api.serializers import (
     ApiRootSerializer,

@@ -9,7 +9,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer
 from rest_framework.request import Request
 
-from stats.api.renderers import (
+from orderpipe.api.renderers import (
     ExactJSONRenderer,
     FormatFirstNegotiation,
     OpenMetricsRenderer,
