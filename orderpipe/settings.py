@@ -177,7 +177,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "orderpipe.api.errors.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "orderpipe.api.renderers.FormatFirstNegotiation",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "orderpipe.api.negotiation.FormatFirstNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

@@ -1,4 +1,4 @@
-"""Renderers: JSON whose money is exact to the cent, and Prometheus / OpenMetrics exposition.
+"""JSON whose money is exact to the cent: the default renderer of both APIs.
 
 DRF's ``JSONEncoder`` turns a ``Decimal`` into a ``float`` (or a string), so 1000000000010.99
 would come out as 1000000000010.9900 at best and 1000000000011.0 at worst. ``ExactJSONRenderer``
@@ -11,15 +11,11 @@ escaping stay as in DRF's ``JSONRenderer``.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import simplejson
-from prometheus_client.exposition import choose_encoder
 from rest_framework.compat import INDENT_SEPARATORS, LONG_SEPARATORS, SHORT_SEPARATORS
-from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import BaseRenderer, JSONRenderer
-from rest_framework.request import Request
+from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder
 
 # DRF's conversions (datetime with "Z", lazy strings, UUID, ...) for what simplejson lacks.
@@ -71,91 +67,3 @@ class ExactJSONRenderer(JSONRenderer):
 def dumps_exact(data: Any) -> str:
     """Exact-money JSON text of ``data`` outside a DRF response (benchmarks, logs)."""
     return ExactJSONRenderer().render(data).decode()
-
-
-class _ExpositionRenderer(BaseRenderer):
-    """Renders a ``MetricsSnapshot`` through prometheus-client; anything else (errors) as JSON.
-
-    The view hands over the snapshot itself rather than the JSON dict, so the exposition is
-    built by prometheus-client's collector machinery from typed values, not by reformatting.
-    """
-
-    charset = "utf-8"
-
-    def _accept_for_encoder(self, accept: str) -> str:
-        """Only this renderer's own Accept entries count (DRF already chose it), so that
-        prometheus-client's ``choose_encoder`` picks the matching format and version."""
-        parts = [p for p in accept.split(",") if p.split(";")[0].strip() == self.media_type]
-        return ",".join(parts) or self.media_type
-
-    def render(
-        self,
-        data: Any,
-        accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
-    ) -> bytes:
-        from stats.api.metrics import MetricsSnapshot, exposition_registry
-
-        renderer_context = renderer_context or {}
-        response = renderer_context.get("response")
-        if not isinstance(data, MetricsSnapshot):
-            if response is not None:
-                response["Content-Type"] = "application/json"
-            return json.dumps(data, cls=JSONEncoder).encode() if data is not None else b""
-        request = renderer_context.get("request")
-        accept = request.META.get("HTTP_ACCEPT", "") if request is not None else ""
-        encode, content_type = choose_encoder(self._accept_for_encoder(accept))
-        if response is not None:
-            response["Content-Type"] = content_type
-        return encode(exposition_registry(data))
-
-
-class PrometheusTextRenderer(_ExpositionRenderer):
-    """Prometheus text format (``Accept: text/plain;version=0.0.4`` or ``?format=prometheus``)."""
-
-    media_type = "text/plain"
-    format = "prometheus"
-
-
-class OpenMetricsRenderer(_ExpositionRenderer):
-    """OpenMetrics text (what Prometheus asks for first, or ``?format=openmetrics``)."""
-
-    media_type = "application/openmetrics-text"
-    format = "openmetrics"
-
-
-class FormatFirstNegotiation(DefaultContentNegotiation):
-    """``?format=`` wins over the Accept header instead of ending in a 406 when they differ.
-
-    ``curl -H 'Accept: application/json' '/metrics?format=prometheus'`` means "prometheus".
-
-    DRF's choice from an Accept header depends only on that header and the renderer classes, and
-    parsing it cost about a tenth of a request, so the outcome is remembered per (header,
-    renderers) for short headers; the memory is bounded (cleared when full) because headers are
-    client input. A header that matches no renderer is not remembered (406 every time).
-    """
-
-    max_remembered = 256
-    max_remembered_length = 256
-    _remembered: dict[tuple[str, tuple[type[BaseRenderer], ...]], tuple[int, str]] = {}
-
-    def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        fmt = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
-        if fmt:
-            chosen = self.filter_renderers(renderers, fmt)[0]  # Http404 when none matches
-            return chosen, chosen.media_type
-        accept = request.META.get("HTTP_ACCEPT", "*/*")
-        if len(accept) > self.max_remembered_length:
-            return super().select_renderer(request, renderers, format_suffix)
-        key = (accept, tuple(type(r) for r in renderers))
-        remembered = self._remembered.get(key)
-        if remembered is None:
-            renderer, media_type = super().select_renderer(request, renderers, format_suffix)
-            remembered = (renderers.index(renderer), media_type)
-            if len(self._remembered) >= self.max_remembered:
-                self._remembered.clear()
-            self._remembered[key] = remembered
-        index, media_type = remembered
-        return renderers[index], media_type
