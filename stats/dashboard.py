@@ -266,7 +266,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         )
     reasons, statuses, rejected_total = rejected_by_reason()
     context.update(reasons=reasons, statuses=statuses, rejected_total=rejected_total)
-    return TemplateResponse(request, "admin/orders/dashboard.html", context)
+    return TemplateResponse(request, "admin/stats/dashboard.html", context)
 
 
 # admin_view: staff only (others are sent to the admin login), never cached, CSRF-protected;
@@ -275,4 +275,4 @@ dashboard = admin.site.admin_view(dashboard_view)
 
 # The admin index links to the dashboard. An app template named admin/index.html would lose to
 # django.contrib.admin's own (it is earlier in INSTALLED_APPS), hence a template of our own.
-admin.site.index_template = "admin/orders/index.html"
+admin.site.index_template = "admin/stats/index.html"
