@@ -10,6 +10,7 @@ Staff need the ``stats.view_stats`` permission to see it (403 otherwise), like t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,141 +63,191 @@ def axis_step(value: int, steps: int = GRID_STEPS) -> int:
         magnitude *= 10
 
 
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """A value axis of the chart: ``GRID_STEPS`` grid lines ``step`` apart, from 0 at the bottom
+    of the plot to ``top`` at its top."""
+
+    step: int
+
+    @property
+    def top(self) -> int:
+        return self.step * GRID_STEPS
+
+    def y(self, value: int) -> float:
+        return TOP + PLOT_H - PLOT_H * value / self.top
+
+
+def _orders_scale(days: list[DayStats]) -> Scale:
+    return Scale(axis_step(max((d.total_orders for d in days), default=0)))
+
+
+def _revenue_scale(days: list[DayStats]) -> Scale:
+    """In cents, stepped in whole currency units so the tick labels are round amounts."""
+    max_cents = max((d.total_revenue_cents for d in days), default=0)
+    return Scale(axis_step(-(-max_cents // 100)) * 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The x axis: one slot per day, a bar centred in each."""
+
+    slot: float
+
+    @classmethod
+    def for_days(cls, days: list[DayStats]) -> Columns:
+        return cls(PLOT_W / max(len(days), 1))
+
+    @property
+    def bar_width(self) -> float:
+        return max(self.slot * 0.7, 1.0)
+
+    def bar_left(self, i: int) -> float:
+        return LEFT + i * self.slot + (self.slot - self.bar_width) / 2
+
+    def centre(self, i: int) -> float:
+        return LEFT + i * self.slot + self.slot / 2
+
+
 def chart_svg(days: list[DayStats]) -> SafeString:
     """Bars for orders per day (left axis), a line for revenue (right axis), on a grid.
 
     Every bar has a ``<title>`` tooltip with the exact day, count and revenue; the axis tops
     are rounded up to readable numbers so the tick labels are exact too.
     """
-    orders_step = axis_step(max((d.total_orders for d in days), default=0))
-    orders_top = orders_step * GRID_STEPS
-    # Stepped in whole currency units so tick labels are round amounts; kept in cents.
-    max_cents = max((d.total_revenue_cents for d in days), default=0)
-    revenue_step_cents = axis_step(-(-max_cents // 100)) * 100
-    revenue_top_cents = revenue_step_cents * GRID_STEPS
-    slot = PLOT_W / max(len(days), 1)
-    bar_w = max(slot * 0.7, 1.0)
-
-    def y_orders(n: int) -> float:
-        return TOP + PLOT_H - PLOT_H * n / orders_top
-
-    def y_revenue(cents: int) -> float:
-        return TOP + PLOT_H - PLOT_H * cents / revenue_top_cents
-
-    parts: list[str] = [
-        format_html(
-            '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" '
-            'role="img" aria-labelledby="chart-title" class="dashboard-chart" '
-            'style="max-width: {}px; font: 11px sans-serif">'
-            '<title id="chart-title">Orders and revenue per day, {} to {}</title>',
-            WIDTH,
-            HEIGHT,
-            WIDTH,
-            days[0].day.isoformat() if days else "",
-            days[-1].day.isoformat() if days else "",
-        )
+    orders, revenue, columns = _orders_scale(days), _revenue_scale(days), Columns.for_days(days)
+    parts = [
+        _svg_open(days),
+        *_grid(orders, revenue),
+        *_bars_and_day_labels(days, orders, columns),
+        *_revenue_line(days, revenue, columns),
+        _axes(),
+        "</svg>",
     ]
-    # Grid and tick labels: orders on the left, revenue on the right.
+    return mark_safe("".join(parts))  # noqa: S308 - every part is format_html-escaped
+
+
+def _svg_open(days: list[DayStats]) -> SafeString:
+    """The ``<svg>`` element's opening tag and the chart's accessible title."""
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" '
+        'role="img" aria-labelledby="chart-title" class="dashboard-chart" '
+        'style="max-width: {}px; font: 11px sans-serif">'
+        '<title id="chart-title">Orders and revenue per day, {} to {}</title>',
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        days[0].day.isoformat() if days else "",
+        days[-1].day.isoformat() if days else "",
+    )
+
+
+def _grid(orders: Scale, revenue: Scale) -> Iterator[SafeString]:
+    """A grid line per step, its orders tick on the left and its revenue tick on the right."""
     for step in range(GRID_STEPS + 1):
         y = TOP + PLOT_H - PLOT_H * step / GRID_STEPS
-        parts.append(
-            format_html(
-                '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/>'
-                '<text x="{}" y="{}" text-anchor="end" class="tick-orders">{}</text>'
-                '<text x="{}" y="{}" text-anchor="start" fill="{}" class="tick-revenue">'
-                "{}</text>",
-                LEFT,
-                _f(y),
-                LEFT + PLOT_W,
-                _f(y),
-                LEFT - 6,
-                _f(y + 4),
-                f"{orders_step * step:,}",
-                LEFT + PLOT_W + 6,
-                _f(y + 4),
-                REVENUE_COLOUR,
-                money(revenue_step_cents * step),
-            )
+        yield format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/>'
+            '<text x="{}" y="{}" text-anchor="end" class="tick-orders">{}</text>'
+            '<text x="{}" y="{}" text-anchor="start" fill="{}" class="tick-revenue">'
+            "{}</text>",
+            LEFT,
+            _f(y),
+            LEFT + PLOT_W,
+            _f(y),
+            LEFT - 6,
+            _f(y + 4),
+            f"{orders.step * step:,}",
+            LEFT + PLOT_W + 6,
+            _f(y + 4),
+            REVENUE_COLOUR,
+            money(revenue.step * step),
         )
-    # Bars and x labels (every 5th day and the last, MM-DD).
+
+
+def _bars_and_day_labels(
+    days: list[DayStats], orders: Scale, columns: Columns
+) -> Iterator[SafeString]:
+    """A bar per day; under every 5th day and the last one, its date (MM-DD)."""
     for i, day in enumerate(days):
-        x = LEFT + i * slot + (slot - bar_w) / 2
-        y = y_orders(day.total_orders)
-        parts.append(
-            format_html(
-                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" '
-                'class="bar" data-date="{}" data-orders="{}" data-revenue="{}">'
-                "<title>{}: {} order{}, revenue {}</title></rect>",
-                _f(x),
-                _f(y),
-                _f(bar_w),
-                _f(TOP + PLOT_H - y),
-                ORDERS_COLOUR,
-                day.day.isoformat(),
-                day.total_orders,
-                cents_to_decimal(day.total_revenue_cents),
-                day.day.isoformat(),
-                day.total_orders,
-                "" if day.total_orders == 1 else "s",
-                money(day.total_revenue_cents),
-            )
-        )
+        yield _bar(day, columns.bar_left(i), orders.y(day.total_orders), columns.bar_width)
         if i % 5 == 0 or i == len(days) - 1:
-            parts.append(
-                format_html(
-                    '<text x="{}" y="{}" text-anchor="middle">{}</text>',
-                    _f(LEFT + i * slot + slot / 2),
-                    TOP + PLOT_H + 16,
-                    day.day.strftime("%m-%d"),
-                )
-            )
-    # Revenue line with a dot per day.
-    points = [
-        (LEFT + i * slot + slot / 2, y_revenue(d.total_revenue_cents)) for i, d in enumerate(days)
-    ]
-    if points:
-        parts.append(
-            format_html(
-                '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" class="revenue"/>',
-                " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
-                REVENUE_COLOUR,
-            )
-        )
-        parts.append(
-            format_html_join(
-                "",
-                '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: revenue {}</title></circle>',
-                (
-                    (_f(x), _f(y), REVENUE_COLOUR, d.day.isoformat(), money(d.total_revenue_cents))
-                    for (x, y), d in zip(points, days, strict=True)
-                ),
-            )
-        )
-    # Axes and their titles.
-    parts.append(
-        format_html(
-            '<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#666"/>'
-            '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#666"/>'
-            '<line x1="{r}" y1="{t}" x2="{r}" y2="{b}" stroke="{c}"/>'
-            '<text x="{cx}" y="{h}" text-anchor="middle">day (UTC)</text>'
-            '<text transform="translate(14,{cy}) rotate(-90)" text-anchor="middle" '
-            'fill="{o}">orders</text>'
-            '<text transform="translate({rx},{cy}) rotate(90)" text-anchor="middle" '
-            'fill="{c}">revenue</text>',
-            l=LEFT,
-            r=LEFT + PLOT_W,
-            t=TOP,
-            b=TOP + PLOT_H,
-            c=REVENUE_COLOUR,
-            o="#417690",
-            cx=_f(LEFT + PLOT_W / 2),
-            cy=_f(TOP + PLOT_H / 2),
-            h=HEIGHT - 6,
-            rx=WIDTH - 12,
-        )
+            yield _day_label(day, columns.centre(i))
+
+
+def _bar(day: DayStats, x: float, y: float, width: float) -> SafeString:
+    """One day's orders as a bar, with the exact day, count and revenue in its tooltip."""
+    return format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" '
+        'class="bar" data-date="{}" data-orders="{}" data-revenue="{}">'
+        "<title>{}: {} order{}, revenue {}</title></rect>",
+        _f(x),
+        _f(y),
+        _f(width),
+        _f(TOP + PLOT_H - y),
+        ORDERS_COLOUR,
+        day.day.isoformat(),
+        day.total_orders,
+        cents_to_decimal(day.total_revenue_cents),
+        day.day.isoformat(),
+        day.total_orders,
+        "" if day.total_orders == 1 else "s",
+        money(day.total_revenue_cents),
     )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308 - every part above is format_html-escaped
+
+
+def _day_label(day: DayStats, x: float) -> SafeString:
+    return format_html(
+        '<text x="{}" y="{}" text-anchor="middle">{}</text>',
+        _f(x),
+        TOP + PLOT_H + 16,
+        day.day.strftime("%m-%d"),
+    )
+
+
+def _revenue_line(days: list[DayStats], revenue: Scale, columns: Columns) -> Iterator[SafeString]:
+    """Revenue per day as a line over the bars, with a dot (and its tooltip) per day."""
+    if not days:
+        return
+    points = [(columns.centre(i), revenue.y(d.total_revenue_cents)) for i, d in enumerate(days)]
+    yield format_html(
+        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" class="revenue"/>',
+        " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
+        REVENUE_COLOUR,
+    )
+    yield format_html_join(
+        "",
+        '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: revenue {}</title></circle>',
+        (
+            (_f(x), _f(y), REVENUE_COLOUR, d.day.isoformat(), money(d.total_revenue_cents))
+            for (x, y), d in zip(points, days, strict=True)
+        ),
+    )
+
+
+def _axes() -> SafeString:
+    """The plot's frame: the day axis, the orders axis (left), the revenue axis (right), and
+    their titles."""
+    return format_html(
+        '<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#666"/>'
+        '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#666"/>'
+        '<line x1="{r}" y1="{t}" x2="{r}" y2="{b}" stroke="{c}"/>'
+        '<text x="{cx}" y="{h}" text-anchor="middle">day (UTC)</text>'
+        '<text transform="translate(14,{cy}) rotate(-90)" text-anchor="middle" '
+        'fill="{o}">orders</text>'
+        '<text transform="translate({rx},{cy}) rotate(90)" text-anchor="middle" '
+        'fill="{c}">revenue</text>',
+        l=LEFT,
+        r=LEFT + PLOT_W,
+        t=TOP,
+        b=TOP + PLOT_H,
+        c=REVENUE_COLOUR,
+        o="#417690",
+        cx=_f(LEFT + PLOT_W / 2),
+        cy=_f(TOP + PLOT_H / 2),
+        h=HEIGHT - 6,
+        rx=WIDTH - 12,
+    )
 
 
 def _f(value: float) -> str:
