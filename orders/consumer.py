@@ -1,4 +1,4 @@
-"""The ingestion loop: receive -> commit (``orders.commit``) -> delete (contract §3).
+"""The ingestion loop: receive -> commit (``orders.commit``) -> delete.
 
 A message is deleted only after its effect is committed (ledger and Redis for a valid order,
 the database for a rejected one). When a dependency fails (``orders.outages``), the batch in

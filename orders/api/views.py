@@ -1,4 +1,4 @@
-"""Orders API (contract §4): the ledger and the rejected messages, read from the database.
+"""Orders API: the ledger and the rejected messages, read from the database.
 
 ``GET /orders/{order_id}`` answers whether an order was accepted (and as what) or only ever
 rejected (and why); ``GET /users/{user_id}/orders`` lists a user's accepted orders. Nothing

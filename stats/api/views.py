@@ -1,4 +1,4 @@
-"""Stats API viewsets (contract §4): read the aggregate store, answer the serializers' shapes.
+"""Stats API viewsets: read the aggregate store, answer the serializers' shapes.
 
 Every stats read is one Redis round trip through ``stats.store``; no view builds a key or
 computes an aggregate. Errors: bad parameters are DRF ``ValidationError`` (400 naming the

@@ -1,4 +1,5 @@
-"""``python manage.py consume_orders``: long-poll the orders queue into the Redis aggregates."""
+"""``python manage.py consume_orders``: long-poll the orders queue into the ledger and the Redis
+aggregates."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ T = TypeVar("T")
 
 
 class Command(BaseCommand):
-    help = "Consume orders from SQS: validate, apply to Redis exactly once, record rejects."
+    help = (
+        "Consume orders from SQS: validate, record in the ledger, apply to Redis exactly once, "
+        "record rejects."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--queue", default=None, help="queue name (default: QUEUE_NAME)")
