@@ -1,4 +1,5 @@
-"""Chaos run (``make chaos``): prove contract §3 under crashes and outages, against an oracle.
+"""Chaos run (``make chaos``): prove the ingestion guarantees under crashes and outages, against
+an oracle.
 
     .venv/bin/python bench/chaos.py [--orders 10000] [--seed 7] [--sqs fauxqs|moto]
         [--cluster] [--database-url postgres://postgres@127.0.0.1:5432]

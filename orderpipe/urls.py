@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from orders.dashboard import dashboard
+from stats.dashboard import dashboard
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

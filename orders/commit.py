@@ -1,4 +1,4 @@
-"""Where a batch is committed: validate, record in the database, apply to Redis (contract §3).
+"""Where a batch is committed: validate, record in the database, apply to Redis.
 
 1. Validate every message (``orders.validation``, pure).
 2. One database transaction: the valid orders into the ledger (``orders.ledger``; a

@@ -1,4 +1,4 @@
-"""The ingestion loop: receive -> commit (``orders.commit``) -> delete (contract §3).
+"""The ingestion loop: receive -> commit (``orders.commit``) -> delete.
 
 A message is deleted only after its effect is committed (ledger and Redis for a valid order,
 the database for a rejected one). When a dependency fails (``orders.outages``), the batch in
@@ -26,6 +26,7 @@ from orders import ledger, outages, sqs
 from orders.commit import BatchCommitter, BatchResult
 from orders.consumer_threads import Deleter, Receiver, Tally, VisibilityKeeper, delete_committed
 from orders.models import RejectionRecord
+from orders.outages import Dependency
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from stats.store import AggregateStore, RebuildInProgressError
 
@@ -137,9 +138,9 @@ class Consumer:
         self._settle(wanted, len(messages))
         if not messages:
             self.store.heartbeat()  # a write: Redis is not merely answering, it accepts work
-            self.outages.recovered((outages.SQS, outages.REDIS), self.clock())
+            self.outages.recovered((Dependency.SQS, Dependency.REDIS), self.clock())
             return messages
-        self.outages.recovered((outages.SQS,), self.clock())
+        self.outages.recovered((Dependency.SQS,), self.clock())
         # In hand from this moment (also while it waits behind the batch being handled):
         # its visibility is kept and a graceful stop waits for it.
         with self._budget_lock:
@@ -155,7 +156,9 @@ class Consumer:
         kept): the caller retries it (``see_through``) or lets it go (``let_go``).
         """
         result = self.committer.commit(messages, self.now())
-        self.outages.recovered((outages.REDIS, outages.DATABASE, outages.REBUILD), self.clock())
+        self.outages.recovered(
+            (Dependency.REDIS, Dependency.DATABASE, Dependency.REBUILD), self.clock()
+        )
         self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
         handles = [m["ReceiptHandle"] for m in messages]
         if self.deleter is not None:
@@ -193,54 +196,32 @@ class Consumer:
 
     def see_through(self, messages: Sequence[dict[str, Any]]) -> BatchResult | None:
         """Handle a batch, retrying that same batch after each transient failure until it
-        commits; None when the consumer was interrupted first (the batch is then let go)."""
-        while True:
-            try:
-                return self.handle_batch(messages)
-            except Exception as exc:
-                failure = outages.classify(exc)
-                if failure is None or not failure.transient:
-                    self.let_go(messages)
-                    self._fail_on(exc, failure)
-                    return None
-                if failure.dependency == outages.DATABASE:
-                    close_old_connections()
-                self._wait_out(failure.dependency, exc, self.interrupted)
-                if self.interrupted.is_set():
-                    logger.warning(
-                        "stopping with a batch of %d not committed; SQS redelivers it",
-                        len(messages),
-                    )
-                    self.let_go(messages)
-                    return None
+        commits; None when the consumer was interrupted first or stopped on an error (the
+        batch is then let go)."""
+        try:
+            result = self.outages.retry(
+                lambda: self.handle_batch(messages), self.interrupted, self.clock, self._probe
+            )
+        except Exception as exc:  # waiting cannot cure it, or a bug (in a probe, say)
+            self.let_go(messages)
+            self._fail_on(exc, outages.classify(exc))
+            return None
+        if result is None:
+            logger.warning(
+                "stopping with a batch of %d not committed; SQS redelivers it", len(messages)
+            )
+            self.let_go(messages)
+        return result
 
-    # --- waiting out a failure -------------------------------------------------------------
-    def _wait_out(self, name: str, failure: BaseException, cancel: threading.Event) -> None:
-        """Back off until the failed dependency passes a probe (or ``cancel`` is set); then
-        the caller tries its real work again, and only that success ends the outage."""
-        delay = self.outages.failed(name, failure, self.clock())
-        while not cancel.is_set():
-            cancel.wait(delay)
-            if cancel.is_set():
-                return
-            try:
-                self._probe(name)
-            except Exception as exc:
-                if outages.classify(exc) is None:
-                    raise
-                delay = self.outages.failed(name, exc, self.clock())
-                continue
-            return
-
-    def _probe(self, name: str) -> None:
+    def _probe(self, dependency: Dependency) -> None:
         """A cheap stand-in for the real work, able to fail the way the work would."""
-        if name == outages.REDIS:
+        if dependency is Dependency.REDIS:
             self.store.heartbeat()  # a write: a read-only replica answers PING
-        elif name == outages.REBUILD:
+        elif dependency is Dependency.REBUILD:
             if self.store.rebuild_in_progress():
                 raise RebuildInProgressError("still rebuilding")
-        elif name == outages.DATABASE:
-            close_old_connections()
+        elif dependency is Dependency.DATABASE:
+            close_old_connections()  # the failed connection, before a new one is opened
             ledger.probe_write()  # a read-only server accepts connections, refuses this
         else:
             self.queue.depth()
@@ -248,10 +229,10 @@ class Consumer:
     def _fail_on(self, exc: BaseException, failure: outages.Failure | None) -> None:
         if failure is None:
             why = "unexpected error; stopping"
-        elif failure.dependency == outages.REDIS:
+        elif failure.dependency is Dependency.REDIS:
             why = ("Redis refused a command; stopping rather than cycling every message "
                    "towards the dead-letter queue")  # fmt: skip
-        elif failure.dependency == outages.SQS and sqs.is_missing_queue(exc):
+        elif failure.dependency is Dependency.SQS and sqs.is_missing_queue(exc):
             why = f"the queue {self.queue.name} no longer exists; stopping"
         else:
             why = (
@@ -294,11 +275,7 @@ class Consumer:
                     continue
                 if not self.stop.is_set():
                     ahead = receiver.request()
-                try:
-                    self.see_through(messages)
-                except Exception as exc:  # a bug (in a probe, say): the batch is still in hand
-                    self.let_go(messages)
-                    self._fail_on(exc, None)
+                self.see_through(messages)
             self._finish_ahead(ahead)
         except Exception as exc:  # a poller that dies silently would hold its budget for ever
             self._fail_on(exc, None)
@@ -311,7 +288,7 @@ class Consumer:
         if failure is None or not failure.transient:
             self._fail_on(exc, failure)
         else:
-            self._wait_out(failure.dependency, exc, self.stop)
+            self.outages.wait_out(failure.dependency, exc, self.stop, self.clock, self._probe)
 
     def _empty_or_failed(self) -> bool:
         try:

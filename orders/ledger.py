@@ -1,6 +1,6 @@
 """The ledger writer and its queries: the only code that writes ``AcceptedOrder`` rows.
 
-The ledger is the record of truth (contract §3): a batch's valid orders are recorded here in
+The ledger is the record of truth: a batch's valid orders are recorded here in
 the same database transaction as its rejects, before Redis sees them. ``order_id`` is unique
 forever, so this is where a conflicting re-send (same id, other payload) is recognised, on
 any number of Redis shards and long after a Redis mark expired. The aggregate queries below

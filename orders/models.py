@@ -1,4 +1,4 @@
-"""Rejected orders: the messages that failed contract §2, kept for staff review in the admin.
+"""Rejected orders: the messages that failed validation, kept for staff review in the admin.
 
 One row per SQS message id, so a redelivered reject never makes a second row. The body is
 stored as bytes, losslessly, because the one message that breaks the pipeline is exactly the
@@ -355,7 +355,7 @@ class AcceptedOrderQuerySet(models.QuerySet):
 
 
 class AcceptedOrder(models.Model):
-    """The ledger: every accepted order, once, as it was first recorded (contract §3).
+    """The ledger: every accepted order, once, as it was first recorded.
 
     Redis holds aggregates derived from these rows (``rebuild_stats`` derives them again,
     ``reconcile_stats`` checks them), and ``order_id`` is unique here forever, so a conflicting

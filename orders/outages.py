@@ -1,4 +1,4 @@
-"""What the consumer does when Redis, the database or SQS fails (contract §3).
+"""What the consumer does when Redis, the database or SQS fails.
 
 Every error the loop sees is sorted here into one of two kinds. A *transient* one (a
 dependency down or refusing work for a while) keeps the batch in hand: nothing is deleted,
@@ -6,14 +6,18 @@ no new batch is received, the batch is retried after a growing backoff, so an ou
 no receives and pushes nothing towards the dead-letter queue. A *permanent* one (wrong
 credentials, a missing queue, a key of the wrong type, a Redis too old) stops the consumer
 with exit 1, because retrying would only cycle every message into the dead-letter queue.
+Start-up waits for a dependency that is not up yet with the same backoff and the same log
+lines (``Outages.retry``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db import DatabaseError, InterfaceError, InternalError, OperationalError
@@ -23,33 +27,44 @@ from stats.store import RebuildInProgressError, StoreCommandError, StoreUnavaila
 
 logger = logging.getLogger("orders.consumer")
 
-REDIS = "Redis"
-DATABASE = "database"
-SQS = "SQS"
-REBUILD = "rebuild"  # rebuild_stats holds the aggregates: not a failure, a short wait
+T = TypeVar("T")
+
+
+class Dependency(enum.Enum):
+    """What a failure comes from; the value is how log lines name it."""
+
+    REDIS = "Redis"
+    DATABASE = "database"
+    SQS = "SQS"
+    REBUILD = "rebuild"  # rebuild_stats holds the aggregates: not a failure, a short wait
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    dependency: str
+    dependency: Dependency
     transient: bool
 
 
 def classify(exc: BaseException) -> Failure | None:
     """Which dependency ``exc`` comes from and whether waiting cures it; None for a bug."""
     if isinstance(exc, RebuildInProgressError):
-        return Failure(REBUILD, True)
+        return Failure(Dependency.REBUILD, True)
     if isinstance(exc, StoreCommandError):
-        return Failure(REDIS, False)
+        return Failure(Dependency.REDIS, False)
     if isinstance(exc, StoreUnavailableError):
-        return Failure(REDIS, True)
+        return Failure(Dependency.REDIS, True)
     if isinstance(exc, DatabaseError | InterfaceError):
         # Connection lost, server shutting down, read-only after a failover, "database is
         # locked" (SQLite), serialization failure: transient. A missing table (migrations not
         # run), a missing privilege or a bad value: permanent.
-        return Failure(DATABASE, isinstance(exc, OperationalError | InterfaceError | InternalError))
+        return Failure(
+            Dependency.DATABASE, isinstance(exc, OperationalError | InterfaceError | InternalError)
+        )
     if isinstance(exc, BotoCoreError | ClientError):
-        return Failure(SQS, sqs.is_transient(exc))
+        return Failure(Dependency.SQS, sqs.is_transient(exc))
     return None
 
 
@@ -66,48 +81,102 @@ class Outages:
     A dependency that answers a probe has not necessarily recovered: Redis can answer while
     refusing writes (a replica during a failover), a database can accept connections and
     refuse INSERTs. So only real work that used it ends an outage; until then each failure,
-    of a probe or of the retried batch, doubles the wait (capped) and logs nothing new.
+    of a probe or of the retried work, doubles the wait (capped) and logs nothing new.
     """
 
     def __init__(self, first_delay: float = 0.5, max_delay: float = 30.0) -> None:
         self.first_delay = first_delay
         self.max_delay = max_delay
-        self._down: dict[str, _Outage] = {}
+        self._down: dict[Dependency, _Outage] = {}
         self._lock = threading.Lock()
 
-    def _limits(self, name: str) -> tuple[float, float]:
-        if name == REBUILD:  # a rebuild lasts seconds: look again soon
+    def _limits(self, dependency: Dependency) -> tuple[float, float]:
+        if dependency is Dependency.REBUILD:  # a rebuild lasts seconds: look again soon
             return min(0.2, self.max_delay), min(1.0, self.max_delay)
         return min(self.first_delay, self.max_delay), self.max_delay
 
-    def failed(self, name: str, exc: BaseException, now: float) -> float:
-        """Note a failure of ``name``; returns how long to wait before trying it again."""
-        first, cap = self._limits(name)
+    def failed(self, dependency: Dependency, exc: BaseException, now: float) -> float:
+        """Note a failure of ``dependency``; returns how long to wait before trying again."""
+        first, cap = self._limits(dependency)
         with self._lock:
-            outage = self._down.get(name)
+            outage = self._down.get(dependency)
             if outage is not None:
                 outage.delay = min(outage.delay * 2, cap)
                 return outage.delay
-            outage = self._down[name] = _Outage(now, first)
-        if name == REBUILD:
-            logger.info("a rebuild of the aggregates is running; keeping the batch in hand")
+            outage = self._down[dependency] = _Outage(now, first)
+        if dependency is Dependency.REBUILD:
+            logger.info(
+                "a rebuild of the aggregates is running; waiting for it (a batch in hand stays "
+                "in hand)"
+            )
         else:
             logger.error(
-                "%s unavailable (%s); keeping the batch in hand (nothing deleted, nothing new "
-                "received), backing off",
-                name,
+                "%s unavailable (%s); backing off (a batch in hand stays in hand: nothing "
+                "deleted, nothing new received)",
+                dependency,
                 exc,
             )
         return outage.delay
 
-    def recovered(self, names: Iterable[str], now: float) -> None:
-        """Work that used ``names`` has just succeeded: their outages, if any, are over."""
+    def recovered(self, dependencies: Iterable[Dependency], now: float) -> None:
+        """Work that used ``dependencies`` has just succeeded: their outages, if any, are over."""
         if not self._down:  # the usual case, checked without the lock
             return
         with self._lock:
-            ended = [(name, self._down.pop(name).since) for name in names if name in self._down]
-        for name, since in ended:
-            if name == REBUILD:
+            ended = [(d, self._down.pop(d).since) for d in dependencies if d in self._down]
+        for dependency, since in ended:
+            if dependency is Dependency.REBUILD:
                 logger.info("rebuild finished after %.1fs; resuming", now - since)
             else:
-                logger.info("%s is back after %.1fs; resuming", name, now - since)
+                logger.info("%s is back after %.1fs; resuming", dependency, now - since)
+
+    def wait_out(
+        self,
+        dependency: Dependency,
+        exc: BaseException,
+        cancel: threading.Event,
+        clock: Callable[[], float],
+        probe: Callable[[Dependency], object] | None = None,
+    ) -> None:
+        """Note the failure, then wait until ``probe(dependency)`` passes, the wait growing
+        with each failed probe; without a probe, wait once. Returns early when ``cancel`` is
+        set. A probe's error that is no dependency's failure (a bug) is raised."""
+        delay = self.failed(dependency, exc, clock())
+        while not cancel.wait(delay):
+            if probe is None:
+                return
+            try:
+                probe(dependency)
+            except Exception as again:
+                if classify(again) is None:
+                    raise
+                delay = self.failed(dependency, again, clock())
+                continue
+            return
+
+    def retry(
+        self,
+        work: Callable[[], T],
+        cancel: threading.Event,
+        clock: Callable[[], float],
+        probe: Callable[[Dependency], object] | None = None,
+    ) -> T | None:
+        """``work()``'s result, each transient failure waited out (``wait_out``) and the work
+        tried again, until it succeeds: that success ends the outages it went through. None
+        when ``cancel`` is set first. A failure waiting cannot cure, or an error that is no
+        dependency's failure, is raised at once."""
+        failed: set[Dependency] = set()
+        while True:
+            try:
+                result = work()
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None or not failure.transient:
+                    raise
+                failed.add(failure.dependency)
+                self.wait_out(failure.dependency, exc, cancel, clock, probe)
+                if cancel.is_set():
+                    return None
+                continue
+            self.recovered(failed, clock())
+            return result

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 SQS_BATCH_LIMIT = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage maximum
 
-# --- Which SQS errors retrying can cure (issue 11 §10) ---------------------------------------
+# --- Which SQS errors retrying can cure ------------------------------------------------------
+# An outage (the consumer keeps its batch and backs off) or a reason to stop with exit 1:
+# retrying what needs an operator would only cycle every message into the dead-letter queue.
 # Error codes SQS answers when it is busy or failing on its side: back off and retry.
 _TRANSIENT_CODES = frozenset(
     {

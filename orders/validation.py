@@ -1,4 +1,4 @@
-"""The order contract (contract §2): raw SQS body in, a normalized ``Order`` or every reason out.
+"""The order contract: raw SQS body in, a normalized ``Order`` or every reason out.
 
 Pure: no I/O, no Django models, no Redis, no SQS. Numbers are parsed exactly from the JSON
 text (``Decimal``), never through floats.
@@ -34,7 +34,7 @@ from decimal import (
 )
 from typing import Any
 
-# --- Rejection codes (contract §2). Stable: stored in the database and filtered on. -----------
+# --- Rejection codes. Stable: stored in the database and filtered on. -----------------------
 INVALID_JSON = "invalid_json"
 NOT_AN_OBJECT = "not_an_object"
 MISSING_FIELD = "missing_field"
@@ -54,10 +54,11 @@ ALL_CODES: tuple[str, ...] = (
     INVALID_TIMESTAMP,
     DUPLICATE_ORDER_ID,
 )
-# The codes ``validate_message`` itself can produce (duplicates are found by the store).
+# The codes ``validate_message`` itself can produce (conflicting re-sends are found by the
+# ledger).
 VALIDATOR_CODES: tuple[str, ...] = ALL_CODES[:-1]
 
-# --- Limits (contract §2) ---------------------------------------------------------------------
+# --- Limits ---------------------------------------------------------------------------------
 MAX_BODY_BYTES = 256 * 1024
 MAX_ID_LENGTH = 128
 MAX_ITEMS = 1000
@@ -233,9 +234,9 @@ def safe_text(value: str, max_length: int = MAX_STORED_ID_LENGTH) -> str:
 def conflict_rejection(order: Order) -> Rejection:
     """The rejection for an order whose id was already applied with a different payload.
 
-    The validator cannot see this (it needs the store's memory); the consumer builds it when
-    the Redis store reports a conflicting fingerprint. An undated order was dated by its
-    SentTimestamp, so ``occurred_at`` is that.
+    The validator cannot see this (it needs what was recorded before); the batch commit
+    builds it when the ledger holds this ``order_id`` with another fingerprint. An undated
+    order was dated by its SentTimestamp, so ``occurred_at`` is that.
     """
     return Rejection(
         reasons=(
@@ -668,7 +669,7 @@ def validate_message(
     *,
     received_at: datetime | None = None,
 ) -> Order | Rejection:
-    """Check one SQS message body against contract §2; never raises.
+    """Check one SQS message body against the order contract; never raises.
 
     ``attributes`` are the message's SQS system attributes; only ``SentTimestamp`` (epoch ms)
     is read. An order's ``occurred_at`` (and so its day bucket) is its ``order_timestamp``,

@@ -28,7 +28,7 @@ def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = 
 
 def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantity: int = 1,
                timestamp: str = "2025-08-09T10:15:00Z") -> str:  # fmt: skip
-    """A valid order as contract §2 JSON text, its value computed from the item."""
+    """A valid order as the order contract's JSON text, its value computed from the item."""
     from decimal import Decimal
 
     value = Decimal(price) * quantity

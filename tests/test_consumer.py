@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from orders.consumer import Consumer, Deleter
 from orders.models import RejectedOrder
+from orders.outages import Dependency
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore, StoreCommandError, StoreUnavailableError
 from tests.ingestion_helpers import order_body, queue_total
@@ -125,7 +126,7 @@ def test_outage_ends_only_when_a_batch_commits_and_its_backoff_keeps_growing(
     fake_store.apply_batch = read_only_for_a_while  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="orders.consumer"):
         result = consumer.see_through(consumer.receive_batch())
-        next_outage = consumer.outages.failed("Redis", StoreUnavailableError("again"), 0)
+        next_outage = consumer.outages.failed(Dependency.REDIS, StoreUnavailableError("again"), 0)
 
     assert result is not None and result.applied == 1
     assert waits == [0.5, 1.0, 2.0]  # not 0.5 each time: the probes passed, the work did not

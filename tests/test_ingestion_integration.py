@@ -1,6 +1,8 @@
-"""Contract §3 against real processes: a Redis server, a moto SQS server, consumer children.
+"""What consume_orders guarantees, against real processes: a Redis server, a moto SQS server,
+consumer children.
 
-Queues stay short (moto's cost grows with queue length, see shared notes), visibility
+Queues stay short (moto reads every message of a queue for each request's queue attributes, so
+it slows down as a queue grows: 362 messages/s drained at an empty queue, 17 at 1,000), visibility
 timeouts are 1-2 s so redeliveries happen within the test.
 """
 

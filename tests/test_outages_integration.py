@@ -1,4 +1,4 @@
-"""Outages against real servers: a refusing dependency keeps the batch in hand (issue 11 §1, §2).
+"""Outages against real servers: a refusing dependency keeps the batch in hand.
 
 A real Valkey (private to each test), the moto SQS server and the test database. Queues are
 created with a 1 s visibility timeout and ``maxReceiveCount`` 2, so a consumer that released

@@ -1,4 +1,4 @@
-"""A Redis that would silently lose marks or aggregates is refused (issue 11 §3).
+"""A Redis that would silently lose marks or aggregates is refused.
 
 ``consume_orders`` checks every primary before it receives anything: Redis 7.0 or newer and
 ``maxmemory-policy noeviction``, read from INFO (managed services often disable CONFIG).

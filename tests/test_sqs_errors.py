@@ -1,4 +1,4 @@
-"""SQS errors that retrying cannot cure stop the consumer; the others are outages (§10)."""
+"""SQS errors that retrying cannot cure stop the consumer; the others are outages."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Response shapes of the orders API: ledger rows and rejected messages out, money exact.
 
-Money leaves as ``Decimal`` (``order_value`` from integer cents through the stats API's
+Money leaves as ``Decimal`` (``order_value`` from integer cents through the shared
 ``MoneyField``, ``price_per_unit`` from the exact decimal text the ledger stores), which the
 project's JSON renderer writes as exact JSON numbers; no float ever sees it.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from stats.api.serializers import MoneyField
+from orderpipe.api.fields import MoneyField
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"

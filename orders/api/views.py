@@ -1,9 +1,9 @@
-"""Orders API (contract §4): the ledger and the rejected messages, read from the database.
+"""Orders API: the ledger and the rejected messages, read from the database.
 
 ``GET /orders/{order_id}`` answers whether an order was accepted (and as what) or only ever
 rejected (and why); ``GET /users/{user_id}/orders`` lists a user's accepted orders. Nothing
 here reads Redis: the ledger is the record of truth. Access, throttling and ``?format=`` are
-the stats API's (``ProtectedAPIMixin``); a database outage is a 503 through the project's
+shared with the stats API (``orderpipe.api``); a database outage is a 503 through the shared
 exception handler.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import (
     OpenApiExample,
-    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -25,6 +24,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orderpipe.api.access import ProtectedAPIMixin
+from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_error
+from orderpipe.api.ids import path_id_parameter, too_long_error, validate_path_id, validate_user_id
 from orders.api.pagination import OrderCursorPagination
 from orders.api.serializers import (
     ACCEPTED,
@@ -33,9 +35,6 @@ from orders.api.serializers import (
     RejectedOrderSerializer,
 )
 from orders.models import AcceptedOrder, RejectedOrder
-from stats.api.params import MAX_ID_LENGTH, validate_path_id, validate_user_id
-from stats.api.serializers import DetailSerializer
-from stats.api.views import PROTECTED_ERRORS, ProtectedAPIMixin, parameter_error
 
 # A rejected id's page lists this many of its messages (a producer stuck in a retry loop can
 # send thousands); rejection_count still tells how many there are.
@@ -48,16 +47,6 @@ ORDERS_ERRORS: dict[int, OpenApiResponse] = {
     **PROTECTED_ERRORS,
     503: OpenApiResponse(DetailSerializer, description="The database is unavailable."),
 }
-
-
-def _path_id(name: str, description: str, examples: list[OpenApiExample]) -> OpenApiParameter:
-    return OpenApiParameter(
-        name,
-        {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-        OpenApiParameter.PATH,
-        description=f"{description} (percent-encode it, `/` as `%2F`), 1-{MAX_ID_LENGTH} chars.",
-        examples=examples,
-    )
 
 
 def _can_be_stored(value: str) -> bool:
@@ -77,7 +66,7 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
             "messages with it were rejected (a conflicting re-send, say)."
         ),
         parameters=[
-            _path_id(
+            path_id_parameter(
                 "order_id",
                 "The order's id as sent",
                 [
@@ -92,9 +81,7 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
                 serializers={ACCEPTED: AcceptedOrderSerializer, REJECTED: RejectedOrderSerializer},
                 resource_type_field_name="status",
             ),
-            400: parameter_error(
-                "order_id too long", {"order_id": ["Must be at most 128 characters long."]}
-            ),
+            400: parameter_error("order_id too long", too_long_error("order_id")),
             404: OpenApiResponse(
                 DetailSerializer, description="No accepted or rejected message has this id."
             ),
@@ -143,7 +130,7 @@ class UserOrdersView(ProtectedAPIMixin, ListAPIView):
             "are null at the ends. A user without orders has an empty `results` list."
         ),
         parameters=[
-            _path_id(
+            path_id_parameter(
                 "user_id",
                 "The user's id as sent in orders",
                 [OpenApiExample("a user with orders", value="U100")],

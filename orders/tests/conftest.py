@@ -18,7 +18,7 @@ LEDGER_RECEIVED_AT = datetime(2025, 8, 9, 10, 16, 0, 123456, tzinfo=UTC)
 
 
 def valid_doc() -> dict[str, Any]:
-    """The contract §2 example order (order_value 109.97 = 2 x 19.99 + 69.99)."""
+    """The order contract's example order (order_value 109.97 = 2 x 19.99 + 69.99)."""
     return {
         "order_id": "ORD1000",
         "user_id": "U100",

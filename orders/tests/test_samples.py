@@ -1,4 +1,5 @@
-"""The sample generator: reproducible, shaped like contract §2, and agreeing with the validator."""
+"""The sample generator: reproducible, shaped like the order contract, agreeing with the
+validator."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract §2: a table of named cases for every rule and code, plus property tests."""
+"""The order contract: a table of named cases for every rule and code, plus property tests."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty, get_error_detail
 
-MAX_ID_LENGTH = 128
 LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
@@ -112,17 +111,3 @@ def validate_query(params: serializers.Serializer, query: Mapping[str, str]) -> 
 
 LIMIT_PARAMS = LimitParams()
 DATE_RANGE_PARAMS = DateRangeParams()
-
-
-def validate_path_id(name: str, value: str) -> str:
-    """Reject path values no stored id can have, so they read as 400 naming the parameter,
-    not as a lookup (order and user ids are 1-128 characters, contract §2)."""
-    if len(value) > MAX_ID_LENGTH:
-        raise serializers.ValidationError(
-            {name: [f"Must be at most {MAX_ID_LENGTH} characters long."]}
-        )
-    return value
-
-
-def validate_user_id(user_id: str) -> str:
-    return validate_path_id("user_id", user_id)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
 
+from orderpipe.api.fields import MoneyField
 from stats.store import DayStats, GlobalStats, Ranked, UserStats, cents_to_decimal
 
 
@@ -25,20 +25,6 @@ def average_cents(total_cents: int, count: int) -> int:
     if count <= 0:
         return 0
     return (2 * total_cents + count) // (2 * count)
-
-
-class MoneyField(serializers.DecimalField):
-    """Integer cents in, ``Decimal`` with two places out (rendered exactly by ExactJSONRenderer).
-
-    A ``DecimalField`` subclass so the schema says "number", while the representation skips
-    DecimalField's quantize-with-context, which would round very large totals.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_digits=None, decimal_places=2, coerce_to_string=False, **kwargs)
-
-    def to_representation(self, value: int) -> Decimal:
-        return cents_to_decimal(int(value))
 
 
 class UserStatsSerializer(serializers.Serializer):
@@ -173,10 +159,6 @@ class ApiRootSerializer(serializers.Serializer):
     metrics = serializers.URLField()
     schema = serializers.URLField()
     docs = serializers.URLField()
-
-
-class DetailSerializer(serializers.Serializer):
-    detail = serializers.CharField()
 
 
 # --- Hot path: the serializers' output as plain dicts ------------------------------------------

@@ -1,9 +1,9 @@
-"""Stats API viewsets (contract §4): read the aggregate store, answer the serializers' shapes.
+"""Stats API viewsets: read the aggregate store, answer the serializers' shapes.
 
 Every stats read is one Redis round trip through ``stats.store``; no view builds a key or
 computes an aggregate. Errors: bad parameters are DRF ``ValidationError`` (400 naming the
 parameter), a Redis outage is ``StoreUnavailableError`` (503 via
-``stats.api.exceptions.exception_handler``).
+``orderpipe.api.errors.exception_handler``).
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
-from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
 )
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -34,7 +31,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSet
 
-from stats.api.access import StatsAccess, StatsRateThrottle, authenticators_for_settings
+from orderpipe.api.access import ProtectedAPIMixin
+from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_error
+from orderpipe.api.ids import path_id_parameter, too_long_error, validate_user_id
+from orderpipe.api.negotiation import FormatParamMixin
+from orderpipe.api.renderers import ExactJSONRenderer
 from stats.api.metrics import MetricsSnapshot
 from stats.api.params import (
     DATE_RANGE_PARAMS,
@@ -42,18 +43,11 @@ from stats.api.params import (
     DateRangeParams,
     LimitParams,
     validate_query,
-    validate_user_id,
 )
-from stats.api.renderers import (
-    ExactJSONRenderer,
-    OpenMetricsRenderer,
-    PrometheusTextRenderer,
-    _ExpositionRenderer,
-)
+from stats.api.renderers import ExpositionRenderer, OpenMetricsRenderer, PrometheusTextRenderer
 from stats.api.serializers import (
     ApiRootSerializer,
     DateRangeStatsSerializer,
-    DetailSerializer,
     GlobalStatsSerializer,
     HealthSerializer,
     MetricsSerializer,
@@ -72,66 +66,13 @@ from stats.store import StoreUnavailableError, get_store
 logger = logging.getLogger(__name__)
 
 
-def parameter_error(example_name: str, example: dict[str, list[str]]) -> OpenApiResponse:
-    """The 400 shape: each offending parameter mapped to the rules it broke."""
-    return OpenApiResponse(
-        response={
-            "type": "object",
-            "additionalProperties": {"type": "array", "items": {"type": "string"}},
-        },
-        description="A parameter is invalid: its name maps to the rules it broke.",
-        examples=[OpenApiExample(example_name, value=example)],
-    )
-
-
 LIMIT_ERROR = parameter_error(
     "limit too large", {"limit": ["Ensure this value is less than or equal to 100."]}
 )
-PROTECTED_ERRORS: dict[int, OpenApiResponse] = {
-    401: OpenApiResponse(DetailSerializer, description="Authentication required (token mode)."),
-    403: OpenApiResponse(
-        DetailSerializer,
-        description="Authentication required (session mode), or the stats.view_stats permission.",
-    ),
-    429: OpenApiResponse(DetailSerializer, description="Throttled (STATS_THROTTLE_RATE)."),
-    503: OpenApiResponse(DetailSerializer, description="Redis is unavailable."),
-}
-
-
-class FormatParamMixin:
-    """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404."""
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        if not force and request.query_params.get("format", None) == "":
-            raise self._format_error()  # DRF would silently ignore an empty value
-        try:
-            return super().perform_content_negotiation(request, force)  # type: ignore[misc]
-        except Http404:
-            raise self._format_error() from None
-
-    def _format_error(self) -> ValidationError:
-        formats = sorted({r.format for r in self.get_renderers()})  # type: ignore[attr-defined]
-        return ValidationError({"format": [f"Must be one of: {', '.join(formats)}."]})
-
-
-class ProtectedAPIMixin(FormatParamMixin):
-    """The access rules of every endpoint that exposes orders or revenue (stats and orders
-    APIs alike): authentication and ``stats.view_stats`` when STATS_API_AUTH is token or
-    session; throttled by STATS_THROTTLE_RATE when it is set."""
-
-    permission_classes = [StatsAccess]
-    throttle_classes = [StatsRateThrottle]
-
-    def get_authenticators(self) -> list[Any]:
-        return authenticators_for_settings()
-
-    def get_throttles(self) -> list[Any]:
-        # No throttle object per request while STATS_THROTTLE_RATE is unset (the default).
-        return super().get_throttles() if settings.STATS_THROTTLE_RATE else []
 
 
 class ProtectedViewSet(ProtectedAPIMixin, ViewSet):
-    """A stats viewset under the access rules above."""
+    """A stats viewset under the access rules both APIs share."""
 
 
 class UserStatsViewSet(ProtectedViewSet):
@@ -143,19 +84,10 @@ class UserStatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="user_stats",
         summary="Statistics of one user",
-        parameters=[
-            OpenApiParameter(
-                "user_id",
-                {"type": "string", "minLength": 1, "maxLength": 128},
-                OpenApiParameter.PATH,
-                description="The user's id as sent in orders (percent-encode it), 1-128 chars.",
-            )
-        ],
+        parameters=[path_id_parameter("user_id", "The user's id as sent in orders")],
         responses={
             200: UserStatsSerializer,
-            400: parameter_error(
-                "user_id too long", {"user_id": ["Must be at most 128 characters long."]}
-            ),
+            400: parameter_error("user_id too long", too_long_error("user_id")),
             404: OpenApiResponse(DetailSerializer, description="No order of this user."),
             **PROTECTED_ERRORS,
         },
@@ -322,7 +254,7 @@ class MetricsViewSet(ProtectedViewSet):
     )
     def scrape(self, request: Request) -> Response:
         snapshot = MetricsSnapshot.read(get_store(), timezone.now())
-        if isinstance(request.accepted_renderer, _ExpositionRenderer):
+        if isinstance(request.accepted_renderer, ExpositionRenderer):
             response = Response(snapshot)
         else:
             response = Response(metrics_body(snapshot))

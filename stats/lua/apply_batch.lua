@@ -1,5 +1,5 @@
 #!lua
--- Apply one shard's part of a batch atomically: valid orders and counted rejects (contract §3).
+-- Apply one shard's part of a batch atomically: valid orders and counted rejects.
 --
 -- Every key is passed in KEYS and all of them share the shard's hash tag, so this runs on a
 -- Redis Cluster (and ElastiCache Serverless) as on one node. The shebang makes Redis refuse

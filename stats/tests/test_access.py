@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
+from orderpipe.api.access import StatsAccess
 from orders.tests.conftest import accept, body_of, valid_doc
-from stats.api.access import StatsAccess
 from stats.models import VIEW_STATS
 from stats.store import AggregateStore
 from tests.ingestion_helpers import make_order

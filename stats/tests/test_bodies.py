@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from orderpipe.api.renderers import dumps_exact
 from stats.api.metrics import MetricsSnapshot
-from stats.api.renderers import dumps_exact
 from stats.api.serializers import (
     DateRangeStatsSerializer,
     DayStatsSerializer,

@@ -9,12 +9,9 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer
 from rest_framework.request import Request
 
-from stats.api.renderers import (
-    ExactJSONRenderer,
-    FormatFirstNegotiation,
-    OpenMetricsRenderer,
-    PrometheusTextRenderer,
-)
+from orderpipe.api.negotiation import FormatFirstNegotiation
+from orderpipe.api.renderers import ExactJSONRenderer
+from stats.api.renderers import OpenMetricsRenderer, PrometheusTextRenderer
 
 STATS = (ExactJSONRenderer, BrowsableAPIRenderer)
 METRICS = (ExactJSONRenderer, BrowsableAPIRenderer, OpenMetricsRenderer, PrometheusTextRenderer)

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from stats.api.renderers import ExactJSONRenderer, dumps_exact
+from orderpipe.api.renderers import ExactJSONRenderer, dumps_exact
 from stats.api.serializers import average_cents
 from stats.store import AggregateStore, cents_to_decimal
 from tests.ingestion_helpers import make_order

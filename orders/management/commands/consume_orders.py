@@ -1,4 +1,5 @@
-"""``python manage.py consume_orders``: long-poll the orders queue into the Redis aggregates."""
+"""``python manage.py consume_orders``: long-poll the orders queue into the ledger and the Redis
+aggregates."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ T = TypeVar("T")
 
 
 class Command(BaseCommand):
-    help = "Consume orders from SQS: validate, apply to Redis exactly once, record rejects."
+    help = (
+        "Consume orders from SQS: validate, record in the ledger, apply to Redis exactly once, "
+        "record rejects."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--queue", default=None, help="queue name (default: QUEUE_NAME)")
@@ -82,7 +86,8 @@ class Command(BaseCommand):
         self._install_signal_handlers(stopping)
         queue = OrderQueue.from_settings(options["queue"])
         # A cluster client finds its nodes when it is built: wait for them like for the rest.
-        store = self._until_answered(stopping.stop, "Redis", get_store, options["max_backoff"])
+        backoff = outages.Outages(max_delay=options["max_backoff"])
+        store = self._until_answered(backoff, stopping.stop, get_store)
         if store is None:
             return
         consumer = Consumer(
@@ -127,34 +132,23 @@ class Command(BaseCommand):
             raise CommandError(f"consumer stopped on an error: {consumer.failure}")
         logger.info("consumer stopped")
 
+    @staticmethod
     def _until_answered(
-        self, stop: threading.Event, what: str, step: Callable[[], T], max_backoff: float
+        backoff: outages.Outages, stop: threading.Event, step: Callable[[], T]
     ) -> T | None:
-        """Run ``step`` until it succeeds, waiting out transient failures (a dependency not up
-        yet: one ERROR, then quiet retries, then one INFO when it answers); one that waiting
-        cannot cure (credentials, permissions) stops with exit 1. None when stopped first."""
-        delay, since = 0.5, None
-        while not stop.is_set():
-            try:
-                result = step()
-            except Exception as exc:
-                failure = outages.classify(exc)
-                if failure is None:
-                    raise
-                if not failure.transient:
-                    raise CommandError(f"{what}: {exc}") from exc
-                if since is None:
-                    since = time.monotonic()
-                    logger.error("%s not reachable (%s); waiting for it", what, exc)
-                else:
-                    logger.debug("%s still not reachable (%s)", what, exc)
-                stop.wait(delay)
-                delay = min(delay * 2, max_backoff)
-                continue
-            if since is not None:
-                logger.info("%s answered after %.1fs", what, time.monotonic() - since)
-            return result
-        return None
+        """``step()``'s result once the dependency it needs answers, waited for like an outage
+        of a running consumer (the same backoff, one ERROR, one INFO when it answers); a
+        failure that waiting cannot cure (credentials, permissions) stops with exit 1. None
+        when stopped first."""
+        if stop.is_set():
+            return None
+        try:
+            return backoff.retry(step, stop, time.monotonic)
+        except Exception as exc:
+            failure = outages.classify(exc)
+            if failure is None:
+                raise
+            raise CommandError(f"{failure.dependency}: {exc}") from exc
 
     def _check_redis(self, consumer: Consumer, options: dict[str, Any]) -> None:
         """Before receiving anything: a Redis that would evict marks or aggregates, or one too
@@ -162,7 +156,7 @@ class Command(BaseCommand):
         aggregates were built for."""
         store = consumer.store
         servers = self._until_answered(
-            consumer.stop, "Redis", lambda: _reachable_servers(store), options["max_backoff"]
+            consumer.outages, consumer.stop, lambda: _reachable_servers(store)
         )
         for server in servers or []:
             problems = server.problems()
@@ -174,9 +168,7 @@ class Command(BaseCommand):
                     "noeviction, or idempotency marks and aggregates may be evicted",
                     server.node,
                 )
-        layout = self._until_answered(
-            consumer.stop, "Redis", store.claim_layout, options["max_backoff"]
-        )
+        layout = self._until_answered(consumer.outages, consumer.stop, store.claim_layout)
         if layout is not None and layout != store.shards:
             raise CommandError(
                 f"the aggregates in Redis are laid out for {layout} shard(s) but REDIS_SHARDS="
@@ -186,13 +178,12 @@ class Command(BaseCommand):
     def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
         """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""
         self._until_answered(
+            consumer.outages,
             consumer.stop,
-            "SQS",
             lambda: consumer.queue.ensure(
                 max_receive_count=options["max_receive_count"],
                 visibility_timeout=options["visibility_timeout"],
             ),
-            options["max_backoff"],
         )
 
     @staticmethod

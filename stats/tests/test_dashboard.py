@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from django.test import Client
 
-from orders.dashboard import axis_step, chart_svg, money
 from orders.models import RejectedOrder
 from orders.validation import Item, Order
+from stats.dashboard import axis_step, chart_svg, money
 from stats.store import AggregateStore, DayStats, cents_to_decimal, get_store
 
 pytestmark = pytest.mark.django_db

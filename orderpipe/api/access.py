@@ -1,4 +1,4 @@
-"""Optional protection of the stats API, switched by settings at request time.
+"""Optional protection of both APIs, switched by settings at request time.
 
 ``STATS_API_AUTH`` (none | token | session) and ``STATS_THROTTLE_RATE`` are read per request
 rather than frozen into class attributes at import, so one deployment flag (or a test's
@@ -23,6 +23,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from orderpipe.api.negotiation import FormatParamMixin
 from stats.models import VIEW_STATS
 
 logger = logging.getLogger(__name__)
@@ -87,3 +88,19 @@ class StatsRateThrottle(SimpleRateThrottle):
         except Exception as exc:  # django-redis wraps every Redis failure differently
             logger.warning("throttle cache unavailable, request let through: %s", exc)
             return True
+
+
+class ProtectedAPIMixin(FormatParamMixin):
+    """The access rules of every endpoint that exposes orders or revenue (stats and orders
+    APIs alike): authentication and ``stats.view_stats`` when STATS_API_AUTH is token or
+    session; throttled by STATS_THROTTLE_RATE when it is set."""
+
+    permission_classes = [StatsAccess]
+    throttle_classes = [StatsRateThrottle]
+
+    def get_authenticators(self) -> list[Any]:
+        return authenticators_for_settings()
+
+    def get_throttles(self) -> list[Any]:
+        # No throttle object per request while STATS_THROTTLE_RATE is unset (the default).
+        return super().get_throttles() if settings.STATS_THROTTLE_RATE else []

@@ -1,0 +1,24 @@
+"""Serializer fields both APIs' bodies share."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from rest_framework import serializers
+
+from stats.store import cents_to_decimal
+
+
+class MoneyField(serializers.DecimalField):
+    """Integer cents in, ``Decimal`` with two places out (rendered exactly by ExactJSONRenderer).
+
+    A ``DecimalField`` subclass so the schema says "number", while the representation skips
+    DecimalField's quantize-with-context, which would round very large totals.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=None, decimal_places=2, coerce_to_string=False, **kwargs)
+
+    def to_representation(self, value: int) -> Decimal:
+        return cents_to_decimal(int(value))

@@ -1,0 +1,329 @@
+"""The staff dashboard at /admin/dashboard/: 30 days of orders and revenue, rejects by reason.
+
+The chart is SVG built here on the server (no CDN, no JavaScript), so it renders in any browser
+the admin runs in, prints, and shows exact money in its labels and tooltips. Stats come from
+``stats.store`` (the days in one HMGET); a Redis outage shows a message instead of a 500,
+because the rejected-order half of the page (from the database) is still useful then.
+Staff need the ``stats.view_stats`` permission to see it (403 otherwise), like the stats API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from orders.admin import reason_summary
+from orders.models import RejectedOrder
+from stats.models import VIEW_STATS
+from stats.store import DayStats, GlobalStats, StoreUnavailableError, cents_to_decimal, get_store
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD_DAYS = 30
+
+# Chart geometry (SVG user units; the SVG scales to its container).
+WIDTH, HEIGHT = 960, 320
+LEFT, RIGHT, TOP, BOTTOM = 56, 96, 16, 44
+PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+ORDERS_COLOUR = "#79aec8"
+REVENUE_COLOUR = "#ba2121"
+
+
+def money(cents: int) -> str:
+    """Exact money text with thousands separators: 123456789 -> '1,234,567.89'."""
+    return f"{cents_to_decimal(cents):,.2f}"
+
+
+GRID_STEPS = 4
+_NICE_TENTHS = (10, 15, 20, 25, 30, 40, 50, 60, 75, 80)
+
+
+def axis_step(value: int, steps: int = GRID_STEPS) -> int:
+    """The smallest readable whole step (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 30, …) such that
+    ``steps`` of them reach ``value``: grid lines then fall on round, exact numbers."""
+    need = max(1, -(-value // steps))
+    magnitude = 1
+    while True:
+        for tenths in _NICE_TENTHS:
+            step, remainder = divmod(tenths * magnitude, 10)
+            if not remainder and step >= need:
+                return step
+        magnitude *= 10
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """A value axis of the chart: ``GRID_STEPS`` grid lines ``step`` apart, from 0 at the bottom
+    of the plot to ``top`` at its top."""
+
+    step: int
+
+    @property
+    def top(self) -> int:
+        return self.step * GRID_STEPS
+
+    def y(self, value: int) -> float:
+        return TOP + PLOT_H - PLOT_H * value / self.top
+
+
+def _orders_scale(days: list[DayStats]) -> Scale:
+    return Scale(axis_step(max((d.total_orders for d in days), default=0)))
+
+
+def _revenue_scale(days: list[DayStats]) -> Scale:
+    """In cents, stepped in whole currency units so the tick labels are round amounts."""
+    max_cents = max((d.total_revenue_cents for d in days), default=0)
+    return Scale(axis_step(-(-max_cents // 100)) * 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The x axis: one slot per day, a bar centred in each."""
+
+    slot: float
+
+    @classmethod
+    def for_days(cls, days: list[DayStats]) -> Columns:
+        return cls(PLOT_W / max(len(days), 1))
+
+    @property
+    def bar_width(self) -> float:
+        return max(self.slot * 0.7, 1.0)
+
+    def bar_left(self, i: int) -> float:
+        return LEFT + i * self.slot + (self.slot - self.bar_width) / 2
+
+    def centre(self, i: int) -> float:
+        return LEFT + i * self.slot + self.slot / 2
+
+
+def chart_svg(days: list[DayStats]) -> SafeString:
+    """Bars for orders per day (left axis), a line for revenue (right axis), on a grid.
+
+    Every bar has a ``<title>`` tooltip with the exact day, count and revenue; the axis tops
+    are rounded up to readable numbers so the tick labels are exact too.
+    """
+    orders, revenue, columns = _orders_scale(days), _revenue_scale(days), Columns.for_days(days)
+    parts = [
+        _svg_open(days),
+        *_grid(orders, revenue),
+        *_bars_and_day_labels(days, orders, columns),
+        *_revenue_line(days, revenue, columns),
+        _axes(),
+        "</svg>",
+    ]
+    return mark_safe("".join(parts))  # noqa: S308 - every part is format_html-escaped
+
+
+def _svg_open(days: list[DayStats]) -> SafeString:
+    """The ``<svg>`` element's opening tag and the chart's accessible title."""
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" '
+        'role="img" aria-labelledby="chart-title" class="dashboard-chart" '
+        'style="max-width: {}px; font: 11px sans-serif">'
+        '<title id="chart-title">Orders and revenue per day, {} to {}</title>',
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        days[0].day.isoformat() if days else "",
+        days[-1].day.isoformat() if days else "",
+    )
+
+
+def _grid(orders: Scale, revenue: Scale) -> Iterator[SafeString]:
+    """A grid line per step, its orders tick on the left and its revenue tick on the right."""
+    for step in range(GRID_STEPS + 1):
+        y = TOP + PLOT_H - PLOT_H * step / GRID_STEPS
+        yield format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/>'
+            '<text x="{}" y="{}" text-anchor="end" class="tick-orders">{}</text>'
+            '<text x="{}" y="{}" text-anchor="start" fill="{}" class="tick-revenue">'
+            "{}</text>",
+            LEFT,
+            _f(y),
+            LEFT + PLOT_W,
+            _f(y),
+            LEFT - 6,
+            _f(y + 4),
+            f"{orders.step * step:,}",
+            LEFT + PLOT_W + 6,
+            _f(y + 4),
+            REVENUE_COLOUR,
+            money(revenue.step * step),
+        )
+
+
+def _bars_and_day_labels(
+    days: list[DayStats], orders: Scale, columns: Columns
+) -> Iterator[SafeString]:
+    """A bar per day; under every 5th day and the last one, its date (MM-DD)."""
+    for i, day in enumerate(days):
+        yield _bar(day, columns.bar_left(i), orders.y(day.total_orders), columns.bar_width)
+        if i % 5 == 0 or i == len(days) - 1:
+            yield _day_label(day, columns.centre(i))
+
+
+def _bar(day: DayStats, x: float, y: float, width: float) -> SafeString:
+    """One day's orders as a bar, with the exact day, count and revenue in its tooltip."""
+    return format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" '
+        'class="bar" data-date="{}" data-orders="{}" data-revenue="{}">'
+        "<title>{}: {} order{}, revenue {}</title></rect>",
+        _f(x),
+        _f(y),
+        _f(width),
+        _f(TOP + PLOT_H - y),
+        ORDERS_COLOUR,
+        day.day.isoformat(),
+        day.total_orders,
+        cents_to_decimal(day.total_revenue_cents),
+        day.day.isoformat(),
+        day.total_orders,
+        "" if day.total_orders == 1 else "s",
+        money(day.total_revenue_cents),
+    )
+
+
+def _day_label(day: DayStats, x: float) -> SafeString:
+    return format_html(
+        '<text x="{}" y="{}" text-anchor="middle">{}</text>',
+        _f(x),
+        TOP + PLOT_H + 16,
+        day.day.strftime("%m-%d"),
+    )
+
+
+def _revenue_line(days: list[DayStats], revenue: Scale, columns: Columns) -> Iterator[SafeString]:
+    """Revenue per day as a line over the bars, with a dot (and its tooltip) per day."""
+    if not days:
+        return
+    points = [(columns.centre(i), revenue.y(d.total_revenue_cents)) for i, d in enumerate(days)]
+    yield format_html(
+        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" class="revenue"/>',
+        " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
+        REVENUE_COLOUR,
+    )
+    yield format_html_join(
+        "",
+        '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: revenue {}</title></circle>',
+        (
+            (_f(x), _f(y), REVENUE_COLOUR, d.day.isoformat(), money(d.total_revenue_cents))
+            for (x, y), d in zip(points, days, strict=True)
+        ),
+    )
+
+
+def _axes() -> SafeString:
+    """The plot's frame: the day axis, the orders axis (left), the revenue axis (right), and
+    their titles."""
+    return format_html(
+        '<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#666"/>'
+        '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#666"/>'
+        '<line x1="{r}" y1="{t}" x2="{r}" y2="{b}" stroke="{c}"/>'
+        '<text x="{cx}" y="{h}" text-anchor="middle">day (UTC)</text>'
+        '<text transform="translate(14,{cy}) rotate(-90)" text-anchor="middle" '
+        'fill="{o}">orders</text>'
+        '<text transform="translate({rx},{cy}) rotate(90)" text-anchor="middle" '
+        'fill="{c}">revenue</text>',
+        l=LEFT,
+        r=LEFT + PLOT_W,
+        t=TOP,
+        b=TOP + PLOT_H,
+        c=REVENUE_COLOUR,
+        o="#417690",
+        cx=_f(LEFT + PLOT_W / 2),
+        cy=_f(TOP + PLOT_H / 2),
+        h=HEIGHT - 6,
+        rx=WIDTH - 12,
+    )
+
+
+def _f(value: float) -> str:
+    return f"{value:.1f}"
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    code: str
+    count: int
+    url: str
+
+
+def rejected_by_reason() -> tuple[list[ReasonRow], list[tuple[str, int, str]], int]:
+    """Reason codes and statuses with counts, each linked to the filtered changelist."""
+    changelist = reverse("admin:orders_rejectedorder_changelist")
+    summary = reason_summary(RejectedOrder.objects.all())
+    reasons = [
+        ReasonRow(code, count, f"{changelist}?{urlencode({'reason': code})}")
+        for code, count in summary["by_code"]
+    ]
+    statuses = [
+        (label, count, f"{changelist}?{urlencode({'status__exact': value})}")
+        for value, label, count in summary["by_status"]
+    ]
+    return reasons, statuses, summary["total"]
+
+
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_STATS):
+        raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=DASHBOARD_DAYS - 1)
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": "Pipeline dashboard",
+        "start": start,
+        "end": today,
+        "days": None,
+        "stats_error": None,
+    }
+    try:
+        store = get_store()
+        days = store.by_date(start, today)
+        totals: GlobalStats = store.global_stats()
+    except StoreUnavailableError as exc:
+        logger.warning("dashboard: Redis unavailable: %s", exc)
+        context["stats_error"] = str(exc)
+    else:
+        context.update(
+            days=days,
+            daily_rows=[
+                (d.day, d.total_orders, money(d.total_revenue_cents)) for d in reversed(days)
+            ],
+            chart=chart_svg(days),
+            totals={
+                "orders": totals.total_orders,
+                "revenue": money(totals.total_revenue_cents),
+                "users": totals.unique_users,
+            },
+            window={
+                "orders": sum(d.total_orders for d in days),
+                "revenue": money(sum(d.total_revenue_cents for d in days)),
+            },
+            by_date_url=f"{reverse('stats-by-date')}?"
+            + urlencode({"start_date": start.isoformat(), "end_date": today.isoformat()}),
+        )
+    reasons, statuses, rejected_total = rejected_by_reason()
+    context.update(reasons=reasons, statuses=statuses, rejected_total=rejected_total)
+    return TemplateResponse(request, "admin/stats/dashboard.html", context)
+
+
+# admin_view: staff only (others are sent to the admin login), never cached, CSRF-protected;
+# staff without stats.view_stats get a 403.
+dashboard = admin.site.admin_view(dashboard_view)
+
+# The admin index links to the dashboard. An app template named admin/index.html would lose to
+# django.contrib.admin's own (it is earlier in INSTALLED_APPS), hence a template of our own.
+admin.site.index_template = "admin/stats/index.html"
