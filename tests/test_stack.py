@@ -301,6 +301,33 @@ def test_a_leftover_valkey_on_the_data_dir_is_stopped_before_a_new_one_starts(
     assert _stat(pid) is None
 
 
+@pytest.mark.integration
+def test_the_launchers_servers_die_with_it_even_after_kill_9(tmp_path: Path) -> None:
+    """A launcher killed hard must not leave Redis and SQS running on their ports."""
+    code = (
+        "import sys; from devtools.servers import MotoSQSServer, RedisServer\n"
+        f"servers = [RedisServer(data_dir={str(tmp_path)!r}), MotoSQSServer()]\n"
+        "for server in servers:\n"
+        "    server.die_with_parent = True\n"
+        "    server.start()\n"
+        "print(*(server.process.pid for server in servers), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=BASE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    pids = {int(pid) for pid in starter.stdout.readline().split()}  # type: ignore[union-attr]
+    assert len(pids) == 2 and all(_stat(pid) for pid in pids)
+
+    starter.kill()
+    starter.wait()
+
+    leftovers = wait_gone(pids)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, {pid: cmdline(pid) for pid in leftovers}
+
+
 def test_free_port_prefers_the_given_port_when_free() -> None:
     port = free_port()
     assert free_port(port) == port
