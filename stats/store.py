@@ -61,7 +61,7 @@ from django.conf import settings
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from orders.validation import epoch_ms
+from orderpipe.timeutils import epoch_ms
 
 if TYPE_CHECKING:
     from orders.validation import Order
