@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from orders.validation import Order
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LUA = Path(__file__).parent / "lua"
+_LUA = Path(__file__).parents[1] / "lua"
 APPLY_SCRIPT = (_LUA / "apply_batch.lua").read_text()
 APPLY_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 RELEASE_LOCK_SCRIPT = (_LUA / "release_lock.lua").read_text()
