@@ -11,17 +11,11 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 STATS = Path(__file__).resolve().parents[1]
 FORBIDDEN = "orders"
-# Modules that still break the rule, each with why. Strict: the day one of them stops
-# importing orders its test passes, fails as XPASS, and the entry must go.
-KNOWN_VIOLATIONS = {
-    "dashboard.py": "the dashboard's rejected-order half reads orders.models and orders.admin",
-}
 
 
 def _imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
@@ -56,14 +50,9 @@ def _stats_modules() -> list[Path]:
     return sorted(p for p in STATS.rglob("*.py") if tests not in p.parents)
 
 
-def _checked(path: Path) -> Any:
-    name = path.relative_to(STATS).as_posix()
-    reason = KNOWN_VIOLATIONS.get(name)
-    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-    return pytest.param(path, id=name, marks=marks)
-
-
-@pytest.mark.parametrize("path", [_checked(p) for p in _stats_modules()])
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, id=p.relative_to(STATS).as_posix()) for p in _stats_modules()]
+)
 def test_no_stats_module_imports_orders(path: Path) -> None:
     assert _forbidden(ast.parse(path.read_text(), filename=str(path))) == []
 
@@ -71,8 +60,7 @@ def test_no_stats_module_imports_orders(path: Path) -> None:
 def test_the_store_package_is_among_the_modules_checked() -> None:
     checked = {p.relative_to(STATS).as_posix() for p in _stats_modules()}
     assert {"store/__init__.py", "store/keys.py", "api/views.py"} <= checked
-    assert set(KNOWN_VIOLATIONS) <= checked  # an exception for a module gone is stale
-    assert not any(name.startswith("store/") for name in KNOWN_VIOLATIONS)
+    assert "dashboard.py" in checked
 
 
 @pytest.mark.parametrize(
