@@ -117,7 +117,7 @@ REDIS_URL = env.redis_url("REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", "orderpipe")
 REDIS_SOCKET_TIMEOUT = env.int("REDIS_SOCKET_TIMEOUT", 5, min_value=1)
 # Redis Cluster (or ElastiCache Serverless): REDIS_URL names any one node, the client finds
-# the others. REDIS_SHARDS spreads the aggregates over that many hash tags (stats/store.py).
+# the others. REDIS_SHARDS spreads the aggregates over that many hash tags (stats/store/keys.py).
 REDIS_CLUSTER = env.bool("REDIS_CLUSTER", False)
 REDIS_SHARDS = env.int("REDIS_SHARDS", 1, min_value=1, max_value=16384)
 if REDIS_CLUSTER and (_problem := cluster_url_problem(REDIS_URL)):

@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from orders.admin import rejects_panel
 from stats.dashboard import dashboard
 
 
@@ -29,7 +30,8 @@ handler404 = json_not_found
 handler500 = json_server_error
 
 urlpatterns = [
-    path("admin/dashboard/", dashboard, name="admin-dashboard"),
+    # The stats dashboard, with the orders app's rejects below its figures.
+    path("admin/dashboard/", dashboard(rejects_panel), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     # APPEND_SLASH is off (the API's paths have none), so the admin's bare path redirects here.
     path("admin", RedirectView.as_view(url="/admin/", permanent=True)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -98,6 +99,32 @@ def reason_summary(queryset: QuerySet) -> dict[str, Any]:
         "by_status": [
             (value, label, by_status.get(value, 0)) for value, label in RejectedOrder.Status.choices
         ],
+    }
+
+
+@dataclass(frozen=True)
+class ReasonRow:
+    code: str
+    count: int
+    url: str
+
+
+def rejects_panel(request: HttpRequest) -> dict[str, Any]:
+    """The staff dashboard's section on rejected orders: counts by status and by reason code,
+    each linked to the filtered changelist."""
+    changelist = reverse("admin:orders_rejectedorder_changelist")
+    summary = reason_summary(RejectedOrder.objects.all())
+    return {
+        "template": "admin/orders/rejects_panel.html",
+        "reasons": [
+            ReasonRow(code, count, f"{changelist}?{urlencode({'reason': code})}")
+            for code, count in summary["by_code"]
+        ],
+        "statuses": [
+            (label, count, f"{changelist}?{urlencode({'status__exact': value})}")
+            for value, label, count in summary["by_status"]
+        ],
+        "rejected_total": summary["total"],
     }
 
 

@@ -21,8 +21,9 @@ from django.db import connections, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from orderpipe.timeutils import epoch_ms
 from orders.models import AcceptedOrder
-from orders.validation import Order, epoch_ms
+from orders.validation import Order
 
 # Rows per INSERT statement: SQLite allows 32,766 bound parameters and each row takes 11.
 _INSERT_CHUNK = 500

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Count
 
-from orders.validation import Rejection, epoch_ms, safe_text
+from orderpipe.timeutils import epoch_ms
+from orders.validation import Rejection, safe_text
 
 logger = logging.getLogger(__name__)
 rejection_logger = logging.getLogger("orders.rejections")

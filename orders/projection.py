@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from orderpipe.timeutils import EPOCH, epoch_ms
 from orders import ledger
-from stats.store import AggregateStore, UserStats, epoch_ms
+from stats.store import AggregateStore, UserStats
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _window_start(store: AggregateStore, now: datetime) -> datetime | None:
 
 
 def _window_rows(store: AggregateStore, now: datetime) -> Iterator[ledger.RecordedOrder]:
-    since = _window_start(store, now) or datetime(1970, 1, 1, tzinfo=UTC)
+    since = _window_start(store, now) or EPOCH
     return ledger.recorded_since(since)
 
 

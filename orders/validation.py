@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
@@ -33,6 +33,8 @@ from decimal import (
     Rounded,
 )
 from typing import Any
+
+from orderpipe.timeutils import from_epoch_ms
 
 # --- Rejection codes. Stable: stored in the database and filtered on. -----------------------
 INVALID_JSON = "invalid_json"
@@ -104,7 +106,6 @@ _LEGACY = Context(
 FINGERPRINT_VERSION = 2
 # Past this the sum can never round to an order_value ≤ MAX_ORDER_VALUE: stop multiplying.
 _SUM_CEILING = MAX_ORDER_VALUE + 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Whitespace trimmed around ids: what str.strip() removes except the control characters it
 # also counts as whitespace (U+001C-001F, U+0085), which must be rejected, not trimmed.
 _TRIM = (
@@ -651,7 +652,7 @@ def _sent_at(attributes: Any) -> datetime | None:
     raw = attributes.get("SentTimestamp")
     try:
         millis = int(str(raw).strip())
-        return _EPOCH + timedelta(milliseconds=millis)
+        return from_epoch_ms(millis)
     except (ValueError, OverflowError, TypeError):
         return None
 
@@ -776,8 +777,3 @@ def _validate(
         ordered_at=ordered_at,
         occurred_at=occurred_at,
     )
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the Unix epoch, exactly (timedelta division, no float)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)

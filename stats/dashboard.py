@@ -1,16 +1,18 @@
-"""The staff dashboard at /admin/dashboard/: 30 days of orders and revenue, rejects by reason.
+"""The staff dashboard at /admin/dashboard/: 30 days of orders and revenue, then other apps' panels.
 
 The chart is SVG built here on the server (no CDN, no JavaScript), so it renders in any browser
 the admin runs in, prints, and shows exact money in its labels and tooltips. Stats come from
 ``stats.store`` (the days in one HMGET); a Redis outage shows a message instead of a 500,
-because the rejected-order half of the page (from the database) is still useful then.
+because the panels other apps add (rejects by reason, from the database) are still useful
+then.
 Staff need the ``stats.view_stats`` permission to see it (403 otherwise), like the stats API.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,8 +26,6 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from orders.admin import reason_summary
-from orders.models import RejectedOrder
 from stats.models import VIEW_STATS
 from stats.store import DayStats, GlobalStats, StoreUnavailableError, cents_to_decimal, get_store
 
@@ -254,29 +254,14 @@ def _f(value: float) -> str:
     return f"{value:.1f}"
 
 
-@dataclass(frozen=True)
-class ReasonRow:
-    code: str
-    count: int
-    url: str
+# A panel another app adds below the statistics: a callable that returns the context of its
+# section, with "template" naming the template that renders it (the section reads ``panel.…``).
+Panel = Callable[[HttpRequest], dict[str, Any]]
 
 
-def rejected_by_reason() -> tuple[list[ReasonRow], list[tuple[str, int, str]], int]:
-    """Reason codes and statuses with counts, each linked to the filtered changelist."""
-    changelist = reverse("admin:orders_rejectedorder_changelist")
-    summary = reason_summary(RejectedOrder.objects.all())
-    reasons = [
-        ReasonRow(code, count, f"{changelist}?{urlencode({'reason': code})}")
-        for code, count in summary["by_code"]
-    ]
-    statuses = [
-        (label, count, f"{changelist}?{urlencode({'status__exact': value})}")
-        for value, label, count in summary["by_status"]
-    ]
-    return reasons, statuses, summary["total"]
-
-
-def dashboard_view(request: HttpRequest) -> HttpResponse:
+def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpResponse:
+    """The statistics of the last 30 days, then each of ``panels`` (``orderpipe/urls.py``
+    adds the orders app's rejects, so that stats need not know about orders)."""
     if not request.user.has_perm(VIEW_STATS):
         raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
     today = datetime.now(UTC).date()
@@ -315,14 +300,15 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             by_date_url=f"{reverse('stats-by-date')}?"
             + urlencode({"start_date": start.isoformat(), "end_date": today.isoformat()}),
         )
-    reasons, statuses, rejected_total = rejected_by_reason()
-    context.update(reasons=reasons, statuses=statuses, rejected_total=rejected_total)
+    context["panels"] = [panel(request) for panel in panels]
     return TemplateResponse(request, "admin/stats/dashboard.html", context)
 
 
-# admin_view: staff only (others are sent to the admin login), never cached, CSRF-protected;
-# staff without stats.view_stats get a 403.
-dashboard = admin.site.admin_view(dashboard_view)
+def dashboard(*panels: Panel) -> Callable[[HttpRequest], HttpResponse]:
+    """The dashboard as an admin view: staff only (others are sent to the admin login), never
+    cached, CSRF-protected; staff without stats.view_stats get a 403."""
+    return admin.site.admin_view(functools.partial(dashboard_view, panels=panels))
+
 
 # The admin index links to the dashboard. An app template named admin/index.html would lose to
 # django.contrib.admin's own (it is earlier in INSTALLED_APPS), hence a template of our own.

@@ -20,8 +20,8 @@ from django.core.management.base import CommandError
 from orders import projection
 from orders.commit import BatchCommitter
 from orders.models import AcceptedOrder, LedgerIsAppendOnlyError
-from stats import store as stats_store
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
+from stats.store import base as store_base
 from tests.ingestion_helpers import order_body, prefix_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -327,7 +327,7 @@ def test_reconcile_in_a_new_process_after_a_rebuild_needs_no_lock(
     filled: AggregateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rebuild()
-    monkeypatch.setattr(stats_store, "_GENERATIONS", {})  # what a new process knows
+    monkeypatch.setattr(store_base, "_GENERATIONS", {})  # what a new process knows
     locked = []
     real_lock = projection.rebuild_lock
     monkeypatch.setattr(

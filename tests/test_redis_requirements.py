@@ -1,4 +1,4 @@
-"""A Redis that would silently lose marks or aggregates is refused.
+"""A Redis that would silently lose marks or aggregates, or cannot run the scripts, is refused.
 
 ``consume_orders`` checks every primary before it receives anything: Redis 7.0 or newer and
 ``maxmemory-policy noeviction``, read from INFO (managed services often disable CONFIG).
@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from stats.store import ServerInfo
+
+LUA_SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "stats" / "lua").glob("*.lua"))
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +60,21 @@ def test_pipeline_status_names_the_eviction_policy_as_a_problem(
 def test_what_refuses_a_server(server: ServerInfo, problem: str | None) -> None:
     found = server.problems()
     assert (problem in found[0]) if problem else not found
+
+
+def test_an_old_server_is_told_what_needs_7_0() -> None:
+    (problem,) = ServerInfo("n:1", True, "redis 6.2.14", "6.2.14", "noeviction").problems()
+    assert problem == (
+        "Redis n:1 is version 6.2.14; orderpipe needs 7.0 or newer (its Lua scripts start "
+        "with a #!lua line, which older servers refuse to run)"
+    )
+
+
+def test_every_script_starts_with_the_shebang_that_needs_7_0() -> None:
+    """What the message above says of the scripts; without the shebang a script under OOM
+    would stop at its first write instead of being refused whole."""
+    assert [p.name for p in LUA_SCRIPTS] == ["apply_batch.lua", "release_lock.lua"]
+    assert all(p.read_text().startswith("#!lua\n") for p in LUA_SCRIPTS)
 
 
 def test_a_redis_that_hides_its_policy_gets_one_warning(

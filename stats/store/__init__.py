@@ -1,0 +1,113 @@
+"""The aggregate store: every Redis key orderpipe uses, its scripts, and all reads.
+
+Nobody else talks to Redis keys; ``AggregateStore`` is the one door (``get_store`` builds the
+app's). Redis is a read model: the ledger (in the orders app) is the record of truth and
+``rebuild_stats`` derives everything here from it again. The stats app never imports the
+orders app: ``values.OrderLike`` says what the store needs of an order.
+
+One module per idea:
+
+- ``keys``: every key name (the key table is its docstring), shards, hash tags. Pure.
+- ``errors``: which Redis errors are outages and which need an operator.
+- ``values``: what goes in and comes out (orders, statistics, money), and reply decoding.
+- ``base``: what the parts share: client, key space, settings, the live generations seen.
+- ``apply``: applying a batch, one script call per shard (``stats/lua/apply_batch.lua``).
+- ``consumers``: the consumers' heartbeats.
+- ``reads``: the API's reads, one round trip each, shards merged.
+- ``servers``: INFO (version, eviction policy) and latency of every primary.
+- ``generations``: rebuild and reconcile: the lock, the layout, writing, switching and
+  dropping a generation (``GenerationWriter``), reading everything back.
+
+Why mixins: ``AggregateStore`` is assembled from one mixin per module over ``StoreBase``. Its
+callers (the consumer, the API, the commands) hold one object with the whole API, as before;
+each module reads on its own; and no method merely forwards to another object. The mixins
+share nothing but what ``StoreBase`` declares, and ask ``self.keys`` (a ``KeySpace``) for
+every key name.
+"""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+from redis.exceptions import RedisClusterException
+
+from stats.store.apply import APPLY_SHA, ApplyMixin
+from stats.store.consumers import ConsumersMixin
+from stats.store.errors import (
+    RebuildInProgressError,
+    StoreCommandError,
+    StoreUnavailableError,
+    store_error,
+)
+from stats.store.generations import GenerationsMixin, GenerationWriter
+from stats.store.keys import KeySpace
+from stats.store.reads import ReadsMixin
+from stats.store.servers import ServerInfo, ServersMixin
+from stats.store.values import (
+    ApplyStatus,
+    BatchApplied,
+    DayStats,
+    GlobalStats,
+    IngestionStats,
+    OrderLike,
+    PendingOrder,
+    Ranked,
+    RecordedOrderLike,
+    UserStats,
+    cents_to_decimal,
+)
+
+__all__ = [
+    "APPLY_SHA",
+    "AggregateStore",
+    "ApplyStatus",
+    "BatchApplied",
+    "DayStats",
+    "GenerationWriter",
+    "GlobalStats",
+    "IngestionStats",
+    "KeySpace",
+    "OrderLike",
+    "PendingOrder",
+    "Ranked",
+    "RebuildInProgressError",
+    "RecordedOrderLike",
+    "ServerInfo",
+    "StoreCommandError",
+    "StoreUnavailableError",
+    "UserStats",
+    "cents_to_decimal",
+    "get_store",
+    "redis_client",
+]
+
+
+class AggregateStore(ApplyMixin, ConsumersMixin, ReadsMixin, ServersMixin, GenerationsMixin):
+    """Reads and writes the aggregates of one key prefix in one Redis (node or cluster).
+
+    ``AggregateStore(client, prefix, dedup_ttl, clock, shards)``: see ``StoreBase``. Writes
+    (``apply_batch``) are in ``apply``, reads in ``reads``, the rebuild's and reconcile's
+    side in ``generations``.
+    """
+
+
+def redis_client() -> redis.Redis:
+    """The app's one raw Redis client, from django-redis's shared connection pool."""
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def get_store() -> AggregateStore:
+    """The app's store. A cluster client finds its nodes when it is built: a node that does not
+    answer then is an outage (``StoreUnavailableError``), as it would be later."""
+    try:
+        client = redis_client()
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise store_error(exc) from exc
+    return AggregateStore(
+        client,
+        prefix=settings.REDIS_KEY_PREFIX,
+        dedup_ttl=settings.ORDER_DEDUP_TTL,
+        shards=getattr(settings, "REDIS_SHARDS", 1),
+    )

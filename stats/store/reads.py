@@ -1,0 +1,185 @@
+"""The API's reads: each one pipelined round trip (per node), the shards merged.
+
+Every read carries a check of the generations it reads (``_read``), so a reader never mixes a
+generation ``rebuild_stats`` just switched away from with the new one. Merging keeps what one
+shard promises: global = sums, unique users = sum (a user lives in one shard), top-N = a merge
+of each shard's top N by score then user id (what one ZRANGE does), by-date = the sum of each
+shard's HMGET, a user = its own shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from stats.store.base import StoreBase
+from stats.store.errors import unavailable_on_redis_error
+from stats.store.values import (
+    USER_FIELDS,
+    DayStats,
+    GlobalStats,
+    IngestionStats,
+    Ranked,
+    UserStats,
+    int_or_zero,
+    ms_to_datetime,
+    score_to_int,
+    user_from_row,
+)
+
+# Queues a read's commands on a pipeline, given each shard's generation.
+Build = Callable[[Any, Sequence[int]], None]
+
+
+def days_between(start: date, end: date) -> Iterator[date]:
+    for offset in range((end - start).days + 1):
+        yield start + timedelta(days=offset)
+
+
+class ReadsMixin(StoreBase):
+    def _read(self, shards: Iterable[int], build: Build) -> list[Any]:
+        """Run ``build``'s commands in one pipelined round trip together with a check of the
+        generation of ``shards``; when a rebuild switched it meanwhile, read again."""
+        shards = list(shards)
+        for _attempt in range(3):
+            generations = self.generations()
+            pipe = self.client.pipeline(transaction=False)
+            for shard in shards:
+                pipe.get(self.keys.generation(shard))
+            build(pipe, generations)
+            results = pipe.execute()
+            seen = [int_or_zero(value) for value in results[: len(shards)]]
+            if all(seen[i] == generations[s] for i, s in enumerate(shards)):
+                break
+            for i, shard in enumerate(shards):
+                self._saw_generation(shard, seen[i])
+        return results[len(shards) :]
+
+    @unavailable_on_redis_error
+    def user_stats(self, user_id: str) -> UserStats | None:
+        shard = self.shard_of(user_id)
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            pipe.hmget(self.keys.user(user_id, shard, generations[shard]), *USER_FIELDS)
+
+        (row,) = self._read([shard], build)
+        return user_from_row(user_id, row)
+
+    @unavailable_on_redis_error
+    def global_stats(self) -> GlobalStats:
+        return _sum_globals(self._read(self._all(), self._queue_globals))
+
+    @unavailable_on_redis_error
+    def top_spenders(self, limit: int) -> list[Ranked]:
+        return self._ranking("spend", limit)
+
+    @unavailable_on_redis_error
+    def top_buyers(self, limit: int) -> list[Ranked]:
+        return self._ranking("orders", limit)
+
+    @unavailable_on_redis_error
+    def by_date(self, start: date, end: date) -> list[DayStats]:
+        """Every day from start to end inclusive (zeros included): one HMGET per shard."""
+        days = list(days_between(start, end))
+        fields: list[str] = []
+        for day in days:
+            iso = day.isoformat()
+            fields += [f"{iso}:orders", f"{iso}:revenue"]
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.hmget(self.keys.days(shard, generations[shard]), fields)
+
+        per_shard = self._read(self._all(), build)
+        if len(per_shard) == 1:
+            values = [int_or_zero(v) for v in per_shard[0]]
+        else:
+            values = [
+                sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
+            ]
+        return [DayStats(day, values[2 * i], values[2 * i + 1]) for i, day in enumerate(days)]
+
+    @unavailable_on_redis_error
+    def ingestion(self) -> IngestionStats:
+        pipe = self.client.pipeline(transaction=False)
+        self._queue_ingest(pipe)
+        return _ingestion_from_hashes(pipe.execute())
+
+    @unavailable_on_redis_error
+    def overview(self) -> tuple[GlobalStats, IngestionStats]:
+        """Global totals and ingestion counters read together for /metrics, in one round trip
+        (on one shard of one node a MULTI, so a scrape never pairs totals from one batch with
+        counters from the next)."""
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            self._queue_globals(pipe, generations)
+            self._queue_ingest(pipe)
+
+        results = self._read(self._all(), build)
+        n = self.shards
+        return _sum_globals(results[:n]), _ingestion_from_hashes(results[n:])
+
+    def _ranking(self, name: str, limit: int) -> list[Ranked]:
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.zrange(
+                    self.keys.ranking(name, shard, generations[shard]),
+                    0,
+                    limit - 1,
+                    withscores=True,
+                    score_cast_func=score_to_int,
+                )
+
+        # Each shard's top N, merged the way one ZRANGE orders: score, then member bytes.
+        rows = sorted(
+            (row for shard_rows in self._read(self._all(), build) for row in shard_rows),
+            key=lambda row: (row[1], row[0]),
+        )[:limit]
+        return [
+            Ranked(rank=i, user_id=member.decode(), value=-score)
+            for i, (member, score) in enumerate(rows, start=1)
+        ]
+
+    def _queue_globals(self, pipe: Any, generations: Sequence[int]) -> None:
+        for shard in self._all():
+            pipe.hmget(self.keys.totals(shard, generations[shard]), "orders", "revenue", "users")
+
+    def _queue_ingest(self, pipe: Any) -> None:
+        for shard in self._all():
+            pipe.hgetall(self.keys.ingest(shard))
+
+
+def _sum_globals(rows: Iterable[Sequence[Any]]) -> GlobalStats:
+    orders = revenue = users = 0
+    for o, r, u in rows:
+        orders += int_or_zero(o)
+        revenue += int_or_zero(r)
+        users += int_or_zero(u)
+    return GlobalStats(orders, revenue, users)
+
+
+def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:
+    counters: dict[str, int] = {}
+    latest: dict[str, int] = {}
+    for hash_ in hashes:
+        for key, value in hash_.items():
+            name = key.decode()
+            if name.endswith("_ms"):
+                latest[name] = max(latest.get(name, 0), int(value))
+            else:
+                counters[name] = counters.get(name, 0) + int(value)
+    by_code = {
+        name.split(":", 1)[1]: value
+        for name, value in counters.items()
+        if name.startswith("rejected:")
+    }
+    return IngestionStats(
+        received=counters.get("received", 0),
+        applied=counters.get("applied", 0),
+        duplicates=counters.get("duplicates", 0),
+        rejected=counters.get("rejected", 0),
+        rejected_by_code=dict(sorted(by_code.items())),
+        last_batch_at=ms_to_datetime(latest.get("last_batch_ms")),
+        heartbeat_at=ms_to_datetime(latest.get("heartbeat_ms")),
+    )

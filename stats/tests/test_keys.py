@@ -1,0 +1,90 @@
+"""Key names are a stored format: Redis keeps what earlier versions wrote under them, so each
+form in the key table of ``stats/store/keys.py`` is pinned here, literally."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from stats.store.keys import KeySpace, glob_escape, shard_of
+
+
+def test_one_shard_on_one_node_keeps_the_names_of_earlier_versions() -> None:
+    keys = KeySpace("orderpipe")
+    assert [
+        keys.user("U1", 0, 0),
+        keys.totals(0, 0),
+        keys.ranking("spend", 0, 0),
+        keys.ranking("orders", 0, 0),
+        keys.days(0, 0),
+        keys.mark("O1", 0),
+        keys.rejected("m1", 0),
+        keys.ingest(0),
+        keys.generation(0),
+        keys.lock(0),
+    ] == [
+        "orderpipe:user:U1",
+        "orderpipe:global",
+        "orderpipe:rank:spend",
+        "orderpipe:rank:orders",
+        "orderpipe:days",
+        "orderpipe:seen:O1",
+        "orderpipe:rejected:m1",
+        "orderpipe:ingest",
+        "orderpipe:gen",
+        "orderpipe:lock",
+    ]
+
+
+def test_shards_carry_a_hash_tag_and_generations_a_segment() -> None:
+    keys = KeySpace("p", shards=8)
+    assert keys.user("U1", 3, 2) == "{p:8:3}:g2:user:U1"
+    assert keys.aggregates(5, 1) == [
+        "{p:8:5}:g1:global",
+        "{p:8:5}:g1:days",
+        "{p:8:5}:g1:rank:spend",
+        "{p:8:5}:g1:rank:orders",
+    ]
+    assert keys.mark("O1", 3) == "{p:8:3}:seen:O1"  # marks live outside the generations
+    assert keys.generation(7) == "{p:8:7}:gen"
+
+
+def test_a_cluster_tags_even_one_shard() -> None:
+    assert KeySpace("p", 1, cluster=True).user("U1", 0, 0) == "{p:1:0}:user:U1"
+
+
+def test_shared_keys_stay_outside_every_shard() -> None:
+    keys = KeySpace("p", shards=4, cluster=True)
+    assert [keys.shared(n) for n in ("consumers", "layout", "reconcile")] == [
+        "p:consumers",
+        "p:layout",
+        "p:reconcile",
+    ]
+
+
+def test_a_user_belongs_to_the_same_shard_in_every_process_and_version() -> None:
+    assert [shard_of(u, 8) for u in ("U1", "U2", "m1", "ü")] == [4, 6, 7, 5]
+    assert shard_of("anything", 1) == 0
+    assert KeySpace("p", shards=8).shard_of("U1") == 4
+
+
+def test_scan_patterns_match_their_keys_literally() -> None:
+    """A prefix with glob characters matches itself only (SCAN MATCH as Redis runs it)."""
+    client = fakeredis.FakeRedis()
+    keys, other = KeySpace("a*b[c]", shards=2), KeySpace("aXbc", shards=2)
+    for space in (keys, other):
+        client.set(space.user("U?1", 1, 3), 1)
+        client.set(space.ingest(0), 1)
+        client.set(space.user("U2", 1, 0), 1)  # another generation
+
+    found = [k.decode() for k in client.scan_iter(match=keys.users_pattern(1, 3))]
+    assert found == [keys.user("U?1", 1, 3)]
+    assert keys.user_id_of(found[0], 1, 3) == "U?1"
+    in_shard = {k.decode() for k in client.scan_iter(match=keys.shard_pattern(0))}
+    assert in_shard == {keys.ingest(0)}
+    assert glob_escape("x*?[]\\y") == "x\\*\\?\\[\\]\\\\y"
+
+
+def test_a_layout_needs_a_shard() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        KeySpace("p", shards=0)
