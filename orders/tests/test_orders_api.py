@@ -431,7 +431,7 @@ def test_queries_stay_constant_with_token_authentication(
         assert client.get("/users/U100/orders?page_size=100").status_code == 200
 
 
-# --- Access: the stats API's rules (each status per path: stats/tests/test_access.py) --------
+# --- Access: the stats API's rules (each status per path: tests/test_access.py) --------------
 @pytest.fixture
 def ledger() -> None:
     accept(body_of(valid_doc()))
