@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from orderpipe.logging import DailyFileHandler, UTCFormatter
 
@@ -138,43 +135,6 @@ def test_a_traceback_stays_multi_line_but_no_line_of_it_starts_like_a_record(
     assert lines[1] == "  Traceback (most recent call last):"
     assert lines[-2:] == ["  ValueError: bad input X", f"  {FORGED}"]
     assert all(line.startswith("  ") for line in lines[1:])
-
-
-@pytest.mark.django_db
-def test_a_forged_log_line_in_an_order_id_stays_inside_its_record(
-    make_queue, fake_store, tmp_path: Path
-) -> None:
-    """Through the real consumer path: moto SQS server, validation, RejectedOrder, WARNING."""
-    from django.conf import settings
-
-    from orders.consumer import Consumer
-    from tests.ingestion_helpers import order_body
-
-    standard = settings.LOGGING["formatters"]["standard"]
-    assert standard["()"] == "orderpipe.logging.UTCFormatter"
-    handler = DailyFileHandler(tmp_path)
-    handler.setFormatter(UTCFormatter(standard["format"]))
-    queue = make_queue()
-    body = json.dumps({**json.loads(order_body("placeholder")), "order_id": f"X\n{FORGED}"})
-    queue.send_bodies([body])
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        result = Consumer(queue, fake_store, wait_time=0).process_batch()
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-    assert result.rejected == 1
-    lines = [
-        line
-        for path in sorted(tmp_path.glob("*.log"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
-    rejected = [line for line in lines if "rejected order" in line]
-    assert len(rejected) == 1
-    assert f"order_id=X\\n{FORGED} reasons=invalid_field" in rejected[0]
-    assert not [line for line in lines if line.startswith(FORGED)]
 
 
 def test_a_record_is_formatted_once_for_the_handlers_sharing_the_formatter(
