@@ -295,25 +295,6 @@ def test_a_url_error_is_one_line_naming_the_variable_without_the_password(
     assert "secret" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("postgres://u:secret@host/db", "postgres://u:***@host/db"),
-        ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
-        ("postgres://u:p@ss@h:5432/db", "postgres://u:***@h:5432/db"),
-        ("postgres://u:secret@[::1/db", "postgres://u:***@[::1/db"),
-        ("redis://h/0?password=secret&db=1", "redis://h/0?password=***&db=1"),
-        ("postgres://u@h/db", "postgres://u@h/db"),
-        ("sqlite:////var/db.sqlite3", "sqlite:////var/db.sqlite3"),
-        ("http://localstack:4566", "http://localstack:4566"),
-    ],
-)
-def test_redact_url(url: str, shown: str) -> None:
-    from orderpipe.config import redact_url
-
-    assert redact_url(url) == shown
-
-
 def test_working_urls_pass(tmp_path: Path) -> None:
     result = manage(
         tmp_path,
