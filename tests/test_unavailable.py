@@ -1,11 +1,11 @@
-"""Redis (or the database) down: 503 JSON answers, never a 500, and recovery after a restart."""
+"""Redis down (a private server, stopped): 503 JSON answers, never a 500, and recovery after its
+restart. The database down is in stats/tests/test_database_down.py."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from devtools.servers import RedisServer
@@ -96,26 +96,6 @@ def test_api_recovers_when_redis_comes_back(redis_down: RedisServer, api: APICli
     assert api.get("/health").json()["status"] == "healthy"
 
 
-def test_health_names_the_database_as_the_failed_dependency(
-    fake_store, api: APIClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OperationalError("could not connect to server")
-
-    monkeypatch.setattr("stats.api.views.connection.cursor", refuse)
-
-    response = api.get("/health")
-
-    assert response.status_code == 503
-    body = response.json()
-    assert (body["status"], body["redis"], body["database"]) == (
-        "unhealthy",
-        "connected",
-        "unavailable",
-    )
-    assert isinstance(body["redis_latency_ms"], float)
-
-
 def test_503_is_logged_at_error_by_the_request_log(
     redis_down: RedisServer, api: APIClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,25 +106,3 @@ def test_503_is_logged_at_error_by_the_request_log(
     assert [(r.levelno, r.getMessage().split()[:3]) for r in records] == [
         (logging.ERROR, ["GET", "/stats/global", "503"])
     ]
-
-
-@pytest.mark.django_db
-def test_token_auth_with_the_database_down_is_a_503_not_a_500(
-    fake_store, api: APIClient, settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings.STATS_API_AUTH = "token"
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OperationalError("could not connect to server")
-
-    monkeypatch.setattr("rest_framework.authtoken.models.Token.objects.select_related", refuse)
-
-    response = api.get("/stats/global", HTTP_AUTHORIZATION="Token abc123")
-
-    assert response.status_code == 503
-    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
-
-
-def test_bare_admin_path_redirects_to_the_admin(api: APIClient) -> None:
-    response = api.get("/admin")
-    assert (response.status_code, response["Location"]) == (301, "/admin/")
