@@ -10,13 +10,10 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from devtools import servers
 from devtools.servers import (
-    CLUSTER_BUS_OFFSET,
     CLUSTER_SLOTS,
     RedisServer,
     ValkeyCluster,
-    free_cluster_ports,
     prefix_spread_over_every_primary,
 )
 from stats.store import AggregateStore
@@ -127,26 +124,6 @@ def test_a_stopped_primary_takes_the_cluster_down_until_its_restart(
         port: port for port in keys
     }
     client.close()
-
-
-def test_free_cluster_ports_skip_ports_whose_bus_port_cannot_exist(monkeypatch) -> None:
-    offered = iter([60000, 55536, 30001, 30001, 40001, 30002])
-    monkeypatch.setattr(servers, "free_port", lambda: next(offered))
-    monkeypatch.setattr(servers, "port_is_free", lambda port: True)
-
-    # 60000 and 55536 have no bus port below 65536; 30001 is chosen already; 40001 is the
-    # bus port of 30001.
-    assert free_cluster_ports(2) == [30001, 30002]
-
-
-def test_free_cluster_ports_are_free_with_their_bus_ports() -> None:
-    ports = free_cluster_ports(3)
-
-    assert len(set(ports)) == 3
-    for port in ports:
-        assert port + CLUSTER_BUS_OFFSET <= 65535
-        assert servers.port_is_free(port)
-        assert servers.port_is_free(port + CLUSTER_BUS_OFFSET)
 
 
 def test_redis_server_runs_without_eviction_explicitly(redis_server) -> None:

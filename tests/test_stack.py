@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ import redis
 from honcho.printer import Printer
 
 from devtools import stack
-from devtools.servers import RedisServer, free_port, port_is_free, port_is_open
+from devtools.servers import RedisServer, free_port, port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -326,52 +324,6 @@ def test_the_launchers_servers_die_with_it_even_after_kill_9(tmp_path: Path) -> 
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, {pid: cmdline(pid) for pid in leftovers}
-
-
-def test_free_port_prefers_the_given_port_when_free() -> None:
-    port = free_port()
-    assert free_port(port) == port
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        assert not port_is_free(taken)
-        other = free_port(taken)
-        assert other != taken
-        assert port_is_free(other)
-
-
-def _options(*argv: str) -> argparse.Namespace:
-    return stack.parse_args(["--web-port", "8123", *argv])
-
-
-def test_plan_runs_only_the_commands_that_exist() -> None:
-    plan = stack.plan_processes({"runserver"}, _options(), local_sqs=True)
-    assert list(plan.processes) == ["web"]
-    assert "runserver 127.0.0.1:8123" in plan.processes["web"]
-    assert len(plan.missing) == 2
-
-    everything = {"runserver", "consume_orders", "populate_sqs"}
-    plan = stack.plan_processes(everything, _options("--no-reload"), local_sqs=True)
-    assert list(plan.processes) == ["web", "worker", "feeder"]
-    assert plan.processes["web"].endswith("--noreload")
-    assert plan.processes["worker"].startswith("exec ")
-    assert plan.processes["worker"].endswith("consume_orders --wait-time 5")
-    assert (
-        "populate_sqs --count 100000 --no-progress --max-backlog 200 &&" in plan.processes["feeder"]
-    )
-    assert plan.processes["feeder"].endswith("&& exec tail -f /dev/null")
-
-
-def test_no_sample_orders_are_sent_to_real_aws_unless_asked() -> None:
-    everything = {"runserver", "consume_orders", "populate_sqs"}
-    plan = stack.plan_processes(everything, _options(), local_sqs=False)
-    assert "feeder" not in plan.processes
-    assert plan.processes["worker"].endswith("consume_orders")  # AWS: the command's default
-    plan = stack.plan_processes(everything, _options("--feed"), local_sqs=False)
-    assert "feeder" in plan.processes
-    plan = stack.plan_processes(everything, _options("--no-feed"), local_sqs=True)
-    assert "feeder" not in plan.processes
 
 
 def run_manager(
