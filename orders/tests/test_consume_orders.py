@@ -1,0 +1,27 @@
+"""consume_orders and a Redis that does not say whether it may evict keys."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_redis_that_hides_its_policy_gets_one_warning(
+    fake_redis, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fakeredis has no INFO, like a managed service that hides it: consume_orders goes on
+    with a single WARNING (and then, here, stops at the missing SQS queue)."""
+    from orders.management.commands import consume_orders
+
+    monkeypatch.setattr(
+        consume_orders.Command, "_ensure_queue", lambda self, consumer, options: consumer.stop.set()
+    )
+    with caplog.at_level(logging.WARNING, logger="orders.consumer"):
+        call_command("consume_orders", "--once")
+    warnings = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "does not report its maxmemory-policy" in warnings[0]
