@@ -1,7 +1,7 @@
 """pipeline_status and redrive_dlq: what on-call sees and the DLQ way back.
 
-Most tests use moto's in-process SQS and fakeredis (fast, no servers); the last ones run the
-whole dead-letter round trip against the real Redis and the moto server process.
+On moto's in-process SQS and fakeredis (fast, no servers); the whole dead-letter round trip
+against the real Redis and the moto server process is tests/test_redrive_round_trip.py.
 """
 
 from __future__ import annotations
@@ -406,30 +406,3 @@ def test_redrive_without_queues_fails_clearly(queue: OrderQueue) -> None:
     _, error = run_failing("redrive_dlq", "--queue", "nope")
 
     assert error.startswith("queue nope or its dead-letter queue nope-dlq does not exist")
-
-
-# --- the real round trip -------------------------------------------------------------------
-@pytest.mark.integration
-@pytest.mark.django_db(transaction=True)
-def test_dead_lettered_order_is_applied_after_redrive(make_queue, store: AggregateStore) -> None:
-    """An order dead-lettered while the consumer could not commit is counted once redriven."""
-    queue = make_queue(visibility_timeout=30, max_receive_count=1)
-    queue.send_bodies([order_body("DL1", "U9", price="4.20")])
-    first = queue.receive(wait_time=1)
-    queue.extend_visibility([m["ReceiptHandle"] for m in first], 0)  # as if the consumer died
-    assert queue.receive(wait_time=1) == []  # second receive: SQS moved it to the DLQ
-    assert queue.depth().dlq_visible == 1
-
-    status_out, error = run_failing("pipeline_status")  # no consumer ran yet
-    assert "  dead-letter (DLQ)                  1" in status_out.splitlines()
-    assert error == "consumer heartbeat stale: no consumer has ever reported"
-
-    out, _ = run("redrive_dlq")
-    assert out == f"moved 1 message(s) from {queue.dlq_name} to {queue.name}\n"
-    Consumer(queue, store, wait_time=1, until_empty=True).run_worker()
-
-    assert store.user_stats("U9").total_spend_cents == 420
-    doc = json.loads(run("pipeline_status", "--json")[0])
-    assert doc["ok"] is True
-    assert doc["sqs"] == {"visible": 0, "in_flight": 0, "delayed": 0, "dlq_visible": 0}
-    assert doc["totals"] == {"orders": 1, "revenue_cents": 420, "users": 1, "revenue": "4.20"}
