@@ -24,7 +24,7 @@ from redis.cluster import RedisCluster
 from devtools.servers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test_environment
 from orderpipe.redis_cluster import ClusterConnectionFactory
 from orders.sqs import OrderQueue, make_client
-from stats.store import AggregateStore
+from stats.store import AggregateStore, get_store
 from tests.ingestion_helpers import prefix_keys
 
 
@@ -201,6 +201,13 @@ def fake_redis(settings, monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis
 @pytest.fixture
 def fake_store(fake_redis: fakeredis.FakeRedis, settings) -> AggregateStore:
     return AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, dedup_ttl=3600)
+
+
+@pytest.fixture
+def app_store(fake_redis, settings, key_prefix: str) -> AggregateStore:
+    """The store the view itself uses (get_store), on fakeredis under this test's prefix."""
+    settings.REDIS_KEY_PREFIX = key_prefix
+    return get_store()
 
 
 @pytest.fixture

@@ -1,32 +1,24 @@
-"""The staff dashboard: staff only, exact totals and chart labels, rejects by reason, and a
-friendly page (not a 500) when Redis is down."""
+"""The staff dashboard's figures: staff only, exact totals, every day of the window, and the
+chart's labels. The orders app's rejects panel on it, and the page when Redis is down, are in
+tests/test_dashboard_rejects.py."""
 
 from __future__ import annotations
 
 import re
-import socket
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from django.test import Client
 
-from orders.models import RejectedOrder
 from orders.validation import Item, Order
 from stats.dashboard import axis_step, chart_svg, money
-from stats.store import AggregateStore, DayStats, cents_to_decimal, get_store
+from stats.store import AggregateStore, DayStats, cents_to_decimal
 
 pytestmark = pytest.mark.django_db
 
 URL = "/admin/dashboard/"
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture
-def app_store(fake_redis, settings, key_prefix: str) -> AggregateStore:
-    """The store the view itself uses (get_store), on fakeredis under this test's prefix."""
-    settings.REDIS_KEY_PREFIX = key_prefix
-    return get_store()
 
 
 def order(order_id: str, user_id: str, cents: int, day: date) -> Order:
@@ -36,16 +28,6 @@ def order(order_id: str, user_id: str, cents: int, day: date) -> Order:
 
 def today() -> date:
     return datetime.now(UTC).date()
-
-
-def reject(message_id: str, codes: str, status: str = RejectedOrder.Status.NEW) -> None:
-    RejectedOrder.objects.create(
-        message_id=message_id,
-        body=b"{}",
-        reason_codes=codes,
-        received_at=datetime(2025, 8, 9, tzinfo=UTC),
-        status=status,
-    )
 
 
 def text_of(html: str, element_id: str) -> str:
@@ -146,58 +128,6 @@ def test_dashboard_shows_exact_totals_and_thirty_days(
     start = (today() - timedelta(days=29)).isoformat()
     assert f'href="/stats/by-date?start_date={start}&amp;end_date={today()}"' in html
     assert "<script" not in html.split('id="dashboard"')[1]  # no JavaScript for the chart
-
-
-def test_dashboard_lists_rejected_orders_by_reason_with_changelist_links(
-    admin_client: Client, app_store: AggregateStore
-) -> None:
-    reject("m1", ",invalid_json,")
-    reject("m2", ",missing_field,value_mismatch,", RejectedOrder.Status.REVIEWED)
-    reject("m3", ",value_mismatch,", RejectedOrder.Status.RESUBMITTED)
-
-    response = admin_client.get(URL)
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "<h2>Rejected orders: 3</h2>" in html
-    reasons = re.findall(
-        r'<a href="([^"]+)" class="reason-link" data-code="(\w+)"><code>\w+</code></a></td>'
-        r'<td class="num">(\d+)</td>',
-        html,
-    )
-    changelist = "/admin/orders/rejectedorder/"
-    assert reasons == [  # in the order of the contract's table of codes
-        (f"{changelist}?reason=invalid_json", "invalid_json", "1"),
-        (f"{changelist}?reason=missing_field", "missing_field", "1"),
-        (f"{changelist}?reason=value_mismatch", "value_mismatch", "2"),
-    ]
-    assert f'<a href="{changelist}?status__exact=reviewed" class="status-link">Reviewed: ' in html
-    # The links really filter: the changelist shows the two value_mismatch rows.
-    filtered = admin_client.get(f"{changelist}?reason=value_mismatch")
-    assert filtered.status_code == 200
-    assert filtered.context["cl"].result_count == 2
-
-
-def test_redis_down_shows_a_message_not_a_500(admin_client: Client, settings) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings.CACHES = {
-        "default": {
-            **settings.CACHES["default"],
-            "LOCATION": f"redis://127.0.0.1:{port}/0",
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-        }
-    }
-    reject("m1", ",invalid_json,")
-
-    response = admin_client.get(URL)
-
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert 'id="stats-error">Statistics are unavailable right now: Redis did not answer' in html
-    assert 'class="dashboard-chart"' not in html
-    assert "<h2>Rejected orders: 1</h2>" in html
 
 
 @pytest.mark.parametrize(
