@@ -372,24 +372,6 @@ def test_resubmit_sends_corrected_payload_with_the_first_sent_timestamp(
     assert RejectedOrder.objects.get(pk=rows["json"].pk).status == "new"
 
 
-def test_an_undated_corrected_order_counts_on_the_day_it_was_first_sent(
-    admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue, fake_store
-) -> None:
-    """Rejected on 2024-08-09, fixed today: the consumer counts it on 2024-08-09."""
-    from datetime import date
-
-    from orders.consumer import Consumer
-
-    fixed = fix(rows["mismatch"], mocked_queue, order_id="ORD-LATE", order_timestamp=None)
-    run_action(admin_client, "resubmit_corrected", [fixed])
-
-    result = Consumer(mocked_queue, fake_store, wait_time=0).process_batch()
-
-    assert (result.received, result.applied) == (1, 1)
-    [day] = fake_store.by_date(date(2024, 8, 9), date(2024, 8, 9))
-    assert (day.total_orders, day.total_revenue_cents) == (1, 10997)
-
-
 def test_a_row_stored_without_its_sent_timestamp_is_dated_by_its_receipt(
     admin_client: Client, rows: dict[str, RejectedOrder], mocked_queue: OrderQueue
 ) -> None:
