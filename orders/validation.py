@@ -411,6 +411,15 @@ def _text_problem(value: str) -> str | None:
     return None
 
 
+def id_problem(value: str) -> str | None:
+    """Why ``value``, trimmed, cannot be an order or user id (None when it can): what every
+    stored id satisfies, so a value that fails it names no stored order or user."""
+    problem = _text_problem(value)
+    if problem is None and not 1 <= len(value) <= MAX_ID_LENGTH:
+        problem = f"must be 1-{MAX_ID_LENGTH} characters after trimming, got {len(value)}"
+    return problem
+
+
 def _check_id(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | None:
     if name not in doc:
         reasons.append(Reason(MISSING_FIELD, name, f"{name} is missing"))
@@ -420,9 +429,7 @@ def _check_id(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | No
         reasons.append(Reason(INVALID_FIELD, name, f"{name} must be a string, got {_short(value)}"))
         return None
     trimmed = value.strip(_TRIM)
-    problem = _text_problem(trimmed)
-    if problem is None and not 1 <= len(trimmed) <= MAX_ID_LENGTH:
-        problem = f"must be 1-{MAX_ID_LENGTH} characters after trimming, got {len(trimmed)}"
+    problem = id_problem(trimmed)
     if problem is not None:
         reasons.append(Reason(INVALID_FIELD, name, f"{name} {problem}"))
         return None

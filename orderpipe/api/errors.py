@@ -2,7 +2,9 @@
 
 A database or Redis outage is a 503 JSON answer with ``Retry-After``, never a 500 page; every
 other error keeps DRF's ``{"detail": ...}`` body, and a bad parameter DRF's
-``{"<name>": ["<rule>", ...]}``.
+``{"<name>": ["<rule>", ...]}``. Only an outage (a connection lost or refused) is a 503: a
+database error about the query itself, a value the database refuses say, is a bug, a 500 logged
+with its traceback, not something a client should retry.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import Error as DjangoDatabaseError
+from django.db import InterfaceError, OperationalError
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -32,9 +34,10 @@ def _unavailable(detail: str) -> Response:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, DjangoDatabaseError):
-        # The orders API reads the ledger, and token or session authentication
-        # (STATS_API_AUTH) reads the database for the stats API too.
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The connection is lost or refused, the server shutting down or busy: the orders API
+        # reads the ledger, and token or session authentication (STATS_API_AUTH) reads the
+        # database for the stats API too. Any other database error falls through to a 500.
         logger.warning("database unavailable: %s", exc)
         return _unavailable(DATABASE_UNAVAILABLE_DETAIL)
     if isinstance(exc, StoreUnavailableError):

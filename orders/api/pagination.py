@@ -11,7 +11,7 @@ cursor encoding and the ``next``/``previous``/``results`` envelope stay DRF's.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -20,6 +20,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.utils.urls import remove_query_param
+
+from orders.validation import id_problem
 
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
@@ -137,11 +139,17 @@ def _position(order: Any) -> str:
 
 
 def _parse_position(text: str) -> tuple[datetime, str] | None:
+    """The position ``_position`` wrote, or None for anything else.
+
+    Both halves go into the query, so each must be a value the ledger can hold: a UTC time
+    (what the database hands back; another offset could fall outside year 1-9999 when SQLite
+    converts it) and a valid order id (PostgreSQL refuses a NUL in a parameter).
+    """
     stamp, _, order_id = text.partition(" ")
     try:
         at = datetime.fromisoformat(stamp)
     except ValueError:
         return None
-    if at.tzinfo is None or not order_id:
+    if at.utcoffset() != timedelta(0) or id_problem(order_id) is not None:
         return None
     return at, order_id

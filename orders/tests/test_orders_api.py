@@ -7,14 +7,17 @@ compared whole, parsed with ``Decimal`` so that money is checked digit for digit
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import DataError, InterfaceError, OperationalError, ProgrammingError
 from rest_framework.test import APIClient
 
 from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
@@ -327,6 +330,93 @@ def test_bad_page_parameters_are_400_naming_them(
 
     assert response.status_code == 400
     assert response.json() == body
+
+
+def crafted_cursor(position: str, reverse: bool = False) -> str:
+    """A cursor in DRF's encoding (what a next/previous link carries) around ``position``."""
+    tokens = {"p": position} | ({"r": "1"} if reverse else {})
+    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        # Year 1 with an offset: year 0 in UTC, which SQLite's conversion cannot hold (a 500).
+        "0001-01-01T00:00:00+05:00 T4",
+        "9999-12-31T23:00:00-05:00 T4",  # and year 10000 the other way
+        "2025-08-09T11:00:00+01:00 T4",  # any offset but UTC: no link carries one
+        "2025-08-09T11:00:00 T4",  # no offset at all
+        # A NUL in the order id: PostgreSQL refuses it in a parameter (a 503 "database
+        # unavailable" and an ERROR); no stored id can hold it anyway.
+        "2025-08-09T11:00:00+00:00 T\x004",
+        "2025-08-09T11:00:00+00:00 T\n4",  # any control character
+        "2025-08-09T11:00:00+00:00 " + "T" * 129,  # longer than any id
+        "2025-08-09T11:00:00+00:00 ",  # no id
+    ],
+)
+@pytest.mark.parametrize("reverse", [False, True], ids=["next", "previous"])
+def test_a_crafted_cursor_is_400_on_every_database(
+    api: APIClient, tied_orders: list[str], position: str, reverse: bool
+) -> None:
+    response = api.get("/users/U100/orders", {"cursor": crafted_cursor(position, reverse)})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "cursor": ["Invalid cursor: use the next or previous link of an earlier page."]
+    }
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["0001-01-01T00:00:00+00:00 T4", "9999-12-31T23:59:59.999999+00:00 T4"],
+)
+def test_a_cursor_at_either_end_of_time_is_a_page(
+    api: APIClient, tied_orders: list[str], position: str
+) -> None:
+    """The years a link may carry are every year the ledger can: the ends are pages too."""
+    older = position.startswith("0001")
+    body = follow(api, f"/users/U100/orders?cursor={crafted_cursor(position)}")
+
+    assert ids(body) == ([] if older else tied_orders[:7])
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "body"),
+    [
+        (OperationalError("server closed the connection unexpectedly"), 503,
+         {"detail": "The database is unavailable; try again shortly."}),
+        (InterfaceError("connection already closed"), 503,
+         {"detail": "The database is unavailable; try again shortly."}),
+        # About the query, not the connection: a bug to fix, not an outage to wait out.
+        (DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), 500,
+         {"detail": "Internal server error."}),
+        (ProgrammingError('relation "orders_acceptedorder" does not exist'), 500,
+         {"detail": "Internal server error."}),
+    ],
+    ids=["operational", "interface", "data", "programming"],
+)  # fmt: skip
+def test_only_a_lost_database_connection_is_a_503(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    status: int,
+    body: dict[str, str],
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("orders.api.views.AcceptedOrder.objects.only", fail)
+    api = APIClient(raise_request_exception=False)
+
+    with caplog.at_level(logging.WARNING):
+        response = api.get("/orders/ORD1000")
+
+    assert (response.status_code, response.json()) == (status, body)
+    if status == 503:
+        assert response["Retry-After"] == "5"
+    else:  # logged with its traceback, for someone to fix
+        (logged,) = [r for r in caplog.records if r.name == "django.request"]
+        assert (logged.levelno, logged.exc_info[1]) == (logging.ERROR, error)
 
 
 @pytest.mark.parametrize("page_size", ["1", "100"])
