@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -51,3 +53,10 @@ def accept(
 @pytest.fixture
 def order_doc() -> dict[str, Any]:
     return valid_doc()
+
+
+def crafted_cursor(position: str, reverse: bool = False) -> str:
+    """A cursor in DRF's encoding (what a next/previous link carries) around ``position``,
+    ``<time> <order_id>`` (``orders.api.pagination``)."""
+    tokens = {"p": position} | ({"r": "1"} if reverse else {})
+    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")

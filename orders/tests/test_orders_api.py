@@ -7,13 +7,12 @@ compared whole, parsed with ``Decimal`` so that money is checked digit for digit
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
@@ -21,7 +20,14 @@ from django.db import DataError, InterfaceError, OperationalError, ProgrammingEr
 from rest_framework.test import APIClient
 
 from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
-from orders.tests.conftest import LEDGER_RECEIVED_AT, SENT_AT_MS, accept, body_of, valid_doc
+from orders.tests.conftest import (
+    LEDGER_RECEIVED_AT,
+    SENT_AT_MS,
+    accept,
+    body_of,
+    crafted_cursor,
+    valid_doc,
+)
 from orders.validation import Rejection, validate_message
 
 pytestmark = pytest.mark.django_db
@@ -330,12 +336,6 @@ def test_bad_page_parameters_are_400_naming_them(
 
     assert response.status_code == 400
     assert response.json() == body
-
-
-def crafted_cursor(position: str, reverse: bool = False) -> str:
-    """A cursor in DRF's encoding (what a next/previous link carries) around ``position``."""
-    tokens = {"p": position} | ({"r": "1"} if reverse else {})
-    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
 
 
 @pytest.mark.parametrize(
