@@ -102,6 +102,7 @@ def assert_clean_config_error(result: subprocess.CompletedProcess[str], expected
         ({"ORDER_DEDUP_TTL": "-1"}, "ORDER_DEDUP_TTL=-1 is below the minimum 0"),
         ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER='maybe' is not a boolean"),
         ({"REDIS_SHARDS": "0"}, "REDIS_SHARDS=0 is below the minimum 1"),
+        ({"REDIS_SHARDS": "257"}, "REDIS_SHARDS=257 is above the maximum 256"),
         ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL='http://cache:6379' must start with"),
         ({"LOCALSTACK_URL": "localstack:4566"}, "LOCALSTACK_URL='localstack:4566' must start"),
         pytest.param(
@@ -328,3 +329,9 @@ def test_metrics_is_exempt_from_the_https_redirect_only_without_auth(
     result = manage(tmp_path, "shell", "-c", code, **env)
     assert result.returncode == 0, result.stderr
     assert last_line(result.stdout) == str([redirected, False, True])
+
+
+def test_redis_shards_may_be_256(tmp_path: Path) -> None:
+    code = "from django.conf import settings; print(settings.REDIS_SHARDS)"
+    result = manage(tmp_path, "shell", "-c", code, REDIS_SHARDS="256")
+    assert last_line(result.stdout) == "256", result.stderr
