@@ -25,6 +25,7 @@ from devtools.servers import MotoSQSServer, RedisServer, ValkeyCluster, aws_test
 from orderpipe.redis_cluster import ClusterConnectionFactory
 from orders.sqs import OrderQueue, make_client
 from stats.store import AggregateStore, get_store
+from stats.store import servers as store_servers
 from tests.ingestion_helpers import prefix_keys
 
 
@@ -92,12 +93,14 @@ def _drop_redis_pools() -> None:
         pool.disconnect()
     ConnectionFactory._pools.clear()
     ClusterConnectionFactory.close_all()
+    store_servers._SERVERS.clear()
 
 
 @pytest.fixture(autouse=True)
 def fresh_redis_pools() -> Iterator[None]:
-    """django-redis keeps one connection pool per URL for the whole process; without a reset
-    a test would reach the server (or FakeServer) an earlier test configured."""
+    """django-redis keeps one connection pool per URL for the whole process, and the store
+    the servers' INFO per key prefix for a minute (``servers(max_age=…)``); without a reset
+    a test would reach, or see, the server (or FakeServer) an earlier test configured."""
     _drop_redis_pools()
     yield
     _drop_redis_pools()

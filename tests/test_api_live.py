@@ -12,7 +12,7 @@ import pytest
 import redis
 from rest_framework.test import APIClient
 
-from stats.store import AggregateStore
+from stats.store import AggregateStore, servers
 from tests.ingestion_helpers import make_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -213,6 +213,86 @@ def test_health_reports_redis_and_database(
         "timestamp": "2025-09-01T12:00:30Z",
     }
     assert "no-store" in response["Cache-Control"]
+
+
+def health_body(response) -> dict:
+    """The /health body without its latency (a timing: checked to be a number)."""
+    body = response.json()
+    assert isinstance(body.pop("redis_latency_ms"), float)
+    return body
+
+
+def test_health_shows_the_nodes_only_to_readers_of_the_stats(
+    filled: AggregateStore,
+    settings,
+    frozen_now: datetime,
+    redis_nodes: list[dict],
+    client_as,
+    analyst,
+    customer,
+) -> None:
+    settings.STATS_API_AUTH = "token"
+    anonymous = APIClient().get("/health")
+    without = client_as(customer, "token").get("/health")
+    bad_token = APIClient().get("/health", HTTP_AUTHORIZATION="Token not-a-token")
+    reader = client_as(analyst, "token").get("/health")
+
+    assert [r.status_code for r in (anonymous, without, bad_token, reader)] == [200] * 4
+    basic = {
+        "status": "healthy",
+        "redis": "connected",
+        "database": "connected",
+        "timestamp": "2025-09-01T12:00:30Z",
+    }
+    for response in (anonymous, without, bad_token):
+        assert health_body(response) == basic
+    assert health_body(reader) == basic | {"redis_nodes": redis_nodes}
+
+
+def test_health_over_plain_http_honours_no_token_where_https_is_required(
+    filled: AggregateStore, settings, frozen_now: datetime, redis_nodes: list[dict], client_as,
+    analyst,
+) -> None:  # fmt: skip
+    """/health is exempt from the HTTPS redirect (load balancers probe plain HTTP): a token
+    sent there has travelled unencrypted, so it shows nothing more."""
+    settings.STATS_API_AUTH = "token"
+    settings.SECURE_SSL_REDIRECT = True
+    client = client_as(analyst, "token")
+
+    plain = client.get("/health")
+    secure = client.get("/health", secure=True)
+
+    assert "redis_nodes" not in plain.json()
+    assert secure.json()["redis_nodes"] == redis_nodes
+
+
+def test_health_and_metrics_read_info_at_most_once_a_minute(
+    filled: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two INFO per primary on every call of an open endpoint would cost every primary work
+    for nothing: both endpoints share one answer per process for a minute."""
+    calls: list[str] = []
+    original = servers._server_info
+
+    def counted(client, name, target=None):
+        calls.append(name)
+        return original(client, name, target)
+
+    now = [1000.0]
+    monkeypatch.setattr(servers, "_server_info", counted)
+    monkeypatch.setattr(servers.ServersMixin, "monotonic", staticmethod(lambda: now[0]))
+    primaries = 3 if filled.cluster else 1
+
+    statuses = [api.get(path).status_code for path in ("/health", "/metrics", "/health")]
+    read_once = len(calls)
+    now[0] += 60
+    api.get("/health")
+    still = len(calls)
+    now[0] += 0.001
+    api.get("/health")
+
+    assert statuses == [200, 200, 200]
+    assert (read_once, still, len(calls)) == (primaries, primaries, 2 * primaries)
 
 
 def test_metrics_json_has_totals_and_ingestion_counters(

@@ -24,8 +24,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from stats.api.serializers import average_cents
 from stats.store import AggregateStore, GlobalStats, IngestionStats, ServerInfo
 
-# /metrics shows each Redis primary's version and eviction policy from INFO read at most this
-# often (seconds): configuration, not a reading that moves between scrapes.
+# /metrics and /health show each Redis primary's version and eviction policy from INFO read at
+# most this often per process (seconds): configuration, not a reading that moves between calls.
 SERVER_INFO_MAX_AGE = 60.0
 
 NAMESPACE = "orderpipe"

@@ -113,7 +113,14 @@ class HealthSerializer(serializers.Serializer):
     redis_latency_ms = serializers.FloatField(
         allow_null=True, help_text="Round trip of a PING; null when Redis is unavailable."
     )
-    redis_nodes = RedisNodeSerializer(many=True)
+    redis_nodes = RedisNodeSerializer(
+        many=True,
+        required=False,
+        help_text=(
+            "Every primary (one without REDIS_CLUSTER), only for callers who may read the "
+            "stats: the stats.view_stats permission, or everyone with STATS_API_AUTH=none."
+        ),
+    )
     database = serializers.ChoiceField(choices=["connected", "unavailable"])
     timestamp = serializers.DateTimeField()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import connection
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, connection
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -23,7 +24,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -31,12 +32,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSet
 
-from orderpipe.api.access import ProtectedAPIMixin
+from orderpipe.api.access import ProtectedAPIMixin, StatsAccess, authenticators_for_settings
 from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_error
 from orderpipe.api.ids import path_id_parameter, too_long_error, validate_user_id
 from orderpipe.api.negotiation import FormatParamMixin
 from orderpipe.api.renderers import ExactJSONRenderer
-from stats.api.metrics import MetricsSnapshot
+from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot
 from stats.api.params import (
     DATE_RANGE_PARAMS,
     LIMIT_PARAMS,
@@ -159,15 +160,33 @@ class StatsViewSet(ProtectedViewSet):
 
 
 class HealthViewSet(FormatParamMixin, ViewSet):
-    """Open to everyone and never throttled: load balancers and orchestrators poll it."""
+    """Open to everyone and never throttled: load balancers and orchestrators poll it.
 
-    authentication_classes: list[Any] = []
+    Each call pings Redis and the database; whether every primary answers, and its version,
+    comes from the INFO cache /metrics uses (read at most once a minute per process). Node
+    addresses and versions are shown only to callers who may read the stats (StatsAccess:
+    ``stats.view_stats``, or everyone with STATS_API_AUTH=none, as on /metrics).
+    """
+
     permission_classes = [AllowAny]
     throttle_classes: list[Any] = []
+
+    def get_authenticators(self) -> list[Any]:
+        return authenticators_for_settings()
+
+    def perform_authentication(self, request: Request) -> None:
+        """Authenticate lazily, in ``_shows_nodes``: credentials only add the node details,
+        so a bad token or a database down gets the anonymous answer, not a 401 or a 503."""
 
     @extend_schema(
         operation_id="health",
         summary="Liveness of Redis and the database",
+        description=(
+            "Open to everyone, never throttled. `redis_nodes` (each primary's address, version "
+            "and eviction policy, read at most once a minute) only for callers who may read the "
+            "stats: an account with the stats.view_stats permission (over HTTPS when the site "
+            "redirects to it), or everyone when STATS_API_AUTH is none."
+        ),
         responses={
             200: HealthSerializer,
             503: OpenApiResponse(HealthSerializer, description="A dependency is unavailable."),
@@ -175,23 +194,39 @@ class HealthViewSet(FormatParamMixin, ViewSet):
     )
     def check(self, request: Request) -> Response:
         latency = _redis_latency_ms()
-        nodes = get_store().servers() if latency is not None else []
+        nodes = [] if latency is None else get_store().servers(max_age=SERVER_INFO_MAX_AGE)
         database_ok = _database_ok()
         healthy = latency is not None and database_ok and all(n.reachable for n in nodes)
         data = {
             "status": "healthy" if healthy else "unhealthy",
             "redis": "connected" if latency is not None else "unavailable",
             "redis_latency_ms": round(latency, 3) if latency is not None else None,
-            "redis_nodes": nodes,
             "database": "connected" if database_ok else "unavailable",
             "timestamp": timezone.now(),
         }
+        if self._shows_nodes(request):
+            data["redis_nodes"] = nodes
         response = Response(
             HealthSerializer(data).data,
             status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE,
         )
         add_never_cache_headers(response)
         return response
+
+    def _shows_nodes(self, request: Request) -> bool:
+        if settings.STATS_API_AUTH == "none":
+            return True
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
+            # Plain HTTP reaches /health only through its exemption from the HTTPS redirect,
+            # and a token must not travel unencrypted: credentials are not honoured here.
+            return False
+        try:
+            return StatsAccess().has_permission(request, self)
+        except (APIException, DatabaseError, InterfaceError):
+            # A bad token (401 elsewhere), or the database that holds tokens down (the
+            # "database" field says so): anonymous, for the rest of this request too.
+            request.user, request.auth = None, None
+            return False
 
 
 def _redis_latency_ms() -> float | None:

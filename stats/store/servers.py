@@ -7,6 +7,7 @@ before it receives anything; ``pipeline_status``, ``/health`` and ``/metrics`` s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ def _node_name(client: Any) -> str:
 
 
 class ServersMixin(StoreBase):
+    # The clock of ``servers(max_age=…)``; a test swaps it.
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
+
     @unavailable_on_redis_error
     def ping(self) -> float:
         """Round-trip latency to Redis in milliseconds."""
@@ -84,15 +88,22 @@ class ServersMixin(StoreBase):
         """Version and eviction policy of every primary, from INFO (managed services often
         disable CONFIG); an unreachable one is reported, not raised.
 
-        ``max_age`` > 0 reuses this process's last answer for that many seconds (/metrics
-        shows configuration, which does not change between two scrapes).
+        ``max_age`` > 0 reuses this process's last answer for that many seconds: /metrics
+        and /health show configuration, which does not change between two calls, and two INFO
+        per primary on every call of an open /health cost every primary work for nothing. An
+        answer with an unreachable primary is not kept, so its return shows at the next call.
         """
         if max_age > 0:
             cached = _SERVERS.get(self.prefix)
-            now = time.monotonic()
-            if cached is None or now - cached[0] > max_age:
-                cached = _SERVERS[self.prefix] = (now, self.servers())
-            return cached[1]
+            now = self.monotonic()
+            if cached is not None and now - cached[0] <= max_age:
+                return cached[1]
+            servers = self.servers()
+            if all(server.reachable for server in servers):
+                _SERVERS[self.prefix] = (now, servers)
+            else:
+                _SERVERS.pop(self.prefix, None)
+            return servers
         if not self.cluster:
             return [_server_info(self.client, _node_name(self.client))]
         client: RedisCluster = self.client  # type: ignore[assignment]

@@ -175,8 +175,10 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
 def test_metrics_read_is_one_redis_round_trip(
     filled: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Once the servers' INFO is kept (the first scrape of the minute reads it)."""
     import redis
 
+    assert api.get("/metrics").status_code == 200
     calls: list[str] = []
     original_execute = redis.client.Pipeline.execute
     original_command = redis.Redis.execute_command
