@@ -17,10 +17,12 @@ def main() -> None:
         # Import the settings now: a malformed environment variable is a one-line operator
         # error naming the variable, not a traceback from deep inside Django's start-up.
         settings.INSTALLED_APPS  # noqa: B018
+        # So is a configuration an app refuses when it loads (stats: an access mode that
+        # could let no one in) or a command refuses as it starts.
+        execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         sys.stderr.write(f"Configuration error: {exc}\n")
         sys.exit(2)
-    execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

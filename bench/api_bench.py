@@ -3,8 +3,8 @@
 Run by hand: ``.venv/bin/python bench/api_bench.py [--seconds 5] [--rounds 3]``. It starts its
 own Redis, fills 10,000 users over 366 days through the aggregate store, and serves two apps on
 free ports with the web service's gunicorn command and environment from docker-compose.yml
-(``DEBUG=false``, request log at INFO, gunicorn's access log; ``WEB_CONCURRENCY`` and
-``--gunicorn-arg`` change them as they would in compose):
+(``DEBUG=false``, request log at INFO, gunicorn's access log, ``STATS_API_AUTH=none`` unless
+set; ``WEB_CONCURRENCY`` and ``--gunicorn-arg`` change them as they would in compose):
 
 - orderpipe itself (``orderpipe.wsgi``), and with ``--baseline DIR`` a second checkout of the
   project (an older commit) in the same run, so before and after share the same conditions;
@@ -516,7 +516,9 @@ def main() -> None:
             f"filled {g.total_orders} orders, {g.unique_users} users, {DAYS} days "
             f"in {time.perf_counter() - began:.1f}s (Redis {server.url})"
         )
-        command, compose_env = compose_web(dict(os.environ))
+        # The reads themselves, without an authentication query per request: the APIs open
+        # (compose's default is token) unless STATS_API_AUTH is set in the shell.
+        command, compose_env = compose_web({"STATS_API_AUTH": "none", **os.environ})
         command += args.gunicorn_arg
         if args.profile:
             profile(

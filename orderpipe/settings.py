@@ -165,7 +165,12 @@ ORDER_DEDUP_TTL = env.int("ORDER_DEDUP_TTL", 15 * 24 * 3600, min_value=0)
 
 # --- Stats API ------------------------------------------------------------------------------
 STATS_MAX_RANGE_DAYS = env.int("STATS_MAX_RANGE_DAYS", 366, min_value=1, max_value=3660)
-STATS_API_AUTH = env.choice("STATS_API_AUTH", ("none", "token", "session"), "none")
+# Who may read the stats and orders APIs (and /metrics): with DEBUG off an account holding
+# stats.view_stats unless set otherwise; "none" opens them to anyone who can reach the site,
+# which the web and consumer processes log as a WARNING at every start (orderpipe.api.access).
+STATS_API_AUTH = env.choice(
+    "STATS_API_AUTH", ("none", "token", "session"), "none" if DEBUG else "token"
+)
 STATS_THROTTLE_RATE = env.str("STATS_THROTTLE_RATE", "").strip()  # "100/minute"; empty = off
 if STATS_THROTTLE_RATE and not re.fullmatch(
     r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", STATS_THROTTLE_RATE

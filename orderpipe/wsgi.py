@@ -9,3 +9,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderpipe.settings")
 
 application = get_wsgi_application()
+
+# Imported once the apps are loaded; logged once per web process start, never per request.
+from orderpipe.api.access import log_access_mode  # noqa: E402
+
+log_access_mode()

@@ -7,6 +7,9 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-used-anywhere-else-0123456789")
 os.environ.setdefault("DEBUG", "false")
+# With DEBUG off the APIs need a token; tests that check access set the mode they check, the
+# default itself is checked in a fresh process (tests/test_settings.py).
+os.environ.setdefault("STATS_API_AUTH", "none")
 os.environ.setdefault("LOG_DIR", tempfile.mkdtemp(prefix="orderpipe-test-logs-"))
 
 from orderpipe.settings import *  # noqa: F403

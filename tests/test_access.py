@@ -7,8 +7,11 @@ fail here rather than pass as "not refused".
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from orderpipe.api.access import StatsAccess
@@ -186,3 +189,39 @@ def test_a_forged_forwarded_for_does_not_escape_the_throttle(
     ]
 
     assert statuses == [200, 200, 429, 429]
+
+
+@pytest.mark.parametrize(("mode", "level"), [("none", logging.WARNING), ("token", logging.INFO)])
+def test_the_consumer_says_who_may_read_the_apis_once_at_start(
+    fake_redis,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    level: int,
+) -> None:
+    """The consumer serves no API, but its log is the one operators watch: an open API is said
+    there too, once, whatever it then does (here it stops at the SQS queue)."""
+    from orders.management.commands import consume_orders
+
+    settings.STATS_API_AUTH = mode
+    monkeypatch.setattr(
+        consume_orders.Command, "_ensure_queue", lambda self, consumer, options: consumer.stop.set()
+    )
+    with caplog.at_level(logging.INFO):
+        call_command("consume_orders", "--once")
+
+    said = [(r.name, r.levelno) for r in caplog.records if "STATS_API_AUTH=" in r.getMessage()]
+    assert said == [("orderpipe.api.access", level)]
+
+
+def test_requests_do_not_repeat_the_open_api_warning(
+    store: AggregateStore, api: APIClient, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.STATS_API_AUTH = "none"
+
+    with caplog.at_level(logging.INFO):
+        statuses = [api.get(path).status_code for path in PROTECTED_PATHS]
+
+    assert set(statuses) == {200}
+    assert [r for r in caplog.records if "STATS_API_AUTH" in r.getMessage()] == []

@@ -76,6 +76,16 @@ def test_every_setting_is_set_for_the_app_services(compose: dict[str, Any], serv
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
+def test_the_apis_need_a_token_in_compose_unless_opened_on_purpose(
+    compose: dict[str, Any], service: str
+) -> None:
+    assert service_env(compose, service)["STATS_API_AUTH"] == "token"
+    # Set in the shell (or .env), it is still the operator's choice.
+    env = compose["services"][service]["environment"]
+    assert interpolate(env["STATS_API_AUTH"], {"STATS_API_AUTH": "none"}) == "none"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
 def test_hosts_in_urls_are_compose_services(compose: dict[str, Any], service: str) -> None:
     env = service_env(compose, service)
     services = set(compose["services"])

@@ -335,3 +335,77 @@ def test_redis_shards_may_be_256(tmp_path: Path) -> None:
     code = "from django.conf import settings; print(settings.REDIS_SHARDS)"
     result = manage(tmp_path, "shell", "-c", code, REDIS_SHARDS="256")
     assert last_line(result.stdout) == "256", result.stderr
+
+
+# --- Who may read the APIs: token unless DEBUG; none on purpose, with a WARNING ---------------
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({"DEBUG": "false"}, "token"),
+        ({"DEBUG": "false", "STATS_API_AUTH": "none"}, "none"),  # on purpose
+        ({"DEBUG": "false", "STATS_API_AUTH": "session"}, "session"),
+        ({"DEBUG": "true"}, "none"),  # make run, which sets DEBUG=true for its children
+        ({"DEBUG": "true", "STATS_API_AUTH": "token"}, "token"),
+    ],
+)
+def test_the_apis_need_a_token_unless_debug(tmp_path: Path, env: dict[str, str], mode: str) -> None:
+    code = "from django.conf import settings; print(settings.STATS_API_AUTH)"
+    if env["DEBUG"] == "false":
+        env = production_env() | env
+    result = manage(tmp_path, "shell", "-c", code, **env)
+    assert last_line(result.stdout) == mode, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["token", "session"])
+def test_an_access_mode_no_one_can_get_through_refuses_to_start(tmp_path: Path, mode: str) -> None:
+    """Tokens are rows of DRF's authtoken app: settings without it could only answer 401."""
+    (tmp_path / "no_tokens.py").write_text(
+        "from orderpipe.settings import *  # noqa\n"
+        "INSTALLED_APPS = [a for a in INSTALLED_APPS if a != 'rest_framework.authtoken']\n"
+    )
+    env = {"DJANGO_SETTINGS_MODULE": "no_tokens", "PYTHONPATH": str(tmp_path)}
+
+    refused = manage(tmp_path, "check", STATS_API_AUTH=mode, **env)
+    opened = manage(tmp_path, "check", STATS_API_AUTH="none", **env)
+
+    assert_clean_config_error(
+        refused,
+        f"Configuration error: STATS_API_AUTH={mode} needs rest_framework.authtoken in "
+        "INSTALLED_APPS: no client could get in without it (API tokens are created with "
+        "`manage.py drf_create_token USER`); add it, or set STATS_API_AUTH=none to open the "
+        "APIs on purpose",
+    )
+    assert opened.returncode == 0, opened.stderr
+
+
+WEB_START = (
+    "import orderpipe.wsgi; from django.test import Client; c = Client(); "
+    "print([c.get('/', secure=True).status_code for _ in range(3)])"
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "level", "says"),
+    [
+        ("none", "WARNING", "STATS_API_AUTH=none: the stats and orders APIs and /metrics are "
+         "open to anyone who can reach this site, every user's orders and spend included; set "
+         "STATS_API_AUTH=token (or session) to require the stats.view_stats permission"),
+        ("token", "INFO", "STATS_API_AUTH=token: the stats and orders APIs and /metrics need "
+         "`Authorization: Token <key>` of an account holding stats.view_stats; create a key "
+         "with `python manage.py drf_create_token USER`"),
+        ("session", "INFO", "STATS_API_AUTH=session: the stats and orders APIs and /metrics "
+         "need a login (/api-auth/login/ or the admin) or a token of an account holding "
+         "stats.view_stats"),
+    ],
+)  # fmt: skip
+def test_a_web_process_says_who_may_read_the_apis_once_at_start(
+    tmp_path: Path, mode: str, level: str, says: str
+) -> None:
+    env = production_env() | {"STATS_API_AUTH": mode, "ALLOWED_HOSTS": "testserver"}
+    result = manage(tmp_path, "shell", "-c", WEB_START, **env)
+
+    assert last_line(result.stdout) == "[200, 200, 200]", result.stderr
+    lines = [line for line in result.stderr.splitlines() if "STATS_API_AUTH" in line]
+    assert [line.split(" ", 2)[1:] for line in lines] == [
+        [level, f"orderpipe.api.access {says}"]
+    ], result.stderr

@@ -1,10 +1,12 @@
-"""Optional protection of both APIs, switched by settings at request time.
+"""Protection of both APIs, switched by settings at request time.
 
-``STATS_API_AUTH`` (none | token | session) and ``STATS_THROTTLE_RATE`` are read per request
-rather than frozen into class attributes at import, so one deployment flag (or a test's
-``settings`` fixture) changes behaviour without touching the views. With authentication on,
-reading needs the ``stats.view_stats`` permission (``stats.models``): any account, a shop
-customer's say, must not read every user's spend.
+``STATS_API_AUTH`` (none | token | session; token unless DEBUG) and ``STATS_THROTTLE_RATE``
+are read per request rather than frozen into class attributes at import, so one deployment
+flag (or a test's ``settings`` fixture) changes behaviour without touching the views. With
+authentication on, reading needs the ``stats.view_stats`` permission (``stats.models``): any
+account, a shop customer's say, must not read every user's spend. An open API is a decision,
+so it is logged at every start (``log_access_mode``), and a mode that could let no one in
+stops start-up (``access_problem``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,59 @@ _AUTHENTICATORS: dict[str, tuple[type[BaseAuthentication], ...]] = {
 }
 
 
+# What each mode needs installed to let anyone in: tokens are rows of DRF's authtoken app
+# (created with ``manage.py drf_create_token USER`` or in its admin), sessions need Django's.
+# Session mode accepts tokens too, so it needs both.
+_NEEDED_APPS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "token": ("rest_framework.authtoken",),
+    "session": ("django.contrib.sessions", "rest_framework.authtoken"),
+}
+
+
 def authenticators_for_settings() -> list[BaseAuthentication]:
     """No authenticator at all when auth is off: no session or token lookup per request."""
     return [cls() for cls in _AUTHENTICATORS[settings.STATS_API_AUTH]]
+
+
+def access_problem() -> str | None:
+    """Why ``STATS_API_AUTH`` could let no one in (None when it can): then the APIs would
+    answer 401 to every client, so start-up is refused instead (``stats.apps``)."""
+    mode = settings.STATS_API_AUTH
+    missing = [app for app in _NEEDED_APPS[mode] if app not in settings.INSTALLED_APPS]
+    if not missing:
+        return None
+    return (
+        f"STATS_API_AUTH={mode} needs {' and '.join(missing)} in INSTALLED_APPS: no client "
+        "could get in without it (API tokens are created with `manage.py drf_create_token "
+        "USER`); add it, or set STATS_API_AUTH=none to open the APIs on purpose"
+    )
+
+
+def log_access_mode() -> None:
+    """Say once per process start (web and consumer) who may read the APIs and /metrics: a
+    WARNING when anyone may, so an open deployment is seen in the log, not found later."""
+    mode = settings.STATS_API_AUTH
+    if mode == "none":
+        logger.warning(
+            "STATS_API_AUTH=none: the stats and orders APIs and /metrics are open to anyone who "
+            "can reach this site, every user's orders and spend included; set "
+            "STATS_API_AUTH=token (or session) to require the %s permission",
+            VIEW_STATS,
+        )
+    elif mode == "token":
+        logger.info(
+            "STATS_API_AUTH=token: the stats and orders APIs and /metrics need "
+            "`Authorization: Token <key>` of an account holding %s; create a key with "
+            "`python manage.py drf_create_token USER`",
+            VIEW_STATS,
+        )
+    else:
+        logger.info(
+            "STATS_API_AUTH=session: the stats and orders APIs and /metrics need a login "
+            "(/api-auth/login/ or the admin) or a token of an account holding %s",
+            VIEW_STATS,
+        )
 
 
 class StatsAccess(BasePermission):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from orderpipe.api.access import log_access_mode
 from orders import outages
 from orders.consumer import Consumer
 from orders.sqs import OrderQueue
@@ -84,6 +85,7 @@ class Command(BaseCommand):
         # Signals are honoured from the start, also while Redis or SQS is not up yet.
         stopping = Stopping()
         self._install_signal_handlers(stopping)
+        log_access_mode()  # an open API is said in the consumer's log too
         queue = OrderQueue.from_settings(options["queue"])
         # A cluster client finds its nodes when it is built: wait for them like for the rest.
         backoff = outages.Outages(max_delay=options["max_backoff"])
