@@ -993,7 +993,7 @@ def _check_refund_amount(value: Any, reasons: list[Reason]) -> int | None:
             Reason(
                 TOO_MANY_DECIMALS,
                 "amount",
-                f"amount {_short(value)} has more decimals than the currency's {MINOR_UNITS}",
+                f"amount {_short(value)} has more decimals than the currency has ({MINOR_UNITS})",
             )
         )
     return cents
