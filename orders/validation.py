@@ -17,6 +17,7 @@ decided there; their codes and messages are built here so every reason reads ali
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,26 +63,6 @@ REFUND_EXCEEDS_ITEMS = "refund_exceeds_items"
 ORDER_CANCELLED = "order_cancelled"
 DUPLICATE_EVENT_ID = "duplicate_event_id"
 
-# The order the admin's filter, the dashboard and pipeline_status list codes in: the order
-# they were introduced, so a new code is appended and never moves an existing one.
-ALL_CODES: tuple[str, ...] = (
-    INVALID_JSON,
-    NOT_AN_OBJECT,
-    MISSING_FIELD,
-    INVALID_FIELD,
-    INVALID_ITEMS,
-    VALUE_MISMATCH,
-    INVALID_TIMESTAMP,
-    DUPLICATE_ORDER_ID,
-    UNKNOWN_TYPE,
-    TOO_MANY_DECIMALS,
-    AMOUNT_MISMATCH,
-    REFUND_EXCEEDS_ORDER,
-    UNKNOWN_ITEM,
-    REFUND_EXCEEDS_ITEMS,
-    ORDER_CANCELLED,
-    DUPLICATE_EVENT_ID,
-)
 # What ``validate_message`` itself can answer to an order message ...
 ORDER_VALIDATOR_CODES: tuple[str, ...] = (
     INVALID_JSON,
@@ -94,6 +75,20 @@ ORDER_VALIDATOR_CODES: tuple[str, ...] = (
 )
 # ... and to any message (a ``type`` it does not know, an event's own rules).
 VALIDATOR_CODES: tuple[str, ...] = (*ORDER_VALIDATOR_CODES, UNKNOWN_TYPE, TOO_MANY_DECIMALS)
+# The order the admin's filter, the dashboard and pipeline_status list codes in: the order
+# they were introduced, so a new code is appended and never moves an existing one.
+ALL_CODES: tuple[str, ...] = (
+    *ORDER_VALIDATOR_CODES,
+    DUPLICATE_ORDER_ID,
+    UNKNOWN_TYPE,
+    TOO_MANY_DECIMALS,
+    AMOUNT_MISMATCH,
+    REFUND_EXCEEDS_ORDER,
+    UNKNOWN_ITEM,
+    REFUND_EXCEEDS_ITEMS,
+    ORDER_CANCELLED,
+    DUPLICATE_EVENT_ID,
+)
 # Found only against what the ledger recorded before (conflicts, the order's state).
 LEDGER_CODES: tuple[str, ...] = tuple(c for c in ALL_CODES if c not in VALIDATOR_CODES)
 
@@ -695,12 +690,7 @@ def _check_quantity(item: dict[str, Any], where: str, problems: list[Reason]) ->
         )
 
 
-def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
-    where = f"items[{index}]"
-    if not isinstance(item, dict):
-        return None, [
-            Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(item)}")
-        ]
+def _check_item(where: str, item: dict[str, Any]) -> tuple[Item | None, list[Reason]]:
     problems: list[Reason] = []
     _check_quantity(item, where, problems)
 
@@ -786,9 +776,10 @@ def _add_item_problems(problems: list[Reason], reasons: list[Reason]) -> None:
 def _check_item_list(
     raw: Any,
     reasons: list[Reason],
-    check: Callable[[int, Any], tuple[_Entry | None, list[Reason]]],
+    check: Callable[[str, dict[str, Any]], tuple[_Entry | None, list[Reason]]],
 ) -> tuple[_Entry, ...] | None:
-    """``items`` as a non-empty array (at most MAX_ITEMS) of entries each passing ``check``."""
+    """``items`` as a non-empty array (at most MAX_ITEMS) of objects each passing ``check``
+    (given its path, ``items[i]``)."""
     if not isinstance(raw, list):
         reasons.append(Reason(INVALID_ITEMS, "items", f"items must be an array, got {_short(raw)}"))
         return None
@@ -805,7 +796,13 @@ def _check_item_list(
     entries: list[_Entry] = []
     problems: list[Reason] = []
     for index, raw_entry in enumerate(raw):
-        entry, entry_problems = check(index, raw_entry)
+        where = f"items[{index}]"
+        if not isinstance(raw_entry, dict):
+            problems.append(
+                Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(raw_entry)}")
+            )
+            continue
+        entry, entry_problems = check(where, raw_entry)
         if entry is not None:
             entries.append(entry)
         problems.extend(entry_problems)
@@ -822,13 +819,15 @@ def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...]
     return _check_item_list(doc["items"], reasons, _check_item)
 
 
-def _minor_unit() -> Decimal:
-    return Decimal(1).scaleb(-MINOR_UNITS)
+@functools.cache
+def _minor_unit(units: int) -> Decimal:
+    """The smallest amount of a currency with ``units`` decimals (0.01 for 2): built once."""
+    return Decimal(1).scaleb(-units)
 
 
 def _cents(amount: Decimal) -> int:
     """``amount`` rounded half-up to minor units (an order's value and its items' total)."""
-    rounded = amount.quantize(_minor_unit(), rounding=ROUND_HALF_UP, context=_ROUNDING)
+    rounded = amount.quantize(_minor_unit(MINOR_UNITS), rounding=ROUND_HALF_UP, context=_ROUNDING)
     return int(rounded.scaleb(MINOR_UNITS, context=_ROUNDING))
 
 
@@ -838,7 +837,7 @@ def _exact_cents(amount: Decimal) -> int | None:
     Trailing zeros are no digits of the value: ``10.500`` is 1050, as ``10.5`` is.
     """
     try:
-        exact = amount.quantize(_minor_unit(), context=_EXACT)
+        exact = amount.quantize(_minor_unit(MINOR_UNITS), context=_EXACT)
     except DecimalException:
         return None
     return int(exact.scaleb(MINOR_UNITS, context=_EXACT))
@@ -871,11 +870,11 @@ def _items_total(items: tuple[Item, ...]) -> Decimal | None:
 
 def _check_timestamp(
     doc: dict[str, Any], reasons: list[Reason], name: str = "order_timestamp"
-) -> tuple[bool, datetime | None]:
-    """(ok, UTC datetime or None when absent)."""
+) -> datetime | None:
+    """The timestamp ``name`` in UTC; None when absent or broken (a reason says which)."""
     value = doc.get(name)
     if value is None:
-        return True, None
+        return None
     problem = None
     if not isinstance(value, str):
         problem = f"must be an ISO 8601 string, got {_short(value)}"
@@ -886,11 +885,11 @@ def _check_timestamp(
             parsed = datetime.fromisoformat(value.strip())
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return True, parsed.astimezone(UTC)
+            return parsed.astimezone(UTC)
         except (ValueError, OverflowError, TypeError):
             problem = f"is not an ISO 8601 timestamp: {_short(value)}"
     reasons.append(Reason(INVALID_TIMESTAMP, name, f"{name} {problem}"))
-    return False, None
+    return None
 
 
 def _sent_at(attributes: Any) -> datetime | None:
@@ -905,11 +904,18 @@ def _sent_at(attributes: Any) -> datetime | None:
         return None
 
 
-def _date(
-    name: str, attributes: Any, received_at: datetime | None, reasons: list[Reason]
+def _occurred_at(
+    stated: datetime | None,
+    name: str,
+    attributes: Any,
+    received_at: datetime | None,
+    reasons: list[Reason],
 ) -> datetime | None:
-    """When a message without its own timestamp (``name``) happened: its SentTimestamp, else
-    ``received_at``; with neither, an ``invalid_timestamp`` reason."""
+    """When a message happened: its own timestamp ``name`` (``stated``); without one, its
+    SentTimestamp, else ``received_at``; with neither, an ``invalid_timestamp`` reason.
+    Only an otherwise valid message is dated: on a broken one a dating reason is noise."""
+    if stated is not None or reasons:
+        return stated
     occurred_at = _sent_at(attributes)
     if occurred_at is None and isinstance(received_at, datetime):
         occurred_at = (
@@ -949,7 +955,7 @@ def _searchable(doc: dict[str, Any]) -> dict[str, str | None]:
 def _check_type(doc: dict[str, Any], types: Collection[str]) -> tuple[str | None, Reason | None]:
     """(the message's type, None), or (None, why it is not one ``types`` holds)."""
     value = doc.get("type")
-    if value is None:  # absent or null: what every order sent before types existed is
+    if value is None:  # absent or null: an order, as every message was before events
         value = TYPE_PLACED
     if isinstance(value, str) and value in types:
         return value, None
@@ -999,12 +1005,7 @@ def _check_refund_amount(value: Any, reasons: list[Reason]) -> int | None:
     return cents
 
 
-def _check_refund_item(index: int, item: Any) -> tuple[RefundItem | None, list[Reason]]:
-    where = f"items[{index}]"
-    if not isinstance(item, dict):
-        return None, [
-            Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(item)}")
-        ]
+def _check_refund_item(where: str, item: dict[str, Any]) -> tuple[RefundItem | None, list[Reason]]:
     problems: list[Reason] = []
     product_id = None
     if item.get("product_id") is None:
@@ -1079,13 +1080,9 @@ def _validate_event(
                         f"whatever is not refunded yet (send {TYPE_REFUNDED} for a part)",
                     )
                 )
-    timestamp_ok, stated_at = _check_timestamp(doc, reasons, "occurred_at")
+    stated_at = _check_timestamp(doc, reasons, "occurred_at")
     reason = _check_reason(doc, reasons)
-
-    occurred_at = stated_at
-    if occurred_at is None and timestamp_ok and not reasons:
-        occurred_at = _date("occurred_at", attributes, received_at, reasons)
-
+    occurred_at = _occurred_at(stated_at, "occurred_at", attributes, received_at, reasons)
     if reasons:
         return Rejection(reasons=tuple(reasons), **_searchable(doc))
     assert event_id is not None and order_id is not None and items is not None
@@ -1176,7 +1173,7 @@ def _validate_order(
     user_id = _check_id(doc, "user_id", reasons)
     value = _check_value(doc, reasons)
     items = _check_items(doc, reasons)
-    timestamp_ok, ordered_at = _check_timestamp(doc, reasons)
+    ordered_at = _check_timestamp(doc, reasons)
 
     value_cents = None
     if value is not None and items is not None:
@@ -1196,11 +1193,7 @@ def _validate_order(
                 )
             )
 
-    occurred_at = ordered_at
-    # Dating only matters for an otherwise valid order; on a broken one it would be noise.
-    if occurred_at is None and timestamp_ok and not reasons:
-        occurred_at = _date("order_timestamp", attributes, received_at, reasons)
-
+    occurred_at = _occurred_at(ordered_at, "order_timestamp", attributes, received_at, reasons)
     if reasons:
         return Rejection(reasons=tuple(reasons), **_searchable(doc))
     assert order_id is not None and user_id is not None and items is not None

@@ -259,6 +259,11 @@ def test_an_undatable_event_is_rejected() -> None:
 
 
 # --- rejected: one case per rule --------------------------------------------------------------
+def bad_item(entry: dict[str, Any], field: str, case_id: str) -> Any:
+    """A refund of the one item ``entry``, rejected for its ``field``."""
+    return pytest.param(refund(items=[entry]), INVALID_ITEMS, f"items[0].{field}", id=case_id)
+
+
 REJECTED = [
     # type
     pytest.param(refund(type="order.shipped"), UNKNOWN_TYPE, "type", id="type-unknown"),
@@ -335,66 +340,17 @@ REJECTED = [
         "items",
         id="items-over-1000",
     ),
-    pytest.param(
-        refund(items=[{"quantity": 1}]), INVALID_ITEMS, "items[0].product_id", id="product-missing"
-    ),
-    pytest.param(
-        refund(items=[{"product_id": None, "quantity": 1}]),
-        INVALID_ITEMS,
-        "items[0].product_id",
-        id="product-null",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": 1, "quantity": 1}]),
-        INVALID_ITEMS,
-        "items[0].product_id",
-        id="product-number",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "  ", "quantity": 1}]),
-        INVALID_ITEMS,
-        "items[0].product_id",
-        id="product-blank",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P" * 129, "quantity": 1}]),
-        INVALID_ITEMS,
-        "items[0].product_id",
-        id="product-long",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P\x1f", "quantity": 1}]),
-        INVALID_ITEMS,
-        "items[0].product_id",
-        id="product-control",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P1"}]), INVALID_ITEMS, "items[0].quantity", id="qty-missing"
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P1", "quantity": 0}]),
-        INVALID_ITEMS,
-        "items[0].quantity",
-        id="qty-zero",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P1", "quantity": Raw("2.0")}]),
-        INVALID_ITEMS,
-        "items[0].quantity",
-        id="qty-fraction",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P1", "quantity": True}]),
-        INVALID_ITEMS,
-        "items[0].quantity",
-        id="qty-bool",
-    ),
-    pytest.param(
-        refund(items=[{"product_id": "P1", "quantity": "1"}]),
-        INVALID_ITEMS,
-        "items[0].quantity",
-        id="qty-string",
-    ),
+    bad_item({"quantity": 1}, "product_id", "product-missing"),
+    bad_item({"product_id": None, "quantity": 1}, "product_id", "product-null"),
+    bad_item({"product_id": 1, "quantity": 1}, "product_id", "product-number"),
+    bad_item({"product_id": "  ", "quantity": 1}, "product_id", "product-blank"),
+    bad_item({"product_id": "P" * 129, "quantity": 1}, "product_id", "product-long"),
+    bad_item({"product_id": "P\x1f", "quantity": 1}, "product_id", "product-control"),
+    bad_item({"product_id": "P1"}, "quantity", "qty-missing"),
+    bad_item({"product_id": "P1", "quantity": 0}, "quantity", "qty-zero"),
+    bad_item({"product_id": "P1", "quantity": Raw("2.0")}, "quantity", "qty-fraction"),
+    bad_item({"product_id": "P1", "quantity": True}, "quantity", "qty-bool"),
+    bad_item({"product_id": "P1", "quantity": "1"}, "quantity", "qty-string"),
     pytest.param(
         refund(items=[{"product_id": "P1", "quantity": 1}, {"product_id": " P1", "quantity": 2}]),
         INVALID_ITEMS,
