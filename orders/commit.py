@@ -28,12 +28,24 @@ from django.db import close_old_connections, connection, transaction
 from orders import ledger
 from orders.models import RejectedOrder, RejectionRecord
 from orders.sqs import dating_attributes
-from orders.validation import Order, Rejection, conflict_rejection, validate_message
+from orders.validation import (
+    TYPE_PLACED,
+    Order,
+    Rejection,
+    conflict_rejection,
+    validate_message,
+)
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 
 logger = logging.getLogger("orders.consumer")
 
 CONNECTION_CHECK_INTERVAL = 1.0  # seconds between checks of the database connection
+
+# The message types a batch records. Refunds and cancellations are valid messages the ledger
+# does not record yet: they become ``unknown_type`` rejects, kept whole for staff to resubmit,
+# rather than orders rejected for every field they lack. The admin's resubmit form asks the
+# same question.
+RECORDED_TYPES: tuple[str, ...] = (TYPE_PLACED,)
 
 
 @dataclass(frozen=True)
@@ -47,16 +59,21 @@ class BatchResult:
 def validate_batch(
     messages: Sequence[dict[str, Any]], received_at: datetime
 ) -> tuple[list[tuple[dict[str, Any], Order]], list[tuple[dict[str, Any], Rejection]]]:
-    """Split received messages into valid orders and rejections, each beside its message."""
+    """Split received messages into valid orders and rejections, each beside its message
+    (a message of a type not in ``RECORDED_TYPES`` is an ``unknown_type`` rejection)."""
     orders: list[tuple[dict[str, Any], Order]] = []
     rejected: list[tuple[dict[str, Any], Rejection]] = []
     for message in messages:
         outcome = validate_message(
-            message.get("Body", ""), dating_attributes(message), received_at=received_at
+            message.get("Body", ""),
+            dating_attributes(message),
+            received_at=received_at,
+            types=RECORDED_TYPES,
         )
         if isinstance(outcome, Order):
             orders.append((message, outcome))
         else:
+            assert isinstance(outcome, Rejection)  # RECORDED_TYPES holds no event type
             rejected.append((message, outcome))
     return orders, rejected
 

@@ -7,6 +7,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from orders.commit import RECORDED_TYPES
 from orders.models import RejectedOrder
 from orders.validation import DUPLICATE_ORDER_ID, Rejection, safe_text, validate_message
 
@@ -17,9 +18,11 @@ def payload_errors(payload: str, row: RejectedOrder | None = None) -> list[str]:
     Validated as if received now: a payload without ``order_timestamp`` is dated on
     resubmission by the first SentTimestamp of ``row``'s message, so it must not fail for
     lack of a date here. A row rejected as ``duplicate_order_id`` cannot go back with the same
-    ``order_id``: the first version of that order stands, so it would be rejected again.
+    ``order_id``: the first version of that order stands, so it would be rejected again. A
+    message of a type the consumer does not record (``RECORDED_TYPES``) is ``unknown_type``
+    here as there.
     """
-    result = validate_message(payload, received_at=timezone.now())
+    result = validate_message(payload, received_at=timezone.now(), types=RECORDED_TYPES)
     if isinstance(result, Rejection):
         return [f"{r.code} ({r.field}): {r.message}" for r in result.reasons]
     if row is not None and DUPLICATE_ORDER_ID in row.codes and result.order_id == row.order_id:

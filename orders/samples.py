@@ -23,14 +23,14 @@ from orders.validation import (
     INVALID_TIMESTAMP,
     MISSING_FIELD,
     NOT_AN_OBJECT,
-    VALIDATOR_CODES,
+    ORDER_VALIDATOR_CODES,
     VALUE_MISMATCH,
 )
 
 Kind = Literal["valid", "invalid", "duplicate", "conflict"]
 
-# Invalid samples cycle through every code the validator itself can produce.
-INVALID_CYCLE: tuple[str, ...] = VALIDATOR_CODES
+# Invalid samples are orders, and cycle through every code the validator can give an order.
+INVALID_CYCLE: tuple[str, ...] = ORDER_VALIDATOR_CODES
 
 
 @dataclass(frozen=True, slots=True)

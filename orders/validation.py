@@ -1,20 +1,27 @@
-"""The order contract: raw SQS body in, a normalized ``Order`` or every reason out.
+"""The message contract: raw SQS body in, a normalized ``Order`` or ``Event``, or every reason out.
 
 Pure: no I/O, no Django models, no Redis, no SQS. Numbers are parsed exactly from the JSON
 text (``Decimal``), never through floats.
 
 ``validate_message`` never raises: whatever arrives on the queue (non-UTF-8 bytes, NaN,
 100 000 levels of ``[``, 5 000-digit integers, lone surrogates, NUL) ends up either as an
-``Order`` or as a ``Rejection`` a consumer can store and delete. A validator that raises on
-a poison message would make that message loop until the dead-letter queue and hide the reason.
+``Order``, an ``Event`` or a ``Rejection`` a consumer can store and delete. A validator that
+raises on a poison message would make that message loop until the dead-letter queue and hide
+the reason.
+
+A message's ``type`` says what it is: absent (or ``null``) or ``"order.placed"`` is an order,
+``"order.refunded"`` and ``"order.cancelled"`` are events on an order. What an event does to
+its order (how much is left to refund, which items) needs the ledger, so those rules are
+decided there; their codes and messages are built here so every reason reads alike.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import (
@@ -32,7 +39,7 @@ from decimal import (
     Overflow,
     Rounded,
 )
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from orderpipe.timeutils import from_epoch_ms
 
@@ -45,8 +52,19 @@ INVALID_ITEMS = "invalid_items"
 VALUE_MISMATCH = "value_mismatch"
 INVALID_TIMESTAMP = "invalid_timestamp"
 DUPLICATE_ORDER_ID = "duplicate_order_id"
+# Events (refunds and cancellations), found by the validator ...
+UNKNOWN_TYPE = "unknown_type"
+TOO_MANY_DECIMALS = "too_many_decimals"
+# ... and by the ledger, against the order's state.
+AMOUNT_MISMATCH = "amount_mismatch"
+REFUND_EXCEEDS_ORDER = "refund_exceeds_order"
+UNKNOWN_ITEM = "unknown_item"
+REFUND_EXCEEDS_ITEMS = "refund_exceeds_items"
+ORDER_CANCELLED = "order_cancelled"
+DUPLICATE_EVENT_ID = "duplicate_event_id"
 
-ALL_CODES: tuple[str, ...] = (
+# What ``validate_message`` itself can answer to an order message ...
+ORDER_VALIDATOR_CODES: tuple[str, ...] = (
     INVALID_JSON,
     NOT_AN_OBJECT,
     MISSING_FIELD,
@@ -54,11 +72,35 @@ ALL_CODES: tuple[str, ...] = (
     INVALID_ITEMS,
     VALUE_MISMATCH,
     INVALID_TIMESTAMP,
-    DUPLICATE_ORDER_ID,
 )
-# The codes ``validate_message`` itself can produce (conflicting re-sends are found by the
-# ledger).
-VALIDATOR_CODES: tuple[str, ...] = ALL_CODES[:-1]
+# ... and to any message (a ``type`` it does not know, an event's own rules).
+VALIDATOR_CODES: tuple[str, ...] = (*ORDER_VALIDATOR_CODES, UNKNOWN_TYPE, TOO_MANY_DECIMALS)
+# The order the admin's filter, the dashboard and pipeline_status list codes in: the order
+# they were introduced, so a new code is appended and never moves an existing one.
+ALL_CODES: tuple[str, ...] = (
+    *ORDER_VALIDATOR_CODES,
+    DUPLICATE_ORDER_ID,
+    UNKNOWN_TYPE,
+    TOO_MANY_DECIMALS,
+    AMOUNT_MISMATCH,
+    REFUND_EXCEEDS_ORDER,
+    UNKNOWN_ITEM,
+    REFUND_EXCEEDS_ITEMS,
+    ORDER_CANCELLED,
+    DUPLICATE_EVENT_ID,
+)
+# Found only against what the ledger recorded before (conflicts, the order's state).
+LEDGER_CODES: tuple[str, ...] = tuple(c for c in ALL_CODES if c not in VALIDATOR_CODES)
+
+# --- Message types ----------------------------------------------------------------------------
+TYPE_PLACED = "order.placed"
+TYPE_REFUNDED = "order.refunded"
+TYPE_CANCELLED = "order.cancelled"
+MESSAGE_TYPES: tuple[str, ...] = (TYPE_PLACED, TYPE_REFUNDED, TYPE_CANCELLED)
+EventKind = Literal["refunded", "cancelled"]
+REFUNDED: EventKind = "refunded"
+CANCELLED: EventKind = "cancelled"
+_EVENT_KINDS: dict[str, EventKind] = {TYPE_REFUNDED: REFUNDED, TYPE_CANCELLED: CANCELLED}
 
 # --- Limits ---------------------------------------------------------------------------------
 MAX_BODY_BYTES = 256 * 1024
@@ -70,8 +112,12 @@ MAX_STORED_ID_LENGTH = 255
 # A thousand broken items would otherwise produce thousands of reasons; the first few say it.
 MAX_ITEM_REASONS = 10
 MAX_TIMESTAMP_LENGTH = 64
+MAX_REASON_LENGTH = 1000
+# Decimals of the currency's minor unit (USD: cents). Money is counted in minor units: an order
+# value is rounded to them, an event amount with more decimals is refused. The one place that
+# knows it, so that another currency is a change of this number alone.
+MINOR_UNITS = 2
 
-_CENTS = Decimal("0.01")
 # Exact arithmetic: enough digits for any realistic price, traps instead of silent rounding.
 _EXACT = Context(
     prec=2000,
@@ -104,6 +150,7 @@ _LEGACY = Context(
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
 FINGERPRINT_VERSION = 2
+EVENT_FINGERPRINT_VERSION = 1
 # Past this the sum can never round to an order_value ≤ MAX_ORDER_VALUE: stop multiplying.
 _SUM_CEILING = MAX_ORDER_VALUE + 1
 # Whitespace trimmed around ids: what str.strip() removes except the control characters it
@@ -180,6 +227,53 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundItem:
+    """A refunded line: which product and how many units (its price is the order's)."""
+
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid refund or cancellation of an order. ``amount_cents`` is the amount the message
+    gave, in minor units (None when it gave none: a refund by items, or a cancellation);
+    what it is worth against its order is decided by the ledger."""
+
+    kind: EventKind
+    event_id: str
+    order_id: str
+    amount_cents: int | None
+    items: tuple[RefundItem, ...]
+    # The message's own ``occurred_at`` (UTC), None when absent.
+    stated_at: datetime | None
+    # When the event happened: ``stated_at``, else the message's SentTimestamp (UTC).
+    occurred_at: datetime
+    reason: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the payload, the idempotency key's partner: the same event sent twice
+        has the same fingerprint, the same ``event_id`` with another payload does not.
+
+        Canonical: the items in any order, any spelling of the same amount (``10.5``,
+        ``10.50``, ``1.05e1``), the same instant in any offset, and an absent, ``null`` or
+        blank ``reason`` give the same fingerprint; the kind, ids, amount, items, stated time
+        or reason text changed give another. An event without ``occurred_at`` is dated by its
+        SentTimestamp, which is not part of it: a re-sent undated event is the same event.
+        Versioned (``"e1:" + hex``): the ``e`` keeps it apart from an order's.
+        """
+        items = sorted((i.product_id, i.quantity) for i in self.items)
+        when = self.stated_at.astimezone(UTC).isoformat() if self.stated_at else None
+        # JSON quotes every string, so no id or reason can imitate a separator.
+        text = json.dumps(
+            [self.kind, self.event_id, self.order_id, self.amount_cents, items, when, self.reason]
+        )
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"e{EVENT_FINGERPRINT_VERSION}:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
 class Reason:
     """One broken rule: a stable ``code``, the JSON path it concerns, and a message for staff."""
 
@@ -193,18 +287,21 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Every reason a message is not a valid order, plus the ids staff will search for.
+    """Every reason a message is not a valid order or event, plus the ids staff search for.
 
-    ``order_id``/``user_id`` are whatever strings the message carried (even invalid ones),
-    escaped so they are safe in any text column (see ``safe_text``); None when absent.
-    ``sent_at`` is the message's (first) SQS SentTimestamp, so that a corrected order
-    resubmitted from the admin without ``order_timestamp`` keeps its day.
+    ``order_id``/``user_id``/``event_id`` are whatever strings the message carried (even
+    invalid ones), escaped so they are safe in any text column (see ``safe_text``); None when
+    absent. An event's ``order_id`` is the order it concerns (so staff find it with the
+    order's other messages) and its ``event_id`` is kept beside it; ``event_id`` is None for an
+    order. ``sent_at`` is the message's (first) SQS SentTimestamp, so that a corrected order
+    or event resubmitted from the admin without its own timestamp keeps its date.
     """
 
     reasons: tuple[Reason, ...]
     order_id: str | None = None
     user_id: str | None = None
     sent_at: datetime | None = None
+    event_id: str | None = None
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -251,6 +348,108 @@ def conflict_rejection(order: Order) -> Rejection:
         order_id=safe_text(order.order_id),
         user_id=safe_text(order.user_id),
         sent_at=order.occurred_at if order.ordered_at is None else None,
+    )
+
+
+def event_rejection(event: Event, reasons: Sequence[Reason]) -> Rejection:
+    """A valid event the ledger refuses, for ``reasons`` made by the builders below.
+
+    Filed under its order's id (staff find it with that order's other messages) and its own
+    ``event_id``. An undated event was dated by its SentTimestamp, kept as ``sent_at`` so a
+    resubmission from the admin keeps its date.
+    """
+    return Rejection(
+        reasons=tuple(reasons),
+        order_id=safe_text(event.order_id),
+        event_id=safe_text(event.event_id),
+        sent_at=event.occurred_at if event.stated_at is None else None,
+    )
+
+
+def event_conflict_rejection(event: Event) -> Rejection:
+    """The rejection for an event whose ``event_id`` the ledger holds (recorded or waiting for
+    its order) with a different fingerprint: the first version stands, as for orders."""
+    return event_rejection(
+        event,
+        [
+            Reason(
+                DUPLICATE_EVENT_ID,
+                "event_id",
+                f"event {safe_text(event.event_id, 80)!r} was already recorded with a different"
+                " payload; the first version stands",
+            )
+        ],
+    )
+
+
+def amount_mismatch_reason(event: Event, items_cents: int) -> Reason:
+    """A refund that gives both ``amount`` and ``items``, whose items at the order's prices
+    come to ``items_cents`` (minor units), not to the amount."""
+    assert event.amount_cents is not None
+    return Reason(
+        AMOUNT_MISMATCH,
+        "amount",
+        f"amount {_money(event.amount_cents)} does not equal the refunded items' value "
+        f"{_money(items_cents)} at the order's prices",
+    )
+
+
+def refund_exceeds_order_reason(
+    event: Event, refund_cents: int, refunded_cents: int, value_cents: int
+) -> Reason:
+    """A refund of ``refund_cents`` that, on top of the ``refunded_cents`` refunded before,
+    would exceed the order's ``value_cents`` (all in minor units)."""
+    where = "amount" if event.amount_cents is not None else "items"
+    left = max(value_cents - refunded_cents, 0)
+    return Reason(
+        REFUND_EXCEEDS_ORDER,
+        where,
+        f"a refund of {_money(refund_cents)} would bring order "
+        f"{safe_text(event.order_id, 80)!r}'s refunded total to "
+        f"{_money(refunded_cents + refund_cents)}, above its value {_money(value_cents)} "
+        f"({_money(left)} is left to refund)",
+    )
+
+
+def unknown_item_reasons(event: Event, order_products: Collection[str]) -> list[Reason]:
+    """One reason per refunded product that is not among the order's ``order_products``,
+    named by its place in the message's ``items``."""
+    return [
+        Reason(
+            UNKNOWN_ITEM,
+            f"items[{index}].product_id",
+            f"product_id {safe_text(item.product_id, 80)!r} is not in order "
+            f"{safe_text(event.order_id, 80)!r}",
+        )
+        for index, item in enumerate(event.items)
+        if item.product_id not in order_products
+    ]
+
+
+def refund_exceeds_items_reasons(event: Event, remaining: Mapping[str, int]) -> list[Reason]:
+    """One reason per refunded product with more units than remain unrefunded of it;
+    ``remaining`` maps the order's products to those units (a product it lacks is
+    ``unknown_item``'s, not reported here)."""
+    return [
+        Reason(
+            REFUND_EXCEEDS_ITEMS,
+            f"items[{index}].quantity",
+            f"{item.quantity} units of {safe_text(item.product_id, 80)!r} refunded, but only "
+            f"{remaining[item.product_id]} of order {safe_text(event.order_id, 80)!r}'s are "
+            "not refunded yet",
+        )
+        for index, item in enumerate(event.items)
+        if item.product_id in remaining and item.quantity > remaining[item.product_id]
+    ]
+
+
+def order_cancelled_reason(event: Event) -> Reason:
+    """Any event on an order already cancelled: the cancellation refunded all that was left."""
+    return Reason(
+        ORDER_CANCELLED,
+        "order_id",
+        f"order {safe_text(event.order_id, 80)!r} is already cancelled: nothing is left to "
+        + ("refund" if event.kind == REFUNDED else "cancel"),
     )
 
 
@@ -420,19 +619,24 @@ def id_problem(value: str) -> str | None:
     return problem
 
 
+def _id_text(value: Any, name: str) -> tuple[str | None, str | None]:
+    """(the trimmed id, None) or (None, why ``value`` cannot be the id ``name``)."""
+    if not isinstance(value, str):
+        return None, f"{name} must be a string, got {_short(value)}"
+    trimmed = value.strip(_TRIM)
+    problem = id_problem(trimmed)
+    if problem is not None:
+        return None, f"{name} {problem}"
+    return trimmed, None
+
+
 def _check_id(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | None:
     if name not in doc:
         reasons.append(Reason(MISSING_FIELD, name, f"{name} is missing"))
         return None
-    value = doc[name]
-    if not isinstance(value, str):
-        reasons.append(Reason(INVALID_FIELD, name, f"{name} must be a string, got {_short(value)}"))
-        return None
-    trimmed = value.strip(_TRIM)
-    problem = id_problem(trimmed)
+    trimmed, problem = _id_text(doc[name], name)
     if problem is not None:
-        reasons.append(Reason(INVALID_FIELD, name, f"{name} {problem}"))
-        return None
+        reasons.append(Reason(INVALID_FIELD, name, problem))
     return trimmed
 
 
@@ -440,50 +644,42 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | Decimal) and not isinstance(value, bool)
 
 
-def _check_value(doc: dict[str, Any], reasons: list[Reason]) -> Decimal | None:
-    if "order_value" not in doc:
-        reasons.append(Reason(MISSING_FIELD, "order_value", "order_value is missing"))
-        return None
-    value = doc["order_value"]
+def _check_amount(
+    value: Any, name: str, reasons: list[Reason], *, positive: bool
+) -> Decimal | None:
+    """``value`` as an exact amount in 0-1,000,000,000 (above 0 when ``positive``)."""
     if isinstance(value, UnrepresentableNumber):
-        reasons.append(
-            Reason(
-                INVALID_FIELD,
-                "order_value",
-                f"order_value {_short(value)} is out of the range of decimal numbers",
-            )
-        )
+        problem = f"{_short(value)} is out of the range of decimal numbers"
+        reasons.append(Reason(INVALID_FIELD, name, f"{name} {problem}"))
         return None
     if not _is_number(value):
         reasons.append(
-            Reason(
-                INVALID_FIELD,
-                "order_value",
-                f"order_value must be a JSON number, got {_short(value)}",
-            )
+            Reason(INVALID_FIELD, name, f"{name} must be a JSON number, got {_short(value)}")
         )
         return None
     amount = Decimal(value)
     if not amount.is_finite():
         problem = "must be finite"
+    elif positive and amount <= 0:
+        problem = "must be greater than 0"
     elif amount < 0:
         problem = "must not be negative"
     elif amount > MAX_ORDER_VALUE:
         problem = f"must not exceed {MAX_ORDER_VALUE:,}"
     else:
         return amount
-    reasons.append(Reason(INVALID_FIELD, "order_value", f"order_value {problem}"))
+    reasons.append(Reason(INVALID_FIELD, name, f"{name} {problem}"))
     return None
 
 
-def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
-    where = f"items[{index}]"
-    if not isinstance(item, dict):
-        return None, [
-            Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(item)}")
-        ]
-    problems: list[Reason] = []
+def _check_value(doc: dict[str, Any], reasons: list[Reason]) -> Decimal | None:
+    if "order_value" not in doc:
+        reasons.append(Reason(MISSING_FIELD, "order_value", "order_value is missing"))
+        return None
+    return _check_amount(doc["order_value"], "order_value", reasons, positive=False)
 
+
+def _check_quantity(item: dict[str, Any], where: str, problems: list[Reason]) -> None:
     quantity = item.get("quantity")
     if "quantity" not in item:
         problems.append(Reason(INVALID_ITEMS, f"{where}.quantity", "quantity is missing"))
@@ -499,6 +695,11 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
         problems.append(
             Reason(INVALID_ITEMS, f"{where}.quantity", f"quantity must be ≥ 1, got {quantity}")
         )
+
+
+def _check_item(where: str, item: dict[str, Any]) -> tuple[Item | None, list[Reason]]:
+    problems: list[Reason] = []
+    _check_quantity(item, where, problems)
 
     price = item.get("price_per_unit")
     if "price_per_unit" not in item:
@@ -550,7 +751,7 @@ def _check_item(index: int, item: Any) -> tuple[Item | None, list[Reason]]:
 
     if problems:
         return None, problems
-    return Item(product_id=product_id, quantity=quantity, unit_price=Decimal(price)), []
+    return Item(product_id=product_id, quantity=item["quantity"], unit_price=Decimal(price)), []
 
 
 def _canonical_ok(price: Decimal | int) -> bool:
@@ -562,11 +763,30 @@ def _canonical_ok(price: Decimal | int) -> bool:
     return True
 
 
-def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...] | None:
-    if "items" not in doc:
-        reasons.append(Reason(MISSING_FIELD, "items", "items is missing"))
-        return None
-    raw = doc["items"]
+_Entry = TypeVar("_Entry")
+
+
+def _add_item_problems(problems: list[Reason], reasons: list[Reason]) -> None:
+    """The first few item problems, then how many more: a thousand broken items would
+    otherwise give thousands of reasons."""
+    reasons.extend(problems[:MAX_ITEM_REASONS])
+    if len(problems) > MAX_ITEM_REASONS:
+        reasons.append(
+            Reason(
+                INVALID_ITEMS,
+                "items",
+                f"…and {len(problems) - MAX_ITEM_REASONS} more item problems",
+            )
+        )
+
+
+def _check_item_list(
+    raw: Any,
+    reasons: list[Reason],
+    check: Callable[[str, dict[str, Any]], tuple[_Entry | None, list[Reason]]],
+) -> tuple[_Entry, ...] | None:
+    """``items`` as a non-empty array (at most MAX_ITEMS) of objects each passing ``check``
+    (given its path, ``items[i]``)."""
     if not isinstance(raw, list):
         reasons.append(Reason(INVALID_ITEMS, "items", f"items must be an array, got {_short(raw)}"))
         return None
@@ -580,34 +800,59 @@ def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...]
             )
         )
         return None
-    items: list[Item] = []
+    entries: list[_Entry] = []
     problems: list[Reason] = []
-    for index, entry in enumerate(raw):
-        item, item_problems = _check_item(index, entry)
-        if item is not None:
-            items.append(item)
-        problems.extend(item_problems)
-    if problems:
-        reasons.extend(problems[:MAX_ITEM_REASONS])
-        if len(problems) > MAX_ITEM_REASONS:
-            reasons.append(
-                Reason(
-                    INVALID_ITEMS,
-                    "items",
-                    f"…and {len(problems) - MAX_ITEM_REASONS} more item problems",
-                )
+    for index, raw_entry in enumerate(raw):
+        where = f"items[{index}]"
+        if not isinstance(raw_entry, dict):
+            problems.append(
+                Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(raw_entry)}")
             )
+            continue
+        entry, entry_problems = check(where, raw_entry)
+        if entry is not None:
+            entries.append(entry)
+        problems.extend(entry_problems)
+    if problems:
+        _add_item_problems(problems, reasons)
         return None
-    return tuple(items)
+    return tuple(entries)
+
+
+def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...] | None:
+    if "items" not in doc:
+        reasons.append(Reason(MISSING_FIELD, "items", "items is missing"))
+        return None
+    return _check_item_list(doc["items"], reasons, _check_item)
+
+
+@functools.cache
+def _minor_unit(units: int) -> Decimal:
+    """The smallest amount of a currency with ``units`` decimals (0.01 for 2): built once."""
+    return Decimal(1).scaleb(-units)
 
 
 def _cents(amount: Decimal) -> int:
-    rounded = amount.quantize(_CENTS, rounding=ROUND_HALF_UP, context=_ROUNDING)
-    return int(rounded.scaleb(2, context=_ROUNDING))
+    """``amount`` rounded half-up to minor units (an order's value and its items' total)."""
+    rounded = amount.quantize(_minor_unit(MINOR_UNITS), rounding=ROUND_HALF_UP, context=_ROUNDING)
+    return int(rounded.scaleb(MINOR_UNITS, context=_ROUNDING))
+
+
+def _exact_cents(amount: Decimal) -> int | None:
+    """``amount`` in minor units, None when that would lose a digit (``10.505`` in cents).
+
+    Trailing zeros are no digits of the value: ``10.500`` is 1050, as ``10.5`` is.
+    """
+    try:
+        exact = amount.quantize(_minor_unit(MINOR_UNITS), context=_EXACT)
+    except DecimalException:
+        return None
+    return int(exact.scaleb(MINOR_UNITS, context=_EXACT))
 
 
 def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+    """Minor units as the amount they are: 10997 is ``109.97``, 0 is ``0.00``."""
+    return str(Decimal(cents).scaleb(-MINOR_UNITS))
 
 
 def _items_total(items: tuple[Item, ...]) -> Decimal | None:
@@ -630,11 +875,13 @@ def _items_total(items: tuple[Item, ...]) -> Decimal | None:
     return total
 
 
-def _check_timestamp(doc: dict[str, Any], reasons: list[Reason]) -> tuple[bool, datetime | None]:
-    """(ok, UTC datetime or None when absent)."""
-    value = doc.get("order_timestamp")
+def _check_timestamp(
+    doc: dict[str, Any], reasons: list[Reason], name: str = "order_timestamp"
+) -> datetime | None:
+    """The timestamp ``name`` in UTC; None when absent or broken (a reason says which)."""
+    value = doc.get(name)
     if value is None:
-        return True, None
+        return None
     problem = None
     if not isinstance(value, str):
         problem = f"must be an ISO 8601 string, got {_short(value)}"
@@ -645,11 +892,11 @@ def _check_timestamp(doc: dict[str, Any], reasons: list[Reason]) -> tuple[bool, 
             parsed = datetime.fromisoformat(value.strip())
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return True, parsed.astimezone(UTC)
+            return parsed.astimezone(UTC)
         except (ValueError, OverflowError, TypeError):
             problem = f"is not an ISO 8601 timestamp: {_short(value)}"
-    reasons.append(Reason(INVALID_TIMESTAMP, "order_timestamp", f"order_timestamp {problem}"))
-    return False, None
+    reasons.append(Reason(INVALID_TIMESTAMP, name, f"{name} {problem}"))
+    return None
 
 
 def _sent_at(attributes: Any) -> datetime | None:
@@ -664,6 +911,36 @@ def _sent_at(attributes: Any) -> datetime | None:
         return None
 
 
+def _occurred_at(
+    stated: datetime | None,
+    name: str,
+    attributes: Any,
+    received_at: datetime | None,
+    reasons: list[Reason],
+) -> datetime | None:
+    """When a message happened: its own timestamp ``name`` (``stated``); without one, its
+    SentTimestamp, else ``received_at``; with neither, an ``invalid_timestamp`` reason.
+    Only an otherwise valid message is dated: on a broken one a dating reason is noise."""
+    if stated is not None or reasons:
+        return stated
+    occurred_at = _sent_at(attributes)
+    if occurred_at is None and isinstance(received_at, datetime):
+        occurred_at = (
+            received_at.replace(tzinfo=UTC)
+            if received_at.tzinfo is None
+            else received_at.astimezone(UTC)
+        )
+    if occurred_at is None:
+        reasons.append(
+            Reason(
+                INVALID_TIMESTAMP,
+                name,
+                f"{name} is absent and the message has no SentTimestamp to date it",
+            )
+        )
+    return occurred_at
+
+
 def _stored_id(doc: dict[str, Any], name: str) -> str | None:
     value = doc.get(name)
     if not isinstance(value, str):
@@ -671,26 +948,191 @@ def _stored_id(doc: dict[str, Any], name: str) -> str | None:
     return safe_text(value.strip(_TRIM)) or None
 
 
+def _searchable(doc: dict[str, Any]) -> dict[str, str | None]:
+    """The ids a rejection of ``doc`` is filed under: its order and user ids (an event's order
+    id is the order it concerns), and, for a message whose ``type`` is not an order's, its
+    ``event_id``."""
+    ids = {"order_id": _stored_id(doc, "order_id"), "user_id": _stored_id(doc, "user_id")}
+    if doc.get("type") not in (None, TYPE_PLACED):
+        ids["event_id"] = _stored_id(doc, "event_id")
+    return ids
+
+
+# --- Events -----------------------------------------------------------------------------------
+def _check_type(doc: dict[str, Any], types: Collection[str]) -> tuple[str | None, Reason | None]:
+    """(the message's type, None), or (None, why it is not one ``types`` holds)."""
+    value = doc.get("type")
+    if value is None:  # absent or null: an order, as every message was before events
+        value = TYPE_PLACED
+    if isinstance(value, str) and value in types:
+        return value, None
+    accepted = ", ".join(repr(t) for t in MESSAGE_TYPES if t in types)
+    if not isinstance(value, str):
+        problem = f"type must be a string, got {_short(value)}"
+    elif value in MESSAGE_TYPES:
+        problem = f"type {_short(value)} is not accepted here (accepted: {accepted})"
+    else:
+        problem = f"type {_short(value)} is not one of {accepted}"
+    return None, Reason(UNKNOWN_TYPE, "type", problem)
+
+
+def _check_reason(doc: dict[str, Any], reasons: list[Reason]) -> str | None:
+    """The optional free-text ``reason``, trimmed; absent, null or blank is no reason."""
+    value = doc.get("reason")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        reasons.append(
+            Reason(INVALID_FIELD, "reason", f"reason must be a string, got {_short(value)}")
+        )
+        return None
+    trimmed = value.strip(_TRIM)
+    problem = _text_problem(trimmed)
+    if problem is None and len(trimmed) > MAX_REASON_LENGTH:
+        problem = f"must be at most {MAX_REASON_LENGTH} characters, got {len(trimmed)}"
+    if problem is not None:
+        reasons.append(Reason(INVALID_FIELD, "reason", f"reason {problem}"))
+        return None
+    return trimmed or None
+
+
+def _check_refund_amount(value: Any, reasons: list[Reason]) -> int | None:
+    amount = _check_amount(value, "amount", reasons, positive=True)
+    if amount is None:
+        return None
+    cents = _exact_cents(amount)
+    if cents is None:
+        reasons.append(
+            Reason(
+                TOO_MANY_DECIMALS,
+                "amount",
+                f"amount {_short(value)} has more decimals than the currency has ({MINOR_UNITS})",
+            )
+        )
+    return cents
+
+
+def _check_refund_item(where: str, item: dict[str, Any]) -> tuple[RefundItem | None, list[Reason]]:
+    problems: list[Reason] = []
+    product_id = None
+    if item.get("product_id") is None:
+        problems.append(Reason(INVALID_ITEMS, f"{where}.product_id", "product_id is missing"))
+    else:
+        product_id, problem = _id_text(item["product_id"], "product_id")
+        if problem is not None:
+            problems.append(Reason(INVALID_ITEMS, f"{where}.product_id", problem))
+    _check_quantity(item, where, problems)
+    if problems or product_id is None:
+        return None, problems
+    return RefundItem(product_id=product_id, quantity=item["quantity"]), []
+
+
+def _check_refund_items(value: Any, reasons: list[Reason]) -> tuple[RefundItem, ...] | None:
+    """Refunded lines: each product once (its units in one line), so that what remains of
+    each is checked against one quantity."""
+    items = _check_item_list(value, reasons, _check_refund_item)
+    if items is None:
+        return None
+    first: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(items):
+        if item.product_id in first:
+            problems.append(
+                Reason(
+                    INVALID_ITEMS,
+                    f"items[{index}].product_id",
+                    f"product_id {_short(item.product_id)} is already in "
+                    f"items[{first[item.product_id]}]: give each product once, with its units",
+                )
+            )
+        else:
+            first[item.product_id] = index
+    if problems:
+        _add_item_problems(problems, reasons)
+        return None
+    return items
+
+
+def _validate_event(
+    doc: dict[str, Any],
+    kind: EventKind,
+    attributes: Mapping[str, str] | None,
+    received_at: datetime | None,
+) -> Event | Rejection:
+    reasons: list[Reason] = []
+    event_id = _check_id(doc, "event_id", reasons)
+    order_id = _check_id(doc, "order_id", reasons)
+    amount_cents: int | None = None
+    items: tuple[RefundItem, ...] | None = ()
+    if kind == REFUNDED:
+        # An optional field sent as null is absent, as ``occurred_at`` and ``reason`` are.
+        if doc.get("amount") is not None:
+            amount_cents = _check_refund_amount(doc["amount"], reasons)
+        if doc.get("items") is not None:
+            items = _check_refund_items(doc["items"], reasons)
+        if doc.get("amount") is None and doc.get("items") is None:
+            reasons.append(
+                Reason(MISSING_FIELD, "amount", "a refund needs an amount, items or both")
+            )
+    else:
+        # What a cancellation refunds is whatever is left: an amount or items would be a
+        # partial refund the sender expects and would not get.
+        for name in ("amount", "items"):
+            if doc.get(name) is not None:
+                reasons.append(
+                    Reason(
+                        INVALID_FIELD,
+                        name,
+                        f"{name} is not part of {TYPE_CANCELLED}: a cancellation refunds "
+                        f"whatever is not refunded yet (send {TYPE_REFUNDED} for a part)",
+                    )
+                )
+    stated_at = _check_timestamp(doc, reasons, "occurred_at")
+    reason = _check_reason(doc, reasons)
+    occurred_at = _occurred_at(stated_at, "occurred_at", attributes, received_at, reasons)
+    if reasons:
+        return Rejection(reasons=tuple(reasons), **_searchable(doc))
+    assert event_id is not None and order_id is not None and items is not None
+    assert occurred_at is not None
+    return Event(
+        kind=kind,
+        event_id=event_id,
+        order_id=order_id,
+        amount_cents=amount_cents,
+        items=items,
+        stated_at=stated_at,
+        occurred_at=occurred_at,
+        reason=reason,
+    )
+
+
+# --- The message ------------------------------------------------------------------------------
 def validate_message(
     body: bytes | str,
     attributes: Mapping[str, str] | None = None,
     *,
     received_at: datetime | None = None,
-) -> Order | Rejection:
-    """Check one SQS message body against the order contract; never raises.
+    types: Collection[str] = MESSAGE_TYPES,
+) -> Order | Event | Rejection:
+    """Check one SQS message body against the message contract; never raises.
 
     ``attributes`` are the message's SQS system attributes; only ``SentTimestamp`` (epoch ms)
     is read. An order's ``occurred_at`` (and so its day bucket) is its ``order_timestamp``,
     else ``SentTimestamp``, else ``received_at`` (callers outside SQS, e.g. the admin form,
-    pass "now"). An otherwise valid order that has none of the three cannot be put in a day
-    bucket and is rejected with ``invalid_timestamp``; the validator does not read the clock
-    itself, so the same input always gives the same answer.
+    pass "now"); an event's is its own ``occurred_at``, else the same two. An otherwise valid
+    message that has none of the three cannot be dated and is rejected with
+    ``invalid_timestamp``; the validator does not read the clock itself, so the same input
+    always gives the same answer.
+
+    ``types`` are the message types the caller can handle: any other, even one of
+    ``MESSAGE_TYPES``, is ``unknown_type`` (a consumer that cannot record events yet keeps
+    them as rejects, to resubmit, rather than mistake them for broken orders).
 
     Every applicable reason is collected; the value cross-check runs only when the value and
     every item are individually valid (a mismatch against broken items says nothing).
     """
     try:
-        result = _validate(body, attributes, received_at)
+        result = _validate(body, attributes, received_at, types)
     except Exception as exc:  # pragma: no cover - a bug here must not poison the queue
         result = Rejection(
             reasons=(Reason(INVALID_JSON, "body", f"unexpected {type(exc).__name__}"),),
@@ -701,19 +1143,18 @@ def validate_message(
 
 
 def _validate(
-    body: Any, attributes: Mapping[str, str] | None, received_at: datetime | None
-) -> Order | Rejection:
+    body: Any,
+    attributes: Mapping[str, str] | None,
+    received_at: datetime | None,
+    types: Collection[str],
+) -> Order | Event | Rejection:
     text, problem = _decode(body)
     if problem is not None:
         return Rejection(reasons=(problem,))
     doc, problem = _parse(text)
     if problem is not None:
         if isinstance(doc, dict):
-            return Rejection(
-                reasons=(problem,),
-                order_id=_stored_id(doc, "order_id"),
-                user_id=_stored_id(doc, "user_id"),
-            )
+            return Rejection(reasons=(problem,), **_searchable(doc))
         return Rejection(reasons=(problem,))
     if not isinstance(doc, dict):
         return Rejection(
@@ -723,13 +1164,23 @@ def _validate(
                 ),
             )
         )
+    message_type, problem = _check_type(doc, types)
+    if problem is not None:
+        return Rejection(reasons=(problem,), **_searchable(doc))
+    if message_type == TYPE_PLACED:
+        return _validate_order(doc, attributes, received_at)
+    return _validate_event(doc, _EVENT_KINDS[message_type], attributes, received_at)
 
+
+def _validate_order(
+    doc: dict[str, Any], attributes: Mapping[str, str] | None, received_at: datetime | None
+) -> Order | Rejection:
     reasons: list[Reason] = []
     order_id = _check_id(doc, "order_id", reasons)
     user_id = _check_id(doc, "user_id", reasons)
     value = _check_value(doc, reasons)
     items = _check_items(doc, reasons)
-    timestamp_ok, ordered_at = _check_timestamp(doc, reasons)
+    ordered_at = _check_timestamp(doc, reasons)
 
     value_cents = None
     if value is not None and items is not None:
@@ -749,31 +1200,9 @@ def _validate(
                 )
             )
 
-    occurred_at = ordered_at
-    # Dating only matters for an otherwise valid order; on a broken one it would be noise.
-    if occurred_at is None and timestamp_ok and not reasons:
-        occurred_at = _sent_at(attributes)
-        if occurred_at is None and isinstance(received_at, datetime):
-            occurred_at = (
-                received_at.replace(tzinfo=UTC)
-                if received_at.tzinfo is None
-                else received_at.astimezone(UTC)
-            )
-        if occurred_at is None:
-            reasons.append(
-                Reason(
-                    INVALID_TIMESTAMP,
-                    "order_timestamp",
-                    "order_timestamp is absent and the message has no SentTimestamp to date it",
-                )
-            )
-
+    occurred_at = _occurred_at(ordered_at, "order_timestamp", attributes, received_at, reasons)
     if reasons:
-        return Rejection(
-            reasons=tuple(reasons),
-            order_id=_stored_id(doc, "order_id"),
-            user_id=_stored_id(doc, "user_id"),
-        )
+        return Rejection(reasons=tuple(reasons), **_searchable(doc))
     assert order_id is not None and user_id is not None and items is not None
     assert value_cents is not None and occurred_at is not None
     return Order(

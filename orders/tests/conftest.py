@@ -1,14 +1,17 @@
-"""Shared fixtures for the orders app tests: a valid order document and helpers around it."""
+"""Shared fixtures for the orders app tests: a valid order document and helpers around it,
+and the exact JSON writing and hypothesis strategies the message contract's tests share."""
 
 from __future__ import annotations
 
 import base64
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import strategies as st
 
 from orders.ledger import record_orders
 from orders.validation import Order, validate_message
@@ -60,3 +63,52 @@ def crafted_cursor(position: str, reverse: bool = False) -> str:
     ``<time> <order_id>`` (``orders.api.pagination``)."""
     tokens = {"p": position} | ({"r": "1"} if reverse else {})
     return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+
+
+class Raw(str):
+    """A JSON token written into the text as it is (a number spelled a chosen way)."""
+
+    __slots__ = ()
+
+
+def exact_json(value: Any, duplicate: tuple[int, str] | None = None) -> str:
+    """JSON text with Decimals written digit for digit (json.dumps would need floats).
+
+    ``duplicate`` = (id of a dict in ``value``, one of its keys): that key is written twice.
+    """
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        pairs = [f"{json.dumps(k)}: {exact_json(v, duplicate)}" for k, v in value.items()]
+        if duplicate is not None and duplicate[0] == id(value):
+            pairs.append(f"{json.dumps(duplicate[1])}: {exact_json(value[duplicate[1]])}")
+        return "{" + ", ".join(pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(exact_json(v, duplicate) for v in value) + "]"
+    return json.dumps(value)
+
+
+# Ids the validator accepts as they are (nothing to trim).
+valid_ids = st.text(
+    alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=128
+).filter(lambda s: 1 <= len(s.strip()) <= 128 and s.strip() == s)
+
+
+@st.composite
+def spellings(draw: st.DrawFn, value: Decimal) -> Raw:
+    """Another JSON spelling of ``value``: trailing zeros, exponent form, -0 for zero."""
+    _sign, digits, exponent = value.as_tuple()
+    extra = draw(st.integers(0, 6))
+    coefficient = ("".join(map(str, digits)) + "0" * extra).lstrip("0") or "0"
+    exponent -= extra  # type: ignore[operator]
+    style = draw(st.sampled_from(["fixed", "e", "E"]))
+    if style == "fixed":
+        text = format(Decimal(f"{coefficient}e{exponent}"), "f")
+    else:
+        text = f"{coefficient}{style}{exponent}"
+    if value == 0 and draw(st.booleans()):
+        text = "-" + text
+    assert Decimal(text) == value
+    return Raw(text)

@@ -17,7 +17,7 @@ from orders.samples import (
     poison_bodies,
 )
 from orders.tests.conftest import SENT_ATTRIBUTES
-from orders.validation import VALIDATOR_CODES, Order, Rejection, validate_message
+from orders.validation import ORDER_VALIDATOR_CODES, Order, Rejection, validate_message
 
 TODAY = date(2025, 8, 9)
 
@@ -47,7 +47,7 @@ def test_valid_orders_look_like_the_contract() -> None:
 def test_invalid_messages_cycle_through_every_validator_code() -> None:
     messages = SampleGenerator(3, invalid_ratio=1.0, today=TODAY).messages(len(INVALID_CYCLE) * 4)
     assert [m.expected_code for m in messages[: len(INVALID_CYCLE)]] == list(INVALID_CYCLE)
-    assert set(INVALID_CYCLE) == set(VALIDATOR_CODES)
+    assert set(INVALID_CYCLE) == set(ORDER_VALIDATOR_CODES)
     assert Counter(m.expected_code for m in messages) == dict.fromkeys(INVALID_CYCLE, 4)
 
 

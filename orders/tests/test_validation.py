@@ -11,7 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orders.tests.conftest import SENT_AT, SENT_ATTRIBUTES, body_of, valid_doc
+from orders.tests.conftest import (
+    SENT_AT,
+    SENT_ATTRIBUTES,
+    body_of,
+    exact_json,
+    spellings,
+    valid_doc,
+    valid_ids,
+)
 from orders.validation import (
     ALL_CODES,
     DUPLICATE_ORDER_ID,
@@ -646,6 +654,14 @@ def test_codes_are_the_contract_strings() -> None:
         "value_mismatch",
         "invalid_timestamp",
         "duplicate_order_id",
+        "unknown_type",
+        "too_many_decimals",
+        "amount_mismatch",
+        "refund_exceeds_order",
+        "unknown_item",
+        "refund_exceeds_items",
+        "order_cancelled",
+        "duplicate_event_id",
     )
 
 
@@ -702,36 +718,6 @@ def test_any_bytes_or_text_never_raises(body: bytes | str) -> None:
     assert isinstance(result, Order | Rejection)
 
 
-class Raw(str):
-    """A JSON token written into the text as it is (a number spelled a chosen way)."""
-
-    __slots__ = ()
-
-
-def _encode(value: Any, duplicate: tuple[int, str] | None = None) -> str:
-    """JSON text with Decimals written digit for digit (json.dumps would need floats).
-
-    ``duplicate`` = (id of a dict in ``value``, one of its keys): that key is written twice.
-    """
-    if isinstance(value, Raw):
-        return str(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        pairs = [f"{json.dumps(k)}: {_encode(v, duplicate)}" for k, v in value.items()]
-        if duplicate is not None and duplicate[0] == id(value):
-            pairs.append(f"{json.dumps(duplicate[1])}: {_encode(value[duplicate[1]])}")
-        return "{" + ", ".join(pairs) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_encode(v, duplicate) for v in value) + "]"
-    return json.dumps(value)
-
-
-ids = st.text(
-    alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=128
-).filter(lambda s: 1 <= len(s.strip()) <= 128 and s.strip() == s)
-
-
 @st.composite
 def valid_orders(draw: st.DrawFn) -> tuple[dict[str, Any], int, datetime | None]:
     """A valid order document, its exact value in cents (integer arithmetic), its UTC time."""
@@ -745,15 +731,15 @@ def valid_orders(draw: st.DrawFn) -> tuple[dict[str, Any], int, datetime | None]
         total_units += quantity * units * 10 ** (4 - scale)
         item: dict[str, Any] = {"quantity": quantity, "price_per_unit": price}
         if draw(st.booleans()):
-            item["product_id"] = draw(ids)
+            item["product_id"] = draw(valid_ids)
         items.append(item)
     cents = (total_units + 50) // 100  # half-up, all non-negative
     # Either the exact sum or the sum already rounded to cents: both must give ``cents``.
     exact = draw(st.booleans())
     value = Decimal(total_units).scaleb(-4) if exact else Decimal(cents).scaleb(-2)
     doc: dict[str, Any] = {
-        "order_id": draw(ids),
-        "user_id": draw(ids),
+        "order_id": draw(valid_ids),
+        "user_id": draw(valid_ids),
         "order_value": value,
         "items": items,
     }
@@ -774,7 +760,7 @@ def test_valid_orders_are_accepted_with_exact_cents(
 ) -> None:
     doc, cents, when = case
     assume_in_range = cents <= 100_000_000_000
-    result = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    result = validate_message(exact_json(doc), SENT_ATTRIBUTES)
     if not assume_in_range:
         assert isinstance(result, Rejection)
         return
@@ -836,30 +822,12 @@ def test_one_broken_field_gives_that_fields_code(
             return  # would break the range rule instead
     else:
         doc[name] = bad
-    result = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    result = validate_message(exact_json(doc), SENT_ATTRIBUTES)
     assert isinstance(result, Rejection), (doc, result)
     assert result.codes == (code,)
     assert {r.field for r in result.reasons} <= {name, "order_value"} | {
         r.field for r in result.reasons if r.field.startswith("items")
     }
-
-
-@st.composite
-def spellings(draw: st.DrawFn, value: Decimal) -> Raw:
-    """Another JSON spelling of ``value``: trailing zeros, exponent form, -0 for zero."""
-    _sign, digits, exponent = value.as_tuple()
-    extra = draw(st.integers(0, 6))
-    coefficient = ("".join(map(str, digits)) + "0" * extra).lstrip("0") or "0"
-    exponent -= extra  # type: ignore[operator]
-    style = draw(st.sampled_from(["fixed", "e", "E"]))
-    if style == "fixed":
-        text = format(Decimal(f"{coefficient}e{exponent}"), "f")
-    else:
-        text = f"{coefficient}{style}{exponent}"
-    if value == 0 and draw(st.booleans()):
-        text = "-" + text
-    assert Decimal(text) == value
-    return Raw(text)
 
 
 @PROPERTY
@@ -870,7 +838,7 @@ def test_item_order_and_number_spelling_do_not_change_the_fingerprint(
     doc, cents, when = case
     if cents > 100_000_000_000:
         return
-    original = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    original = validate_message(exact_json(doc), SENT_ATTRIBUTES)
     assert isinstance(original, Order)
     items = data.draw(st.permutations(doc["items"]))
     respelled = {
@@ -884,7 +852,7 @@ def test_item_order_and_number_spelling_do_not_change_the_fingerprint(
     if when is not None:
         offset = timezone(timedelta(minutes=data.draw(st.integers(-14 * 60, 14 * 60))))
         respelled["order_timestamp"] = when.astimezone(offset).isoformat()
-    again = validate_message(_encode(respelled), SENT_ATTRIBUTES)
+    again = validate_message(exact_json(respelled), SENT_ATTRIBUTES)
     assert isinstance(again, Order), again
     assert again.fingerprint == original.fingerprint
 
@@ -897,11 +865,11 @@ def test_a_price_differing_anywhere_changes_the_fingerprint(
     doc, cents, _ = case
     if cents > 100_000_000_000:
         return
-    original = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    original = validate_message(exact_json(doc), SENT_ATTRIBUTES)
     item = doc["items"][which % len(doc["items"])]
     # Far below a cent (same value_cents), added exactly (the default context keeps 28 digits).
     item["price_per_unit"] = WIDE.add(item["price_per_unit"], Decimal(1).scaleb(-digit))
-    changed_order = validate_message(_encode(doc), SENT_ATTRIBUTES)
+    changed_order = validate_message(exact_json(doc), SENT_ATTRIBUTES)
     assert isinstance(original, Order) and isinstance(changed_order, Order), changed_order
     assert changed_order.value_cents == original.value_cents
     assert changed_order.fingerprint != original.fingerprint
@@ -915,7 +883,7 @@ def test_a_key_written_twice_in_any_object_is_invalid_json_naming_it(
     doc, _, _ = case
     target = data.draw(st.sampled_from([doc, *doc["items"]]))
     key = data.draw(st.sampled_from(sorted(target)))
-    result = validate_message(_encode(doc, duplicate=(id(target), key)), SENT_ATTRIBUTES)
+    result = validate_message(exact_json(doc, duplicate=(id(target), key)), SENT_ATTRIBUTES)
     assert isinstance(result, Rejection)
     assert result.as_dicts() == [
         {
