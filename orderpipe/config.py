@@ -12,7 +12,10 @@ failing later inside a client library with a traceback.
 
 from __future__ import annotations
 
+import builtins
+import enum
 import re
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import environ
@@ -22,7 +25,15 @@ from django.core.exceptions import ImproperlyConfigured
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
-_MISSING = object()
+
+class _Missing(enum.Enum):
+    """No default: the variable must be set (an enum member, so a type can say so)."""
+
+    MISSING = enum.auto()
+
+
+_MISSING = _Missing.MISSING
+_T = TypeVar("_T")
 MASK = "***"
 # Query parameters that carry a credential (``?password=``) are masked like the userinfo.
 _SECRET_PARAMETER = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
@@ -104,23 +115,29 @@ def cluster_url_problem(value: str) -> str | None:
 
 
 class StrictEnv:
-    """Wraps one ``environ.Env`` and validates each value it hands out."""
+    """Wraps one ``environ.Env`` and validates each value it hands out.
+
+    Its readers are named after the types they return (``env.str``, ``env.int``, as
+    django-environ's are), so inside the class the annotations spell ``builtins.str``.
+    """
 
     def __init__(self, env: environ.Env | None = None) -> None:
         self.env = env or environ.Env()
 
-    def _raw(self, name: str, default: object) -> object:
-        value = self.env.str(name, default=None)
+    def _raw(self, name: builtins.str, default: _T | _Missing) -> builtins.str | _T:
+        value: builtins.str | None = self.env.str(name, default=None)
         if value is None:
             if default is _MISSING:
                 raise ImproperlyConfigured(f"Set the {name} environment variable.")
             return default
         return value
 
-    def str(self, name: str, default: object = _MISSING) -> str:
-        return self._raw(name, default)  # type: ignore[return-value]
+    def str(self, name: builtins.str, default: builtins.str | _Missing = _MISSING) -> builtins.str:
+        return self._raw(name, default)
 
-    def bool(self, name: str, default: bool | object = _MISSING) -> bool:
+    def bool(
+        self, name: builtins.str, default: builtins.bool | _Missing = _MISSING
+    ) -> builtins.bool:
         value = self._raw(name, default)
         if isinstance(value, bool):
             return value
@@ -136,12 +153,12 @@ class StrictEnv:
 
     def int(
         self,
-        name: str,
-        default: int | object = _MISSING,
+        name: builtins.str,
+        default: builtins.int | _Missing = _MISSING,
         *,
-        min_value: int | None = None,
-        max_value: int | None = None,
-    ) -> int:
+        min_value: builtins.int | None = None,
+        max_value: builtins.int | None = None,
+    ) -> builtins.int:
         value = self._raw(name, default)
         if isinstance(value, int):
             number = value
@@ -156,7 +173,9 @@ class StrictEnv:
             raise ImproperlyConfigured(f"{name}={number} is above the maximum {max_value}.")
         return number
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(
+        self, name: builtins.str, choices: tuple[builtins.str, ...], default: builtins.str
+    ) -> builtins.str:
         value = str(self._raw(name, default)).strip().lower()
         if value not in choices:
             raise ImproperlyConfigured(
@@ -164,13 +183,16 @@ class StrictEnv:
             )
         return value
 
-    def list(self, name: str, default: list[str] | object = _MISSING) -> list[str]:
+    def list(
+        self, name: builtins.str, default: builtins.list[builtins.str] | _Missing = _MISSING
+    ) -> builtins.list[builtins.str]:
         value = self._raw(name, default)
         if isinstance(value, list):
             return value
         return [part.strip() for part in str(value).split(",") if part.strip()]
 
-    def db(self, name: str, default: str) -> dict:
+    def db(self, name: builtins.str, default: builtins.str) -> dict[builtins.str, Any]:
+        """A ``DATABASES`` entry: django-environ's, whose values are of several types."""
         value = self.str(name, default)
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme not in environ.Env.DB_SCHEMES:
@@ -179,7 +201,7 @@ class StrictEnv:
                 "postgres://user:password@host:5432/name or sqlite:////absolute/path.sqlite3"
             )
         try:
-            config = environ.Env.db_url_config(value)
+            config: dict[builtins.str, Any] = environ.Env.db_url_config(value)
         except Exception as exc:  # django-environ raises several types for bad URLs
             raise ImproperlyConfigured(
                 f"{name}={shown(value)} is not a database URL: {_without_password(exc, value)}"
@@ -193,11 +215,13 @@ class StrictEnv:
             raise ImproperlyConfigured(f"{name}={shown(value)} cannot work: {problem}.")
         return config
 
-    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+    def url(
+        self, name: builtins.str, default: builtins.str, schemes: tuple[builtins.str, ...]
+    ) -> builtins.str:
         """A URL with one of ``schemes`` (or empty), whose host and port can work."""
         return self._checked_url(name, self.str(name, default).strip(), schemes)
 
-    def redis_url(self, name: str, default: str) -> str:
+    def redis_url(self, name: builtins.str, default: builtins.str) -> builtins.str:
         """``url`` for Redis, also checked with redis-py's own URL parser (what django-redis
         uses), so a URL it would refuse or misread stops start-up, not the first command."""
         # The default is built from REDIS_HOST and REDIS_PORT: say so when it is the culprit.
@@ -213,7 +237,12 @@ class StrictEnv:
         return value
 
     @staticmethod
-    def _checked_url(name: str, value: str, schemes: tuple[str, ...], origin: str = "") -> str:
+    def _checked_url(
+        name: builtins.str,
+        value: builtins.str,
+        schemes: tuple[builtins.str, ...],
+        origin: builtins.str = "",
+    ) -> builtins.str:
         if value and value.split("://", 1)[0] not in schemes:
             raise ImproperlyConfigured(
                 f"{name}={shown(value)}{origin} must start with one of "

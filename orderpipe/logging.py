@@ -47,7 +47,7 @@ class UTCFormatter(logging.Formatter):
     formatted), and the cache holds no attribute on the record, which stays picklable.
     """
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     _last: tuple[logging.LogRecord, str] | None = None
 
     def format(self, record: logging.LogRecord) -> str:
@@ -106,7 +106,7 @@ class DailyFileHandler(logging.FileHandler):
                 if day != self.current_day:
                     if self.stream is not None:
                         self.stream.close()
-                        self.stream = None  # type: ignore[assignment]
+                        self.stream = None
                     self.current_day = day
                     self.baseFilename = self._path(day)
             finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.deprecation import MiddlewareMixin
 
 logger = logging.getLogger("orderpipe.requests")
 
@@ -55,14 +56,13 @@ def uses_browser_session(request: HttpRequest) -> bool:
     )
 
 
-class _BrowserSessionOnly:
-    """Runs the wrapped Django middleware only where ``uses_browser_session`` says so."""
+class _BrowserSessionOnly(MiddlewareMixin):
+    """Runs the wrapped Django middleware (the next class in the MRO) only where
+    ``uses_browser_session`` says so."""
 
-    get_response: Callable[[HttpRequest], HttpResponse]
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if uses_browser_session(request):
-            return super().__call__(request)  # type: ignore[misc]
+            return super().__call__(request)
         return self.get_response(request)
 
 

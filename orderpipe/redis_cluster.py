@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django_redis.client import DefaultClient
 from django_redis.client.default import _main_exceptions
 from django_redis.exceptions import ConnectionInterrupted
 from django_redis.pool import ConnectionFactory
+from redis import Redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
@@ -46,6 +47,7 @@ class ClusterConnectionFactory(ConnectionFactory):
     _clusters: ClassVar[dict[str, RedisCluster]] = {}
     _clusters_lock: ClassVar[threading.Lock] = threading.Lock()
 
+    # django-redis types its connections as redis.Redis, which RedisCluster does not extend.
     def get_connection(self, params: dict[str, Any]) -> RedisCluster:  # type: ignore[override]
         url = params["url"]
         with self._clusters_lock:
@@ -61,7 +63,7 @@ class ClusterConnectionFactory(ConnectionFactory):
         kwargs.update(self.redis_client_cls_kwargs)
         return RedisCluster.from_url(params["url"], **kwargs)
 
-    def disconnect(self, connection: RedisCluster) -> None:  # type: ignore[override]
+    def disconnect(self, connection: RedisCluster) -> None:  # type: ignore[override] # as above
         connection.disconnect_connection_pools()
 
     @classmethod
@@ -85,8 +87,8 @@ class ClusterClient(DefaultClient):
         self,
         keys: Collection[str],
         version: int | None = None,
-        client: RedisCluster | None = None,
-    ) -> dict:
+        client: Redis | None = None,
+    ) -> dict[str, Any]:
         """``MGET`` refuses keys of different slots; ``mget_nonatomic`` asks each node."""
         if client is None:
             client = self.get_client(write=False)
@@ -94,7 +96,7 @@ class ClusterClient(DefaultClient):
             return {}
         map_keys = {self.make_key(key, version=version): key for key in keys}
         try:
-            values = client.mget_nonatomic(list(map_keys))
+            values = _as_cluster(client).mget_nonatomic(list(map_keys))
         except _main_exceptions as exc:
             raise ConnectionInterrupted(connection=client) from exc
         return {
@@ -107,7 +109,7 @@ class ClusterClient(DefaultClient):
         self,
         search: str,
         version: int | None = None,
-        client: RedisCluster | None = None,
+        client: Redis | None = None,
     ) -> list[Any]:
         """``KEYS`` goes to one node by default; ask every primary."""
         if client is None:
@@ -116,7 +118,13 @@ class ClusterClient(DefaultClient):
         try:
             return [
                 self.reverse_key(key.decode() if isinstance(key, bytes) else key)
-                for key in client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+                for key in _as_cluster(client).keys(pattern, target_nodes=RedisCluster.PRIMARIES)
             ]
         except _main_exceptions as exc:
             raise ConnectionInterrupted(connection=client) from exc
+
+
+def _as_cluster(client: Redis) -> RedisCluster:
+    """django-redis types its clients as ``Redis``; with ``ClusterConnectionFactory`` (which the
+    settings always pair with ``ClusterClient``) each one is a ``RedisCluster``."""
+    return cast(RedisCluster, client)

@@ -12,9 +12,9 @@ stops start-up (``access_problem``).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from rest_framework.authentication import (
     BaseAuthentication,
@@ -23,7 +23,8 @@ from rest_framework.authentication import (
 )
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+from rest_framework.views import APIView
 
 from orderpipe.api.negotiation import FormatParamMixin
 from stats.models import VIEW_STATS
@@ -103,11 +104,12 @@ class StatsAccess(BasePermission):
 
     message = f"Reading statistics needs the {VIEW_STATS} permission."
 
-    def has_permission(self, request: Request, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if settings.STATS_API_AUTH == "none":
             return True
-        user = request.user
-        return bool(user and user.is_authenticated and user.has_perm(VIEW_STATS))
+        # None, not AnonymousUser, without credentials: UNAUTHENTICATED_USER is None.
+        user: User | AnonymousUser | None = request.user
+        return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_STATS))
 
 
 class StatsRateThrottle(SimpleRateThrottle):
@@ -123,12 +125,12 @@ class StatsRateThrottle(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         return settings.STATS_THROTTLE_RATE or None
 
-    def get_cache_key(self, request: Request, view: Any) -> str:
+    def get_cache_key(self, request: Request, view: APIView) -> str:
         user = getattr(request, "user", None)
         ident = user.pk if user is not None and user.is_authenticated else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
-    def allow_request(self, request: Request, view: Any) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         # SimpleRateThrottle parsed the rate in __init__; re-read it so settings changes apply.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
@@ -150,9 +152,9 @@ class ProtectedAPIMixin(FormatParamMixin):
     permission_classes = [StatsAccess]
     throttle_classes = [StatsRateThrottle]
 
-    def get_authenticators(self) -> list[Any]:
+    def get_authenticators(self) -> list[BaseAuthentication]:
         return authenticators_for_settings()
 
-    def get_throttles(self) -> list[Any]:
+    def get_throttles(self) -> list[BaseThrottle]:
         # No throttle object per request while STATS_THROTTLE_RATE is unset (the default).
         return super().get_throttles() if settings.STATS_THROTTLE_RATE else []

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from django.http import Http404
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 
-class FormatParamMixin:
-    """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404."""
+class FormatParamMixin(APIView):
+    """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404.
 
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+    Put before the view class it changes (``class V(FormatParamMixin, ViewSet)``)."""
+
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[BaseRenderer, str]:
         if not force and request.query_params.get("format", None) == "":
             raise self._format_error()  # DRF would silently ignore an empty value
         try:
-            return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+            return super().perform_content_negotiation(request, force)
         except Http404:
             raise self._format_error() from None
 
     def _format_error(self) -> ValidationError:
-        formats = sorted({r.format for r in self.get_renderers()})  # type: ignore[attr-defined]
+        formats = sorted({r.format for r in self.get_renderers()})
         return ValidationError({"format": [f"Must be one of: {', '.join(formats)}."]})
 
 
@@ -43,15 +48,19 @@ class FormatFirstNegotiation(DefaultContentNegotiation):
     _remembered: dict[tuple[str, tuple[type[BaseRenderer], ...]], tuple[int, str]] = {}
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
+        renderers = list(renderers)  # DRF passes the view's list; a choice is kept by index
         fmt = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
         if fmt:
             chosen = self.filter_renderers(renderers, fmt)[0]  # Http404 when none matches
             return chosen, chosen.media_type
         accept = request.META.get("HTTP_ACCEPT", "*/*")
         if len(accept) > self.max_remembered_length:
-            return super().select_renderer(request, renderers, format_suffix)
+            choice: tuple[BaseRenderer, str] = super().select_renderer(
+                request, renderers, format_suffix
+            )
+            return choice
         key = (accept, tuple(type(r) for r in renderers))
         remembered = self._remembered.get(key)
         if remembered is None:

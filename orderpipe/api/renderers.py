@@ -11,6 +11,7 @@ escaping stay as in DRF's ``JSONRenderer``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import simplejson
@@ -49,11 +50,11 @@ class ExactJSONRenderer(JSONRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if data is None:
             return b""
-        indent = self.get_indent(accepted_media_type, renderer_context or {})
+        indent = self.get_indent(accepted_media_type or "", renderer_context or {})
         if indent is None:
             separators = SHORT_SEPARATORS if self.compact else LONG_SEPARATORS
         else:

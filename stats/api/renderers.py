@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -31,7 +32,7 @@ class ExpositionRenderer(BaseRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         renderer_context = renderer_context or {}
         response = renderer_context.get("response")
