@@ -125,7 +125,8 @@ class StrictEnv:
         self.env = env or environ.Env()
 
     def _raw(self, name: builtins.str, default: _T | _Missing) -> builtins.str | _T:
-        value: builtins.str | None = self.env.str(name, default=None)
+        # Env.str's own call, whose annotation (unlike the code) refuses a None default.
+        value: builtins.str | None = self.env.get_value(name, cast=str, default=None)
         if value is None:
             if default is _MISSING:
                 raise ImproperlyConfigured(f"Set the {name} environment variable.")
@@ -225,7 +226,7 @@ class StrictEnv:
         """``url`` for Redis, also checked with redis-py's own URL parser (what django-redis
         uses), so a URL it would refuse or misread stops start-up, not the first command."""
         # The default is built from REDIS_HOST and REDIS_PORT: say so when it is the culprit.
-        origin = "" if self.env.str(name, default=None) is not None else " (from REDIS_HOST)"
+        origin = "" if self.env.get_value(name, cast=str, default=None) is not None else " (from REDIS_HOST)"
         value = self._checked_url(
             name, self.str(name, default).strip(), ("redis", "rediss", "unix"), origin
         )

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from orderpipe.config import StrictEnv, cluster_url_problem, shown
+
+# Django classes the type hints subscript (ModelAdmin[AcceptedOrder]) accept it at run time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -129,7 +134,7 @@ if REDIS_CLUSTER and (_problem := cluster_url_problem(REDIS_URL)):
     raise ImproperlyConfigured(
         f"REDIS_URL={shown(REDIS_URL)} cannot work with REDIS_CLUSTER=true: {_problem}."
     )
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
@@ -180,7 +185,7 @@ if STATS_THROTTLE_RATE and not re.fullmatch(
         "(a count, then / and second, minute, hour or day), or be empty for no throttling."
     )
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": [
         # Money leaves as exact JSON numbers (DRF's own JSONRenderer would make floats).
         "orderpipe.api.renderers.ExactJSONRenderer",

@@ -13,13 +13,14 @@ import csv
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -29,7 +30,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from orders.forms import RejectedOrderForm, payload_errors
-from orders.models import AcceptedOrder, RejectedOrder
+from orders.models import AcceptedOrder, RejectedOrder, RejectedOrderQuerySet
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import ALL_CODES
 from stats.store import cents_to_decimal
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 _CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
+class StaffRequest(HttpRequest):
+    """What an admin action receives: the admin site lets only a logged-in staff user in."""
+
+    user: User
+
+
 class ReasonCodeFilter(admin.SimpleListFilter):
     title = "reason"
     parameter_name = "reason"
@@ -46,10 +53,11 @@ class ReasonCodeFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(code, code) for code in ALL_CODES]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         if value in ALL_CODES:
-            return queryset.with_code(value)
+            # A filter of RejectedOrderAdmin only, whose rows come from RejectedOrder.objects.
+            return cast(RejectedOrderQuerySet, queryset).with_code(value)
         return queryset
 
 
@@ -75,7 +83,7 @@ class QueueFilter(admin.SimpleListFilter):
             names.append(name)
         return [(name, name or "(none)") for name in names]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset if value is None else queryset.filter(queue_name=value)
 
@@ -86,7 +94,7 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_CSV_FORMULA_PREFIXES) else text
 
 
-def reason_summary(queryset: QuerySet) -> dict[str, Any]:
+def reason_summary(queryset: RejectedOrderQuerySet) -> dict[str, Any]:
     """Counts by reason code and by status in two indexed GROUP BYs (the changelist header,
     the dashboard and pipeline_status show them)."""
     by_code = queryset.count_by_code()
@@ -129,7 +137,7 @@ def rejects_panel(request: HttpRequest) -> dict[str, Any]:
 
 
 @admin.register(RejectedOrder)
-class RejectedOrderAdmin(admin.ModelAdmin):
+class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
     form = RejectedOrderForm
     list_display = ("received_at", "order_id", "user_id", "reason_list", "status", "receive_count")
     # Every part of the changelist stays an indexed query with a million rows
@@ -242,14 +250,15 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
-        if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
+        context = response.context_data if isinstance(response, TemplateResponse) else None
+        if context is not None and "cl" in context:
             # Summarize what the reviewer is looking at (the current filters and search).
-            response.context_data["summary"] = reason_summary(response.context_data["cl"].queryset)
+            context["summary"] = reason_summary(context["cl"].queryset)
         return response
 
     # --- actions ----------------------------------------------------------------------------
     @admin.action(description="Mark selected as reviewed", permissions=["change"])
-    def mark_reviewed(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def mark_reviewed(self, request: StaffRequest, queryset: QuerySet[RejectedOrder]) -> None:
         # A resubmitted row stays resubmitted: that is further along than reviewed.
         updated = queryset.exclude(status=RejectedOrder.Status.RESUBMITTED).update(
             status=RejectedOrder.Status.REVIEWED,
@@ -261,7 +270,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
     @admin.action(
         description="Resubmit corrected payload to the orders queue", permissions=["change"]
     )
-    def resubmit_corrected(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def resubmit_corrected(self, request: StaffRequest, queryset: QuerySet[RejectedOrder]) -> None:
         """Send each row's corrected payload back to the row's own queue, dated like the
         original message (its first SentTimestamp travels in ``orderpipe.SentTimestamp``).
 
@@ -332,7 +341,7 @@ class RejectedOrderAdmin(admin.ModelAdmin):
         return sent
 
     @admin.action(description="Export selected as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[RejectedOrder]) -> HttpResponse:
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="rejected-orders-{stamp}.csv"'
@@ -350,13 +359,15 @@ def pre_block(text: str) -> str:
 
 
 class _LedgerChangeList(ChangeList):
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: Any = None
+    ) -> QuerySet[AcceptedOrder]:
         # The list shows neither, and a body can be 256 KiB: 100 of them per page add up.
         return super().get_queryset(request, exclude_parameters).defer("body", "items")
 
 
 @admin.register(AcceptedOrder)
-class AcceptedOrderAdmin(admin.ModelAdmin):
+class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
     """The ledger, read-only: list, search, filter by day, read one order.
 
     Built for millions of rows: newest recorded first (``ledger_received_idx``: a page is an
@@ -410,8 +421,8 @@ class AcceptedOrderAdmin(admin.ModelAdmin):
 
     # --- search -----------------------------------------------------------------------------
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
+        self, request: HttpRequest, queryset: QuerySet[AcceptedOrder], search_term: str
+    ) -> tuple[QuerySet[AcceptedOrder], bool]:
         term = search_term.strip()
         if not term:
             return queryset, False

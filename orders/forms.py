@@ -34,7 +34,7 @@ def payload_errors(payload: str, row: RejectedOrder | None = None) -> list[str]:
     return []
 
 
-class RejectedOrderForm(forms.ModelForm):
+class RejectedOrderForm(forms.ModelForm[RejectedOrder]):
     class Meta:
         model = RejectedOrder
         fields = ["staff_note", "corrected_payload"]
@@ -45,7 +45,7 @@ class RejectedOrderForm(forms.ModelForm):
         }
 
     def clean_corrected_payload(self) -> str:
-        payload = self.cleaned_data.get("corrected_payload", "")
+        payload: str = self.cleaned_data.get("corrected_payload", "")
         if payload.strip():
             errors = payload_errors(payload, self.instance)
             if errors:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections, models, transaction
 from django.utils import timezone
@@ -82,7 +82,11 @@ def record_orders(
     if not orders:
         return LedgerOutcome([], [])
     connection = connections[using]
-    fields = [AcceptedOrder._meta.get_field(name) for name in _COLUMNS]
+    # Plain columns, each with a column name, which the types of get_field (a field or a
+    # relation) and of Field.column (None for a field without one) cannot tell.
+    fields = [
+        cast(models.Field[Any, Any], AcceptedOrder._meta.get_field(name)) for name in _COLUMNS
+    ]
     first_of: dict[str, tuple[dict[str, Any], Order]] = {}
     for message, order in orders:  # twice in one batch: the first is inserted, both compared
         first_of.setdefault(order.order_id, (message, order))
@@ -94,7 +98,7 @@ def record_orders(
     ]  # fmt: skip
     quote = connection.ops.quote_name
     table = quote(AcceptedOrder._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
     # Only identifiers from the model's meta are formatted into the SQL; values are parameters.
     insert = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
     on_conflict = f" ON CONFLICT ({quote('order_id')}) DO NOTHING"
@@ -133,7 +137,10 @@ def _aware(value: datetime | str) -> datetime:
     """A timestamp as read by plain SQL: PostgreSQL gives an aware datetime, SQLite the naive
     UTC text Django stored."""
     if isinstance(value, str):
-        value = parse_datetime(value)
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise ValueError(f"the ledger holds a received_at that is no timestamp: {value!r}")
+        value = parsed
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -62,7 +62,7 @@ def _safe_reasons(rejection: Rejection) -> list[dict[str, str]]:
     ]
 
 
-class RejectedOrderQuerySet(models.QuerySet):
+class RejectedOrderQuerySet(models.QuerySet["RejectedOrder"]):
     def record_many(self, records: Sequence[RejectionRecord]) -> list[str]:
         """Store a batch of rejected messages idempotently; returns the message ids it added.
 
@@ -310,7 +310,7 @@ class _RawNumber(str):
     __slots__ = ()
 
 
-class _Pairs(list):
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object's (key, value) pairs as sent, duplicates included."""
 
     __slots__ = ()
@@ -347,7 +347,7 @@ class LedgerIsAppendOnlyError(Exception):
     truth the Redis aggregates are derived from, so a row, once written, stays as it was."""
 
 
-class AcceptedOrderQuerySet(models.QuerySet):
+class AcceptedOrderQuerySet(models.QuerySet["AcceptedOrder"]):
     def update(self, **kwargs: Any) -> int:
         raise LedgerIsAppendOnlyError("ledger rows are never updated")
 

@@ -36,7 +36,9 @@ LOCK_TTL_MS = 30_000  # a rebuild that dies frees the consumers within this
 _MARK_BATCH = 2_000
 _USER_BATCH = 2_000
 
-Progress = Callable[[int], None]  # called with how many ledger orders were just processed
+# Called with how many ledger orders were just processed; what it returns is ignored
+# (tqdm.update returns whether it redrew).
+Progress = Callable[[int], object]
 
 
 class ProjectionBusyError(Exception):
@@ -250,9 +252,10 @@ def _expected(store: AggregateStore, now: datetime) -> Expected:
     for totals in ledger.user_totals():
         missing = missing_by_user.get(totals.user_id)
         if missing:
-            totals = _without(totals, missing)
-            if totals is None:
+            applied = _without(totals, missing)
+            if applied is None:
                 continue
+            totals = applied
         expected.users[totals.user_id] = totals
     for day in ledger.day_totals():
         expected.days[day.day] = [day.orders, day.revenue_cents]
@@ -289,9 +292,9 @@ def _without(
 def _user_problems(
     user_id: str, want: ledger.UserTotals | None, got: UserStats | None
 ) -> str | None:
-    if want is None and got is None:
-        return None
     if got is None:
+        if want is None:
+            return None
         return (f"user {user_id}: missing in Redis; ledger has {want.orders} orders, "
                 f"{want.spend_cents} cents")  # fmt: skip
     if want is None:
@@ -456,7 +459,7 @@ def _repair(store: AggregateStore, differing: set[str]) -> int:
         writer.remove_user(user_id)
     for shard, days in _days_by_shard(store):
         writer.replace_days(shard, [(d.day, d.orders, d.revenue_cents) for d in days])
-    shares = defaultdict(lambda: [0, 0, 0])
+    shares: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     for totals in ledger.user_totals():
         share = shares[store.shard_of(totals.user_id)]
         share[0] += totals.orders

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
@@ -23,6 +23,17 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from django.conf import settings
+
+if TYPE_CHECKING:  # boto3-stubs: a dev requirement, only the type checker reads it
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_sqs.type_defs import (
+        BatchResultErrorEntryTypeDef,
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+        MessageTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +94,7 @@ def is_missing_queue(exc: BaseException) -> bool:
 RETENTION_SECONDS = 14 * 24 * 3600
 
 
-def make_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+def make_client(endpoint_url: str | None = None, region: str | None = None) -> SQSClient:
     """A boto3 SQS client for ``LOCALSTACK_URL`` (local endpoint) or real AWS when empty."""
     endpoint = settings.LOCALSTACK_URL if endpoint_url is None else endpoint_url
     kwargs: dict[str, Any] = {
@@ -128,6 +139,12 @@ class QueueDepth:
     dlq_visible: int | None
 
 
+def _plain(messages: list[MessageTypeDef]) -> list[dict[str, Any]]:
+    """Received messages as the code passes them on: boto3's dicts, typed as plain ones (the
+    consumer, the ledger, a redrive and the tests build and read them as such)."""
+    return cast(list[dict[str, Any]], messages)
+
+
 def _chunks(items: Sequence[Any], size: int = SQS_BATCH_LIMIT) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -136,14 +153,16 @@ def _chunks(items: Sequence[Any], size: int = SQS_BATCH_LIMIT) -> Iterable[Seque
 class OrderQueue:
     """One orders queue and its ``<name>-dlq`` dead-letter queue."""
 
-    def __init__(self, client: Any, queue_name: str) -> None:
+    def __init__(self, client: SQSClient, queue_name: str) -> None:
         self.client = client
         self.name = queue_name
         self.dlq_name = f"{queue_name}-dlq"
         self._url: str | None = None
 
     @classmethod
-    def from_settings(cls, queue_name: str | None = None, client: Any = None) -> OrderQueue:
+    def from_settings(
+        cls, queue_name: str | None = None, client: SQSClient | None = None
+    ) -> OrderQueue:
         return cls(client or make_client(), queue_name or settings.QUEUE_NAME)
 
     @property
@@ -235,7 +254,9 @@ class OrderQueue:
     ) -> list[dict[str, Any]]:
         """``visibility_timeout`` overrides the queue's own, so whoever extends visibility
         knows when the received messages would reappear."""
-        extra = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
+        extra: dict[str, Any] = (
+            {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
+        )
         response = self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
@@ -244,7 +265,7 @@ class OrderQueue:
             MessageAttributeNames=["All"],
             **extra,
         )
-        return response.get("Messages", [])
+        return _plain(response.get("Messages", []))
 
     def delete(self, receipt_handles: Sequence[str]) -> int:
         """Delete in batches of 10; returns how many deletions SQS reported as failed."""
@@ -252,7 +273,7 @@ class OrderQueue:
 
     def extend_visibility(
         self, receipt_handles: Sequence[str], timeout: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[BatchResultErrorEntryTypeDef]:
         """Returns the entries SQS refused (e.g. a handle past SQS's 12-hour limit)."""
         return self.change_visibility_in(self.url, receipt_handles, timeout)
 
@@ -276,7 +297,7 @@ class OrderQueue:
         return sent
 
     def depth(self) -> QueueDepth:
-        names = [
+        names: list[QueueAttributeNameType] = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
             "ApproximateNumberOfMessagesDelayed",
@@ -322,7 +343,7 @@ class OrderQueue:
         }
         if visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = visibility_timeout
-        return self.client.receive_message(**kwargs).get("Messages", [])
+        return _plain(self.client.receive_message(**kwargs).get("Messages", []))
 
     def send_messages_to(self, url: str, messages: Sequence[dict[str, Any]]) -> set[str]:
         """SendMessageBatch of received ``messages`` (at most 10) to ``url``, bodies and message
@@ -335,9 +356,12 @@ class OrderQueue:
             return set()
         if len(messages) > SQS_BATCH_LIMIT:
             raise ValueError(f"at most {SQS_BATCH_LIMIT} messages per batch")
-        entries = []
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
         for i, message in enumerate(messages):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
+            entry: SendMessageBatchRequestEntryTypeDef = {
+                "Id": str(i),
+                "MessageBody": message["Body"],
+            }
             attributes = dict(message.get("MessageAttributes") or {})
             sent = message.get("Attributes", {}).get("SentTimestamp")
             if sent and ORIGINAL_SENT_TIMESTAMP not in attributes:
@@ -355,7 +379,9 @@ class OrderQueue:
         """DeleteMessageBatch on ``url`` in tens; returns how many deletions failed."""
         failed = 0
         for chunk in _chunks(list(receipt_handles)):
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)
+            ]
             response = self.client.delete_message_batch(QueueUrl=url, Entries=entries)
             for failure in response.get("Failed", []):
                 failed += 1
@@ -364,14 +390,14 @@ class OrderQueue:
 
     def change_visibility_in(
         self, url: str, receipt_handles: Sequence[str], timeout: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[BatchResultErrorEntryTypeDef]:
         """ChangeMessageVisibilityBatch on ``url``; timeout 0 makes messages visible again.
 
         Returns the ``Failed`` entries SQS reported (the call as a whole succeeded).
         """
-        failed: list[dict[str, Any]] = []
+        failed: list[BatchResultErrorEntryTypeDef] = []
         for chunk in _chunks(list(receipt_handles)):
-            entries = [
+            entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
                 {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout}
                 for i, h in enumerate(chunk)
             ]
