@@ -20,5 +20,6 @@ class MoneyField(serializers.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_digits=None, decimal_places=2, coerce_to_string=False, **kwargs)
 
-    def to_representation(self, value: int) -> Decimal:
+    # A Decimal out, as DecimalField's own with coerce_to_string=False (the stubs say str).
+    def to_representation(self, value: int) -> Decimal:  # type: ignore[override]
         return cents_to_decimal(int(value))

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.http import Http404
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
-from rest_framework.views import APIView
+
+if TYPE_CHECKING:
+    # APIView's class body imports this module (DEFAULT_CONTENT_NEGOTIATION_CLASS), so the
+    # mixin cannot subclass it at run time; for the type checker it is the view it is mixed in.
+    from rest_framework.views import APIView as _View
+else:
+    _View = object
 
 
-class FormatParamMixin(APIView):
+class FormatParamMixin(_View):
     """An unknown ``?format=`` is a bad parameter (400 naming it), not DRF's bare 404.
 
     Put before the view class it changes (``class V(FormatParamMixin, ViewSet)``)."""

@@ -13,6 +13,7 @@ from typing import Any
 from rest_framework import serializers
 
 from orderpipe.api.fields import MoneyField
+from orders.models import AcceptedOrder, RejectedOrder
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -24,17 +25,18 @@ class ExactDecimalField(serializers.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_digits=None, decimal_places=None, coerce_to_string=False, **kwargs)
 
-    def to_representation(self, value: str) -> Decimal:
+    # A Decimal out, as DecimalField's own with coerce_to_string=False (the stubs say str).
+    def to_representation(self, value: str) -> Decimal:  # type: ignore[override]
         return Decimal(value)
 
 
-class ItemSerializer(serializers.Serializer):
+class ItemSerializer(serializers.Serializer[dict[str, Any]]):
     product_id = serializers.CharField(allow_null=True, help_text="null when the order had none.")
     quantity = serializers.IntegerField(min_value=1)
     price_per_unit = ExactDecimalField(help_text="Exactly as sent (digits kept).")
 
 
-class AcceptedOrderSerializer(serializers.Serializer):
+class AcceptedOrderSerializer(serializers.Serializer[AcceptedOrder]):
     """An accepted order as the ledger first recorded it (``orders.models.AcceptedOrder``)."""
 
     status = serializers.ChoiceField(choices=[ACCEPTED], read_only=True, default=ACCEPTED)
@@ -49,20 +51,20 @@ class AcceptedOrderSerializer(serializers.Serializer):
     received_at = serializers.DateTimeField(help_text="When the ledger first recorded it (UTC).")
 
 
-class ReasonSerializer(serializers.Serializer):
+class ReasonSerializer(serializers.Serializer[dict[str, Any]]):
     code = serializers.CharField(help_text="Stable machine-readable code, e.g. value_mismatch.")
     field = serializers.CharField()
     message = serializers.CharField()
 
 
-class RejectionSerializer(serializers.Serializer):
+class RejectionSerializer(serializers.Serializer[RejectedOrder]):
     """One rejected SQS message (``orders.models.RejectedOrder``)."""
 
     received_at = serializers.DateTimeField(help_text="When the consumer first received it.")
     reasons = ReasonSerializer(many=True)
 
 
-class RejectedOrderSerializer(serializers.Serializer):
+class RejectedOrderSerializer(serializers.Serializer[dict[str, Any]]):
     """An order id no accepted order carries, only rejected messages.
 
     Input: ``{"order_id", "rejection_count", "rejections": [RejectedOrder, …]}``.

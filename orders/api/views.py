@@ -111,7 +111,7 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
         raise NotFound(f"No accepted or rejected order has the id {order_id}.")
 
 
-class UserOrdersView(ProtectedAPIMixin, ListAPIView):
+class UserOrdersView(ProtectedAPIMixin, ListAPIView[AcceptedOrder]):
     serializer_class = AcceptedOrderSerializer
     pagination_class = OrderCursorPagination
 
