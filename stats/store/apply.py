@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from orderpipe.timeutils import epoch_ms
 from stats.store.base import StoreBase
@@ -184,7 +185,7 @@ class ApplyMixin(StoreBase):
             # routes the retry itself.
             node = (
                 {"target_nodes": self.client.get_node_from_key(call.keys[0])}
-                if self.cluster
+                if isinstance(self.client, RedisCluster)
                 else {}
             )
             pipe.execute_command(
@@ -211,7 +212,7 @@ class ApplyMixin(StoreBase):
         try:
             return self.client.evalsha(*args)
         except redis.exceptions.NoScriptError:
-            if self.cluster:
+            if isinstance(self.client, RedisCluster):
                 node = self.client.get_node_from_key(call.keys[0])
                 self.client.execute_command("SCRIPT LOAD", APPLY_SCRIPT, target_nodes=node)
             else:

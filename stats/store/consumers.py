@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from orderpipe.timeutils import from_epoch_ms
 from stats.store.base import StoreBase
 from stats.store.errors import unavailable_on_redis_error
-from stats.store.values import ms_to_datetime
+from stats.store.values import text
 
 
 class ConsumersMixin(StoreBase):
@@ -38,7 +39,7 @@ class ConsumersMixin(StoreBase):
     def consumers(self) -> dict[str, datetime]:
         """Every consumer's last sign of life, oldest first."""
         beats = {
-            name.decode(): ms_to_datetime(value)
+            text(name): from_epoch_ms(int(value))
             for name, value in self.client.hgetall(self.keys.shared("consumers")).items()
         }
         return dict(sorted(beats.items(), key=lambda item: item[1]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class GenerationsMixin(StoreBase):
     def acquire_rebuild_lock(self, token: str, ttl_ms: int) -> bool:
         """Hold every shard's lock (consumers then keep their batches); False when another
         rebuild holds one. A layout retired by an earlier rebuild is taken over."""
-        taken = []
+        taken: list[int] = []
         for shard in self._all():
             key = self.keys.lock(shard)
             if not self.client.set(key, token, nx=True, px=ttl_ms):
@@ -171,7 +172,9 @@ class GenerationsMixin(StoreBase):
                 pipe.hset(key, name, epoch_ms(when))
         pipe.execute()
 
-    def _unlink_matching(self, pattern: str, batch: int, keep: set[bytes] = frozenset()) -> int:
+    def _unlink_matching(
+        self, pattern: str, batch: int, keep: AbstractSet[bytes] = frozenset()
+    ) -> int:
         """UNLINK every key SCAN finds for ``pattern`` (but ``keep``), ``batch`` per trip."""
         removed = 0
         keys: list[bytes] = []
@@ -185,9 +188,8 @@ class GenerationsMixin(StoreBase):
         return removed + self._unlink(keys)
 
     def _scan(self, pattern: str) -> Iterator[bytes]:
-        if self.cluster:
-            client: RedisCluster = self.client  # type: ignore[assignment]
-            yield from client.scan_iter(
+        if isinstance(self.client, RedisCluster):
+            yield from self.client.scan_iter(
                 match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES
             )
         else:

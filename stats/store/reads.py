@@ -42,6 +42,7 @@ class ReadsMixin(StoreBase):
         """Run ``build``'s commands in one pipelined round trip together with a check of the
         generation of ``shards``; when a rebuild switched it meanwhile, read again."""
         shards = list(shards)
+        results: list[Any] = []
         for _attempt in range(3):
             generations = self.generations()
             pipe = self.client.pipeline(transaction=False)

@@ -104,9 +104,9 @@ class ServersMixin(StoreBase):
             else:
                 _SERVERS.pop(self.prefix, None)
             return servers
-        if not self.cluster:
-            return [_server_info(self.client, _node_name(self.client))]
-        client: RedisCluster = self.client  # type: ignore[assignment]
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return [_server_info(client, _node_name(client))]
         return [_server_info(client, node.name, target=node) for node in client.get_primaries()]
 
 
@@ -125,6 +125,7 @@ def _server_info(client: Any, name: str, target: Any = None) -> ServerInfo:
             name, reachable=not is_unreachable(exc), error=f"{type(exc).__name__}: {exc}"
         )
     redis_version = str(info["redis_version"]) if "redis_version" in info else None
+    version: str | None
     if "valkey_version" in info:  # Valkey also reports the Redis version it matches
         version = f"valkey {info['valkey_version']}"
     else:
