@@ -51,7 +51,7 @@ class StrictDateField(serializers.DateField):
             self.fail("not_a_day", value=text)
 
 
-class LimitParams(serializers.Serializer):
+class LimitParams(serializers.Serializer[dict[str, Any]]):
     limit = serializers.IntegerField(
         required=False,
         default=LIMIT_DEFAULT,
@@ -61,7 +61,7 @@ class LimitParams(serializers.Serializer):
     )
 
 
-class DateRangeParams(serializers.Serializer):
+class DateRangeParams(serializers.Serializer[dict[str, Any]]):
     start_date = StrictDateField(help_text="First day (UTC), YYYY-MM-DD, inclusive.")
     end_date = StrictDateField(
         help_text="Last day (UTC), YYYY-MM-DD, inclusive; not before start_date, and the "
@@ -83,7 +83,9 @@ class DateRangeParams(serializers.Serializer):
         return attrs
 
 
-def validate_query(params: serializers.Serializer, query: Mapping[str, str]) -> dict[str, Any]:
+def validate_query(
+    params: serializers.Serializer[dict[str, Any]], query: Mapping[str, str]
+) -> dict[str, Any]:
     """``type(params)(data=query)``'s ``validated_data``, or its 400, through ``params``' fields.
 
     What ``Serializer.is_valid`` does for flat query parameters (each field, its
@@ -106,7 +108,8 @@ def validate_query(params: serializers.Serializer, query: Mapping[str, str]) -> 
             pass
     if errors:
         raise serializers.ValidationError(errors)
-    return params.validate(values)
+    validated: dict[str, Any] = params.validate(values)
+    return validated
 
 
 LIMIT_PARAMS = LimitParams()

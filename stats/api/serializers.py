@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from orderpipe.api.fields import MoneyField
-from stats.store import DayStats, GlobalStats, Ranked, UserStats, cents_to_decimal
+from stats.store import (
+    DayStats,
+    GlobalStats,
+    Ranked,
+    ServerInfo,
+    UserStats,
+    cents_to_decimal,
+)
+
+if TYPE_CHECKING:
+    from stats.api.metrics import MetricsSnapshot  # which imports this module
 
 
 def average_cents(total_cents: int, count: int) -> int:
@@ -27,7 +38,8 @@ def average_cents(total_cents: int, count: int) -> int:
     return (2 * total_cents + count) // (2 * count)
 
 
-class UserStatsSerializer(serializers.Serializer):
+# A UserStats or GlobalStats goes in; DRF reads it through _Averaged, which adds the average.
+class UserStatsSerializer(serializers.Serializer[Any]):
     user_id = serializers.CharField()
     order_count = serializers.IntegerField()
     total_spend = MoneyField(source="total_spend_cents")
@@ -39,7 +51,7 @@ class UserStatsSerializer(serializers.Serializer):
         return super().to_representation(_Averaged(instance, "total_spend_cents", "order_count"))
 
 
-class GlobalStatsSerializer(serializers.Serializer):
+class GlobalStatsSerializer(serializers.Serializer[Any]):
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="total_revenue_cents")
     unique_users = serializers.IntegerField()
@@ -62,25 +74,25 @@ class _Averaged:
         return getattr(self._inner, name)
 
 
-class TopSpenderSerializer(serializers.Serializer):
+class TopSpenderSerializer(serializers.Serializer[Ranked]):
     rank = serializers.IntegerField(min_value=1)
     user_id = serializers.CharField()
     total_spend = MoneyField(source="value")
 
 
-class TopBuyerSerializer(serializers.Serializer):
+class TopBuyerSerializer(serializers.Serializer[Ranked]):
     rank = serializers.IntegerField(min_value=1)
     user_id = serializers.CharField()
     order_count = serializers.IntegerField(source="value")
 
 
-class DayStatsSerializer(serializers.Serializer):
+class DayStatsSerializer(serializers.Serializer[DayStats]):
     date = serializers.DateField(source="day")
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="total_revenue_cents")
 
 
-class DateRangeStatsSerializer(serializers.Serializer):
+class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
     """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}``; totals are summed here."""
 
     start_date = serializers.DateField()
@@ -93,7 +105,7 @@ class DateRangeStatsSerializer(serializers.Serializer):
         return date_range_body(instance["start_date"], instance["end_date"], instance["days"])
 
 
-class RedisNodeSerializer(serializers.Serializer):
+class RedisNodeSerializer(serializers.Serializer[ServerInfo]):
     """One Redis primary (one, unless REDIS_CLUSTER), from its INFO."""
 
     node = serializers.CharField(help_text="host:port")
@@ -107,7 +119,7 @@ class RedisNodeSerializer(serializers.Serializer):
     )
 
 
-class HealthSerializer(serializers.Serializer):
+class HealthSerializer(serializers.Serializer[dict[str, Any]]):
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     redis = serializers.ChoiceField(choices=["connected", "unavailable"])
     redis_latency_ms = serializers.FloatField(
@@ -125,7 +137,7 @@ class HealthSerializer(serializers.Serializer):
     timestamp = serializers.DateTimeField()
 
 
-class IngestionSerializer(serializers.Serializer):
+class IngestionSerializer(serializers.Serializer[SimpleNamespace]):
     received = serializers.IntegerField(help_text="SQS messages received by the consumer.")
     applied = serializers.IntegerField(help_text="Orders applied to the aggregates.")
     duplicates = serializers.IntegerField(help_text="Redeliveries and identical resends.")
@@ -142,7 +154,7 @@ class IngestionSerializer(serializers.Serializer):
     )
 
 
-class MetricsSerializer(serializers.Serializer):
+class MetricsSerializer(serializers.Serializer["MetricsSnapshot"]):
     total_orders = serializers.IntegerField(source="global_stats.total_orders")
     total_revenue = MoneyField(source="global_stats.total_revenue_cents")
     unique_users = serializers.IntegerField(source="global_stats.unique_users")
@@ -152,7 +164,7 @@ class MetricsSerializer(serializers.Serializer):
     redis = RedisNodeSerializer(many=True)
 
 
-class ApiRootSerializer(serializers.Serializer):
+class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     """The browsable entry point: where each endpoint lives."""
 
     user_stats = serializers.CharField()
@@ -235,8 +247,8 @@ def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, A
     }
 
 
-def metrics_body(snapshot: Any) -> dict[str, Any]:
-    """``MetricsSerializer(snapshot).data`` without a serializer (a ``MetricsSnapshot``)."""
+def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
+    """``MetricsSerializer(snapshot).data`` without a serializer."""
     g, i = snapshot.global_stats, snapshot.ingestion
     lag = snapshot.consumer_lag_seconds
     return {

@@ -156,7 +156,8 @@ class StatsViewSet(ProtectedViewSet):
 
     @staticmethod
     def _limit(request: Request) -> int:
-        return validate_query(LIMIT_PARAMS, request.query_params)["limit"]
+        limit: int = validate_query(LIMIT_PARAMS, request.query_params)["limit"]
+        return limit
 
 
 class HealthViewSet(FormatParamMixin, ViewSet):
