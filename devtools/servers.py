@@ -52,7 +52,8 @@ def free_port(preferred: int | None = None) -> int:
         return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def port_is_open(port: int, host: str = LOOPBACK) -> bool:
@@ -137,7 +138,7 @@ class ServerProcess(abc.ABC):
                     preexec_fn=_die_with_parent if self.die_with_parent else None,
                 )
             finally:
-                if log is not subprocess.DEVNULL:
+                if not isinstance(log, int):  # a file we opened, not subprocess.DEVNULL
                     log.close()
         if wait:
             self.wait_ready()
@@ -344,7 +345,8 @@ class ValkeyClusterNode(RedisServer):
     def cluster_info(self) -> dict[str, str]:
         """``CLUSTER INFO`` of this node (redis-py parses it into a dict)."""
         with self.admin() as client:
-            return client.execute_command("CLUSTER INFO")
+            info: dict[str, str] = client.execute_command("CLUSTER INFO")
+            return info
 
 
 class ValkeyCluster:
