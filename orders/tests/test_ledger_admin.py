@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
 from orders.tests.conftest import SENT_ATTRIBUTES, accept, body_of, valid_doc
-from orders.validation import validate_message
+from orders.validation import Rejection, validate_message
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +51,7 @@ def ledger() -> None:
 def reject(message_id: str, doc: dict[str, Any]) -> RejectedOrder:
     body = body_of(doc)
     rejection = validate_message(body, SENT_ATTRIBUTES)
+    assert isinstance(rejection, Rejection)
     RejectedOrder.objects.record_many(
         [
             RejectionRecord(

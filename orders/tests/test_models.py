@@ -189,7 +189,11 @@ def test_pretty_body_keeps_number_digits() -> None:
 
 
 def test_pretty_body_falls_back_to_text() -> None:
-    bodies = {"deep": poison_bodies()["deep_nesting"], "bad": "{not json", "bin": b"\xff"}
+    bodies: dict[str, str | bytes] = {
+        "deep": poison_bodies()["deep_nesting"],
+        "bad": "{not json",
+        "bin": b"\xff",
+    }
     RejectedOrder.objects.record_many([record(k, v) for k, v in bodies.items()])
     assert RejectedOrder.objects.get(message_id="bad").pretty_body() == "{not json"
     assert RejectedOrder.objects.get(message_id="bin").pretty_body() == "\\xff"

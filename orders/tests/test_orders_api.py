@@ -147,6 +147,7 @@ def test_an_id_only_rejected_messages_carry_lists_each_rejection_oldest_first(
 def test_many_rejections_are_capped_at_100_and_counted(api: APIClient) -> None:
     bad = body_of(valid_doc() | {"order_id": "ORD-LOOP", "order_value": 1})
     rejection = validate_message(bad, {"SentTimestamp": SENT_AT_MS})
+    assert isinstance(rejection, Rejection)
     RejectedOrder.objects.record_many([
         RejectionRecord(f"m{i:03}", bad, rejection, "orders", 1, RECEIVED_AT + timedelta(seconds=i))
         for i in range(101)

@@ -15,18 +15,23 @@ from orders.outages import Dependency, Outages
 from stats.store import StoreUnavailableError
 
 
-def recording_event(waits: list[float], set_after: int | None = None) -> threading.Event:
+class _RecordingEvent(threading.Event):
     """An event whose waits return at once, noting each delay; set after ``set_after`` waits."""
-    event = threading.Event()
 
-    def wait(delay: float | None = None) -> bool:
-        waits.append(delay)
-        if set_after is not None and len(waits) >= set_after:
-            event.set()
-        return event.is_set()
+    def __init__(self, waits: list[float | None], set_after: int | None) -> None:
+        super().__init__()
+        self.waits = waits
+        self.set_after = set_after
 
-    event.wait = wait  # type: ignore[method-assign]
-    return event
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        if self.set_after is not None and len(self.waits) >= self.set_after:
+            self.set()
+        return self.is_set()
+
+
+def recording_event(waits: list[float | None], set_after: int | None = None) -> threading.Event:
+    return _RecordingEvent(waits, set_after)
 
 
 def failing(times: int, exc: Exception, result: object = "answer"):
@@ -43,7 +48,7 @@ def failing(times: int, exc: Exception, result: object = "answer"):
 def test_start_up_waits_for_redis_with_the_consumers_backoff_one_error_one_info(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    waits: list[float] = []
+    waits: list[float | None] = []
     stop = recording_event(waits)
     step = failing(4, StoreUnavailableError("ConnectionError: refused"), result="store")
 
@@ -61,7 +66,7 @@ def test_start_up_waits_for_redis_with_the_consumers_backoff_one_error_one_info(
 
 
 def test_start_up_that_answers_at_once_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    waits: list[float] = []
+    waits: list[float | None] = []
 
     with caplog.at_level(logging.DEBUG, logger="orders.consumer"):
         answer = Command._until_answered(Outages(), recording_event(waits), lambda: 7)
@@ -74,7 +79,7 @@ def test_start_up_that_answers_at_once_logs_nothing(caplog: pytest.LogCaptureFix
 def test_a_stop_during_the_start_up_wait_gives_up_without_saying_it_is_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    waits: list[float] = []
+    waits: list[float | None] = []
     stop = recording_event(waits, set_after=2)
     step = failing(10, StoreUnavailableError("ConnectionError: refused"))
 
@@ -88,7 +93,7 @@ def test_a_stop_during_the_start_up_wait_gives_up_without_saying_it_is_back(
 
 def test_a_start_up_failure_waiting_cannot_cure_stops_naming_the_dependency() -> None:
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetQueueUrl")
-    waits: list[float] = []
+    waits: list[float | None] = []
 
     with pytest.raises(CommandError) as refused:
         Command._until_answered(Outages(), recording_event(waits), failing(1, denied))
@@ -99,7 +104,7 @@ def test_a_start_up_failure_waiting_cannot_cure_stops_naming_the_dependency() ->
 
 def test_retry_probes_before_trying_the_work_again_and_ends_the_outage_once() -> None:
     """With a probe, a wait lasts until the probe passes; only the work's success ends it."""
-    waits: list[float] = []
+    waits: list[float | None] = []
     probes: list[Dependency] = []
     probe_failures = iter([StoreUnavailableError("still down")])
 

@@ -40,6 +40,7 @@ def test_valid_orders_look_like_the_contract() -> None:
         assert 1 <= int(doc["user_id"][1:]) <= 50
         assert 1 <= len(doc["items"]) <= 5
         assert all(i["product_id"].startswith("P") for i in doc["items"])
+        assert message.day is not None
         assert TODAY - timedelta(days=9) <= message.day <= TODAY
     assert len({m.order_id for m in messages}) == 200
 
