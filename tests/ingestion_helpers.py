@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orders.sqs import OrderQueue
 from orders.validation import Item, Order
 from stats.store import AggregateStore, cents_to_decimal
+
+if TYPE_CHECKING:
+    from orders.samples import SampleMessage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -113,7 +116,9 @@ class Feeder(threading.Thread):
             self.error = exc
 
 
-def mismatches(store: AggregateStore, messages: Iterable, days: tuple[date, date]) -> list[str]:
+def mismatches(
+    store: AggregateStore, messages: Iterable[SampleMessage], days: tuple[date, date]
+) -> list[str]:
     """Every difference between the store and an oracle computed from the sent messages."""
     from orders.samples import expected_totals
 

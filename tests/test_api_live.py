@@ -7,9 +7,11 @@ a real 3-primary Valkey cluster (``REDIS_CLUSTER=true``), where every read merge
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, servers
@@ -35,18 +37,16 @@ def clocked_store(request, settings, key_prefix: str) -> AggregateStore:
 
 
 @pytest.fixture
-def redis_nodes(clocked_store: AggregateStore) -> list[dict]:
+def redis_nodes(clocked_store: AggregateStore) -> list[dict[str, Any]]:
     """How /health and /metrics describe the servers, from each primary's own INFO."""
     client = clocked_store.client
-    primaries = client.get_primaries() if clocked_store.cluster else [None]
+    if isinstance(client, RedisCluster):
+        infos = [(p.name, client.info(target_nodes=p)) for p in client.get_primaries()]
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+        infos = [(f"{kwargs['host']}:{kwargs['port']}", client.info())]
     nodes = []
-    for primary in primaries:
-        info = client.info() if primary is None else client.info(target_nodes=primary)
-        if primary is None:
-            kwargs = client.connection_pool.connection_kwargs
-            name = f"{kwargs['host']}:{kwargs['port']}"
-        else:
-            name = primary.name
+    for name, info in infos:
         nodes.append(
             {
                 "node": name,
@@ -198,7 +198,7 @@ def test_by_date_full_366_day_range_is_answered(filled: AggregateStore, api: API
 
 
 def test_health_reports_redis_and_database(
-    filled: AggregateStore, api: APIClient, frozen_now: datetime, redis_nodes: list[dict]
+    filled: AggregateStore, api: APIClient, frozen_now: datetime, redis_nodes: list[dict[str, Any]]
 ) -> None:
     response = api.get("/health")
 
@@ -296,7 +296,7 @@ def test_health_and_metrics_read_info_at_most_once_a_minute(
 
 
 def test_metrics_json_has_totals_and_ingestion_counters(
-    filled: AggregateStore, api: APIClient, frozen_now: datetime, redis_nodes: list[dict]
+    filled: AggregateStore, api: APIClient, frozen_now: datetime, redis_nodes: list[dict[str, Any]]
 ) -> None:
     filled.apply_batch([], received=2)
     filled.record_rejections(

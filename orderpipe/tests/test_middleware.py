@@ -62,7 +62,9 @@ def test_server_errors_are_logged_at_error(caplog: pytest.LogCaptureFixture) -> 
 
     [record] = request_log(caplog)
     assert record.levelno == logging.ERROR
-    assert LINE.match(record.getMessage()).groups()[:3] == ("POST", "/x", "500")
+    match = LINE.match(record.getMessage())
+    assert match is not None
+    assert match.groups()[:3] == ("POST", "/x", "500")
     assert response["X-Process-Time"].endswith("ms")
 
 

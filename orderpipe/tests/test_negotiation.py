@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import RequestFactory
 from rest_framework.exceptions import NotAcceptable
@@ -34,7 +36,7 @@ def empty_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def request(accept: str | None) -> Request:
-    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    headers: dict[str, Any] = {} if accept is None else {"HTTP_ACCEPT": accept}
     return Request(RequestFactory().get("/stats/global", **headers))
 
 

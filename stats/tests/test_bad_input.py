@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -81,7 +83,7 @@ def test_limit_bounds_are_accepted(fake_store: AggregateStore, api: APIClient, l
     ],
 )
 def test_bad_date_range_is_400_naming_the_parameter(
-    fake_store: AggregateStore, api: APIClient, query: dict[str, str], body: dict
+    fake_store: AggregateStore, api: APIClient, query: dict[str, str], body: dict[str, Any]
 ) -> None:
     response = api.get("/stats/by-date", query)
 

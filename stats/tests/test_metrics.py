@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import fakeredis
 import pytest
@@ -36,7 +37,10 @@ def filled(fake_redis: fakeredis.FakeRedis, settings, monkeypatch) -> AggregateS
     return store
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # name, sorted labels
+
+
+def samples(text: str) -> dict[Sample, float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -46,7 +50,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 # What fakeredis tells of itself: no INFO, so no version and no eviction policy.
 FAKE_NODE = {"node": "localhost:6379", "reachable": True, "version": None, "eviction_policy": None}
-FAKE_NODE_SAMPLE = {
+FAKE_NODE_SAMPLE: dict[Sample, float] = {
     (
         "orderpipe_redis_info",
         (
@@ -109,9 +113,9 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
     ],
 )
 def test_prometheus_text_parses_back_to_the_store_values(
-    filled: AggregateStore, api: APIClient, query: dict, accept: str | None
+    filled: AggregateStore, api: APIClient, query: dict[str, str], accept: str | None
 ) -> None:
-    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    headers: dict[str, Any] = {"HTTP_ACCEPT": accept} if accept else {}
     response = api.get("/metrics", query, **headers)
 
     assert response.status_code == 200

@@ -23,12 +23,12 @@ from stats.api.params import (
 )
 
 
-def serializer_outcome(cls: type[serializers.Serializer], query: QueryDict) -> Any:
+def serializer_outcome(cls: type[serializers.Serializer[Any]], query: QueryDict) -> Any:
     params = cls(data=query.dict())
     return dict(params.validated_data) if params.is_valid() else {"errors": params.errors}
 
 
-def shared_outcome(params: serializers.Serializer, query: QueryDict) -> Any:
+def shared_outcome(params: serializers.Serializer[dict[str, Any]], query: QueryDict) -> Any:
     try:
         return validate_query(params, query)
     except serializers.ValidationError as exc:
@@ -78,7 +78,7 @@ def test_range_limit_is_read_per_call(settings) -> None:
 
 
 def test_field_validate_methods_run_as_in_a_serializer() -> None:
-    class Even(serializers.Serializer):
+    class Even(serializers.Serializer[dict[str, Any]]):
         n = serializers.IntegerField()
 
         def validate_n(self, value: int) -> int:
