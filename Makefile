@@ -26,6 +26,7 @@ install-local: $(LOCAL_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -226,7 +226,8 @@ class StrictEnv:
         """``url`` for Redis, also checked with redis-py's own URL parser (what django-redis
         uses), so a URL it would refuse or misread stops start-up, not the first command."""
         # The default is built from REDIS_HOST and REDIS_PORT: say so when it is the culprit.
-        origin = "" if self.env.get_value(name, cast=str, default=None) is not None else " (from REDIS_HOST)"
+        is_set = self.env.get_value(name, cast=str, default=None) is not None
+        origin = "" if is_set else " (from REDIS_HOST)"
         value = self._checked_url(
             name, self.str(name, default).strip(), ("redis", "rediss", "unix"), origin
         )
