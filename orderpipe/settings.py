@@ -249,7 +249,7 @@ LOG_DIR = Path(env.str("LOG_DIR", str(BASE_DIR / "logs")))
 if not LOG_DIR.is_absolute():
     LOG_DIR = BASE_DIR / LOG_DIR
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"standard": {"()": "orderpipe.logging.UTCFormatter", "format": LOG_FORMAT}},

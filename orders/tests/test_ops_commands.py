@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from io import StringIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.core.management import call_command
@@ -25,6 +25,9 @@ from orders.sqs import OrderQueue, make_client
 from orders.validation import Order, validate_message
 from stats.store import AggregateStore
 from tests.ingestion_helpers import order_body
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +80,7 @@ def reject(message_id: str, codes: str, status: str = RejectedOrder.Status.NEW) 
 
 def send_to_dlq(queue: OrderQueue, bodies: list[str], **attributes: Any) -> None:
     for start in range(0, len(bodies), 10):
-        entries = [
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
         ]
         if attributes:

@@ -149,7 +149,9 @@ def test_chart_is_well_formed_svg_with_exact_labels() -> None:
     assert len(bars) == 30
     assert bars[4].get("data-date") == "2025-08-05"
     assert bars[4].get("data-revenue") == "40.04"
-    assert bars[4].find(f"{SVG}title").text == "2025-08-05: 1 order, revenue 40.04"
+    title = bars[4].find(f"{SVG}title")
+    assert title is not None
+    assert title.text == "2025-08-05: 1 order, revenue 40.04"
     assert bars[0].get("height") == "0.0"
     revenue_ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-revenue"]
     assert revenue_ticks == ["0.00", "75.00", "150.00", "225.00", "300.00"]  # max 290.29 -> 300
