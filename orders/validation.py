@@ -39,7 +39,7 @@ from decimal import (
     Overflow,
     Rounded,
 )
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 from orderpipe.timeutils import from_epoch_ms
 
@@ -540,17 +540,18 @@ def _short(value: Any, limit: int = 40) -> str:
     return safe_text(text, limit + 20)
 
 
-def _decode(body: Any) -> tuple[str | None, Reason | None]:
+def _decode(body: Any) -> str | Reason:
+    """The body as text, or why it cannot be read as such."""
     if isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)
         if len(raw) > MAX_BODY_BYTES:
-            return None, Reason(
+            return Reason(
                 INVALID_JSON, "body", f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}"
             )
         try:
-            return raw.decode("utf-8"), None
+            return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return None, Reason(
+            return Reason(
                 INVALID_JSON, "body", f"body is not UTF-8 (bad byte at offset {exc.start})"
             )
     if isinstance(body, str):
@@ -558,11 +559,9 @@ def _decode(body: Any) -> tuple[str | None, Reason | None]:
             len(body) if len(body) > MAX_BODY_BYTES else len(body.encode("utf-8", "surrogatepass"))
         )
         if size > MAX_BODY_BYTES:
-            return None, Reason(
-                INVALID_JSON, "body", f"body is over {MAX_BODY_BYTES} bytes of UTF-8"
-            )
-        return body, None
-    return None, Reason(INVALID_JSON, "body", f"body is a {type(body).__name__}, not text")
+            return Reason(INVALID_JSON, "body", f"body is over {MAX_BODY_BYTES} bytes of UTF-8")
+        return body
+    return Reason(INVALID_JSON, "body", f"body is a {type(body).__name__}, not text")
 
 
 def _parse(text: str) -> tuple[Any, Reason | None]:
@@ -701,7 +700,7 @@ def _check_item(where: str, item: dict[str, Any]) -> tuple[Item | None, list[Rea
     problems: list[Reason] = []
     _check_quantity(item, where, problems)
 
-    price = item.get("price_per_unit")
+    price: Any = item.get("price_per_unit")  # a JSON value, of any type until checked
     if "price_per_unit" not in item:
         problems.append(
             Reason(INVALID_ITEMS, f"{where}.price_per_unit", "price_per_unit is missing")
@@ -948,24 +947,35 @@ def _stored_id(doc: dict[str, Any], name: str) -> str | None:
     return safe_text(value.strip(_TRIM)) or None
 
 
-def _searchable(doc: dict[str, Any]) -> dict[str, str | None]:
+class _SearchIds(TypedDict, total=False):
+    """The ``Rejection`` fields ``_searchable`` fills."""
+
+    order_id: str | None
+    user_id: str | None
+    event_id: str | None
+
+
+def _searchable(doc: dict[str, Any]) -> _SearchIds:
     """The ids a rejection of ``doc`` is filed under: its order and user ids (an event's order
     id is the order it concerns), and, for a message whose ``type`` is not an order's, its
     ``event_id``."""
-    ids = {"order_id": _stored_id(doc, "order_id"), "user_id": _stored_id(doc, "user_id")}
+    ids: _SearchIds = {
+        "order_id": _stored_id(doc, "order_id"),
+        "user_id": _stored_id(doc, "user_id"),
+    }
     if doc.get("type") not in (None, TYPE_PLACED):
         ids["event_id"] = _stored_id(doc, "event_id")
     return ids
 
 
 # --- Events -----------------------------------------------------------------------------------
-def _check_type(doc: dict[str, Any], types: Collection[str]) -> tuple[str | None, Reason | None]:
-    """(the message's type, None), or (None, why it is not one ``types`` holds)."""
+def _check_type(doc: dict[str, Any], types: Collection[str]) -> str | Reason:
+    """The message's type, or why it is not one ``types`` holds."""
     value = doc.get("type")
     if value is None:  # absent or null: an order, as every message was before events
         value = TYPE_PLACED
     if isinstance(value, str) and value in types:
-        return value, None
+        return value
     accepted = ", ".join(repr(t) for t in MESSAGE_TYPES if t in types)
     if not isinstance(value, str):
         problem = f"type must be a string, got {_short(value)}"
@@ -973,7 +983,7 @@ def _check_type(doc: dict[str, Any], types: Collection[str]) -> tuple[str | None
         problem = f"type {_short(value)} is not accepted here (accepted: {accepted})"
     else:
         problem = f"type {_short(value)} is not one of {accepted}"
-    return None, Reason(UNKNOWN_TYPE, "type", problem)
+    return Reason(UNKNOWN_TYPE, "type", problem)
 
 
 def _check_reason(doc: dict[str, Any], reasons: list[Reason]) -> str | None:
@@ -1148,9 +1158,9 @@ def _validate(
     received_at: datetime | None,
     types: Collection[str],
 ) -> Order | Event | Rejection:
-    text, problem = _decode(body)
-    if problem is not None:
-        return Rejection(reasons=(problem,))
+    text = _decode(body)
+    if isinstance(text, Reason):
+        return Rejection(reasons=(text,))
     doc, problem = _parse(text)
     if problem is not None:
         if isinstance(doc, dict):
@@ -1164,9 +1174,9 @@ def _validate(
                 ),
             )
         )
-    message_type, problem = _check_type(doc, types)
-    if problem is not None:
-        return Rejection(reasons=(problem,), **_searchable(doc))
+    message_type = _check_type(doc, types)
+    if isinstance(message_type, Reason):
+        return Rejection(reasons=(message_type,), **_searchable(doc))
     if message_type == TYPE_PLACED:
         return _validate_order(doc, attributes, received_at)
     return _validate_event(doc, _EVENT_KINDS[message_type], attributes, received_at)

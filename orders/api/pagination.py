@@ -11,8 +11,9 @@ cursor encoding and the ``next``/``previous``/``results`` envelope stay DRF's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import Q, QuerySet
 from rest_framework import serializers
@@ -23,18 +24,22 @@ from rest_framework.utils.urls import remove_query_param
 
 from orders.validation import id_problem
 
+if TYPE_CHECKING:
+    from rest_framework.views import APIView
+
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 INVALID_CURSOR = "Invalid cursor: use the next or previous link of an earlier page."
+PAGE_SIZE_HELP = f"Orders per page, 1-{PAGE_SIZE_MAX} (default {PAGE_SIZE_DEFAULT})."
 
 
-class PageParams(serializers.Serializer):
+class PageParams(serializers.Serializer[dict[str, Any]]):
     page_size = serializers.IntegerField(
         required=False,
         default=PAGE_SIZE_DEFAULT,
         min_value=1,
         max_value=PAGE_SIZE_MAX,
-        help_text=f"Orders per page, 1-{PAGE_SIZE_MAX} (default {PAGE_SIZE_DEFAULT}).",
+        help_text=PAGE_SIZE_HELP,
     )
 
 
@@ -49,14 +54,16 @@ class OrderCursorPagination(CursorPagination):
     page_size = PAGE_SIZE_DEFAULT
     page_size_query_param = "page_size"
     max_page_size = PAGE_SIZE_MAX
-    page_size_query_description = PageParams().fields["page_size"].help_text
+    page_size_query_description = PAGE_SIZE_HELP
     cursor_query_description = "Opaque: the cursor of a next or previous link."
+    base_url: str  # set by paginate_queryset, before any link is made
 
     def get_page_size(self, request: Request) -> int:
         # A plain dict, not the QueryDict: DRF reads an empty HTML-form value as "absent".
         params = PageParams(data=request.query_params.dict())
         params.is_valid(raise_exception=True)
-        return params.validated_data["page_size"]
+        page_size: int = params.validated_data["page_size"]
+        return page_size
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         try:
@@ -65,14 +72,19 @@ class OrderCursorPagination(CursorPagination):
             raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]}) from None
         if cursor is None:
             return None
-        position = _parse_position(cursor.position) if cursor.position is not None else None
+        position = _parse_position(cursor.position)
         if position is None:  # every link written here carries a position
             raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]})
-        return Cursor(offset=0, reverse=cursor.reverse, position=position)
+        return _cursor(cursor.reverse, position)
 
     def paginate_queryset(
-        self, queryset: QuerySet, request: Request, view: Any = None
+        self,
+        queryset: QuerySet[Any] | Sequence[Any],
+        request: Request,
+        view: APIView | None = None,
     ) -> list[Any]:
+        if not isinstance(queryset, QuerySet):
+            raise TypeError("OrderCursorPagination pages a QuerySet (it orders and filters it)")
         self.request = request
         self.page_size = self.get_page_size(request)
         self.base_url = request.build_absolute_uri()
@@ -83,7 +95,7 @@ class OrderCursorPagination(CursorPagination):
         else:
             queryset = queryset.order_by(*self.ordering)
         if self.cursor is not None:
-            at, order_id = self.cursor.position
+            at, order_id = _sort_key(self.cursor)
             if reverse:
                 after = Q(ordered_at__gt=at) | Q(ordered_at=at, order_id__gt=order_id)
             else:
@@ -106,14 +118,14 @@ class OrderCursorPagination(CursorPagination):
             return None
         if not self.page:  # only a cursor from elsewhere (another user's list) gets here
             return remove_query_param(self.base_url, self.cursor_query_param)
-        return self.encode_cursor(Cursor(0, False, _position(self.page[-1])))
+        return self.encode_cursor(_cursor(False, _position(self.page[-1])))
 
     def get_previous_link(self) -> str | None:
         if not self.has_previous:
             return None
         if not self.page:
             return remove_query_param(self.base_url, self.cursor_query_param)
-        return self.encode_cursor(Cursor(0, True, _position(self.page[0])))
+        return self.encode_cursor(_cursor(True, _position(self.page[0])))
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         response = super().get_paginated_response_schema(schema)
@@ -138,13 +150,26 @@ def _position(order: Any) -> str:
     return f"{order.ordered_at.isoformat()} {order.order_id}"
 
 
-def _parse_position(text: str) -> tuple[datetime, str] | None:
-    """The position ``_position`` wrote, or None for anything else.
+def _cursor(reverse: bool, position: str | tuple[datetime, str]) -> Cursor:
+    """A DRF cursor holding a position written by ``_position`` (to encode) or its parsed sort
+    key (decoded). DRF keeps whatever position it is given (its own are strings)."""
+    return Cursor(0, reverse, position)  # type: ignore[arg-type] # the stubs say int
+
+
+def _sort_key(cursor: Cursor) -> tuple[datetime, str]:
+    """The sort key ``decode_cursor`` put in ``cursor``."""
+    return cast(tuple[datetime, str], cursor.position)
+
+
+def _parse_position(text: object) -> tuple[datetime, str] | None:
+    """The position ``_position`` wrote, or None for anything else (no position at all too).
 
     Both halves go into the query, so each must be a value the ledger can hold: a UTC time
     (what the database hands back; another offset could fall outside year 1-9999 when SQLite
     converts it) and a valid order id (PostgreSQL refuses a NUL in a parameter).
     """
+    if not isinstance(text, str):
+        return None
     stamp, _, order_id = text.partition(" ")
     try:
         at = datetime.fromisoformat(stamp)

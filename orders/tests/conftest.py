@@ -100,9 +100,10 @@ valid_ids = st.text(
 def spellings(draw: st.DrawFn, value: Decimal) -> Raw:
     """Another JSON spelling of ``value``: trailing zeros, exponent form, -0 for zero."""
     _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # a finite Decimal's ("n", "N", "F": NaN, infinity)
     extra = draw(st.integers(0, 6))
     coefficient = ("".join(map(str, digits)) + "0" * extra).lstrip("0") or "0"
-    exponent -= extra  # type: ignore[operator]
+    exponent -= extra
     style = draw(st.sampled_from(["fixed", "e", "E"]))
     if style == "fixed":
         text = format(Decimal(f"{coefficient}e{exponent}"), "f")

@@ -176,7 +176,7 @@ def test_a_cancellation_is_an_event_without_amount_or_items() -> None:
         pytest.param({"user_id": "U100", "note": [1, 2]}, id="cancel-extra-fields-ignored"),
     ],
 )
-def test_a_cancellation_tolerates_nulls_and_ignores_unknown_fields(changes: dict) -> None:
+def test_a_cancellation_tolerates_nulls_and_ignores_unknown_fields(changes: dict[str, Any]) -> None:
     assert event_of(cancel(**changes)).amount_cents is None
 
 
@@ -659,6 +659,7 @@ def test_every_code_is_listed_once_and_fits_the_code_column() -> None:
     assert not set(VALIDATOR_CODES) & set(LEDGER_CODES)
     assert set(ORDER_VALIDATOR_CODES) < set(VALIDATOR_CODES)
     width = RejectedOrderCode._meta.get_field("code").max_length
+    assert width is not None
     assert max(map(len, ALL_CODES)) <= width
     assert MESSAGE_TYPES == ("order.placed", "order.refunded", "order.cancelled")
 

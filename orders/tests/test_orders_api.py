@@ -417,6 +417,7 @@ def test_only_a_lost_database_connection_is_a_503(
         assert response["Retry-After"] == "5"
     else:  # logged with its traceback, for someone to fix
         (logged,) = [r for r in caplog.records if r.name == "django.request"]
+        assert logged.exc_info is not None
         assert (logged.levelno, logged.exc_info[1]) == (logging.ERROR, error)
 
 

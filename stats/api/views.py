@@ -198,7 +198,7 @@ class HealthViewSet(FormatParamMixin, ViewSet):
         nodes = [] if latency is None else get_store().servers(max_age=SERVER_INFO_MAX_AGE)
         database_ok = _database_ok()
         healthy = latency is not None and database_ok and all(n.reachable for n in nodes)
-        data = {
+        data: dict[str, Any] = {
             "status": "healthy" if healthy else "unhealthy",
             "redis": "connected" if latency is not None else "unavailable",
             "redis_latency_ms": round(latency, 3) if latency is not None else None,
@@ -226,7 +226,8 @@ class HealthViewSet(FormatParamMixin, ViewSet):
         except (APIException, DatabaseError, InterfaceError):
             # A bad token (401 elsewhere), or the database that holds tokens down (the
             # "database" field says so): anonymous, for the rest of this request too.
-            request.user, request.auth = None, None
+            # None is the unauthenticated user here (UNAUTHENTICATED_USER); the stubs say a user.
+            request.user, request.auth = None, None  # type: ignore[assignment]
             return False
 
 
