@@ -10,10 +10,10 @@ import logging
 import queue as stdlib_queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -52,6 +52,14 @@ class Receiver:
         self._requests.put(None)
 
 
+class ExtendsVisibility(Protocol):
+    """What ``VisibilityKeeper`` needs of a queue: ``OrderQueue.extend_visibility``."""
+
+    def extend_visibility(
+        self, receipt_handles: Sequence[str], timeout: int, /
+    ) -> Sequence[Mapping[str, object]]: ...
+
+
 class VisibilityKeeper:
     """One daemon thread that extends the visibility of every batch in hand for too long.
 
@@ -62,7 +70,10 @@ class VisibilityKeeper:
     """
 
     def __init__(
-        self, queue: OrderQueue, timeout: int, is_transient: Callable[[BaseException], bool]
+        self,
+        queue: ExtendsVisibility,
+        timeout: int,
+        is_transient: Callable[[BaseException], bool],
     ) -> None:
         self.queue = queue
         self.timeout = timeout

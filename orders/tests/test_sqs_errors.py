@@ -97,7 +97,7 @@ def test_the_visibility_keeper_logs_the_entries_sqs_refused(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     queue = RefusingQueue()
-    keeper = VisibilityKeeper(queue, timeout=1, is_transient=sqs.is_transient)  # type: ignore[arg-type]
+    keeper = VisibilityKeeper(queue, timeout=1, is_transient=sqs.is_transient)
     with caplog.at_level(logging.INFO, logger="orders.consumer"):
         keeper.track(["h1"])
         assert queue.done.wait(5)
