@@ -14,7 +14,7 @@ FIXED_BASE = "2024-08-01 00:00:00+00"
 FILL_SQL = """
 INSERT INTO orders_acceptedorder
     (order_id, user_id, value_cents, ordered_at, day, items, fingerprint, message_id,
-     received_at, body)
+     received_at, extra)
 SELECT
     'ORD' || lpad(n::text, 8, '0'),
     CASE WHEN n %% 200 = 0 THEN 'UHEAVY' ELSE 'U' || lpad((n %% %(users)s)::text, 6, '0') END,
@@ -26,12 +26,7 @@ SELECT
     '2:' || md5(n::text),
     md5('m' || n::text),
     at + interval '2 seconds',
-    '{"order_id": "ORD' || lpad(n::text, 8, '0') || '", "user_id": "U'
-        || lpad((n %% %(users)s)::text, 6, '0') || '", "order_timestamp": "'
-        || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-        || '", "order_value": 19.99, "items": [{"product_id": "P1", "quantity": 1, '
-        || '"price_per_unit": 19.99}], "shipping_address": "123 Main St, Springfield", '
-        || '"payment_method": "CreditCard"}'
+    '{}'::jsonb
 FROM (
     SELECT n, %(base)s::timestamptz
               + (((n * 7919) %% (366 * 86400)) * interval '1 second') AS at

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # PostgreSQL triggers that refuse changes to ledger rows (orders/append_only.py).
+    "pgtrigger",
     "orders",
     "stats",
 ]
@@ -167,6 +169,13 @@ SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", 5, min_value=1, max_val
 # --- Ingestion ------------------------------------------------------------------------------
 # 15 days: longer than SQS's 14-day maximum retention, so a redelivery always finds its mark.
 ORDER_DEDUP_TTL = env.int("ORDER_DEDUP_TTL", 15 * 24 * 3600, min_value=0)
+
+# --- Personal data --------------------------------------------------------------------------
+# Body fields the ledger keeps besides what the figures need (ids, value, time, items); none by
+# default, so shipping_address, payment_method and the like are never stored there.
+LEDGER_EXTRA_FIELDS = env.list("LEDGER_EXTRA_FIELDS", [])
+# Days a rejected message keeps its personal fields; prune_rejected (run it daily) removes them.
+REJECTED_RETENTION_DAYS = env.int("REJECTED_RETENTION_DAYS", 30, min_value=1, max_value=3650)
 
 # --- Stats API ------------------------------------------------------------------------------
 STATS_MAX_RANGE_DAYS = env.int("STATS_MAX_RANGE_DAYS", 366, min_value=1, max_value=3660)

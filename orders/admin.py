@@ -2,7 +2,9 @@
 the ledger of accepted orders (look only).
 
 Rejected rows are written by the consumer only (no add), their received fields are read-only;
-staff edit a note and a corrected payload, which must pass the same validator as the queue.
+staff edit a note and a corrected payload, which must pass the same validator as the queue and
+keep the order's ids. Sending it needs its own permission (``orders.resubmit_rejectedorder``),
+and so does the CSV export of bodies (``orders.export_rejectedorder``): viewing is not enough.
 Ledger rows are the record of truth: nobody adds, changes or deletes one here, superusers
 included.
 """
@@ -10,29 +12,33 @@ included.
 from __future__ import annotations
 
 import csv
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from orders.forms import RejectedOrderForm, payload_errors
+from orders.forms import NewOrderDecisionForm, RejectedOrderForm, payload_errors
 from orders.models import AcceptedOrder, RejectedOrder, RejectedOrderQuerySet
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
-from orders.validation import ALL_CODES
+from orders.validation import ALL_CODES, DUPLICATE_ORDER_ID
 from stats.store import cents_to_decimal
 
 logger = logging.getLogger(__name__)
@@ -145,7 +151,11 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
     # over every row shown; the received_at filter offers today, 7 days, month, year), the
     # queue filter probes an index, and no second count of the unfiltered table.
     list_filter = ("status", ReasonCodeFilter, "received_at", QueueFilter)
-    search_fields = ("=message_id", "order_id", "user_id")
+    # Index lookups only (see get_search_results), never Django's icontains scan.
+    search_fields = ("message_id", "order_id", "user_id")
+    search_help_text = (
+        "A message_id or a user_id (exact), or an order_id (exact, or how it begins)."
+    )
     show_full_result_count = False
     list_select_related = ("reviewed_by",)
     list_per_page = 50
@@ -165,11 +175,22 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         "reviewed_by",
         "reviewed_at",
         "resubmitted_at",
+        "new_order_decision",
+        "redaction_display",
     )
     fieldsets = (
         (
             "Message",
-            {"fields": ("message_id", "queue_name", "sent_at", "received_at", "receive_count")},
+            {
+                "fields": (
+                    "message_id",
+                    "queue_name",
+                    "sent_at",
+                    "received_at",
+                    "receive_count",
+                    "redaction_display",
+                )
+            },
         ),
         (
             "Order",
@@ -191,11 +212,21 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
                     "reviewed_by",
                     "reviewed_at",
                     "resubmitted_at",
+                    "new_order_decision",
                     "staff_note",
                     "corrected_payload",
                 )
             },
         ),
+    )
+    decision_fieldset = (
+        "Duplicate order_id: decide",
+        {
+            "fields": ("count_as_new_order", "decision_reason"),
+            "description": "Usually a changed re-send of the order already counted: mark it "
+            "reviewed. Only a different order that reused the id goes back, under a new "
+            "order_id, by this recorded decision.",
+        },
     )
 
     # --- display ----------------------------------------------------------------------------
@@ -220,7 +251,27 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
 
     @admin.display(description="raw payload")
     def payload_display(self, obj: RejectedOrder) -> str:
+        if obj.redaction == RejectedOrder.Redaction.WHOLE:
+            return "(removed: it was not a JSON object, so none of it could be kept)"
         return pre_block(obj.pretty_body())
+
+    @admin.display(description="personal data")
+    def redaction_display(self, obj: RejectedOrder) -> str:
+        if obj.redacted_at is None:
+            return "kept as received (until its retention ends)"
+        return f"{obj.get_redaction_display()} ({obj.redacted_at:%Y-%m-%d %H:%M} UTC)"
+
+    @admin.display(description="counted as a new order")
+    def new_order_decision(self, obj: RejectedOrder) -> str:
+        if obj.new_order_decided_at is None:
+            return "-"
+        who = obj.new_order_decided_by.get_username() if obj.new_order_decided_by else "?"
+        return format_html(
+            "decided by {} on {}: {}",
+            who,
+            f"{obj.new_order_decided_at:%Y-%m-%d %H:%M} UTC",
+            obj.new_order_reason,
+        )
 
     @admin.display(description="accepted order")
     def accepted_order(self, obj: RejectedOrder) -> str:
@@ -236,6 +287,59 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
     # --- permissions: rows come from the consumer only ---------------------------------------
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_resubmit_permission(self, request: HttpRequest) -> bool:
+        """Sending a corrected order adds an accepted order: its own permission, not change."""
+        return request.user.has_perm("orders.resubmit_rejectedorder")
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        """An export carries every body (personal data): its own permission, not view."""
+        return request.user.has_perm("orders.export_rejectedorder")
+
+    def _can_decide(self, request: HttpRequest, obj: RejectedOrder | None) -> bool:
+        return (
+            obj is not None
+            and DUPLICATE_ORDER_ID in obj.codes
+            and obj.status != RejectedOrder.Status.RESUBMITTED
+            and self.has_change_permission(request, obj)
+            and self.has_resubmit_permission(request)
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: RejectedOrder | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if self._can_decide(request, obj):
+            return (*fieldsets, self.decision_fieldset)
+        return fieldsets
+
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: RejectedOrder | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> type[ModelForm]:
+        if self._can_decide(request, obj):
+            kwargs["form"] = NewOrderDecisionForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(
+        self, request: HttpRequest, obj: RejectedOrder, form: ModelForm, change: bool
+    ) -> None:
+        """Records a decision to count a duplicate as a new order: who, when, why; logged."""
+        if form.cleaned_data.get("count_as_new_order"):
+            obj.new_order_decided_by = request.user
+            obj.new_order_decided_at = timezone.now()
+            obj.new_order_reason = form.cleaned_data["decision_reason"].strip()
+            logger.warning(
+                "%s decided at %s that rejected message %s (order_id %s, already counted with "
+                "another payload) is a different order, to be resubmitted as order_id %s",
+                request.user.get_username(),
+                obj.new_order_decided_at.isoformat(),
+                obj.message_id,
+                obj.order_id,
+                _payload_order_id(obj.corrected_payload),
+            )
+        super().save_model(request, obj, form, change)
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: RejectedOrder | None = None
@@ -254,7 +358,20 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         if context is not None and "cl" in context:
             # Summarize what the reviewer is looking at (the current filters and search).
             context["summary"] = reason_summary(context["cl"].queryset)
+            context["can_export"] = self.has_export_permission(request)
         return response
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """An exact message_id or user_id, or an order_id or how it begins: each an index
+        (the unique message_id, ``order_id``'s and on PostgreSQL its ``varchar_pattern_ops``
+        twin, ``user_id``'s), never the ``icontains`` scan of a million rows."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        found = Q(message_id=term) | Q(order_id__startswith=term) | Q(user_id=term)
+        return queryset.filter(found), False
 
     # --- actions ----------------------------------------------------------------------------
     @admin.action(description="Mark selected as reviewed", permissions=["change"])
@@ -268,7 +385,7 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         self.message_user(request, f"{updated} rejected order(s) marked as reviewed.")
 
     @admin.action(
-        description="Resubmit corrected payload to the orders queue", permissions=["change"]
+        description="Resubmit corrected payload to the orders queue", permissions=["resubmit"]
     )
     def resubmit_corrected(self, request: StaffRequest, queryset: QuerySet[RejectedOrder]) -> None:
         """Send each row's corrected payload back to the row's own queue, dated like the
@@ -292,6 +409,18 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
             RejectedOrder.objects.bulk_update(
                 sent, ["status", "resubmitted_at", "reviewed_by", "reviewed_at"]
             )
+        for row in sent:
+            if row.new_order_decided_at is not None:
+                logger.warning(
+                    "%s resubmitted rejected message %s as the new order %s (order_id %s was "
+                    "already counted; decided by %s at %s)",
+                    request.user.get_username(),
+                    row.message_id,
+                    _payload_order_id(row.corrected_payload),
+                    row.order_id,
+                    row.new_order_decided_by.get_username() if row.new_order_decided_by else "?",
+                    row.new_order_decided_at.isoformat(),
+                )
         if sent:
             logger.info(
                 "%s resubmitted %d corrected orders: %s",
@@ -306,7 +435,9 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
             problem = "already resubmitted; it is not sent twice."
         elif not row.corrected_payload.strip():
             problem = "no corrected payload; edit the row and add one first."
-        elif errors := payload_errors(row.corrected_payload, row):
+        elif errors := payload_errors(
+            row.corrected_payload, row, new_order_decided=row.new_order_decided_at is not None
+        ):
             problem = f"corrected payload is invalid: {'; '.join(errors)}"
         else:
             return True
@@ -340,15 +471,77 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
                 )
         return sent
 
-    @admin.action(description="Export selected as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[RejectedOrder]) -> HttpResponse:
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        response["Content-Disposition"] = f'attachment; filename="rejected-orders-{stamp}.csv"'
-        writer = csv.writer(response)
-        writer.writerow(_CSV_HEADER)
-        writer.writerows(_csv_rows(queryset.select_related("reviewed_by")))
-        return response
+    @admin.action(description="Export selected as CSV", permissions=["export"])
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[RejectedOrder]
+    ) -> StreamingHttpResponse:
+        return csv_response(queryset)
+
+    # --- export of the whole changelist (its filters and search) ----------------------------
+    def get_urls(self) -> list[URLPattern]:
+        export = path(
+            "export/",
+            self.admin_site.admin_view(self.export_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every row the changelist shows (its filters and search, all pages) as CSV."""
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+            return HttpResponseRedirect(f"{url}?{ERROR_FLAG}=1")
+        return csv_response(changelist.get_queryset(request))
+
+
+def _payload_order_id(payload: str) -> str:
+    """The order_id a corrected payload carries, for the log ("?" when it has none)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return "?"
+    value = doc.get("order_id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else "?"
+
+
+# Rows read per database round trip, and text handed to the server per chunk.
+_EXPORT_ROWS = 2000
+_EXPORT_CHUNK = 64 * 1024
+
+
+class _Echo:
+    """A file for ``csv.writer`` that hands each line back instead of keeping it."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_response(queryset: QuerySet[RejectedOrder]) -> StreamingHttpResponse:
+    """The rows as a CSV download, streamed: rows are read ``_EXPORT_ROWS`` at a time (a
+    server-side cursor on PostgreSQL) and sent in chunks of about 64 KiB, so a million rows
+    take the memory of one chunk, not of the whole file (``bench/rejects_bench.py``)."""
+    rows = queryset.select_related("reviewed_by").iterator(chunk_size=_EXPORT_ROWS)
+    response = StreamingHttpResponse(_csv_chunks(rows), content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="rejected-orders-{stamp}.csv"'
+    return response
+
+
+def _csv_chunks(rows: Iterable[RejectedOrder]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    chunk = [writer.writerow(_CSV_HEADER)]
+    size = 0
+    for line in map(writer.writerow, _csv_rows(rows)):
+        chunk.append(line)
+        size += len(line)
+        if size >= _EXPORT_CHUNK:
+            yield "".join(chunk)
+            chunk, size = [], 0
+    yield "".join(chunk)
 
 
 def pre_block(text: str) -> str:
@@ -362,8 +555,8 @@ class _LedgerChangeList(ChangeList):
     def get_queryset(
         self, request: HttpRequest, exclude_parameters: Any = None
     ) -> QuerySet[AcceptedOrder]:
-        # The list shows neither, and a body can be 256 KiB: 100 of them per page add up.
-        return super().get_queryset(request, exclude_parameters).defer("body", "items")
+        # The list shows neither, and each is JSON: 100 of them per page add up.
+        return super().get_queryset(request, exclude_parameters).defer("extra", "items")
 
 
 @admin.register(AcceptedOrder)
@@ -402,7 +595,7 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
                 )
             },
         ),
-        ("Message", {"fields": ("message_id", "received_at", "fingerprint", "body_display")}),
+        ("Message", {"fields": ("message_id", "received_at", "fingerprint", "extra_display")}),
     )
     readonly_fields = flatten_fieldsets(fieldsets)
 
@@ -455,9 +648,12 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
         query = urlencode({"order_id": obj.order_id})
         return format_html('<a href="{}?{}" id="rejections-link">{}</a>', url, query, count)
 
-    @admin.display(description="raw body")
-    def body_display(self, obj: AcceptedOrder) -> str:
-        return pre_block(obj.pretty_body())
+    @admin.display(description="extra fields")
+    def extra_display(self, obj: AcceptedOrder) -> str:
+        """The body's fields listed in LEDGER_EXTRA_FIELDS (the ledger keeps no body)."""
+        if not obj.extra:
+            return "none (LEDGER_EXTRA_FIELDS lists the body fields kept here)"
+        return pre_block(json.dumps(obj.extra, indent=2, ensure_ascii=False))
 
 
 _CSV_HEADER = (

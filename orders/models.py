@@ -1,15 +1,16 @@
-"""Rejected orders: the messages that failed validation, kept for staff review in the admin.
+"""Rejected orders (the messages that failed validation, kept for staff review in the
+admin) and the ledger of accepted orders.
 
 One row per SQS message id, so a redelivered reject never makes a second row. The body is
 stored as bytes, losslessly, because the one message that breaks the pipeline is exactly the
-one whose bytes (not a cleaned-up copy) staff need to see.
+one whose bytes (not a cleaned-up copy) staff need to see; after ``REJECTED_RETENTION_DAYS``
+``prune_rejected`` removes its personal fields (``RejectedOrder.remove_personal_data``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,14 +20,13 @@ from django.db import models, transaction
 from django.db.models import Count
 
 from orderpipe.timeutils import epoch_ms
+from orders.append_only import AppendOnlyModel, append_only_triggers
+from orders.append_only import LedgerIsAppendOnlyError as LedgerIsAppendOnlyError  # re-exported
+from orders.payloads import pretty_body_text, without_personal_fields
 from orders.validation import Rejection, safe_text
 
 logger = logging.getLogger(__name__)
 rejection_logger = logging.getLogger("orders.rejections")
-
-# Bodies beyond this are shown truncated in the admin; the stored bytes stay whole.
-DISPLAY_LIMIT = 64 * 1024
-_PRETTY_MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +167,10 @@ class RejectedOrder(models.Model):
         REVIEWED = "reviewed", "Reviewed"
         RESUBMITTED = "resubmitted", "Resubmitted"
 
+    class Redaction(models.TextChoices):
+        FIELDS = "fields", "Personal fields removed: only the order's own fields are kept"
+        WHOLE = "whole", "Removed whole: it was not a JSON object"
+
     message_id = models.CharField(max_length=255, unique=True, editable=False)
     body = models.BinaryField(editable=False, help_text="The message body exactly as received.")
     # NULL = the message carried no string id at all (it may not even be JSON).
@@ -200,6 +204,32 @@ class RejectedOrder(models.Model):
         help_text="A fixed order (JSON). It must pass validation; resubmit sends it to the queue.",
     )
     resubmitted_at = models.DateTimeField(null=True, blank=True)
+    # A duplicate_order_id row goes back only as a new order, by an explicit, recorded decision.
+    new_order_decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    new_order_decided_at = models.DateTimeField(null=True, blank=True, editable=False)
+    new_order_reason = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Why this duplicate_order_id message is a different order and not a changed "
+        "re-send of the one already counted.",
+    )
+    redacted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When personal data was removed from the body and the corrected payload "
+        "(prune_rejected after REJECTED_RETENTION_DAYS, or forget_user).",
+    )
+    redaction = models.CharField(
+        max_length=16, choices=Redaction.choices, blank=True, editable=False
+    )
 
     objects = RejectedOrderQuerySet.as_manager()
 
@@ -211,6 +241,17 @@ class RejectedOrder(models.Model):
             # found by code, read this index alone.
             models.Index(fields=["status", "received_at", "id"], name="rejected_status_time_idx"),
             models.Index(fields=["queue_name"], name="rejected_queue_idx"),
+            # prune_rejected: the rows still holding personal data, oldest first; rows leave
+            # the index once pruned, so a daily run reads only the few new ones.
+            models.Index(
+                fields=["received_at", "id"],
+                condition=models.Q(redacted_at__isnull=True),
+                name="rejected_unredacted_idx",
+            ),
+        ]
+        permissions = [
+            ("resubmit_rejectedorder", "Can resubmit a corrected rejected order to the queue"),
+            ("export_rejectedorder", "Can export rejected orders, bodies included, as CSV"),
         ]
 
     def __str__(self) -> str:
@@ -258,29 +299,27 @@ class RejectedOrder(models.Model):
     def pretty_body(self) -> str:
         return pretty_body_text(self.body_text)
 
+    def remove_personal_data(self, keep: Collection[str], now: datetime) -> bool:
+        """Strip the body and the corrected payload down to the order's own fields and the
+        top-level fields ``keep`` (``orders.payloads.without_personal_fields``; one that is
+        not a JSON object is removed whole). In memory; returns whether anything changed.
 
-def pretty_body_text(text: str) -> str:
-    """A body indented when it is JSON, else as text; numbers keep their exact digits.
-
-    Plain ``json.dumps`` would turn 19.990 into 19.99 and 1e2 into 100.0, and a dict would
-    show only the last of two equal keys, showing staff a payload that is not the one that
-    was received; every key is shown, in the order sent.
-    """
-    try:
-        doc = json.loads(
-            text,
-            parse_float=_RawNumber,
-            parse_int=_RawNumber,
-            parse_constant=_RawNumber,
-            object_pairs_hook=_Pairs,
-        )
-        pretty = _pretty(doc, 0)
-    except (ValueError, RecursionError, _TooDeepError):
-        pretty = text
-    pretty = safe_text(pretty, max_length=DISPLAY_LIMIT + 1)
-    if len(pretty) > DISPLAY_LIMIT:
-        pretty = pretty[:DISPLAY_LIMIT] + "\n… (truncated for display)"
-    return pretty
+        Ids, reasons, codes and times stay: the review history and the counts by reason do
+        not depend on who the order was for. Idempotent: a second call changes nothing.
+        """
+        stripped = without_personal_fields(self.body_text, keep)
+        body = b"" if stripped is None else stripped.encode("ascii")
+        payload = self.corrected_payload
+        if payload:
+            payload = without_personal_fields(payload, keep) or ""
+        unchanged = body == self.body_bytes and payload == self.corrected_payload
+        if unchanged and self.redacted_at is not None:
+            return False
+        self.body = body
+        self.corrected_payload = payload
+        self.redacted_at = now
+        self.redaction = self.Redaction.WHOLE if stripped is None else self.Redaction.FIELDS
+        return True
 
 
 class RejectedOrderCode(models.Model):
@@ -304,64 +343,18 @@ class RejectedOrderCode(models.Model):
         return self.code
 
 
-class _RawNumber(str):
-    """A JSON number token kept verbatim."""
-
-    __slots__ = ()
-
-
-class _Pairs(list[tuple[str, Any]]):
-    """A JSON object's (key, value) pairs as sent, duplicates included."""
-
-    __slots__ = ()
-
-
-class _TooDeepError(Exception):
-    pass
-
-
-def _pretty(value: Any, level: int) -> str:
-    if level > _PRETTY_MAX_DEPTH:
-        raise _TooDeepError
-    pad = "  " * (level + 1)
-    end = "  " * level
-    if isinstance(value, _RawNumber):
-        return str(value)
-    if isinstance(value, _Pairs):
-        if not value:
-            return "{}"
-        inner = ",\n".join(
-            f"{pad}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}" for k, v in value
-        )
-        return "{\n" + inner + "\n" + end + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        inner = ",\n".join(f"{pad}{_pretty(v, level + 1)}" for v in value)
-        return "[\n" + inner + "\n" + end + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
-class LedgerIsAppendOnlyError(Exception):
-    """Raised on any attempt to change or remove a recorded order: the ledger is the record of
-    truth the Redis aggregates are derived from, so a row, once written, stays as it was."""
-
-
-class AcceptedOrderQuerySet(models.QuerySet["AcceptedOrder"]):
-    def update(self, **kwargs: Any) -> int:
-        raise LedgerIsAppendOnlyError("ledger rows are never updated")
-
-    def delete(self) -> tuple[int, dict[str, int]]:
-        raise LedgerIsAppendOnlyError("ledger rows are never deleted")
-
-
-class AcceptedOrder(models.Model):
+class AcceptedOrder(AppendOnlyModel):
     """The ledger: every accepted order, once, as it was first recorded.
 
     Redis holds aggregates derived from these rows (``rebuild_stats`` derives them again,
     ``reconcile_stats`` checks them), and ``order_id`` is unique here forever, so a conflicting
     re-send is recognised long after its Redis mark expired. Rows are written by
-    ``orders.ledger`` only and never updated or deleted.
+    ``orders.ledger`` only and never updated or deleted (``orders.append_only``; on PostgreSQL
+    the database refuses it too).
+
+    It keeps what the figures and the orders API need, not the message: a body's other fields
+    (``shipping_address``, ``payment_method``, …) are dropped, except those a shop lists in
+    ``LEDGER_EXTRA_FIELDS``, kept in ``extra``, the one column ``forget_user`` may empty.
     """
 
     order_id = models.CharField(max_length=128, unique=True, editable=False)
@@ -377,11 +370,16 @@ class AcceptedOrder(models.Model):
     fingerprint = models.CharField(max_length=80, editable=False)
     message_id = models.CharField(max_length=255, editable=False)
     received_at = models.DateTimeField(editable=False, help_text="When it was first recorded.")
-    body = models.TextField(editable=False, help_text="The message body exactly as received.")
+    extra = models.JSONField(
+        default=dict,
+        editable=False,
+        help_text="The body's fields listed in LEDGER_EXTRA_FIELDS (none by default), numbers "
+        "with a fraction or exponent as their exact text.",
+    )
 
-    objects = AcceptedOrderQuerySet.as_manager()
-
-    class Meta:
+    class Meta(AppendOnlyModel.Meta):
+        # extra may hold personal data (a shop's choice): forget_user may empty it.
+        triggers = append_only_triggers(erasable=("extra",))
         ordering = ["-ordered_at", "-order_id"]
         indexes = [
             # /users/{id}/orders: one user's orders, newest first, ties by order_id.
@@ -396,14 +394,3 @@ class AcceptedOrder(models.Model):
 
     def __str__(self) -> str:
         return self.order_id
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise LedgerIsAppendOnlyError("ledger rows are never updated")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        raise LedgerIsAppendOnlyError("ledger rows are never deleted")
-
-    def pretty_body(self) -> str:
-        return pretty_body_text(self.body)

@@ -1152,6 +1152,39 @@ def validate_message(
     return result
 
 
+def kept_fields(body: bytes | str, names: Collection[str]) -> dict[str, Any]:
+    """The top-level fields ``names`` of an order's body, as JSON any database can store.
+
+    What the ledger keeps of a message besides the order itself (``LEDGER_EXTRA_FIELDS``):
+    numbers with a fraction or an exponent as their exact text (as item prices are kept, so
+    ``19.990`` stays ``19.990``), text made storable (``safe_text``). Fields the body lacks are
+    left out; a body that is not a JSON object gives ``{}``.
+    """
+    if not names:
+        return {}
+    text, problem = _decode(body)
+    if problem is not None:
+        return {}
+    doc, problem = _parse(text)
+    if problem is not None or not isinstance(doc, dict):
+        return {}
+    return {name: _storable(doc[name]) for name in names if name in doc}
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, JSONNumber | UnrepresentableNumber):
+        return value.token
+    if isinstance(value, Decimal):  # an integer too long for int()
+        return str(value)
+    if isinstance(value, str):
+        return safe_text(value, MAX_BODY_BYTES)
+    if isinstance(value, dict):
+        return {safe_text(k, MAX_BODY_BYTES): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value  # int, bool, None
+
+
 def _validate(
     body: Any,
     attributes: Mapping[str, str] | None,

@@ -26,7 +26,7 @@ def test_an_undated_corrected_order_counts_on_the_day_it_was_first_sent(
 
     from orders.consumer import Consumer
 
-    fixed = fix(rows["mismatch"], mocked_queue, order_id="ORD-LATE", order_timestamp=None)
+    fixed = fix(rows["mismatch"], mocked_queue, order_timestamp=None)  # its own ids
     run_action(admin_client, "resubmit_corrected", [fixed])
 
     result = Consumer(mocked_queue, fake_store, wait_time=0).process_batch()

@@ -38,6 +38,8 @@ SETTINGS_VARIABLES = (
     "SQS_VISIBILITY_TIMEOUT",
     "SQS_MAX_RECEIVE_COUNT",
     "ORDER_DEDUP_TTL",
+    "LEDGER_EXTRA_FIELDS",
+    "REJECTED_RETENTION_DAYS",
     "STATS_MAX_RANGE_DAYS",
     "STATS_API_AUTH",
     "STATS_THROTTLE_RATE",
@@ -100,6 +102,7 @@ def assert_clean_config_error(result: subprocess.CompletedProcess[str], expected
         ({"REDIS_PORT": "70000"}, "REDIS_PORT=70000 is above the maximum 65535"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' must be one of"),
         ({"ORDER_DEDUP_TTL": "-1"}, "ORDER_DEDUP_TTL=-1 is below the minimum 0"),
+        ({"REJECTED_RETENTION_DAYS": "0"}, "REJECTED_RETENTION_DAYS=0 is below the minimum 1"),
         ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER='maybe' is not a boolean"),
         ({"REDIS_SHARDS": "0"}, "REDIS_SHARDS=0 is below the minimum 1"),
         ({"REDIS_SHARDS": "257"}, "REDIS_SHARDS=257 is above the maximum 256"),
@@ -115,6 +118,20 @@ def test_malformed_value_is_a_one_line_error_naming_the_variable(
     tmp_path: Path, env: dict[str, str], expected: str
 ) -> None:
     assert_clean_config_error(manage(tmp_path, "check", **env), expected)
+
+
+def test_the_ledger_keeps_no_extra_field_unless_listed(tmp_path: Path) -> None:
+    code = (
+        "from django.conf import settings; "
+        "print(settings.LEDGER_EXTRA_FIELDS, settings.REJECTED_RETENTION_DAYS)"
+    )
+    default = manage(tmp_path, "shell", "-c", code)
+    listed = manage(
+        tmp_path, "shell", "-c", code,
+        LEDGER_EXTRA_FIELDS=" channel, coupon_code ,", REJECTED_RETENTION_DAYS="7",
+    )  # fmt: skip
+    assert last_line(default.stdout) == "[] 30", default.stderr
+    assert last_line(listed.stdout) == "['channel', 'coupon_code'] 7", listed.stderr
 
 
 def test_missing_secret_key_refuses_to_start_when_debug_is_off(tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ class AcceptedOrderSerializer(serializers.Serializer[AcceptedOrder]):
     )
     items = ItemSerializer(many=True)
     received_at = serializers.DateTimeField(help_text="When the ledger first recorded it (UTC).")
+    extra = serializers.DictField(
+        help_text="The message's fields listed in LEDGER_EXTRA_FIELDS (empty by default: the "
+        "ledger keeps no personal data such as shipping_address); numbers with a fraction or "
+        "exponent as their exact text."
+    )
 
 
 class ReasonSerializer(serializers.Serializer[dict[str, Any]]):

@@ -40,8 +40,10 @@ from orders.models import AcceptedOrder, RejectedOrder
 # send thousands); rejection_count still tells how many there are.
 MAX_REJECTIONS_SHOWN = 100
 
-# What an answer shows: not the raw body (up to 256 KiB), so a page of 100 stays small.
-SERVED_FIELDS = ("order_id", "user_id", "value_cents", "ordered_at", "items", "received_at")
+# What an answer shows: every column but the SQS envelope's (message_id, fingerprint).
+SERVED_FIELDS = (
+    "order_id", "user_id", "value_cents", "ordered_at", "items", "received_at", "extra"
+)  # fmt: skip
 
 ORDERS_ERRORS: dict[int, OpenApiResponse] = {
     **PROTECTED_ERRORS,

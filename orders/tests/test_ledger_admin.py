@@ -139,14 +139,30 @@ def test_the_change_view_shows_every_field_read_only(admin_client: Client, ledge
         "msg-ORD-1",
         "P042",
         "69.99",
-        "&quot;shipping_address&quot;: &quot;123 Main St, Springfield&quot;",
+        "none (LEDGER_EXTRA_FIELDS lists the body fields kept here)",
     ):
         assert text in html  # fmt: skip
     order = AcceptedOrder.objects.get(order_id="ORD-1")
     assert order.fingerprint in html
+    assert "123 Main St" not in html  # the ledger keeps no body, so no shipping_address
+    assert "CreditCard" not in html
 
 
-def test_the_body_is_escaped_and_keeps_its_digits(admin_client: Client) -> None:
+def test_the_change_view_shows_the_extra_fields_a_shop_keeps(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.LEDGER_EXTRA_FIELDS = ["channel", "coupon"]
+    body = body_of(valid_doc() | {"channel": "<b>web</b>"})
+    accept(body[:-1] + ', "coupon": 1.50}')  # a number spelled as json.dumps would not
+
+    html = admin_client.get(change_url("ORD1000")).content.decode()
+
+    assert "&quot;channel&quot;: &quot;&lt;b&gt;web&lt;/b&gt;&quot;" in html
+    assert "&quot;coupon&quot;: &quot;1.50&quot;" in html  # exact text, not the float 1.5
+    assert "123 Main St" not in html
+
+
+def test_ids_are_escaped_and_prices_keep_their_digits(admin_client: Client) -> None:
     accept('{"order_id": "<script>alert(1)</script>", "user_id": "</pre><b>", '
            '"order_value": 0.30, "items": [{"quantity": 3, "price_per_unit": 0.100}]}')  # fmt: skip
 
@@ -155,7 +171,7 @@ def test_the_body_is_escaped_and_keeps_its_digits(admin_client: Client) -> None:
     assert "<script>alert(1)</script>" not in html
     assert "</pre><b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "&quot;price_per_unit&quot;: 0.100" in html  # the pretty body, digits as sent
+    assert "<td>0.100</td>" in html  # the item's price, digits as sent
 
 
 def test_add_change_and_delete_are_refused_to_a_superuser(
@@ -225,7 +241,7 @@ def test_the_changelist_takes_the_same_queries_for_10_or_200_rows(
             AcceptedOrder(
                 order_id=f"B{i:04}", user_id=f"U{i % 7}", value_cents=i,
                 ordered_at=at + timedelta(minutes=i), day=at.date(), items=[],
-                fingerprint="f", message_id=f"m{i}", received_at=at, body="{}",
+                fingerprint="f", message_id=f"m{i}", received_at=at,
             )
             for i in range(start, start + n)
         ]  # fmt: skip
@@ -240,4 +256,5 @@ def test_the_changelist_takes_the_same_queries_for_10_or_200_rows(
     assert len(listed(response)) == 100
     page = [q["sql"] for q in large.captured_queries if "LIMIT 100" in q["sql"]]
     assert len(page) == 1
-    assert '"body"' not in page[0]  # raw bodies (up to 256 KiB each) stay in the database
+    assert '"extra"' not in page[0]  # JSON the list does not show stays in the database
+    assert '"items"' not in page[0]

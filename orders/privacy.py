@@ -1,0 +1,122 @@
+"""Personal data: how long rejected messages keep it, and erasing one user's on request.
+
+Personal is whatever a message holds besides the order itself (ids, value, time, currency,
+items: ``orders.payloads.ORDER_FIELDS``): ``shipping_address``, ``payment_method``, and any
+field a producer adds. Where it can be, and what each path does:
+
+- the ledger keeps only the fields a shop lists in ``LEDGER_EXTRA_FIELDS`` (``extra``; none by
+  default); ``forget_user`` empties them, the only change a ledger row allows;
+- a rejected message keeps its body and corrected payload as received for
+  ``REJECTED_RETENTION_DAYS``; then ``prune_rejected`` strips them to the order's fields and
+  the ``LEDGER_EXTRA_FIELDS`` (a body that is not a JSON object is removed whole), and
+  ``forget_user`` strips them to the order's fields at once and empties the staff note;
+- Redis holds ids and amounts only (the figures), the admin's history (``LogEntry``) an
+  object's ids and the names of the fields staff changed, never their values: neither is
+  touched.
+
+Ids, amounts, reasons, codes and times stay everywhere: the figures, the counts by reason
+and the review history do not depend on who an order was for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from orders import ledger
+from orders.models import RejectedOrder
+
+logger = logging.getLogger(__name__)
+
+_REDACTED_FIELDS = ["body", "corrected_payload", "redacted_at", "redaction"]
+_ROW_FIELDS = ("pk", "body", "corrected_payload", "staff_note", "redacted_at", "redaction")
+
+
+def prune_rejected_batch(
+    cutoff: datetime, batch_size: int = 1000, now: datetime | None = None, using: str = "default"
+) -> int:
+    """Strip the personal data of up to ``batch_size`` rejected messages received before
+    ``cutoff`` that still hold it (oldest first); returns how many (0: none left).
+
+    One transaction per batch, so a stopped run keeps what it did and a lock is held briefly;
+    rows another run holds are skipped (PostgreSQL), so two runs never wait on each other.
+    The rows come from an index that holds only the rows not yet stripped.
+    """
+    now = now or timezone.now()
+    keep = settings.LEDGER_EXTRA_FIELDS
+    with transaction.atomic(using=using):
+        rows = list(
+            RejectedOrder.objects.using(using)
+            .select_for_update(skip_locked=True)
+            .filter(redacted_at__isnull=True, received_at__lt=cutoff)
+            .order_by("received_at", "pk")
+            .only(*_ROW_FIELDS)[:batch_size]
+        )
+        for row in rows:
+            row.remove_personal_data(keep, now)
+        RejectedOrder.objects.using(using).bulk_update(rows, _REDACTED_FIELDS)
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What ``forget_user`` changed (counts only: the data itself is gone)."""
+
+    user_id: str
+    ledger_rows: int
+    rejected_rows: int
+    staff_notes: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ledger_rows or self.rejected_rows or self.staff_notes)
+
+
+def forget_user(
+    user_id: str, now: datetime | None = None, batch_size: int = 1000, using: str = "default"
+) -> Erasure:
+    """Erase ``user_id``'s personal data everywhere it is kept (modelled on Shopify's
+    ``customers/redact``); the orders, their amounts and every figure stay. Idempotent: a
+    second call finds nothing and reports zeros. Logged at INFO, counts only.
+
+    Rejected messages are found by the ``user_id`` read from them; one so broken that no
+    ``user_id`` could be read is not found here, and loses its personal data with its
+    retention (``prune_rejected``).
+    """
+    now = now or timezone.now()
+    with transaction.atomic(using=using):
+        ledger_rows = ledger.erase_extra(user_id, using=using)
+    rejected_rows = staff_notes = 0
+    last_pk = 0
+    while True:
+        with transaction.atomic(using=using):
+            rows = list(
+                RejectedOrder.objects.using(using)
+                .select_for_update()
+                .filter(user_id=user_id, pk__gt=last_pk)
+                .order_by("pk")
+                .only(*_ROW_FIELDS)[:batch_size]
+            )
+            if not rows:
+                break
+            last_pk = rows[-1].pk
+            changed = [row for row in rows if row.remove_personal_data((), now)]
+            noted = [row for row in rows if row.staff_note]
+            for row in noted:
+                row.staff_note = ""
+            RejectedOrder.objects.using(using).bulk_update(changed, _REDACTED_FIELDS)
+            RejectedOrder.objects.using(using).bulk_update(noted, ["staff_note"])
+        rejected_rows += len(changed)
+        staff_notes += len(noted)
+    erasure = Erasure(user_id, ledger_rows, rejected_rows, staff_notes)
+    logger.info(
+        "forget_user user_id=%s: extra fields emptied on %d ledger rows, personal data "
+        "removed from %d rejected messages, %d staff notes emptied",
+        user_id, ledger_rows, rejected_rows, staff_notes,
+    )  # fmt: skip
+    return erasure
