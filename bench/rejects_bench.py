@@ -5,16 +5,19 @@
 
 Creates its own PostgreSQL database (``orderpipe_rejects_bench`` on ``--server``, dropped at
 the end unless ``--keep``), migrates it to just before RejectedOrderCode existed, bulk-loads
-``--rows`` RejectedOrder rows in SQL (1-3 reason codes each, a 300-byte body, 90 days of
-receipts, 70% new / 20% reviewed / 10% resubmitted), then times the upgrade migration that
-creates and fills RejectedOrderCode (what an existing deployment runs), runs VACUUM ANALYZE,
-starts its own Redis and moto SQS server, then times (median of ``--rounds`` interleaved
-rounds, after a warm-up):
-  - the summary by reason and status (``orders.admin.reason_summary``) over every row, which
-    ``pipeline_status`` and the dashboard show, and over a filtered changelist;
-  - the LIKE '%,code,%' aggregate it replaced, over the same rows;
-  - ``manage.py pipeline_status --json`` end to end (SQS, Redis and the database);
-  - the staff dashboard page and the admin changelist pages, rendered by Django's test client.
+``--rows`` RejectedOrder rows in SQL (1-3 reason codes each, a ~300-byte JSON body with a
+``shipping_address``, 90 days of receipts, 70% new / 20% reviewed / 10% resubmitted), then times
+the upgrade migration that creates and fills RejectedOrderCode (what an existing deployment
+runs) and the later ones, runs VACUUM ANALYZE, starts its own Redis and moto SQS server, then
+  - streams the CSV export of every row through the admin (``export/``), once for its time and
+    the growth of the process's peak RSS, once under ``tracemalloc`` for the peak of Python
+    allocations (what must stay bounded: the old export built the whole file in memory);
+  - times (median of ``--rounds`` interleaved rounds, after a warm-up) the summary by reason
+    and status (``orders.admin.reason_summary``) over every row, which ``pipeline_status`` and
+    the dashboard show, and over a filtered changelist; the LIKE '%,code,%' aggregate it
+    replaced; ``manage.py pipeline_status --json`` end to end (SQS, Redis and the database);
+    the staff dashboard page and the admin changelist pages, rendered by Django's test client;
+  - last, ``prune_rejected`` over the rows past the 30-day retention (about two thirds).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import warnings
 from collections.abc import Callable
 from io import StringIO
@@ -90,15 +95,20 @@ def load(rows: int) -> None:
             INSERT INTO orders_rejectedorder (
                 message_id, body, order_id, user_id, reasons, reason_codes, queue_name,
                 received_at, sent_at, receive_count, status, staff_note, corrected_payload)
-            SELECT 'msg-' || g, convert_to(repeat('x', 300), 'UTF8'), 'ORD' || g,
+            SELECT 'msg-' || g,
+                   convert_to('{{"order_id": "ORD' || g || '", "user_id": "U' || (g %% 50000)
+                       || '", "order_value": 19.99, "items": [{{"product_id": "P1", '
+                       || '"quantity": 1, "price_per_unit": 19.99}}], "shipping_address": "'
+                       || repeat('x', 110) || '", "payment_method": "CreditCard"}}', 'UTF8'),
+                   'ORD' || g,
                    'U' || (g %% 50000),
                    jsonb_build_array(jsonb_build_object(
                        'code', c.first, 'field', 'body', 'message', repeat('m', 60))),
                    ',' || array_to_string(ARRAY(
                        SELECT DISTINCT unnest(c.picked) ORDER BY 1), ',') || ',',
                    'orders',
-                   now() - (g %% 7776000) * interval '1 second',
-                   now() - (g %% 7776000) * interval '1 second',
+                   now() - ((g * 7919) %% 7776000) * interval '1 second',
+                   now() - ((g * 7919) %% 7776000) * interval '1 second',
                    1,
                    CASE WHEN g %% 10 < 7 THEN 'new' WHEN g %% 10 < 9 THEN 'reviewed'
                         ELSE 'resubmitted' END,
@@ -206,8 +216,11 @@ def run(args: argparse.Namespace) -> int:
     call_command("migrate", "orders", before[1], verbosity=0)  # back to the release before
     load(args.rows)
     started = time.perf_counter()
-    call_command("migrate", verbosity=0)
+    call_command("migrate", "orders", with_codes[1], verbosity=0)
     upgrade_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    later_seconds = time.perf_counter() - started
     vacuum()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -224,6 +237,25 @@ def run(args: argparse.Namespace) -> int:
     admin = get_user_model().objects.create_superuser("bench", password="x")
     client = Client()
     client.force_login(admin)
+
+    def export() -> int:
+        """Bytes of the CSV of every row, read chunk by chunk as a web server sends them."""
+        response = client.get("/admin/orders/rejectedorder/export/")
+        assert response.status_code == 200 and response.streaming
+        size = sum(len(chunk) for chunk in response.streaming_content)
+        response.close()
+        return size
+
+    client.get("/admin/orders/rejectedorder/")  # warm-up: imports, templates, connection
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    csv_bytes = export()
+    export_seconds = time.perf_counter() - started
+    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    tracemalloc.start()
+    export()
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
 
     def like_summary() -> object:
         return RejectedOrder.objects.aggregate(
@@ -258,7 +290,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{version.split(' on ')[0]}, shared_buffers {buffers}, work_mem {work_mem}")
     print(
         f"migration {with_codes[1]} (indexes, {code_rows:,} RejectedOrderCode rows): "
-        f"{upgrade_seconds:.1f}s; RejectedOrder {rows_size}, RejectedOrderCode {codes_size}"
+        f"{upgrade_seconds:.1f}s, the later ones {later_seconds:.1f}s; "
+        f"RejectedOrder {rows_size}, RejectedOrderCode {codes_size}"
+    )
+    print(
+        f"CSV export of {args.rows:,} rows ({csv_bytes / 2**20:,.0f} MiB): {export_seconds:.1f}s "
+        f"({args.rows / export_seconds:,.0f} rows/s); peak RSS grew {rss_growth / 1024:,.1f} MiB; "
+        f"peak of Python allocations while streaming {traced_peak / 2**20:,.1f} MiB"
     )
     print(f"median of {args.rounds} rounds after a warm-up, ms (min-max):")
     for name, samples in timed(cases, args.rounds).items():
@@ -266,6 +304,15 @@ def run(args: argparse.Namespace) -> int:
             f"  {name:<55}{statistics.median(samples):>9.1f}"
             f"   ({min(samples):.1f}-{max(samples):.1f})"
         )
+    out = StringIO()
+    started = time.perf_counter()
+    call_command("prune_rejected", stdout=out)
+    prune_seconds = time.perf_counter() - started
+    print(f"{out.getvalue().strip()} in {prune_seconds:.1f}s")
+    out = StringIO()
+    started = time.perf_counter()
+    call_command("prune_rejected", stdout=out)
+    print(f"again, nothing to do: {(time.perf_counter() - started) * 1000:.0f} ms")
     return 0
 
 

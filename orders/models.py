@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.db.models import Count
 
 from orderpipe.timeutils import epoch_ms
@@ -27,6 +27,9 @@ from orders.validation import Rejection, safe_text
 
 logger = logging.getLogger(__name__)
 rejection_logger = logging.getLogger("orders.rejections")
+
+# What removing a message's personal data changes (RejectedOrder.remove_personal_data).
+_REDACTED_FIELDS = ("body", "corrected_payload", "redacted_at", "redaction")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,26 @@ class RejectedOrderQuerySet(models.QuerySet["RejectedOrder"]):
             )
         return [row.message_id for row in new_rows]
 
+    def store_redactions(self, rows: Sequence[RejectedOrder]) -> None:
+        """Write what ``remove_personal_data`` changed on ``rows``: one statement run for
+        every row (``executemany``; psycopg pipelines it). ``bulk_update`` built a CASE per
+        field and row, 3 ms of CPU per row (prune_rejected on a million rows: an hour)."""
+        if not rows:
+            return
+        connection = connections[self.db]
+        fields = [self.model._meta.get_field(name) for name in _REDACTED_FIELDS]
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        # Only identifiers from the model's meta are formatted into the SQL.
+        sql = f"UPDATE {quote(self.model._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
+        params = [
+            [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+            + [row.pk]
+            for row in rows
+        ]
+        with transaction.atomic(using=self.db, savepoint=False), connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
     def with_code(self, code: str) -> RejectedOrderQuerySet:
         """Rows rejected (among other reasons) for ``code``: an indexed lookup of the codes."""
         return self.filter(code_rows__code=code)
@@ -201,7 +224,8 @@ class RejectedOrder(models.Model):
     staff_note = models.TextField(blank=True)
     corrected_payload = models.TextField(
         blank=True,
-        help_text="A fixed order (JSON). It must pass validation; resubmit sends it to the queue.",
+        help_text="A fixed order (JSON): it must pass validation and keep the message's "
+        "user_id and order_id; resubmit sends it to the queue.",
     )
     resubmitted_at = models.DateTimeField(null=True, blank=True)
     # A duplicate_order_id row goes back only as a new order, by an explicit, recorded decision.

@@ -33,7 +33,6 @@ from orders.models import RejectedOrder
 
 logger = logging.getLogger(__name__)
 
-_REDACTED_FIELDS = ["body", "corrected_payload", "redacted_at", "redaction"]
 _ROW_FIELDS = ("pk", "body", "corrected_payload", "staff_note", "redacted_at", "redaction")
 
 
@@ -59,7 +58,7 @@ def prune_rejected_batch(
         )
         for row in rows:
             row.remove_personal_data(keep, now)
-        RejectedOrder.objects.using(using).bulk_update(rows, _REDACTED_FIELDS)
+        RejectedOrder.objects.using(using).store_redactions(rows)
     return len(rows)
 
 
@@ -109,7 +108,7 @@ def forget_user(
             noted = [row for row in rows if row.staff_note]
             for row in noted:
                 row.staff_note = ""
-            RejectedOrder.objects.using(using).bulk_update(changed, _REDACTED_FIELDS)
+            RejectedOrder.objects.using(using).store_redactions(changed)
             RejectedOrder.objects.using(using).bulk_update(noted, ["staff_note"])
         rejected_rows += len(changed)
         staff_notes += len(noted)
