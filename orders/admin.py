@@ -488,7 +488,9 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
 
     def export_view(self, request: HttpRequest) -> HttpResponse:
         """Every row the changelist shows (its filters and search, all pages) as CSV."""
-        if not self.has_export_permission(request):
+        if not (
+            self.has_view_or_change_permission(request) and self.has_export_permission(request)
+        ):
             raise PermissionDenied
         try:
             changelist = self.get_changelist_instance(request)
@@ -670,6 +672,7 @@ _CSV_HEADER = (
     "reviewed_at",
     "resubmitted_at",
     "staff_note",
+    "redacted_at",
     "body",
 )
 
@@ -697,6 +700,7 @@ def _csv_rows(rows: Iterable[RejectedOrder]) -> Iterable[list[str]]:
                 row.reviewed_at.isoformat() if row.reviewed_at else "",
                 row.resubmitted_at.isoformat() if row.resubmitted_at else "",
                 row.staff_note,
+                row.redacted_at.isoformat() if row.redacted_at else "",
                 row.body_text,
             )
         ]
