@@ -319,6 +319,12 @@ def snapshot(using: str = "default") -> Iterator[None]:
         yield
 
 
+def user_order_ids(user_id: str, using: str = "default") -> Iterator[str]:
+    """The ids of ``user_id``'s orders (``ledger_user_time_idx``), streamed."""
+    rows = AcceptedOrder.objects.using(using).filter(user_id=user_id).order_by()
+    return rows.values_list("order_id", flat=True).iterator(chunk_size=5_000)
+
+
 def erase_extra(user_id: str, using: str = "default") -> int:
     """Empty the extra fields (``LEDGER_EXTRA_FIELDS``) of ``user_id``'s orders; returns how
     many rows held any, so a second call returns 0.

@@ -19,9 +19,13 @@ from orders.validation import safe_text
 DISPLAY_LIMIT = 64 * 1024
 _PRETTY_MAX_DEPTH = 64
 
-# What stays of a payload once its personal data is removed: the order itself (what the
-# reasons speak of and what a resubmission needs), never who it goes to or how it was paid.
-ORDER_FIELDS = ("order_id", "user_id", "order_timestamp", "order_value", "currency", "items")
+# What stays of a payload once its personal data is removed: the order itself, or the refund
+# or cancellation (what the reasons speak of and what a resubmission needs), never who it goes
+# to or how it was paid. A refund's free-text ``reason`` is not kept: it may name a person.
+ORDER_FIELDS = (
+    "type", "order_id", "user_id", "order_timestamp", "order_value", "currency", "items",
+    "event_id", "occurred_at", "amount",
+)  # fmt: skip
 ITEM_FIELDS = ("product_id", "quantity", "price_per_unit")
 
 

@@ -20,12 +20,14 @@ and the review history do not depend on who an order was for.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from orders import ledger
@@ -83,35 +85,24 @@ def forget_user(
     ``customers/redact``); the orders, their amounts and every figure stay. Idempotent: a
     second call finds nothing and reports zeros. Logged at INFO, counts only.
 
-    Rejected messages are found by the ``user_id`` read from them; one so broken that no
-    ``user_id`` could be read is not found here, and loses its personal data with its
+    Rejected messages are found by the ``user_id`` read from them, and refunds or
+    cancellations (which carry no ``user_id``) by the ids of the user's orders. One so broken
+    that neither could be read is not found here, and loses its personal data with its
     retention (``prune_rejected``).
     """
     now = now or timezone.now()
     with transaction.atomic(using=using):
         ledger_rows = ledger.erase_extra(user_id, using=using)
-    rejected_rows = staff_notes = 0
-    last_pk = 0
-    while True:
-        with transaction.atomic(using=using):
-            rows = list(
-                RejectedOrder.objects.using(using)
-                .select_for_update()
-                .filter(user_id=user_id, pk__gt=last_pk)
-                .order_by("pk")
-                .only(*_ROW_FIELDS)[:batch_size]
-            )
-            if not rows:
-                break
-            last_pk = rows[-1].pk
-            changed = [row for row in rows if row.remove_personal_data((), now)]
-            noted = [row for row in rows if row.staff_note]
-            for row in noted:
-                row.staff_note = ""
-            RejectedOrder.objects.using(using).store_redactions(changed)
-            RejectedOrder.objects.using(using).bulk_update(noted, ["staff_note"])
-        rejected_rows += len(changed)
-        staff_notes += len(noted)
+    rejected = RejectedOrder.objects.using(using)
+    rejected_rows, staff_notes = _erase_rejected(
+        rejected.filter(user_id=user_id), now, batch_size, using
+    )
+    order_ids = ledger.user_order_ids(user_id, using=using)
+    while chunk := list(itertools.islice(order_ids, batch_size)):
+        events = rejected.filter(user_id__isnull=True, order_id__in=chunk)
+        changed, notes = _erase_rejected(events, now, batch_size, using)
+        rejected_rows += changed
+        staff_notes += notes
     erasure = Erasure(user_id, ledger_rows, rejected_rows, staff_notes)
     logger.info(
         "forget_user user_id=%s: extra fields emptied on %d ledger rows, personal data "
@@ -119,3 +110,31 @@ def forget_user(
         user_id, ledger_rows, rejected_rows, staff_notes,
     )  # fmt: skip
     return erasure
+
+
+def _erase_rejected(
+    rows: QuerySet[RejectedOrder], now: datetime, batch_size: int, using: str
+) -> tuple[int, int]:
+    """Strip ``rows`` to the order's fields and empty their staff notes, a batch per
+    transaction; returns (rows whose payloads changed, staff notes emptied)."""
+    rejected_rows = staff_notes = 0
+    last_pk = 0
+    while True:
+        with transaction.atomic(using=using):
+            batch = list(
+                rows.select_for_update()
+                .filter(pk__gt=last_pk)
+                .order_by("pk")
+                .only(*_ROW_FIELDS)[:batch_size]
+            )
+            if not batch:
+                return rejected_rows, staff_notes
+            last_pk = batch[-1].pk
+            changed = [row for row in batch if row.remove_personal_data((), now)]
+            noted = [row for row in batch if row.staff_note]
+            for row in noted:
+                row.staff_note = ""
+            RejectedOrder.objects.using(using).store_redactions(changed)
+            RejectedOrder.objects.using(using).bulk_update(noted, ["staff_note"])
+        rejected_rows += len(changed)
+        staff_notes += len(noted)

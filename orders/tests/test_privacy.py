@@ -307,3 +307,21 @@ def test_the_migration_keeps_the_listed_fields_of_old_bodies_then_drops_the_bodi
     assert "body" not in {column.name for column in table}
     text = " ".join(str(value) for value in stored_row("O1").values())
     assert [p for p in PERSONAL if p in text] == []
+
+
+def test_forget_user_finds_the_refunds_of_the_users_orders(two_users: None) -> None:
+    def refund(order_id: str) -> str:
+        return json.dumps({
+            "type": "order.refunded", "event_id": f"E-{order_id}", "order_id": order_id,
+            "amount": -5, "reason": "Jane Doe, 12 Elm St: parcel lost",
+        })  # fmt: skip
+
+    rejected("r-anna-refund", refund("O1"), RECENT)
+    rejected("r-ben-refund", refund("O3"), RECENT)
+
+    output = forget("U-ANNA")
+
+    assert "personal data removed from 2 rejected message(s)" in output
+    anna = json.loads(RejectedOrder.objects.get(message_id="r-anna-refund").body_bytes)
+    assert anna == {"type": "order.refunded", "order_id": "O1", "event_id": "E-O1", "amount": -5}
+    assert "Jane Doe" in RejectedOrder.objects.get(message_id="r-ben-refund").body_text
