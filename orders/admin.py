@@ -29,7 +29,13 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -317,17 +323,19 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         obj: RejectedOrder | None = None,
         change: bool = False,
         **kwargs: Any,
-    ) -> type[ModelForm]:
+    ) -> type[ModelForm[RejectedOrder]]:
         if self._can_decide(request, obj):
             kwargs["form"] = NewOrderDecisionForm
         return super().get_form(request, obj, change=change, **kwargs)
 
     def save_model(
-        self, request: HttpRequest, obj: RejectedOrder, form: ModelForm, change: bool
+        self, request: HttpRequest, obj: RejectedOrder, form: ModelForm[RejectedOrder], change: bool
     ) -> None:
         """Records a decision to count a duplicate as a new order: who, when, why; logged."""
         if form.cleaned_data.get("count_as_new_order"):
-            obj.new_order_decided_by = request.user
+            # The admin site lets only a logged-in staff user in; the override keeps Django's
+            # signature (HttpRequest), whose user may be anonymous.
+            obj.new_order_decided_by = cast(User, request.user)
             obj.new_order_decided_at = timezone.now()
             obj.new_order_reason = form.cleaned_data["decision_reason"].strip()
             logger.warning(
@@ -362,8 +370,8 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         return response
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
+        self, request: HttpRequest, queryset: QuerySet[RejectedOrder], search_term: str
+    ) -> tuple[QuerySet[RejectedOrder], bool]:
         """An exact message_id or user_id, or an order_id or how it begins: each an index
         (the unique message_id, ``order_id``'s and on PostgreSQL its ``varchar_pattern_ops``
         twin, ``user_id``'s), never the ``icontains`` scan of a million rows."""
@@ -486,7 +494,7 @@ class RejectedOrderAdmin(admin.ModelAdmin[RejectedOrder]):
         )
         return [export, *super().get_urls()]
 
-    def export_view(self, request: HttpRequest) -> HttpResponse:
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """Every row the changelist shows (its filters and search, all pages) as CSV."""
         if not (
             self.has_view_or_change_permission(request) and self.has_export_permission(request)

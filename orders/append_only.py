@@ -30,7 +30,7 @@ the application never uses, is as deliberate a bypass as dropping it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import pgtrigger
 from django.db import models
@@ -41,7 +41,10 @@ class LedgerIsAppendOnlyError(Exception):
     truth the Redis aggregates are derived from, so a row, once written, stays as it was."""
 
 
-class AppendOnlyQuerySet(models.QuerySet):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class AppendOnlyQuerySet(models.QuerySet[_M]):
     def update(self, **kwargs: Any) -> int:
         raise LedgerIsAppendOnlyError("ledger rows are never updated")
 
@@ -79,7 +82,7 @@ class NotAnErasure(pgtrigger.Condition):
         return "NOT (" + " AND ".join(checks) + ")"
 
 
-_REFUSE = pgtrigger.Func(
+_REFUSE = (
     "RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP "
     "USING ERRCODE = 'integrity_constraint_violation', "
     "HINT = 'Recorded rows are never changed or removed; only forget_user may empty "

@@ -17,7 +17,14 @@ from django.utils import timezone
 
 from orders.commit import RECORDED_TYPES
 from orders.models import AcceptedOrder, RejectedOrder
-from orders.validation import DUPLICATE_ORDER_ID, Order, Rejection, safe_text, validate_message
+from orders.validation import (
+    DUPLICATE_ORDER_ID,
+    Event,
+    Order,
+    Rejection,
+    safe_text,
+    validate_message,
+)
 
 
 def payload_errors(
@@ -38,17 +45,21 @@ def payload_errors(
     return [] if row is None else _identity_errors(result, row, new_order_decided)
 
 
-def _identity_errors(order: Order, row: RejectedOrder, new_order_decided: bool) -> list[str]:
-    if row.order_id is None or row.user_id is None:
+def _identity_errors(
+    order: Order | Event, row: RejectedOrder, new_order_decided: bool
+) -> list[str]:
+    # An event (refund, cancellation) names no user: its order_id is its identity.
+    user_id = order.user_id if isinstance(order, Order) else None
+    if row.order_id is None or (user_id is not None and row.user_id is None):
         return [
             "order_id, user_id: the rejected message has no readable order_id or user_id, and a "
             "corrected order must keep both; its producer has to send this order again."
         ]
     errors = []
-    if order.user_id != row.user_id:
+    if user_id is not None and user_id != row.user_id:
         errors.append(
             f"user_id: a corrected order keeps the rejected message's user_id "
-            f"{safe_text(row.user_id, 80)!r}, not {safe_text(order.user_id, 80)!r}."
+            f"{safe_text(row.user_id or '', 80)!r}, not {safe_text(user_id, 80)!r}."
         )
     original = safe_text(row.order_id, 80)
     if DUPLICATE_ORDER_ID not in row.codes:
@@ -90,7 +101,8 @@ class RejectedOrderForm(forms.ModelForm[RejectedOrder]):
         }
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         deciding = cleaned.get("count_as_new_order", False)
         payload = cleaned.get("corrected_payload", "")
         if payload.strip() and "corrected_payload" not in self.errors:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, models, transaction
@@ -152,9 +152,14 @@ class RejectedOrderQuerySet(models.QuerySet["RejectedOrder"]):
         if not rows:
             return
         connection = connections[self.db]
-        fields = [self.model._meta.get_field(name) for name in _REDACTED_FIELDS]
+        # Plain columns, each with a column name, which the types of get_field (a field or a
+        # relation) and of Field.column (None for a field without one) cannot tell.
+        fields = [
+            cast(models.Field[Any, Any], self.model._meta.get_field(name))
+            for name in _REDACTED_FIELDS
+        ]
         quote = connection.ops.quote_name
-        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        assignments = ", ".join(f"{quote(cast(str, field.column))} = %s" for field in fields)
         # Only identifiers from the model's meta are formatted into the SQL.
         sql = f"UPDATE {quote(self.model._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
         params = [

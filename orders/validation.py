@@ -1162,8 +1162,8 @@ def kept_fields(body: bytes | str, names: Collection[str]) -> dict[str, Any]:
     """
     if not names:
         return {}
-    text, problem = _decode(body)
-    if problem is not None:
+    text = _decode(body)
+    if isinstance(text, Reason):
         return {}
     doc, problem = _parse(text)
     if problem is not None or not isinstance(doc, dict):

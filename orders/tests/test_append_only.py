@@ -38,7 +38,7 @@ def raw(sql: str, params: list[Any] | None = None) -> int:
     """One statement through a plain cursor, in a savepoint (a refused one rolls back alone)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, params or [])
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
 
 def row_as_stored(order_id: str) -> dict[str, Any]:
