@@ -17,10 +17,14 @@ import enum
 import re
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import environ
 import redis.connection
 from django.core.exceptions import ImproperlyConfigured
+
+from orderpipe.money import currency_problem
+from orderpipe.timeutils import zone_problem
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -191,6 +195,23 @@ class StrictEnv:
         if isinstance(value, list):
             return value
         return [part.strip() for part in str(value).split(",") if part.strip()]
+
+    def time_zone(self, name: builtins.str, default: builtins.str) -> ZoneInfo:
+        """An IANA time zone (``Europe/London``), exactly as the IANA list spells it."""
+        value = self.str(name, default).strip()
+        problem = zone_problem(value)
+        if problem is not None:
+            raise ImproperlyConfigured(f"{name}={shown(value)} {problem}.")
+        return ZoneInfo(value)
+
+    def currency(self, name: builtins.str, default: builtins.str) -> builtins.str:
+        """An ISO 4217 currency code with a minor unit (``USD``; ``usd`` is read as ``USD``)."""
+        value = self.str(name, default).strip()
+        code = value.upper() if value.isascii() else value
+        problem = currency_problem(code)
+        if problem is not None:
+            raise ImproperlyConfigured(f"{name}={shown(value)} {problem}.")
+        return code
 
     def db(self, name: builtins.str, default: builtins.str) -> dict[builtins.str, Any]:
         """A ``DATABASES`` entry: django-environ's, whose values are of several types."""

@@ -15,6 +15,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from orderpipe.config import StrictEnv, cluster_url_problem, shown
+from orderpipe.money import DEFAULT_CURRENCY
 
 # Django classes the type hints subscript (ModelAdmin[AcceptedOrder]) accept it at run time.
 django_stubs_ext.monkeypatch()
@@ -176,6 +177,13 @@ ORDER_DEDUP_TTL = env.int("ORDER_DEDUP_TTL", 15 * 24 * 3600, min_value=0)
 LEDGER_EXTRA_FIELDS = env.list("LEDGER_EXTRA_FIELDS", [])
 # Days a rejected message keeps its personal fields; prune_rejected (run it daily) removes them.
 REJECTED_RETENTION_DAYS = env.int("REJECTED_RETENTION_DAYS", 30, min_value=1, max_value=3650)
+
+# --- The shop's calendar and money -----------------------------------------------------------
+# An IANA name (a ZoneInfo here): the zone whose calendar days and hours the statistics count.
+STATS_TIME_ZONE = env.time_zone("STATS_TIME_ZONE", "UTC")
+# An ISO 4217 code with a minor unit: the one currency orders and events are accepted in and
+# every amount is counted in (integer minor units, orderpipe.money).
+STATS_CURRENCY = env.currency("STATS_CURRENCY", DEFAULT_CURRENCY)
 
 # --- Stats API ------------------------------------------------------------------------------
 STATS_MAX_RANGE_DAYS = env.int("STATS_MAX_RANGE_DAYS", 366, min_value=1, max_value=3660)

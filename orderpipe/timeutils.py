@@ -1,4 +1,4 @@
-"""Epoch milliseconds, the one time format both apps exchange.
+"""Epoch milliseconds, the one time format both apps exchange, and the shop's time zone names.
 
 SQS stamps messages in epoch milliseconds, and Redis keeps order times and heartbeats in them:
 ``orders`` and ``stats`` both convert, and neither app may import the other's modules for it.
@@ -7,7 +7,10 @@ Exact integer arithmetic (timedelta division), never floats.
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -21,3 +24,35 @@ def epoch_ms(moment: datetime) -> int:
 def from_epoch_ms(millis: int) -> datetime:
     """The UTC moment ``millis`` milliseconds after the Unix epoch."""
     return EPOCH + timedelta(milliseconds=millis)
+
+
+@functools.cache
+def iana_zone_names() -> frozenset[str]:
+    """The IANA time zone names (``UTC``, ``America/New_York``, ``Asia/Kolkata`` …).
+
+    The list the pinned ``tzdata`` package ships, so every machine of a release accepts the
+    same names, whatever its system zone database holds. zoneinfo's ``available_timezones``
+    adds what the system's directories hold, such as ``localtime``: whatever zone the machine
+    happens to be set to, which two machines may read as two calendars. Without ``tzdata``
+    installed: zoneinfo's list, less that one.
+    """
+    try:
+        text = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    except ModuleNotFoundError:  # pragma: no cover - tzdata is a pinned requirement
+        return frozenset(zoneinfo.available_timezones() - {"localtime"})
+    return frozenset(text.split())
+
+
+def zone_problem(name: str) -> str | None:
+    """Why ``name`` is not a time zone the shop can be in (None when it is), as the end of a
+    sentence that starts with the name."""
+    if name not in iana_zone_names():
+        return (
+            "is not an IANA time zone name (case counts: UTC, Europe/London, "
+            "America/New_York, Asia/Kolkata)"
+        )
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - listed
+        return f"cannot be loaded: {exc}"
+    return None

@@ -41,11 +41,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from orderpipe.money import shop_currency
 from orders.forms import NewOrderDecisionForm, RejectedOrderForm, payload_errors
 from orders.models import AcceptedOrder, RejectedOrder, RejectedOrderQuerySet
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import ALL_CODES, DUPLICATE_ORDER_ID
-from stats.store import cents_to_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -634,7 +634,7 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
     # --- display ----------------------------------------------------------------------------
     @admin.display(description="order value", ordering="value_cents")
     def order_value(self, obj: AcceptedOrder) -> str:
-        return f"{cents_to_decimal(obj.value_cents)}"
+        return f"{shop_currency().from_minor_units(obj.value_cents)}"
 
     @admin.display(description="items")
     def items_display(self, obj: AcceptedOrder) -> str:

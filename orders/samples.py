@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from orders.validation import (
+    CURRENCY_MISMATCH,
     DUPLICATE_ORDER_ID,
     INVALID_FIELD,
     INVALID_ITEMS,
@@ -24,6 +25,7 @@ from orders.validation import (
     MISSING_FIELD,
     NOT_AN_OBJECT,
     ORDER_VALIDATOR_CODES,
+    TOO_MANY_DECIMALS,
     VALUE_MISMATCH,
 )
 
@@ -31,6 +33,10 @@ Kind = Literal["valid", "invalid", "duplicate", "conflict"]
 
 # Invalid samples are orders, and cycle through every code the validator can give an order.
 INVALID_CYCLE: tuple[str, ...] = ORDER_VALIDATOR_CODES
+# Foreign currencies of the currency_mismatch samples: ISO 4217 codes without a minor unit
+# (gold, special drawing rights, the testing code, "no currency"), so none can be the shop's
+# STATS_CURRENCY and the sample is refused whatever the shop counts in.
+FOREIGN_CURRENCIES = ("XAU", "XDR", "XTS", "XXX")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +292,15 @@ class SampleGenerator:
         elif code == INVALID_TIMESTAMP:
             doc["order_timestamp"] = ["yesterday", "2025-13-45T00:00:00Z", 1723198500, ""][variant]
             body = json.dumps(doc)
+        elif code == TOO_MANY_DECIMALS:
+            # The value with a fraction of a cent more: JSON text, so no float rounds it away.
+            text = json.dumps(doc | {"order_value": "#"})
+            value = Decimal(str(doc["order_value"])) + Decimal(
+                ["0.001", "0.005", "0.009", "1e-6"][variant]
+            )
+            body = text.replace('"#"', str(value), 1)
+        elif code == CURRENCY_MISMATCH:
+            body = json.dumps(doc | {"currency": FOREIGN_CURRENCIES[variant]})
         else:  # pragma: no cover - INVALID_CYCLE holds only the codes above
             raise ValueError(code)
         return SampleMessage(

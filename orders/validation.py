@@ -13,11 +13,15 @@ A message's ``type`` says what it is: absent (or ``null``) or ``"order.placed"``
 ``"order.refunded"`` and ``"order.cancelled"`` are events on an order. What an event does to
 its order (how much is left to refund, which items) needs the ledger, so those rules are
 decided there; their codes and messages are built here so every reason reads alike.
+
+Money is in the shop's one currency (``STATS_CURRENCY``): a message in another is refused, an
+amount finer than its minor unit too, and every accepted amount is an integer number of minor
+units (``orderpipe.money``). Which currency that is, is module configuration (``CURRENCY``),
+set once when the orders app starts, so the validator itself never reads Django's settings.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -41,6 +45,7 @@ from decimal import (
 )
 from typing import Any, Literal, TypedDict, TypeVar
 
+from orderpipe.money import DEFAULT_CURRENCY, Currency, TooManyDecimalsError, currency, is_iso_code
 from orderpipe.timeutils import from_epoch_ms
 
 # --- Rejection codes. Stable: stored in the database and filtered on. -----------------------
@@ -54,6 +59,7 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 DUPLICATE_ORDER_ID = "duplicate_order_id"
 # Events (refunds and cancellations), found by the validator ...
 UNKNOWN_TYPE = "unknown_type"
+# ... an amount finer than the currency's minor unit (an event's amount, an order's value) ...
 TOO_MANY_DECIMALS = "too_many_decimals"
 # ... and by the ledger, against the order's state.
 AMOUNT_MISMATCH = "amount_mismatch"
@@ -62,6 +68,8 @@ UNKNOWN_ITEM = "unknown_item"
 REFUND_EXCEEDS_ITEMS = "refund_exceeds_items"
 ORDER_CANCELLED = "order_cancelled"
 DUPLICATE_EVENT_ID = "duplicate_event_id"
+# Any message: a ``currency`` other than the shop's (nothing is summed across currencies).
+CURRENCY_MISMATCH = "currency_mismatch"
 
 # What ``validate_message`` itself can answer to an order message ...
 ORDER_VALIDATOR_CODES: tuple[str, ...] = (
@@ -72,13 +80,21 @@ ORDER_VALIDATOR_CODES: tuple[str, ...] = (
     INVALID_ITEMS,
     VALUE_MISMATCH,
     INVALID_TIMESTAMP,
+    TOO_MANY_DECIMALS,
+    CURRENCY_MISMATCH,
 )
-# ... and to any message (a ``type`` it does not know, an event's own rules).
-VALIDATOR_CODES: tuple[str, ...] = (*ORDER_VALIDATOR_CODES, UNKNOWN_TYPE, TOO_MANY_DECIMALS)
+# ... and to any message (a ``type`` it does not know).
+VALIDATOR_CODES: tuple[str, ...] = (*ORDER_VALIDATOR_CODES, UNKNOWN_TYPE)
 # The order the admin's filter, the dashboard and pipeline_status list codes in: the order
 # they were introduced, so a new code is appended and never moves an existing one.
 ALL_CODES: tuple[str, ...] = (
-    *ORDER_VALIDATOR_CODES,
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    MISSING_FIELD,
+    INVALID_FIELD,
+    INVALID_ITEMS,
+    VALUE_MISMATCH,
+    INVALID_TIMESTAMP,
     DUPLICATE_ORDER_ID,
     UNKNOWN_TYPE,
     TOO_MANY_DECIMALS,
@@ -88,6 +104,7 @@ ALL_CODES: tuple[str, ...] = (
     REFUND_EXCEEDS_ITEMS,
     ORDER_CANCELLED,
     DUPLICATE_EVENT_ID,
+    CURRENCY_MISMATCH,
 )
 # Found only against what the ledger recorded before (conflicts, the order's state).
 LEDGER_CODES: tuple[str, ...] = tuple(c for c in ALL_CODES if c not in VALIDATOR_CODES)
@@ -113,10 +130,20 @@ MAX_STORED_ID_LENGTH = 255
 MAX_ITEM_REASONS = 10
 MAX_TIMESTAMP_LENGTH = 64
 MAX_REASON_LENGTH = 1000
-# Decimals of the currency's minor unit (USD: cents). Money is counted in minor units: an order
-# value is rounded to them, an event amount with more decimals is refused. The one place that
-# knows it, so that another currency is a change of this number alone.
-MINOR_UNITS = 2
+
+# --- The shop's currency ----------------------------------------------------------------------
+# The ISO 4217 code every amount is in: a message without ``currency`` is in it, one with
+# another is refused. USD (the default STATS_CURRENCY) until the orders app sets it from the
+# settings at start (``configure``); ``validate_message(..., currency=)`` overrides it per call.
+CURRENCY: str = DEFAULT_CURRENCY
+
+
+def configure(shop_currency: str) -> None:
+    """Make ``shop_currency`` (an ISO 4217 code with a minor unit) the currency messages are
+    validated in; raises ``orderpipe.money.UnknownCurrencyError`` for any other code."""
+    global CURRENCY
+    CURRENCY = currency(shop_currency).code
+
 
 # Exact arithmetic: enough digits for any realistic price, traps instead of silent rounding.
 _EXACT = Context(
@@ -125,10 +152,6 @@ _EXACT = Context(
     Emax=MAX_EMAX,
     Emin=MIN_EMIN,
     traps=[Inexact, InvalidOperation, Overflow],
-)
-# Rounding to cents is allowed to discard digits (that is the point of it).
-_ROUNDING = Context(
-    prec=2000, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation]
 )
 # Canonical numbers for the fingerprint: exact, whatever the digits or the exponent. No number
 # in a body has more digits than the body has bytes, so nothing is ever rounded; a value the
@@ -173,7 +196,8 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    """A valid order. Money is integer cents; ``ordered_at`` is UTC (None when absent)."""
+    """A valid order. ``value_cents`` is an integer number of ``currency``'s minor unit (cents
+    for USD, yen for JPY, fils for KWD); ``ordered_at`` is UTC (None when absent)."""
 
     order_id: str
     user_id: str
@@ -182,6 +206,8 @@ class Order:
     ordered_at: datetime | None
     # When the order happened: ``ordered_at``, else the message's SentTimestamp (UTC).
     occurred_at: datetime
+    # The ISO 4217 code of its money: the shop's (the only one accepted).
+    currency: str = DEFAULT_CURRENCY
     day: date = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,14 +223,22 @@ class Order:
         ``1.50``, ``15e-1``; ``-0`` and ``0``), give the same fingerprint, while numbers that
         differ in their 30th digit or their exponent do not. Versioned (``"2:" + hex``), so a
         mark written by an older release is recognised by its form (see legacy_fingerprint).
+
+        The currency is part of it only when it is not USD, the currency of every order before
+        the currency was a setting: a USD order keeps the fingerprint its marks were written
+        with, and 1200 in yen is not the order 1200 in cents was. Sent with or without
+        ``currency``, an order is in the shop's currency, so both give one fingerprint.
         """
         items = sorted(
             (i.product_id or "", i.product_id is None, i.quantity, canonical_number(i.unit_price))
             for i in self.items
         )
         when = self.ordered_at.astimezone(UTC).isoformat() if self.ordered_at else None
+        parts: list[object] = [self.order_id, self.user_id, self.value_cents, when, items]
+        if self.currency != DEFAULT_CURRENCY:
+            parts.append(self.currency)
         # JSON quotes every string, so no id can imitate a separator.
-        text = json.dumps([self.order_id, self.user_id, self.value_cents, when, items])
+        text = json.dumps(parts)
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{FINGERPRINT_VERSION}:{digest}"
 
@@ -212,7 +246,8 @@ class Order:
     def legacy_fingerprint(self) -> str:
         """The fingerprint of releases before version 2, unchanged (items in message order,
         prices normalized to 28 digits), so that an idempotency mark written by one of them
-        is still recognised: a message redelivered across the upgrade is a duplicate."""
+        is still recognised: a message redelivered across the upgrade is a duplicate. Those
+        releases knew USD only, so it says nothing of the currency."""
         parts = [
             self.order_id,
             self.user_id,
@@ -237,8 +272,8 @@ class RefundItem:
 @dataclass(frozen=True, slots=True)
 class Event:
     """A valid refund or cancellation of an order. ``amount_cents`` is the amount the message
-    gave, in minor units (None when it gave none: a refund by items, or a cancellation);
-    what it is worth against its order is decided by the ledger."""
+    gave, in ``currency``'s minor units (None when it gave none: a refund by items, or a
+    cancellation); what it is worth against its order is decided by the ledger."""
 
     kind: EventKind
     event_id: str
@@ -250,6 +285,8 @@ class Event:
     # When the event happened: ``stated_at``, else the message's SentTimestamp (UTC).
     occurred_at: datetime
     reason: str | None
+    # The ISO 4217 code of its money: the shop's (the only one accepted).
+    currency: str = DEFAULT_CURRENCY
 
     @property
     def fingerprint(self) -> str:
@@ -261,14 +298,24 @@ class Event:
         blank ``reason`` give the same fingerprint; the kind, ids, amount, items, stated time
         or reason text changed give another. An event without ``occurred_at`` is dated by its
         SentTimestamp, which is not part of it: a re-sent undated event is the same event.
-        Versioned (``"e1:" + hex``): the ``e`` keeps it apart from an order's.
+        The currency counts as in an order's: only when it is not USD. Versioned (``"e1:" +
+        hex``): the ``e`` keeps it apart from an order's.
         """
         items = sorted((i.product_id, i.quantity) for i in self.items)
         when = self.stated_at.astimezone(UTC).isoformat() if self.stated_at else None
+        parts: list[object] = [
+            self.kind,
+            self.event_id,
+            self.order_id,
+            self.amount_cents,
+            items,
+            when,
+            self.reason,
+        ]
+        if self.currency != DEFAULT_CURRENCY:
+            parts.append(self.currency)
         # JSON quotes every string, so no id or reason can imitate a separator.
-        text = json.dumps(
-            [self.kind, self.event_id, self.order_id, self.amount_cents, items, when, self.reason]
-        )
+        text = json.dumps(parts)
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"e{EVENT_FINGERPRINT_VERSION}:{digest}"
 
@@ -389,8 +436,8 @@ def amount_mismatch_reason(event: Event, items_cents: int) -> Reason:
     return Reason(
         AMOUNT_MISMATCH,
         "amount",
-        f"amount {_money(event.amount_cents)} does not equal the refunded items' value "
-        f"{_money(items_cents)} at the order's prices",
+        f"amount {_money(event.amount_cents, event.currency)} does not equal the refunded "
+        f"items' value {_money(items_cents, event.currency)} at the order's prices",
     )
 
 
@@ -401,13 +448,14 @@ def refund_exceeds_order_reason(
     would exceed the order's ``value_cents`` (all in minor units)."""
     where = "amount" if event.amount_cents is not None else "items"
     left = max(value_cents - refunded_cents, 0)
+    code = event.currency
     return Reason(
         REFUND_EXCEEDS_ORDER,
         where,
-        f"a refund of {_money(refund_cents)} would bring order "
+        f"a refund of {_money(refund_cents, code)} would bring order "
         f"{safe_text(event.order_id, 80)!r}'s refunded total to "
-        f"{_money(refunded_cents + refund_cents)}, above its value {_money(value_cents)} "
-        f"({_money(left)} is left to refund)",
+        f"{_money(refunded_cents + refund_cents, code)}, above its value "
+        f"{_money(value_cents, code)} ({_money(left, code)} is left to refund)",
     )
 
 
@@ -825,33 +873,63 @@ def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...]
     return _check_item_list(doc["items"], reasons, _check_item)
 
 
-@functools.cache
-def _minor_unit(units: int) -> Decimal:
-    """The smallest amount of a currency with ``units`` decimals (0.01 for 2): built once."""
-    return Decimal(1).scaleb(-units)
+def _money(minor: int, code: str) -> str:
+    """Minor units as the amount they are: 10997 USD is ``109.97``, 0 USD ``0.00``, 1200 JPY
+    ``1200``."""
+    return str(currency(code).from_minor_units(minor))
 
 
-def _cents(amount: Decimal) -> int:
-    """``amount`` rounded half-up to minor units (an order's value and its items' total)."""
-    rounded = amount.quantize(_minor_unit(MINOR_UNITS), rounding=ROUND_HALF_UP, context=_ROUNDING)
-    return int(rounded.scaleb(MINOR_UNITS, context=_ROUNDING))
+def _check_currency(doc: dict[str, Any], shop: Currency, reasons: list[Reason]) -> bool:
+    """Whether the message is in the shop's currency: its ``currency`` absent (or ``null``),
+    or the shop's code (spaces around it and letter case do not count: ``usd`` is USD)."""
+    value = doc.get("currency")
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        reasons.append(
+            Reason(INVALID_FIELD, "currency", f"currency must be a string, got {_short(value)}")
+        )
+        return False
+    code = value.strip(_TRIM)
+    code = code.upper() if code.isascii() else code
+    if code == shop.code:
+        return True
+    if is_iso_code(code):
+        reasons.append(
+            Reason(
+                CURRENCY_MISMATCH,
+                "currency",
+                f"currency {_short(value)} is not the shop's currency {shop.code}: amounts in "
+                "two currencies are never added up",
+            )
+        )
+    else:
+        reasons.append(
+            Reason(
+                INVALID_FIELD,
+                "currency",
+                f"currency {_short(value)} is not an ISO 4217 currency code (e.g. {shop.code})",
+            )
+        )
+    return False
 
 
-def _exact_cents(amount: Decimal) -> int | None:
-    """``amount`` in minor units, None when that would lose a digit (``10.505`` in cents).
-
-    Trailing zeros are no digits of the value: ``10.500`` is 1050, as ``10.5`` is.
-    """
+def _minor_amount(
+    amount: Decimal, raw: Any, name: str, shop: Currency, reasons: list[Reason]
+) -> int | None:
+    """``amount`` (sent as ``raw`` in the field ``name``) in the shop's minor units; None, with a
+    ``too_many_decimals`` reason, when it is finer than them: refused, never rounded."""
     try:
-        exact = amount.quantize(_minor_unit(MINOR_UNITS), context=_EXACT)
-    except DecimalException:
+        return shop.to_minor_units(amount)
+    except TooManyDecimalsError:
+        reasons.append(
+            Reason(
+                TOO_MANY_DECIMALS,
+                name,
+                f"{name} {_short(raw)} has more decimals than {shop.code} has ({shop.minor_units})",
+            )
+        )
         return None
-    return int(exact.scaleb(MINOR_UNITS, context=_EXACT))
-
-
-def _money(cents: int) -> str:
-    """Minor units as the amount they are: 10997 is ``109.97``, 0 is ``0.00``."""
-    return str(Decimal(cents).scaleb(-MINOR_UNITS))
 
 
 def _items_total(items: tuple[Item, ...]) -> Decimal | None:
@@ -1006,20 +1084,13 @@ def _check_reason(doc: dict[str, Any], reasons: list[Reason]) -> str | None:
     return trimmed or None
 
 
-def _check_refund_amount(value: Any, reasons: list[Reason]) -> int | None:
+def _check_refund_amount(value: Any, shop: Currency | None, reasons: list[Reason]) -> int | None:
+    """The refund's ``amount`` in minor units; its decimals are judged only in the shop's
+    currency (``shop`` None: the message is in another, whose minor unit says nothing here)."""
     amount = _check_amount(value, "amount", reasons, positive=True)
-    if amount is None:
+    if amount is None or shop is None:
         return None
-    cents = _exact_cents(amount)
-    if cents is None:
-        reasons.append(
-            Reason(
-                TOO_MANY_DECIMALS,
-                "amount",
-                f"amount {_short(value)} has more decimals than the currency has ({MINOR_UNITS})",
-            )
-        )
-    return cents
+    return _minor_amount(amount, value, "amount", shop, reasons)
 
 
 def _check_refund_item(where: str, item: dict[str, Any]) -> tuple[RefundItem | None, list[Reason]]:
@@ -1068,16 +1139,20 @@ def _validate_event(
     kind: EventKind,
     attributes: Mapping[str, str] | None,
     received_at: datetime | None,
+    shop: Currency,
 ) -> Event | Rejection:
     reasons: list[Reason] = []
     event_id = _check_id(doc, "event_id", reasons)
     order_id = _check_id(doc, "order_id", reasons)
+    in_shop_currency = _check_currency(doc, shop, reasons)
     amount_cents: int | None = None
     items: tuple[RefundItem, ...] | None = ()
     if kind == REFUNDED:
         # An optional field sent as null is absent, as ``occurred_at`` and ``reason`` are.
         if doc.get("amount") is not None:
-            amount_cents = _check_refund_amount(doc["amount"], reasons)
+            amount_cents = _check_refund_amount(
+                doc["amount"], shop if in_shop_currency else None, reasons
+            )
         if doc.get("items") is not None:
             items = _check_refund_items(doc["items"], reasons)
         if doc.get("amount") is None and doc.get("items") is None:
@@ -1113,6 +1188,7 @@ def _validate_event(
         stated_at=stated_at,
         occurred_at=occurred_at,
         reason=reason,
+        currency=shop.code,
     )
 
 
@@ -1123,6 +1199,7 @@ def validate_message(
     *,
     received_at: datetime | None = None,
     types: Collection[str] = MESSAGE_TYPES,
+    currency: str | None = None,
 ) -> Order | Event | Rejection:
     """Check one SQS message body against the message contract; never raises.
 
@@ -1138,11 +1215,18 @@ def validate_message(
     ``MESSAGE_TYPES``, is ``unknown_type`` (a consumer that cannot record events yet keeps
     them as rejects, to resubmit, rather than mistake them for broken orders).
 
+    ``currency`` is the shop's ISO 4217 code (default: the configured ``CURRENCY``): a message
+    without ``currency`` is in it, one in another is ``currency_mismatch``, and amounts are
+    parsed into its minor units.
+
     Every applicable reason is collected; the value cross-check runs only when the value and
-    every item are individually valid (a mismatch against broken items says nothing).
+    every item are individually valid (a mismatch against broken items says nothing), and an
+    amount's decimals are judged only in the shop's currency (in another they say nothing).
     """
     try:
-        result = _validate(body, attributes, received_at, types)
+        result = _validate(
+            body, attributes, received_at, types, CURRENCY if currency is None else currency
+        )
     except Exception as exc:  # pragma: no cover - a bug here must not poison the queue
         result = Rejection(
             reasons=(Reason(INVALID_JSON, "body", f"unexpected {type(exc).__name__}"),),
@@ -1190,6 +1274,7 @@ def _validate(
     attributes: Mapping[str, str] | None,
     received_at: datetime | None,
     types: Collection[str],
+    shop_currency: str,
 ) -> Order | Event | Rejection:
     text = _decode(body)
     if isinstance(text, Reason):
@@ -1210,36 +1295,47 @@ def _validate(
     message_type = _check_type(doc, types)
     if isinstance(message_type, Reason):
         return Rejection(reasons=(message_type,), **_searchable(doc))
+    shop = currency(shop_currency)
     if message_type == TYPE_PLACED:
-        return _validate_order(doc, attributes, received_at)
-    return _validate_event(doc, _EVENT_KINDS[message_type], attributes, received_at)
+        return _validate_order(doc, attributes, received_at, shop)
+    return _validate_event(doc, _EVENT_KINDS[message_type], attributes, received_at, shop)
 
 
 def _validate_order(
-    doc: dict[str, Any], attributes: Mapping[str, str] | None, received_at: datetime | None
+    doc: dict[str, Any],
+    attributes: Mapping[str, str] | None,
+    received_at: datetime | None,
+    shop: Currency,
 ) -> Order | Rejection:
     reasons: list[Reason] = []
     order_id = _check_id(doc, "order_id", reasons)
     user_id = _check_id(doc, "user_id", reasons)
+    in_shop_currency = _check_currency(doc, shop, reasons)
     value = _check_value(doc, reasons)
     items = _check_items(doc, reasons)
     ordered_at = _check_timestamp(doc, reasons)
 
     value_cents = None
-    if value is not None and items is not None:
-        value_cents = _cents(value)
+    if value is not None and in_shop_currency:
+        value_cents = _minor_amount(value, doc["order_value"], "order_value", shop, reasons)
+    if value_cents is not None and items is not None:
         total = _items_total(items)
         if total is None:
             reasons.append(
                 Reason(INVALID_ITEMS, "items", "prices have too many digits to total exactly")
             )
-        elif total > _SUM_CEILING or _cents(total) != value_cents:
-            shown = _money(_cents(total)) if total <= _SUM_CEILING else "over 1,000,000,000"
+        elif total > _SUM_CEILING or shop.round_to_minor_units(total) != value_cents:
+            shown = (
+                _money(shop.round_to_minor_units(total), shop.code)
+                if total <= _SUM_CEILING
+                else "over 1,000,000,000"
+            )
             reasons.append(
                 Reason(
                     VALUE_MISMATCH,
                     "order_value",
-                    f"order_value {_money(value_cents)} does not equal the items' total {shown}",
+                    f"order_value {_money(value_cents, shop.code)} does not equal the items' "
+                    f"total {shown}",
                 )
             )
 
@@ -1255,4 +1351,5 @@ def _validate_order(
         items=items,
         ordered_at=ordered_at,
         occurred_at=occurred_at,
+        currency=shop.code,
     )

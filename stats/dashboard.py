@@ -26,8 +26,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from orderpipe.money import shop_currency
 from stats.models import VIEW_STATS
-from stats.store import DayStats, GlobalStats, StoreUnavailableError, cents_to_decimal, get_store
+from stats.store import DayStats, GlobalStats, StoreUnavailableError, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ ORDERS_COLOUR = "#79aec8"
 REVENUE_COLOUR = "#ba2121"
 
 
-def money(cents: int) -> str:
-    """Exact money text with thousands separators: 123456789 -> '1,234,567.89'."""
-    return f"{cents_to_decimal(cents):,.2f}"
+def money(minor: int) -> str:
+    """Exact money text in the shop's currency with thousands separators: 123456789 USD is
+    '1,234,567.89', 123456789 JPY '123,456,789'."""
+    return f"{shop_currency().from_minor_units(minor):,}"
 
 
 GRID_STEPS = 4
@@ -188,7 +190,7 @@ def _bar(day: DayStats, x: float, y: float, width: float) -> SafeString:
         ORDERS_COLOUR,
         day.day.isoformat(),
         day.total_orders,
-        cents_to_decimal(day.total_revenue_cents),
+        shop_currency().from_minor_units(day.total_revenue_cents),
         day.day.isoformat(),
         day.total_orders,
         "" if day.total_orders == 1 else "s",

@@ -13,9 +13,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orderpipe.money import currency
 from orders.sqs import OrderQueue
 from orders.validation import Item, Order
-from stats.store import AggregateStore, cents_to_decimal
+from stats.store import AggregateStore
 
 if TYPE_CHECKING:
     from orders.samples import SampleMessage
@@ -26,7 +27,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = None) -> Order:
     """A validated order of one item, for writing through the store directly."""
     when = when or datetime(2025, 8, 9, 10, 15, tzinfo=UTC)
-    return Order(order_id, user_id, cents, (Item("P001", 1, cents_to_decimal(cents)),), when, when)
+    return Order(
+        order_id,
+        user_id,
+        cents,
+        (Item("P001", 1, currency("USD").from_minor_units(cents)),),
+        when,
+        when,
+    )
 
 
 def order_body(order_id: str, user_id: str = "U1", price: str = "19.99", quantity: int = 1,

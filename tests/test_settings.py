@@ -40,6 +40,8 @@ SETTINGS_VARIABLES = (
     "ORDER_DEDUP_TTL",
     "LEDGER_EXTRA_FIELDS",
     "REJECTED_RETENTION_DAYS",
+    "STATS_TIME_ZONE",
+    "STATS_CURRENCY",
     "STATS_MAX_RANGE_DAYS",
     "STATS_API_AUTH",
     "STATS_THROTTLE_RATE",
@@ -346,6 +348,77 @@ def test_metrics_is_exempt_from_the_https_redirect_only_without_auth(
     result = manage(tmp_path, "shell", "-c", code, **env)
     assert result.returncode == 0, result.stderr
     assert last_line(result.stdout) == str([redirected, False, True])
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        pytest.param(
+            {"STATS_TIME_ZONE": "Mars/Olympus_Mons"},
+            "STATS_TIME_ZONE='Mars/Olympus_Mons' is not an IANA time zone name (case counts: "
+            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
+            id="unknown-zone",
+        ),
+        pytest.param(
+            {"STATS_TIME_ZONE": "america/new_york"},
+            "STATS_TIME_ZONE='america/new_york' is not an IANA time zone name (case counts: "
+            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
+            id="zone-in-the-wrong-case",
+        ),
+        pytest.param(
+            {"STATS_TIME_ZONE": "localtime"},
+            "STATS_TIME_ZONE='localtime' is not an IANA time zone name (case counts: "
+            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
+            id="the-machines-zone",
+        ),
+        pytest.param(
+            {"STATS_CURRENCY": "XYZ"},
+            "STATS_CURRENCY='XYZ' is not an ISO 4217 currency code (three capital letters, "
+            "e.g. USD, EUR, JPY).",
+            id="unknown-currency",
+        ),
+        pytest.param(
+            {"STATS_CURRENCY": "XAU"},
+            "STATS_CURRENCY='XAU' has no minor unit in ISO 4217 (a precious metal, a fund or a "
+            "testing code), so amounts in it cannot be counted in minor units.",
+            id="currency-without-minor-unit",
+        ),
+    ],
+)
+def test_an_unknown_zone_or_currency_stops_start_up_with_one_line(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    result = manage(tmp_path, "check", **env)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Configuration error: {line}"
+
+
+def test_the_zone_and_currency_are_read_and_the_validator_takes_the_currency(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "from django.conf import settings; from orders import validation; "
+        "print(repr(settings.STATS_TIME_ZONE), settings.STATS_CURRENCY, validation.CURRENCY)"
+    )
+    result = manage(
+        tmp_path, "shell", "-c", code, STATS_TIME_ZONE=" Asia/Kolkata ", STATS_CURRENCY=" kwd "
+    )
+    assert result.returncode == 0, result.stderr
+    assert last_line(result.stdout) == "zoneinfo.ZoneInfo(key='Asia/Kolkata') KWD KWD"
+
+
+def test_the_zone_is_utc_and_the_currency_usd_unless_set(tmp_path: Path) -> None:
+    dotenv = BASE_DIR / ".env"
+    if dotenv.is_file() and "STATS_" in dotenv.read_text(errors="replace"):
+        pytest.skip("the local .env file sets STATS_ variables")
+    code = (
+        "from django.conf import settings; "
+        "print(settings.STATS_TIME_ZONE.key, settings.STATS_CURRENCY)"
+    )
+    result = manage(tmp_path, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert last_line(result.stdout) == "UTC USD"
 
 
 def test_redis_shards_may_be_256(tmp_path: Path) -> None:

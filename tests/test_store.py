@@ -14,6 +14,7 @@ import redis
 from redis._parsers.base import BaseParser
 
 from devtools.servers import RedisServer
+from orderpipe.money import currency
 from stats.store import (
     APPLY_SHA,
     AggregateStore,
@@ -21,7 +22,6 @@ from stats.store import (
     PendingOrder,
     StoreCommandError,
     StoreUnavailableError,
-    cents_to_decimal,
 )
 from tests.ingestion_helpers import make_order, prefix_keys, wait_until
 
@@ -135,7 +135,7 @@ def test_large_amounts_stay_exact_to_the_cent(any_store: AggregateStore) -> None
     expected = (cents + 1) * 1000
     assert any_store.global_stats().total_revenue_cents == expected
     assert any_store.top_spenders(1)[0].value == expected
-    assert cents_to_decimal(expected) == Decimal("1000000000010.00")
+    assert currency("USD").from_minor_units(expected) == Decimal("1000000000010.00")
 
 
 def test_idempotency_mark_expires_after_ttl(store: AggregateStore, live_redis) -> None:

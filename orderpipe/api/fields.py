@@ -7,11 +7,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-from stats.store import cents_to_decimal
+from orderpipe.money import shop_currency
 
 
 class MoneyField(serializers.DecimalField):
-    """Integer cents in, ``Decimal`` with two places out (rendered exactly by ExactJSONRenderer).
+    """Integer minor units in, ``Decimal`` with the shop currency's decimals out (rendered
+    exactly by ExactJSONRenderer).
 
     A ``DecimalField`` subclass so the schema says "number", while the representation skips
     DecimalField's quantize-with-context, which would round very large totals.
@@ -22,4 +23,4 @@ class MoneyField(serializers.DecimalField):
 
     # A Decimal out, as DecimalField's own with coerce_to_string=False (the stubs say str).
     def to_representation(self, value: int) -> Decimal:  # type: ignore[override]
-        return cents_to_decimal(int(value))
+        return shop_currency().from_minor_units(int(value))

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy
 from rest_framework.renderers import JSONRenderer
 
 from orderpipe.api.renderers import ExactJSONRenderer, dumps_exact
-from stats.store import cents_to_decimal
+from orderpipe.money import currency
 
 
 @pytest.mark.parametrize(
@@ -30,15 +30,15 @@ from stats.store import cents_to_decimal
     ],
 )
 def test_cents_render_as_exact_json_numbers(cents: int, text: str) -> None:
-    assert dumps_exact({"v": cents_to_decimal(cents)}) == '{"v":' + text + "}"
+    assert dumps_exact({"v": currency("USD").from_minor_units(cents)}) == '{"v":' + text + "}"
 
 
 def test_money_never_passes_through_float() -> None:
-    rendered = dumps_exact([cents_to_decimal(c) for c in range(29990, 30010)])
+    rendered = dumps_exact([currency("USD").from_minor_units(c) for c in range(29990, 30010)])
 
     assert "9899" not in rendered and "0000001" not in rendered
     assert json.loads(rendered, parse_float=Decimal) == [
-        cents_to_decimal(c) for c in range(29990, 30010)
+        currency("USD").from_minor_units(c) for c in range(29990, 30010)
     ]
 
 

@@ -29,6 +29,7 @@ from orders.validation import (
     INVALID_TIMESTAMP,
     MISSING_FIELD,
     NOT_AN_OBJECT,
+    TOO_MANY_DECIMALS,
     VALUE_MISMATCH,
     Event,
     Order,
@@ -86,8 +87,7 @@ def validate(body: Any) -> Order | Event | Rejection:
         pytest.param(body_of(valid_doc()).encode(), 10997, id="bytes-body"),
         pytest.param(replace("109.97", "109.970000"), 10997, id="trailing-zeros"),
         pytest.param(replace("109.97", "1.0997e2"), 10997, id="exponent-notation"),
-        pytest.param(replace("109.97", "109.974"), 10997, id="value-rounds-down-to-cents"),
-        pytest.param(replace("109.97", "109.965"), 10997, id="value-rounds-half-up"),
+        pytest.param(replace("109.97", "109.9700"), 10997, id="trailing-zeros-are-no-decimals"),
         pytest.param(
             changed(order_value=0, items=[{"quantity": 3, "price_per_unit": 0}]), 0, id="free"
         ),
@@ -304,15 +304,18 @@ def test_one_value_has_one_fingerprint_whatever_its_spelling(
 
 
 @pytest.mark.parametrize(
-    ("a", "b"),
+    ("a", "b", "value"),
     [
-        pytest.param("1", "1.000000000000000000000000000000001", id="31st-digit"),
-        pytest.param("0", "1e-99999999", id="extreme-exponent"),
-        pytest.param("1e-99999999", "1e-99999998", id="two-extreme-exponents"),
+        pytest.param("1", "1.000000000000000000000000000000001", "1", id="31st-digit"),
+        pytest.param("0", "1e-99999999", "0", id="extreme-exponent"),
+        pytest.param("1e-99999999", "1e-99999998", "0", id="two-extreme-exponents"),
     ],
 )
-def test_fingerprint_does_not_collapse_long_digits_or_extreme_exponents(a: str, b: str) -> None:
-    first, second = validate(priced(a, a)), validate(priced(b, a))
+def test_fingerprint_does_not_collapse_long_digits_or_extreme_exponents(
+    a: str, b: str, value: str
+) -> None:
+    # ``value`` is both prices rounded to cents (an order_value is in whole cents).
+    first, second = validate(priced(a, value)), validate(priced(b, value))
     assert isinstance(first, Order) and isinstance(second, Order), (first, second)
     assert first.value_cents == second.value_cents
     assert first.fingerprint != second.fingerprint
@@ -533,7 +536,9 @@ REJECTED = [
     # value cross-check
     pytest.param(changed(order_value=109.96), {VALUE_MISMATCH}, id="value-one-cent-low"),
     pytest.param(changed(order_value=109.98), {VALUE_MISMATCH}, id="value-one-cent-high"),
-    pytest.param(replace("109.97", "109.975"), {VALUE_MISMATCH}, id="value-half-cent-rounds-up"),
+    # an order_value finer than cents is refused, never rounded (it cannot have been paid)
+    pytest.param(replace("109.97", "109.974"), {TOO_MANY_DECIMALS}, id="value-below-a-cent"),
+    pytest.param(replace("109.97", "109.975"), {TOO_MANY_DECIMALS}, id="value-half-a-cent"),
     pytest.param(
         changed(order_value=0.0, items=[{"quantity": 1, "price_per_unit": 0.005}]),
         {VALUE_MISMATCH},
@@ -663,6 +668,7 @@ def test_codes_are_the_contract_strings() -> None:
         "refund_exceeds_items",
         "order_cancelled",
         "duplicate_event_id",
+        "currency_mismatch",
     )
 
 
@@ -737,9 +743,10 @@ def valid_orders(draw: st.DrawFn) -> tuple[dict[str, Any], int, datetime | None]
             item["product_id"] = draw(valid_ids)
         items.append(item)
     cents = (total_units + 50) // 100  # half-up, all non-negative
-    # Either the exact sum or the sum already rounded to cents: both must give ``cents``.
-    exact = draw(st.booleans())
-    value = Decimal(total_units).scaleb(-4) if exact else Decimal(cents).scaleb(-2)
+    # The items' total rounded to cents, as sent: with two decimals, or with trailing zeros
+    # (no decimals of the value). The exact total may have more: see the test below.
+    trailing_zeros = draw(st.booleans())
+    value = Decimal(cents * 100).scaleb(-4) if trailing_zeros else Decimal(cents).scaleb(-2)
     doc: dict[str, Any] = {
         "order_id": draw(valid_ids),
         "user_id": draw(valid_ids),
@@ -773,6 +780,21 @@ def test_valid_orders_are_accepted_with_exact_cents(
     assert result.user_id == doc["user_id"]
     assert result.occurred_at == (when or SENT_AT)
     assert result.day == (when or SENT_AT).date()
+
+
+@PROPERTY
+@given(valid_orders(), st.integers(1, 99))
+def test_an_order_value_finer_than_a_cent_is_too_many_decimals(
+    case: tuple[dict[str, Any], int, datetime | None], below_a_cent: int
+) -> None:
+    doc, cents, _ = case
+    if cents >= 100_000_000_000:
+        return  # would break the range rule instead
+    doc["order_value"] = Decimal(cents * 100 + below_a_cent).scaleb(-4)
+    result = validate_message(exact_json(doc), SENT_ATTRIBUTES)
+    assert isinstance(result, Rejection), result
+    assert result.codes == (TOO_MANY_DECIMALS,)
+    assert result.reasons[0].field == "order_value"
 
 
 BREAKERS: list[tuple[str, str, Any]] = [

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from rest_framework import serializers
 
 from orderpipe.api.fields import MoneyField
+from orderpipe.money import shop_currency
 from stats.store import (
     DayStats,
     GlobalStats,
     Ranked,
     ServerInfo,
     UserStats,
-    cents_to_decimal,
 )
 
 if TYPE_CHECKING:
@@ -192,13 +192,12 @@ def _datetime(value: datetime | None) -> str | None:
 
 def user_stats_body(user: UserStats) -> dict[str, Any]:
     """``UserStatsSerializer(user).data`` without a serializer."""
+    money = shop_currency().from_minor_units
     return {
         "user_id": user.user_id,
         "order_count": user.order_count,
-        "total_spend": cents_to_decimal(user.total_spend_cents),
-        "average_order_value": cents_to_decimal(
-            average_cents(user.total_spend_cents, user.order_count)
-        ),
+        "total_spend": money(user.total_spend_cents),
+        "average_order_value": money(average_cents(user.total_spend_cents, user.order_count)),
         "first_order_at": _datetime(user.first_order_at),
         "last_order_at": _datetime(user.last_order_at),
     }
@@ -206,22 +205,19 @@ def user_stats_body(user: UserStats) -> dict[str, Any]:
 
 def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
     """``GlobalStatsSerializer(stats).data`` without a serializer."""
+    money = shop_currency().from_minor_units
     return {
         "total_orders": stats.total_orders,
-        "total_revenue": cents_to_decimal(stats.total_revenue_cents),
+        "total_revenue": money(stats.total_revenue_cents),
         "unique_users": stats.unique_users,
-        "average_order_value": cents_to_decimal(
-            average_cents(stats.total_revenue_cents, stats.total_orders)
-        ),
+        "average_order_value": money(average_cents(stats.total_revenue_cents, stats.total_orders)),
     }
 
 
 def top_spenders_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
     """``TopSpenderSerializer(rows, many=True).data`` without a serializer."""
-    return [
-        {"rank": r.rank, "user_id": r.user_id, "total_spend": cents_to_decimal(r.value)}
-        for r in rows
-    ]
+    money = shop_currency().from_minor_units
+    return [{"rank": r.rank, "user_id": r.user_id, "total_spend": money(r.value)} for r in rows]
 
 
 def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
@@ -231,16 +227,17 @@ def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
 
 def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, Any]:
     """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per day."""
+    money = shop_currency().from_minor_units
     return {
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
         "total_orders": sum(d.total_orders for d in days),
-        "total_revenue": cents_to_decimal(sum(d.total_revenue_cents for d in days)),
+        "total_revenue": money(sum(d.total_revenue_cents for d in days)),
         "days": [
             {
                 "date": d.day.isoformat(),
                 "total_orders": d.total_orders,
-                "total_revenue": cents_to_decimal(d.total_revenue_cents),
+                "total_revenue": money(d.total_revenue_cents),
             }
             for d in days
         ],
@@ -251,11 +248,12 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
     """``MetricsSerializer(snapshot).data`` without a serializer."""
     g, i = snapshot.global_stats, snapshot.ingestion
     lag = snapshot.consumer_lag_seconds
+    money = shop_currency().from_minor_units
     return {
         "total_orders": g.total_orders,
-        "total_revenue": cents_to_decimal(g.total_revenue_cents),
+        "total_revenue": money(g.total_revenue_cents),
         "unique_users": g.unique_users,
-        "average_order_value": cents_to_decimal(snapshot.average_order_value_cents),
+        "average_order_value": money(snapshot.average_order_value_cents),
         "timestamp": _datetime(snapshot.taken_at),
         "ingestion": {
             "received": i.received,

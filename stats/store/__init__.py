@@ -54,7 +54,6 @@ from stats.store.values import (
     Ranked,
     RecordedOrderLike,
     UserStats,
-    cents_to_decimal,
 )
 
 __all__ = [
@@ -76,7 +75,6 @@ __all__ = [
     "StoreCommandError",
     "StoreUnavailableError",
     "UserStats",
-    "cents_to_decimal",
     "get_store",
     "redis_client",
 ]

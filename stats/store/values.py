@@ -1,7 +1,8 @@
 """What goes into the store and what comes out of it, and how Redis replies become it.
 
-Money is integer cents in Redis (HINCRBY, exact); it becomes a ``Decimal`` only on the way out
-(``cents_to_decimal``). Times are epoch milliseconds in Redis and UTC datetimes here.
+Money is integer minor units of the shop's currency in Redis (HINCRBY, exact); it becomes a
+``Decimal`` only on the way out (``orderpipe.money``). Times are epoch milliseconds in Redis and
+UTC datetimes here.
 
 The store takes any object with an order's fields (``OrderLike``): the stats app does not
 import the orders app, whose ``Order`` and ledger rows are what arrives in practice.
@@ -106,11 +107,6 @@ class IngestionStats:
     rejected_by_code: dict[str, int]
     last_batch_at: datetime | None
     heartbeat_at: datetime | None
-
-
-def cents_to_decimal(cents: int) -> Decimal:
-    """Exact money value for output: 29999 -> Decimal('299.99')."""
-    return Decimal(cents).scaleb(-2)
 
 
 # --- Redis replies ---------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
+from orderpipe.money import shop_currency
 from orders.admin import reason_summary
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue
 from orders.validation import ALL_CODES
-from stats.store import AggregateStore, StoreUnavailableError, cents_to_decimal, get_store
+from stats.store import AggregateStore, StoreUnavailableError, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
     totals = dict(status.totals) if status.totals is not None else None
     if totals is not None:
         # Exact money as a string: JSON floats would not keep the cents exact.
-        totals["revenue"] = str(cents_to_decimal(totals["revenue_cents"]))
+        totals["revenue"] = str(shop_currency().from_minor_units(totals["revenue_cents"]))
     return {
         "checked_at": _iso(status.checked_at),
         "ok": status.ok,
@@ -286,10 +287,10 @@ def render_table(status: PipelineStatus) -> str:
     if status.totals is None:
         lines.append(unavailable)
     else:
-        revenue = cents_to_decimal(status.totals["revenue_cents"])
+        revenue = shop_currency().from_minor_units(status.totals["revenue_cents"])
         lines += [
             f"  {'orders':<22}{_n(status.totals['orders']):>14}",
-            f"  {'revenue':<22}{revenue:>14,.2f}",
+            f"  {'revenue':<22}{revenue:>14,}",
             f"  {'users':<22}{_n(status.totals['users']):>14}",
         ]
     lines.append("")
