@@ -85,9 +85,10 @@ def _orders_scale(days: list[DayStats]) -> Scale:
 
 
 def _revenue_scale(days: list[DayStats]) -> Scale:
-    """In cents, stepped in whole currency units so the tick labels are round amounts."""
-    max_cents = max((d.total_revenue_cents for d in days), default=0)
-    return Scale(axis_step(-(-max_cents // 100)) * 100)
+    """In minor units, stepped in whole currency units so the tick labels are round amounts."""
+    max_minor = max((d.total_revenue_cents for d in days), default=0)
+    unit = 10 ** shop_currency().minor_units
+    return Scale(axis_step(-(-max_minor // unit)) * unit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from orderpipe.money import shop_currency
 from stats.api.serializers import average_cents
 from stats.store import AggregateStore, GlobalStats, IngestionStats, ServerInfo
 
@@ -87,13 +88,14 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         g = self.snapshot.global_stats
         i = self.snapshot.ingestion
+        money = shop_currency().from_minor_units
         yield CounterMetricFamily(
             _name("orders"), "Orders applied to the aggregates.", g.total_orders
         )
         yield CounterMetricFamily(
             _name("revenue"),
             "Revenue of applied orders, in currency units.",
-            g.total_revenue_cents / 100,
+            float(money(g.total_revenue_cents)),
         )
         yield GaugeMetricFamily(
             _name("unique_users"), "Users with at least one order.", g.unique_users
@@ -101,7 +103,7 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             _name("average_order_value"),
             "Revenue per order, in currency units.",
-            self.snapshot.average_order_value_cents / 100,
+            float(money(self.snapshot.average_order_value_cents)),
         )
         yield CounterMetricFamily(
             _name("messages_received"), "SQS messages received by consumers.", i.received

@@ -1,12 +1,16 @@
-"""The stats API's money: exact digits on the browsable API's page too, and averages rounded
-half up in cents."""
+"""The stats API's money: exact digits on the browsable API's page too, averages rounded
+half up in minor units, and exactly the shop currency's decimals."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from stats.api.serializers import average_cents
+from stats.dashboard import money
 from stats.store import AggregateStore
 from tests.ingestion_helpers import make_order
 
@@ -36,3 +40,39 @@ def test_browsable_api_renders_the_page_with_exact_money(
 )
 def test_average_is_rounded_half_up_in_cents(total: int, count: int, average: int) -> None:
     assert average_cents(total, count) == average
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("code", "spend", "average", "dashboard", "prometheus"),
+    [
+        ("JPY", "1251", "626", "123,456,789", 1251.0),
+        ("KWD", "1.251", "0.626", "123,456.789", 1.251),
+        ("USD", "12.51", "6.26", "1,234,567.89", 12.51),
+    ],
+)
+def test_money_has_exactly_the_shops_currencys_decimals(
+    fake_store: AggregateStore,
+    api: APIClient,
+    settings: Any,
+    code: str,
+    spend: str,
+    average: str,
+    dashboard: str,
+    prometheus: float,
+) -> None:
+    settings.STATS_CURRENCY = code
+    fake_store.apply_orders([make_order("O1", "U1", 1250), make_order("O2", "U1", 1)])
+
+    body = api.get("/users/U1/stats").content.decode()
+    metrics = api.get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4").content.decode()
+
+    assert f'"total_spend":{spend},"average_order_value":{average},' in body
+    assert money(123456789) == dashboard
+    revenue = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "orderpipe_revenue_total"
+    ]
+    assert revenue == [prometheus]
