@@ -45,7 +45,7 @@ from decimal import (
 )
 from typing import Any, Literal, TypedDict, TypeVar
 
-from orderpipe.money import DEFAULT_CURRENCY, Currency, TooManyDecimalsError, currency, is_iso_code
+from orderpipe import money
 from orderpipe.timeutils import from_epoch_ms
 
 # --- Rejection codes. Stable: stored in the database and filtered on. -----------------------
@@ -135,14 +135,14 @@ MAX_REASON_LENGTH = 1000
 # The ISO 4217 code every amount is in: a message without ``currency`` is in it, one with
 # another is refused. USD (the default STATS_CURRENCY) until the orders app sets it from the
 # settings at start (``configure``); ``validate_message(..., currency=)`` overrides it per call.
-CURRENCY: str = DEFAULT_CURRENCY
+CURRENCY: str = money.DEFAULT_CURRENCY
 
 
 def configure(shop_currency: str) -> None:
     """Make ``shop_currency`` (an ISO 4217 code with a minor unit) the currency messages are
     validated in; raises ``orderpipe.money.UnknownCurrencyError`` for any other code."""
     global CURRENCY
-    CURRENCY = currency(shop_currency).code
+    CURRENCY = money.currency(shop_currency).code
 
 
 # Exact arithmetic: enough digits for any realistic price, traps instead of silent rounding.
@@ -207,7 +207,7 @@ class Order:
     # When the order happened: ``ordered_at``, else the message's SentTimestamp (UTC).
     occurred_at: datetime
     # The ISO 4217 code of its money: the shop's (the only one accepted).
-    currency: str = DEFAULT_CURRENCY
+    currency: str = money.DEFAULT_CURRENCY
     day: date = field(init=False)
 
     def __post_init__(self) -> None:
@@ -235,7 +235,7 @@ class Order:
         )
         when = self.ordered_at.astimezone(UTC).isoformat() if self.ordered_at else None
         parts: list[object] = [self.order_id, self.user_id, self.value_cents, when, items]
-        if self.currency != DEFAULT_CURRENCY:
+        if self.currency != money.DEFAULT_CURRENCY:
             parts.append(self.currency)
         # JSON quotes every string, so no id can imitate a separator.
         text = json.dumps(parts)
@@ -286,7 +286,7 @@ class Event:
     occurred_at: datetime
     reason: str | None
     # The ISO 4217 code of its money: the shop's (the only one accepted).
-    currency: str = DEFAULT_CURRENCY
+    currency: str = money.DEFAULT_CURRENCY
 
     @property
     def fingerprint(self) -> str:
@@ -312,7 +312,7 @@ class Event:
             when,
             self.reason,
         ]
-        if self.currency != DEFAULT_CURRENCY:
+        if self.currency != money.DEFAULT_CURRENCY:
             parts.append(self.currency)
         # JSON quotes every string, so no id or reason can imitate a separator.
         text = json.dumps(parts)
@@ -436,8 +436,8 @@ def amount_mismatch_reason(event: Event, items_cents: int) -> Reason:
     return Reason(
         AMOUNT_MISMATCH,
         "amount",
-        f"amount {_money(event.amount_cents, event.currency)} does not equal the refunded "
-        f"items' value {_money(items_cents, event.currency)} at the order's prices",
+        f"amount {_amount_text(event.amount_cents, event.currency)} does not equal the refunded "
+        f"items' value {_amount_text(items_cents, event.currency)} at the order's prices",
     )
 
 
@@ -452,10 +452,10 @@ def refund_exceeds_order_reason(
     return Reason(
         REFUND_EXCEEDS_ORDER,
         where,
-        f"a refund of {_money(refund_cents, code)} would bring order "
+        f"a refund of {_amount_text(refund_cents, code)} would bring order "
         f"{safe_text(event.order_id, 80)!r}'s refunded total to "
-        f"{_money(refunded_cents + refund_cents, code)}, above its value "
-        f"{_money(value_cents, code)} ({_money(left, code)} is left to refund)",
+        f"{_amount_text(refunded_cents + refund_cents, code)}, above its value "
+        f"{_amount_text(value_cents, code)} ({_amount_text(left, code)} is left to refund)",
     )
 
 
@@ -873,13 +873,13 @@ def _check_items(doc: dict[str, Any], reasons: list[Reason]) -> tuple[Item, ...]
     return _check_item_list(doc["items"], reasons, _check_item)
 
 
-def _money(minor: int, code: str) -> str:
+def _amount_text(minor: int, code: str) -> str:
     """Minor units as the amount they are: 10997 USD is ``109.97``, 0 USD ``0.00``, 1200 JPY
     ``1200``."""
-    return str(currency(code).from_minor_units(minor))
+    return str(money.currency(code).from_minor_units(minor))
 
 
-def _check_currency(doc: dict[str, Any], shop: Currency, reasons: list[Reason]) -> bool:
+def _check_currency(doc: dict[str, Any], shop: money.Currency, reasons: list[Reason]) -> bool:
     """Whether the message is in the shop's currency: its ``currency`` absent (or ``null``),
     or the shop's code (spaces around it and letter case do not count: ``usd`` is USD)."""
     value = doc.get("currency")
@@ -894,7 +894,7 @@ def _check_currency(doc: dict[str, Any], shop: Currency, reasons: list[Reason]) 
     code = code.upper() if code.isascii() else code
     if code == shop.code:
         return True
-    if is_iso_code(code):
+    if money.is_iso_code(code):
         reasons.append(
             Reason(
                 CURRENCY_MISMATCH,
@@ -915,13 +915,13 @@ def _check_currency(doc: dict[str, Any], shop: Currency, reasons: list[Reason]) 
 
 
 def _minor_amount(
-    amount: Decimal, raw: Any, name: str, shop: Currency, reasons: list[Reason]
+    amount: Decimal, raw: Any, name: str, shop: money.Currency, reasons: list[Reason]
 ) -> int | None:
     """``amount`` (sent as ``raw`` in the field ``name``) in the shop's minor units; None, with a
     ``too_many_decimals`` reason, when it is finer than them: refused, never rounded."""
     try:
         return shop.to_minor_units(amount)
-    except TooManyDecimalsError:
+    except money.TooManyDecimalsError:
         reasons.append(
             Reason(
                 TOO_MANY_DECIMALS,
@@ -1084,7 +1084,9 @@ def _check_reason(doc: dict[str, Any], reasons: list[Reason]) -> str | None:
     return trimmed or None
 
 
-def _check_refund_amount(value: Any, shop: Currency | None, reasons: list[Reason]) -> int | None:
+def _check_refund_amount(
+    value: Any, shop: money.Currency | None, reasons: list[Reason]
+) -> int | None:
     """The refund's ``amount`` in minor units; its decimals are judged only in the shop's
     currency (``shop`` None: the message is in another, whose minor unit says nothing here)."""
     amount = _check_amount(value, "amount", reasons, positive=True)
@@ -1139,7 +1141,7 @@ def _validate_event(
     kind: EventKind,
     attributes: Mapping[str, str] | None,
     received_at: datetime | None,
-    shop: Currency,
+    shop: money.Currency,
 ) -> Event | Rejection:
     reasons: list[Reason] = []
     event_id = _check_id(doc, "event_id", reasons)
@@ -1201,7 +1203,7 @@ def validate_message(
     types: Collection[str] = MESSAGE_TYPES,
     currency: str | None = None,
 ) -> Order | Event | Rejection:
-    """Check one SQS message body against the message contract; never raises.
+    """Check one SQS message body against the message contract; never raises on a body.
 
     ``attributes`` are the message's SQS system attributes; only ``SentTimestamp`` (epoch ms)
     is read. An order's ``occurred_at`` (and so its day bucket) is its ``order_timestamp``,
@@ -1217,16 +1219,16 @@ def validate_message(
 
     ``currency`` is the shop's ISO 4217 code (default: the configured ``CURRENCY``): a message
     without ``currency`` is in it, one in another is ``currency_mismatch``, and amounts are
-    parsed into its minor units.
+    parsed into its minor units. A code amounts cannot be counted in is the caller's mistake,
+    not the message's: it raises ``orderpipe.money.UnknownCurrencyError``.
 
     Every applicable reason is collected; the value cross-check runs only when the value and
     every item are individually valid (a mismatch against broken items says nothing), and an
     amount's decimals are judged only in the shop's currency (in another they say nothing).
     """
+    shop = money.currency(CURRENCY if currency is None else currency)
     try:
-        result = _validate(
-            body, attributes, received_at, types, CURRENCY if currency is None else currency
-        )
+        result = _validate(body, attributes, received_at, types, shop)
     except Exception as exc:  # pragma: no cover - a bug here must not poison the queue
         result = Rejection(
             reasons=(Reason(INVALID_JSON, "body", f"unexpected {type(exc).__name__}"),),
@@ -1274,7 +1276,7 @@ def _validate(
     attributes: Mapping[str, str] | None,
     received_at: datetime | None,
     types: Collection[str],
-    shop_currency: str,
+    shop: money.Currency,
 ) -> Order | Event | Rejection:
     text = _decode(body)
     if isinstance(text, Reason):
@@ -1295,7 +1297,6 @@ def _validate(
     message_type = _check_type(doc, types)
     if isinstance(message_type, Reason):
         return Rejection(reasons=(message_type,), **_searchable(doc))
-    shop = currency(shop_currency)
     if message_type == TYPE_PLACED:
         return _validate_order(doc, attributes, received_at, shop)
     return _validate_event(doc, _EVENT_KINDS[message_type], attributes, received_at, shop)
@@ -1305,7 +1306,7 @@ def _validate_order(
     doc: dict[str, Any],
     attributes: Mapping[str, str] | None,
     received_at: datetime | None,
-    shop: Currency,
+    shop: money.Currency,
 ) -> Order | Rejection:
     reasons: list[Reason] = []
     order_id = _check_id(doc, "order_id", reasons)
@@ -1326,7 +1327,7 @@ def _validate_order(
             )
         elif total > _SUM_CEILING or shop.round_to_minor_units(total) != value_cents:
             shown = (
-                _money(shop.round_to_minor_units(total), shop.code)
+                _amount_text(shop.round_to_minor_units(total), shop.code)
                 if total <= _SUM_CEILING
                 else "over 1,000,000,000"
             )
@@ -1334,7 +1335,7 @@ def _validate_order(
                 Reason(
                     VALUE_MISMATCH,
                     "order_value",
-                    f"order_value {_money(value_cents, shop.code)} does not equal the items' "
+                    f"order_value {_amount_text(value_cents, shop.code)} does not equal the items' "
                     f"total {shown}",
                 )
             )

@@ -319,6 +319,9 @@ def test_the_validator_refuses_a_currency_amounts_cannot_be_counted_in(code: str
     with pytest.raises(UnknownCurrencyError):
         validation.configure(code)
     assert validation.CURRENCY == "USD"
+    # Told per call: the caller's mistake raises, rather than reject every message.
+    with pytest.raises(UnknownCurrencyError):
+        validate(order("10", [(1, "10")]), code)
 
 
 @pytest.mark.django_db
