@@ -32,9 +32,10 @@ from iso4217 import Currency as ISOCurrency
 # The currency of every amount before the currency was a setting, and STATS_CURRENCY's default.
 DEFAULT_CURRENCY = "USD"
 
-# Exact arithmetic: a result that would lose a digit raises instead (Inexact), whatever the
-# calling thread's context; 2000 digits hold any amount a message or a counter can carry.
-_EXACT = Context(
+# Exact arithmetic for money: a result that would lose a digit raises instead (Inexact),
+# whatever the calling thread's context; 2000 digits hold any amount a message or a counter
+# can carry. The validator sums an order's lines in it too.
+EXACT = Context(
     prec=2000,
     rounding=ROUND_HALF_UP,
     Emax=MAX_EMAX,
@@ -82,12 +83,12 @@ class Currency:
         are no digits of the value: ``10.500`` USD is 1050.
         """
         try:
-            exact = amount.quantize(self.quantum, context=_EXACT)
+            exact = amount.quantize(self.quantum, context=EXACT)
         except Inexact:
             raise TooManyDecimalsError(
                 f"more decimals than {self.code} has ({self.minor_units})"
             ) from None
-        return int(exact.scaleb(self.minor_units, context=_EXACT))
+        return int(exact.scaleb(self.minor_units, context=EXACT))
 
     def round_to_minor_units(self, amount: Decimal) -> int:
         """``amount`` rounded half-up to minor units: a computed total (quantity times a unit price
@@ -99,7 +100,7 @@ class Currency:
         """Minor units as the exact amount, with exactly the currency's decimals: 29999 USD is
         ``Decimal('299.99')``, 0 USD ``Decimal('0.00')``, 1200 JPY ``Decimal('1200')``, 1250
         KWD ``Decimal('1.250')``."""
-        return Decimal(minor).scaleb(-self.minor_units, context=_EXACT)
+        return Decimal(minor).scaleb(-self.minor_units, context=EXACT)
 
 
 @functools.cache

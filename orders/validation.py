@@ -71,8 +71,8 @@ DUPLICATE_EVENT_ID = "duplicate_event_id"
 # Any message: a ``currency`` other than the shop's (nothing is summed across currencies).
 CURRENCY_MISMATCH = "currency_mismatch"
 
-# What ``validate_message`` itself can answer to an order message ...
-ORDER_VALIDATOR_CODES: tuple[str, ...] = (
+# The first codes there were: an order's body and fields.
+_ORDER_FIELD_CODES: tuple[str, ...] = (
     INVALID_JSON,
     NOT_AN_OBJECT,
     MISSING_FIELD,
@@ -80,21 +80,15 @@ ORDER_VALIDATOR_CODES: tuple[str, ...] = (
     INVALID_ITEMS,
     VALUE_MISMATCH,
     INVALID_TIMESTAMP,
-    TOO_MANY_DECIMALS,
-    CURRENCY_MISMATCH,
 )
+# What ``validate_message`` itself can answer to an order message ...
+ORDER_VALIDATOR_CODES: tuple[str, ...] = (*_ORDER_FIELD_CODES, TOO_MANY_DECIMALS, CURRENCY_MISMATCH)
 # ... and to any message (a ``type`` it does not know).
 VALIDATOR_CODES: tuple[str, ...] = (*ORDER_VALIDATOR_CODES, UNKNOWN_TYPE)
 # The order the admin's filter, the dashboard and pipeline_status list codes in: the order
 # they were introduced, so a new code is appended and never moves an existing one.
 ALL_CODES: tuple[str, ...] = (
-    INVALID_JSON,
-    NOT_AN_OBJECT,
-    MISSING_FIELD,
-    INVALID_FIELD,
-    INVALID_ITEMS,
-    VALUE_MISMATCH,
-    INVALID_TIMESTAMP,
+    *_ORDER_FIELD_CODES,
     DUPLICATE_ORDER_ID,
     UNKNOWN_TYPE,
     TOO_MANY_DECIMALS,
@@ -145,14 +139,6 @@ def configure(shop_currency: str) -> None:
     CURRENCY = money.currency(shop_currency).code
 
 
-# Exact arithmetic: enough digits for any realistic price, traps instead of silent rounding.
-_EXACT = Context(
-    prec=2000,
-    rounding=ROUND_HALF_UP,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    traps=[Inexact, InvalidOperation, Overflow],
-)
 # Canonical numbers for the fingerprint: exact, whatever the digits or the exponent. No number
 # in a body has more digits than the body has bytes, so nothing is ever rounded; a value the
 # context could not normalize exactly raises (and is rejected by the validator).
@@ -879,18 +865,27 @@ def _amount_text(minor: int, code: str) -> str:
     return str(money.currency(code).from_minor_units(minor))
 
 
+def _optional_text(doc: dict[str, Any], name: str, reasons: list[Reason]) -> str | None:
+    """The optional string field ``name``, trimmed; None when absent or null, or when it is not
+    a string (then an ``invalid_field`` reason says so)."""
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        reasons.append(Reason(INVALID_FIELD, name, f"{name} must be a string, got {_short(value)}"))
+        return None
+    return value.strip(_TRIM)
+
+
 def _check_currency(doc: dict[str, Any], shop: money.Currency, reasons: list[Reason]) -> bool:
     """Whether the message is in the shop's currency: its ``currency`` absent (or ``null``),
     or the shop's code (spaces around it and letter case do not count: ``usd`` is USD)."""
-    value = doc.get("currency")
-    if value is None:
+    if doc.get("currency") is None:
         return True
-    if not isinstance(value, str):
-        reasons.append(
-            Reason(INVALID_FIELD, "currency", f"currency must be a string, got {_short(value)}")
-        )
+    code = _optional_text(doc, "currency", reasons)
+    if code is None:
         return False
-    code = value.strip(_TRIM)
+    value = doc["currency"]
     code = code.upper() if code.isascii() else code
     if code == shop.code:
         return True
@@ -944,7 +939,8 @@ def _items_total(items: tuple[Item, ...]) -> Decimal | None:
                 continue
             if item.unit_price > _SUM_CEILING or item.quantity > _SUM_CEILING:
                 return _SUM_CEILING + 1
-            total = _EXACT.add(total, _EXACT.multiply(Decimal(item.quantity), item.unit_price))
+            line = money.EXACT.multiply(Decimal(item.quantity), item.unit_price)
+            total = money.EXACT.add(total, line)
             if total > _SUM_CEILING:
                 return total
     except DecimalException:
@@ -1066,15 +1062,9 @@ def _check_type(doc: dict[str, Any], types: Collection[str]) -> str | Reason:
 
 def _check_reason(doc: dict[str, Any], reasons: list[Reason]) -> str | None:
     """The optional free-text ``reason``, trimmed; absent, null or blank is no reason."""
-    value = doc.get("reason")
-    if value is None:
+    trimmed = _optional_text(doc, "reason", reasons)
+    if trimmed is None:
         return None
-    if not isinstance(value, str):
-        reasons.append(
-            Reason(INVALID_FIELD, "reason", f"reason must be a string, got {_short(value)}")
-        )
-        return None
-    trimmed = value.strip(_TRIM)
     problem = _text_problem(trimmed)
     if problem is None and len(trimmed) > MAX_REASON_LENGTH:
         problem = f"must be at most {MAX_REASON_LENGTH} characters, got {len(trimmed)}"

@@ -114,6 +114,34 @@ def assert_clean_config_error(result: subprocess.CompletedProcess[str], expected
             {"DATABASE_URL": "nonsense://x"},
             "DATABASE_URL='nonsense://x'",
         ),
+        pytest.param(
+            {"STATS_TIME_ZONE": "Mars/Olympus_Mons"},
+            "STATS_TIME_ZONE='Mars/Olympus_Mons' is not an IANA time zone name (case counts: "
+            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
+            id="unknown-zone",
+        ),
+        pytest.param(
+            {"STATS_TIME_ZONE": "america/new_york"},
+            "STATS_TIME_ZONE='america/new_york' is not an IANA time zone name",
+            id="zone-in-the-wrong-case",
+        ),
+        pytest.param(
+            {"STATS_TIME_ZONE": "localtime"},
+            "STATS_TIME_ZONE='localtime' is not an IANA time zone name",
+            id="the-machines-zone",
+        ),
+        pytest.param(
+            {"STATS_CURRENCY": "XYZ"},
+            "STATS_CURRENCY='XYZ' is not an ISO 4217 currency code (three capital letters, "
+            "e.g. USD, EUR, JPY).",
+            id="unknown-currency",
+        ),
+        pytest.param(
+            {"STATS_CURRENCY": "XAU"},
+            "STATS_CURRENCY='XAU' has no minor unit in ISO 4217 (a precious metal, a fund or a "
+            "testing code), so amounts in it cannot be counted in minor units.",
+            id="currency-without-minor-unit",
+        ),
     ],
 )
 def test_malformed_value_is_a_one_line_error_naming_the_variable(
@@ -348,50 +376,6 @@ def test_metrics_is_exempt_from_the_https_redirect_only_without_auth(
     result = manage(tmp_path, "shell", "-c", code, **env)
     assert result.returncode == 0, result.stderr
     assert last_line(result.stdout) == str([redirected, False, True])
-
-
-@pytest.mark.parametrize(
-    ("env", "line"),
-    [
-        pytest.param(
-            {"STATS_TIME_ZONE": "Mars/Olympus_Mons"},
-            "STATS_TIME_ZONE='Mars/Olympus_Mons' is not an IANA time zone name (case counts: "
-            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
-            id="unknown-zone",
-        ),
-        pytest.param(
-            {"STATS_TIME_ZONE": "america/new_york"},
-            "STATS_TIME_ZONE='america/new_york' is not an IANA time zone name (case counts: "
-            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
-            id="zone-in-the-wrong-case",
-        ),
-        pytest.param(
-            {"STATS_TIME_ZONE": "localtime"},
-            "STATS_TIME_ZONE='localtime' is not an IANA time zone name (case counts: "
-            "UTC, Europe/London, America/New_York, Asia/Kolkata).",
-            id="the-machines-zone",
-        ),
-        pytest.param(
-            {"STATS_CURRENCY": "XYZ"},
-            "STATS_CURRENCY='XYZ' is not an ISO 4217 currency code (three capital letters, "
-            "e.g. USD, EUR, JPY).",
-            id="unknown-currency",
-        ),
-        pytest.param(
-            {"STATS_CURRENCY": "XAU"},
-            "STATS_CURRENCY='XAU' has no minor unit in ISO 4217 (a precious metal, a fund or a "
-            "testing code), so amounts in it cannot be counted in minor units.",
-            id="currency-without-minor-unit",
-        ),
-    ],
-)
-def test_an_unknown_zone_or_currency_stops_start_up_with_one_line(
-    tmp_path: Path, env: dict[str, str], line: str
-) -> None:
-    result = manage(tmp_path, "check", **env)
-
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"Configuration error: {line}"
 
 
 def test_the_zone_and_currency_are_read_and_the_validator_takes_the_currency(

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from django.test import Client
 
-from orderpipe.money import currency
-from orders.validation import Item, Order
+from orders.validation import Order
 from stats.dashboard import axis_step, chart_svg, money
 from stats.store import AggregateStore, DayStats
+from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
 
@@ -23,15 +23,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def order(order_id: str, user_id: str, cents: int, day: date) -> Order:
-    when = datetime.combine(day, time(12), tzinfo=UTC)
-    return Order(
-        order_id,
-        user_id,
-        cents,
-        (Item("P1", 1, currency("USD").from_minor_units(cents)),),
-        when,
-        when,
-    )
+    return make_order(order_id, user_id, cents, datetime.combine(day, time(12), tzinfo=UTC))
 
 
 def today() -> date:
