@@ -5,7 +5,8 @@
    conflicting ``order_id`` becomes a ``duplicate_order_id`` reject) and the rejects into
    ``RejectedOrder``.
 3. One Redis script call per shard touched (``stats.store``): each order's aggregates and
-   idempotency mark, each reject counted once.
+   idempotency mark, each reject counted once, the batch's counters once per receive (the
+   batch's token, ``batch_token``).
 
 Only then may the consumer delete the messages. A failure at any step raises and leaves the
 batch whole for the consumer to retry: step 2 again finds the rows it wrote (same
@@ -15,6 +16,7 @@ crash anywhere in between counts every order once (the README's crash table).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -78,6 +80,15 @@ def validate_batch(
     return orders, rejected
 
 
+def batch_token(messages: Sequence[dict[str, Any]]) -> str:
+    """This receive of these messages: the same for every retry of the batch in hand, another
+    for a redelivery (SQS gives each receive new receipt handles). The store keeps each
+    shard's reply under it, so a batch that one shard refused and that is retried counts
+    the others' orders and messages once."""
+    handles = "\n".join(f"{m.get('MessageId', '')} {m.get('ReceiptHandle', '')}" for m in messages)
+    return hashlib.sha256(handles.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 class BatchCommitter:
     """Commits batches of one queue into the ledger, ``RejectedOrder`` and one store."""
 
@@ -102,6 +113,7 @@ class BatchCommitter:
             [PendingOrder(r.order, r.first_recorded_at) for r in recorded],
             {message["MessageId"]: rejection.codes for message, rejection in rejected},
             received=len(messages),
+            batch=batch_token(messages),
         )
         applied = duplicates = 0
         for entry, status in zip(recorded, outcome.statuses, strict=True):

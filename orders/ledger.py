@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, models, transaction
+from django.db.models.functions import Collate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -32,7 +33,9 @@ _INSERT_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """A valid order as the ledger knows it: the payload matches the recorded one.
+    """A valid order as the ledger knows it: the payload matches the recorded one, and its
+    time (so its day) is the recorded one (an undated order is dated by the SentTimestamp of
+    its first message, not of a re-send).
 
     ``first_recorded_at`` is when the ledger first saw this ``order_id`` (now, or an earlier
     delivery); the Redis script uses it to tell an order never applied from one whose
@@ -109,11 +112,11 @@ def record_orders(
     insert = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
     on_conflict = f" ON CONFLICT ({quote('order_id')}) DO NOTHING"
     select = (
-        f"SELECT {quote('order_id')}, {quote('fingerprint')}, {quote('received_at')} "  # noqa: S608
-        f"FROM {table} WHERE {quote('order_id')} IN "
+        f"SELECT {quote('order_id')}, {quote('fingerprint')}, {quote('received_at')}, "  # noqa: S608
+        f"{quote('ordered_at')} FROM {table} WHERE {quote('order_id')} IN "
     )
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    known: dict[str, tuple[str, datetime]] = {}
+    known: dict[str, tuple[str, datetime, datetime]] = {}
     # No savepoint inside the caller's transaction: two round trips per batch saved.
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         for start in range(0, len(rows), _INSERT_CHUNK):
@@ -126,14 +129,18 @@ def record_orders(
             cursor.execute(insert + ", ".join([row_sql] * len(chunk)) + on_conflict, params)
             ids = [row[0] for row in chunk]
             cursor.execute(select + "(" + ", ".join(["%s"] * len(ids)) + ")", ids)
-            for order_id, fingerprint, first in cursor.fetchall():
-                known[order_id] = (fingerprint, _aware(first))
+            for order_id, fingerprint, first, ordered_at in cursor.fetchall():
+                known[order_id] = (fingerprint, _aware(first), _aware(ordered_at))
     recorded: list[Recorded] = []
     conflicts: list[tuple[dict[str, Any], Order]] = []
     for message, order in orders:
-        fingerprint, first = known[order.order_id]
+        fingerprint, first, ordered_at = known[order.order_id]
         if fingerprint == order.fingerprint:
-            recorded.append(Recorded(order, message, first))
+            # An undated order sent again is dated by its first message, as the ledger has it.
+            as_recorded = (
+                order if order.occurred_at == ordered_at else replace(order, occurred_at=ordered_at)
+            )
+            recorded.append(Recorded(as_recorded, message, first))
         else:
             conflicts.append((message, order))
     return LedgerOutcome(recorded, conflicts)
@@ -215,12 +222,28 @@ def _chunked(values: Collection[str], size: int = 5_000) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
+def _by_user(query: models.QuerySet, *then: str) -> models.QuerySet:
+    """``query`` in user_id order as Python compares strings (code points), so that two
+    streams can be merged by user: PostgreSQL's collation may order otherwise (``C`` is
+    byte order, which for UTF-8 is code point order, as is SQLite's default)."""
+    if connections[query.db].vendor == "postgresql":
+        return query.order_by(Collate("user_id", "C"), *then)
+    return query.order_by("user_id", *then)
+
+
 def user_totals(
-    user_ids: Collection[str] | None = None, using: str = "default", chunk_size: int = 20_000
+    user_ids: Collection[str] | None = None,
+    recorded_before: datetime | None = None,
+    using: str = "default",
+    chunk_size: int = 20_000,
 ) -> Iterator[UserTotals]:
     """Per user: order count, spend, first and last order time; GROUP BY in the database,
-    streamed (a server-side cursor on PostgreSQL), in user_id order; all users, or those."""
-    base = AcceptedOrder.objects.using(using).order_by("user_id").values_list("user_id")
+    streamed (a server-side cursor on PostgreSQL), in user_id order (``_by_user``); all
+    users, or those; all rows, or those first recorded before ``recorded_before``."""
+    rows = AcceptedOrder.objects.using(using)
+    if recorded_before is not None:
+        rows = rows.filter(received_at__lt=recorded_before)
+    base = _by_user(rows).values_list("user_id")
     grouped = base.annotate(
         n=models.Count("pk"),
         spend=models.Sum("value_cents"),
@@ -263,37 +286,29 @@ def user_day_totals(
 
 
 def recorded_since(
-    since: datetime,
-    user_ids: Collection[str] | None = None,
+    since: datetime | None,
+    by_user: bool = False,
     using: str = "default",
     chunk_size: int = 20_000,
 ) -> Iterator[RecordedOrder]:
-    """Orders first recorded at or after ``since`` (all users, or those): the ones whose
-    idempotency marks exist if Redis applied them (older marks may have expired)."""
-    base = (
-        AcceptedOrder.objects.using(using)
-        .filter(received_at__gte=since)
-        .order_by()
-        .values_list(*_RECORDED_FIELDS)
-    )
-    queries = (
-        [base]
-        if user_ids is None
-        else [base.filter(user_id__in=chunk) for chunk in _chunked(sorted(user_ids))]
-    )
-    for query in queries:
-        for row in query.iterator(chunk_size=chunk_size):
-            yield RecordedOrder(*row)
+    """Orders first recorded at or after ``since`` (None: every order): the ones whose
+    idempotency marks exist if Redis applied them (older marks may have expired); in
+    user_id order (``_by_user``) when ``by_user``."""
+    rows = AcceptedOrder.objects.using(using)
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    ordered = _by_user(rows, "order_id") if by_user else rows.order_by()
+    for row in ordered.values_list(*_RECORDED_FIELDS).iterator(chunk_size=chunk_size):
+        yield RecordedOrder(*row)
 
 
-def order_times(user_id: str, exclude: Collection[str] = ()) -> list[datetime]:
-    """One user's order times, without the orders ``exclude`` names (reconcile)."""
-    return list(
-        AcceptedOrder.objects.filter(user_id=user_id)
-        .exclude(order_id__in=list(exclude))
-        .order_by()
-        .values_list("ordered_at", flat=True)
-    )
+def known_users(user_ids: Collection[str], using: str = "default") -> set[str]:
+    """Which of ``user_ids`` have orders in the ledger (one indexed query per 5,000)."""
+    found: set[str] = set()
+    for chunk in _chunked(user_ids):
+        query = AcceptedOrder.objects.using(using).filter(user_id__in=chunk).order_by()
+        found.update(query.values_list("user_id", flat=True).distinct())
+    return found
 
 
 def ledger_size(using: str = "default") -> int:

@@ -95,10 +95,10 @@ def test_a_redis_refusing_the_script_while_the_probe_passes_holds_the_same_batch
     refusing = threading.Event()
     refusing.set()
 
-    def refuse(work):
+    def refuse(*args, **kwargs):
         if refusing.is_set():
             raise StoreUnavailableError("ResponseError: NOREPLICAS Not enough good replicas")
-        return real_run(work)
+        return real_run(*args, **kwargs)
 
     monkeypatch.setattr(store, "_run_scripts", refuse)
     with Running(consumer_for(short_queue, store)) as consumer:

@@ -7,79 +7,22 @@ or emptied and derived again.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from orders import projection
-from orders.commit import BatchCommitter
+from orders import ledger, projection
 from orders.models import AcceptedOrder, LedgerIsAppendOnlyError
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 from stats.store import base as store_base
-from tests.ingestion_helpers import order_body, prefix_keys
+from tests.ingestion_helpers import prefix_keys
+from tests.projection_helpers import NOW, aggregates, commit, message, rebuild, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-# The commands read the real clock (the store's): "now" is now, and the past is in the past.
-NOW = datetime.now(UTC)
-DAY = date(2025, 8, 9)
-
-
-def message(order_id: str, user_id: str = "U1", price: str = "19.99", **kwargs) -> dict:
-    return {
-        "MessageId": str(uuid.uuid4()),
-        "ReceiptHandle": "h",
-        "Body": order_body(order_id, user_id=user_id, price=price, **kwargs),
-        "Attributes": {"SentTimestamp": "1754734500000", "ApproximateReceiveCount": "1"},
-    }
-
-
-def commit(store: AggregateStore, messages: list[dict], at: datetime = NOW):
-    store.clock = lambda: at.timestamp()
-    return BatchCommitter(store, "orders").commit(messages, at)
-
-
-def aggregates(store: AggregateStore) -> dict:
-    """Everything the API serves, for comparing before and after."""
-    users = {u: store.user_stats(u) for u in ("U1", "U2", "U3", "U4", "U5")}
-    return {
-        "global": store.global_stats(),
-        "users": users,
-        "spenders": store.top_spenders(10),
-        "buyers": store.top_buyers(10),
-        "days": store.by_date(date(2025, 8, 1), date(2025, 8, 31)),
-    }
-
-
-@pytest.fixture
-def filled(store: AggregateStore) -> AggregateStore:
-    store.dedup_ttl = 15 * 24 * 3600
-    commit(
-        store, [message(f"O{i}", user_id=f"U{i % 5 + 1}", price=f"{i + 1}.25") for i in range(12)]
-    )
-    commit(store, [message("X1", "U2", "0.99", timestamp="2025-08-20T23:59:59Z")])
-    return store
-
-
-def reconcile(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("reconcile_stats", "--no-progress", *args, stdout=out)
-    except CommandError as exc:
-        return 1, out.getvalue() + str(exc)
-    return 0, out.getvalue()
-
-
-def rebuild(*args: str) -> str:
-    out = io.StringIO()
-    call_command("rebuild_stats", "--no-progress", *args, stdout=out)
-    return out.getvalue()
 
 
 # --- the ledger ---------------------------------------------------------------------------------
@@ -214,11 +157,11 @@ def test_rebuild_switches_to_a_new_generation_and_removes_the_old_one(
 
     rebuild()
 
-    assert live_redis.get(filled.key("gen")) == b"1"
+    assert live_redis.get(filled.key("gen")) == b"1;v2;n1"
     assert not any(live_redis.exists(k) for k in old_keys)
     assert aggregates(filled) == before
     rebuild()
-    assert live_redis.get(filled.key("gen")) == b"2"
+    assert live_redis.get(filled.key("gen")) == b"2;v2;n1"
     assert aggregates(filled) == before
     assert commit(filled, [message("NEW", "U5", "3.00")]).applied == 1
     assert filled.user_stats("U5").order_count == 3
@@ -374,32 +317,40 @@ def test_apply_statuses_for_rows_recorded_long_ago(store: AggregateStore) -> Non
     assert json.loads(json.dumps(store.global_stats().total_orders)) == 1
 
 
+@pytest.mark.parametrize("recorded_before_snapshot", [2, 3], ids=["repair", "check"])
 def test_a_repair_and_a_batch_recorded_meanwhile_count_its_orders_once(
-    filled: AggregateStore, live_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    filled: AggregateStore,
+    live_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded_before_snapshot: int,
 ) -> None:
-    """A consumer records a batch in the ledger after reconcile compared (its Redis script
-    then waits for the lock): the repair either includes those orders with their marks, or
-    leaves them to the batch; never both."""
+    """A consumer records a batch in the ledger while reconcile --repair holds the lock (its
+    Redis script then waits): before the repair's snapshot, the repair counts those orders
+    and marks them; after it, they are left to the batch; never both."""
     live_redis.hincrby(filled.aggregate_key("user", "U3"), "spend", 1)  # something to repair
     late = message("MEANWHILE", "U3", "5.00")
-    real_compare = projection.compare
-    calls = []
+    real_snapshot = ledger.snapshot
+    snapshots = []
 
-    def compare_then_a_batch_is_recorded(*args, **kwargs):
-        result = real_compare(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:  # the locked pass, just before the repair
+    @contextlib.contextmanager
+    def snapshot_after_a_batch(*args, **kwargs):
+        snapshots.append(1)
+        if len(snapshots) == recorded_before_snapshot:
             apply = filled.apply_batch
             filled.apply_batch = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("lock"))
             with pytest.raises(ConnectionError):
                 commit(filled, [late])
             filled.apply_batch = apply
-        return result
+        with real_snapshot(*args, **kwargs):
+            yield
 
-    monkeypatch.setattr(projection, "compare", compare_then_a_batch_is_recorded)
+    monkeypatch.setattr(ledger, "snapshot", snapshot_after_a_batch)
     assert reconcile("--repair")[0] == 0
+    monkeypatch.undo()
 
-    assert commit(filled, [late]).duplicates == 1  # the batch comes back after the lock
+    result = commit(filled, [late])  # the batch comes back after the lock
+    assert (result.applied, result.duplicates) == (
+        (0, 1) if recorded_before_snapshot == 2 else (1, 0)
+    )
     assert filled.user_stats("U3").total_spend_cents == 1150 + 500
-    monkeypatch.setattr(projection, "compare", real_compare)
     assert reconcile()[0] == 0

@@ -81,3 +81,36 @@ def test_throttle_counts_in_the_cluster_cache(
         r"Request was throttled\. Expected available in \d+ seconds?\.", body["detail"]
     )
     assert list(live_redis_cluster.scan_iter(match=f"{key_prefix}:*throttle_stats_*")) != []
+
+
+@pytest.mark.parametrize("shards", [3, 8, 16])
+def test_every_shard_count_spreads_evenly_over_the_primaries(
+    live_redis_cluster: RedisCluster, shards: int
+) -> None:
+    """Each shard's tag hashes to the middle of its share of the slots, so primaries holding
+    contiguous slot ranges (as the session's cluster does) get as many shards as one another,
+    give or take one, whatever the prefix (the default one included)."""
+    from stats.store import AggregateStore
+    from tests.ingestion_helpers import make_order, prefix_keys
+
+    client = live_redis_cluster
+    for prefix in ("orderpipe", "shop", "test-spread"):
+        prefix = f"spread-{shards}-{prefix}"
+        store = AggregateStore(client, prefix=prefix, shards=shards)
+        users = {store.shard_of(f"U{n}"): f"U{n}" for n in range(2000)}
+        assert len(users) == shards
+        try:
+            store.apply_orders([make_order(f"O-{u}", u, 100) for u in users.values()])
+            tags_per_primary = {
+                node.name: {
+                    key.split(b"}")[0]
+                    for key in client.scan_iter(match=f"{{{prefix}:*", target_nodes=node)
+                }
+                for node in client.get_primaries()
+            }
+            counts = sorted(len(tags) for tags in tags_per_primary.values())
+            assert sum(counts) == shards
+            assert counts[-1] - counts[0] <= 1, (prefix, counts)
+        finally:
+            for key in prefix_keys(client, prefix):
+                client.delete(key)

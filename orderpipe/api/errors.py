@@ -18,7 +18,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from stats.store import StoreUnavailableError
+from stats.store import LayoutError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # database for the stats API too. Any other database error falls through to a 500.
         logger.warning("database unavailable: %s", exc)
         return _unavailable(DATABASE_UNAVAILABLE_DETAIL)
+    if isinstance(exc, LayoutError):
+        # Configured for other aggregates than Redis holds: say what to do, never zeros.
+        logger.error("store refused: %s", exc)
+        return _unavailable(f"The statistics store cannot be read by this process: {exc}")
     if isinstance(exc, StoreUnavailableError):
         logger.warning("store unavailable: %s", exc)
         return _unavailable(STORE_UNAVAILABLE_DETAIL)

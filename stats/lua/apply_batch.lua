@@ -7,36 +7,49 @@
 --
 -- KEYS[1] generation (string)    KEYS[2] rebuild lock (string)   KEYS[3] global (hash)
 -- KEYS[4] days (hash)            KEYS[5] rank:spend (zset)        KEYS[6] rank:orders (zset)
--- KEYS[7] ingest (hash)
--- then 2 keys per order: its user hash, its idempotency mark (string)
+-- KEYS[7] ingest (hash)          KEYS[8] this batch's stored reply (string)
+-- then 2 keys per order: its user hash, its idempotency mark (string, in the generation)
 -- then 1 key per rejected message: its counted-once mark (string)
 --
--- ARGV[1] the generation the caller writes to      ARGV[2] mark TTL, seconds (0 = forever)
--- ARGV[3] now, epoch ms                            ARGV[4] messages of this shard received
+-- ARGV[1] the generation the caller writes to, described ('<G>;v<format>;n<shards>')
+-- ARGV[2] mark TTL, seconds (0 = forever)          ARGV[3] now, epoch ms
+-- ARGV[4] messages of this shard received
 -- ARGV[5] oldest first-recorded time (epoch ms) an order without a mark may still be applied
 --         at; older ones were applied long ago if ever (their mark may have expired) (0 = any)
 -- ARGV[6] number of orders
+-- ARGV[7] how long to keep this call's reply under KEYS[8], seconds (0 = not kept)
 -- then 7 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
 --         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms (0 = now)
 -- then 1 value per rejected message: its reason codes joined by ','
 --
 -- Returns {0, statuses..., rejects counted} with one status per order: 1 applied,
 -- 0 duplicate (its mark is there), 2 conflict (its mark holds another payload's fingerprint),
--- 3 not applied because it was first recorded before the marks' window.
--- Returns {1} while a rebuild holds the lock and {2, generation} when the generation moved:
--- nothing is written then; the caller waits, or re-reads the generation, and tries again.
--- Returns {3, 'retired:<shards>'} when rebuild_stats moved the aggregates to another shard
--- layout: a consumer still configured for this one must not write here.
+-- 3 not applied because it was first recorded before the marks' window. The same batch
+-- retried (a shard of it failed, or the reply was lost) gets that reply again and changes
+-- nothing, so its counters count once.
+-- Returns {1} while a rebuild holds the lock and {2, found} when the generation key does not
+-- describe ARGV[1] (a rebuild switched, or another layout is live, or it is retired): nothing
+-- is written then; the caller waits, or plans again, or refuses. An absent generation key is
+-- claimed by a caller that expects generation 0: nothing was written for this layout yet.
+-- Returns {3, 'retired:<shards>'} when an earlier version's rebuild_stats retired this lock.
+if tonumber(ARGV[7]) > 0 then
+  local stored = redis.call('GET', KEYS[8])
+  if stored then return cjson.decode(stored) end
+end
 local lock = redis.call('GET', KEYS[2])
 if lock then
   if string.sub(lock, 1, 8) == 'retired:' then return {3, lock} end
   return {1}
 end
-local generation = redis.call('GET', KEYS[1]) or '0'
-if generation ~= ARGV[1] then return {2, generation} end
+local generation = redis.call('GET', KEYS[1])
+if not generation then
+  if string.sub(ARGV[1], 1, 2) ~= '0;' then return {2, ''} end
+elseif generation ~= ARGV[1] then
+  return {2, generation}
+end
 
 local n = tonumber(ARGV[6])
-local first_reject_key = 8 + 2 * n
+local first_reject_key = 9 + 2 * n
 
 -- Redis does not roll a script back: check every key's type before the first write, so a
 -- key of the wrong type fails the batch whole instead of leaving a mark without its totals.
@@ -49,7 +62,7 @@ end
 local problem = expect(KEYS[3], 'hash') or expect(KEYS[4], 'hash') or expect(KEYS[5], 'zset')
   or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash')
 if problem then return problem end
-for k = 8, first_reject_key - 1, 2 do
+for k = 9, first_reject_key - 1, 2 do
   problem = expect(KEYS[k], 'hash') or expect(KEYS[k + 1], 'string')
   if problem then return problem end
 end
@@ -64,10 +77,10 @@ local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5],
 local result = {0}
 local applied, duplicates = 0, 0
 for i = 0, n - 1 do
-  local a = 7 + 7 * i
+  local a = 8 + 7 * i
   local user_id, cents, occurred, day = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local fingerprint, legacy, first = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
-  local user, mark = KEYS[8 + 2 * i], KEYS[9 + 2 * i]
+  local user, mark = KEYS[9 + 2 * i], KEYS[10 + 2 * i]
   local status
   local previous = redis.call('GET', mark)
   if previous then
@@ -107,7 +120,7 @@ end
 -- Rejected messages are counted once each by message id, whatever SQS redelivers: the
 -- database row may come from an attempt whose count never reached Redis.
 local counted = 0
-local codes_at = 7 + 7 * n
+local codes_at = 8 + 7 * n
 for k = first_reject_key, #KEYS do
   local fresh
   if ttl > 0 then
@@ -130,4 +143,8 @@ if counted > 0 then redis.call('HINCRBY', ingest, 'rejected', counted) end
 -- A batch is also a sign of life: a busy consumer never has an empty receive to beat on.
 redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
 result[#result + 1] = counted
+if not generation then redis.call('SET', KEYS[1], ARGV[1]) end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('SET', KEYS[8], cjson.encode(result), 'EX', ARGV[7])
+end
 return result

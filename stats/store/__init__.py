@@ -10,13 +10,19 @@ One module per idea:
 - ``keys``: every key name (the key table is its docstring), shards, hash tags. Pure.
 - ``errors``: which Redis errors are outages and which need an operator.
 - ``values``: what goes in and comes out (orders, statistics, money), and reply decoding.
-- ``base``: what the parts share: client, key space, settings, the live generations seen.
+- ``layouts``: what the generation and layout keys hold (descriptors), and the refusals when
+  a process is configured for other aggregates than Redis holds. Pure.
+- ``base``: what the parts share: client, key space, layout, settings, the marks' window, the
+  live generations seen.
+- ``scripts``: running the Lua scripts of ``stats/lua/`` (pipelined, reloaded when lost).
 - ``apply``: applying a batch, one script call per shard (``stats/lua/apply_batch.lua``).
 - ``consumers``: the consumers' heartbeats.
 - ``reads``: the API's reads, one round trip each, shards merged.
 - ``servers``: INFO (version, eviction policy) and latency of every primary.
-- ``generations``: rebuild and reconcile: the lock, the layout, writing, switching and
-  dropping a generation (``GenerationWriter``), reading everything back.
+- ``lease``: the rebuild lock, a fenced lease: every write of a rebuild or repair checks it.
+- ``generations``: what rebuild and repair write: the layout, fenced writes of a generation
+  (``GenerationWriter``), the switch, dropping, and what a rebuild that died left behind.
+- ``readback``: reading everything back in batches to compare it with the ledger.
 
 Why mixins: ``AggregateStore`` is assembled from one mixin per module over ``StoreBase``. Its
 callers (the consumer, the API, the commands) hold one object with the whole API, as before;
@@ -34,13 +40,16 @@ from redis.exceptions import RedisClusterException
 from stats.store.apply import APPLY_SHA, ApplyMixin
 from stats.store.consumers import ConsumersMixin
 from stats.store.errors import (
+    LeaseLostError,
     RebuildInProgressError,
     StoreCommandError,
     StoreUnavailableError,
     store_error,
 )
-from stats.store.generations import GenerationsMixin, GenerationWriter
+from stats.store.generations import GenerationWriter, Leftover
 from stats.store.keys import KeySpace
+from stats.store.layouts import Layout, LayoutError
+from stats.store.readback import ReadbackMixin, UserReadback
 from stats.store.reads import ReadsMixin
 from stats.store.servers import ServerInfo, ServersMixin
 from stats.store.values import (
@@ -66,6 +75,10 @@ __all__ = [
     "GlobalStats",
     "IngestionStats",
     "KeySpace",
+    "Layout",
+    "LayoutError",
+    "LeaseLostError",
+    "Leftover",
     "OrderLike",
     "PendingOrder",
     "Ranked",
@@ -74,18 +87,19 @@ __all__ = [
     "ServerInfo",
     "StoreCommandError",
     "StoreUnavailableError",
+    "UserReadback",
     "UserStats",
     "get_store",
     "redis_client",
 ]
 
 
-class AggregateStore(ApplyMixin, ConsumersMixin, ReadsMixin, ServersMixin, GenerationsMixin):
+class AggregateStore(ApplyMixin, ConsumersMixin, ReadsMixin, ServersMixin, ReadbackMixin):
     """Reads and writes the aggregates of one key prefix in one Redis (node or cluster).
 
-    ``AggregateStore(client, prefix, dedup_ttl, clock, shards)``: see ``StoreBase``. Writes
-    (``apply_batch``) are in ``apply``, reads in ``reads``, the rebuild's and reconcile's
-    side in ``generations``.
+    ``AggregateStore(client, prefix, dedup_ttl, clock, shards, key_format)``: see
+    ``StoreBase``. Writes (``apply_batch``) are in ``apply``, reads in ``reads``, the
+    rebuild's and reconcile's side in ``lease``, ``generations`` and ``readback``.
     """
 
 

@@ -10,9 +10,10 @@ on the second, instead of cycling every message towards the dead-letter queue; t
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from redis.exceptions import RedisClusterException
@@ -36,6 +37,11 @@ class StoreCommandError(StoreUnavailableError):
     """Redis refused a command for a reason that retrying cannot cure (see ``_PERMANENT``):
     the consumer stops loudly instead of cycling every message towards the dead-letter queue.
     The API still answers 503."""
+
+
+class LeaseLostError(Exception):
+    """A rebuild or repair no longer holds its lock (it expired while the command stalled, or
+    another took it): its fenced writes wrote nothing, and it must stop before its switch."""
 
 
 # Refusals that end by themselves: the consumer keeps its batch, backs off and retries it.
@@ -93,7 +99,18 @@ def store_error(exc: redis.RedisError | RedisClusterException) -> StoreUnavailab
 
 
 def unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
-    """Let no Redis error out of ``method`` but as the store's own (see ``store_error``)."""
+    """Let no Redis error out of ``method`` but as the store's own (see ``store_error``);
+    out of a generator's iteration too."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                yield from method(*args, **kwargs)  # type: ignore[misc]
+            except (redis.RedisError, RedisClusterException) as exc:
+                raise store_error(exc) from exc
+
+        return generator  # type: ignore[return-value]
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

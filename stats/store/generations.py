@@ -1,199 +1,232 @@
-"""Deriving the aggregates again: what ``rebuild_stats`` and ``reconcile_stats`` do to Redis.
+"""Deriving the aggregates again: what ``rebuild_stats`` and ``reconcile_stats --repair``
+write, and what they leave behind.
 
-A rebuild holds every shard's lock (consumers keep their batches meanwhile), writes a fresh
-generation beside the live one with ``GenerationWriter``, switches ``T:gen`` to it and drops
-the old one; when it moved the aggregates to another shard count it records the new layout
-and retires the old one, so a consumer still configured for it stops instead of writing beside
-them. A reconcile reads everything back (users, rankings, days, marks) to compare it with the
-ledger, repairs through the same writer into the live generation, and keeps a report.
+A rebuild holds every shard's lock (``lease``), writes a fresh generation beside the live one
+with ``GenerationWriter`` (aggregates and the marks of the orders they count), switches
+``T:gen`` to it (``switch_generation``, fenced like every write) and drops the old one. When
+it moves the aggregates to another layout, the same switch retires the old layout (its
+``T:gen`` becomes ``retired:<new layout>``, which never expires) and carries the ingestion
+counters over by setting them, so a rerun never counts them twice. What is being built or
+dropped is recorded in ``<prefix>:generations``, so what a rebuild that died leaves behind
+is found and removed by the next one (``leftovers``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from datetime import date, timedelta
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
 
 from orderpipe.timeutils import epoch_ms
-from stats.store.base import StoreBase
-from stats.store.errors import unavailable_on_redis_error
-from stats.store.keys import SHARED_KEYS
-from stats.store.values import (
-    USER_FIELDS,
-    IngestionStats,
-    OrderLike,
-    RecordedOrderLike,
-    UserStats,
-    int_or_zero,
-    score_to_int,
-    text,
-    user_from_row,
+from stats.store.errors import LeaseLostError, unavailable_on_redis_error
+from stats.store.layouts import (
+    Generation,
+    Layout,
+    LayoutError,
+    State,
+    parse_generation,
+    retired,
 )
+from stats.store.lease import Fenced, LeaseMixin
+from stats.store.scripts import LuaScript, ScriptCall
+from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
 
-RELEASE_LOCK_SCRIPT = (Path(__file__).parents[1] / "lua" / "release_lock.lua").read_text()
-# The value of a retired layout's lock (see ``GenerationsMixin.retire``).
-RETIRED = "retired:"
+NEXT_GENERATION = LuaScript.named("next_generation")
+_INGEST_COUNTERS = ("received", "applied", "duplicates", "rejected")
 
 
-class GenerationsMixin(StoreBase):
-    # --- the rebuild lock --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Leftover:
+    """An entry of ``<prefix>:generations``: a generation being built (``building``) or one
+    switched away from (``dropping``), or a whole retired layout being dropped
+    (``generation`` None)."""
+
+    layout: Layout
+    generation: int | None
+    state: str
+    token: str
+    since: datetime | None
+    generations: tuple[int, ...] = ()  # a retired layout's: what to drop
+
+    @property
+    def field(self) -> str:
+        return _field(self.layout, self.generation)
+
+
+def _field(layout: Layout, generation: int | None) -> str:
+    return layout.code() if generation is None else f"{layout.code()}:{generation}"
+
+
+class GenerationsMixin(LeaseMixin):
+    # --- the layout (what the aggregates are built for) -------------------------------------
     @unavailable_on_redis_error
-    def acquire_rebuild_lock(self, token: str, ttl_ms: int) -> bool:
-        """Hold every shard's lock (consumers then keep their batches); False when another
-        rebuild holds one. A layout retired by an earlier rebuild is taken over."""
-        taken: list[int] = []
-        for shard in self._all():
-            key = self.keys.lock(shard)
-            if not self.client.set(key, token, nx=True, px=ttl_ms):
-                held = self.client.get(key)
-                if held is None or not text(held).startswith(RETIRED):
-                    self._release_locks(token, taken)
-                    return False
-                self.client.set(key, token, px=ttl_ms)
-            taken.append(shard)
-        return True
-
-    @unavailable_on_redis_error
-    def refresh_rebuild_lock(self, token: str, ttl_ms: int) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self._all():
-            pipe.set(self.keys.lock(shard), token, xx=True, px=ttl_ms)
-        pipe.execute()
-
-    @unavailable_on_redis_error
-    def release_rebuild_lock(self, token: str) -> None:
-        self._release_locks(token, self._all())
-
-    @unavailable_on_redis_error
-    def rebuild_in_progress(self) -> bool:
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self._all():
-            pipe.exists(self.keys.lock(shard))
-        return any(pipe.execute())
-
-    @unavailable_on_redis_error
-    def retire(self, successor_shards: int) -> None:
-        """This layout's aggregates moved elsewhere: a lock that never expires tells consumers
-        still configured for it to stop instead of writing beside the new layout."""
-        for shard in self._all():
-            self.client.set(self.keys.lock(shard), f"{RETIRED}{successor_shards}")
-
-    @functools.cached_property
-    def _release(self) -> Script:
-        # redis-py's Script runs EVALSHA and reloads the script after a Redis restart.
-        return self.client.register_script(RELEASE_LOCK_SCRIPT)
-
-    def _release_locks(self, token: str, shards: Iterable[int]) -> None:
-        for shard in shards:
-            self._release(keys=[self.keys.lock(shard)], args=[token])
-
-    # --- the layout (how many shards the aggregates are written for) -------------------------
-    @unavailable_on_redis_error
-    def recorded_layout(self) -> int | None:
+    def recorded_layout(self) -> Layout | None:
         value = self.client.get(self.keys.shared("layout"))
-        return int(value) if value is not None else None
+        return Layout.parse(text(value)) if value is not None else None
 
     @unavailable_on_redis_error
-    def claim_layout(self) -> int:
-        """Record this store's shard count when none is recorded; returns the recorded one.
+    def claim_layout(self) -> None:
+        """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
+        when another is (a consumer must not write beside aggregates built for another
+        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise)."""
+        key = self.keys.shared("layout")
+        self.client.set(key, self.layout.code(), nx=True)
+        found = self.recorded_layout()
+        if found is None or found == self.layout:
+            self._layout_is_mine()
+            return
+        if found.same_names(self.layout, self.cluster):
+            # One shard on one node, recorded by an earlier version: the same key names.
+            self.client.set(key, self.layout.code())
+            self._layout_is_mine()
+            return
+        raise LayoutError(self.layout.refusal(found, self.cluster))
 
-        A consumer started with another ``REDIS_SHARDS`` than the aggregates were built for
-        must not write beside them (``rebuild_stats`` moves them to a new layout).
-        """
-        self.client.set(self.keys.shared("layout"), self.shards, nx=True)
-        return int_or_zero(self.client.get(self.keys.shared("layout")))
+    def check_recorded_layout(self) -> None:
+        """For a reader that found no generation key: zeros are right only when the recorded
+        layout is this one (or none); checked once per process."""
+        if self._layout_checked():
+            return
+        found = self.recorded_layout()
+        if found is not None and not found.same_names(self.layout, self.cluster):
+            raise LayoutError(self.layout.refusal(found, self.cluster))
+        self._layout_is_mine()
 
     # --- generations -------------------------------------------------------------------------
     @unavailable_on_redis_error
-    def live_generations(self) -> list[int]:
-        """Each shard's live generation, read now (rebuild_stats)."""
+    def generation_states(self) -> list[Generation]:
+        """Each shard's ``T:gen`` as it is now, whatever it holds (rebuild_stats)."""
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
             pipe.get(self.keys.generation(shard))
-        found = [int_or_zero(value) for value in pipe.execute()]
+        return [parse_generation(value) for value in pipe.execute()]
+
+    def live_generations(self) -> list[int]:
+        """Each shard's live generation, read now; ``LayoutError`` when this layout is not the
+        live one (retired, another shard count)."""
+        found = [self._live_number(state) for state in self.generation_states()]
         self._saw_generations(found)
         return found
 
-    def writer(self, generation: int | None, chunk: int = 5_000) -> GenerationWriter:
-        """Pipelined writes into ``generation`` (None: each shard's live one, for a repair)."""
-        return GenerationWriter(self, generation, chunk)
+    @unavailable_on_redis_error
+    def next_generation(self, above: int) -> int:
+        """A generation number no rebuild had (of any layout of this prefix), above
+        ``above``."""
+        call = ScriptCall([self.keys.shared("generation_seq")], [above])
+        return int(self._eval(NEXT_GENERATION, call))
+
+    def writer(self, generation: int | None, token: str, chunk: int = 20_000) -> GenerationWriter:
+        """Fenced writes into ``generation`` (None: each shard's live one, for a repair)."""
+        return GenerationWriter(self, generation, token, chunk)
 
     @unavailable_on_redis_error
-    def switch_generation(self, generation: int) -> None:
-        """Make ``generation`` live on every shard: one MULTI on a single node (all shards at
-        once); on a cluster one command per shard (each shard switches atomically)."""
-        pipe = self.client.pipeline(transaction=not self.cluster)
+    def switch_generation(
+        self,
+        generation: int,
+        token: str,
+        previous: GenerationsMixin | None = None,
+        counters: IngestionStats | None = None,
+    ) -> None:
+        """Make ``generation`` live on every shard, fenced by ``token``; with ``previous``
+        (the layout the aggregates move from) retire that one too and carry ``counters``
+        over, set on this layout's shard 0 (never added: a rerun counts them once).
+
+        On one node this is one script call covering every lock involved: all shards switch,
+        and the old layout retires, at once or not at all. On a cluster it is one call per
+        shard (each shard switches atomically and keeps its own marks, so it is consistent
+        by itself), this layout's shards first, then the old layout's, then the layout key:
+        a move that dies half way leaves the old layout recorded, and the next
+        ``rebuild_stats`` moves again. ``LeaseLostError`` says which shards switched.
+        """
+        calls = []
         for shard in self._all():
-            pipe.set(self.keys.generation(shard), generation)
-        pipe.set(self.keys.shared("layout"), self.shards)
-        pipe.execute()
+            call = self.fenced(shard)
+            call.add("SET", self.keys.generation(shard), self.descriptor(generation))
+            if previous is not None:
+                call.add("DEL", self.keys.ingest(shard))
+                carried = _ingest_fields(counters) if shard == 0 and counters else []
+                if carried:
+                    call.add("HSET", self.keys.ingest(0), *carried)
+            calls.append(call)
+        if previous is not None:
+            calls += previous._retire_calls(self.layout)
+        if not self.cluster:
+            whole = Fenced([lock for call in calls for lock in call.locks])
+            whole.ops = [op for call in calls for op in call.ops]
+            whole.add("SET", self.keys.shared("layout"), self.layout.code())
+            self.run_fenced(token, [whole])
+        else:
+            for done, call in enumerate(calls):
+                try:
+                    self.run_fenced(token, [call])
+                except LeaseLostError as exc:
+                    raise LeaseLostError(
+                        f"{exc}; {min(done, self.shards)} of {self.shards} shards had switched "
+                        "to the new generation: run rebuild_stats again"
+                    ) from exc
+            self.client.set(self.keys.shared("layout"), self.layout.code())
         self._saw_generations([generation] * self.shards)
+
+    def _retire_calls(self, successor: Layout) -> list[Fenced]:
+        """A fenced call per shard that retires this layout for ``successor``: its generation
+        keys say so for ever (and its locks too, for processes of earlier versions)."""
+        calls = []
+        for shard in self._all():
+            call = self.fenced(shard)
+            call.add("SET", self.keys.generation(shard), retired(successor))
+            call.add("DEL", self.keys.ingest(shard))
+            if self.layout.key_format == 1:
+                call.add("SET", self.keys.lock(shard), f"retired:{successor.shards}")
+            calls.append(call)
+        return calls
 
     @unavailable_on_redis_error
     def drop_generation(self, generation: int, batch: int = 1_000) -> int:
-        """Remove a generation's aggregates (after a switch); returns how many keys went."""
+        """Remove a generation's aggregates and marks (not live: switched away from, or never
+        switched to); returns how many keys went."""
         removed = 0
         for shard in self._all():
             removed += int(self.client.unlink(*self.keys.aggregates(shard, generation)))
-            removed += self._unlink_matching(self.keys.users_pattern(shard, generation), batch)
+            for pattern in self.keys.generation_patterns(shard, generation):
+                removed += self._unlink_matching(pattern, batch)
         return removed
 
     @unavailable_on_redis_error
-    def drop_shard_keys(self, batch: int = 1_000) -> int:
-        """Remove every key of this layout's shards (after a rebuild moved the aggregates to
-        another shard count): aggregates, marks, counters, generations. The keys outside the
-        shards (consumers, layout, reconcile) stay, also where a one-shard layout's tag is
-        the bare prefix they share."""
-        shared = {self.keys.shared(name).encode() for name in SHARED_KEYS}
-        return sum(
-            self._unlink_matching(self.keys.shard_pattern(shard), batch, keep=shared)
-            for shard in self._all()
-        )
+    def drop_layout_keys(self, generations: Sequence[int], batch: int = 1_000) -> int:
+        """Remove what a retired layout still holds: the ``generations`` it had live, the
+        marks of generation 0 (where an earlier version kept every mark), counted rejects
+        and batch replies. Its generation keys stay (they say where the aggregates went),
+        and so do its locks."""
+        removed = sum(self.drop_generation(g, batch) for g in {0, *generations})
+        for shard in self._all():
+            for name in ("rejected", "batch"):
+                removed += self._unlink_matching(self.keys.key_pattern(name, shard), batch)
+            removed += int(self.client.unlink(self.keys.ingest(shard)))
+        return removed
 
-    @unavailable_on_redis_error
-    def add_ingestion(self, counters: IngestionStats) -> None:
-        """Carry ingestion counters over to this layout (a rebuild into another shard count)."""
-        pipe = self.client.pipeline(transaction=False)
-        key = self.keys.ingest(0)
-        for name in ("received", "applied", "duplicates", "rejected"):
-            pipe.hincrby(key, name, getattr(counters, name))
-        for code, count in counters.rejected_by_code.items():
-            pipe.hincrby(key, f"rejected:{code}", count)
-        for name, when in (("last_batch_ms", counters.last_batch_at),
-                           ("heartbeat_ms", counters.heartbeat_at)):  # fmt: skip
-            if when is not None:
-                pipe.hset(key, name, epoch_ms(when))
-        pipe.execute()
-
-    def _unlink_matching(
-        self, pattern: str, batch: int, keep: AbstractSet[bytes] = frozenset()
-    ) -> int:
-        """UNLINK every key SCAN finds for ``pattern`` (but ``keep``), ``batch`` per trip."""
+    def _unlink_matching(self, pattern: str, batch: int) -> int:
+        """UNLINK every key SCAN finds for ``pattern``, ``batch`` per trip."""
         removed = 0
         keys: list[bytes] = []
         for key in self._scan(pattern):
-            if key in keep:
-                continue
             keys.append(key)
             if len(keys) >= batch:
                 removed += self._unlink(keys)
                 keys = []
         return removed + self._unlink(keys)
 
-    def _scan(self, pattern: str) -> Iterator[bytes]:
-        if isinstance(self.client, RedisCluster):
-            yield from self.client.scan_iter(
-                match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES
+    def _scan(self, pattern: str, count: int = 1000) -> Iterator[bytes]:
+        if self.cluster:
+            client: RedisCluster = self.client  # type: ignore[assignment]
+            yield from client.scan_iter(
+                match=pattern, count=count, target_nodes=RedisCluster.PRIMARIES
             )
         else:
-            yield from self.client.scan_iter(match=pattern, count=1000)
+            yield from self.client.scan_iter(match=pattern, count=count)
 
     def _unlink(self, keys: Sequence[bytes]) -> int:
         if not keys:
@@ -203,94 +236,125 @@ class GenerationsMixin(StoreBase):
             pipe.unlink(key)
         return sum(int(n) for n in pipe.execute())
 
-    # --- reading everything back (reconcile_stats) -------------------------------------------
+    # --- what is being built or dropped ------------------------------------------------------
     @unavailable_on_redis_error
-    def read_users(self, user_ids: Sequence[str]) -> dict[str, UserStats]:
-        """Many users of the live generation in one pipelined round trip."""
-        generations = self.generations()
-        pipe = self.client.pipeline(transaction=False)
-        for user_id in user_ids:
-            shard = self.shard_of(user_id)
-            pipe.hmget(self.keys.user(user_id, shard, generations[shard]), *USER_FIELDS)
-        rows = zip(user_ids, pipe.execute(), strict=True)
-        return {u: user for u, row in rows if (user := user_from_row(u, row)) is not None}
+    def record_generation(self, generation: int, state: str, token: str = "") -> None:
+        """Note that ``generation`` of this layout is being built or dropped, so that a
+        rebuild that dies leaves a trace of it."""
+        self._record(_field(self.layout, generation), {"state": state, "token": token})
 
     @unavailable_on_redis_error
-    def scan_user_ids(self) -> Iterator[str]:
-        """Every user that has a hash in the live generation (users the ledger does not
-        know)."""
-        for shard in self._all():
-            generation = self.generations()[shard]
-            for key in self._scan(self.keys.users_pattern(shard, generation)):
-                yield self.keys.user_id_of(key.decode(), shard, generation)
+    def record_retired_layout(self, generations: Sequence[int]) -> None:
+        """Note that this (now retired) layout's ``generations`` are to be dropped."""
+        self._record(
+            _field(self.layout, None), {"state": "dropping", "generations": sorted(generations)}
+        )
+
+    def _record(self, field: str, entry: dict[str, Any]) -> None:
+        entry["since_ms"] = self._now_ms()
+        self.client.hset(self.keys.shared("generations"), field, json.dumps(entry))
 
     @unavailable_on_redis_error
-    def ranking_entries(self, name: str) -> Iterator[tuple[str, int]]:
-        """Every (user_id, value) of a ranking, shard by shard."""
-        for shard in self._all():
-            key = self.keys.ranking(name, shard, self.generations()[shard])
-            for member, score in self.client.zscan_iter(key, count=1000):
-                yield member.decode(), -score_to_int(score)
+    def forget_generation(self, generation: int) -> None:
+        self.client.hdel(self.keys.shared("generations"), _field(self.layout, generation))
 
     @unavailable_on_redis_error
-    def all_days(self) -> dict[date, tuple[int, int]]:
-        """Every day bucket (orders, revenue) summed over the shards."""
-        generations = self.generations()
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self._all():
-            pipe.hgetall(self.keys.days(shard, generations[shard]))
-        totals: dict[date, list[int]] = {}
-        for hash_ in pipe.execute():
-            for name, value in hash_.items():
-                iso, kind = name.decode().rsplit(":", 1)
-                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0])
-                bucket[0 if kind == "orders" else 1] += int(value)
-        return {day: (o, r) for day, (o, r) in sorted(totals.items())}
+    def forget_retired_layout(self) -> None:
+        self.client.hdel(self.keys.shared("generations"), _field(self.layout, None))
 
     @unavailable_on_redis_error
-    def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:
-        """Whether each order has its idempotency mark: one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for order in orders:
-            pipe.exists(self.keys.mark(order.order_id, self.shard_of(order.user_id)))
-        return [bool(n) for n in pipe.execute()] if orders else []
+    def forget_leftover(self, leftover: Leftover) -> None:
+        self.client.hdel(self.keys.shared("generations"), leftover.field)
 
     @unavailable_on_redis_error
-    def save_reconcile_report(self, report: Mapping[str, Any]) -> None:
-        self.client.set(self.keys.shared("reconcile"), json.dumps(report, sort_keys=True))
+    def leftovers(self) -> list[Leftover]:
+        """Every entry of ``<prefix>:generations`` (of any layout), oldest first."""
+        found = []
+        for field, raw in self.client.hgetall(self.keys.shared("generations")).items():
+            code, _, number = text(field).partition(":")
+            layout = Layout.parse(code)
+            if layout is None:
+                continue
+            entry = json.loads(raw)
+            found.append(
+                Leftover(
+                    layout=layout,
+                    generation=int(number) if number else None,
+                    state=entry.get("state", ""),
+                    token=entry.get("token", ""),
+                    since=ms_to_datetime(entry.get("since_ms")),
+                    generations=tuple(entry.get("generations", ())),
+                )
+            )
+        return sorted(found, key=lambda item: (item.since is None, item.since, item.field))
 
     @unavailable_on_redis_error
-    def reconcile_report(self) -> dict[str, Any] | None:
-        raw = self.client.get(self.keys.shared("reconcile"))
-        return json.loads(raw) if raw else None
+    def lock_holder(self) -> str | None:
+        """The token holding shard 0's lock now, if any."""
+        value = self.client.get(self.keys.lock(0))
+        return text(value) if value is not None else None
+
+    def retired_everywhere(self) -> bool:
+        return all(state.state is State.RETIRED for state in self.generation_states())
+
+    def layout_store(self, layout: Layout) -> GenerationsMixin:
+        """A store of this prefix and client laid out for ``layout``."""
+        return type(self)(
+            self.client,
+            self.prefix,
+            self.dedup_ttl,
+            clock=self.clock,
+            shards=layout.shards,
+            key_format=layout.key_format,
+        )
+
+
+def _ingest_fields(counters: IngestionStats) -> list[Any]:
+    fields: list[Any] = []
+    for name in _INGEST_COUNTERS:
+        fields += [name, getattr(counters, name)]
+    for code, count in counters.rejected_by_code.items():
+        fields += [f"rejected:{code}", count]
+    for name, when in (("last_batch_ms", counters.last_batch_at),
+                       ("heartbeat_ms", counters.heartbeat_at)):  # fmt: skip
+        if when is not None:
+            fields += [name, epoch_ms(when)]
+    return fields
 
 
 class GenerationWriter:
-    """Writes derived aggregates into one generation with pipelined commands, ``chunk``
-    commands per round trip (rebuild_stats, reconcile_stats --repair). Nothing is live until
-    ``switch_generation`` (a repair writes into the live generation)."""
+    """Writes derived aggregates into one generation, fenced by the writer's lease token
+    (``fenced_write.lua``): queued per shard and sent as one script call per shard about
+    every ``chunk`` values, pipelined. Nothing is live until ``switch_generation`` (a repair
+    writes into the live generation). ``LeaseLostError`` as soon as a call finds the lock
+    gone: it wrote nothing."""
 
-    def __init__(self, store: StoreBase, generation: int | None, chunk: int) -> None:
+    def __init__(
+        self, store: GenerationsMixin, generation: int | None, token: str, chunk: int
+    ) -> None:
         self.store = store
         self.generation = generation
+        self.token = token
         self.chunk = chunk
-        self._pipe = store.client.pipeline(transaction=False)
+        self._calls: dict[int, Fenced] = {}
         self._queued = 0
         self._globals = [[0, 0, 0] for _ in range(store.shards)]
 
     def _generation(self, shard: int) -> int:
         return self.store.generations()[shard] if self.generation is None else self.generation
 
-    def _queued_one(self, n: int = 1) -> None:
-        self._queued += n
+    def _add(self, shard: int, command: str, key: str, *args: Any) -> None:
+        call = self._calls.get(shard)
+        if call is None:
+            call = self._calls[shard] = self.store.fenced(shard)
+        call.add(command, key, *args)
+        self._queued += 3 + len(args)
         if self._queued >= self.chunk:
             self.flush()
 
-    @unavailable_on_redis_error
     def flush(self) -> None:
-        if self._queued:
-            self._pipe.execute()
-            self._queued = 0
+        calls, self._calls, self._queued = list(self._calls.values()), {}, 0
+        self.store.run_fenced(self.token, calls)
 
     def user(
         self, user_id: str, orders: int, spend_cents: int, first_ms: int, last_ms: int
@@ -298,40 +362,32 @@ class GenerationWriter:
         keys, shard = self.store.keys, self.store.shard_of(user_id)
         generation = self._generation(shard)
         key = keys.user(user_id, shard, generation)
-        self._pipe.delete(key)
-        self._pipe.hset(
-            key,
-            mapping={"orders": orders, "spend": spend_cents, "first": first_ms, "last": last_ms},
-        )
-        self._pipe.zadd(keys.ranking("spend", shard, generation), {user_id: -spend_cents})
-        self._pipe.zadd(keys.ranking("orders", shard, generation), {user_id: -orders})
+        self._add(shard, "DEL", key)
+        self._add(shard, "HSET", key, "orders", orders, "spend", spend_cents,
+                  "first", first_ms, "last", last_ms)  # fmt: skip
+        self._add(shard, "ZADD", keys.ranking("spend", shard, generation), -spend_cents, user_id)
+        self._add(shard, "ZADD", keys.ranking("orders", shard, generation), -orders, user_id)
         totals = self._globals[shard]
         totals[0] += orders
         totals[1] += spend_cents
         totals[2] += 1
-        self._queued_one(4)
 
     def remove_user(self, user_id: str) -> None:
         """A user Redis has and the ledger does not (repair)."""
         keys, shard = self.store.keys, self.store.shard_of(user_id)
         generation = self._generation(shard)
-        self._pipe.delete(keys.user(user_id, shard, generation))
-        self._pipe.zrem(keys.ranking("spend", shard, generation), user_id)
-        self._pipe.zrem(keys.ranking("orders", shard, generation), user_id)
-        self._queued_one(3)
+        self._add(shard, "DEL", keys.user(user_id, shard, generation))
+        self._add(shard, "ZREM", keys.ranking("spend", shard, generation), user_id)
+        self._add(shard, "ZREM", keys.ranking("orders", shard, generation), user_id)
 
     def day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
         iso = day.isoformat()
-        self._pipe.hset(
-            self.store.keys.days(shard, self._generation(shard)),
-            mapping={f"{iso}:orders": orders, f"{iso}:revenue": revenue_cents},
-        )
-        self._queued_one()
+        self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
+                  f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents)  # fmt: skip
 
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int]]) -> None:
         """A shard's whole days hash (repair): (day, orders, revenue cents) each."""
-        self._pipe.delete(self.store.keys.days(shard, self._generation(shard)))
-        self._queued_one()
+        self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
         for day, orders, revenue in days:
             self.day(shard, day, orders, revenue)
 
@@ -342,21 +398,20 @@ class GenerationWriter:
 
     def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
         key = self.store.keys.totals(shard, self._generation(shard))
-        self._pipe.delete(key)
-        self._pipe.hset(key, mapping={"orders": orders, "revenue": revenue, "users": users})
-        self._queued_one(2)
+        self._add(shard, "DEL", key)
+        self._add(shard, "HSET", key, "orders", orders, "revenue", revenue, "users", users)
 
     def mark(self, order: RecordedOrderLike) -> None:
         """A recorded order's idempotency mark, expiring when a mark written at its first
         recording would; never replaces one that is there."""
         store = self.store
-        key = store.keys.mark(order.order_id, store.shard_of(order.user_id))
+        shard = store.shard_of(order.user_id)
+        key = store.keys.mark(order.order_id, shard, self._generation(shard))
         if store.dedup_ttl > 0:
             expires = epoch_ms(order.received_at + timedelta(seconds=store.dedup_ttl))
-            self._pipe.set(key, order.fingerprint, nx=True, pxat=expires)
+            self._add(shard, "SET", key, order.fingerprint, "NX", "PXAT", expires)
         else:
-            self._pipe.set(key, order.fingerprint, nx=True)
-        self._queued_one()
+            self._add(shard, "SET", key, order.fingerprint, "NX")
 
     def close(self) -> None:
         self.flush()

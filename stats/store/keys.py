@@ -2,15 +2,23 @@
 
 Shards and hash tags. A user's aggregates live in shard ``crc32(user_id) mod REDIS_SHARDS``
 (a rejected message's count in the shard of its message id), and every key of shard ``s`` of
-``N`` carries the tag ``T = {<prefix>:<N>:<s>}``: one script call per shard touches one hash
-slot (Redis Cluster, ElastiCache Serverless), a cluster spreads the shards over its primaries,
-and two layouts (another ``N``) never share a key while ``rebuild_stats`` moves the aggregates
-from one to the other. With one shard on a single node (the default) ``T`` is plain
-``<prefix>``: the key names of earlier versions.
+``N`` carries one hash tag ``T``: one script call per shard touches one hash slot (Redis
+Cluster, ElastiCache Serverless), and two layouts (another ``N``) never share a key while
+``rebuild_stats`` moves the aggregates from one to the other. With one shard on a single node
+(the default) ``T`` is plain ``<prefix>``: the key names of earlier versions. Otherwise
+``T = {<prefix>:<N>:<s>:<k>}`` with the smallest ``k`` whose slot lies in the middle eighth
+of the ``s``-th ``N``-th of the 16,384 slots, so a cluster whose primaries hold contiguous
+slot ranges gets the shards spread evenly, whatever the prefix (the slot of a tag chosen
+anywhere in its range would land a shard that straddles two primaries on either); with
+hand-assigned slots the spread follows the assignment. Key format 1 (earlier versions) used
+``{<prefix>:<N>:<s>}``, whose slots fell at random; ``KeySpace(..., key_format=1)`` still
+names those keys, so ``rebuild_stats`` can move the aggregates out of them.
 
-Generations. Aggregates live under a generation ``G`` (``T:g<G>:…``; generation 0 has no
-segment). ``rebuild_stats`` fills a fresh one and then switches ``T:gen`` to it, so a reader
-never sees a half-built state; writers and readers check the generation they use.
+Generations. Aggregates and the idempotency marks of the orders they count live under a
+generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills a fresh
+one, marks included, and then switches ``T:gen`` to it, so a reader never sees a half-built
+state and a rebuild that dies before its switch leaves the live generation and its marks as
+they were; writers and readers check the generation they use.
 
 ======================================  ======  ============================================
 key                                     type    content
@@ -21,20 +29,33 @@ key                                     type    content
 ``T[:gG]:rank:orders``                  zset    user_id scored by -order count
 ``T[:gG]:days``                         hash    the shard's ``YYYY-MM-DD:orders``,
                                                 ``YYYY-MM-DD:revenue``
-``T:seen:<order_id>``                   string  the order's fingerprint: applied; expires
-                                                after ``ORDER_DEDUP_TTL`` (0 = never)
+``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
+                                                generation; expires after ``ORDER_DEDUP_TTL``
+                                                (0 = never)
 ``T:rejected:<message_id>``             string  "1": this rejected message is counted in
                                                 ``T:ingest``; same expiry
+``T:batch:<token>``                     string  the reply of a batch's script call (JSON),
+                                                so a retry of that batch counts nothing twice;
+                                                expires after an hour
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
                                                 last_batch_ms, heartbeat_ms
-``T:gen``                               string  the shard's live generation (absent = 0)
-``T:lock``                              string  a rebuild's token while it runs (expires), or
-                                                ``retired:<shards>`` for a layout a rebuild
-                                                moved away from (never expires)
+``T:gen``                               string  the shard's live generation, described:
+                                                ``<G>;v<format>;n<shards>`` (see
+                                                ``layouts``); ``retired:<layout>`` once a
+                                                rebuild moved the aggregates to that layout
+                                                (never expires); absent = nothing written yet
+``T:lock``                              string  a rebuild's or repair's token while it runs
+                                                (a lease: expires unless refreshed)
 ``<prefix>:consumers``                  hash    consumer id (host:pid) -> its last batch or
                                                 empty poll (epoch ms); gone on a clean stop
-``<prefix>:layout``                     string  the shard count the aggregates are laid out for
+``<prefix>:layout``                     string  the layout the aggregates are built for,
+                                                ``v<format>;n<shards>`` (earlier versions:
+                                                the shard count alone)
+``<prefix>:generations``                hash    each generation being built or dropped, and
+                                                each retired layout being dropped (JSON):
+                                                what a rebuild that died left behind
+``<prefix>:generation_seq``             string  the last generation number handed out
 ``<prefix>:reconcile``                  string  JSON: when the last reconcile ran, what it found
 ======================================  ======  ============================================
 
@@ -46,10 +67,16 @@ ascending; merged shards keep both rules. Every key a script touches is passed t
 
 from __future__ import annotations
 
+import functools
+import itertools
 import zlib
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 # The keys outside every shard (read and written without scripts).
-SHARED_KEYS = ("consumers", "layout", "reconcile")
+SHARED_KEYS = ("consumers", "layout", "reconcile", "generations", "generation_seq")
+# The form of the key names (hash tags) this version writes; 1 was that of earlier versions.
+KEY_FORMAT = 2
 
 
 def shard_of(value: str, shards: int) -> int:
@@ -57,6 +84,21 @@ def shard_of(value: str, shards: int) -> int:
     if shards == 1:
         return 0
     return zlib.crc32(value.encode("utf-8", "surrogatepass")) % shards
+
+
+@functools.lru_cache(maxsize=64)
+def slot_tags(prefix: str, shards: int) -> tuple[str, ...]:
+    """Each shard's hash tag, its slot in the middle eighth of the shard's share of the slots
+    (at least one slot): about 8 x shards tries per shard, computed once per process."""
+    tags = []
+    for shard in range(shards):
+        low = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+        high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+        middle, reach = (low + high) // 2, (high - low) // 16
+        first, last = middle - reach, middle + reach
+        candidates = (f"{prefix}:{shards}:{shard}:{k}" for k in itertools.count())
+        tags.append(next(t for t in candidates if first <= key_slot(t.encode()) <= last))
+    return tuple(f"{{{tag}}}" for tag in tags)
 
 
 def glob_escape(text: str) -> str:
@@ -71,25 +113,34 @@ class KeySpace:
     three forms every name takes (per shard; per shard and generation; outside the shards).
     """
 
-    def __init__(self, prefix: str, shards: int = 1, cluster: bool = False) -> None:
+    def __init__(
+        self, prefix: str, shards: int = 1, cluster: bool = False, key_format: int = KEY_FORMAT
+    ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
+        if key_format not in (1, KEY_FORMAT):
+            raise ValueError(f"unknown key format {key_format}")
         self.prefix = prefix
         self.shards = shards
         self.cluster = cluster
+        self.key_format = key_format
         # One node and one shard: the key names of earlier versions, no hash tag.
-        self._tags = (
-            [prefix]
-            if shards == 1 and not cluster
-            else [f"{{{prefix}:{shards}:{s}}}" for s in range(shards)]
-        )
+        if shards == 1 and not cluster:
+            self._tags: tuple[str, ...] = (prefix,)
+        elif key_format == 1:
+            self._tags = tuple(f"{{{prefix}:{shards}:{s}}}" for s in range(shards))
+        else:
+            self._tags = slot_tags(prefix, shards)
+
+    def tag(self, shard: int) -> str:
+        return self._tags[shard]
 
     def shard_of(self, value: str) -> int:
         return shard_of(value, self.shards)
 
     # --- the three forms ---------------------------------------------------------------------
     def key(self, *parts: str, shard: int = 0) -> str:
-        """A per-shard key that is not part of a generation (marks, ingest, gen, lock)."""
+        """A per-shard key that is not part of a generation (ingest, gen, lock, ...)."""
         return ":".join((self._tags[shard], *parts))
 
     def aggregate(self, *parts: str, shard: int = 0, generation: int = 0) -> str:
@@ -129,18 +180,33 @@ class KeySpace:
         """SCAN MATCH for every user hash of a generation's shard."""
         return glob_escape(self.user("", shard, generation)) + "*"
 
+    def mark(self, order_id: str, shard: int, generation: int) -> str:
+        """An order's idempotency mark: counted in this generation."""
+        return self.aggregate("seen", order_id, shard=shard, generation=generation)
+
+    def generation_patterns(self, shard: int, generation: int) -> list[str]:
+        """SCAN MATCH patterns that find every key of a generation's shard (with
+        ``aggregates``): one for a numbered generation, users and marks for generation 0,
+        whose keys have no segment of their own."""
+        if generation:
+            return [glob_escape(self.aggregate(shard=shard, generation=generation)) + ":*"]
+        return [
+            self.users_pattern(shard, 0),
+            glob_escape(self.mark("", shard, 0)) + "*",
+        ]
+
     def user_id_of(self, key: str, shard: int, generation: int) -> str:
         """The user id in a key ``users_pattern`` found."""
         return key[len(self.user("", shard, generation)) :]
 
     # --- per shard, outside the generations --------------------------------------------------
-    def mark(self, order_id: str, shard: int) -> str:
-        """An order's idempotency mark."""
-        return self.key("seen", order_id, shard=shard)
-
     def rejected(self, message_id: str, shard: int) -> str:
         """A rejected message's counted-once mark."""
         return self.key("rejected", message_id, shard=shard)
+
+    def batch(self, token: str, shard: int) -> str:
+        """The stored reply of one batch's script call on this shard."""
+        return self.key("batch", token, shard=shard)
 
     def ingest(self, shard: int) -> str:
         return self.key("ingest", shard=shard)
@@ -153,7 +219,7 @@ class KeySpace:
         """The shard's rebuild lock."""
         return self.key("lock", shard=shard)
 
-    def shard_pattern(self, shard: int) -> str:
-        """SCAN MATCH for every key of a shard; on a one-shard node it also matches the shared
-        keys, which share its bare-prefix tag."""
-        return glob_escape(self._tags[shard]) + ":*"
+    def key_pattern(self, name: str, shard: int) -> str:
+        """SCAN MATCH for every ``T:<name>:…`` key of a shard (rejected marks, batch
+        replies)."""
+        return glob_escape(self.key(name, "", shard=shard)) + "*"

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from stats.store.base import StoreBase
 from stats.store.errors import unavailable_on_redis_error
+from stats.store.generations import GenerationsMixin
+from stats.store.layouts import State, parse_generation
 from stats.store.values import (
     USER_FIELDS,
     DayStats,
@@ -37,10 +38,12 @@ def days_between(start: date, end: date) -> Iterator[date]:
         yield start + timedelta(days=offset)
 
 
-class ReadsMixin(StoreBase):
+class ReadsMixin(GenerationsMixin):
     def _read(self, shards: Iterable[int], build: Build) -> list[Any]:
         """Run ``build``'s commands in one pipelined round trip together with a check of the
-        generation of ``shards``; when a rebuild switched it meanwhile, read again."""
+        generation of ``shards``; when a rebuild switched it meanwhile, read again. Another
+        layout live, or this one retired, is a ``LayoutError`` saying what to do, never
+        zeros; so is a layout recorded for other settings where no generation is."""
         shards = list(shards)
         results: list[Any] = []
         for _attempt in range(3):
@@ -50,7 +53,10 @@ class ReadsMixin(StoreBase):
                 pipe.get(self.keys.generation(shard))
             build(pipe, generations)
             results = pipe.execute()
-            seen = [int_or_zero(value) for value in results[: len(shards)]]
+            found = [parse_generation(value) for value in results[: len(shards)]]
+            seen = [self._live_number(state) for state in found]
+            if any(state.state is State.ABSENT for state in found):
+                self.check_recorded_layout()
             if all(seen[i] == generations[s] for i, s in enumerate(shards)):
                 break
             for i, shard in enumerate(shards):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+from redis.crc import key_slot
 
-from stats.store.keys import KeySpace, glob_escape, shard_of
+from stats.store.keys import SHARED_KEYS, KeySpace, glob_escape, shard_of
 
 
 def test_one_shard_on_one_node_keeps_the_names_of_earlier_versions() -> None:
@@ -17,7 +18,7 @@ def test_one_shard_on_one_node_keeps_the_names_of_earlier_versions() -> None:
         keys.ranking("spend", 0, 0),
         keys.ranking("orders", 0, 0),
         keys.days(0, 0),
-        keys.mark("O1", 0),
+        keys.mark("O1", 0, 0),
         keys.rejected("m1", 0),
         keys.ingest(0),
         keys.generation(0),
@@ -38,27 +39,47 @@ def test_one_shard_on_one_node_keeps_the_names_of_earlier_versions() -> None:
 
 def test_shards_carry_a_hash_tag_and_generations_a_segment() -> None:
     keys = KeySpace("p", shards=8)
-    assert keys.user("U1", 3, 2) == "{p:8:3}:g2:user:U1"
+    assert keys.user("U1", 3, 2) == "{p:8:3:55}:g2:user:U1"
     assert keys.aggregates(5, 1) == [
-        "{p:8:5}:g1:global",
-        "{p:8:5}:g1:days",
-        "{p:8:5}:g1:rank:spend",
-        "{p:8:5}:g1:rank:orders",
+        "{p:8:5:54}:g1:global",
+        "{p:8:5:54}:g1:days",
+        "{p:8:5:54}:g1:rank:spend",
+        "{p:8:5:54}:g1:rank:orders",
     ]
-    assert keys.mark("O1", 3) == "{p:8:3}:seen:O1"  # marks live outside the generations
-    assert keys.generation(7) == "{p:8:7}:gen"
+    assert keys.mark("O1", 3, 2) == "{p:8:3:55}:g2:seen:O1"  # marks belong to a generation
+    assert keys.mark("O1", 3, 0) == "{p:8:3:55}:seen:O1"
+    assert keys.generation(7) == "{p:8:7:4}:gen"
+    assert keys.batch("t", 3) == "{p:8:3:55}:batch:t"
+
+
+def test_the_key_format_of_earlier_versions_is_still_named() -> None:
+    """So that rebuild_stats can move the aggregates out of it."""
+    legacy = KeySpace("p", shards=8, key_format=1)
+    assert legacy.user("U1", 3, 2) == "{p:8:3}:g2:user:U1"
+    assert legacy.generation(7) == "{p:8:7}:gen"
+    assert KeySpace("p", key_format=1).user("U1", 0, 0) == "p:user:U1"
+
+
+def test_each_shard_tag_hashes_to_the_middle_of_its_share_of_the_slots() -> None:
+    for shards in (1, 3, 8, 16, 100):
+        width = 16384 / shards
+        for shard, tag in enumerate(KeySpace("orderpipe", shards, cluster=True)._tags):
+            middle = (shard + 0.5) * width
+            assert abs(key_slot(tag[1:-1].encode()) - middle) <= width / 16 + 1
 
 
 def test_a_cluster_tags_even_one_shard() -> None:
-    assert KeySpace("p", 1, cluster=True).user("U1", 0, 0) == "{p:1:0}:user:U1"
+    assert KeySpace("p", 1, cluster=True).user("U1", 0, 0) == "{p:1:0:22}:user:U1"
 
 
 def test_shared_keys_stay_outside_every_shard() -> None:
     keys = KeySpace("p", shards=4, cluster=True)
-    assert [keys.shared(n) for n in ("consumers", "layout", "reconcile")] == [
+    assert [keys.shared(n) for n in SHARED_KEYS] == [
         "p:consumers",
         "p:layout",
         "p:reconcile",
+        "p:generations",
+        "p:generation_seq",
     ]
 
 
@@ -76,12 +97,25 @@ def test_scan_patterns_match_their_keys_literally() -> None:
         client.set(space.user("U?1", 1, 3), 1)
         client.set(space.ingest(0), 1)
         client.set(space.user("U2", 1, 0), 1)  # another generation
+        client.set(space.mark("O1", 1, 3), 1)
+        client.set(space.mark("O2", 1, 0), 1)
+        client.set(space.rejected("m1", 1), 1)
+
+    def scanned(pattern: str) -> set[str]:
+        return {k.decode() for k in client.scan_iter(match=pattern)}
 
     found = [k.decode() for k in client.scan_iter(match=keys.users_pattern(1, 3))]
     assert found == [keys.user("U?1", 1, 3)]
     assert keys.user_id_of(found[0], 1, 3) == "U?1"
-    in_shard = {k.decode() for k in client.scan_iter(match=keys.shard_pattern(0))}
-    assert in_shard == {keys.ingest(0)}
+    assert set().union(*map(scanned, keys.generation_patterns(1, 3))) == {
+        keys.user("U?1", 1, 3),
+        keys.mark("O1", 1, 3),
+    }
+    assert set().union(*map(scanned, keys.generation_patterns(1, 0))) == {
+        keys.user("U2", 1, 0),
+        keys.mark("O2", 1, 0),
+    }
+    assert scanned(keys.key_pattern("rejected", 1)) == {keys.rejected("m1", 1)}
     assert glob_escape("x*?[]\\y") == "x\\*\\?\\[\\]\\\\y"
 
 

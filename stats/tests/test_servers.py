@@ -39,5 +39,11 @@ def test_an_old_server_is_told_what_needs_7_0() -> None:
 def test_every_script_starts_with_the_shebang_that_needs_7_0() -> None:
     """What the message above says of the scripts; without the shebang a script under OOM
     would stop at its first write instead of being refused whole."""
-    assert [p.name for p in LUA_SCRIPTS] == ["apply_batch.lua", "release_lock.lua"]
+    assert [p.name for p in LUA_SCRIPTS] == [
+        "apply_batch.lua",
+        "fenced_write.lua",
+        "next_generation.lua",
+        "refresh_lock.lua",
+        "release_lock.lua",
+    ]
     assert all(p.read_text().startswith("#!lua\n") for p in LUA_SCRIPTS)

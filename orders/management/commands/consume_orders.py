@@ -154,8 +154,9 @@ class Command(BaseCommand):
 
     def _check_redis(self, consumer: Consumer, options: dict[str, Any]) -> None:
         """Before receiving anything: a Redis that would evict marks or aggregates, or one too
-        old for the scripts, is refused (exit 1); so is a shard layout other than the one the
-        aggregates were built for."""
+        old for the scripts, is refused (exit 1); so is a layout other than the one the
+        aggregates were built for (another ``REDIS_SHARDS``, or an earlier version's keys),
+        with a message that says what to do."""
         store = consumer.store
         servers = self._until_answered(
             consumer.outages, consumer.stop, lambda: _reachable_servers(store)
@@ -170,12 +171,10 @@ class Command(BaseCommand):
                     "noeviction, or idempotency marks and aggregates may be evicted",
                     server.node,
                 )
-        layout = self._until_answered(consumer.outages, consumer.stop, store.claim_layout)
-        if layout is not None and layout != store.shards:
-            raise CommandError(
-                f"the aggregates in Redis are laid out for {layout} shard(s) but REDIS_SHARDS="
-                f"{store.shards}; run `manage.py rebuild_stats` to move them, then start again"
-            )
+        try:
+            self._until_answered(consumer.outages, consumer.stop, store.claim_layout)
+        except CommandError as exc:  # another layout, retired or an earlier version's
+            raise CommandError(str(exc.__cause__ or exc)) from exc
 
     def _ensure_queue(self, consumer: Consumer, options: dict[str, Any]) -> None:
         """Create the queue and DLQ when missing; wait (with backoff) for SQS to answer."""

@@ -1,7 +1,8 @@
 """``python manage.py pipeline_status``: what an on-call person checks first.
 
 Queue depth (and the dead-letter queue), whether a consumer is alive, the totals, the ingestion
-counters and the rejected orders by reason, from SQS, Redis and the database. Each dependency is
+counters, the generations a rebuild that died left in Redis, and the rejected orders by reason,
+from SQS, Redis and the database. Each dependency is
 asked separately, so one being down still shows the others; the exit status is 1 when any is
 unreachable or the consumer heartbeat is stale, and the last line says which.
 
@@ -48,6 +49,7 @@ class PipelineStatus:
     redis_latency_ms: float | None = None
     redis_nodes: list[dict[str, Any]] | None = None
     reconcile: dict[str, Any] | None = None
+    leftovers: list[dict[str, Any]] | None = None
     totals: dict[str, Any] | None = None
     ingestion: dict[str, Any] | None = None
     consumer: dict[str, Any] | None = None
@@ -108,6 +110,7 @@ def collect_status(
         totals, ingestion = store.overview()
         beats = store.consumers()
         _check_reconcile(store, status)
+        status.leftovers = _leftovers(store, now)
     except StoreUnavailableError as exc:
         status.problems.append(f"Redis unreachable: {exc}")
     else:
@@ -203,6 +206,26 @@ def _check_reconcile(store: AggregateStore, status: PipelineStatus) -> None:
         )
 
 
+def _leftovers(store: AggregateStore, now: datetime) -> list[dict[str, Any]]:
+    """What rebuilds that died left in Redis (memory that ``rebuild_stats`` or ``rebuild_stats
+    --cleanup`` gives back); a generation a running rebuild is building is not one."""
+    found = []
+    for leftover in store.leftovers():
+        if leftover.state == "building" and leftover.generation is not None:
+            builder = store.layout_store(leftover.layout).lock_holder()
+            if builder == leftover.token:
+                continue
+        found.append(
+            {
+                "generation": leftover.generation,
+                "layout": leftover.layout.code(),
+                "state": leftover.state if leftover.generation is not None else "retired layout",
+                "age_s": _age(leftover.since, now),
+            }
+        )
+    return found
+
+
 def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
     totals = dict(status.totals) if status.totals is not None else None
     if totals is not None:
@@ -218,6 +241,7 @@ def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
         "redis_latency_ms": status.redis_latency_ms,
         "redis_nodes": status.redis_nodes,
         "reconcile": status.reconcile,
+        "leftover_generations": status.leftovers,
         "consumer": status.consumer,
         "totals": totals,
         "ingestion": status.ingestion,
@@ -316,6 +340,23 @@ def render_table(status: PipelineStatus) -> str:
         if report.get("repaired"):
             found += f", repaired ({report.get('remaining', 0):,} left)"
         lines.append(f"  {report['checked_at']:<22}  {report['orders']:,} orders checked, {found}")
+    lines.append("")
+
+    lines.append("Leftovers of rebuilds that died (rebuild_stats --cleanup removes them)")
+    if status.leftovers is None:
+        lines.append(unavailable)
+    elif not status.leftovers:
+        lines.append("  none")
+    for leftover in status.leftovers or []:
+        what = (
+            f"generation {leftover['generation']}"
+            if leftover["generation"] is not None
+            else "keys of a retired layout"
+        )
+        lines.append(
+            f"  {what:<22}{leftover['state']:>14}  {leftover['layout']}, "
+            f"since {_ago(leftover['age_s'])}"
+        )
     lines.append("")
 
     lines.append("Ingestion counters (Redis)")

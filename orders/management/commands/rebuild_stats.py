@@ -1,10 +1,13 @@
 """``python manage.py rebuild_stats``: derive every Redis aggregate again from the ledger.
 
 Users, the totals, both rankings, the days and the idempotency marks of the orders inside
-``ORDER_DEDUP_TTL`` are grouped in the database and written with pipelined commands into a
+the marks' window are grouped in the database and written with fenced script calls into a
 fresh key generation, which then becomes live at once; the old one is removed. Consumers keep
-their batches in hand meanwhile (see ``orders.projection``). With ``--from-shards N`` the
-aggregates move from a layout of N shards to ``REDIS_SHARDS``: how the shard count changes.
+their batches in hand meanwhile (see ``orders.projection``). When Redis records another
+layout than ``REDIS_SHARDS`` (or ``--from-shards N`` says so), or the key format of an earlier
+version, the aggregates move to this one and the old layout is retired: how the shard count
+changes, and how an upgrade is finished. ``--cleanup`` only removes what rebuilds that died
+left behind.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from orders import ledger, projection
-from stats.store import AggregateStore, StoreUnavailableError, get_store
+from stats.store import Layout, StoreUnavailableError, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -38,53 +41,91 @@ class Command(BaseCommand):
             help="the shard count the aggregates are laid out for now (default: as Redis "
             "records it, else 1 on one node); differs from REDIS_SHARDS when changing it",
         )
+        parser.add_argument(
+            "--cleanup",
+            action="store_true",
+            help="only remove the generations (and retired layouts' keys) that rebuilds which "
+            "died left behind",
+        )
+        parser.add_argument(
+            "--lock-ttl",
+            type=float,
+            default=projection.LOCK_TTL_MS / 1000,
+            metavar="SECONDS",
+            help="the lease of the lock, refreshed every third of it: how long consumers wait "
+            "after a rebuild that died (default %(default)g)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
         store = get_store()
+        if options["lock_ttl"] <= 0:
+            raise CommandError("--lock-ttl must be positive")
+        if options["from_shards"] is not None and options["from_shards"] < 1:
+            raise CommandError("--from-shards must be at least 1")
         try:
             # No layout recorded: on one node, aggregates of a version before layouts (one
             # shard); a cluster never ran such a version, nothing there to move.
-            previous_shards = (
-                options["from_shards"]
-                or store.recorded_layout()
-                or (store.shards if store.cluster else 1)
-            )
+            recorded = store.recorded_layout() or Layout(store.shards if store.cluster else 1)
         except StoreUnavailableError as exc:
             raise CommandError(f"Redis unavailable: {exc}") from exc
-        if previous_shards < 1:
-            raise CommandError("--from-shards must be at least 1")
-        previous = (
-            AggregateStore(store.client, store.prefix, store.dedup_ttl, shards=previous_shards)
-            if previous_shards != store.shards
-            else None
-        )
+        if options["from_shards"]:
+            recorded = Layout(options["from_shards"], recorded.key_format)
+        previous = None
+        if not recorded.same_names(store.layout, store.cluster):
+            previous = store.layout_store(recorded)
         total = ledger.ledger_size()
         bar = tqdm(
-            total=total, unit=" orders", desc="rebuild", disable=options["no_progress"] or None
+            total=total,
+            unit=" orders",
+            desc="rebuild",
+            disable=options["no_progress"] or options["cleanup"] or None,
         )
         try:
             report = projection.rebuild(
-                store, previous=previous, dry_run=options["dry_run"], progress=bar.update
+                store,
+                previous=previous,
+                dry_run=options["dry_run"],
+                cleanup_only=options["cleanup"],
+                progress=bar.update,
+                lock_ttl_ms=int(options["lock_ttl"] * 1000),
             )
         except projection.ProjectionBusyError as exc:
             raise CommandError(str(exc)) from exc
+        except projection.LeaseLostError as exc:
+            raise CommandError(f"stopped, nothing switched: {exc}") from exc
         except StoreUnavailableError as exc:
             raise CommandError(f"Redis unavailable, nothing switched: {exc}") from exc
         finally:
             bar.close()
+        if options["cleanup"]:
+            self.stdout.write(
+                f"rebuild_stats --cleanup: removed {report.leftovers_removed} leftover "
+                f"generation(s) in {report.seconds:.1f}s"
+            )
+            return
         rate = report.orders / report.seconds if report.seconds else 0.0
         verb = "would write" if report.dry_run else "wrote"
-        moved = f", moved from {previous_shards} to {store.shards} shards" if previous else ""
+        moved = ""
+        if previous is not None:
+            moved = f", moved from {recorded.shards} to {store.shards} shards"
+            if recorded.key_format != store.layout.key_format:
+                moved += f" and from key format {recorded.key_format}"
         self.stdout.write(
             f"rebuild_stats {verb} generation {report.generation} ({report.shards} shard(s)"
             f"{moved}): {report.orders:,} orders, {report.users:,} users, {report.days:,} "
             f"day buckets, {report.marks:,} idempotency marks in {report.seconds:.1f}s "
             f"({rate:,.0f} orders/s)"
             + ("" if report.dry_run else f"; removed {report.removed_keys:,} old keys")
+            + (
+                f" and {report.leftovers_removed} leftover generation(s)"
+                if report.leftovers_removed
+                else ""
+            )
         )
         logger.info(
             "rebuild_stats generation %d: %d orders, %d users, %.1fs%s",
             report.generation, report.orders, report.users, report.seconds,
             " (dry run)" if report.dry_run else "",
         )  # fmt: skip
+

@@ -2,8 +2,8 @@
 
 Compares every user (hash and both rankings), every day and the totals with the ledger,
 grouped in the database, and prints the differences (the first ``--limit``, with user ids and
-exact cents); exit 1 on any. ``--repair`` rewrites what drifted. The result is kept in Redis
-for ``pipeline_status``.
+exact cents); exit 1 on any. ``--repair`` rewrites what drifted, fenced by the rebuild lock.
+The result is kept in Redis for ``pipeline_status``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,18 @@ class Command(BaseCommand):
             help="ledger orders recorded this recently and not yet in Redis are batches in "
             "flight, not differences (default 300)",
         )
+        parser.add_argument(
+            "--lock-ttl",
+            type=float,
+            default=projection.LOCK_TTL_MS / 1000,
+            metavar="SECONDS",
+            help="the lease of the lock a repair holds (default %(default)g)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["lock_ttl"] <= 0:
+            raise CommandError("--lock-ttl must be positive")
         store = get_store()
         bar = tqdm(
             total=ledger.ledger_size(),
@@ -53,9 +62,12 @@ class Command(BaseCommand):
                 repair=options["repair"],
                 settle=timedelta(seconds=options["settle"]),
                 progress=bar.update,
+                lock_ttl_ms=int(options["lock_ttl"] * 1000),
             )
         except projection.ProjectionBusyError as exc:
             raise CommandError(str(exc)) from exc
+        except projection.LeaseLostError as exc:
+            raise CommandError(f"stopped: {exc}") from exc
         except StoreUnavailableError as exc:
             raise CommandError(f"Redis unavailable: {exc}") from exc
         finally:
@@ -63,16 +75,17 @@ class Command(BaseCommand):
         rate = report.orders / report.seconds if report.seconds else 0.0
         for line in report.differences[: max(options["limit"], 0)]:
             self.stdout.write(f"  {line}")
-        if len(report.differences) > options["limit"]:
-            self.stdout.write(f"  … and {len(report.differences) - options['limit']:,} more")
+        shown = min(len(report.differences), max(options["limit"], 0))
+        if report.difference_count > shown:
+            self.stdout.write(f"  … and {report.difference_count - shown:,} more")
         summary = (
             f"reconcile_stats: {report.orders:,} orders, {report.users:,} users, "
             f"{report.days:,} days checked in {report.seconds:.1f}s ({rate:,.0f} orders/s); "
-            f"{len(report.differences):,} difference(s)"
+            f"{report.difference_count:,} difference(s)"
             + (f", {report.in_flight:,} order(s) in flight" if report.in_flight else "")
             + (
-                f"; repaired ({report.repaired:,} orders and users rewritten, "
-                f"{report.remaining:,} difference(s) left)"
+                f"; repaired ({report.repaired:,} writes: orders marked, users and days "
+                f"rewritten; {report.remaining:,} difference(s) left)"
                 if report.repaired
                 else ""
             )
@@ -81,6 +94,6 @@ class Command(BaseCommand):
         if not report.clean:
             logger.error("%s", summary)
             raise CommandError(
-                f"{len(report.differences)} difference(s) between Redis and the ledger"
+                f"{report.difference_count} difference(s) between Redis and the ledger"
             )
         logger.info("%s", summary)

@@ -1,0 +1,199 @@
+"""``rebuild``: every aggregate derived again from the ledger into a new generation, fenced and
+all-or-nothing.
+
+Under the lease of every shard (of both layouts when the shard count changes) it first removes
+what a rebuild that died left behind (``<prefix>:generations``), takes a generation number no
+rebuild had, writes users, totals, rankings, days and the marks of the orders inside the
+marks' window into that generation only, checks the lease, and switches (one fenced call on
+one node). Consumers' batches wait meanwhile and are applied to the new generation, whose
+marks say which of their orders the snapshot already counted. A rebuild killed at any point
+before its switch leaves the live generation, with its marks, as it was. Only after the
+switch is the old generation dropped (and the old layout's keys, while its lock is still
+held).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from orders import ledger
+from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
+from stats.store import AggregateStore, GenerationWriter
+from stats.store.layouts import State
+
+logger = logging.getLogger("orders.projection")
+
+Progress = Callable[[int], None]  # called with how many ledger orders were just processed
+
+
+@dataclass
+class RebuildReport:
+    generation: int
+    orders: int = 0
+    users: int = 0
+    days: int = 0
+    marks: int = 0
+    removed_keys: int = 0
+    leftovers_removed: int = 0
+    shards: int = 1
+    seconds: float = 0.0
+    dry_run: bool = False
+
+
+def rebuild(
+    store: AggregateStore,
+    *,
+    previous: AggregateStore | None = None,
+    dry_run: bool = False,
+    cleanup_only: bool = False,
+    progress: Progress | None = None,
+    lock_ttl_ms: int = LOCK_TTL_MS,
+) -> RebuildReport:
+    """Derive every aggregate of ``store`` from the ledger into a new generation and switch.
+
+    ``previous`` is the store of the layout the aggregates live in now when it differs from
+    ``store``'s (another ``REDIS_SHARDS``, or the key format of an earlier version): the
+    switch retires it and carries its ingestion counters over, and its keys are removed
+    afterwards. ``cleanup_only`` removes what earlier rebuilds left behind and stops there.
+    """
+    started = time.monotonic()
+    progress = progress or (lambda _n: None)
+    moving = previous is not None and previous.layout != store.layout
+    stores = [store, previous] if moving and previous is not None else [store]
+    report = RebuildReport(generation=0, shards=store.shards, dry_run=dry_run)
+    if dry_run:
+        states = [state for s in stores for state in s.generation_states()]
+        report.generation = max(state.number for state in states) + 1
+        _derive(store, None, report, progress)
+        report.seconds = time.monotonic() - started
+        return report
+    dropping: set[int] = set()
+    with rebuild_lock(stores, lock_ttl_ms) as lease:
+        for held in stores:
+            report.leftovers_removed += clean_leftovers(held)
+        if cleanup_only:
+            report.seconds = time.monotonic() - started
+            return report
+        old = {id(s): s.generation_states() for s in stores}
+        report.generation = generation = store.next_generation(
+            max(state.number for states in old.values() for state in states)
+        )
+        logger.info("rebuild_stats: writing generation %d (%s)", generation, store.layout.code())
+        store.record_generation(generation, "building", lease.token)
+        writer = store.writer(generation, lease.token)
+        _derive(store, writer, report, progress)
+        lease.check()
+        logger.info("rebuild_stats: generation %d written; switching", generation)
+        if moving and previous is not None:
+            store.switch_generation(generation, lease.token, previous, previous.ingestion())
+            previous.record_retired_layout(_numbers(old[id(previous)]))
+        else:
+            store.switch_generation(generation, lease.token)
+        store.forget_generation(generation)
+        dropping = _numbers(old[id(store)]) - {generation}
+        for number in dropping:
+            store.record_generation(number, "dropping")
+        lease.release(store)  # consumers go on, against the new generation
+        logger.info("rebuild_stats: switched to generation %d; dropping the old", generation)
+        if moving and previous is not None:
+            # Under the old layout's lock still, so no rebuild moves back into it meanwhile.
+            report.removed_keys += previous.drop_layout_keys(sorted(_numbers(old[id(previous)])))
+            previous.forget_retired_layout()
+    for number in sorted(dropping):
+        report.removed_keys += store.drop_generation(number)
+        store.forget_generation(number)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _numbers(states: list) -> set[int]:
+    """The generations ``states`` name, to drop once switched away from: a live or claimed
+    one, and for an earlier version's numbered generation generation 0 too (where it kept
+    its marks)."""
+    found: set[int] = set()
+    for state in states:
+        if state.state in (State.LIVE, State.ABSENT):
+            found.add(state.number)
+        elif state.state is State.LEGACY:
+            found |= {state.number, 0}
+    return found
+
+
+def clean_leftovers(store: AggregateStore) -> int:
+    """Remove what rebuilds that died left behind for ``store``'s layout, and the keys of
+    layouts they retired: each generation recorded as being built or dropped that is live
+    on no shard. Runs under ``store``'s lock (nothing else writes its layout meanwhile; a
+    retired layout takes no writes). Returns how many were removed."""
+    removed = 0
+    for leftover in store.leftovers():
+        if leftover.generation is None:
+            old = store.layout_store(leftover.layout)
+            if old.retired_everywhere():  # else it was moved back to, and is live again
+                old.drop_layout_keys(list(leftover.generations))
+                removed += 1
+            store.forget_leftover(leftover)
+            continue
+        if leftover.layout != store.layout:
+            continue
+        live = {s.number for s in store.generation_states() if s.state is not State.RETIRED}
+        if leftover.generation in live:
+            continue  # switched on some shards: dropped as an old generation after the switch
+        logger.info(
+            "rebuild_stats: removing generation %d (%s), %s since %s",
+            leftover.generation, leftover.layout.code(), leftover.state, leftover.since,
+        )  # fmt: skip
+        store.drop_generation(leftover.generation)
+        store.forget_leftover(leftover)
+        removed += 1
+    return removed
+
+
+def _derive(
+    store: AggregateStore,
+    writer: GenerationWriter | None,
+    report: RebuildReport,
+    progress: Progress,
+) -> None:
+    """Users, totals, days and the window's marks from one snapshot of the ledger (written
+    when ``writer`` is given, counted either way)."""
+    with ledger.snapshot():
+        for totals in ledger.user_totals():
+            if writer is not None:
+                writer.user(totals.user_id, totals.orders, totals.spend_cents,
+                            totals.first_ms, totals.last_ms)  # fmt: skip
+            report.users += 1
+            report.orders += totals.orders
+            progress(totals.orders)
+        if writer is not None:
+            writer.globals_from_users()
+        for shard, day_totals in days_by_shard(store):
+            for day in day_totals:
+                if writer is not None:
+                    writer.day(shard, day.day, day.orders, day.revenue_cents)
+                report.days += 1
+        for row in ledger.recorded_since(store.window_start(store.now())):
+            if writer is not None:
+                writer.mark(row)
+            report.marks += 1
+        if writer is not None:
+            writer.close()
+
+
+def days_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[ledger.DayTotals]]]:
+    """Each shard's share of every day: grouped by day alone with one shard, by user and day
+    (summed here per shard) with several."""
+    if store.shards == 1:
+        yield 0, ledger.day_totals()
+        return
+    shares: dict[int, dict[date, list[int]]] = defaultdict(dict)
+    for user_id, day in ledger.user_day_totals():
+        bucket = shares[store.shard_of(user_id)].setdefault(day.day, [0, 0])
+        bucket[0] += day.orders
+        bucket[1] += day.revenue_cents
+    for shard, days in sorted(shares.items()):
+        yield shard, [ledger.DayTotals(d, o, r) for d, (o, r) in sorted(days.items())]

@@ -1,0 +1,414 @@
+"""``reconcile``: compare the ledger with what Redis serves, and repair what drifted, in
+bounded memory.
+
+Both sides are streamed sorted by user and merged, ``_BATCH`` users at a time: on the ledger's
+side the totals of the rows recorded before the marks' window (one GROUP BY) and the rows
+inside it (each checked for its mark, a pipeline per batch), so every user's expected totals,
+first and last order time come out exact without a query per user; on Redis's side each batch
+is one pipelined read (hashes and both rankings). Users and ranking members that only Redis
+has are found by SCAN when the counts say there are any. Days and totals are summed while
+streaming. A repair (under the lease, in the same snapshot) fixes each batch as it goes,
+fenced, then rewrites the days and totals, and compares once more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from orderpipe.timeutils import epoch_ms
+from orders import ledger
+from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
+from orders.projection.rebuild import days_by_shard
+from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
+
+Progress = Callable[[int], None]  # called with how many ledger orders were just processed
+
+_BATCH = 2_000  # users per comparison batch, rows per marks check
+_KEPT_DIFFERENCES = 1_000  # difference lines kept for the report (all are counted)
+
+
+@dataclass
+class ReconcileReport:
+    checked_at: datetime
+    orders: int = 0
+    users: int = 0
+    days: int = 0
+    differences: list[str] = field(default_factory=list)  # the first _KEPT_DIFFERENCES
+    difference_count: int = 0
+    unapplied: int = 0  # ledger rows Redis has not applied, older than the settle time
+    in_flight: int = 0  # ... younger: batches consumers are committing right now
+    repaired: int = 0  # writes of --repair: orders marked, users and shards' days rewritten
+    remaining: int = 0  # differences still there after the repair
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Redis serves what the ledger says (now: before any repair, or after it)."""
+        if self.repaired:
+            return self.remaining == 0
+        return not self.difference_count and not self.unapplied
+
+    def differ(self, line: str) -> None:
+        self.difference_count += 1
+        if len(self.differences) < _KEPT_DIFFERENCES:
+            self.differences.append(line)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
+            "orders": self.orders,
+            "users": self.users,
+            "days": self.days,
+            "differences": self.difference_count,
+            "first_differences": self.differences[:20],
+            "unapplied": self.unapplied,
+            "in_flight": self.in_flight,
+            "repaired": self.repaired,
+            "remaining": self.remaining,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def reconcile(
+    store: AggregateStore,
+    *,
+    repair: bool = False,
+    settle: timedelta = timedelta(minutes=5),
+    progress: Progress | None = None,
+    lock_ttl_ms: int = LOCK_TTL_MS,
+) -> ReconcileReport:
+    """Compare the ledger and Redis; with ``repair`` rewrite what drifted.
+
+    A first pass runs beside live ingestion, without the lock. Only when it finds something
+    is the lock taken (consumers pause, keeping their batches) and everything compared again,
+    so that an order applied between the two reads of the first pass is not reported; what
+    is still different then is real. (An overlap can also hide a difference from the first
+    pass; the next run finds it.) With ``repair`` the locked pass rewrites each difference as
+    it finds it, fenced by the lease, and a last pass checks.
+    """
+    started = time.monotonic()
+    report = compare(store, store.now(), settle, progress=progress)
+    if not report.clean:
+        with rebuild_lock([store], lock_ttl_ms) as lease:
+            writer = store.writer(None, lease.token) if repair else None
+            report = compare(store, store.now(), settle, writer=writer)
+            if report.repaired:
+                report.remaining = compare(store, store.now(), settle).difference_count
+    report.seconds = time.monotonic() - started
+    store.save_reconcile_report(report.as_dict())
+    return report
+
+
+def compare(
+    store: AggregateStore,
+    now: datetime,
+    settle: timedelta,
+    progress: Progress | None = None,
+    writer: GenerationWriter | None = None,
+) -> ReconcileReport:
+    """Every difference between the ledger and Redis: each user (hash and both rankings),
+    each day, the totals; with ``writer`` (under the lease) each one rewritten from the
+    ledger as it is found."""
+    return _Comparison(store, now, settle, progress or (lambda _n: None), writer).run()
+
+
+@dataclass
+class _Totals:
+    orders: int = 0
+    spend: int = 0
+    first: int | None = None
+    last: int | None = None
+
+    def add(self, orders: int, spend: int, first: int, last: int) -> None:
+        self.orders += orders
+        self.spend += spend
+        self.first = first if self.first is None else min(self.first, first)
+        self.last = last if self.last is None else max(self.last, last)
+
+    def as_ledger(self, user_id: str) -> ledger.UserTotals | None:
+        if not self.orders or self.first is None or self.last is None:
+            return None
+        return ledger.UserTotals(user_id, self.orders, self.spend, self.first, self.last)
+
+
+@dataclass
+class _User:
+    """One user on the ledger's side: what Redis should have applied, everything recorded,
+    and the rows of the window Redis has not applied."""
+
+    user_id: str
+    applied: _Totals = field(default_factory=_Totals)
+    full: _Totals = field(default_factory=_Totals)
+    unapplied: list[ledger.RecordedOrder] = field(default_factory=list)
+
+
+class _Comparison:
+    def __init__(
+        self,
+        store: AggregateStore,
+        now: datetime,
+        settle: timedelta,
+        progress: Progress,
+        writer: GenerationWriter | None,
+    ) -> None:
+        self.store = store
+        self.now = now
+        self.settle = settle
+        self.progress = progress
+        self.writer = writer
+        self.report = ReconcileReport(checked_at=now)
+        self.revenue = 0
+        self.oldest_unapplied: datetime | None = None
+        self.unapplied_days: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+        # Per shard: users with a hash, and with a place in each ranking (to tell whether
+        # Redis has users the ledger does not); the ledger's totals for a repair.
+        self.hashes = [0] * store.shards
+        self.ranked: dict[str, list[int]] = {"spend": [0] * store.shards,
+                                             "orders": [0] * store.shards}  # fmt: skip
+        self.full_shares = [[0, 0, 0] for _ in range(store.shards)]
+
+    def run(self) -> ReconcileReport:
+        self.store.live_generations()  # the reads below name the live generation's keys
+        with ledger.snapshot():
+            for batch in _batched(self._ledger_users(), _BATCH):
+                self._compare_users(batch)
+            self._users_only_redis_has()
+            self._ranked_only_redis_has()
+            self._compare_days()
+            self._compare_totals()
+            if self.writer is not None and (self.report.difference_count or self.report.repaired):
+                self._rewrite_days_and_totals()
+        if self.writer is not None:
+            self.writer.close()
+        self._report_unapplied()
+        return self.report
+
+    # --- the ledger's side -------------------------------------------------------------------
+    def _ledger_users(self) -> Iterator[_User]:
+        """Every user of the ledger in user_id order, merged from the rows recorded before
+        the window (grouped) and the rows inside it (with their marks)."""
+        start = self.store.window_start(self.now)
+        grouped = ledger.user_totals(recorded_before=start) if start is not None else iter(())
+        rows = self._rows_with_marks(ledger.recorded_since(start, by_user=True))
+        streams = heapq.merge(
+            ((t.user_id, 0, t) for t in grouped),
+            ((row.user_id, 1, (row, applied)) for row, applied in rows),
+            key=lambda item: (item[0], item[1]),
+        )
+        user: _User | None = None
+        for user_id, kind, item in streams:
+            if user is None or user.user_id != user_id:
+                if user is not None:
+                    yield user
+                user = _User(user_id)
+            if kind == 0:
+                for totals in (user.applied, user.full):
+                    totals.add(item.orders, item.spend_cents, item.first_ms, item.last_ms)
+                continue
+            row, applied = item
+            when = epoch_ms(row.occurred_at)
+            user.full.add(1, row.value_cents, when, when)
+            if applied:
+                user.applied.add(1, row.value_cents, when, when)
+            else:
+                user.unapplied.append(row)
+        if user is not None:
+            yield user
+
+    def _rows_with_marks(
+        self, rows: Iterable[ledger.RecordedOrder]
+    ) -> Iterator[tuple[ledger.RecordedOrder, bool]]:
+        for batch in _batched(rows, _BATCH):
+            yield from zip(batch, self.store.marks_exist(batch), strict=True)
+
+    # --- users ---------------------------------------------------------------------------------
+    def _compare_users(self, batch: list[_User]) -> None:
+        store, report = self.store, self.report
+        found = store.read_back_users([u.user_id for u in batch])
+        for user, got in zip(batch, found, strict=True):
+            shard = store.shard_of(user.user_id)
+            want = user.applied.as_ledger(user.user_id)
+            self._count_found(shard, got)
+            problems = _user_problems(user.user_id, want, got)
+            for problem in problems:
+                report.differ(problem)
+            if want is not None:
+                report.users += 1
+                report.orders += want.orders
+                self.revenue += want.spend_cents
+            for row in user.unapplied:
+                self._unapplied_row(row)
+            share = self.full_shares[shard]
+            share[0] += user.full.orders
+            share[1] += user.full.spend
+            share[2] += 1
+            if self.writer is not None and (problems or user.unapplied):
+                self._repair_user(user)
+            self.progress(user.full.orders)
+
+    def _count_found(self, shard: int, got: UserReadback) -> None:
+        if got.stats is not None:
+            self.hashes[shard] += 1
+        if got.spend is not None:
+            self.ranked["spend"][shard] += 1
+        if got.orders is not None:
+            self.ranked["orders"][shard] += 1
+
+    def _unapplied_row(self, row: ledger.RecordedOrder) -> None:
+        if row.received_at < self.now - self.settle:
+            self.report.unapplied += 1
+        else:
+            self.report.in_flight += 1
+        if self.oldest_unapplied is None or row.received_at < self.oldest_unapplied:
+            self.oldest_unapplied = row.received_at
+        bucket = self.unapplied_days[row.day]
+        bucket[0] += 1
+        bucket[1] += row.value_cents
+
+    def _repair_user(self, user: _User) -> None:
+        """The user as the whole ledger has it, and marks for the rows Redis never applied
+        (their batches, when they come back, are duplicates)."""
+        assert self.writer is not None
+        for row in user.unapplied:
+            self.writer.mark(row)
+        full = user.full.as_ledger(user.user_id)
+        if full is not None:
+            self.writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
+                             full.last_ms)  # fmt: skip
+        self.report.repaired += 1 + len(user.unapplied)
+
+    def _users_only_redis_has(self) -> None:
+        """User hashes the ledger has no orders for: counted per shard first (a SCAN), looked
+        up in the ledger only where there are more than the merge found."""
+        for shard in range(self.store.shards):
+            if sum(len(b) for b in self.store.user_id_batches(shard, _BATCH)) <= self.hashes[shard]:
+                continue
+            for batch in self.store.user_id_batches(shard, _BATCH):
+                unknown = sorted(set(batch) - ledger.known_users(batch))
+                for user_id, stats in self.store.read_users(unknown).items():
+                    self.report.differ(_not_in_ledger(user_id, stats))
+                    if self.writer is not None:
+                        self.writer.remove_user(user_id)
+                        self.report.repaired += 1
+
+    def _ranked_only_redis_has(self) -> None:
+        sizes = self.store.ranking_sizes()
+        for name, per_shard in sizes.items():
+            for shard, size in enumerate(per_shard):
+                if size <= self.ranked[name][shard]:
+                    continue
+                for batch in self.store.ranking_member_batches(name, shard, _BATCH):
+                    members = dict(batch)
+                    for user_id in sorted(members.keys() - ledger.known_users(list(members))):
+                        self.report.differ(
+                            f"rank:{name} {user_id}: {members[user_id]} (ledger None)"
+                        )
+                        if self.writer is not None:
+                            self.writer.remove_user(user_id)
+                            self.report.repaired += 1
+
+    # --- days and totals -------------------------------------------------------------------------
+    def _compare_days(self) -> None:
+        want: dict[date, tuple[int, int]] = {}
+        for day in ledger.day_totals():
+            missing = self.unapplied_days.get(day.day, (0, 0))
+            orders = day.orders - missing[0]
+            if orders:
+                want[day.day] = (orders, day.revenue_cents - missing[1])
+        got = self.store.all_days()
+        self.report.days = len(want)
+        for day in sorted(got.keys() | want.keys()):
+            got_pair, want_pair = tuple(got.get(day, (0, 0))), want.get(day, (0, 0))
+            if got_pair != want_pair:
+                self.report.differ(
+                    f"day {day.isoformat()}: {got_pair[0]} orders, {got_pair[1]} cents "
+                    f"(ledger {want_pair[0]}, {want_pair[1]})"
+                )
+
+    def _compare_totals(self) -> None:
+        totals = self.store.global_stats()
+        got = (totals.total_orders, totals.total_revenue_cents, totals.unique_users)
+        want = (self.report.orders, self.revenue, self.report.users)
+        if got != want:
+            self.report.differ(
+                f"global: {got[0]} orders, {got[1]} cents, {got[2]} users "
+                f"(ledger {want[0]}, {want[1]}, {want[2]})"
+            )
+
+    def _rewrite_days_and_totals(self) -> None:
+        """Every shard's days and totals as the whole ledger has them (the repair marked
+        every row it counts)."""
+        assert self.writer is not None
+        for shard, days in days_by_shard(self.store):
+            self.writer.replace_days(shard, [(d.day, d.orders, d.revenue_cents) for d in days])
+        for shard, (orders, spend, users) in enumerate(self.full_shares):
+            self.writer.set_globals(shard, orders, spend, users)
+        self.report.repaired += self.store.shards
+
+    def _report_unapplied(self) -> None:
+        if self.report.unapplied and self.oldest_unapplied is not None:
+            line = (
+                f"{self.report.unapplied} ledger orders recorded but never applied to Redis "
+                f"(the oldest recorded at {self.oldest_unapplied.isoformat()})"
+            )
+            self.report.difference_count += 1
+            self.report.differences.insert(0, line)
+
+
+def _user_problems(user_id: str, want: ledger.UserTotals | None, got: UserReadback) -> list[str]:
+    """What differs for one user: the hash, then each ranking."""
+    problems = []
+    hash_problem = _hash_problem(user_id, want, got.stats)
+    if hash_problem:
+        problems.append(hash_problem)
+    for name, value in (("spend", got.spend), ("orders", got.orders)):
+        want_value = (
+            None if want is None else (want.spend_cents if name == "spend" else want.orders)
+        )
+        if value != want_value:
+            problems.append(f"rank:{name} {user_id}: {value} (ledger {want_value})")
+    return problems
+
+
+def _hash_problem(
+    user_id: str, want: ledger.UserTotals | None, got: UserStats | None
+) -> str | None:
+    if want is None and got is None:
+        return None
+    if got is None:
+        return (f"user {user_id}: missing in Redis; ledger has {want.orders} orders, "
+                f"{want.spend_cents} cents")  # fmt: skip
+    if want is None:
+        return _not_in_ledger(user_id, got)
+    found = []
+    if got.order_count != want.orders:
+        found.append(f"orders {got.order_count} (ledger {want.orders})")
+    if got.total_spend_cents != want.spend_cents:
+        found.append(f"spend {got.total_spend_cents} cents (ledger {want.spend_cents})")
+    first = epoch_ms(got.first_order_at) if got.first_order_at else None
+    last = epoch_ms(got.last_order_at) if got.last_order_at else None
+    if (first, last) != (want.first_ms, want.last_ms):
+        found.append(f"first/last order ms {first}/{last} (ledger {want.first_ms}/{want.last_ms})")
+    return f"user {user_id}: " + ", ".join(found) if found else None
+
+
+def _not_in_ledger(user_id: str, got: UserStats) -> str:
+    return (f"user {user_id}: not in the ledger; Redis has {got.order_count} orders, "
+            f"{got.total_spend_cents} cents")  # fmt: skip
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

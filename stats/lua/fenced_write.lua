@@ -1,0 +1,27 @@
+#!lua
+-- Writes of rebuild_stats and reconcile_stats --repair, fenced by their lease: each call
+-- checks that the caller still holds every lock it names and does nothing at all otherwise,
+-- so a rebuild or repair that lost its lock (paused past the lease, another took it) can no
+-- longer change anything, however late its writes arrive.
+--
+-- KEYS[1..L] the locks (L = ARGV[2]); then one key per operation.
+-- ARGV[1] the caller's token   ARGV[2] L
+-- then per operation: its command, the number of its arguments, the arguments (after the key).
+-- Every key of one call shares one hash slot (one shard; on one node any keys).
+--
+-- Returns 1 when every operation ran, 0 when a lock is not (or no longer) the caller's.
+local allowed = {DEL = true, UNLINK = true, HSET = true, ZADD = true, ZREM = true, SET = true}
+local locks = tonumber(ARGV[2])
+for i = 1, locks do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+local a = 3
+for k = locks + 1, #KEYS do
+  local command, n = ARGV[a], tonumber(ARGV[a + 1])
+  if not allowed[command] then
+    return redis.error_reply('fenced_write: ' .. command .. ' is not allowed')
+  end
+  redis.call(command, KEYS[k], unpack(ARGV, a + 2, a + 1 + n))
+  a = a + 2 + n
+end
+return 1

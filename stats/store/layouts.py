@@ -1,0 +1,158 @@
+"""What the aggregates are built for, as Redis records it: the layout and the generation.
+
+A **layout** is everything the key names and the values depend on besides the generation:
+the key format (``KEY_FORMAT``) and the shard count (``REDIS_SHARDS``); it reads
+``v2;n8``. ``T:gen`` holds each shard's live generation *described*: ``7;v2;n8``. A writer
+(the apply script) compares the whole description with the one it expects and writes nothing
+on a mismatch; a reader compares it too. So a process configured for another layout never
+writes beside the aggregates, nor serves zeros: it finds the difference and says which
+setting differs and what to do. Another *number* alone only means that a rebuild switched;
+the caller plans again. ``retired:<layout>`` marks a layout ``rebuild_stats`` moved away
+from. A bare number was written by an earlier version, whose marks were outside the
+generations: readers serve it (one shard on one node names the same aggregates in both
+versions), writers refuse it until ``rebuild_stats`` runs.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+
+from stats.store.errors import StoreCommandError
+from stats.store.keys import KEY_FORMAT
+
+RETIRED = "retired:"
+
+
+class LayoutError(StoreCommandError):
+    """This process is configured for other aggregates than Redis holds: no retry cures it
+    (the consumer stops, the API answers 503 with the message, which says what to do)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    shards: int
+    key_format: int = KEY_FORMAT
+
+    def code(self) -> str:
+        return f"v{self.key_format};n{self.shards}"
+
+    @classmethod
+    def parse(cls, text: str) -> Layout | None:
+        """``v2;n8``; an earlier version's bare shard count is format 1; None if unreadable."""
+        if text.isdigit():
+            return cls(int(text), key_format=1)
+        fields = {
+            part[0]: part[1:] for part in text.split(";") if part and part[1:].isdigit()
+        }
+        if "v" not in fields or "n" not in fields:
+            return None
+        return cls(int(fields["n"]), int(fields["v"]))
+
+    def same_names(self, other: Layout, cluster: bool) -> bool:
+        """Whether both name the same keys: one shard on one node is named alike in every key
+        format (the bare prefix)."""
+        if self.shards == other.shards == 1 and not cluster:
+            return True
+        return self == other
+
+    def refusal(self, found: Layout, cluster: bool) -> str:
+        """Why a process configured for ``self`` must not use aggregates built for ``found``,
+        and what to do."""
+        if found.shards != self.shards:
+            return (
+                f"the aggregates in Redis are laid out for {found.shards} shard(s) but this "
+                f"process has REDIS_SHARDS={self.shards}: restart it with REDIS_SHARDS="
+                f"{found.shards}, or run `manage.py rebuild_stats` with REDIS_SHARDS="
+                f"{self.shards} to move them"
+            )
+        if found.key_format < self.key_format:
+            return (
+                f"the aggregates in Redis were built by an earlier orderpipe (key format "
+                f"{found.key_format}, this version writes {self.key_format}): run "
+                "`manage.py rebuild_stats` to derive them again from the ledger"
+            )
+        return (
+            f"the aggregates in Redis were built by a newer orderpipe (key format "
+            f"{found.key_format}, this version knows {self.key_format}): upgrade this process"
+        )
+
+
+class State(enum.Enum):
+    ABSENT = "absent"  # nothing written for this layout on this shard yet
+    LIVE = "live"  # a generation of a layout
+    LEGACY = "legacy"  # a generation number written by an earlier version
+    RETIRED = "retired"  # rebuild_stats moved the aggregates to another layout
+    UNKNOWN = "unknown"  # not a value any version writes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Generation:
+    """What one shard's ``T:gen`` holds, read."""
+
+    state: State
+    number: int = 0
+    layout: Layout | None = None  # LIVE: its layout; RETIRED: where the aggregates went
+    raw: str = ""
+
+
+_DESCRIBED = re.compile(r"(\d+);(.+)")
+
+
+def describe(number: int, layout: Layout) -> str:
+    return f"{number};{layout.code()}"
+
+
+def retired(successor: Layout) -> str:
+    return f"{RETIRED}{successor.code()}"
+
+
+def parse_generation(value: bytes | str | None) -> Generation:
+    if value is None or value in (b"", ""):
+        return Generation(State.ABSENT)
+    text = value.decode() if isinstance(value, bytes) else value
+    if text.startswith(RETIRED):
+        return Generation(State.RETIRED, layout=Layout.parse(text[len(RETIRED) :]), raw=text)
+    if text.isdigit():
+        return Generation(State.LEGACY, int(text), raw=text)
+    found = _DESCRIBED.fullmatch(text)
+    layout = Layout.parse(found.group(2)) if found else None
+    if found is None or layout is None:
+        return Generation(State.UNKNOWN, raw=text)
+    return Generation(State.LIVE, int(found.group(1)), layout, text)
+
+
+def live_number(found: Generation, mine: Layout, cluster: bool, writing: bool) -> int:
+    """The generation number ``found`` names for a process configured for ``mine``, or the
+    refusal (``LayoutError``) saying what to do. A reader accepts an earlier version's bare
+    number (same aggregate names); a writer does not (the marks are elsewhere)."""
+    if found.state is State.ABSENT:
+        return 0
+    if found.state is State.LIVE and found.layout is not None:
+        if found.layout != mine:
+            raise LayoutError(mine.refusal(found.layout, cluster))
+        return found.number
+    if found.state is State.LEGACY and not writing:
+        return found.number
+    if found.state is State.LEGACY:
+        raise LayoutError(
+            f"the aggregates in Redis (generation {found.number}) were built by an earlier "
+            "orderpipe, whose idempotency marks are not kept per generation: run "
+            "`manage.py rebuild_stats` once before consuming"
+        )
+    if found.state is State.RETIRED:
+        successor = found.layout
+        if successor is not None and successor.shards != mine.shards:
+            raise LayoutError(
+                f"these aggregates were moved to {successor.shards} shard(s) by rebuild_stats; "
+                f"this process has REDIS_SHARDS={mine.shards}: restart it with REDIS_SHARDS="
+                f"{successor.shards}"
+            )
+        raise LayoutError(
+            f"these aggregates were moved to another layout ({found.raw}) by rebuild_stats: "
+            "restart this process with the settings it was moved for"
+        )
+    raise LayoutError(f"the generation key holds {found.raw!r}, which no orderpipe writes")

@@ -1,0 +1,148 @@
+"""Reading the aggregates back to compare them with the ledger (``reconcile_stats``), in
+batches: each batch of users is one pipelined round trip (their hashes and their places in
+both rankings), and the keys the ledger may not know are found by SCAN, a batch at a time, so
+memory stays bounded whatever the number of users.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from stats.store.errors import unavailable_on_redis_error
+from stats.store.generations import GenerationsMixin
+from stats.store.values import (
+    USER_FIELDS,
+    OrderLike,
+    UserStats,
+    score_to_int,
+    user_from_row,
+)
+
+RANKINGS = ("spend", "orders")
+
+
+@dataclass(frozen=True, slots=True)
+class UserReadback:
+    """One user as the live generation holds it: the hash and both rankings' values (spend
+    in cents, order count; None where the user is missing)."""
+
+    stats: UserStats | None
+    spend: int | None
+    orders: int | None
+
+
+class ReadbackMixin(GenerationsMixin):
+    @unavailable_on_redis_error
+    def read_back_users(self, user_ids: Sequence[str]) -> list[UserReadback]:
+        """``user_ids`` of the live generation in one pipelined round trip: an HMGET each and
+        a ZMSCORE of both rankings per shard."""
+        generations = self.generations()
+        by_shard: dict[int, list[int]] = {}
+        pipe = self.client.pipeline(transaction=False)
+        for i, user_id in enumerate(user_ids):
+            shard = self.shard_of(user_id)
+            by_shard.setdefault(shard, []).append(i)
+            pipe.hmget(self.keys.user(user_id, shard, generations[shard]), *USER_FIELDS)
+        for shard, positions in by_shard.items():
+            members = [user_ids[i] for i in positions]
+            for name in RANKINGS:
+                pipe.zmscore(self.keys.ranking(name, shard, generations[shard]), members)
+        replies = pipe.execute() if user_ids else []
+        rows, scores = replies[: len(user_ids)], iter(replies[len(user_ids) :])
+        ranked: dict[str, list[int | None]] = {name: [None] * len(user_ids) for name in RANKINGS}
+        for positions in by_shard.values():
+            for name in RANKINGS:
+                for i, score in zip(positions, next(scores), strict=True):
+                    ranked[name][i] = None if score is None else -score_to_int(score)
+        return [
+            UserReadback(user_from_row(user_id, row), ranked["spend"][i], ranked["orders"][i])
+            for i, (user_id, row) in enumerate(zip(user_ids, rows, strict=True))
+        ]
+
+    @unavailable_on_redis_error
+    def read_users(self, user_ids: Sequence[str]) -> dict[str, UserStats]:
+        """Many users' hashes of the live generation in one pipelined round trip."""
+        return {
+            user_id: found.stats
+            for user_id, found in zip(user_ids, self.read_back_users(user_ids), strict=True)
+            if found.stats is not None
+        }
+
+    @unavailable_on_redis_error
+    def user_id_batches(self, shard: int, size: int) -> Iterator[list[str]]:
+        """Every user with a hash in the live generation of ``shard``, ``size`` at a time."""
+        generation = self.generations()[shard]
+        batch: list[str] = []
+        for key in self._scan(self.keys.users_pattern(shard, generation)):
+            batch.append(self.keys.user_id_of(key.decode(), shard, generation))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @unavailable_on_redis_error
+    def ranking_sizes(self) -> dict[str, list[int]]:
+        """How many members each shard's rankings have (one round trip)."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for name in RANKINGS:
+            for shard in self._all():
+                pipe.zcard(self.keys.ranking(name, shard, generations[shard]))
+        sizes = [int(n) for n in pipe.execute()]
+        n = self.shards
+        return {name: sizes[i * n : (i + 1) * n] for i, name in enumerate(RANKINGS)}
+
+    @unavailable_on_redis_error
+    def ranking_member_batches(
+        self, name: str, shard: int, size: int
+    ) -> Iterator[list[tuple[str, int]]]:
+        """Every (member, value) of a shard's ranking, ``size`` at a time."""
+        key = self.keys.ranking(name, shard, self.generations()[shard])
+        batch: list[tuple[str, int]] = []
+        for member, score in self.client.zscan_iter(key, count=1000):
+            batch.append((member.decode(), -score_to_int(score)))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @unavailable_on_redis_error
+    def all_days(self) -> dict[date, tuple[int, int]]:
+        """Every day bucket (orders, revenue) summed over the shards."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.hgetall(self.keys.days(shard, generations[shard]))
+        totals: dict[date, list[int]] = {}
+        for hash_ in pipe.execute():
+            for name, value in hash_.items():
+                iso, kind = name.decode().rsplit(":", 1)
+                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0])
+                bucket[0 if kind == "orders" else 1] += int(value)
+        return {day: (o, r) for day, (o, r) in sorted(totals.items())}
+
+    @unavailable_on_redis_error
+    def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:
+        """Whether each order has its idempotency mark in the live generation: one round
+        trip."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for order in orders:
+            shard = self.shard_of(order.user_id)
+            pipe.exists(self.keys.mark(order.order_id, shard, generations[shard]))
+        return [bool(n) for n in pipe.execute()] if orders else []
+
+    @unavailable_on_redis_error
+    def save_reconcile_report(self, report: Mapping[str, Any]) -> None:
+        self.client.set(self.keys.shared("reconcile"), json.dumps(report, sort_keys=True))
+
+    @unavailable_on_redis_error
+    def reconcile_report(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.keys.shared("reconcile"))
+        return json.loads(raw) if raw else None

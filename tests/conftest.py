@@ -1,0 +1,19 @@
+"""Fixtures of the integration tests in this directory (the servers: the root conftest)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stats.store import AggregateStore
+from tests.projection_helpers import commit, message
+
+
+@pytest.fixture
+def filled(store: AggregateStore) -> AggregateStore:
+    """Thirteen orders of five users through the real commit path (ledger, then Redis)."""
+    store.dedup_ttl = 15 * 24 * 3600
+    commit(
+        store, [message(f"O{i}", user_id=f"U{i % 5 + 1}", price=f"{i + 1}.25") for i in range(12)]
+    )
+    commit(store, [message("X1", "U2", "0.99", timestamp="2025-08-20T23:59:59Z")])
+    return store

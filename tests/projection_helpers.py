@@ -1,0 +1,67 @@
+"""Helpers of the rebuild and reconcile tests: orders through the real commit path, the
+commands as an operator runs them, everything the API serves."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import UTC, date, datetime
+
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from orders.commit import BatchCommitter, BatchResult
+from stats.store import AggregateStore
+from tests.ingestion_helpers import order_body
+
+# The commands read the real clock (the store's): "now" is now, and the past is in the past.
+NOW = datetime.now(UTC)
+DAY = date(2025, 8, 9)
+
+
+def message(order_id: str, user_id: str = "U1", price: str = "19.99", **kwargs) -> dict:
+    return {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": "h",
+        "Body": order_body(order_id, user_id=user_id, price=price, **kwargs),
+        "Attributes": {"SentTimestamp": "1754734500000", "ApproximateReceiveCount": "1"},
+    }
+
+
+def received(messages: list[dict]) -> list[dict]:
+    """The messages as one receive hands them over: a receipt handle of that receive (a
+    redelivery is another receive, with other handles)."""
+    return [{**m, "ReceiptHandle": uuid.uuid4().hex} for m in messages]
+
+
+def commit(store: AggregateStore, messages: list[dict], at: datetime = NOW) -> BatchResult:
+    """Deliver ``messages`` (a new receive) and commit them as a consumer does."""
+    store.clock = lambda: at.timestamp()
+    return BatchCommitter(store, "orders").commit(received(messages), at)
+
+
+def aggregates(store: AggregateStore) -> dict:
+    """Everything the API serves, for comparing before and after."""
+    users = {u: store.user_stats(u) for u in ("U1", "U2", "U3", "U4", "U5")}
+    return {
+        "global": store.global_stats(),
+        "users": users,
+        "spenders": store.top_spenders(10),
+        "buyers": store.top_buyers(10),
+        "days": store.by_date(date(2025, 8, 1), date(2025, 8, 31)),
+    }
+
+
+def reconcile(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    try:
+        call_command("reconcile_stats", "--no-progress", *args, stdout=out)
+    except CommandError as exc:
+        return 1, out.getvalue() + str(exc)
+    return 0, out.getvalue()
+
+
+def rebuild(*args: str) -> str:
+    out = io.StringIO()
+    call_command("rebuild_stats", "--no-progress", *args, stdout=out)
+    return out.getvalue()
