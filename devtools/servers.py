@@ -499,10 +499,11 @@ class ValkeyCluster:
 def prefix_spread_over_every_primary(client: RedisCluster, stem: str, shards: int) -> str:
     """A key prefix (``stem`` + a number) whose ``shards`` hash tags land on every primary.
 
-    Which slot a shard's tag hashes to depends on the prefix, and nothing promises that a few
-    tags cover every primary's slot range (the README says to take 4+ shards per primary), so
-    a test or chaos run meant to spread its keys over the whole cluster checks it instead of
-    assuming it. The tags are asked of the aggregate store, the one place that names keys.
+    The store chooses each shard's tag by its slot, so on a cluster whose primaries hold
+    contiguous slot ranges as many shards as primaries cover them all whatever the prefix;
+    a cluster with hand-assigned slots, or fewer shards than primaries, may not: a test or
+    chaos run meant to spread its keys over the whole cluster checks it instead of assuming
+    it. The tags are asked of the aggregate store, the one place that names keys.
     """
     from stats.store import AggregateStore
 

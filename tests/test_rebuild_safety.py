@@ -31,6 +31,7 @@ from stats.store import (
 )
 from tests.ingestion_helpers import make_order
 from tests.projection_helpers import (
+    DAY,
     NOW,
     aggregates,
     commit,
@@ -449,3 +450,46 @@ def test_a_sharded_layout_of_an_earlier_version_is_refused_then_moved_by_rebuild
     }
     assert live_redis.get(legacy.keys.lock(0)) == b"retired:8"  # earlier versions stop too
     assert commit(store, [message("NEW", "U1", "1.00")]).applied == 1
+
+
+def test_a_repair_killed_between_two_writes_leaves_every_aggregate_consistent(
+    store: AggregateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches recorded, their scripts not run (consumers waiting, or Redis lost them): a
+    repair counts them user by user, each user with its marks, totals and days in one
+    fenced call; killed between two calls it leaves what the API serves consistent, and
+    the batches that come back are duplicates exactly for the orders it counted."""
+    store.dedup_ttl = 15 * 24 * 3600
+    batches = [[message(f"K{i}", f"U{i}", "1.00")] for i in range(30)]
+    for batch in batches:
+        recorded_not_applied(store, batch, NOW - timedelta(hours=1))
+    store.clock = NOW.timestamp
+    real_writer, real_run = AggregateStore.writer, AggregateStore.run_fenced
+    calls: list[int] = []
+
+    def small_writer(self, generation, token, chunk=20_000):
+        return real_writer(self, generation, token, chunk=40)
+
+    def killed_after_five_calls(self, token, fenced):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KilledError
+        return real_run(self, token, fenced)
+
+    monkeypatch.setattr(AggregateStore, "writer", small_writer)
+    monkeypatch.setattr(AggregateStore, "run_fenced", killed_after_five_calls)
+    with pytest.raises(KilledError):
+        projection.reconcile(store, repair=True, settle=timedelta(0))
+    monkeypatch.undo()
+
+    counted = store.global_stats()
+    users = [u for u in (store.user_stats(f"U{i}") for i in range(30)) if u is not None]
+    days = store.by_date(DAY, DAY)
+    assert 0 < counted.total_orders < 30
+    assert counted.total_orders == len(users) == counted.unique_users == days[0].total_orders
+    assert counted.total_revenue_cents == sum(u.total_spend_cents for u in users)
+
+    results = [commit(store, batch) for batch in batches]  # the batches come back
+    assert sum(r.duplicates for r in results) == counted.total_orders
+    assert store.global_stats().total_orders == 30
+    assert reconcile()[0] == 0

@@ -249,7 +249,7 @@ class _Comparison:
             share[1] += user.full.spend
             share[2] += 1
             if self.writer is not None and (problems or user.unapplied):
-                self._repair_user(user)
+                self._repair_user(user, got.stats is not None)
             self.progress(user.full.orders)
 
     def _count_found(self, shard: int, got: UserReadback) -> None:
@@ -271,16 +271,27 @@ class _Comparison:
         bucket[0] += 1
         bucket[1] += row.value_cents
 
-    def _repair_user(self, user: _User) -> None:
-        """The user as the whole ledger has it, and marks for the rows Redis never applied
-        (their batches, when they come back, are duplicates)."""
+    def _repair_user(self, user: _User, had_hash: bool) -> None:
+        """The user as the whole ledger has it; the rows Redis never applied get their marks
+        (their batches, when they come back, are duplicates) and count in the shard's totals
+        and days; all of it in one fenced call, as the apply script would have done it."""
         assert self.writer is not None
-        for row in user.unapplied:
-            self.writer.mark(row)
+        writer, shard = self.writer, self.store.shard_of(user.user_id)
         full = user.full.as_ledger(user.user_id)
-        if full is not None:
-            self.writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
-                             full.last_ms)  # fmt: skip
+        with writer.unit():
+            for row in user.unapplied:
+                writer.mark(row)
+                writer.add_to_day(shard, row.day, 1, row.value_cents)
+            if full is not None:
+                writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
+                            full.last_ms)  # fmt: skip
+            if user.unapplied:
+                writer.add_to_totals(
+                    shard,
+                    len(user.unapplied),
+                    sum(row.value_cents for row in user.unapplied),
+                    0 if had_hash or user.applied.orders else 1,
+                )
         self.report.repaired += 1 + len(user.unapplied)
 
     def _users_only_redis_has(self) -> None:
@@ -343,12 +354,15 @@ class _Comparison:
 
     def _rewrite_days_and_totals(self) -> None:
         """Every shard's days and totals as the whole ledger has them (the repair marked
-        every row it counts)."""
+        every row it counts), each shard's in one fenced call."""
         assert self.writer is not None
-        for shard, days in days_by_shard(self.store):
-            self.writer.replace_days(shard, [(d.day, d.orders, d.revenue_cents) for d in days])
+        days = dict(days_by_shard(self.store))
         for shard, (orders, spend, users) in enumerate(self.full_shares):
-            self.writer.set_globals(shard, orders, spend, users)
+            with self.writer.unit():
+                self.writer.replace_days(
+                    shard, [(d.day, d.orders, d.revenue_cents) for d in days.get(shard, [])]
+                )
+                self.writer.set_globals(shard, orders, spend, users)
         self.report.repaired += self.store.shards
 
     def _report_unapplied(self) -> None:

@@ -10,7 +10,9 @@
 -- Every key of one call shares one hash slot (one shard; on one node any keys).
 --
 -- Returns 1 when every operation ran, 0 when a lock is not (or no longer) the caller's.
-local allowed = {DEL = true, UNLINK = true, HSET = true, ZADD = true, ZREM = true, SET = true}
+local allowed = {
+  DEL = true, UNLINK = true, HSET = true, HINCRBY = true, ZADD = true, ZREM = true, SET = true,
+}
 local locks = tonumber(ARGV[2])
 for i = 1, locks do
   if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end

@@ -13,6 +13,7 @@ is found and removed by the next one (``leftovers``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -325,9 +326,10 @@ def _ingest_fields(counters: IngestionStats) -> list[Any]:
 class GenerationWriter:
     """Writes derived aggregates into one generation, fenced by the writer's lease token
     (``fenced_write.lua``): queued per shard and sent as one script call per shard about
-    every ``chunk`` values, pipelined. Nothing is live until ``switch_generation`` (a repair
-    writes into the live generation). ``LeaseLostError`` as soon as a call finds the lock
-    gone: it wrote nothing."""
+    every ``chunk`` values, pipelined. Nothing is live until ``switch_generation``; a repair
+    writes into the live generation, in ``unit``s: what one unit queues goes out in one call
+    per shard, so a repair killed between two calls leaves every aggregate consistent.
+    ``LeaseLostError`` as soon as a call finds the lock gone: it wrote nothing."""
 
     def __init__(
         self, store: GenerationsMixin, generation: int | None, token: str, chunk: int
@@ -338,7 +340,18 @@ class GenerationWriter:
         self.chunk = chunk
         self._calls: dict[int, Fenced] = {}
         self._queued = 0
+        self._units = 0  # nested units open
         self._globals = [[0, 0, 0] for _ in range(store.shards)]
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator[None]:
+        """Writes that must reach Redis together (never split between two calls)."""
+        self._units += 1
+        try:
+            yield
+        finally:
+            self._units -= 1
+        self._written()
 
     def _generation(self, shard: int) -> int:
         return self.store.generations()[shard] if self.generation is None else self.generation
@@ -349,7 +362,11 @@ class GenerationWriter:
             call = self._calls[shard] = self.store.fenced(shard)
         call.add(command, key, *args)
         self._queued += 3 + len(args)
-        if self._queued >= self.chunk:
+
+    def _written(self) -> None:
+        """After each method's writes: send what is queued once it is enough, never in the
+        middle of a method's or a unit's writes."""
+        if self._queued >= self.chunk and not self._units:
             self.flush()
 
     def flush(self) -> None:
@@ -371,6 +388,7 @@ class GenerationWriter:
         totals[0] += orders
         totals[1] += spend_cents
         totals[2] += 1
+        self._written()
 
     def remove_user(self, user_id: str) -> None:
         """A user Redis has and the ledger does not (repair)."""
@@ -379,17 +397,36 @@ class GenerationWriter:
         self._add(shard, "DEL", keys.user(user_id, shard, generation))
         self._add(shard, "ZREM", keys.ranking("spend", shard, generation), user_id)
         self._add(shard, "ZREM", keys.ranking("orders", shard, generation), user_id)
+        self._written()
 
     def day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
         iso = day.isoformat()
         self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
                   f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents)  # fmt: skip
+        self._written()
 
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int]]) -> None:
-        """A shard's whole days hash (repair): (day, orders, revenue cents) each."""
-        self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
-        for day, orders, revenue in days:
-            self.day(shard, day, orders, revenue)
+        """A shard's whole days hash (repair): (day, orders, revenue cents) each, in one
+        call."""
+        with self.unit():
+            self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
+            for day, orders, revenue in days:
+                self.day(shard, day, orders, revenue)
+
+    def add_to_totals(self, shard: int, orders: int, revenue: int, users: int) -> None:
+        """Count orders in the shard's totals, as applying them does (repair)."""
+        key = self.store.keys.totals(shard, self._generation(shard))
+        for name, value in (("orders", orders), ("revenue", revenue), ("users", users)):
+            if value:
+                self._add(shard, "HINCRBY", key, name, value)
+        self._written()
+
+    def add_to_day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
+        """Count orders in a day bucket, as applying them does (repair)."""
+        key, iso = self.store.keys.days(shard, self._generation(shard)), day.isoformat()
+        self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
+        self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
+        self._written()
 
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
@@ -400,6 +437,7 @@ class GenerationWriter:
         key = self.store.keys.totals(shard, self._generation(shard))
         self._add(shard, "DEL", key)
         self._add(shard, "HSET", key, "orders", orders, "revenue", revenue, "users", users)
+        self._written()
 
     def mark(self, order: RecordedOrderLike) -> None:
         """A recorded order's idempotency mark, expiring when a mark written at its first
@@ -412,6 +450,7 @@ class GenerationWriter:
             self._add(shard, "SET", key, order.fingerprint, "NX", "PXAT", expires)
         else:
             self._add(shard, "SET", key, order.fingerprint, "NX")
+        self._written()
 
     def close(self) -> None:
         self.flush()
