@@ -3,6 +3,7 @@ an oracle.
 
     .venv/bin/python bench/chaos.py [--orders 10000] [--seed 7] [--sqs fauxqs|moto]
         [--cluster] [--database-url postgres://postgres@127.0.0.1:5432]
+        [--kill-rebuilds N] [--kill-repairs N]
 
 Starts a real Redis (Valkey, AOF with appendfsync always, data on disk; with ``--cluster`` a
 3-primary Valkey cluster, ``REDIS_CLUSTER=true REDIS_SHARDS=8``), a local SQS server (fauxqs,
@@ -19,11 +20,22 @@ processes while it:
 * cluster: stops one primary for ~5 s and starts it again; the others declare it failed and
   the whole cluster answers CLUSTERDOWN until it is back (no replicas), an outage the
   consumers ride out with their batches in hand;
+* with ``--kill-rebuilds N``, runs ``rebuild_stats`` N times while the consumers ingest and
+  kills it with kill -9 at a random point of its run: during start-up, while it writes its
+  generation, just before or during its switch, while it drops the old generation (the point
+  is chosen, then reached by watching the command's log); with ``--kill-repairs N`` the same
+  with ``reconcile_stats --repair --settle 0``, started right after the run itself took a
+  batch and committed it to the ledger only (a consumer killed between its database commit and
+  its Redis script: until SQS redelivers it those orders are recorded and not applied, a
+  difference the repair counts under the lock), killed while it runs. Both run
+  with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill;
 * finally sends SIGTERM to both consumers (they must exit 0).
 
 Then every aggregate the API serves (per user, global, top-N, every day) and the ledger
 (``AcceptedOrder``: every order, its user, cents and day) are compared with an oracle computed
-from what was sent, and ``reconcile_stats`` must find no difference. Redis is then emptied
+from what was sent, before any reconcile (a killed rebuild or repair must have lost nothing);
+then what the killed commands left behind is counted, ``rebuild_stats --cleanup`` must remove
+it, and ``reconcile_stats`` must find no difference. Redis is then emptied
 (FLUSHALL on every primary: the run started them), ``rebuild_stats`` derives the aggregates
 again from the ledger, the API must serve the oracle again and ``reconcile_stats`` agree.
 Prints expected vs got, ``lost=0 double_counted=0 mismatched_users=0``, the timings; exits 1
@@ -47,7 +59,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,6 +69,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 Row = tuple[str, Any, Any]  # what, expected, got
+
+# Where a killed command stops: a name and the log line that marks the point (None: at a
+# random moment of its start-up).
+REBUILD_POINTS: list[tuple[str, str | None]] = [
+    ("during its start-up", None),
+    ("while it writes its generation", "rebuild_stats: writing generation"),
+    ("just before or during its switch", "written; switching"),
+    ("while it drops the old generation", "rebuild_stats: switched to generation"),
+]
+REPAIR_POINTS: list[tuple[str, str | None]] = [
+    ("during its start-up or first pass", None),
+    ("while it compares and repairs under the lock", "comparing again under the lock"),
+    ("while it checks its repair", "repair writes; checking"),
+]
 
 
 def log(message: str) -> None:
@@ -138,6 +164,7 @@ class Chaos:
         self.clusterdown_seen: bool | None = None
         self.timings: dict[str, float] = {}
         self.log_offsets: dict[str, int] = {}
+        self.kills: list[str] = []  # the commands killed while they ran
 
     # --- setup ------------------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -290,6 +317,73 @@ class Chaos:
             out.write(run.stdout + run.stderr)
         return CommandRun(run.returncode, seconds, lines[-1] if lines else "", run.stdout)
 
+    def strand_a_batch(self) -> None:
+        """Receive a batch and commit it to the ledger only, like a consumer killed between
+        its database commit and its Redis script: until SQS redelivers it (3 s), its orders
+        are recorded and not applied, so the repair started next has them to count."""
+        from django.db import transaction
+
+        from orders import ledger
+        from orders.commit import validate_batch
+
+        orders: list[Any] = []
+        for _attempt in range(10):  # the consumers take most batches first
+            if not self.queue.depth().visible:
+                break
+            messages = self.queue.receive(wait_time=1, visibility_timeout=3)
+            orders, _rejected = validate_batch(messages, datetime.now(UTC))
+            if orders:
+                break
+        for _attempt in range(20):  # SQLite: the consumers hold the one writer now and then
+            try:
+                with transaction.atomic():
+                    ledger.record_orders(orders, datetime.now(UTC))
+                break
+            except Exception as exc:  # "database is locked": try again
+                log(f"stranding a batch: {exc}; again")
+                time.sleep(0.1)
+        log(f"stranded a batch of {len(messages)} messages ({len(orders)} valid orders "
+            "recorded in the ledger, not applied, not deleted)")  # fmt: skip
+
+    def kill_command(self, argv: list[str], points: list[tuple[str, str | None]]) -> None:
+        """Start ``manage.py argv`` beside the consumers and kill -9 it at a point of its run
+        chosen at random: when its log shows a line (plus up to a random fraction of a
+        second), or at a random moment of its start-up."""
+        label, line = self.rng.choice(points)
+        delay = self.rng.uniform(0.0, 0.1) if line else self.rng.uniform(0.2, 2.5)
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, str(BASE_DIR / "manage.py"), *argv],
+            env=self.env, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(raw.decode(errors="replace") for raw in process.stdout),
+            daemon=True,
+        )
+        reader.start()
+        deadline = time.monotonic() + 60
+        while line and not any(line in text for text in lines) and process.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        time.sleep(delay)
+        finished = process.poll()
+        if finished is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        reader.join(5)
+        with open(self.workdir / f"{argv[0]}-killed.log", "a") as out:
+            out.write("".join(lines) + f"--- {label}, exit {process.returncode}\n")
+        last = lines[-1].strip() if lines else "(no output)"
+        if finished is None:
+            self.kills.append(argv[0])
+            log(f"killed {argv[0]} {label} (+{delay:.2f}s, {time.monotonic() - started:.1f}s "
+                f"after its start); its last line: {last[-150:]}")  # fmt: skip
+        else:
+            log(f"{argv[0]} finished (exit {finished}) before the kill {label}; its last line: "
+                f"{last[-150:]}")  # fmt: skip
+
     def stop_primary(self) -> None:
         """Stop one primary for ``--redis-down`` seconds, watching for the cluster to go down.
 
@@ -335,6 +429,14 @@ class Chaos:
         events: list[tuple[float, str]] = [
             (self.rng.uniform(0.1, 0.9) * duration, "kill -9 consumer a") for _ in range(3)
         ]
+        events += [
+            (self.rng.uniform(0.05, 0.95) * duration, "kill -9 rebuild_stats")
+            for _ in range(self.args.kill_rebuilds)
+        ]
+        events += [
+            (self.rng.uniform(0.05, 0.95) * duration, "kill -9 reconcile_stats --repair")
+            for _ in range(self.args.kill_repairs)
+        ]
         if self.args.cluster:
             events.append((self.rng.uniform(0.2, 0.6) * duration, "stop a primary"))
         else:
@@ -349,6 +451,13 @@ class Chaos:
                 time.sleep(self.rng.uniform(0.2, 1.5))
                 consumers["a"] = self.start_consumer("a")
                 log("consumer a restarted")
+            elif what == "kill -9 rebuild_stats":
+                self.kill_command(["rebuild_stats", "--no-progress", "--lock-ttl", "3"],
+                                  REBUILD_POINTS)  # fmt: skip
+            elif what == "kill -9 reconcile_stats --repair":
+                self.strand_a_batch()
+                self.kill_command(["reconcile_stats", "--repair", "--no-progress", "--settle",
+                                   "0", "--lock-ttl", "3"], REPAIR_POINTS)  # fmt: skip
             elif what == "stop a primary":
                 self.stop_primary()
             elif what == "stop redis":
@@ -416,6 +525,15 @@ class Chaos:
             rows.append(("primaries holding the prefix's keys", 3, self.primaries_with_keys()))
             rows.append(("CLUSTERDOWN while a primary was down", True, self.clusterdown_seen))
         rows.append(("consumer b rode out the outage (its log)", True, self.rode_out("b")))
+        if self.args.kill_rebuilds or self.args.kill_repairs:
+            from stats.store import get_store
+
+            left = len(get_store().leftovers())
+            cleaned = self.manage("rebuild_stats", "--cleanup")
+            log(f"{left} leftover(s) of the killed commands; {cleaned.summary}")
+            rows.append(("rebuild_stats --cleanup exit code", 0, cleaned.code))
+            rows.append(("leftovers after rebuild_stats --cleanup", 0,
+                         len(get_store().leftovers())))  # fmt: skip
         reconciled = self.manage("reconcile_stats", "--no-progress", "--settle", "0")
         self.timings["reconcile"] = reconciled.seconds
         rows.append(("reconcile_stats exit code", 0, reconciled.code))
@@ -617,6 +735,13 @@ class Chaos:
             f"sent, consumed through the chaos and drained in {t['ingestion']:.1f}s; whole run "
             f"{t['total']:.1f}s"
         )
+        if self.args.kill_rebuilds or self.args.kill_repairs:
+            print(
+                f"  killed with kill -9 while they ran: rebuild_stats "
+                f"{self.kills.count('rebuild_stats')} of {self.args.kill_rebuilds}, "
+                f"reconcile_stats --repair {self.kills.count('reconcile_stats')} of "
+                f"{self.args.kill_repairs} (the others finished first)"
+            )
         for name, run in (
             ("reconcile_stats, live read model", self.reconciled),
             ("rebuild_stats after FLUSHALL", self.rebuilt),
@@ -672,6 +797,21 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CHAOS_DATABASE_URL", ""),
         help="a PostgreSQL server (postgres://postgres@127.0.0.1:5432) to create the run's own "
         "database on, dropped afterwards (default $CHAOS_DATABASE_URL; empty: SQLite)",
+    )
+    parser.add_argument(
+        "--kill-rebuilds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run rebuild_stats N times while consuming, each killed with kill -9 at a random "
+        "point of its run",
+    )
+    parser.add_argument(
+        "--kill-repairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the same with reconcile_stats --repair --settle 0",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit for each wait")
     args = parser.parse_args(argv)

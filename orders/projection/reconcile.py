@@ -14,6 +14,7 @@ fenced, then rewrites the days and totals, and compares once more.
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,8 @@ from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from orders.projection.rebuild import days_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
+
+logger = logging.getLogger("orders.projection")
 
 Progress = Callable[[int], None]  # called with how many ledger orders were just processed
 
@@ -95,10 +98,16 @@ def reconcile(
     started = time.monotonic()
     report = compare(store, store.now(), settle, progress=progress)
     if not report.clean:
+        logger.info(
+            "reconcile_stats: %d difference(s), %d unapplied order(s); comparing again under "
+            "the lock%s", report.difference_count, report.unapplied,
+            " and repairing" if repair else "",
+        )  # fmt: skip
         with rebuild_lock([store], lock_ttl_ms) as lease:
             writer = store.writer(None, lease.token) if repair else None
             report = compare(store, store.now(), settle, writer=writer)
             if report.repaired:
+                logger.info("reconcile_stats: %d repair writes; checking", report.repaired)
                 report.remaining = compare(store, store.now(), settle).difference_count
     report.seconds = time.monotonic() - started
     store.save_reconcile_report(report.as_dict())
