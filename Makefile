@@ -50,6 +50,8 @@ superuser: $(LOCAL_STAMP)
 # Chaos run: two consumers, kill -9s, a Redis stop and a Redis kill -9 (CHAOS_ARGS=--cluster: a
 # primary of a 3-primary cluster stopped), the ledger, then FLUSHALL + rebuild_stats +
 # reconcile_stats, all compared to an oracle. CHAOS_DATABASE_URL=postgres://... : PostgreSQL.
+# CHAOS_ARGS="--kill-rebuilds 6 --kill-repairs 3": rebuild_stats and reconcile_stats --repair
+# killed with kill -9 at random points while the consumers ingest.
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)

@@ -14,7 +14,11 @@ orders are inside the idempotency marks' window), starts its own Valkey (AOF wit
 1. ``rebuild`` into an empty Redis (users, totals, rankings, days, the window's marks);
 2. ``reconcile`` with nothing to find (the first pass only, no lock);
 3. ``reconcile`` after 100 users' hashes were damaged (first pass, then the locked pass);
-4. ``reconcile --repair`` of the same, and a second ``rebuild`` over the first.
+4. ``reconcile --repair`` of the same, and a second ``rebuild`` over the first;
+5. the memory column: ``reconcile`` (nothing to find), ``reconcile --repair`` after the marks
+   of the whole window were lost (every order inside it unapplied: the most a repair holds)
+   and ``rebuild``, each again under ``tracemalloc``: the peak of what Python allocated
+   (slower, so not timed), and the process's peak RSS (``ru_maxrss``) at the end.
 
 Prints rows/s for each, the ledger's size on disk per row (table, TOAST and indexes) and the
 Redis memory. Prints numbers; asserts nothing.
@@ -23,9 +27,11 @@ Redis memory. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,6 +119,31 @@ def main() -> None:
         )
         print(f"  repaired {repaired.repaired}, remaining {repaired.remaining}")
         run("rebuild over the live generation", lambda: projection.rebuild(store))
+
+        def peak(label: str, step) -> None:
+            tracemalloc.start()
+            step()
+            _now, most = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(f"{label:<44} peak Python memory {most / 2**20:7.1f} MiB "
+                  f"({most / report.users:,.0f} B per user)", flush=True)  # fmt: skip
+
+        peak("reconcile, nothing to find", lambda: projection.reconcile(store))
+        lost = 0
+        for shard, generation in enumerate(store.generations()):
+            found = list(
+                client.scan_iter(match=store.keys.mark("*", shard, generation), count=5000)
+            )
+            for start in range(0, len(found), 1000):
+                lost += client.delete(*found[start : start + 1000])
+        print(f"  {lost:,} marks deleted (the window's orders are now unapplied)")
+        peak(
+            "reconcile --repair, the window unapplied",
+            lambda: projection.reconcile(store, repair=True, settle=timedelta(0)),
+        )
+        peak("rebuild over the live generation", lambda: projection.rebuild(store))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        print(f"peak RSS of this process (ledger fill, Django, every step): {rss:,.0f} MiB")
     finally:
         server.stop()
     close_ledger(args.database_url, args.drop)

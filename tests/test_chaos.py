@@ -1,6 +1,7 @@
 """Small chaos runs in the suite (``make chaos`` runs the full 10,000-order ones): a single
-Redis and a 3-primary cluster, each ending with the ledger checked, Redis emptied, rebuilt
-from the ledger and reconciled."""
+Redis with rebuild_stats and reconcile_stats --repair killed while the consumers ingest, and a
+3-primary cluster, each ending with the API checked against the oracle before any reconcile,
+the ledger checked, Redis emptied, rebuilt from the ledger and reconciled."""
 
 from __future__ import annotations
 
@@ -25,13 +26,16 @@ def chaos(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_chaos_run_loses_and_double_counts_nothing() -> None:
-    run = chaos("--redis-down", "2")
+def test_chaos_run_with_rebuilds_and_repairs_killed_loses_and_double_counts_nothing() -> None:
+    run = chaos("--redis-down", "2", "--kill-rebuilds", "2", "--kill-repairs", "1")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    # Once as the consumers left it, once after FLUSHALL and rebuild_stats.
+    # Once as the consumers left it (no reconcile before), once after FLUSHALL and a rebuild.
     assert run.stdout.count(CLEAN) == 2
     assert "kill -9 redis" in run.stdout
     assert run.stdout.count("kill -9 consumer a") == 3
+    assert run.stdout.count("kill -9 rebuild_stats") == 2
+    assert run.stdout.count("kill -9 reconcile_stats --repair") == 1
+    assert "leftovers after rebuild_stats --cleanup" in run.stdout
     assert "CHAOS RUN PASSED" in run.stdout
 
 
