@@ -19,7 +19,14 @@ function draws the window for both, so the two never disagree.
 
 from __future__ import annotations
 
-from orders.projection.lease import LOCK_TTL_MS, Lease, ProjectionBusyError, rebuild_lock
+from orders.projection.lease import (
+    LOCK_TTL_MS,
+    Lease,
+    ProjectionBusyError,
+    add_lock_ttl_argument,
+    lock_ttl_ms,
+    rebuild_lock,
+)
 from orders.projection.rebuild import RebuildReport, rebuild
 from orders.projection.reconcile import ReconcileReport, compare, reconcile
 from stats.store import LeaseLostError
@@ -31,7 +38,9 @@ __all__ = [
     "ProjectionBusyError",
     "RebuildReport",
     "ReconcileReport",
+    "add_lock_ttl_argument",
     "compare",
+    "lock_ttl_ms",
     "rebuild",
     "rebuild_lock",
     "reconcile",

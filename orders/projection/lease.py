@@ -5,6 +5,7 @@ anyway)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import threading
@@ -75,6 +76,25 @@ class Lease:
             "without switching; run it again"
         )
         logger.error("%s", self.lost)
+
+
+def add_lock_ttl_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--lock-ttl`` option of the commands that hold the lock."""
+    parser.add_argument(
+        "--lock-ttl",
+        type=float,
+        default=LOCK_TTL_MS / 1000,
+        metavar="SECONDS",
+        help="the lease of the lock, refreshed every third of it: how long consumers wait "
+        "after a command that died (default %(default)g)",
+    )
+
+
+def lock_ttl_ms(seconds: float) -> int:
+    """``--lock-ttl`` in milliseconds; ``ValueError`` unless positive."""
+    if seconds <= 0:
+        raise ValueError("--lock-ttl must be positive")
+    return int(seconds * 1000)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
@@ -185,7 +186,7 @@ class _Comparison:
     def run(self) -> ReconcileReport:
         self.store.live_generations()  # the reads below name the live generation's keys
         with ledger.snapshot():
-            for batch in _batched(self._ledger_users(), _BATCH):
+            for batch in batched(self._ledger_users(), _BATCH):
                 self._compare_users(batch)
             self._users_only_redis_has()
             self._ranked_only_redis_has()
@@ -233,7 +234,7 @@ class _Comparison:
     def _rows_with_marks(
         self, rows: Iterable[ledger.RecordedOrder]
     ) -> Iterator[tuple[ledger.RecordedOrder, bool]]:
-        for batch in _batched(rows, _BATCH):
+        for batch in batched(rows, _BATCH):
             yield from zip(batch, self.store.marks_exist(batch), strict=True)
 
     # --- users ---------------------------------------------------------------------------------
@@ -424,14 +425,3 @@ def _hash_problem(
 def _not_in_ledger(user_id: str, got: UserStats) -> str:
     return (f"user {user_id}: not in the ledger; Redis has {got.order_count} orders, "
             f"{got.total_spend_cents} cents")  # fmt: skip
-
-
-def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
+from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms
 from stats.store.errors import LeaseLostError, unavailable_on_redis_error
 from stats.store.layouts import (
@@ -211,14 +212,7 @@ class GenerationsMixin(LeaseMixin):
 
     def _unlink_matching(self, pattern: str, batch: int) -> int:
         """UNLINK every key SCAN finds for ``pattern``, ``batch`` per trip."""
-        removed = 0
-        keys: list[bytes] = []
-        for key in self._scan(pattern):
-            keys.append(key)
-            if len(keys) >= batch:
-                removed += self._unlink(keys)
-                keys = []
-        return removed + self._unlink(keys)
+        return sum(self._unlink(keys) for keys in batched(self._scan(pattern), batch))
 
     def _scan(self, pattern: str, count: int = 1000) -> Iterator[bytes]:
         if self.cluster:

@@ -45,9 +45,7 @@ class Layout:
         """``v2;n8``; an earlier version's bare shard count is format 1; None if unreadable."""
         if text.isdigit():
             return cls(int(text), key_format=1)
-        fields = {
-            part[0]: part[1:] for part in text.split(";") if part and part[1:].isdigit()
-        }
+        fields = {part[0]: part[1:] for part in text.split(";") if part and part[1:].isdigit()}
         if "v" not in fields or "n" not in fields:
             return None
         return cls(int(fields["n"]), int(fields["v"]))

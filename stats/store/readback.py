@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from orderpipe.iterutils import batched
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
 from stats.store.values import (
@@ -76,14 +77,9 @@ class ReadbackMixin(GenerationsMixin):
     def user_id_batches(self, shard: int, size: int) -> Iterator[list[str]]:
         """Every user with a hash in the live generation of ``shard``, ``size`` at a time."""
         generation = self.generations()[shard]
-        batch: list[str] = []
-        for key in self._scan(self.keys.users_pattern(shard, generation)):
-            batch.append(self.keys.user_id_of(key.decode(), shard, generation))
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        keys = self._scan(self.keys.users_pattern(shard, generation))
+        ids = (self.keys.user_id_of(key.decode(), shard, generation) for key in keys)
+        yield from batched(ids, size)
 
     @unavailable_on_redis_error
     def ranking_sizes(self) -> dict[str, list[int]]:
@@ -103,14 +99,8 @@ class ReadbackMixin(GenerationsMixin):
     ) -> Iterator[list[tuple[str, int]]]:
         """Every (member, value) of a shard's ranking, ``size`` at a time."""
         key = self.keys.ranking(name, shard, self.generations()[shard])
-        batch: list[tuple[str, int]] = []
-        for member, score in self.client.zscan_iter(key, count=1000):
-            batch.append((member.decode(), -score_to_int(score)))
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        members = self.client.zscan_iter(key, count=1000)
+        yield from batched(((m.decode(), -score_to_int(s)) for m, s in members), size)
 
     @unavailable_on_redis_error
     def all_days(self) -> dict[date, tuple[int, int]]:

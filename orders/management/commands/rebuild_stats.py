@@ -47,20 +47,15 @@ class Command(BaseCommand):
             help="only remove the generations (and retired layouts' keys) that rebuilds which "
             "died left behind",
         )
-        parser.add_argument(
-            "--lock-ttl",
-            type=float,
-            default=projection.LOCK_TTL_MS / 1000,
-            metavar="SECONDS",
-            help="the lease of the lock, refreshed every third of it: how long consumers wait "
-            "after a rebuild that died (default %(default)g)",
-        )
+        projection.add_lock_ttl_argument(parser)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
         store = get_store()
-        if options["lock_ttl"] <= 0:
-            raise CommandError("--lock-ttl must be positive")
+        try:
+            lock_ttl_ms = projection.lock_ttl_ms(options["lock_ttl"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         if options["from_shards"] is not None and options["from_shards"] < 1:
             raise CommandError("--from-shards must be at least 1")
         try:
@@ -88,7 +83,7 @@ class Command(BaseCommand):
                 dry_run=options["dry_run"],
                 cleanup_only=options["cleanup"],
                 progress=bar.update,
-                lock_ttl_ms=int(options["lock_ttl"] * 1000),
+                lock_ttl_ms=lock_ttl_ms,
             )
         except projection.ProjectionBusyError as exc:
             raise CommandError(str(exc)) from exc
@@ -128,4 +123,3 @@ class Command(BaseCommand):
             report.generation, report.orders, report.users, report.seconds,
             " (dry run)" if report.dry_run else "",
         )  # fmt: skip
-

@@ -37,18 +37,14 @@ class Command(BaseCommand):
             help="ledger orders recorded this recently and not yet in Redis are batches in "
             "flight, not differences (default 300)",
         )
-        parser.add_argument(
-            "--lock-ttl",
-            type=float,
-            default=projection.LOCK_TTL_MS / 1000,
-            metavar="SECONDS",
-            help="the lease of the lock a repair holds (default %(default)g)",
-        )
+        projection.add_lock_ttl_argument(parser)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["lock_ttl"] <= 0:
-            raise CommandError("--lock-ttl must be positive")
+        try:
+            lock_ttl_ms = projection.lock_ttl_ms(options["lock_ttl"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         store = get_store()
         bar = tqdm(
             total=ledger.ledger_size(),
@@ -62,7 +58,7 @@ class Command(BaseCommand):
                 repair=options["repair"],
                 settle=timedelta(seconds=options["settle"]),
                 progress=bar.update,
-                lock_ttl_ms=int(options["lock_ttl"] * 1000),
+                lock_ttl_ms=lock_ttl_ms,
             )
         except projection.ProjectionBusyError as exc:
             raise CommandError(str(exc)) from exc
