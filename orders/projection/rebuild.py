@@ -88,16 +88,19 @@ def rebuild(
         writer = store.writer(generation, lease.token)
         _derive(store, writer, report, progress)
         lease.check()
-        logger.info("rebuild_stats: generation %d written; switching", generation)
-        if moving and previous is not None:
-            store.switch_generation(generation, lease.token, previous, previous.ingestion())
-            previous.record_retired_layout(_numbers(old[id(previous)]))
-        else:
-            store.switch_generation(generation, lease.token)
-        store.forget_generation(generation)
+        # Recorded before the switch, so that a rebuild killed right after it leaves them
+        # to the next one (which drops only what is live nowhere).
         dropping = _numbers(old[id(store)]) - {generation}
         for number in dropping:
             store.record_generation(number, "dropping")
+        if moving and previous is not None:
+            previous.record_retired_layout(_numbers(old[id(previous)]))
+        logger.info("rebuild_stats: generation %d written; switching", generation)
+        if moving and previous is not None:
+            store.switch_generation(generation, lease.token, previous, previous.ingestion())
+        else:
+            store.switch_generation(generation, lease.token)
+        store.forget_generation(generation)
         lease.release(store)  # consumers go on, against the new generation
         logger.info("rebuild_stats: switched to generation %d; dropping the old", generation)
         if moving and previous is not None:

@@ -29,6 +29,7 @@ from orders.models import RejectedOrder
 from orders.sqs import OrderQueue
 from orders.validation import ALL_CODES
 from stats.store import AggregateStore, StoreUnavailableError, get_store
+from stats.store.layouts import State
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +212,13 @@ def _leftovers(store: AggregateStore, now: datetime) -> list[dict[str, Any]]:
     --cleanup`` gives back); a generation a running rebuild is building is not one."""
     found = []
     for leftover in store.leftovers():
-        if leftover.state == "building" and leftover.generation is not None:
-            builder = store.layout_store(leftover.layout).lock_holder()
-            if builder == leftover.token:
-                continue
+        if leftover.generation is not None:
+            layout = store.layout_store(leftover.layout)
+            if leftover.state == "building" and layout.lock_holder() == leftover.token:
+                continue  # a rebuild running now
+            if leftover.generation in {g.number for g in layout.generation_states()
+                                       if g.state is not State.RETIRED}:  # fmt: skip
+                continue  # live (on some shard): dropped once switched away from
         found.append(
             {
                 "generation": leftover.generation,
