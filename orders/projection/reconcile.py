@@ -306,12 +306,15 @@ class _Comparison:
 
     def _users_only_redis_has(self) -> None:
         """User hashes the ledger has no orders for: counted per shard first (a SCAN), looked
-        up in the ledger only where there are more than the merge found."""
+        up in the ledger only where there are more than the merge found, until as many
+        are found."""
         for shard in range(self.store.shards):
-            if sum(len(b) for b in self.store.user_id_batches(shard, _BATCH)) <= self.hashes[shard]:
-                continue
-            for batch in self.store.user_id_batches(shard, _BATCH):
+            extra = sum(len(b) for b in self.store.user_id_batches(shard, _BATCH))
+            extra -= self.hashes[shard]
+            batches = self.store.user_id_batches(shard, _BATCH)
+            while extra > 0 and (batch := next(batches, None)) is not None:
                 unknown = sorted(set(batch) - ledger.known_users(batch))
+                extra -= len(unknown)  # none left to look for: the rest is the ledger's
                 for user_id, stats in self.store.read_users(unknown).items():
                     self.report.differ(_not_in_ledger(user_id, stats))
                     if self.writer is not None:
@@ -322,11 +325,13 @@ class _Comparison:
         sizes = self.store.ranking_sizes()
         for name, per_shard in sizes.items():
             for shard, size in enumerate(per_shard):
-                if size <= self.ranked[name][shard]:
-                    continue
-                for batch in self.store.ranking_member_batches(name, shard, _BATCH):
+                extra = size - self.ranked[name][shard]
+                batches = self.store.ranking_member_batches(name, shard, _BATCH)
+                while extra > 0 and (batch := next(batches, None)) is not None:
                     members = dict(batch)
-                    for user_id in sorted(members.keys() - ledger.known_users(list(members))):
+                    unknown = sorted(members.keys() - ledger.known_users(list(members)))
+                    extra -= len(unknown)
+                    for user_id in unknown:
                         self.report.differ(
                             f"rank:{name} {user_id}: {members[user_id]} (ledger None)"
                         )
