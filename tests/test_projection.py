@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 
 from orders import ledger, projection
 from orders.models import AcceptedOrder, LedgerIsAppendOnlyError
+from orders.projection import reconciling
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 from stats.store import base as store_base
 from tests.ingestion_helpers import prefix_keys
@@ -272,9 +273,11 @@ def test_reconcile_in_a_new_process_after_a_rebuild_needs_no_lock(
     rebuild()
     monkeypatch.setattr(store_base, "_GENERATIONS", {})  # what a new process knows
     locked = []
-    real_lock = projection.rebuild_lock
+    real_lock = reconciling.rebuild_lock
     monkeypatch.setattr(
-        projection, "rebuild_lock", lambda stores: locked.append(stores) or real_lock(stores)
+        reconciling,
+        "rebuild_lock",
+        lambda stores, *args: locked.append(stores) or real_lock(stores, *args),
     )
 
     report = projection.reconcile(filled)

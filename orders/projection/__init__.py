@@ -27,8 +27,8 @@ from orders.projection.lease import (
     lock_ttl_ms,
     rebuild_lock,
 )
-from orders.projection.rebuild import RebuildReport, rebuild
-from orders.projection.reconcile import ReconcileReport, compare, reconcile
+from orders.projection.rebuilding import RebuildReport, rebuild
+from orders.projection.reconciling import ReconcileReport, compare, reconcile
 from stats.store import LeaseLostError
 
 __all__ = [

@@ -26,7 +26,7 @@ from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
-from orders.projection.rebuild import days_by_shard
+from orders.projection.rebuilding import days_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
 
 logger = logging.getLogger("orders.projection")
