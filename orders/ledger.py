@@ -222,7 +222,7 @@ def _chunked(values: Collection[str], size: int = 5_000) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _by_user(query: models.QuerySet, *then: str) -> models.QuerySet:
+def _by_user(query: models.QuerySet[AcceptedOrder], *then: str) -> models.QuerySet[AcceptedOrder]:
     """``query`` in user_id order as Python compares strings (code points), so that two
     streams can be merged by user: PostgreSQL's collation may order otherwise (``C`` is
     byte order, which for UTF-8 is code point order, as is SQLite's default)."""

@@ -24,11 +24,13 @@ from datetime import date
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from stats.store import AggregateStore, GenerationWriter
-from stats.store.layouts import State
+from stats.store.layouts import Generation, State
 
 logger = logging.getLogger("orders.projection")
 
-Progress = Callable[[int], None]  # called with how many ledger orders were just processed
+# Called with how many ledger orders were just processed; what it returns is ignored
+# (tqdm.update returns whether it redrew).
+Progress = Callable[[int], object]
 
 
 @dataclass
@@ -94,7 +96,7 @@ def rebuild(
         for number in dropping:
             store.record_generation(number, "dropping")
         if moving and previous is not None:
-            previous.record_retired_layout(_numbers(old[id(previous)]))
+            previous.record_retired_layout(sorted(_numbers(old[id(previous)])))
         logger.info("rebuild_stats: generation %d written; switching", generation)
         if moving and previous is not None:
             store.switch_generation(generation, lease.token, previous, previous.ingestion())
@@ -114,7 +116,7 @@ def rebuild(
     return report
 
 
-def _numbers(states: list) -> set[int]:
+def _numbers(states: list[Generation]) -> set[int]:
     """The generations ``states`` name, to drop once switched away from: a live or claimed
     one, and for an earlier version's numbered generation generation 0 too (where it kept
     its marks)."""

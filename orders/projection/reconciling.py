@@ -31,7 +31,9 @@ from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStat
 
 logger = logging.getLogger("orders.projection")
 
-Progress = Callable[[int], None]  # called with how many ledger orders were just processed
+# Called with how many ledger orders were just processed; what it returns is ignored
+# (tqdm.update returns whether it redrew).
+Progress = Callable[[int], object]
 
 _BATCH = 2_000  # users per comparison batch, rows per marks check
 _KEPT_DIFFERENCES = 1_000  # difference lines kept for the report (all are counted)
@@ -206,28 +208,24 @@ class _Comparison:
         start = self.store.window_start(self.now)
         grouped = ledger.user_totals(recorded_before=start) if start is not None else iter(())
         rows = self._rows_with_marks(ledger.recorded_since(start, by_user=True))
-        streams = heapq.merge(
-            ((t.user_id, 0, t) for t in grouped),
-            ((row.user_id, 1, (row, applied)) for row, applied in rows),
-            key=lambda item: (item[0], item[1]),
-        )
+        streams = heapq.merge(_totals_items(grouped), _row_items(rows), key=_merge_key)
         user: _User | None = None
-        for user_id, kind, item in streams:
+        for user_id, totals, marked in streams:
             if user is None or user.user_id != user_id:
                 if user is not None:
                     yield user
                 user = _User(user_id)
-            if kind == 0:
-                for totals in (user.applied, user.full):
-                    totals.add(item.orders, item.spend_cents, item.first_ms, item.last_ms)
-                continue
-            row, applied = item
-            when = epoch_ms(row.occurred_at)
-            user.full.add(1, row.value_cents, when, when)
-            if applied:
-                user.applied.add(1, row.value_cents, when, when)
-            else:
-                user.unapplied.append(row)
+            if totals is not None:
+                for kept in (user.applied, user.full):
+                    kept.add(totals.orders, totals.spend_cents, totals.first_ms, totals.last_ms)
+            elif marked is not None:
+                row, applied = marked
+                when = epoch_ms(row.occurred_at)
+                user.full.add(1, row.value_cents, when, when)
+                if applied:
+                    user.applied.add(1, row.value_cents, when, when)
+                else:
+                    user.unapplied.append(row)
         if user is not None:
             yield user
 
@@ -342,11 +340,11 @@ class _Comparison:
     # --- days and totals -------------------------------------------------------------------------
     def _compare_days(self) -> None:
         want: dict[date, tuple[int, int]] = {}
-        for day in ledger.day_totals():
-            missing = self.unapplied_days.get(day.day, (0, 0))
-            orders = day.orders - missing[0]
+        for totals in ledger.day_totals():
+            missing = self.unapplied_days.get(totals.day, [0, 0])
+            orders = totals.orders - missing[0]
             if orders:
-                want[day.day] = (orders, day.revenue_cents - missing[1])
+                want[totals.day] = (orders, totals.revenue_cents - missing[1])
         got = self.store.all_days()
         self.report.days = len(want)
         for day in sorted(got.keys() | want.keys()):
@@ -408,9 +406,9 @@ def _user_problems(user_id: str, want: ledger.UserTotals | None, got: UserReadba
 def _hash_problem(
     user_id: str, want: ledger.UserTotals | None, got: UserStats | None
 ) -> str | None:
-    if want is None and got is None:
-        return None
     if got is None:
+        if want is None:
+            return None
         return (f"user {user_id}: missing in Redis; ledger has {want.orders} orders, "
                 f"{want.spend_cents} cents")  # fmt: skip
     if want is None:
@@ -425,6 +423,24 @@ def _hash_problem(
     if (first, last) != (want.first_ms, want.last_ms):
         found.append(f"first/last order ms {first}/{last} (ledger {want.first_ms}/{want.last_ms})")
     return f"user {user_id}: " + ", ".join(found) if found else None
+
+
+# A merged item: the user, then the grouped totals of the rows before the window, or one row
+# inside it with whether its mark exists.
+_Item = tuple[str, ledger.UserTotals | None, tuple[ledger.RecordedOrder, bool] | None]
+
+
+def _totals_items(grouped: Iterable[ledger.UserTotals]) -> Iterator[_Item]:
+    return ((totals.user_id, totals, None) for totals in grouped)
+
+
+def _row_items(rows: Iterable[tuple[ledger.RecordedOrder, bool]]) -> Iterator[_Item]:
+    return ((row.user_id, None, (row, applied)) for row, applied in rows)
+
+
+def _merge_key(item: _Item) -> tuple[str, int]:
+    """By user; a user's grouped totals before its rows."""
+    return item[0], 0 if item[1] is not None else 1
 
 
 def _not_in_ledger(user_id: str, got: UserStats) -> str:

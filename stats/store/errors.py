@@ -106,11 +106,11 @@ def unavailable_on_redis_error(method: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(method)
         def generator(*args: P.args, **kwargs: P.kwargs) -> Any:
             try:
-                yield from method(*args, **kwargs)  # type: ignore[misc]
+                yield from method(*args, **kwargs)
             except (redis.RedisError, RedisClusterException) as exc:
                 raise store_error(exc) from exc
 
-        return generator  # type: ignore[return-value]
+        return generator
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from redis.cluster import RedisCluster
 
@@ -292,7 +292,7 @@ class GenerationsMixin(LeaseMixin):
     def retired_everywhere(self) -> bool:
         return all(state.state is State.RETIRED for state in self.generation_states())
 
-    def layout_store(self, layout: Layout) -> GenerationsMixin:
+    def layout_store(self, layout: Layout) -> Self:
         """A store of this prefix and client laid out for ``layout``."""
         return type(self)(
             self.client,

@@ -49,7 +49,7 @@ class LeaseMixin(ScriptsMixin):
     def acquire_rebuild_lock(self, token: str, ttl_ms: int) -> bool:
         """Hold every shard's lock (consumers then keep their batches); False when another
         rebuild holds one. A lock an earlier version retired is taken over."""
-        taken = []
+        taken: list[int] = []
         for shard in self._all():
             key = self.keys.lock(shard)
             if not self.client.set(key, token, nx=True, px=ttl_ms):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from stats.store.base import StoreBase
 
@@ -54,7 +55,7 @@ class ScriptsMixin(StoreBase):
             # routes the retry itself.
             node = (
                 {"target_nodes": self.client.get_node_from_key(call.keys[0])}
-                if self.cluster
+                if isinstance(self.client, RedisCluster)
                 else {}
             )
             pipe.execute_command(
@@ -81,7 +82,7 @@ class ScriptsMixin(StoreBase):
         try:
             return self.client.evalsha(*args)
         except redis.exceptions.NoScriptError:
-            if self.cluster:
+            if isinstance(self.client, RedisCluster):
                 node = self.client.get_node_from_key(call.keys[0])
                 self.client.execute_command("SCRIPT LOAD", script.text, target_nodes=node)
             else:
