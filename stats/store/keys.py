@@ -46,7 +46,10 @@ key                                     type    content
                                                 rebuild moved the aggregates to that layout
                                                 (never expires); absent = nothing written yet
 ``T:lock``                              string  a rebuild's or repair's token while it runs
-                                                (a lease: expires unless refreshed)
+                                                (a lease: expires unless refreshed); in a
+                                                key format 1 layout a rebuild moved away
+                                                from, ``retired:<shards>`` (for earlier
+                                                versions, which read it there)
 ``<prefix>:consumers``                  hash    consumer id (host:pid) -> its last batch or
                                                 empty poll (epoch ms); gone on a clean stop
 ``<prefix>:layout``                     string  the layout the aggregates are built for,
