@@ -1,0 +1,198 @@
+"""A second look at the fenced, all-or-nothing rebuild: each test here is a way the figures can
+still lose or double an order, or a counter, or report a difference that is not there (a real
+Valkey; the session's 3-primary cluster where the layout is sharded).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from orders import projection
+from stats.store import AggregateStore, GenerationWriter
+from tests.projection_helpers import NOW, aggregates, commit, message, rebuild, reconcile
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+class KilledError(Exception):
+    """Where a kill -9 would stop the command."""
+
+
+# --- the marks a rebuild writes, and a clock inside the margin -----------------------------------
+def test_a_rebuild_on_a_host_whose_clock_runs_ahead_leaves_no_resent_order_to_count_twice(
+    store: AggregateStore,
+) -> None:
+    """The window's margin is there for hosts whose clocks disagree. The rebuild writes marks
+    only from *its* window start, while the live generation had marks back to the TTL; a
+    consumer whose clock is 10 minutes behind the rebuild's host still takes an order
+    recorded just inside its own window, without a mark, for one never applied."""
+    store.dedup_ttl = 15 * 24 * 3600
+    ttl = timedelta(seconds=store.dedup_ttl)
+    order = message("EDGE", "U1", "1.00")
+    commit(store, [order], NOW - ttl + timedelta(hours=1, minutes=5))  # applied, marked
+    assert store.user_stats("U1").order_count == 1
+
+    store.clock = lambda: (NOW + timedelta(minutes=10)).timestamp()  # the rebuild's host
+    projection.rebuild(store)
+    assert store.user_stats("U1").order_count == 1
+
+    # The shop sends the same order again (same payload, a new message); the consumer's clock
+    # is right.
+    result = commit(store, [order], NOW)
+
+    assert (result.applied, result.duplicates) == (0, 1)
+    assert store.user_stats("U1").order_count == 1
+    assert reconcile()[0] == 0
+
+
+# --- a layout move on a cluster that dies between retiring two old shards -----------------------
+def _retire_call(fenced_calls) -> bool:
+    return any(
+        command == "SET" and args and str(args[0]).startswith("retired:")
+        for call in fenced_calls
+        for command, _key, args in call.ops
+    )
+
+
+@pytest.mark.parametrize("retired_before_the_kill", [3, 8], ids=["some-retired", "all-retired"])
+def test_a_rerun_of_a_cluster_layout_move_keeps_the_ingestion_counters(
+    cluster_store: AggregateStore,
+    live_redis_cluster: RedisCluster,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,
+    retired_before_the_kill: int,
+) -> None:
+    """On a cluster the switch is one call per shard: the new layout's shards (the counters
+    carried to its shard 0), then the old layout's retirements, each of which deletes that
+    old shard's counters. A rerun carries the old layout's counters again, by setting them:
+    those of the shards already retired are gone, so the counters go down (to zero when
+    every old shard was retired before the kill)."""
+    settings.REDIS_SHARDS = 8
+    cluster_store.claim_layout()  # as the consumer does at start
+    commit(cluster_store, [message(f"O{i}", f"U{i % 5 + 1}", f"{i + 1}.25") for i in range(12)])
+    counted = cluster_store.ingestion()
+    before = aggregates(cluster_store)
+    assert counted.received == 12
+
+    settings.REDIS_SHARDS = 16
+    real = AggregateStore.run_fenced
+    retired: list[int] = []
+
+    def killed_while_retiring(self, token, calls):
+        real(self, token, calls)
+        if _retire_call(calls):
+            retired.append(1)
+            if len(retired) == retired_before_the_kill:
+                raise KilledError
+
+    monkeypatch.setattr(AggregateStore, "run_fenced", killed_while_retiring)
+    with pytest.raises(KilledError):
+        rebuild()
+    monkeypatch.undo()
+
+    rebuild()  # "running it again finishes the job"
+
+    wider = AggregateStore(live_redis_cluster, prefix=cluster_store.prefix, shards=16)
+    assert aggregates(wider) == before
+    moved = wider.ingestion()
+    assert (moved.received, moved.applied, moved.duplicates) == (
+        counted.received,
+        counted.applied,
+        counted.duplicates,
+    )
+
+
+# --- leftovers -----------------------------------------------------------------------------------
+def test_cleanup_removes_the_half_built_generation_of_a_layout_move_given_up(
+    filled: AggregateStore, settings, live_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move to 8 shards dies before its switch; the operator keeps REDIS_SHARDS=1. The
+    half-built 8-shard generation is recorded in <prefix>:generations, but a rebuild (or
+    --cleanup) cleans only the leftovers of its own layouts: under noeviction that memory is
+    never given back, and pipeline_status lists it for ever."""
+    settings.REDIS_SHARDS = 8
+    real_close = GenerationWriter.close
+
+    def close_then_die(self: GenerationWriter) -> None:
+        real_close(self)
+        raise KilledError
+
+    monkeypatch.setattr(GenerationWriter, "close", close_then_die)
+    with pytest.raises(KilledError):
+        rebuild()
+    monkeypatch.undo()
+    half_built = [k for k in live_redis.scan_iter(match=f"{{{filled.prefix}:8:*") if b":g" in k]
+    assert half_built
+
+    settings.REDIS_SHARDS = 1  # the move is given up
+    rebuild("--cleanup")
+
+    assert filled.leftovers() == []
+    assert [k for k in live_redis.scan_iter(match=f"{{{filled.prefix}:8:*") if b":g" in k] == []
+
+
+# --- upgrading -----------------------------------------------------------------------------------
+def _as_an_earlier_version_rebuilt_it(store: AggregateStore, client: redis.Redis) -> None:
+    """What an earlier orderpipe left after one rebuild_stats: the aggregates under ``:g1``,
+    the marks where it always kept them (``T:seen:<id>``), ``T:gen`` a bare number."""
+    keys = store.keys
+    names = [keys.totals(0, 0), keys.days(0, 0), keys.ranking("spend", 0, 0),
+             keys.ranking("orders", 0, 0)]  # fmt: skip
+    names += [k.decode() for k in client.scan_iter(match=keys.users_pattern(0, 0))]
+    prefix = f"{store.prefix}:"
+    for name in names:
+        client.rename(name, f"{store.prefix}:g1:{name[len(prefix):]}")
+    client.set(keys.generation(0), "1")
+
+
+def test_reconcile_after_an_upgrade_from_a_rebuilt_earlier_version_finds_no_difference(
+    filled: AggregateStore, live_redis: redis.Redis
+) -> None:
+    """Readers go on serving an earlier version's generation ("nothing to do until the
+    consumers must apply"); reconcile_stats reads it too, but looks for the marks inside the
+    generation, where the earlier version never put them: every order of the window is
+    reported as never applied, and the run exits 1."""
+    before = aggregates(filled)
+    _as_an_earlier_version_rebuilt_it(filled, live_redis)
+    assert aggregates(filled) == before  # readers serve it
+
+    code, out = reconcile()
+
+    assert code == 0, out
+
+
+# --- the lease after the switch ------------------------------------------------------------------
+def test_a_successful_move_out_of_key_format_1_records_no_lost_lease(
+    settings, live_redis: redis.Redis, key_prefix: str, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """The switch sets a key format 1 layout's locks to ``retired:<N>`` (for earlier
+    versions); the lease goes on refreshing that layout while its keys are dropped, finds
+    its token gone, and logs at ERROR that the command "stops without switching; run it
+    again" — after a switch that succeeded. (The refresher also stops there, so nothing
+    extends the old layout's lock for the rest of the drop.)"""
+    settings.REDIS_SHARDS = 8
+    legacy = AggregateStore(live_redis, prefix=key_prefix, shards=8, key_format=1)
+    legacy.dedup_ttl = 15 * 24 * 3600
+    commit(legacy, [message(f"O{i}", f"U{i % 5 + 1}", f"{i + 1}.25") for i in range(12)])
+    live_redis.set(legacy.keys.shared("layout"), "8")
+    for shard in range(8):
+        live_redis.delete(legacy.keys.generation(shard))
+    store = AggregateStore(live_redis, prefix=key_prefix, shards=8)
+    real_drop = AggregateStore.drop_layout_keys
+
+    def a_large_old_layout(self, *args, **kwargs):
+        time.sleep(0.5)  # more than a third of the lease: the refresher runs meanwhile
+        return real_drop(self, *args, **kwargs)
+
+    monkeypatch.setattr(AggregateStore, "drop_layout_keys", a_large_old_layout)
+    with caplog.at_level(logging.ERROR, logger="orders.projection"):
+        projection.rebuild(store, previous=legacy, lock_ttl_ms=300)
+
+    assert store.live_generations() == [1] * 8  # switched
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
