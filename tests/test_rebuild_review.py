@@ -147,7 +147,7 @@ def _as_an_earlier_version_rebuilt_it(store: AggregateStore, client: redis.Redis
     names += [k.decode() for k in client.scan_iter(match=keys.users_pattern(0, 0))]
     prefix = f"{store.prefix}:"
     for name in names:
-        client.rename(name, f"{store.prefix}:g1:{name[len(prefix):]}")
+        client.rename(name, f"{store.prefix}:g1:{name[len(prefix) :]}")
     client.set(keys.generation(0), "1")
 
 
