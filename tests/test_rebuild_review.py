@@ -11,10 +11,11 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.core.management.base import CommandError
 from redis.cluster import RedisCluster
 
 from orders import projection
-from stats.store import AggregateStore, GenerationWriter
+from stats.store import AggregateStore, GenerationWriter, StoreCommandError
 from tests.projection_helpers import NOW, aggregates, commit, message, rebuild, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -196,3 +197,25 @@ def test_a_successful_move_out_of_key_format_1_records_no_lost_lease(
 
     assert store.live_generations() == [1] * 8  # switched
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# --- --from-shards against what Redis records ----------------------------------------------------
+@pytest.mark.parametrize("from_shards", ["4", "8"])
+def test_from_shards_that_is_not_the_recorded_layout_still_retires_the_live_one(
+    filled: AggregateStore, settings, live_redis: redis.Redis, from_shards: str
+) -> None:
+    """Redis records one shard (the consumers run with REDIS_SHARDS=1); the operator moves to
+    8 shards with a wrong --from-shards. The rebuild neither locks nor retires the live
+    layout: its consumers go on applying there after the switch, and what the API serves
+    on 8 shards never gets those orders."""
+    filled.claim_layout()  # what every consumer does at start
+    settings.REDIS_SHARDS = 8
+
+    try:
+        rebuild("--from-shards", from_shards)
+    except CommandError:
+        return  # refused: the live layout is as it was, its consumers go on (also right)
+
+    # Moved: the layout the consumers still run with must be retired now, as after any move.
+    with pytest.raises(StoreCommandError, match="REDIS_SHARDS=8"):
+        commit(filled, [message("LATE", "U1", "1.00")])
