@@ -99,7 +99,10 @@ def rebuild(
             previous.record_retired_layout(sorted(_numbers(old[id(previous)])))
         logger.info("rebuild_stats: generation %d written; switching", generation)
         if moving and previous is not None:
-            store.switch_generation(generation, lease.token, previous, previous.ingestion())
+            # Retired on every shard: a move that died after its last retirement (on a
+            # cluster, one call per shard, this layout's first) carried the counters already.
+            counters = None if previous.retired_everywhere() else previous.ingestion()
+            store.switch_generation(generation, lease.token, previous, counters)
         else:
             store.switch_generation(generation, lease.token)
         store.forget_generation(generation)

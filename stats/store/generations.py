@@ -135,7 +135,8 @@ class GenerationsMixin(LeaseMixin):
     ) -> None:
         """Make ``generation`` live on every shard, fenced by ``token``; with ``previous``
         (the layout the aggregates move from) retire that one too and carry ``counters``
-        over, set on this layout's shard 0 (never added: a rerun counts them once).
+        over, set on this layout's shard 0 (never added: a rerun counts them once; None:
+        this layout's counters are left as they are).
 
         On one node this is one script call covering every lock involved: all shards switch,
         and the old layout retires, at once or not at all. On a cluster it is one call per
@@ -148,7 +149,7 @@ class GenerationsMixin(LeaseMixin):
         for shard in self._all():
             call = self.fenced(shard)
             call.add("SET", self.keys.generation(shard), self.descriptor(generation))
-            if previous is not None:
+            if previous is not None and counters is not None:
                 call.add("DEL", self.keys.ingest(shard))
                 carried = _ingest_fields(counters) if shard == 0 and counters else []
                 if carried:
@@ -175,12 +176,14 @@ class GenerationsMixin(LeaseMixin):
 
     def _retire_calls(self, successor: Layout) -> list[Fenced]:
         """A fenced call per shard that retires this layout for ``successor``: its generation
-        keys say so for ever (and its locks too, for processes of earlier versions)."""
+        keys say so for ever (and its locks too, for processes of earlier versions). Its
+        ingestion counters stay until its keys are dropped: on a cluster a move that dies
+        between two shards' retirements is run again, and carries them again (set, not
+        added), so each retired shard's counters must still be there."""
         calls = []
         for shard in self._all():
             call = self.fenced(shard)
             call.add("SET", self.keys.generation(shard), retired(successor))
-            call.add("DEL", self.keys.ingest(shard))
             if self.layout.key_format == 1:
                 call.add("SET", self.keys.lock(shard), f"retired:{successor.shards}")
             calls.append(call)
