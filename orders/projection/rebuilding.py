@@ -3,8 +3,8 @@ all-or-nothing.
 
 Under the lease of every shard (of both layouts when the shard count changes) it first removes
 what a rebuild that died left behind (``<prefix>:generations``), takes a generation number no
-rebuild had, writes users, totals, rankings, days and the marks of the orders inside the
-marks' window into that generation only, checks the lease, and switches (one fenced call on
+rebuild had, writes users, totals, rankings, days and the marks of the orders whose marks
+would still exist (``AggregateStore.marks_since``) into that generation only, checks the lease, and switches (one fenced call on
 one node). Consumers' batches wait meanwhile and are applied to the new generation, whose
 marks say which of their orders the snapshot already counted. A rebuild killed at any point
 before its switch leaves the live generation, with its marks, as it was. Only after the
@@ -167,7 +167,7 @@ def _derive(
     report: RebuildReport,
     progress: Progress,
 ) -> None:
-    """Users, totals, days and the window's marks from one snapshot of the ledger (written
+    """Users, totals, days and the marks still alive from one snapshot of the ledger (written
     when ``writer`` is given, counted either way)."""
     with ledger.snapshot():
         for totals in ledger.user_totals():
@@ -184,7 +184,7 @@ def _derive(
                 if writer is not None:
                     writer.day(shard, day.day, day.orders, day.revenue_cents)
                 report.days += 1
-        for row in ledger.recorded_since(store.window_start(store.now())):
+        for row in ledger.recorded_since(store.marks_since(store.now())):
             if writer is not None:
                 writer.mark(row)
             report.marks += 1

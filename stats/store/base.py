@@ -97,6 +97,16 @@ class StoreBase:
         ttl = timedelta(seconds=self.dedup_ttl)
         return now - ttl + min(CLOCK_MARGIN, ttl / 4)
 
+    def marks_since(self, now: datetime) -> datetime | None:
+        """Where the marks ``rebuild_stats`` writes begin: at every order whose mark, written
+        when it was first recorded, would still exist (the TTL back from now), wider than the
+        window by its margin, so that a consumer whose clock runs behind the rebuild's (by
+        less than the margin), whose window therefore starts earlier, still finds the mark of
+        every order the rebuild counted. None when marks never expire."""
+        if self.dedup_ttl <= 0:
+            return None
+        return now - timedelta(seconds=self.dedup_ttl)
+
     def now(self) -> datetime:
         """The store's clock as a datetime."""
         return datetime.fromtimestamp(self.clock(), UTC)
