@@ -3,13 +3,13 @@ all-or-nothing.
 
 Under the lease of every shard (of both layouts when the shard count changes) it first removes
 what a rebuild that died left behind (``<prefix>:generations``), takes a generation number no
-rebuild had, writes users, totals, rankings, days and the marks of the orders whose marks
-would still exist (``AggregateStore.marks_since``) into that generation only, checks the lease, and switches (one fenced call on
-one node). Consumers' batches wait meanwhile and are applied to the new generation, whose
-marks say which of their orders the snapshot already counted. A rebuild killed at any point
-before its switch leaves the live generation, with its marks, as it was. Only after the
-switch is the old generation dropped (and the old layout's keys, while its lock is still
-held).
+rebuild had, writes users, totals, rankings, days and the marks of the orders whose marks would
+still exist (``AggregateStore.marks_since``) into that generation only, checks the lease, and
+switches (one fenced call on one node). Consumers' batches wait meanwhile and are applied to
+the new generation, whose marks say which of their orders the snapshot already counted. A
+rebuild killed at any point before its switch leaves the live generation, with its marks, as it
+was. Only after the switch is the old generation dropped (and the old layout's keys, while its
+lock is still held).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ class Command(BaseCommand):
             type=int,
             default=None,
             metavar="N",
-            help="the shard count the aggregates are laid out for now (default: as Redis "
-            "records it, else 1 on one node); differs from REDIS_SHARDS when changing it",
+            help="the shard count the aggregates are laid out for now, when Redis records "
+            "none (default: 1 on one node); another than Redis records is refused",
         )
         parser.add_argument(
             "--cleanup",
@@ -59,12 +59,20 @@ class Command(BaseCommand):
         if options["from_shards"] is not None and options["from_shards"] < 1:
             raise CommandError("--from-shards must be at least 1")
         try:
-            # No layout recorded: on one node, aggregates of a version before layouts (one
-            # shard); a cluster never ran such a version, nothing there to move.
-            recorded = store.recorded_layout() or Layout(store.shards if store.cluster else 1)
+            in_redis = store.recorded_layout()
         except StoreUnavailableError as exc:
             raise CommandError(f"Redis unavailable: {exc}") from exc
+        # No layout recorded: on one node, aggregates of a version before layouts (one
+        # shard); a cluster never ran such a version, nothing there to move.
+        recorded = in_redis or Layout(store.shards if store.cluster else 1)
         if options["from_shards"]:
+            if in_redis is not None and options["from_shards"] != in_redis.shards:
+                # The live layout would stay live and unlocked: its consumers would go on
+                # applying there, unseen by the layout the switch records.
+                raise CommandError(
+                    f"--from-shards {options['from_shards']}: Redis records the aggregates "
+                    f"laid out for {in_redis.shards} shard(s); leave --from-shards out"
+                )
             recorded = Layout(options["from_shards"], recorded.key_format)
         previous = None
         if not recorded.same_names(store.layout, store.cluster):
