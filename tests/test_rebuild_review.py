@@ -219,3 +219,22 @@ def test_from_shards_that_is_not_the_recorded_layout_still_retires_the_live_one(
     # Moved: the layout the consumers still run with must be retired now, as after any move.
     with pytest.raises(StoreCommandError, match="REDIS_SHARDS=8"):
         commit(filled, [message("LATE", "U1", "1.00")])
+
+
+def test_a_lock_released_while_the_refresher_extends_it_is_no_lost_lease(
+    filled: AggregateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its switch a rebuild releases the new layout's lock while the refresher thread
+    may be extending the locks it copied a moment before: that refresh finds the lock gone,
+    records a loss (an ERROR saying the command stops without switching) and the refresher
+    stops, leaving the old layout's lock unextended for the rest of the drop."""
+    with projection.rebuild_lock([filled], 60_000) as lease:  # its own refresher sleeps 20 s
+        real = AggregateStore.refresh_rebuild_lock
+
+        def released_meanwhile(self, token, ttl_ms):
+            lease.release(self)  # the main thread, right after the switch
+            return real(self, token, ttl_ms)
+
+        monkeypatch.setattr(AggregateStore, "refresh_rebuild_lock", released_meanwhile)
+        assert lease.refresh()
+        assert lease.lost is None

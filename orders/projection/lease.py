@@ -52,6 +52,9 @@ class Lease:
             stores = list(self.stores)
         for store in stores:
             if not store.refresh_rebuild_lock(self.token, self.ttl_ms):
+                with self._guard:
+                    if store not in self.stores:
+                        continue  # released meanwhile (after the switch): not a loss
                 self._lose(f"the lock of {store.prefix} ({store.layout.code()}) was lost")
                 return False
         return True

@@ -107,6 +107,10 @@ def rebuild(
             store.switch_generation(generation, lease.token)
         store.forget_generation(generation)
         lease.release(store)  # consumers go on, against the new generation
+        if moving and previous is not None and previous.layout.key_format == 1:
+            # Its locks say retired:<N> now (for earlier versions): no longer this lease's
+            # to extend, and no rebuild moves into key format 1.
+            lease.release(previous)
         logger.info("rebuild_stats: switched to generation %d; dropping the old", generation)
         if moving and previous is not None:
             # Under the old layout's lock still, so no rebuild moves back into it meanwhile.
