@@ -238,3 +238,20 @@ def test_a_lock_released_while_the_refresher_extends_it_is_no_lost_lease(
         monkeypatch.setattr(AggregateStore, "refresh_rebuild_lock", released_meanwhile)
         assert lease.refresh()
         assert lease.lost is None
+
+
+# --- reconcile with another REDIS_SHARDS than Redis records --------------------------------------
+def test_reconcile_with_another_shard_count_than_recorded_refuses_and_writes_nothing(
+    filled: AggregateStore, settings, live_redis: redis.Redis
+) -> None:
+    """Sound (a guard worth keeping): no 8-shard generation key exists, so nothing but the
+    recorded layout tells; the first, unlocked pass reads the totals through the API's
+    reads, which check it, and the command stops before its repair writes anything."""
+    filled.claim_layout()
+    settings.REDIS_SHARDS = 8
+
+    code, out = reconcile("--repair")
+
+    assert code == 1
+    assert "REDIS_SHARDS" in out, out
+    assert list(live_redis.scan_iter(match=f"{{{filled.prefix}:8:*")) == []
