@@ -108,9 +108,11 @@ class GenerationsMixin(LeaseMixin):
         return [parse_generation(value) for value in pipe.execute()]
 
     def live_generations(self) -> list[int]:
-        """Each shard's live generation, read now; ``LayoutError`` when this layout is not the
-        live one (retired, another shard count)."""
-        found = [self._live_number(state) for state in self.generation_states()]
+        """Each shard's live generation, read now, for reconcile_stats, which compares the
+        generation's marks and may write them; ``LayoutError`` when this layout is not the
+        live one (retired, another shard count) or when an earlier version built it (its
+        marks are not in the generation: every order would look unapplied)."""
+        found = [self._live_number(state, writing=True) for state in self.generation_states()]
         self._saw_generations(found)
         return found
 
