@@ -140,7 +140,10 @@ def clean_leftovers(store: AggregateStore) -> int:
     """Remove what rebuilds that died left behind for ``store``'s layout, and the keys of
     layouts they retired: each generation recorded as being built or dropped that is live
     on no shard. Runs under ``store``'s lock (nothing else writes its layout meanwhile; a
-    retired layout takes no writes). Returns how many were removed."""
+    retired layout takes no writes). A generation another layout's rebuild was building
+    (a move that died and was given up) goes too, unless its token still holds that
+    layout's lock: no rebuild switches to a generation it did not build itself, and a new
+    one takes another number. Returns how many were removed."""
     removed = 0
     for leftover in store.leftovers():
         if leftover.generation is None:
@@ -150,16 +153,19 @@ def clean_leftovers(store: AggregateStore) -> int:
                 removed += 1
             store.forget_leftover(leftover)
             continue
+        owner = store
         if leftover.layout != store.layout:
-            continue
-        live = {s.number for s in store.generation_states() if s.state is not State.RETIRED}
+            owner = store.layout_store(leftover.layout)
+            if leftover.state != "building" or owner.lock_holder() == leftover.token:
+                continue  # its own layout's rebuild drops it (or is building it now)
+        live = {s.number for s in owner.generation_states() if s.state is not State.RETIRED}
         if leftover.generation in live:
             continue  # switched on some shards: dropped as an old generation after the switch
         logger.info(
             "rebuild_stats: removing generation %d (%s), %s since %s",
             leftover.generation, leftover.layout.code(), leftover.state, leftover.since,
         )  # fmt: skip
-        store.drop_generation(leftover.generation)
+        owner.drop_generation(leftover.generation)
         store.forget_leftover(leftover)
         removed += 1
     return removed
