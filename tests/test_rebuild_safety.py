@@ -60,6 +60,18 @@ def recorded_not_applied(store: AggregateStore, messages: list[dict], at: dateti
         store.apply_batch = real
 
 
+def dies_before_its_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next rebuild dies once every write of its generation, marks included, is made and
+    before its switch."""
+    real_close = GenerationWriter.close
+
+    def close_then_die(self: GenerationWriter) -> None:
+        real_close(self)
+        raise KilledError
+
+    monkeypatch.setattr(GenerationWriter, "close", close_then_die)
+
+
 def steal_locks(store: AggregateStore, value: str | None = None) -> None:
     """The lease ends under a command: it expired (``value`` None) or another took it."""
     for shard in range(store.shards):
@@ -76,13 +88,7 @@ def test_a_rebuild_that_dies_before_its_switch_leaves_the_waiting_batch_to_be_ap
 ) -> None:
     waiting = message("WAIT", "U1", "1.00")
     recorded_not_applied(filled, [waiting])
-    real_close = GenerationWriter.close
-
-    def close_then_die(self: GenerationWriter) -> None:
-        real_close(self)  # every mark of the snapshot written, the switch not yet made
-        raise KilledError
-
-    monkeypatch.setattr(GenerationWriter, "close", close_then_die)
+    dies_before_its_switch(monkeypatch)
     with pytest.raises(KilledError):
         projection.rebuild(filled)
     monkeypatch.undo()
@@ -228,13 +234,7 @@ def test_a_generation_left_by_a_dead_rebuild_is_listed_and_cleaned(
 ) -> None:
     make_queue()
     before = aggregates(filled)
-    real_close = GenerationWriter.close
-
-    def close_then_die(self: GenerationWriter) -> None:
-        real_close(self)
-        raise KilledError
-
-    monkeypatch.setattr(GenerationWriter, "close", close_then_die)
+    dies_before_its_switch(monkeypatch)
     with pytest.raises(KilledError):
         projection.rebuild(filled)
     monkeypatch.undo()
