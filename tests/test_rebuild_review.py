@@ -243,3 +243,46 @@ def test_reconcile_with_another_shard_count_than_recorded_refuses_and_writes_not
     assert code == 1
     assert "REDIS_SHARDS" in out, out
     assert list(live_redis.scan_iter(match=f"{{{filled.prefix}:8:*")) == []
+
+
+# --- a read beside a switch ----------------------------------------------------------------------
+class _Interleaved:
+    """A pipeline whose commands run one at a time, as Redis may run another client's
+    commands between those of a non-transactional pipeline (a large one arrives in several
+    reads); ``between`` runs once, after the first command."""
+
+    def __init__(self, client: redis.Redis, between) -> None:
+        self.client, self.between, self.queued = client, between, []
+
+    def __getattr__(self, name: str):
+        def queue(*args, **kwargs):
+            self.queued.append((name, args, kwargs))
+            return self
+
+        return queue
+
+    def execute(self, **_kwargs):
+        results = []
+        for i, (name, args, kwargs) in enumerate(self.queued):
+            if i == 1 and self.between is not None:
+                self.between, between = None, self.between
+                between()
+            results.append(getattr(self.client, name)(*args, **kwargs))
+        return results
+
+
+def test_a_read_beside_a_rebuilds_switch_and_drop_never_serves_the_dropped_generation(
+    filled: AggregateStore, live_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read checks the generation in its own pipeline, but GETs it before the data: a
+    switch and the drop of the old generation that run between the two leave the reader
+    with the old number (still "live") and the old keys gone: zeros, served as true."""
+    before = filled.global_stats()
+    rebuilds = [lambda: projection.rebuild(filled)]  # once: its own pipelines run plainly
+    monkeypatch.setattr(
+        filled.client,
+        "pipeline",
+        lambda **_k: _Interleaved(live_redis, rebuilds.pop() if rebuilds else None),
+    )
+
+    assert filled.global_stats() == before

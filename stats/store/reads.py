@@ -41,19 +41,24 @@ def days_between(start: date, end: date) -> Iterator[date]:
 class ReadsMixin(GenerationsMixin):
     def _read(self, shards: Iterable[int], build: Build) -> list[Any]:
         """Run ``build``'s commands in one pipelined round trip together with a check of the
-        generation of ``shards``; when a rebuild switched it meanwhile, read again. Another
-        layout live, or this one retired, is a ``LayoutError`` saying what to do, never
-        zeros; so is a layout recorded for other settings where no generation is."""
+        generation of ``shards``; when a rebuild switched it meanwhile, read again. The check
+        comes after the reads: Redis may run another client's commands between those of a
+        pipeline, and a generation still live after the reads was live during them (a
+        rebuild drops the old one only after its switch, and a switch never goes back).
+        Another layout live, or this one retired, is a ``LayoutError`` saying what to do,
+        never zeros; so is a layout recorded for other settings where no generation is."""
         shards = list(shards)
-        results: list[Any] = []
+        data: list[Any] = []
         for _attempt in range(3):
             generations = self.generations()
             pipe = self.client.pipeline(transaction=False)
+            build(pipe, generations)
             for shard in shards:
                 pipe.get(self.keys.generation(shard))
-            build(pipe, generations)
             results = pipe.execute()
-            found = [parse_generation(value) for value in results[: len(shards)]]
+            split = len(results) - len(shards)
+            data = results[:split]
+            found = [parse_generation(value) for value in results[split:]]
             seen = [self._live_number(state) for state in found]
             if any(state.state is State.ABSENT for state in found):
                 self.check_recorded_layout()
@@ -61,7 +66,7 @@ class ReadsMixin(GenerationsMixin):
                 break
             for i, shard in enumerate(shards):
                 self._saw_generation(shard, seen[i])
-        return results[len(shards) :]
+        return data
 
     @unavailable_on_redis_error
     def user_stats(self, user_id: str) -> UserStats | None:
@@ -116,8 +121,7 @@ class ReadsMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def overview(self) -> tuple[GlobalStats, IngestionStats]:
         """Global totals and ingestion counters read together for /metrics, in one round trip
-        (on one shard of one node a MULTI, so a scrape never pairs totals from one batch with
-        counters from the next)."""
+        (not a MULTI: a scrape may pair totals of one batch with counters of the next)."""
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             self._queue_globals(pipe, generations)
