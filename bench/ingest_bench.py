@@ -163,7 +163,7 @@ def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:
     empty_ledger()
     received = datetime.now(UTC)
     messages = [{"MessageId": f"m{i}", "Body": body} for i, body in enumerate(bodies)]
-    orders, _ = validate_batch(messages, received)
+    orders = validate_batch(messages, received).orders
     chunks = [orders[i : i + 10] for i in range(0, min(len(orders), batches * 10), 10)]
     cpu = time.process_time()
     started = time.perf_counter()

@@ -46,9 +46,10 @@ def test_an_accepted_orders_personal_fields_are_stored_nowhere_in_its_ledger_row
     assert [p for p in PERSONAL if p in text] == []
     assert set(row) == {
         "id", "order_id", "user_id", "value_cents", "ordered_at", "day", "items",
-        "fingerprint", "message_id", "received_at", "extra",
+        "fingerprint", "message_id", "received_at", "currency", "extra",
     }  # fmt: skip
     assert json.loads(row["extra"]) == {}
+    assert row["currency"] == "USD"
 
 
 def test_the_ledger_keeps_the_fields_a_shop_lists_and_no_other(settings: Any) -> None:
