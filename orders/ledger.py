@@ -530,7 +530,7 @@ def _judge(
     for order_id, kind, amount, items in before.values_list(
         "order_id", "kind", "amount_cents", "items"
     ):
-        states[order_id].apply(kind, Effect(amount, refunded_lines_of(items)))
+        states[order_id].apply(cast(EventKind, kind), Effect(amount, refunded_lines_of(items)))
     rows: list[tuple[Any, ...]] = []
     accepted: list[RecordedEvent] = []
     rejected: list[EventRejection] = []
