@@ -11,6 +11,11 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def shop_currency_code() -> str:
+    """Read when the migration runs, not when its module is imported."""
+    return settings.STATS_CURRENCY
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -72,7 +77,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='acceptedorder',
             name='currency',
-            field=models.CharField(default=settings.STATS_CURRENCY, editable=False, help_text='ISO 4217 code of value_cents and the prices.', max_length=3),
+            field=models.CharField(default=shop_currency_code, editable=False, help_text='ISO 4217 code of value_cents and the prices.', max_length=3),
             preserve_default=False,
         ),
         pgtrigger.migrations.AddTrigger(

@@ -13,8 +13,8 @@ from django.db import IntegrityError, connection, transaction
 
 from orders import ledger
 from orders.append_only import erasable_fields
-from orders.models import AcceptedOrder
-from orders.tests.conftest import accept, body_of, valid_doc
+from orders.models import AcceptedOrder, LedgerIsAppendOnlyError, OrderEvent
+from orders.tests.conftest import accept, body_of, event_body, record, sqs_message, valid_doc
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +115,68 @@ def test_the_erasure_empties_only_the_extra_fields_and_only_once(
         recorded.value_cents, recorded.user_id, recorded.fingerprint,
     )  # fmt: skip
     assert erasable_fields(AcceptedOrder) == ("extra",)
+
+
+# --- the ledger of events: the same protection, its reason the erasable field ------------------
+EVENTS = OrderEvent._meta.db_table
+
+
+@pytest.fixture
+def refunded(recorded: AcceptedOrder) -> OrderEvent:
+    record(sqs_message("m-rf", event_body("RF-1", amount="5.00", reason="Jane Doe moved")))
+    return OrderEvent.objects.get()
+
+
+def event_as_stored() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {EVENTS}")
+        return dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        pytest.param(f"UPDATE {EVENTS} SET amount_cents = 1", id="amount"),
+        pytest.param(f"UPDATE {EVENTS} SET kind = 'cancelled'", id="kind"),
+        pytest.param(f"UPDATE {EVENTS} SET order_id = 'ORD-OTHER'", id="order-id"),
+        pytest.param(f"UPDATE {EVENTS} SET reason = 'changed'", id="reason-changed"),
+        pytest.param(f"UPDATE {EVENTS} SET reason = '', amount_cents = 1", id="erase-and-more"),
+        pytest.param(f"DELETE FROM {EVENTS}", id="delete"),
+    ],
+)
+def test_postgresql_refuses_to_change_an_events_history(
+    postgres: None, refunded: OrderEvent, statement: str
+) -> None:
+    before = event_as_stored()
+
+    with pytest.raises(IntegrityError, match=f"{EVENTS} is append-only"):
+        raw(statement)
+
+    assert event_as_stored() == before
+
+
+def test_postgresql_lets_only_the_erasure_of_an_events_reason_through(
+    postgres: None, refunded: OrderEvent
+) -> None:
+    before = event_as_stored()
+
+    assert raw(f"UPDATE {EVENTS} SET reason = ''") == 1
+
+    after = event_as_stored()
+    assert (before.pop("reason"), after.pop("reason")) == ("Jane Doe moved", "")
+    assert after == before
+
+
+def test_an_event_row_is_refused_change_and_removal_by_the_model_on_every_database(
+    refunded: OrderEvent,
+) -> None:
+    with pytest.raises(LedgerIsAppendOnlyError):
+        refunded.save()
+    with pytest.raises(LedgerIsAppendOnlyError):
+        refunded.delete()
+    with pytest.raises(LedgerIsAppendOnlyError):
+        OrderEvent.objects.update(amount_cents=0)
+    with pytest.raises(LedgerIsAppendOnlyError):
+        OrderEvent.objects.all().delete()
+    assert erasable_fields(OrderEvent) == ("reason",)
+    assert OrderEvent.objects.get().amount_cents == 500
