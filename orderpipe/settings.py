@@ -239,6 +239,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "HealthStatusEnum": ["healthy", "unhealthy"],
         "DependencyStateEnum": ["connected", "unavailable"],
+        "OrderStatusEnum": "orders.event_rules.ORDER_STATUSES",
+        "EventKindEnum": "orders.models.OrderEvent.Kind",
     },
 }
 

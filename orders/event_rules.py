@@ -23,6 +23,7 @@ from typing import Any
 from orderpipe import money
 from orders.validation import (
     CANCELLED,
+    REFUNDED,
     Event,
     EventKind,
     Reason,
@@ -187,3 +188,29 @@ class OrderState:
                 taken.append(RefundedLine(product_id, units, line.unit_price))
                 wanted -= units
         return taken
+
+
+# What an accepted order has become through its events (the orders API's ``status``).
+STATUS_ACCEPTED = "accepted"
+STATUS_PARTIALLY_REFUNDED = "partially_refunded"
+STATUS_REFUNDED = "refunded"
+STATUS_CANCELLED = "cancelled"
+ORDER_STATUSES = (STATUS_ACCEPTED, STATUS_PARTIALLY_REFUNDED, STATUS_REFUNDED, STATUS_CANCELLED)
+
+
+def order_status(value_cents: int, events: Iterable[tuple[str, int]]) -> tuple[str, int]:
+    """An order's status and refunded total (minor units) from its events' (kind, amount):
+    ``cancelled`` once cancelled; ``refunded`` when refunds took all of its value;
+    ``partially_refunded`` after any other refund (one of an item worth less than a cent
+    too); ``accepted`` without events."""
+    refunded = 0
+    kinds = set()
+    for kind, amount_cents in events:
+        kinds.add(kind)
+        refunded += amount_cents
+    if CANCELLED in kinds:
+        return STATUS_CANCELLED, refunded
+    if REFUNDED in kinds:
+        status = STATUS_REFUNDED if refunded >= value_cents else STATUS_PARTIALLY_REFUNDED
+        return status, refunded
+    return STATUS_ACCEPTED, refunded

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
@@ -354,7 +355,7 @@ def _aware(value: datetime | str) -> datetime:
     if isinstance(value, str):
         parsed = parse_datetime(value)
         if parsed is None:
-            raise ValueError(f"the ledger holds a received_at that is no timestamp: {value!r}")
+            raise ValueError(f"the ledger holds a time that is no timestamp: {value!r}")
         value = parsed
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -609,6 +610,59 @@ def _recorded_order(row: AcceptedOrder) -> RecordedOrder:
         row.order_id, row.user_id, row.value_cents, row.ordered_at, row.day, row.fingerprint,
         row.received_at,
     )  # fmt: skip
+
+
+# --- An order's events as the orders API and the admin show them -------------------------------
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """A recorded event as shown with its order (``OrderEvent``'s shown columns)."""
+
+    event_id: str
+    kind: EventKind
+    amount_cents: int
+    items: list[dict[str, Any]]
+    occurred_at: datetime
+    reason: str
+
+
+_SHOWN_EVENT_COLUMNS = ("order_id", "event_id", "kind", "amount_cents", "items", "occurred_at",
+                        "reason")  # fmt: skip
+
+
+def events_of_orders(
+    order_ids: Collection[str], using: str = "default"
+) -> dict[str, list[LedgerEvent]]:
+    """The events of these orders, by order, each order's in the order they occurred (ties by
+    event_id): one indexed query (``event_order_time_idx``) for a page of orders.
+
+    Plain SQL: for a page of 100 orders the ORM spent 1.0 ms of CPU building the query and
+    the rows, the database 0.2 ms (``bench/ledger_read_bench.py``)."""
+    found: dict[str, list[LedgerEvent]] = defaultdict(list)
+    ids = list(dict.fromkeys(order_ids))
+    if not ids:
+        return found
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(name) for name in _SHOWN_EVENT_COLUMNS)
+    order_by = ", ".join(quote(name) for name in ("order_id", "occurred_at", "event_id"))
+    # Only identifiers from the model's meta are formatted into the SQL; values are parameters.
+    select = (
+        f"SELECT {columns} FROM {quote(OrderEvent._meta.db_table)} "  # noqa: S608
+        f"WHERE {quote('order_id')} IN "
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), _INSERT_CHUNK):
+            chunk = ids[start : start + _INSERT_CHUNK]
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"{select}({placeholders}) ORDER BY {order_by}", chunk)
+            for order_id, event_id, kind, amount, lines, at, reason in cursor.fetchall():
+                found[order_id].append(
+                    LedgerEvent(
+                        event_id, kind, int(amount),
+                        json.loads(lines) if isinstance(lines, str) else lines, _aware(at), reason,
+                    )
+                )  # fmt: skip
+    return found
 
 
 class _ProbeRolledBackError(Exception):
