@@ -32,6 +32,7 @@ from orderpipe.api.ids import path_id_parameter, too_long_error, validate_path_i
 from orders.api.pagination import OrderCursorPagination
 from orders.api.serializers import (
     REJECTED,
+    SERVED_FIELDS,
     AcceptedOrderSerializer,
     RejectedOrderSerializer,
 )
@@ -42,11 +43,6 @@ from orders.models import AcceptedOrder, RejectedOrder
 # A rejected id's page lists this many of its messages (a producer stuck in a retry loop can
 # send thousands); rejection_count still tells how many there are.
 MAX_REJECTIONS_SHOWN = 100
-
-# What an answer shows: every column but the SQS envelope's (message_id, fingerprint).
-SERVED_FIELDS = (
-    "order_id", "user_id", "value_cents", "ordered_at", "items", "received_at", "extra"
-)  # fmt: skip
 
 ORDERS_ERRORS: dict[int, OpenApiResponse] = {
     **PROTECTED_ERRORS,
