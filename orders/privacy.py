@@ -29,6 +29,7 @@ import itertools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -42,6 +43,7 @@ from orders.payloads import without_personal_fields
 logger = logging.getLogger(__name__)
 
 _ROW_FIELDS = ("pk", "body", "corrected_payload", "staff_note", "redacted_at", "redaction")
+_WAITING_FIELDS = ("pk", "body", "redacted_at")
 
 
 def prune_rejected_batch(
@@ -57,17 +59,30 @@ def prune_rejected_batch(
     now = now or timezone.now()
     keep = settings.LEDGER_EXTRA_FIELDS
     with transaction.atomic(using=using):
-        rows = list(
-            RejectedOrder.objects.using(using)
-            .select_for_update(skip_locked=True)
-            .filter(redacted_at__isnull=True, received_at__lt=cutoff)
-            .order_by("received_at", "pk")
-            .only(*_ROW_FIELDS)[:batch_size]
+        rows = _not_yet_stripped(
+            RejectedOrder.objects.using(using), cutoff, batch_size, _ROW_FIELDS
         )
         for row in rows:
             row.remove_personal_data(keep, now)
         RejectedOrder.objects.using(using).store_redactions(rows)
     return len(rows)
+
+
+_M = TypeVar("_M", RejectedOrder, WaitingEvent)
+
+
+def _not_yet_stripped(
+    rows: QuerySet[_M], cutoff: datetime, batch_size: int, fields: tuple[str, ...]
+) -> list[_M]:
+    """Up to ``batch_size`` of ``rows`` received before ``cutoff`` that still hold their
+    personal data, oldest first, locked (their ``fields``); rows another run holds are
+    skipped (PostgreSQL)."""
+    return list(
+        rows.select_for_update(skip_locked=True)
+        .filter(redacted_at__isnull=True, received_at__lt=cutoff)
+        .order_by("received_at", "pk")
+        .only(*fields)[:batch_size]
+    )
 
 
 def prune_waiting_batch(
@@ -80,12 +95,8 @@ def prune_waiting_batch(
     now = now or timezone.now()
     keep = settings.LEDGER_EXTRA_FIELDS
     with transaction.atomic(using=using):
-        rows = list(
-            WaitingEvent.objects.using(using)
-            .select_for_update(skip_locked=True)
-            .filter(redacted_at__isnull=True, received_at__lt=cutoff)
-            .order_by("received_at", "pk")
-            .only("pk", "body", "redacted_at")[:batch_size]
+        rows = _not_yet_stripped(
+            WaitingEvent.objects.using(using), cutoff, batch_size, _WAITING_FIELDS
         )
         for row in rows:
             row.body = (without_personal_fields(row.body_text, keep) or "").encode("ascii")

@@ -50,6 +50,16 @@ def drain(queue: Any, store: AggregateStore) -> None:
     Consumer(queue, store, wait_time=1, until_empty=True).run_worker()
 
 
+def refund_of_a_recorded_order(make_queue: Any, store: AggregateStore) -> tuple[Any, Consumer]:
+    """ORD-1 recorded, then REFUND queued; the consumer that is to receive it (visibility 1 s,
+    so SQS redelivers it 1 s after a crash)."""
+    queue = make_queue(visibility_timeout=1)
+    queue.send_bodies([order_body("ORD-1")])
+    drain(queue, store)
+    queue.send_bodies([REFUND])
+    return queue, Consumer(queue, store, wait_time=1, visibility_timeout=1)
+
+
 def test_an_events_failed_transaction_leaves_nothing_and_the_retry_records_it_once(
     make_queue, store: AggregateStore
 ) -> None:
@@ -81,11 +91,7 @@ def test_an_events_failed_transaction_leaves_nothing_and_the_retry_records_it_on
 def test_a_crash_after_the_event_commits_before_redis_hands_it_to_redis_again(
     make_queue, store: AggregateStore, outcomes: list[ledger.LedgerOutcome]
 ) -> None:
-    queue = make_queue(visibility_timeout=1)
-    queue.send_bodies([order_body("ORD-1")])
-    drain(queue, store)
-    queue.send_bodies([REFUND])
-    down = Consumer(queue, store, wait_time=1, visibility_timeout=1)
+    queue, down = refund_of_a_recorded_order(make_queue, store)
 
     def redis_down(*_args: object, **_kwargs: object) -> None:
         raise redis.ConnectionError("Redis went away")
@@ -114,11 +120,7 @@ def test_a_crash_after_the_event_commits_before_redis_hands_it_to_redis_again(
 def test_a_redelivered_event_is_recorded_once(
     make_queue, store: AggregateStore, outcomes: list[ledger.LedgerOutcome]
 ) -> None:
-    queue = make_queue(visibility_timeout=1)
-    queue.send_bodies([order_body("ORD-1")])
-    drain(queue, store)
-    queue.send_bodies([REFUND])
-    crashing = Consumer(queue, store, wait_time=1, visibility_timeout=1)
+    queue, crashing = refund_of_a_recorded_order(make_queue, store)
 
     def crash(_handles: object) -> None:
         raise SimulatedCrashError
