@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import connections, models, transaction
@@ -431,29 +431,20 @@ def _record_events(
     redelivery (Redis sees it again; its mark makes it a duplicate there); one waiting with
     the same fingerprint waits on, unless its order is in the ledger now. A new event whose
     order is not in the ledger waits. The rest, with the waiting events of their orders, are
-    checked order by order (``_judge``). Four SELECTs, then the writes.
+    checked order by order (``_judge``). Three SELECTs (the recorded and the waiting events of
+    these orders or with these ids, the orders), then the writes.
     """
     by_id: dict[str, list[tuple[dict[str, Any], Event]]] = defaultdict(list)
     for message, event in events:
         by_id[event.event_id].append((message, event))
-    stored = {
-        row.event_id: row for row in OrderEvent.objects.using(using).filter(event_id__in=by_id)
-    }
-    event_orders = {event.order_id for _, event in events}
-    waiting_rows = {
-        row.event_id: row
-        for row in WaitingEvent.objects.using(using).filter(
-            models.Q(event_id__in=by_id) | models.Q(order_id__in=event_orders | awaited)
-        )
-    }
-    wanted = event_orders | {row.order_id for row in waiting_rows.values()}
+    touched = {event.order_id for _, event in events} | awaited
+    recorded_events = _rows_of(OrderEvent, using, touched, by_id)
+    stored = {row.event_id: row for row in recorded_events if row.event_id in by_id}
+    waiting_rows = {row.event_id: row for row in _rows_of(WaitingEvent, using, touched, by_id)}
     order_rows = {
         row.order_id: row
-        for row in AcceptedOrder.objects.using(using).filter(order_id__in=wanted).only(
-            "order_id", "user_id", "value_cents", "ordered_at", "day", "items", "fingerprint",
-            "received_at", "currency",
-        )
-    }  # fmt: skip
+        for row in _rows_of(AcceptedOrder, using, touched, (), columns=_STATE_COLUMNS)
+    }
 
     accepted: list[RecordedEvent] = []
     event_conflicts: list[tuple[dict[str, Any], Event]] = []
@@ -490,8 +481,9 @@ def _record_events(
             )  # fmt: skip
         if candidates:
             attached, rejections = _judge(
-                connection, cursor, list(candidates.values()), order_rows, received_at, using
-            )
+                connection, cursor, list(candidates.values()), order_rows, recorded_events,
+                received_at, using,
+            )  # fmt: skip
             accepted += attached
     recorded_ids = {r.order.order_id for r in recorded}
     context = sorted({e.order_id for e in accepted} - recorded_ids)
@@ -513,6 +505,7 @@ def _judge(
     cursor: CursorWrapper,
     candidates: list[_Candidate],
     order_rows: dict[str, AcceptedOrder],
+    recorded_events: list[OrderEvent],
     received_at: datetime,
     using: str,
 ) -> tuple[list[RecordedEvent], list[EventRejection]]:
@@ -527,11 +520,10 @@ def _judge(
         for order_id, row in order_rows.items()
         if order_id in by_order
     }
-    before = OrderEvent.objects.using(using).filter(order_id__in=list(by_order)).order_by()
-    for order_id, kind, amount, items in before.values_list(
-        "order_id", "kind", "amount_cents", "items"
-    ):
-        states[order_id].apply(cast(EventKind, kind), Effect(amount, refunded_lines_of(items)))
+    for before in recorded_events:
+        if before.order_id in states:
+            effect = Effect(before.amount_cents, refunded_lines_of(before.items))
+            states[before.order_id].apply(cast(EventKind, before.kind), effect)
     rows: list[tuple[Any, ...]] = []
     accepted: list[RecordedEvent] = []
     rejected: list[EventRejection] = []
@@ -555,6 +547,49 @@ def _judge(
     if attached:
         WaitingEvent.objects.using(using).filter(pk__in=attached).delete()
     return accepted, rejected
+
+
+# What the checks read of an order (and the pk a raw query needs).
+_STATE_COLUMNS = (
+    "id", "order_id", "user_id", "value_cents", "ordered_at", "day", "items", "fingerprint",
+    "received_at", "currency",
+)  # fmt: skip
+_M = TypeVar("_M", AcceptedOrder, OrderEvent, WaitingEvent)
+
+
+def _rows_of(
+    model: type[_M],
+    using: str,
+    order_ids: Collection[str],
+    event_ids: Collection[str],
+    columns: Sequence[str] = ("*",),
+) -> list[_M]:
+    """The rows of ``model`` with one of ``order_ids`` or of ``event_ids``: one query for a
+    batch's few ids (more only past ``_INSERT_CHUNK`` of them).
+
+    A raw query: through the ORM's filter each of these cost 0.5 ms of CPU building the SQL,
+    four times per batch with an event (the database answers in a tenth of that)."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    selected = ", ".join(c if c == "*" else quote(c) for c in columns)
+    # Only identifiers from the model's meta are formatted into the SQL; values are parameters.
+    select = f"SELECT {selected} FROM {quote(model._meta.db_table)} WHERE "  # noqa: S608
+    wanted = [("order_id", i) for i in sorted(order_ids)] + [
+        ("event_id", i) for i in sorted(event_ids)
+    ]
+    rows: dict[Any, _M] = {}
+    for start in range(0, len(wanted), _INSERT_CHUNK):
+        by_column: dict[str, list[str]] = defaultdict(list)
+        for column, value in wanted[start : start + _INSERT_CHUNK]:
+            by_column[column].append(value)
+        conditions = [
+            f"{quote(column)} IN ({', '.join(['%s'] * len(ids))})"
+            for column, ids in by_column.items()
+        ]
+        params = [value for ids in by_column.values() for value in ids]
+        for row in model.objects.using(using).raw(select + " OR ".join(conditions), params):
+            rows[row.pk] = row
+    return list(rows.values())
 
 
 def _rejections(candidate: _Candidate, reasons: list[Reason]) -> list[EventRejection]:
