@@ -265,7 +265,7 @@ def record_batch(
     says whether events wait for them: a row that holds the same fingerprint is this order
     (recorded now, by an earlier delivery, or by another consumer a moment ago); another
     fingerprint is a conflict. An orders-only batch with nothing waiting stops there: three
-    statements on PostgreSQL, two on SQLite. Then the events (``_record_events``).
+    statements. Then the events (``_record_events``).
 
     The message body is not stored: only the order, plus the body's fields listed in
     ``LEDGER_EXTRA_FIELDS`` (``extra``; none by default), so personal data such as

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, models, transaction
-from django.db.models import Count
+from django.db.models import Count, Min, Q
 
 from orderpipe.timeutils import epoch_ms
 from orders.append_only import AppendOnlyModel, append_only_triggers
@@ -486,10 +486,29 @@ class OrderEvent(AppendOnlyModel):
         return self.event_id
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingSummary:
+    """How many events wait for their order, how many of them are orphans (waiting longer
+    than ``ORPHAN_EVENT_DAYS``), and since when the oldest waits."""
+
+    count: int
+    orphans: int
+    oldest: datetime | None
+
+
 class WaitingEventQuerySet(models.QuerySet["WaitingEvent"]):
     def orphans(self, now: datetime, days: int) -> WaitingEventQuerySet:
         """Events that have waited longer than ``days`` for an order that never came."""
         return self.filter(received_at__lt=now - timedelta(days=days))
+
+    def summary(self, now: datetime, days: int) -> WaitingSummary:
+        """Counts and the oldest in one query (``pipeline_status``, ``/metrics``)."""
+        found = self.aggregate(
+            count=Count("pk"),
+            oldest=Min("received_at"),
+            orphans=Count("pk", filter=Q(received_at__lt=now - timedelta(days=days))),
+        )
+        return WaitingSummary(found["count"], found["orphans"], found["oldest"])
 
 
 class WaitingEvent(models.Model):

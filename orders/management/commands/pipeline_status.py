@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q
 
 from orderpipe.money import shop_currency
 from orders.admin import reason_summary
@@ -184,18 +183,13 @@ def _waiting_events(now: datetime) -> dict[str, Any]:
     for the exit status: an order that never came is the sender's to explain, and a worker's
     healthcheck must not fail on it."""
     days = settings.ORPHAN_EVENT_DAYS
-    cutoff = now - timedelta(days=days)
-    found = WaitingEvent.objects.aggregate(
-        count=Count("pk"),
-        oldest=Min("received_at"),
-        orphans=Count("pk", filter=Q(received_at__lt=cutoff)),
-    )
+    found = WaitingEvent.objects.summary(now, days)
     return {
-        "count": found["count"],
-        "orphans": found["orphans"],
+        "count": found.count,
+        "orphans": found.orphans,
         "orphan_after_days": days,
-        "oldest_at": _iso(found["oldest"]),
-        "oldest_age_s": _age(found["oldest"], now),
+        "oldest_at": _iso(found.oldest),
+        "oldest_age_s": _age(found.oldest, now),
     }
 
 
