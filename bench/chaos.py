@@ -330,7 +330,7 @@ class Chaos:
         orders: list[Any] = []
         for _attempt in range(5):  # the consumers take most batches first
             messages = self.queue.receive(wait_time=1, visibility_timeout=3)
-            orders, _rejected = validate_batch(messages, datetime.now(UTC))
+            orders = validate_batch(messages, datetime.now(UTC)).orders
             if orders:
                 break
         for _attempt in range(20):  # SQLite: the consumers hold the one writer now and then

@@ -73,7 +73,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from devtools.servers import FauxqsSQSServer, RedisServer  # noqa: E402
 from orders import ledger  # noqa: E402
-from orders.commit import BatchCommitter, BatchResult, validate_batch  # noqa: E402
+from orders.commit import BatchCommitter, BatchResult, ValidatedBatch, validate_batch  # noqa: E402
 from orders.consumer import Consumer  # noqa: E402
 from orders.samples import SampleGenerator  # noqa: E402
 from orders.sqs import OrderQueue, make_client  # noqa: E402
@@ -140,17 +140,23 @@ class NoLedgerConsumer(Consumer):
 
 
 class NoLedgerCommitter(BatchCommitter):
-    def _record(self, orders, rejected, received_at):  # type: ignore[no-untyped-def]
-        if rejected:
+    def _record(self, batch, received_at):  # type: ignore[no-untyped-def]
+        rejects, in_batch = [], 0
+        if batch.rejected:
             with transaction.atomic():
-                super()._record([], rejected, received_at)
-        return [ledger.Recorded(order, message, received_at) for message, order in orders]
+                only_rejects = ValidatedBatch([], [], batch.rejected)
+                _, rejects, in_batch = super()._record(only_rejects, received_at)
+        recorded = [ledger.Recorded(order, message, received_at) for message, order in batch.orders]
+        return ledger.LedgerOutcome(recorded, []), rejects, in_batch
 
 
 def empty_ledger() -> None:
     """Each round sends the same orders again: start it from an empty ledger (bench only)."""
     with connection.cursor() as cursor:
-        tables = ("orders_acceptedorder", "orders_rejectedordercode", "orders_rejectedorder")
+        tables = (
+            "orders_acceptedorder", "orders_orderevent", "orders_waitingevent",
+            "orders_rejectedordercode", "orders_rejectedorder",
+        )  # fmt: skip
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)}")
         else:
@@ -163,7 +169,7 @@ def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:
     empty_ledger()
     received = datetime.now(UTC)
     messages = [{"MessageId": f"m{i}", "Body": body} for i, body in enumerate(bodies)]
-    orders, _ = validate_batch(messages, received)
+    orders = validate_batch(messages, received).orders
     chunks = [orders[i : i + 10] for i in range(0, min(len(orders), batches * 10), 10)]
     cpu = time.process_time()
     started = time.perf_counter()

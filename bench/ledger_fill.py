@@ -1,5 +1,6 @@
 """Filling a PostgreSQL ledger at size for the benchmarks: one server-side INSERT … SELECT
-generate_series per 200,000 rows (no Python per row), and the database around it."""
+generate_series per 200,000 rows (no Python per row), and the database around it; the orders'
+refunds and cancellations likewise (``fill_events``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ FIXED_BASE = "2024-08-01 00:00:00+00"
 FILL_SQL = """
 INSERT INTO orders_acceptedorder
     (order_id, user_id, value_cents, ordered_at, day, items, fingerprint, message_id,
-     received_at, extra)
+     received_at, currency, extra)
 SELECT
     'ORD' || lpad(n::text, 8, '0'),
     CASE WHEN n %% 200 = 0 THEN 'UHEAVY' ELSE 'U' || lpad((n %% %(users)s)::text, 6, '0') END,
@@ -26,12 +27,40 @@ SELECT
     '2:' || md5(n::text),
     md5('m' || n::text),
     at + interval '2 seconds',
+    'USD',
     '{}'::jsonb
 FROM (
     SELECT n, %(base)s::timestamptz
               + (((n * 7919) %% (366 * 86400)) * interval '1 second') AS at
     FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS n
 ) AS g
+"""
+
+
+# Events of the orders FILL_SQL writes: a refund of one unit (19.99) of every 19th order (5.3%),
+# a cancellation of every 53rd (1.9%; the rest of its value), a day after the order.
+EVENTS_FILL_SQL = """
+INSERT INTO orders_orderevent
+    (event_id, order_id, user_id, kind, amount_cents, items, occurred_at, reason, currency,
+     fingerprint, message_id, received_at)
+SELECT
+    CASE WHEN n %% 19 = 0 THEN 'RF' ELSE 'CX' END || lpad(n::text, 8, '0'),
+    o.order_id,
+    o.user_id,
+    CASE WHEN n %% 19 = 0 THEN 'refunded' ELSE 'cancelled' END,
+    CASE WHEN n %% 19 = 0 THEN 1999 ELSE o.value_cents END,
+    CASE WHEN n %% 19 = 0 THEN jsonb_build_array(jsonb_build_object(
+        'product_id', 'P' || (n %% 97), 'quantity', 1, 'price_per_unit', '19.99'))
+        ELSE '[]'::jsonb END,
+    o.ordered_at + interval '1 day',
+    CASE WHEN n %% 19 = 0 THEN 'arrived damaged' ELSE '' END,
+    'USD',
+    'e1:' || md5('e' || n::text),
+    md5('me' || n::text),
+    o.ordered_at + interval '1 day 2 seconds'
+FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS n
+JOIN orders_acceptedorder o ON o.order_id = 'ORD' || lpad(n::text, 8, '0')
+WHERE n %% 19 = 0 OR n %% 53 = 0
 """
 
 
@@ -77,16 +106,35 @@ def fill(rows: int, users: int, base: str = FIXED_BASE) -> None:
     print(f"ledger: {rows - have:,} rows written in {elapsed:.1f} s")
 
 
-def table_size() -> str:
+def fill_events(rows: int) -> None:
+    """The events ``EVENTS_FILL_SQL`` gives the first ``rows`` orders (once)."""
+    from django.db import connection
+
+    from orders.models import OrderEvent
+
+    if OrderEvent.objects.exists():
+        print(f"events: {OrderEvent.objects.count():,} rows already there")
+        return
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        for start in range(0, rows, 200_000):
+            stop = min(start + 200_000, rows) - 1
+            cursor.execute(EVENTS_FILL_SQL, {"start": start, "stop": stop})
+        cursor.execute("VACUUM ANALYZE orders_orderevent")
+    count = OrderEvent.objects.count()
+    print(f"events: {count:,} rows written in {time.perf_counter() - started:.1f} s")
+
+
+def table_size(table: str = "orders_acceptedorder") -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_size_pretty(pg_table_size('orders_acceptedorder')),"
-            " pg_size_pretty(pg_indexes_size('orders_acceptedorder'))"
+            "SELECT pg_size_pretty(pg_table_size(%s)), pg_size_pretty(pg_indexes_size(%s))",
+            [table, table],
         )
-        table, indexes = cursor.fetchone()
-    return f"table {table}, indexes {indexes}"
+        size, indexes = cursor.fetchone()
+    return f"table {size}, indexes {indexes}"
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_url: str) -> None:

@@ -3,8 +3,9 @@
 Run by hand: ``.venv/bin/python bench/ledger_read_bench.py [--rows 1000000] [--rounds 7]``.
 It creates (once) the database ``--database-url`` (default a local ``orderpipe_ledger_bench``),
 migrates it, fills it with ``--rows`` ledger rows from ``--users`` users over 366 days (one
-in 200 rows belongs to ``UHEAVY``, a user with many pages) in server-side INSERT … SELECT
-generate_series statements (no Python per row), then times each request
+in 200 rows belongs to ``UHEAVY``, a user with many pages) and their refunds and cancellations
+(7% of the orders) in server-side INSERT … SELECT generate_series statements (no Python per
+row), then times each request
 in-process through Django's test client (no HTTP server, no network) and prints the median
 and the worst of ``--rounds`` rounds with the number of queries. Prints numbers; asserts
 nothing. ``--drop`` removes the database afterwards.
@@ -23,7 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ledger_fill import add_arguments, close_ledger, fill, open_ledger, table_size  # noqa: E402
+from ledger_fill import (  # noqa: E402
+    add_arguments,
+    close_ledger,
+    fill,
+    fill_events,
+    open_ledger,
+    table_size,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_ledger_bench"
 
@@ -55,7 +63,11 @@ def main() -> None:
 
     setup_test_environment()  # the test client's ALLOWED_HOSTS and context capture
     fill(args.rows, args.users)
-    print(f"PostgreSQL: {table_size()}; median / worst of {args.rounds} rounds, in-process")
+    fill_events(args.rows)
+    print(
+        f"PostgreSQL: orders {table_size()}, events {table_size('orders_orderevent')}; "
+        f"median / worst of {args.rounds} rounds, in-process"
+    )
 
     api = Client()
     first = api.get("/users/UHEAVY/orders?page_size=100").json()
@@ -72,6 +84,7 @@ def main() -> None:
     pk = AcceptedOrder.objects.only("pk").get(order_id="ORD00000042").pk
     cases = [
         ("API  order (accepted)", api, "/orders/ORD00000042"),
+        ("API  order (refunded in part)", api, "/orders/ORD00000038"),
         ("API  order (unknown)", api, "/orders/NOPE"),
         ("API  user orders, first page of 20", api, "/users/U000042/orders"),
         ("API  user orders, page_size=100", api, "/users/U000042/orders?page_size=100"),

@@ -178,6 +178,12 @@ LEDGER_EXTRA_FIELDS = env.list("LEDGER_EXTRA_FIELDS", [])
 # Days a rejected message keeps its personal fields; prune_rejected (run it daily) removes them.
 REJECTED_RETENTION_DAYS = env.int("REJECTED_RETENTION_DAYS", 30, min_value=1, max_value=3650)
 
+# --- Events --------------------------------------------------------------------------------
+# Days a refund or cancellation may wait for its order before the admin and pipeline_status
+# show it as an orphan (waiting for an order that never came); it is still recorded if the
+# order comes later. 14: SQS keeps a message at most that long.
+ORPHAN_EVENT_DAYS = env.int("ORPHAN_EVENT_DAYS", 14, min_value=1, max_value=3650)
+
 # --- The shop's calendar and money -----------------------------------------------------------
 # An IANA name (a ZoneInfo here): the zone whose calendar days and hours the statistics count.
 STATS_TIME_ZONE = env.time_zone("STATS_TIME_ZONE", "UTC")
@@ -233,6 +239,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "HealthStatusEnum": ["healthy", "unhealthy"],
         "DependencyStateEnum": ["connected", "unavailable"],
+        "OrderStatusEnum": "orders.event_rules.ORDER_STATUSES",
+        "EventKindEnum": "orders.models.OrderEvent.Kind",
     },
 }
 

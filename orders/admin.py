@@ -1,12 +1,13 @@
-"""Staff review of rejected orders (find them, read the exact payload, fix and resubmit) and
-the ledger of accepted orders (look only).
+"""Staff review of rejected orders (find them, read the exact payload, fix and resubmit), the
+ledger of accepted orders and of their refunds and cancellations (look only), and the events
+waiting for their order (look only; orphans flagged).
 
 Rejected rows are written by the consumer only (no add), their received fields are read-only;
 staff edit a note and a corrected payload, which must pass the same validator as the queue and
 keep the order's ids. Sending it needs its own permission (``orders.resubmit_rejectedorder``),
 and so does the CSV export of bodies (``orders.export_rejectedorder``): viewing is not enough.
 Ledger rows are the record of truth: nobody adds, changes or deletes one here, superusers
-included.
+included. Waiting events are the ledger's to attach when their order comes: read-only too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -42,8 +44,17 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from orderpipe.money import shop_currency
+from orders.event_rules import order_status
 from orders.forms import NewOrderDecisionForm, RejectedOrderForm, payload_errors
-from orders.models import AcceptedOrder, RejectedOrder, RejectedOrderQuerySet
+from orders.ledger import events_of_orders
+from orders.models import (
+    AcceptedOrder,
+    OrderEvent,
+    RejectedOrder,
+    RejectedOrderQuerySet,
+    WaitingEvent,
+)
+from orders.payloads import pretty_body_text
 from orders.sqs import SQS_BATCH_LIMIT, OrderQueue
 from orders.validation import ALL_CODES, DUPLICATE_ORDER_ID
 
@@ -569,8 +580,39 @@ class _LedgerChangeList(ChangeList):
         return super().get_queryset(request, exclude_parameters).defer("extra", "items")
 
 
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    """Rows written by the consumer only: nobody adds, changes or deletes one here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def money(minor: int | None) -> str:
+    return "-" if minor is None else f"{shop_currency().from_minor_units(minor)}"
+
+
+def items_table(items: Any) -> str:
+    """Lines stored as JSON (an order's, or the ones an event refunded), prices exact."""
+    rows = [
+        (item.get("product_id") or "-", item.get("quantity"), item.get("price_per_unit"))
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict)
+    ]
+    return format_html(
+        "<table><thead><tr><th>product_id</th><th>quantity</th><th>price_per_unit</th>"
+        "</tr></thead><tbody>{}</tbody></table>",
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+    )
+
+
 @admin.register(AcceptedOrder)
-class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
+class AcceptedOrderAdmin(ReadOnlyAdmin):
     """The ledger, read-only: list, search, filter by day, read one order.
 
     Built for millions of rows: newest recorded first (``ledger_received_idx``: a page is an
@@ -601,26 +643,20 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
                     "ordered_at",
                     "day",
                     "items_display",
+                    "events_display",
                     "rejections",
                 )
             },
         ),
-        ("Message", {"fields": ("message_id", "received_at", "fingerprint", "extra_display")}),
+        (
+            "Message",
+            {"fields": ("message_id", "received_at", "currency", "fingerprint", "extra_display")},
+        ),
     )
     readonly_fields = flatten_fieldsets(fieldsets)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return _LedgerChangeList
-
-    # --- nobody writes the ledger here --------------------------------------------------------
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     # --- search -----------------------------------------------------------------------------
     def get_search_results(
@@ -634,19 +670,47 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
     # --- display ----------------------------------------------------------------------------
     @admin.display(description="order value", ordering="value_cents")
     def order_value(self, obj: AcceptedOrder) -> str:
-        return f"{shop_currency().from_minor_units(obj.value_cents)}"
+        return money(obj.value_cents)
 
     @admin.display(description="items")
     def items_display(self, obj: AcceptedOrder) -> str:
+        return items_table(obj.items)
+
+    @admin.display(description="refunds and cancellations")
+    def events_display(self, obj: AcceptedOrder) -> str:
+        """The order's events in the order they occurred (one query), what they took off it and
+        what is left; each links to its ledger row."""
+        events = events_of_orders([obj.order_id])[obj.order_id]
+        if not events:
+            return "none"
+        status, refunded = order_status(obj.value_cents, ((e.kind, e.amount_cents) for e in events))
+        changelist = reverse("admin:orders_orderevent_changelist")
         rows = [
-            (item.get("product_id") or "-", item.get("quantity"), item.get("price_per_unit"))
-            for item in (obj.items if isinstance(obj.items, list) else [])
-            if isinstance(item, dict)
-        ]
+            (
+                f"{changelist}?{urlencode({'q': event.event_id})}",
+                event.event_id,
+                event.kind,
+                money(event.amount_cents),
+                ", ".join(f"{i['quantity']} x {i['product_id']} at {i['price_per_unit']}"
+                          for i in event.items) or "-",
+                f"{event.occurred_at:%Y-%m-%d %H:%M:%S} UTC",
+                event.reason or "-",
+            )
+            for event in events
+        ]  # fmt: skip
         return format_html(
-            "<table><thead><tr><th>product_id</th><th>quantity</th><th>price_per_unit</th>"
-            "</tr></thead><tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            '<table id="order-events"><thead><tr><th>event_id</th><th>kind</th><th>amount</th>'
+            "<th>items</th><th>occurred at</th><th>reason</th></tr></thead><tbody>{}</tbody>"
+            "</table><p>{}: {} refunded, {} left</p>",
+            format_html_join(
+                "",
+                '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+                "<td>{}</td></tr>",
+                rows,
+            ),
+            status,
+            money(refunded),
+            money(obj.value_cents - refunded),
         )
 
     @admin.display(description="rejected messages with this order_id")
@@ -664,6 +728,131 @@ class AcceptedOrderAdmin(admin.ModelAdmin[AcceptedOrder]):
         if not obj.extra:
             return "none (LEDGER_EXTRA_FIELDS lists the body fields kept here)"
         return pre_block(json.dumps(obj.extra, indent=2, ensure_ascii=False))
+
+
+class _EventOrderFilter(admin.SimpleListFilter):
+    """The events of one order (``?order_id=``), which the order's page links to."""
+
+    title = "order"
+    parameter_name = "order_id"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset if value is None else queryset.filter(order_id=value)
+
+
+@admin.register(OrderEvent)
+class OrderEventAdmin(ReadOnlyAdmin):
+    """The ledger of refunds and cancellations, read-only like the orders' ledger: newest
+    recorded first (``event_received_idx``), searched by exact ``event_id`` (its unique
+    index), an ``order_id`` (exact, or how it begins: the events' order index) or a ``user_id``
+    (its orders, through the ledger's user index), never by a scan."""
+
+    list_display = (
+        "event_id", "order_link", "user_id", "kind", "amount", "occurred_at", "received_at",
+    )  # fmt: skip
+    list_filter = ("kind",)
+    search_fields = ("event_id", "order_id", "user_id")
+    search_help_text = "An event_id (exact), an order_id (exact, or how it begins) or a user_id."
+    show_full_result_count = False
+    list_per_page = 100
+    ordering = ("-received_at",)
+    fields = (
+        "event_id", "order_link", "user_id", "kind", "amount", "items_display", "occurred_at",
+        "reason", "currency", "message_id", "received_at", "fingerprint",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[OrderEvent], search_term: str
+    ) -> tuple[QuerySet[OrderEvent], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        orders = AcceptedOrder.objects.filter(user_id=term).values("order_id")
+        found = Q(event_id=term) | Q(order_id__startswith=term) | Q(order_id__in=orders)
+        return queryset.filter(found), False
+
+    @admin.display(description="amount", ordering="amount_cents")
+    def amount(self, obj: OrderEvent) -> str:
+        return money(obj.amount_cents)
+
+    @admin.display(description="order", ordering="order_id")
+    def order_link(self, obj: OrderEvent) -> str:
+        url = reverse("admin:orders_acceptedorder_changelist")
+        return format_html('<a href="{}?{}">{}</a>', url, urlencode({"q": obj.order_id}),
+                           obj.order_id)  # fmt: skip
+
+    @admin.display(description="items")
+    def items_display(self, obj: OrderEvent) -> str:
+        return items_table(obj.items) if obj.items else "none (a refund by amount, a cancellation)"
+
+
+class OrphanFilter(admin.SimpleListFilter):
+    """Waiting longer than ``ORPHAN_EVENT_DAYS``: for an order that never came (an index
+    range of ``waiting_received_idx``)."""
+
+    title = "orphan"
+    parameter_name = "orphan"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        days = settings.ORPHAN_EVENT_DAYS
+        return [("yes", f"over {days} days: order never came"), ("no", f"up to {days} days")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        cutoff = timezone.now() - timedelta(days=settings.ORPHAN_EVENT_DAYS)
+        if self.value() == "yes":
+            return queryset.filter(received_at__lt=cutoff)
+        if self.value() == "no":
+            return queryset.filter(received_at__gte=cutoff)
+        return queryset
+
+
+@admin.register(WaitingEvent)
+class WaitingEventAdmin(ReadOnlyAdmin):
+    """Refunds and cancellations that came before their order: oldest first, those waiting
+    longer than ``ORPHAN_EVENT_DAYS`` flagged (and filtered) as orphans. The ledger records
+    each, and removes it from here, in the transaction that records its order."""
+
+    list_display = (
+        "event_id", "order_id", "kind", "amount", "occurred_at", "received_at", "orphan",
+    )  # fmt: skip
+    list_filter = (OrphanFilter, "kind")
+    search_fields = ("event_id", "order_id")
+    search_help_text = "An event_id or an order_id (exact)."
+    show_full_result_count = False
+    list_per_page = 100
+    ordering = ("received_at", "event_id")
+    fields = (
+        "event_id", "order_id", "kind", "amount", "items", "occurred_at", "stated_at", "reason",
+        "currency", "message_id", "queue_name", "received_at", "orphan", "body_display",
+        "redacted_at",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[WaitingEvent], search_term: str
+    ) -> tuple[QuerySet[WaitingEvent], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(event_id=term) | Q(order_id=term)), False
+
+    @admin.display(description="amount", ordering="amount_cents")
+    def amount(self, obj: WaitingEvent) -> str:
+        return money(obj.amount_cents) if obj.amount_cents is not None else "(by items)"
+
+    @admin.display(description="orphan", boolean=True)
+    def orphan(self, obj: WaitingEvent) -> bool:
+        """Waiting longer than ORPHAN_EVENT_DAYS: for an order that never came."""
+        return obj.received_at < timezone.now() - timedelta(days=settings.ORPHAN_EVENT_DAYS)
+
+    @admin.display(description="message body")
+    def body_display(self, obj: WaitingEvent) -> str:
+        return pre_block(pretty_body_text(obj.body_text))
 
 
 _CSV_HEADER = (

@@ -9,8 +9,8 @@ change, whoever asks. Two layers enforce it, and a model gets both by subclassin
         ...
         class Meta(AppendOnlyModel.Meta):
             indexes = [...]
-            # only when some JSON fields may hold personal data:
-            triggers = append_only_triggers(erasable=("extra",))
+            # only when some fields may hold personal data:
+            triggers = append_only_triggers(erasable=("reason",))
 
 - in Python, ``save()`` of an existing row, ``delete()`` and the queryset's ``update()`` and
   ``delete()`` raise ``LedgerIsAppendOnlyError`` (on every database);
@@ -18,9 +18,10 @@ change, whoever asks. Two layers enforce it, and a model gets both by subclassin
   ``DELETE`` and every ``UPDATE`` from any client: a ``psql`` shell, another program, a raw
   cursor.
 
-The one change allowed is erasure: a model names in its triggers the JSON fields that may hold
-personal data (``erasable``), and an ``UPDATE`` that sets only those to ``{}`` and leaves every
-other column as it was passes the trigger (``AppendOnlyQuerySet.erase``, used by
+The one change allowed is erasure: a model names in its triggers the fields that may hold
+personal data (``erasable``: JSON fields, emptied to ``{}``, and text fields, emptied to
+``''``), and an ``UPDATE`` that empties only those and leaves every other column as it was
+passes the trigger (``AppendOnlyQuerySet.erase``, used by
 ``forget_user``); the triggers are the one place that lists them, on every database.
 No figure depends on those fields, so erasing them changes no history the figures are built
 from. Neither layer covers ``TRUNCATE`` (a table owner's command, which Django's test flush
@@ -59,13 +60,18 @@ class AppendOnlyQuerySet(models.QuerySet[_M]):
         fields = erasable_fields(self.model)
         if not fields:
             return 0
-        return super().update(**{name: {} for name in fields})
+        return super().update(**{name: _empty(self.model, name) for name in fields})
+
+
+def _empty(model: type[models.Model], name: str) -> dict[str, Any] | str:
+    """What erasing field ``name`` leaves: ``{}`` in a JSON field, ``''`` in a text field."""
+    return {} if isinstance(model._meta.get_field(name), models.JSONField) else ""
 
 
 class NotAnErasure(pgtrigger.Condition):
-    """True for an UPDATE that changes anything other than emptying the ``erasable`` JSON
-    fields. Resolved from the model's columns when the migration is made, so a column added
-    later is protected as soon as its migration exists."""
+    """True for an UPDATE that changes anything other than emptying the ``erasable`` fields
+    (JSON to ``{}``, text to ``''``). Resolved from the model's columns when the migration is
+    made, so a column added later is protected as soon as its migration exists."""
 
     def __init__(self, erasable: tuple[str, ...]) -> None:
         super().__init__(sql="(resolved per model)")
@@ -76,9 +82,14 @@ class NotAnErasure(pgtrigger.Condition):
         checks = [f'OLD."{column}" IS NOT DISTINCT FROM NEW."{column}"' for column in kept]
         for name in self.erasable:
             field = model._meta.get_field(name)
-            if not isinstance(field, models.JSONField):
-                raise TypeError(f"{model.__name__}.{name}: only JSON fields can be erasable")
-            checks.append(f"NEW.\"{field.column}\" = '{{}}'::jsonb")
+            if isinstance(field, models.JSONField):
+                checks.append(f"NEW.\"{field.column}\" = '{{}}'::jsonb")
+            elif isinstance(field, models.CharField | models.TextField):
+                checks.append(f"NEW.\"{field.column}\" = ''")
+            else:
+                raise TypeError(
+                    f"{model.__name__}.{name}: only JSON and text fields can be erasable"
+                )
         return "NOT (" + " AND ".join(checks) + ")"
 
 
@@ -92,7 +103,7 @@ _REFUSE = (
 
 def append_only_triggers(erasable: tuple[str, ...] = ()) -> list[pgtrigger.Trigger]:
     """The PostgreSQL triggers of an append-only model (``Meta.triggers``): no DELETE, and no
-    UPDATE but one that empties the ``erasable`` JSON fields."""
+    UPDATE but one that empties the ``erasable`` fields."""
     return [
         pgtrigger.Trigger(
             name="append_only_no_delete",

@@ -1,8 +1,11 @@
 """Where a batch is committed: validate, record in the database, apply to Redis.
 
-1. Validate every message (``orders.validation``, pure).
-2. One database transaction: the valid orders into the ledger (``orders.ledger``; a
-   conflicting ``order_id`` becomes a ``duplicate_order_id`` reject) and the rejects into
+1. Validate every message (``orders.validation``, pure): an order, an event (a refund or a
+   cancellation) or a reject.
+2. One database transaction: the valid orders and events into the ledger (``orders.ledger``;
+   a conflicting ``order_id`` or ``event_id`` becomes a ``duplicate_order_id`` or
+   ``duplicate_event_id`` reject, an event its order's state refuses a reject with that
+   rule's code, an event whose order is not recorded yet waits for it) and the rejects into
    ``RejectedOrder``.
 3. One Redis script call per shard touched (``stats.store``): each order's aggregates and
    idempotency mark, each reject counted once, the batch's counters once per receive (the
@@ -31,10 +34,12 @@ from orders import ledger
 from orders.models import RejectedOrder, RejectionRecord
 from orders.sqs import dating_attributes
 from orders.validation import (
-    TYPE_PLACED,
+    MESSAGE_TYPES,
+    Event,
     Order,
     Rejection,
     conflict_rejection,
+    event_conflict_rejection,
     validate_message,
 )
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
@@ -43,11 +48,9 @@ logger = logging.getLogger("orders.consumer")
 
 CONNECTION_CHECK_INTERVAL = 1.0  # seconds between checks of the database connection
 
-# The message types a batch records. Refunds and cancellations are valid messages the ledger
-# does not record yet: they become ``unknown_type`` rejects, kept whole for staff to resubmit,
-# rather than orders rejected for every field they lack. The admin's resubmit form asks the
-# same question.
-RECORDED_TYPES: tuple[str, ...] = (TYPE_PLACED,)
+# The message types a batch records: orders, refunds and cancellations (every type there is).
+# The admin's resubmit form accepts the same.
+RECORDED_TYPES: tuple[str, ...] = MESSAGE_TYPES
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,19 @@ class BatchResult:
     rejected: int
 
 
-def validate_batch(
-    messages: Sequence[dict[str, Any]], received_at: datetime
-) -> tuple[list[tuple[dict[str, Any], Order]], list[tuple[dict[str, Any], Rejection]]]:
-    """Split received messages into valid orders and rejections, each beside its message
-    (a message of a type not in ``RECORDED_TYPES`` is an ``unknown_type`` rejection)."""
-    orders: list[tuple[dict[str, Any], Order]] = []
-    rejected: list[tuple[dict[str, Any], Rejection]] = []
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """Received messages split by what they are, each beside its message."""
+
+    orders: list[tuple[dict[str, Any], Order]]
+    events: list[tuple[dict[str, Any], Event]]
+    rejected: list[tuple[dict[str, Any], Rejection]]
+
+
+def validate_batch(messages: Sequence[dict[str, Any]], received_at: datetime) -> ValidatedBatch:
+    """Split received messages into valid orders, valid events and rejections (a message of
+    a type not in ``RECORDED_TYPES`` is an ``unknown_type`` rejection)."""
+    batch = ValidatedBatch([], [], [])
     for message in messages:
         outcome = validate_message(
             message.get("Body", ""),
@@ -73,11 +82,12 @@ def validate_batch(
             types=RECORDED_TYPES,
         )
         if isinstance(outcome, Order):
-            orders.append((message, outcome))
+            batch.orders.append((message, outcome))
+        elif isinstance(outcome, Event):
+            batch.events.append((message, outcome))
         else:
-            assert isinstance(outcome, Rejection)  # RECORDED_TYPES holds no event type
-            rejected.append((message, outcome))
-    return orders, rejected
+            batch.rejected.append((message, outcome))
+    return batch
 
 
 def batch_token(messages: Sequence[dict[str, Any]]) -> str:
@@ -107,16 +117,16 @@ class BatchCommitter:
 
     def commit(self, messages: Sequence[dict[str, Any]], received_at: datetime) -> BatchResult:
         """Steps 1-3 above; raises on a dependency failure with nothing deleted."""
-        orders, rejected = validate_batch(messages, received_at)
-        recorded = self._record(orders, rejected, received_at)
+        batch = validate_batch(messages, received_at)
+        recorded, rejects, rejected = self._record(batch, received_at)
         outcome = self.store.apply_batch(
-            [PendingOrder(r.order, r.first_recorded_at) for r in recorded],
-            {message["MessageId"]: rejection.codes for message, rejection in rejected},
+            [PendingOrder(r.order, r.first_recorded_at) for r in recorded.recorded],
+            {record.message_id: record.rejection.codes for record in rejects},
             received=len(messages),
             batch=batch_token(messages),
         )
         applied = duplicates = 0
-        for entry, status in zip(recorded, outcome.statuses, strict=True):
+        for entry, status in zip(recorded.recorded, outcome.statuses, strict=True):
             if status is ApplyStatus.APPLIED:
                 applied += 1
                 continue
@@ -136,15 +146,14 @@ class BatchCommitter:
                     entry.order.order_id,
                     entry.first_recorded_at.isoformat(),
                 )
-        return BatchResult(len(messages), applied, duplicates, len(rejected))
+        return BatchResult(len(messages), applied, duplicates, rejected)
 
     def _record(
-        self,
-        orders: list[tuple[dict[str, Any], Order]],
-        rejected: list[tuple[dict[str, Any], Rejection]],
-        received_at: datetime,
-    ) -> list[ledger.Recorded]:
-        """Step 2: ledger rows and rejects in one transaction; adds conflicts to ``rejected``."""
+        self, batch: ValidatedBatch, received_at: datetime
+    ) -> tuple[ledger.LedgerOutcome, list[RejectionRecord], int]:
+        """Step 2: ledger rows and rejects in one transaction; returns what the ledger
+        recorded, every reject stored (the batch's, and those of waiting events refused now
+        that their order came) and how many of them are this batch's messages."""
         # Long-lived threads see no request cycle: drop a connection that is past
         # CONN_MAX_AGE or fails its health check instead of failing the batch on it (never
         # inside a caller's transaction, which closing would break). The health check is a
@@ -157,24 +166,47 @@ class BatchCommitter:
             close_old_connections()
             self._local.checked_at = now
         with transaction.atomic():
-            outcome = ledger.record_orders(orders, received_at)
-            rejected += [
-                (message, conflict_rejection(order)) for message, order in outcome.conflicts
+            outcome = ledger.record_batch(
+                batch.orders, batch.events, received_at, queue_name=self.queue_name
+            )
+            refused = [
+                *batch.rejected,
+                *((message, conflict_rejection(order)) for message, order in outcome.conflicts),
+                *(
+                    (message, event_conflict_rejection(event))
+                    for message, event in outcome.event_conflicts
+                ),
             ]
-            if rejected:
-                self.record_rejections(
-                    [
-                        RejectionRecord(
-                            message_id=message["MessageId"],
-                            body=message.get("Body", ""),
-                            rejection=rejection,
-                            queue_name=self.queue_name,
-                            receive_count=int(
-                                message.get("Attributes", {}).get("ApproximateReceiveCount", 1)
-                            ),
-                            received_at=received_at,
-                        )
-                        for message, rejection in rejected
-                    ]
-                )
-        return outcome.recorded
+            rejects = [
+                self._reject(message, rejection, received_at) for message, rejection in refused
+            ]
+            rejects += [
+                self._reject(r.message, r.rejection, received_at)
+                for r in outcome.event_rejections
+                if r.received_at is None
+            ]
+            in_batch = len(rejects)
+            rejects += [
+                self._reject(r.message, r.rejection, r.received_at, r.queue_name)
+                for r in outcome.event_rejections
+                if r.received_at is not None
+            ]
+            if rejects:
+                self.record_rejections(rejects)
+        return outcome, rejects, in_batch
+
+    def _reject(
+        self,
+        message: dict[str, Any],
+        rejection: Rejection,
+        received_at: datetime,
+        queue_name: str | None = None,
+    ) -> RejectionRecord:
+        return RejectionRecord(
+            message_id=message["MessageId"],
+            body=message.get("Body", ""),
+            rejection=rejection,
+            queue_name=self.queue_name if queue_name is None else queue_name,
+            receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            received_at=received_at,
+        )

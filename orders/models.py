@@ -1,5 +1,6 @@
 """Rejected orders (the messages that failed validation, kept for staff review in the
-admin) and the ledger of accepted orders.
+admin), the ledger of accepted orders and their events (refunds, cancellations), and the
+events that wait for their order.
 
 One row per SQS message id, so a redelivered reject never makes a second row. The body is
 stored as bytes, losslessly, because the one message that breaks the pipeline is exactly the
@@ -12,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections, models, transaction
-from django.db.models import Count
+from django.db.models import Count, Min, Q
 
 from orderpipe.timeutils import epoch_ms
 from orders.append_only import AppendOnlyModel, append_only_triggers
@@ -399,6 +400,9 @@ class AcceptedOrder(AppendOnlyModel):
     fingerprint = models.CharField(max_length=80, editable=False)
     message_id = models.CharField(max_length=255, editable=False)
     received_at = models.DateTimeField(editable=False, help_text="When it was first recorded.")
+    currency = models.CharField(
+        max_length=3, editable=False, help_text="ISO 4217 code of value_cents and the prices."
+    )
     extra = models.JSONField(
         default=dict,
         editable=False,
@@ -423,3 +427,141 @@ class AcceptedOrder(AppendOnlyModel):
 
     def __str__(self) -> str:
         return self.order_id
+
+
+class OrderEvent(AppendOnlyModel):
+    """The ledger of events: every accepted refund and cancellation of an order, once.
+
+    Written by ``orders.ledger`` only, in the transaction that checked it against its order
+    (what was refunded before, units per product, cancelled), never updated or deleted
+    (``orders.append_only``). ``amount_cents`` is what the event took off the order: the
+    amount given, a refund by items priced at the order's prices, or for a cancellation what
+    was left unrefunded. ``user_id`` is the order's, copied so that per-user figures need no
+    join. ``occurred_at`` is kept as the UTC instant: days are counted in the shop's zone
+    when figures are derived. ``reason`` is free text that may name a person: ``forget_user``
+    may empty it, the one change a row allows.
+    """
+
+    class Kind(models.TextChoices):
+        REFUNDED = "refunded", "Refunded"
+        CANCELLED = "cancelled", "Cancelled"
+
+    event_id = models.CharField(max_length=128, unique=True, editable=False)
+    order_id = models.CharField(max_length=128, editable=False)
+    user_id = models.CharField(max_length=128, editable=False, help_text="The order's user.")
+    kind = models.CharField(max_length=16, choices=Kind.choices, editable=False)
+    amount_cents = models.BigIntegerField(
+        editable=False, help_text="What the event took off the order, in minor units."
+    )
+    items = models.JSONField(
+        editable=False,
+        help_text="Refunded lines [{product_id, quantity, price_per_unit}] at the order's "
+        "prices (exact text); empty for an amount or a cancellation.",
+    )
+    occurred_at = models.DateTimeField(
+        editable=False, help_text="occurred_at, else the message's first SentTimestamp (UTC)"
+    )
+    reason = models.TextField(blank=True, editable=False)
+    currency = models.CharField(max_length=3, editable=False)
+    fingerprint = models.CharField(max_length=80, editable=False)
+    message_id = models.CharField(max_length=255, editable=False)
+    received_at = models.DateTimeField(
+        editable=False, help_text="When the ledger recorded it (attached to its order)."
+    )
+
+    class Meta(AppendOnlyModel.Meta):
+        triggers = append_only_triggers(erasable=("reason",))
+        ordering = ["occurred_at", "event_id"]
+        indexes = [
+            # An order's events in the order they happened: the orders API (a page's orders'
+            # events in one query), the checks of a new event, the admin's order page.
+            models.Index(
+                fields=["order_id", "occurred_at", "event_id"], name="event_order_time_idx"
+            ),
+            # rebuild_stats, reconcile_stats: the events inside the marks' window.
+            models.Index(fields=["received_at"], name="event_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingSummary:
+    """How many events wait for their order, how many of them are orphans (waiting longer
+    than ``ORPHAN_EVENT_DAYS``), and since when the oldest waits."""
+
+    count: int
+    orphans: int
+    oldest: datetime | None
+
+
+class WaitingEventQuerySet(models.QuerySet["WaitingEvent"]):
+    def orphans(self, now: datetime, days: int) -> WaitingEventQuerySet:
+        """Events that have waited longer than ``days`` for an order that never came."""
+        return self.filter(received_at__lt=now - timedelta(days=days))
+
+    def summary(self, now: datetime, days: int) -> WaitingSummary:
+        """Counts and the oldest in one query (``pipeline_status``, ``/metrics``)."""
+        found = self.aggregate(
+            count=Count("pk"),
+            oldest=Min("received_at"),
+            orphans=Count("pk", filter=Q(received_at__lt=now - timedelta(days=days))),
+        )
+        return WaitingSummary(found["count"], found["orphans"], found["oldest"])
+
+
+class WaitingEvent(models.Model):
+    """A valid event whose order is not in the ledger yet (SQS does not keep order: a refund
+    sent a second after its order can overtake it).
+
+    Not part of the ledger: the row is kept, its message deleted, and the transaction that
+    records the order checks it and records it there (or rejects it) and deletes this row.
+    It keeps the validated event and, for a reject later, the message as received: its body
+    holds personal data until ``prune_rejected`` strips it (``redacted_at``). One waiting
+    longer than ``ORPHAN_EVENT_DAYS`` is an orphan, shown in the admin and ``pipeline_status``.
+    """
+
+    event_id = models.CharField(max_length=128, unique=True, editable=False)
+    order_id = models.CharField(max_length=128, editable=False)
+    kind = models.CharField(max_length=16, choices=OrderEvent.Kind.choices, editable=False)
+    amount_cents = models.BigIntegerField(
+        null=True, editable=False, help_text="The amount given, in minor units (none: by items)."
+    )
+    items = models.JSONField(editable=False, help_text="[{product_id, quantity}] as given.")
+    stated_at = models.DateTimeField(
+        null=True, editable=False, help_text="The message's own occurred_at (UTC), if any."
+    )
+    occurred_at = models.DateTimeField(editable=False)
+    reason = models.TextField(blank=True, editable=False)
+    currency = models.CharField(max_length=3, editable=False)
+    fingerprint = models.CharField(max_length=80, editable=False)
+    message_id = models.CharField(max_length=255, editable=False)
+    queue_name = models.CharField(max_length=80, blank=True, editable=False)
+    receive_count = models.PositiveIntegerField(default=1, editable=False)
+    body = models.BinaryField(editable=False, help_text="The message body as received.")
+    received_at = models.DateTimeField(editable=False, help_text="When it was first received.")
+    redacted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When prune_rejected stripped the body's personal fields.",
+    )
+
+    objects = WaitingEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["received_at", "event_id"]
+        indexes = [
+            # The recording of an order looks up its waiting events.
+            models.Index(fields=["order_id"], name="waiting_order_idx"),
+            # Orphans (oldest first) and prune_rejected's cut-off.
+            models.Index(fields=["received_at"], name="waiting_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} (order {self.order_id})"
+
+    @property
+    def body_text(self) -> str:
+        return bytes(self.body).decode("utf-8", "backslashreplace") if self.body else ""

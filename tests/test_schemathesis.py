@@ -21,7 +21,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from orderpipe.wsgi import application
 from orders.models import RejectedOrder, RejectionRecord
-from orders.tests.conftest import SENT_ATTRIBUTES, accept, body_of, crafted_cursor, valid_doc
+from orders.tests.conftest import (
+    SENT_ATTRIBUTES,
+    accept,
+    body_of,
+    crafted_cursor,
+    event_body,
+    record,
+    sqs_message,
+    valid_doc,
+)
 from orders.validation import validate_message
 from stats.store import AggregateStore
 from tests.ingestion_helpers import make_order
@@ -51,6 +60,10 @@ def data(fake_store: AggregateStore, keep_db_connection: None) -> AggregateStore
     fake_store.heartbeat()
     accept(body_of(valid_doc()))  # ORD1000 of U100
     accept(body_of(valid_doc() | {"order_id": "ORD1001", "order_timestamp": "2025-08-10T00:00:00"}))
+    record(  # refunded in part with a reason, and cancelled
+        sqs_message("m-rf", event_body("RF-1", items=[("P001", 1)], reason="damaged")),
+        sqs_message("m-cx", event_body("CX-1", "ORD1001", kind="cancelled")),
+    )
     bad = body_of(valid_doc() | {"order_id": "ORD-BAD", "order_value": 1})
     RejectedOrder.objects.record_many(
         [

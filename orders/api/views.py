@@ -1,7 +1,9 @@
 """Orders API: the ledger and the rejected messages, read from the database.
 
-``GET /orders/{order_id}`` answers whether an order was accepted (and as what) or only ever
-rejected (and why); ``GET /users/{user_id}/orders`` lists a user's accepted orders. Nothing
+``GET /orders/{order_id}`` answers whether an order was accepted (and as what, and what its
+refunds and cancellations did to it) or only ever rejected (and why); ``GET
+/users/{user_id}/orders`` lists a user's accepted orders the same way, a page's events read in
+one query. Nothing
 here reads Redis: the ledger is the record of truth. Access, throttling and ``?format=`` are
 shared with the stats API (``orderpipe.api``); a database outage is a 503 through the shared
 exception handler.
@@ -9,7 +11,7 @@ exception handler.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import (
@@ -29,21 +31,18 @@ from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_e
 from orderpipe.api.ids import path_id_parameter, too_long_error, validate_path_id, validate_user_id
 from orders.api.pagination import OrderCursorPagination
 from orders.api.serializers import (
-    ACCEPTED,
     REJECTED,
+    SERVED_FIELDS,
     AcceptedOrderSerializer,
     RejectedOrderSerializer,
 )
+from orders.event_rules import ORDER_STATUSES
+from orders.ledger import events_of_orders
 from orders.models import AcceptedOrder, RejectedOrder
 
 # A rejected id's page lists this many of its messages (a producer stuck in a retry loop can
 # send thousands); rejection_count still tells how many there are.
 MAX_REJECTIONS_SHOWN = 100
-
-# What an answer shows: every column but the SQS envelope's (message_id, fingerprint).
-SERVED_FIELDS = (
-    "order_id", "user_id", "value_cents", "ordered_at", "items", "received_at", "extra"
-)  # fmt: skip
 
 ORDERS_ERRORS: dict[int, OpenApiResponse] = {
     **PROTECTED_ERRORS,
@@ -62,10 +61,12 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
         operation_id="order",
         summary="One order: accepted (from the ledger), else its rejected messages",
         description=(
-            "`status` says which: `accepted` is the ledger row (the order as first recorded); "
-            "`rejected` means no accepted order carries this id, only rejected messages, each "
-            "with its reasons. An id that is in the ledger answers `accepted` even when later "
-            "messages with it were rejected (a conflicting re-send, say)."
+            "`status` says which: `accepted`, `partially_refunded`, `refunded` or `cancelled` "
+            "is the ledger row (the order as first recorded) with its refunds and "
+            "cancellations (`events`, `refunded`, `net_value`); `rejected` means no accepted "
+            "order carries this id, only rejected messages, each with its reasons. An id that "
+            "is in the ledger answers with the order even when later messages with it were "
+            "rejected (a conflicting re-send, a refund above its value, say)."
         ),
         parameters=[
             path_id_parameter(
@@ -80,7 +81,10 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
         responses={
             200: PolymorphicProxySerializer(
                 component_name="OrderLookup",
-                serializers={ACCEPTED: AcceptedOrderSerializer, REJECTED: RejectedOrderSerializer},
+                serializers={
+                    **dict.fromkeys(ORDER_STATUSES, AcceptedOrderSerializer),
+                    REJECTED: RejectedOrderSerializer,
+                },
                 resource_type_field_name="status",
             ),
             400: parameter_error("order_id too long", too_long_error("order_id")),
@@ -98,7 +102,8 @@ class OrderDetailView(ProtectedAPIMixin, APIView):
             except AcceptedOrder.DoesNotExist:
                 pass
             else:
-                return Response(AcceptedOrderSerializer(order).data)
+                events = events_of_orders([order.order_id])
+                return Response(AcceptedOrderSerializer(order, context={"events": events}).data)
             rejections = list(
                 RejectedOrder.objects.filter(order_id=order_id)
                 .order_by("received_at", "pk")
@@ -123,6 +128,15 @@ class UserOrdersView(ProtectedAPIMixin, ListAPIView[AcceptedOrder]):
             return AcceptedOrder.objects.none()
         # The pagination orders the rows (ledger_user_time_idx) and reads one page of them.
         return AcceptedOrder.objects.filter(user_id=user_id).only(*SERVED_FIELDS)
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> AcceptedOrderSerializer:
+        """The page's serializer, with the page's events read in one query."""
+        page: list[AcceptedOrder] = args[0] if args else []
+        kwargs["context"] = {
+            **self.get_serializer_context(),
+            "events": events_of_orders([order.order_id for order in page]),
+        }
+        return cast(AcceptedOrderSerializer, super().get_serializer(*args, **kwargs))
 
     @extend_schema(
         operation_id="user_orders",

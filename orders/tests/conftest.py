@@ -11,9 +11,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.db import transaction
 from hypothesis import strategies as st
 
-from orders.ledger import record_orders
+from orders.commit import validate_batch
+from orders.ledger import LedgerOutcome, record_batch, record_orders
 from orders.validation import Order, validate_message
 
 SENT_AT_MS = "1723198500000"  # 2024-08-09T10:15:00Z
@@ -113,3 +115,43 @@ def spellings(draw: st.DrawFn, value: Decimal) -> Raw:
         text = "-" + text
     assert Decimal(text) == value
     return Raw(text)
+
+
+def event_body(
+    event_id: str,
+    order_id: str = "ORD1000",
+    *,
+    kind: str = "refunded",
+    amount: str | None = None,
+    items: list[tuple[str, int]] | None = None,
+    occurred_at: str | None = "2025-08-10T09:30:00Z",
+    reason: str | None = None,
+) -> str:
+    """A refund or cancellation message's body (amount as exact text)."""
+    doc: dict[str, Any] = {"type": f"order.{kind}", "event_id": event_id, "order_id": order_id}
+    if amount is not None:
+        doc["amount"] = Raw(amount)
+    if items is not None:
+        doc["items"] = [{"product_id": p, "quantity": q} for p, q in items]
+    if occurred_at is not None:
+        doc["occurred_at"] = occurred_at
+    if reason is not None:
+        doc["reason"] = reason
+    return exact_json(doc)
+
+
+def sqs_message(message_id: str, body: str) -> dict[str, Any]:
+    """A received SQS message as the consumer hands it on."""
+    return {
+        "MessageId": message_id,
+        "Body": body,
+        "Attributes": {"SentTimestamp": SENT_AT_MS, "ApproximateReceiveCount": "1"},
+    }
+
+
+def record(*messages: dict[str, Any], received_at: datetime = LEDGER_RECEIVED_AT) -> LedgerOutcome:
+    """Validate ``messages`` and record them in one transaction, as a batch's commit does."""
+    batch = validate_batch(messages, received_at)
+    assert batch.rejected == [], batch.rejected
+    with transaction.atomic():
+        return record_batch(batch.orders, batch.events, received_at, queue_name="orders")

@@ -13,12 +13,13 @@ from django.db import IntegrityError, connection, transaction
 
 from orders import ledger
 from orders.append_only import erasable_fields
-from orders.models import AcceptedOrder
-from orders.tests.conftest import accept, body_of, valid_doc
+from orders.models import AcceptedOrder, LedgerIsAppendOnlyError, OrderEvent
+from orders.tests.conftest import accept, body_of, event_body, record, sqs_message, valid_doc
 
 pytestmark = pytest.mark.django_db
 
 TABLE = AcceptedOrder._meta.db_table
+EVENTS = OrderEvent._meta.db_table
 
 
 @pytest.fixture
@@ -29,8 +30,10 @@ def postgres() -> None:
 
 @pytest.fixture
 def recorded(settings: Any) -> AcceptedOrder:
+    """An order and one refund of it, each the only row of its table."""
     settings.LEDGER_EXTRA_FIELDS = ["channel"]
     accept(body_of(valid_doc() | {"channel": "web"}))
+    record(sqs_message("m-rf", event_body("RF-1", amount="5.00", reason="Jane Doe moved")))
     return AcceptedOrder.objects.get(order_id="ORD1000")
 
 
@@ -41,46 +44,57 @@ def raw(sql: str, params: list[Any] | None = None) -> int:
         return int(cursor.rowcount)
 
 
-def row_as_stored(order_id: str) -> dict[str, Any]:
+def row_as_stored(table: str) -> dict[str, Any]:
+    """The one row of ``table`` as the database holds it, every column."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {TABLE} WHERE order_id = %s", [order_id])
+        cursor.execute(f"SELECT * FROM {table}")
         names = [c[0] for c in cursor.description]
         return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 @pytest.mark.parametrize(
-    "statement",
+    ("table", "statement"),
     [
-        pytest.param(f"UPDATE {TABLE} SET value_cents = 1", id="amount"),
-        pytest.param(f"UPDATE {TABLE} SET user_id = 'U-OTHER'", id="user"),
-        pytest.param(f"UPDATE {TABLE} SET order_id = order_id || '-2'", id="order-id"),
-        pytest.param(f"UPDATE {TABLE} SET ordered_at = ordered_at + interval '1 day'", id="time"),
-        pytest.param(f"UPDATE {TABLE} SET items = '[]'", id="items"),
-        pytest.param(f'UPDATE {TABLE} SET extra = \'{{"channel": "app"}}\'', id="extra-changed"),
-        pytest.param(f"UPDATE {TABLE} SET extra = '{{}}', value_cents = 1", id="erase-and-more"),
-        pytest.param(f"DELETE FROM {TABLE}", id="delete"),
-        pytest.param(f"DELETE FROM {TABLE} WHERE order_id = 'ORD1000'", id="delete-one"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET value_cents = 1", id="amount"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET user_id = 'U-OTHER'", id="user"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET order_id = order_id || '-2'", id="order-id"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET ordered_at = ordered_at + interval '1 day'",
+                     id="time"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET items = '[]'", id="items"),
+        pytest.param(TABLE, f'UPDATE {TABLE} SET extra = \'{{"channel": "app"}}\'',
+                     id="extra-changed"),
+        pytest.param(TABLE, f"UPDATE {TABLE} SET extra = '{{}}', value_cents = 1",
+                     id="erase-and-more"),
+        pytest.param(TABLE, f"DELETE FROM {TABLE}", id="delete"),
+        pytest.param(TABLE, f"DELETE FROM {TABLE} WHERE order_id = 'ORD1000'", id="delete-one"),
+        pytest.param(EVENTS, f"UPDATE {EVENTS} SET amount_cents = 1", id="event-amount"),
+        pytest.param(EVENTS, f"UPDATE {EVENTS} SET kind = 'cancelled'", id="event-kind"),
+        pytest.param(EVENTS, f"UPDATE {EVENTS} SET order_id = 'ORD-OTHER'", id="event-order"),
+        pytest.param(EVENTS, f"UPDATE {EVENTS} SET reason = 'changed'", id="reason-changed"),
+        pytest.param(EVENTS, f"UPDATE {EVENTS} SET reason = '', amount_cents = 1",
+                     id="erase-reason-and-more"),
+        pytest.param(EVENTS, f"DELETE FROM {EVENTS}", id="event-delete"),
     ],
-)
+)  # fmt: skip
 def test_postgresql_refuses_to_change_history(
-    postgres: None, recorded: AcceptedOrder, statement: str
+    postgres: None, recorded: AcceptedOrder, table: str, statement: str
 ) -> None:
-    before = row_as_stored("ORD1000")
+    before = row_as_stored(table)
 
-    with pytest.raises(IntegrityError, match=f"{TABLE} is append-only"):
+    with pytest.raises(IntegrityError, match=f"{table} is append-only"):
         raw(statement)
 
-    assert row_as_stored("ORD1000") == before
+    assert row_as_stored(table) == before
 
 
 def test_postgresql_lets_only_the_erasure_of_the_extra_fields_through(
     postgres: None, recorded: AcceptedOrder
 ) -> None:
-    before = row_as_stored("ORD1000")
+    before = row_as_stored(TABLE)
 
     changed = raw(f"UPDATE {TABLE} SET extra = '{{}}' WHERE order_id = 'ORD1000'")
 
-    after = row_as_stored("ORD1000")
+    after = row_as_stored(TABLE)
     assert changed == 1
     assert json.loads(before["extra"]) == {"channel": "web"}
     assert json.loads(after.pop("extra")) == {}
@@ -115,3 +129,34 @@ def test_the_erasure_empties_only_the_extra_fields_and_only_once(
         recorded.value_cents, recorded.user_id, recorded.fingerprint,
     )  # fmt: skip
     assert erasable_fields(AcceptedOrder) == ("extra",)
+
+
+# --- the ledger of events: the same protection, its reason the erasable field ------------------
+
+
+def test_postgresql_lets_only_the_erasure_of_an_events_reason_through(
+    postgres: None, recorded: AcceptedOrder
+) -> None:
+    before = row_as_stored(EVENTS)
+
+    assert raw(f"UPDATE {EVENTS} SET reason = ''") == 1
+
+    after = row_as_stored(EVENTS)
+    assert (before.pop("reason"), after.pop("reason")) == ("Jane Doe moved", "")
+    assert after == before
+
+
+def test_an_event_row_is_refused_change_and_removal_by_the_model_on_every_database(
+    recorded: AcceptedOrder,
+) -> None:
+    refunded = OrderEvent.objects.get()
+    with pytest.raises(LedgerIsAppendOnlyError):
+        refunded.save()
+    with pytest.raises(LedgerIsAppendOnlyError):
+        refunded.delete()
+    with pytest.raises(LedgerIsAppendOnlyError):
+        OrderEvent.objects.update(amount_cents=0)
+    with pytest.raises(LedgerIsAppendOnlyError):
+        OrderEvent.objects.all().delete()
+    assert erasable_fields(OrderEvent) == ("reason",)
+    assert OrderEvent.objects.get().amount_cents == 500

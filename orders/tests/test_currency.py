@@ -330,15 +330,15 @@ def test_the_consumer_and_the_admin_validate_in_stats_currency(settings: Any) ->
     settings.STATS_CURRENCY = "JPY"
     assert validation.CURRENCY == "JPY"
     yen = order("1200", [(3, "400")])
-    orders, rejects = validate_batch(
+    batch = validate_batch(
         [
             {"MessageId": "m1", "Body": yen},
             {"MessageId": "m2", "Body": order("12.50", [(1, "12.5")])},
         ],
         datetime(2025, 8, 9, tzinfo=UTC),
     )
-    assert [(o.value_cents, o.currency) for _, o in orders] == [(1200, "JPY")]
-    assert [r.codes for _, r in rejects] == [(TOO_MANY_DECIMALS,)]
+    assert [(o.value_cents, o.currency) for _, o in batch.orders] == [(1200, "JPY")]
+    assert [r.codes for _, r in batch.rejected] == [(TOO_MANY_DECIMALS,)]
     assert payload_errors(yen) == []
     assert payload_errors(order("1200", [(3, "400")], currency="USD")) == [
         "currency_mismatch (currency): currency 'USD' is not the shop's currency JPY: amounts "

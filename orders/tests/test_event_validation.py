@@ -509,25 +509,30 @@ def test_a_caller_that_takes_orders_only_gets_unknown_type_for_an_event() -> Non
     assert isinstance(validate_message(body_of(valid_doc()), types=(TYPE_PLACED,)), Order)
 
 
-def test_the_consumer_keeps_an_event_as_an_unknown_type_reject() -> None:
-    assert RECORDED_TYPES == (TYPE_PLACED,)
+def test_the_consumer_takes_orders_refunds_and_cancellations() -> None:
+    assert RECORDED_TYPES == MESSAGE_TYPES
     messages = [
         {"MessageId": "m-order", "Body": body_of(valid_doc()), "Attributes": SENT_ATTRIBUTES},
         {"MessageId": "m-refund", "Body": refund(), "Attributes": SENT_ATTRIBUTES},
         {"MessageId": "m-cancel", "Body": cancel(), "Attributes": SENT_ATTRIBUTES},
+        {"MessageId": "m-other", "Body": refund(type="order.shipped"), "Attributes": {}},
     ]
-    orders, rejected = validate_batch(messages, datetime.now(UTC))
-    assert [m["MessageId"] for m, _ in orders] == ["m-order"]
-    assert [(m["MessageId"], r.codes, r.event_id) for m, r in rejected] == [
-        ("m-refund", (UNKNOWN_TYPE,), "EV-1"),
-        ("m-cancel", (UNKNOWN_TYPE,), "EV-2"),
+    batch = validate_batch(messages, datetime.now(UTC))
+    assert [m["MessageId"] for m, _ in batch.orders] == ["m-order"]
+    assert [(m["MessageId"], e.kind, e.event_id) for m, e in batch.events] == [
+        ("m-refund", "refunded", "EV-1"),
+        ("m-cancel", "cancelled", "EV-2"),
+    ]
+    assert [(m["MessageId"], r.codes, r.event_id) for m, r in batch.rejected] == [
+        ("m-other", (UNKNOWN_TYPE,), "EV-1"),
     ]
 
 
-def test_the_resubmit_form_refuses_an_event_as_the_consumer_would() -> None:
-    assert payload_errors(cancel()) == [
-        "unknown_type (type): type 'order.cancelled' is not accepted here "
-        "(accepted: 'order.placed')"
+def test_the_resubmit_form_takes_an_event_as_the_consumer_does() -> None:
+    assert payload_errors(cancel()) == []
+    assert payload_errors(refund(type="order.shipped")) == [
+        "unknown_type (type): type 'order.shipped' is not one of 'order.placed', "
+        "'order.refunded', 'order.cancelled'"
     ]
 
 

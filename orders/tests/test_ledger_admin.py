@@ -1,4 +1,5 @@
-"""The ledger's admin through ``admin_client``: list, search, day filter, read-only everywhere.
+"""The ledger's admin through ``admin_client``: list, search, day filter, read-only everywhere;
+an order's events on its page, the events' own list, the events waiting for their order.
 
 ``admin_client`` is a superuser: if even it cannot add, change or delete a ledger row, nobody
 can. Rows are recorded through the ledger writer, as the consumer records them.
@@ -15,8 +16,16 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
-from orders.tests.conftest import SENT_ATTRIBUTES, accept, body_of, valid_doc
+from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, RejectionRecord, WaitingEvent
+from orders.tests.conftest import (
+    SENT_ATTRIBUTES,
+    accept,
+    body_of,
+    event_body,
+    sqs_message,
+    valid_doc,
+)
+from orders.tests.conftest import record as record_batch
 from orders.validation import Rejection, validate_message
 
 pytestmark = pytest.mark.django_db
@@ -258,3 +267,97 @@ def test_the_changelist_takes_the_same_queries_for_10_or_200_rows(
     assert len(page) == 1
     assert '"extra"' not in page[0]  # JSON the list does not show stays in the database
     assert '"items"' not in page[0]
+
+
+# --- the ledger of events ------------------------------------------------------------------------
+EVENTS = reverse("admin:orders_orderevent_changelist")
+WAITING = reverse("admin:orders_waitingevent_changelist")
+
+
+@pytest.fixture
+def events(ledger: None) -> None:
+    """ORD-1 refunded in part (by items, with a reason) then cancelled; ORD-10 refunded."""
+    record_batch(
+        sqs_message("m1", event_body("RF-1", "ORD-1", items=[("P001", 1)], reason="<b>late</b>")),
+        sqs_message("m2", event_body("CX-1", "ORD-1", kind="cancelled",
+                                     occurred_at="2025-08-11T00:00:00Z")),
+        sqs_message("m3", event_body("RF-2", "ORD-10", amount="5.00")),
+    )  # fmt: skip
+
+
+def test_an_accepted_orders_page_lists_its_events(admin_client: Client, events: None) -> None:
+    html = admin_client.get(change_url("ORD-1")).content.decode()
+
+    table = html.split('id="order-events"')[1].split("</table>")[0]
+    assert table.index(">RF-1</a>") < table.index(">CX-1</a>")  # in the order they occurred
+    for text in ("refunded", "19.99", "1 x P001 at 19.99", "2025-08-10 09:30:00 UTC",
+                 "&lt;b&gt;late&lt;/b&gt;", "cancelled", "89.98"):  # fmt: skip
+        assert text in table
+    assert "<p>cancelled: 109.97 refunded, 0.00 left</p>" in html
+    assert f'href="{EVENTS}?q=RF-1"' in table
+    assert "none" in admin_client.get(change_url("ORD-2")).content.decode()
+
+
+def test_events_are_read_only_like_the_ledger(admin_client: Client, events: None) -> None:
+    event = OrderEvent.objects.get(event_id="RF-1")
+    url = reverse("admin:orders_orderevent_change", args=[event.pk])
+
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert list(page.context["adminform"].form.fields) == []
+    assert "1 x" not in page.content.decode()  # its own items table, not the order's summary
+    assert admin_client.get(reverse("admin:orders_orderevent_add")).status_code == 403
+    assert admin_client.post(url, {"reason": "changed"}).status_code == 403
+    delete = reverse("admin:orders_orderevent_delete", args=[event.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert OrderEvent.objects.get(pk=event.pk).reason == "<b>late</b>"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param("RF-1", ["RF-1"], id="event-id"),
+        pytest.param("ORD-1", ["RF-2", "CX-1", "RF-1"], id="order-id-exact-and-prefix"),
+        pytest.param("U-ALICE", ["CX-1", "RF-1"], id="user-id"),
+        pytest.param("RF", [], id="no-event-id-prefix"),
+    ],
+)
+def test_events_are_found_by_event_order_or_user_id(
+    admin_client: Client, events: None, query: str, expected: list[str]
+) -> None:
+    response = admin_client.get(EVENTS, {"q": query})
+
+    assert response.status_code == 200
+    assert [e.event_id for e in response.context["cl"].result_list] == expected
+
+
+def test_waiting_events_have_a_list_of_their_own_with_the_orphans_flagged(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.ORPHAN_EVENT_DAYS = 10
+    now = datetime.now(UTC)
+    for event_id, days in (("OLD", 11), ("NEW", 1)):
+        record_batch(sqs_message(f"m-{event_id}", event_body(event_id, f"NEVER-{event_id}",
+                                                              amount="1.00")),
+                     received_at=now - timedelta(days=days))  # fmt: skip
+
+    def listed_events(**params: str) -> list[str]:
+        response = admin_client.get(WAITING, params)
+        assert response.status_code == 200
+        return [e.event_id for e in response.context["cl"].result_list]
+
+    assert listed_events() == ["OLD", "NEW"]  # oldest first
+    assert listed_events(orphan="yes") == ["OLD"]
+    assert listed_events(orphan="no") == ["NEW"]
+    assert listed_events(q="NEVER-NEW") == ["NEW"]
+    html = admin_client.get(WAITING).content.decode()
+    assert "over 10 days: order never came" in html
+    assert html.count('alt="True"') == 1  # the orphan's flag
+    row = WaitingEvent.objects.get(event_id="OLD")
+    page = admin_client.get(reverse("admin:orders_waitingevent_change", args=[row.pk]))
+    assert list(page.context["adminform"].form.fields) == []
+    assert "&quot;event_id&quot;: &quot;OLD&quot;" in page.content.decode()  # the body
+    assert admin_client.get(reverse("admin:orders_waitingevent_add")).status_code == 403
+    delete = reverse("admin:orders_waitingevent_delete", args=[row.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert WaitingEvent.objects.count() == 2

@@ -10,7 +10,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from moto import mock_aws
 from orders.consumer import Consumer
 from orders.models import RejectedOrder
 from orders.sqs import OrderQueue, make_client
+from orders.tests.conftest import event_body, record, sqs_message
 from orders.validation import Order, validate_message
 from stats.store import AggregateStore
 from tests.ingestion_helpers import order_body
@@ -143,6 +144,10 @@ def test_status_json_reports_every_source_and_exits_zero(busy_pipeline: Aggregat
         {"node": "localhost:6379", "reachable": True, "version": None, "eviction_policy": None}
     ]
     assert doc["reconcile"] is None
+    assert doc["waiting_events"] == {
+        "count": 0, "orphans": 0, "orphan_after_days": 14, "oldest_at": None,
+        "oldest_age_s": None,
+    }  # fmt: skip
 
 
 def test_status_reports_the_last_reconcile_and_its_differences(
@@ -177,6 +182,30 @@ def test_status_table_is_readable(busy_pipeline: AggregateStore) -> None:
     assert "  reviewed                           1" in lines
     assert any(line.startswith("  lag ") and "ok (stale after 120s)" in line for line in lines)
     assert lines[-1] == "OK: SQS, Redis and the database answer; the consumer is alive."
+
+
+def test_status_shows_events_waiting_for_their_order_and_the_orphans(
+    busy_pipeline: AggregateStore, settings: Any
+) -> None:
+    settings.ORPHAN_EVENT_DAYS = 10
+    now = datetime.now(UTC)
+    for n, days in enumerate((15, 11, 2)):
+        body = event_body(f"EV-{n}", order_id=f"NEVER-{n}", amount="1.00")
+        record(sqs_message(f"m-ev-{n}", body), received_at=now - timedelta(days=days))
+
+    doc = json.loads(run("pipeline_status", "--json")[0])
+    table = run("pipeline_status")[0].splitlines()
+
+    assert doc["ok"] is True  # an order that never came is shown, not a failure
+    waiting = doc["waiting_events"]
+    assert (waiting["count"], waiting["orphans"], waiting["orphan_after_days"]) == (3, 2, 10)
+    assert waiting["oldest_at"] == (now - timedelta(days=15)).isoformat().replace("+00:00", "Z")
+    assert 15 * 86400 <= waiting["oldest_age_s"] < 15 * 86400 + 60
+    assert f"  waiting                            3  oldest {waiting['oldest_at']}" in table
+    assert (
+        "  orphans                            2  waiting over 10 days for an order that never "
+        "came" in table
+    )
 
 
 def test_stale_heartbeat_exits_non_zero_and_says_so(

@@ -19,13 +19,16 @@ from django.contrib.auth.models import User
 from django.db import DataError, InterfaceError, OperationalError, ProgrammingError
 from rest_framework.test import APIClient
 
-from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
+from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, RejectionRecord
 from orders.tests.conftest import (
     LEDGER_RECEIVED_AT,
     SENT_AT_MS,
     accept,
     body_of,
     crafted_cursor,
+    event_body,
+    record,
+    sqs_message,
     valid_doc,
 )
 from orders.validation import Rejection, validate_message
@@ -66,6 +69,9 @@ def summary(order_id: str, at: str = "2025-08-09T10:15:00Z") -> dict[str, Any]:
         ],
         "received_at": "2025-08-09T10:16:00.123456Z",
         "extra": {},  # LEDGER_EXTRA_FIELDS lists none: no shipping_address, no payment_method
+        "events": [],
+        "refunded": Decimal("0.00"),
+        "net_value": Decimal("109.97"),
     }
 
 
@@ -96,9 +102,90 @@ def test_money_keeps_its_exact_digits(api: APIClient) -> None:
         "items": [{"product_id": None, "quantity": 3, "price_per_unit": Decimal("0.10")}],
         "received_at": "2025-08-09T10:16:00.123456Z",
         "extra": {},
+        "events": [],
+        "refunded": Decimal("0.00"),
+        "net_value": Decimal("0.30"),
     }
     assert b'"order_value":0.30' in response.content
     assert b'"price_per_unit":0.10' in response.content
+
+
+# --- an order's refunds and cancellations ------------------------------------------------------
+def event_json(event_id: str, kind: str, amount: str, items: list[Any], at: str,
+               reason: str | None = None) -> dict[str, Any]:  # fmt: skip
+    return {"event_id": event_id, "kind": kind, "amount": Decimal(amount), "items": items,
+            "occurred_at": at, "reason": reason}  # fmt: skip
+
+
+def test_a_refunded_order_shows_its_refunds_and_what_is_left(api: APIClient) -> None:
+    accept(body_of(valid_doc()))
+    record(
+        sqs_message("m1", event_body("RF-2", amount="10.00", occurred_at="2025-08-12T08:00:00Z")),
+        sqs_message("m2", event_body("RF-1", items=[("P001", 1)], reason="arrived damaged")),
+    )
+
+    response = api.get("/orders/ORD1000")
+
+    assert response.status_code == 200
+    assert parsed(response) == summary("ORD1000") | {
+        "status": "partially_refunded",
+        "events": [
+            event_json("RF-1", "refunded", "19.99", [
+                {"product_id": "P001", "quantity": 1, "price_per_unit": Decimal("19.99")}
+            ], "2025-08-10T09:30:00Z", "arrived damaged"),
+            event_json("RF-2", "refunded", "10.00", [], "2025-08-12T08:00:00Z"),
+        ],
+        "refunded": Decimal("29.99"),
+        "net_value": Decimal("79.98"),
+    }  # fmt: skip
+    assert b'"amount":10.00' in response.content
+
+
+@pytest.mark.parametrize(
+    ("events", "status", "refunded"),
+    [
+        pytest.param([event_body("RF-1", amount="109.97")], "refunded", "109.97", id="all"),
+        pytest.param(
+            [event_body("RF-1", amount="9.97"), event_body("CX-1", kind="cancelled",
+                                                           occurred_at="2025-08-11T00:00:00Z")],
+            "cancelled", "109.97", id="cancelled-after-a-refund",
+        ),
+        pytest.param([event_body("RF-1", amount="500.00")], "accepted", "0.00",
+                     id="a-refused-refund-changes-nothing"),
+    ],
+)  # fmt: skip
+def test_an_orders_status_says_what_its_events_did(
+    api: APIClient, events: list[str], status: str, refunded: str
+) -> None:
+    accept(body_of(valid_doc()))
+    batch = [sqs_message(f"m{i}", body) for i, body in enumerate(events)]
+    record(*batch)
+
+    body = parsed(api.get("/orders/ORD1000"))
+
+    assert (body["status"], body["refunded"], body["net_value"]) == (
+        status,
+        Decimal(refunded),
+        Decimal("109.97") - Decimal(refunded),
+    )
+
+
+def test_a_users_orders_show_each_orders_events(api: APIClient) -> None:
+    accept(order_doc("O-NEW", at="2025-08-09T12:00:00Z"), "m-new")
+    accept(order_doc("O-OLD", at="2025-08-09T11:00:00Z"), "m-old")
+    record(sqs_message("m-cx", event_body("CX-1", "O-OLD", kind="cancelled")))
+
+    page = follow(api, "/users/U100/orders")
+
+    assert page["results"] == [
+        summary("O-NEW", "2025-08-09T12:00:00Z"),
+        summary("O-OLD", "2025-08-09T11:00:00Z") | {
+            "status": "cancelled",
+            "events": [event_json("CX-1", "cancelled", "109.97", [], "2025-08-10T09:30:00Z")],
+            "refunded": Decimal("109.97"),
+            "net_value": Decimal("0.00"),
+        },
+    ]  # fmt: skip
 
 
 def test_an_id_only_rejected_messages_carry_lists_each_rejection_oldest_first(
@@ -475,7 +562,7 @@ def test_the_browsable_api_shows_pages_with_their_links(
 
 
 # --- Queries per request ---------------------------------------------------------------------
-def test_a_page_is_one_query_whatever_its_size(
+def test_a_page_is_two_queries_whatever_its_size_and_its_events(
     api: APIClient, django_assert_num_queries: Any
 ) -> None:
     AcceptedOrder.objects.bulk_create(
@@ -483,20 +570,30 @@ def test_a_page_is_one_query_whatever_its_size(
             order_id=f"B{i:03}", user_id="U-BULK", value_cents=1999,
             ordered_at=RECEIVED_AT - timedelta(seconds=i), day=RECEIVED_AT.date(),
             items=[{"product_id": "P", "quantity": 1, "price_per_unit": "19.99"}],
-            fingerprint="f", message_id=f"m{i}", received_at=RECEIVED_AT,
+            fingerprint="f", message_id=f"m{i}", received_at=RECEIVED_AT, currency="USD",
         )
         for i in range(150)
     )  # fmt: skip
-    for size in ("1", "100"):
-        with django_assert_num_queries(1) as page:
+    OrderEvent.objects.bulk_create(
+        OrderEvent(
+            event_id=f"E{i:03}-{n}", order_id=f"B{i:03}", user_id="U-BULK", kind="refunded",
+            amount_cents=100, items=[], occurred_at=RECEIVED_AT, currency="USD",
+            fingerprint="f", message_id=f"e{i}-{n}", received_at=RECEIVED_AT,
+        )
+        for i in range(0, 150, 3)
+        for n in range(2)
+    )  # fmt: skip
+    for size, events in (("1", 2), ("100", 68)):
+        with django_assert_num_queries(2) as page:  # the page's orders, the page's events
             first = follow(api, f"/users/U-BULK/orders?page_size={size}")
-        with django_assert_num_queries(1):
+        assert sum(len(order["events"]) for order in first["results"]) == events
+        with django_assert_num_queries(2):
             follow(api, first["next"])
         assert '"body"' not in page.captured_queries[0]["sql"]  # raw bodies stay in the DB
 
 
 @pytest.mark.parametrize(("path", "queries"), [
-    ("/orders/ORD1000", 1),  # the ledger row
+    ("/orders/ORD1000", 2),  # the ledger row, its events
     ("/orders/ORD-BAD", 2),  # no ledger row; the rejections
     ("/orders/NOPE", 2),
 ])  # fmt: skip
@@ -518,10 +615,10 @@ def test_queries_stay_constant_with_token_authentication(
 ) -> None:  # fmt: skip
     settings.STATS_API_AUTH = "token"
     client = client_as(analyst, "token")
-    # Token + user, the user's group permissions, the page.
-    with django_assert_max_num_queries(4):
+    # Token + user, the user's group permissions, the page, its events.
+    with django_assert_max_num_queries(5):
         assert client.get("/users/U100/orders?page_size=1").status_code == 200
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(5):
         assert client.get("/users/U100/orders?page_size=100").status_code == 200
 
 

@@ -15,9 +15,10 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from orders.models import AcceptedOrder, RejectedOrder, RejectionRecord
+from orders.commit import BatchCommitter
+from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, RejectionRecord, WaitingEvent
 from orders.payloads import without_personal_fields
-from orders.tests.conftest import accept, body_of, valid_doc
+from orders.tests.conftest import accept, body_of, event_body, record, sqs_message, valid_doc
 from orders.validation import Rejection, kept_fields, validate_message
 
 pytestmark = pytest.mark.django_db
@@ -46,9 +47,10 @@ def test_an_accepted_orders_personal_fields_are_stored_nowhere_in_its_ledger_row
     assert [p for p in PERSONAL if p in text] == []
     assert set(row) == {
         "id", "order_id", "user_id", "value_cents", "ordered_at", "day", "items",
-        "fingerprint", "message_id", "received_at", "extra",
+        "fingerprint", "message_id", "received_at", "currency", "extra",
     }  # fmt: skip
     assert json.loads(row["extra"]) == {}
+    assert row["currency"] == "USD"
 
 
 def test_the_ledger_keeps_the_fields_a_shop_lists_and_no_other(settings: Any) -> None:
@@ -182,6 +184,37 @@ def test_prune_rejected_takes_another_retention(aged: dict[str, int]) -> None:
     assert RejectedOrder.objects.filter(redacted_at__isnull=True).count() == 0
 
 
+def test_prune_rejected_strips_the_bodies_of_events_waiting_past_the_retention(
+    fake_store: Any,
+) -> None:
+    def waiting(event_id: str, amount: str, received_at: datetime) -> None:
+        body = event_body(event_id, amount=amount, reason="Jane Doe moved")[:-1]
+        record(sqs_message(f"m-{event_id}", body + ', "email": "jane@example.com"}'),
+               received_at=received_at)  # fmt: skip
+
+    waiting("OLD", "200.00", OLD)  # above the order's value: refused when the order comes
+    waiting("NEW", "1.00", RECENT)
+
+    output = prune()
+
+    assert "and 1 event(s) waiting for their order" in output
+    old = WaitingEvent.objects.get(event_id="OLD")
+    assert json.loads(old.body_text) == {
+        "type": "order.refunded", "event_id": "OLD", "order_id": "ORD1000", "amount": 200,
+        "occurred_at": "2025-08-10T09:30:00Z",
+    }  # fmt: skip
+    assert old.redacted_at is not None
+    assert old.reason == "Jane Doe moved"  # the event itself stays whole until recorded
+    assert "jane@example.com" in WaitingEvent.objects.get(event_id="NEW").body_text
+    assert "and 0 event(s) waiting" in prune()  # nothing left to strip
+
+    # The order comes: the refused one's reject holds the stripped body, the other is recorded.
+    BatchCommitter(fake_store, "orders").commit([sqs_message("m-order", body_of(valid_doc()))],
+                                                 NOW)  # fmt: skip
+    assert RejectedOrder.objects.get(message_id="m-OLD").body_bytes == bytes(old.body)
+    assert OrderEvent.objects.values_list("event_id", "reason").get() == ("NEW", "Jane Doe moved")
+
+
 def test_the_admin_says_what_was_removed(admin_client: Client, aged: dict[str, int]) -> None:
     prune()
 
@@ -222,8 +255,9 @@ def test_forget_user_erases_that_users_personal_data_everywhere_and_keeps_the_am
     output = forget("U-ANNA")
 
     assert output.startswith(
-        "forget_user U-ANNA: extra fields emptied on 2 ledger row(s), personal data removed "
-        "from 1 rejected message(s), 1 staff note(s) emptied"
+        "forget_user U-ANNA: extra fields emptied on 2 ledger row(s), reasons emptied on 0 "
+        "refund(s) or cancellation(s), personal data removed from 1 rejected message(s), 1 "
+        "staff note(s) emptied"
     )
     anna = AcceptedOrder.objects.filter(user_id="U-ANNA").order_by("order_id")
     assert [(o.order_id, o.value_cents, o.extra) for o in anna] == [
@@ -244,8 +278,9 @@ def test_forget_user_erases_that_users_personal_data_everywhere_and_keeps_the_am
     [record] = [r for r in caplog.records if r.name == "orders.privacy"]
     assert record.levelname == "INFO"
     assert record.getMessage() == (
-        "forget_user user_id=U-ANNA: extra fields emptied on 2 ledger rows, personal data "
-        "removed from 1 rejected messages, 1 staff notes emptied"
+        "forget_user user_id=U-ANNA: extra fields emptied on 2 ledger rows, reasons emptied on "
+        "0 refunds or cancellations, personal data removed from 1 rejected messages, 1 staff "
+        "notes emptied"
     )
 
 
@@ -256,8 +291,9 @@ def test_forget_user_is_idempotent(two_users: None) -> None:
     again = forget("U-ANNA")
 
     assert again.startswith(
-        "forget_user U-ANNA: extra fields emptied on 0 ledger row(s), personal data removed "
-        "from 0 rejected message(s), 0 staff note(s) emptied (nothing left to erase)"
+        "forget_user U-ANNA: extra fields emptied on 0 ledger row(s), reasons emptied on 0 "
+        "refund(s) or cancellation(s), personal data removed from 0 rejected message(s), 0 "
+        "staff note(s) emptied (nothing left to erase)"
     )
     assert [
         (r.pk, r.body_bytes, r.redacted_at) for r in RejectedOrder.objects.order_by("pk")
@@ -325,3 +361,45 @@ def test_forget_user_finds_the_refunds_of_the_users_orders(two_users: None) -> N
     anna = json.loads(RejectedOrder.objects.get(message_id="r-anna-refund").body_bytes)
     assert anna == {"type": "order.refunded", "order_id": "O1", "event_id": "E-O1", "amount": -5}
     assert "Jane Doe" in RejectedOrder.objects.get(message_id="r-ben-refund").body_text
+
+
+def test_forget_user_empties_the_reasons_of_the_refunds_of_the_users_orders(
+    two_users: None,
+) -> None:
+    for event_id, order_id in (("E1", "O1"), ("E2", "O2"), ("E3", "O3")):
+        record(sqs_message(f"m-{event_id}", event_body(
+            event_id, order_id, amount="1.00", reason="Jane Doe, 12 Elm St: parcel lost"
+        )))  # fmt: skip
+    record(sqs_message("m-E4", event_body("E4", "O1", kind="cancelled")))  # no reason
+
+    output = forget("U-ANNA")
+
+    assert "reasons emptied on 2 refund(s) or cancellation(s)" in output
+    assert sorted(OrderEvent.objects.values_list("event_id", "amount_cents", "reason")) == [
+        ("E1", 100, ""), ("E2", 100, ""), ("E3", 100, "Jane Doe, 12 Elm St: parcel lost"),
+        ("E4", 10897, ""),
+    ]  # fmt: skip
+    assert "reasons emptied on 0 refund(s)" in forget("U-ANNA")
+
+
+# --- the migration that added the currency ------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_orders_recorded_before_the_currency_was_kept_are_in_the_shops_currency(
+    settings: Any,
+) -> None:
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("orders", "0008_rejectedorder_review_and_retention")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("orders", "AcceptedOrder")
+    old.objects.create(
+        order_id="O1", user_id="U1", value_cents=1200, ordered_at=NOW, day=NOW.date(),
+        items=[], fingerprint="f", message_id="m-O1", received_at=NOW,
+    )  # fmt: skip
+    settings.STATS_CURRENCY = "JPY"  # read when the migration runs
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert AcceptedOrder.objects.values_list("order_id", "currency").get() == ("O1", "JPY")

@@ -1,8 +1,9 @@
 """``python manage.py pipeline_status``: what an on-call person checks first.
 
 Queue depth (and the dead-letter queue), whether a consumer is alive, the totals, the ingestion
-counters, the generations a rebuild that died left in Redis, and the rejected orders by reason,
-from SQS, Redis and the database. Each dependency is
+counters, the generations a rebuild that died left in Redis, the rejected orders by reason and
+the events waiting for their order (orphans: those waiting longer than ``ORPHAN_EVENT_DAYS``,
+whose order never came), from SQS, Redis and the database. Each dependency is
 asked separately, so one being down still shows the others; the exit status is 1 when any is
 unreachable or the consumer heartbeat is stale, and the last line says which.
 
@@ -20,12 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from orderpipe.money import shop_currency
 from orders.admin import reason_summary
-from orders.models import RejectedOrder
+from orders.models import RejectedOrder, WaitingEvent
 from orders.sqs import OrderQueue
 from orders.validation import ALL_CODES
 from stats.store import AggregateStore, StoreUnavailableError, get_store
@@ -55,6 +57,7 @@ class PipelineStatus:
     ingestion: dict[str, Any] | None = None
     consumer: dict[str, Any] | None = None
     rejected_db: dict[str, Any] | None = None
+    waiting_events: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -169,9 +172,25 @@ def collect_status(
             "by_status": {value: count for value, _label, count in summary["by_status"]},
             "by_code": dict(summary["by_code"]),
         }
+        status.waiting_events = _waiting_events(now)
     except DatabaseError as exc:
         status.problems.append(f"database unreachable: {exc}")
     return status
+
+
+def _waiting_events(now: datetime) -> dict[str, Any]:
+    """Events waiting for their order, and the orphans among them (one query). Not a problem
+    for the exit status: an order that never came is the sender's to explain, and a worker's
+    healthcheck must not fail on it."""
+    days = settings.ORPHAN_EVENT_DAYS
+    found = WaitingEvent.objects.summary(now, days)
+    return {
+        "count": found.count,
+        "orphans": found.orphans,
+        "orphan_after_days": days,
+        "oldest_at": _iso(found.oldest),
+        "oldest_age_s": _age(found.oldest, now),
+    }
 
 
 def _check_redis_nodes(store: AggregateStore, status: PipelineStatus) -> None:
@@ -250,6 +269,7 @@ def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
         "totals": totals,
         "ingestion": status.ingestion,
         "rejected_db": status.rejected_db,
+        "waiting_events": status.waiting_events,
     }
 
 
@@ -392,6 +412,19 @@ def render_table(status: PipelineStatus) -> str:
         for value, count in status.rejected_db["by_status"].items():
             lines.append(f"  {value:<22}{_n(count):>14}")
         lines.append(f"  {'total':<22}{_n(status.rejected_db['total']):>14}")
+    lines.append("")
+
+    lines.append("Events waiting for their order (database)")
+    waiting = status.waiting_events
+    if waiting is None:
+        lines.append(unavailable)
+    else:
+        oldest = "" if waiting["oldest_at"] is None else f"  oldest {waiting['oldest_at']}"
+        lines += [
+            f"  {'waiting':<22}{_n(waiting['count']):>14}{oldest}",
+            f"  {'orphans':<22}{_n(waiting['orphans']):>14}  waiting over "
+            f"{waiting['orphan_after_days']} days for an order that never came",
+        ]
     lines.append("")
 
     if status.problems:
