@@ -26,14 +26,6 @@ from stats.store import (
 from tests.ingestion_helpers import make_order, prefix_keys, wait_until
 
 
-@pytest.fixture(params=["real", "fake", "cluster"])
-def any_store(request) -> AggregateStore:
-    """The store on one real node, on fakeredis, and with 8 shards on a real 3-primary
-    cluster: every behaviour below holds on all three."""
-    fixture = {"real": "store", "fake": "fake_store", "cluster": "cluster_store"}[request.param]
-    return request.getfixturevalue(fixture)
-
-
 class DebianRedisServer(RedisServer):
     """The machine's own redis-server (Redis 7.0 here) instead of Valkey: scripts' flags and
     OOM handling differ between servers and versions, so both are checked where both exist."""
