@@ -114,6 +114,17 @@ class RecordedEvent:
     message_id: str
     counted: bool
 
+    @property
+    def day(self) -> date:
+        """The day its refund counts on (``event_day``)."""
+        return event_day(self.occurred_at)
+
+
+def event_day(occurred_at: datetime) -> date:
+    """The day an event's refund counts on: the day it occurred (Shopify's rule), the UTC date
+    for now. The one place this is decided in Python; ``_EVENT_DAY`` is the same in SQL."""
+    return occurred_at.astimezone(UTC).date()
+
 
 @dataclass(frozen=True, slots=True)
 class EventRejection:
