@@ -3,12 +3,15 @@
 Run by hand::
 
     .venv/bin/python bench/projection_bench.py [--rows 1000000] [--users 100000]
-        [--shards 1] [--appendfsync always] [--database-url URL] [--drop]
+        [--events 100000] [--shards 1] [--appendfsync always] [--database-url URL] [--drop]
 
 It creates (once) the database ``--database-url`` (default a local
 ``orderpipe_projection_bench``), migrates it and fills the ledger with ``--rows`` orders from
 ``--users`` users over the last 366 days (recorded as they happened, so the last 15 days'
-orders are inside the idempotency marks' window), starts its own Valkey (AOF with
+orders are inside the idempotency marks' window) and about ``--events`` refunds and
+cancellations of them (default a tenth of ``--rows``; ``bench/ledger_fill.py``: one unit of
+every 19th order refunded, every 53rd cancelled, half of others refunded by amount, a day or two
+after the order), starts its own Valkey (AOF with
 ``--appendfsync``, ``noeviction``), then times, in this process:
 
 1. ``rebuild`` into an empty Redis (users, totals, rankings, days, the window's marks);
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ledger_fill import add_arguments, close_ledger, fill, open_ledger  # noqa: E402
+from ledger_fill import add_arguments, close_ledger, fill, fill_events, open_ledger  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/orderpipe_projection_bench"
 
@@ -57,9 +60,24 @@ def ledger_bytes() -> tuple[int, int, int, int]:
         return cursor.fetchone()
 
 
+def event_figures() -> tuple[int, int, int]:
+    """(events, of them cancellations, cents refunded) in the ledger."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE kind = 'cancelled'),"
+            " coalesce(sum(amount_cents), 0) FROM orders_orderevent"
+        )
+        return cursor.fetchone()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, DEFAULT_URL)
+    parser.add_argument(
+        "--events", type=int, default=None, help="refunds and cancellations (default rows / 10)"
+    )
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     args = parser.parse_args()
@@ -73,10 +91,16 @@ def main() -> None:
 
     base = (datetime.now(UTC) - timedelta(days=366)).isoformat()
     fill(args.rows, args.users, base=base)
+    fill_events(args.rows, args.rows // 10 if args.events is None else args.events)
     rows, table, indexes, total = ledger_bytes()
     print(
         f"ledger on PostgreSQL: {rows:,} rows; table {table / rows:.0f} B/row, indexes "
         f"{indexes / rows:.0f} B/row, total {total / rows:.0f} B/row ({total / 2**20:,.0f} MiB)"
+    )
+    events, cancelled, refunded = event_figures()
+    print(
+        f"events: {events:,} ({cancelled:,} cancellations, {events - cancelled:,} refunds), "
+        f"{refunded / 100:,.2f} refunded"
     )
 
     server = RedisServer(
