@@ -170,17 +170,20 @@ def empty_ledger() -> None:
 
 
 def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:
-    """(wall ms, CPU ms) of one batch's ledger transaction: 10 orders, INSERT + SELECT."""
+    """(wall ms, CPU ms) of one batch's ledger transaction: 10 messages (orders: INSERT +
+    SELECT; events: their reads and rows too), in the order sent."""
     empty_ledger()
     received = datetime.now(UTC)
     messages = [{"MessageId": f"m{i}", "Body": body} for i, body in enumerate(bodies)]
-    orders = validate_batch(messages, received).orders
-    chunks = [orders[i : i + 10] for i in range(0, min(len(orders), batches * 10), 10)]
+    chunks = [
+        validate_batch(messages[i : i + 10], received)
+        for i in range(0, min(len(messages), batches * 10), 10)
+    ]
     cpu = time.process_time()
     started = time.perf_counter()
     for chunk in chunks:
         with transaction.atomic():
-            ledger.record_orders(chunk, received)
+            ledger.record_batch(chunk.orders, chunk.events, received)
     wall = (time.perf_counter() - started) / len(chunks) * 1000
     return wall, (time.process_time() - cpu) / len(chunks) * 1000
 
@@ -491,6 +494,12 @@ def main() -> None:
             f"(e) ledger on {connection.vendor}: {wall:.2f} ms wall, {cpu:.2f} ms CPU per batch "
             "of 10 (one transaction: INSERT ... ON CONFLICT DO NOTHING + SELECT)"
         )
+        if mixed:
+            wall, cpu = ledger_cost(mixed)
+            print(
+                f"(e+e) the same with {args.events_share:.0%} events: {wall:.2f} ms wall, "
+                f"{cpu:.2f} ms CPU per batch of 10 messages"
+            )
         per_user, per_mark, one_user, one_mark = memory(client, orders)
         print(f"    ({len(orders)} orders from {len({o.user_id for o in orders})} users)")
         print(
