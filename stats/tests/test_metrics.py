@@ -61,10 +61,22 @@ FAKE_NODE_SAMPLE: dict[Sample, float] = {
         ),
     ): 1.0
 }
+# The events' families: counters from Redis, the waiting gauges from the database.
+NO_EVENTS: dict[Sample, float] = {
+    ("orderpipe_refunded_total", ()): 0.0,
+    ("orderpipe_cancelled_orders_total", ()): 0.0,
+    ("orderpipe_events_received_total", ()): 0.0,
+    ("orderpipe_events_applied_total", ()): 0.0,
+    ("orderpipe_events_duplicate_total", ()): 0.0,
+    ("orderpipe_events_waiting", ()): 0.0,
+    ("orderpipe_events_orphaned", ()): 0.0,
+}
 EXPECTED = {
     **FAKE_NODE_SAMPLE,
+    **NO_EVENTS,
     ("orderpipe_orders_total", ()): 2.0,
     ("orderpipe_revenue_total", ()): 310.0,
+    ("orderpipe_net_revenue", ()): 310.0,
     ("orderpipe_unique_users", ()): 2.0,
     ("orderpipe_average_order_value", ()): 155.0,
     ("orderpipe_messages_received_total", ()): 4.0,
@@ -86,6 +98,9 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
     assert response.json() == {
         "total_orders": 2,
         "total_revenue": 310.0,
+        "gross_revenue": 310.0,
+        "refunded": 0,
+        "cancelled_orders": 0,
         "unique_users": 2,
         "average_order_value": 155.0,
         "timestamp": "2025-09-01T12:00:42.500000Z",
@@ -95,6 +110,11 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
             "duplicates": 1,
             "rejected": 2,
             "rejected_by_code": {"invalid_json": 1, "value_mismatch": 1},
+            "events_received": 0,
+            "events_applied": 0,
+            "events_duplicates": 0,
+            "events_waiting": 0,
+            "events_orphaned": 0,
             "last_batch_at": "2025-09-01T12:00:00Z",
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 42.5,
@@ -155,8 +175,10 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
     parsed = samples(response.content.decode())
     assert parsed == {
         **FAKE_NODE_SAMPLE,
+        **NO_EVENTS,
         ("orderpipe_orders_total", ()): 0.0,
         ("orderpipe_revenue_total", ()): 0.0,
+        ("orderpipe_net_revenue", ()): 0.0,
         ("orderpipe_unique_users", ()): 0.0,
         ("orderpipe_average_order_value", ()): 0.0,
         ("orderpipe_messages_received_total", ()): 0.0,
@@ -170,6 +192,11 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
         "duplicates": 0,
         "rejected": 0,
         "rejected_by_code": {},
+        "events_received": 0,
+        "events_applied": 0,
+        "events_duplicates": 0,
+        "events_waiting": 0,
+        "events_orphaned": 0,
         "last_batch_at": None,
         "consumer_heartbeat_at": None,
         "consumer_lag_seconds": None,
