@@ -256,11 +256,12 @@ def consume_processes(
 
 def event_ratios(share: float) -> dict[str, float]:
     """The generator's ratios for events making about ``share`` of the messages: per order
-    ``share / (1 - share)`` events, 5/7 of them refunds (a refunded order gets 1.09 refunds on
-    average), 2/7 cancellations; the realistic mix of populate_sqs otherwise."""
-    per_order = share / (1 - share)
+    ``share / (1 - share)`` events, 5/7 of them refunds (a refunded order gets 1.12 refunds on
+    average), 2/7 cancellations, 2% of them sent twice; the realistic mix of populate_sqs
+    otherwise."""
+    per_order = share / (1 - share) / 1.02
     return {
-        "refund_ratio": per_order * 5 / 7 / 1.09,
+        "refund_ratio": per_order * 5 / 7 / 1.12,
         "cancel_ratio": per_order * 2 / 7,
         "early_event_ratio": 0.05,
         "event_duplicate_ratio": 0.02,
