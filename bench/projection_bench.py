@@ -11,15 +11,17 @@ It creates (once) the database ``--database-url`` (default a local
 orders are inside the idempotency marks' window) and about ``--events`` refunds and
 cancellations of them (default a tenth of ``--rows``; ``bench/ledger_fill.py``: one unit of
 every 19th order refunded, every 53rd cancelled, half of others refunded by amount, a day or two
-after the order), starts its own Valkey (AOF with
-``--appendfsync``, ``noeviction``), then times, in this process:
+after the order), starts its own Valkey (AOF with ``--appendfsync``, ``noeviction``), then
+times, in this process:
 
 1. ``rebuild`` into an empty Redis (users, totals, rankings, days, the window's marks);
 2. ``reconcile`` with nothing to find (the first pass only, no lock);
-3. ``reconcile`` after 100 users' hashes were damaged (first pass, then the locked pass);
+3. ``reconcile`` after 100 users' hashes were damaged (50 in their gross, 50 in their
+   refunds; first pass, then the locked pass);
 4. ``reconcile --repair`` of the same, and a second ``rebuild`` over the first;
 5. the memory column: ``reconcile`` (nothing to find), ``reconcile --repair`` after the marks
-   of the whole window were lost (every order inside it unapplied: the most a repair holds)
+   of the whole window were lost (every order and event inside it unapplied: the most a
+   repair holds)
    and ``rebuild``, each again under ``tracemalloc``: the peak of what Python allocated
    (slower, so not timed), and the process's peak RSS (``ru_maxrss``) at the end.
 
@@ -126,17 +128,21 @@ def main() -> None:
 
         report = run("rebuild into an empty Redis", lambda: projection.rebuild(store))
         print(
-            f"  {report.users:,} users, {report.days:,} day buckets, {report.marks:,} marks; "
-            f"Redis used_memory {client.info('memory')['used_memory'] / 2**20:,.0f} MiB"
+            f"  {report.users:,} users, {report.days:,} day buckets, {report.marks:,} marks, "
+            f"{report.refunded_cents / 100:,.2f} refunded, {report.cancelled:,} cancelled, "
+            f"{report.event_marks:,} event marks; Redis used_memory "
+            f"{client.info('memory')['used_memory'] / 2**20:,.0f} MiB"
         )
         clean = run("reconcile, nothing to find", lambda: projection.reconcile(store))
         print(f"  differences {len(clean.differences)}, in flight {clean.in_flight}")
-        for i in range(100):
-            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), "spend", 1)
+        for i in range(100):  # half of them in their gross, half in their refunds
+            field = "spend" if i % 2 else "refunded"
+            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), field, 1)
         found = run("reconcile, 100 users damaged", lambda: projection.reconcile(store))
         print(f"  differences {len(found.differences)} (first: {found.differences[0]})")
-        for i in range(100):
-            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), "spend", 1)
+        for i in range(100):  # half of them in their gross, half in their refunds
+            field = "spend" if i % 2 else "refunded"
+            client.hincrby(store.aggregate_key("user", f"U{i * 7:06d}"), field, 1)
         repaired = run(
             "reconcile --repair, 100 users damaged",
             lambda: projection.reconcile(store, repair=True),
@@ -155,12 +161,17 @@ def main() -> None:
         peak("reconcile, nothing to find", lambda: projection.reconcile(store))
         lost = 0
         for shard, generation in enumerate(store.generations()):
-            found = list(
-                client.scan_iter(match=store.keys.mark("*", shard, generation), count=5000)
-            )
+            found = [
+                key
+                for pattern in (
+                    store.keys.mark("*", shard, generation),
+                    store.keys.event_mark("*", shard, generation),
+                )
+                for key in client.scan_iter(match=pattern, count=5000)
+            ]
             for start in range(0, len(found), 1000):
                 lost += client.delete(*found[start : start + 1000])
-        print(f"  {lost:,} marks deleted (the window's orders are now unapplied)")
+        print(f"  {lost:,} marks deleted (the window's orders and events are now unapplied)")
         peak(
             "reconcile --repair, the window unapplied",
             lambda: projection.reconcile(store, repair=True, settle=timedelta(0)),
