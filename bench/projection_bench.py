@@ -78,7 +78,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, DEFAULT_URL)
     parser.add_argument(
-        "--events", type=int, default=None, help="refunds and cancellations (default rows / 10)"
+        "--events",
+        type=int,
+        default=None,
+        help="refunds and cancellations (default rows / 10; 0: none)",
     )
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
@@ -93,7 +96,9 @@ def main() -> None:
 
     base = (datetime.now(UTC) - timedelta(days=366)).isoformat()
     fill(args.rows, args.users, base=base)
-    fill_events(args.rows, args.rows // 10 if args.events is None else args.events)
+    events = args.rows // 10 if args.events is None else args.events
+    if events:  # --events 0: orders only, as before events existed
+        fill_events(args.rows, events)
     rows, table, indexes, total = ledger_bytes()
     print(
         f"ledger on PostgreSQL: {rows:,} rows; table {table / rows:.0f} B/row, indexes "

@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
@@ -153,7 +154,7 @@ EVENT_RATIOS = {
 
 
 def event_mix(seed: int = 11, count: int = 20_000, **ratios: float) -> list[SampleMessage]:
-    chosen = EVENT_RATIOS | ratios
+    chosen: dict[str, Any] = EVENT_RATIOS | ratios
     return SampleGenerator(
         seed, users=200, invalid_ratio=0.05, duplicate_ratio=0.02, today=TODAY, **chosen
     ).messages(count)
@@ -289,6 +290,7 @@ def test_expected_totals_count_each_accepted_event_once() -> None:
     assert totals.rejected == sum(m.kind in rejected for m in messages)
     # A refund counts on the day it occurred, not on its order's day.
     some = next(m for m in accepted if m.day != _order_day(messages, m.order_id))
+    assert some.day is not None
     assert totals.days[some.day].refunded_cents >= (some.refund_cents or 0)
 
 
@@ -299,6 +301,6 @@ def _order_day(messages: list[SampleMessage], order_id: str | None) -> date | No
 @pytest.mark.parametrize(
     "ratios", [{"refund_ratio": 0.7, "cancel_ratio": 0.4}, {"early_event_ratio": 1.5}]
 )
-def test_event_ratios_are_checked(ratios: dict[str, float]) -> None:
+def test_event_ratios_are_checked(ratios: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SampleGenerator(1, **ratios)
