@@ -841,6 +841,19 @@ def ledger_size(using: str = "default") -> int:
     return AcceptedOrder.objects.using(using).count()
 
 
+def foreign_currency_rows(currency: str, using: str = "default") -> dict[str, int]:
+    """How many ledger rows (orders and events) are in each currency other than
+    ``currency``: a rebuild for ``currency`` must not add them up with its own (nothing
+    converts an amount). Empty when every row is in ``currency``."""
+    found: dict[str, int] = {}
+    orders = AcceptedOrder.objects.using(using).exclude(currency=currency).order_by()
+    events = OrderEvent.objects.using(using).exclude(currency=currency).order_by()
+    for rows in (orders.values_list("currency"), events.values_list("currency")):
+        for code, n in rows.annotate(n=models.Count("pk")):
+            found[code] = found.get(code, 0) + n
+    return dict(sorted(found.items()))
+
+
 @contextlib.contextmanager
 def snapshot(using: str = "default") -> Iterator[None]:
     """A read-only transaction whose reads all see one moment of the ledger (REPEATABLE READ
