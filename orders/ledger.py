@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models.functions import Collate
+from django.db.models.functions import Collate, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -786,25 +786,37 @@ def user_totals(
             yield UserTotals(user_id, n, int(spend), epoch_ms(first), epoch_ms(last))
 
 
-def day_totals(using: str = "default") -> list[DayTotals]:
+def _local_day(zone: tzinfo | None) -> models.F | TruncDate:
+    """What an order's day is in ``zone``, in SQL: the stored UTC ``day`` (indexed) for UTC,
+    else the date of ``ordered_at`` in the zone (``orderpipe.timeutils.local_day``'s rule;
+    ``AT TIME ZONE`` on PostgreSQL, Django's zone-aware function on SQLite)."""
+    if zone is None or zone == UTC or getattr(zone, "key", None) == "UTC":
+        return models.F("day")
+    return TruncDate("ordered_at", tzinfo=zone)
+
+
+def day_totals(zone: tzinfo | None = None, using: str = "default") -> list[DayTotals]:
+    """Orders and revenue per day of ``zone`` (None: UTC)."""
     query = (
         AcceptedOrder.objects.using(using)
-        .order_by("day")
-        .values_list("day")
+        .annotate(local_day=_local_day(zone))
+        .order_by("local_day")
+        .values_list("local_day")
         .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
     )
     return [DayTotals(day, n, int(revenue)) for day, n, revenue in query]
 
 
 def user_day_totals(
-    using: str = "default", chunk_size: int = 20_000
+    zone: tzinfo | None = None, using: str = "default", chunk_size: int = 20_000
 ) -> Iterator[tuple[str, DayTotals]]:
-    """Per user and day (the days of several shards: a shard's share of a day is the sum over
-    its users, and the shard of a user is computed in Python, not in SQL)."""
+    """Per user and day of ``zone`` (the days of several shards: a shard's share of a day is
+    the sum over its users, and the shard of a user is computed in Python, not in SQL)."""
     query = (
         AcceptedOrder.objects.using(using)
+        .annotate(local_day=_local_day(zone))
         .order_by()
-        .values_list("user_id", "day")
+        .values_list("user_id", "local_day")
         .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
     )
     for user_id, day, n, revenue in query.iterator(chunk_size=chunk_size):

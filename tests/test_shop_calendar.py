@@ -5,6 +5,7 @@ adds up rows of two currencies."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +14,7 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, LayoutError, StoreCommandError
-from tests.projection_helpers import commit, message, rebuild, reconcile
+from tests.projection_helpers import NOW, commit, message, rebuild, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -112,3 +113,104 @@ def test_rebuild_stats_moves_aggregates_to_a_new_currency_when_the_ledger_has_no
     jpy.claim_layout()
     assert commit(jpy, [message("Y1", "U1", "1200")]).applied == 1
     assert jpy.global_stats().total_revenue_cents == 1200
+
+
+# --- local days ---------------------------------------------------------------------------------
+# Each order's UTC instant and, written out by hand, its day in each zone: New York across both
+# daylight-saving changes of 2025 (a 23-hour 9 March, a 25-hour 2 November), Kolkata at
+# +05:30, Chatham at +12:45 (+13:45 in its summer). Order i costs i + 1 dollars.
+INSTANTS = [
+    # UTC instant            UTC     New York  Kolkata  Chatham
+    ("2025-03-09T04:59:59Z", "03-09", "03-08", "03-09", "03-09"),  # 23:59:59 EST
+    ("2025-03-09T05:00:00Z", "03-09", "03-09", "03-09", "03-09"),  # 00:00 EST
+    ("2025-03-10T03:59:59Z", "03-10", "03-09", "03-10", "03-10"),  # 23:59:59 EDT
+    ("2025-03-10T04:00:00Z", "03-10", "03-10", "03-10", "03-10"),
+    ("2025-08-09T11:14:59Z", "08-09", "08-09", "08-09", "08-09"),  # 23:59:59 in Chatham
+    ("2025-08-09T11:15:00Z", "08-09", "08-09", "08-09", "08-10"),
+    ("2025-08-09T18:29:59Z", "08-09", "08-09", "08-09", "08-10"),  # 23:59:59 in Kolkata
+    ("2025-08-09T18:30:00Z", "08-09", "08-09", "08-10", "08-10"),
+    ("2025-11-02T04:00:00Z", "11-02", "11-02", "11-02", "11-02"),  # 00:00 EDT
+    ("2025-11-03T04:59:59Z", "11-03", "11-02", "11-03", "11-03"),  # 23:59:59 EST, 25 h later
+    ("2025-11-03T05:00:00Z", "11-03", "11-03", "11-03", "11-03"),
+]
+ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
+
+
+def oracle(zone: str) -> dict[date, tuple[int, int]]:
+    """Orders and revenue (cents) per local day, from the table above."""
+    column = ZONES.index(zone) + 1
+    days: dict[date, tuple[int, int]] = {}
+    for i, row in enumerate(INSTANTS):
+        day = date.fromisoformat(f"2025-{row[column]}")
+        orders, revenue = days.get(day, (0, 0))
+        days[day] = (orders + 1, revenue + (i + 1) * 100)
+    return days
+
+
+def served_days(store: AggregateStore) -> dict[date, tuple[int, int]]:
+    return {
+        d.day: (d.total_orders, d.total_revenue_cents)
+        for d in store.by_date(date(2025, 3, 1), date(2025, 11, 30))
+        if d.total_orders
+    }
+
+
+def calendar_messages() -> list[dict]:
+    return [
+        message(f"T{i}", f"U{i % 3 + 1}", f"{i + 1}.00", timestamp=row[0])
+        for i, row in enumerate(INSTANTS)
+    ]
+
+
+@pytest.mark.parametrize("shards", [1, 8])
+def test_the_same_ledger_rebuilt_for_each_zone_gives_that_zones_days(
+    settings, live_redis: redis.Redis, key_prefix: str, shards: int
+) -> None:
+    settings.REDIS_SHARDS = shards
+    utc = AggregateStore(live_redis, key_prefix, 15 * 24 * 3600, shards=shards)
+    commit(utc, calendar_messages())
+    assert served_days(utc) == oracle("UTC")
+
+    for zone in [*ZONES[1:], "UTC"]:
+        settings.STATS_TIME_ZONE = ZoneInfo(zone)
+        rebuild()
+        assert served_days(in_zone(utc, zone)) == oracle(zone), zone
+        assert reconcile()[0] == 0, zone
+
+
+@pytest.mark.parametrize("zone", ZONES[1:])
+def test_a_consumer_in_a_zone_counts_each_order_on_its_local_day(
+    settings, store: AggregateStore, zone: str
+) -> None:
+    settings.STATS_TIME_ZONE = ZoneInfo(zone)
+    local = in_zone(store, zone)
+    local.claim_layout()
+
+    assert commit(local, calendar_messages()).applied == len(INSTANTS)
+
+    assert served_days(local) == oracle(zone)
+    assert reconcile()[0] == 0  # the ledger's local days agree
+
+
+def test_a_repair_counts_the_orders_redis_never_applied_on_their_local_days(
+    settings, store: AggregateStore
+) -> None:
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
+    local = in_zone(store, "Asia/Kolkata")
+    local.dedup_ttl = 15 * 24 * 3600
+    messages = calendar_messages()
+    earlier = NOW - timedelta(hours=1)  # past reconcile's settle time
+    commit(local, messages[::2], earlier)
+    real = local.apply_batch
+    local.apply_batch = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Redis lost it"))
+    with pytest.raises(RuntimeError):
+        commit(local, messages[1::2], earlier)  # in the ledger, never applied
+    local.apply_batch = real
+
+    status, out = reconcile()  # the days Redis has are the ledger's less those, day by day
+    assert (status, out.count("\n  day ")) == (1, 0), out
+    assert "1 difference(s)" in out and "5 ledger orders recorded but never applied" in out
+
+    assert reconcile("--repair")[0] == 0
+    assert served_days(local) == oracle("Asia/Kolkata")
+    assert reconcile()[0] == 0

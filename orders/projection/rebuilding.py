@@ -226,13 +226,13 @@ def _derive(
 
 
 def days_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[ledger.DayTotals]]]:
-    """Each shard's share of every day: grouped by day alone with one shard, by user and day
-    (summed here per shard) with several."""
+    """Each shard's share of every day of the store's zone: grouped by day alone with one
+    shard, by user and day (summed here per shard) with several."""
     if store.shards == 1:
-        yield 0, ledger.day_totals()
+        yield 0, ledger.day_totals(store.time_zone)
         return
     shares: dict[int, dict[date, list[int]]] = defaultdict(dict)
-    for user_id, day in ledger.user_day_totals():
+    for user_id, day in ledger.user_day_totals(store.time_zone):
         bucket = shares[store.shard_of(user_id)].setdefault(day.day, [0, 0])
         bucket[0] += day.orders
         bucket[1] += day.revenue_cents

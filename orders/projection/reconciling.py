@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from orderpipe.iterutils import batched
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from orders.projection.rebuilding import days_by_shard
@@ -275,7 +275,7 @@ class _Comparison:
             self.report.in_flight += 1
         if self.oldest_unapplied is None or row.received_at < self.oldest_unapplied:
             self.oldest_unapplied = row.received_at
-        bucket = self.unapplied_days[row.day]
+        bucket = self.unapplied_days[local_day(row.occurred_at, self.store.time_zone)]
         bucket[0] += 1
         bucket[1] += row.value_cents
 
@@ -289,7 +289,8 @@ class _Comparison:
         with writer.unit():
             for row in user.unapplied:
                 writer.mark(row)
-                writer.add_to_day(shard, row.day, 1, row.value_cents)
+                day = local_day(row.occurred_at, self.store.time_zone)
+                writer.add_to_day(shard, day, 1, row.value_cents)
             if full is not None:
                 writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
                             full.last_ms)  # fmt: skip
@@ -340,7 +341,7 @@ class _Comparison:
     # --- days and totals -------------------------------------------------------------------------
     def _compare_days(self) -> None:
         want: dict[date, tuple[int, int]] = {}
-        for totals in ledger.day_totals():
+        for totals in ledger.day_totals(self.store.time_zone):
             missing = self.unapplied_days.get(totals.day, [0, 0])
             orders = totals.orders - missing[0]
             if orders:

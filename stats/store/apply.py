@@ -2,7 +2,8 @@
 
 The batch is planned per shard (the keys and arguments of each call), the calls go out in one
 pipelined round trip together with the consumer's heartbeat, and a server that lost the script
-(a restart) gets it loaded again, on the one node that needs it.
+(a restart) gets it loaded again, on the one node that needs it. An order's day bucket is the
+date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, local_day
 from stats.store.errors import (
     RebuildInProgressError,
     StoreCommandError,
@@ -144,7 +145,7 @@ class ApplyMixin(ScriptsMixin):
                 order.user_id,
                 order.value_cents,
                 epoch_ms(order.occurred_at),
-                order.day.isoformat(),
+                local_day(order.occurred_at, self.time_zone).isoformat(),
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import redis
 from redis.cluster import RedisCluster
@@ -61,6 +62,8 @@ class StoreBase:
         cluster = isinstance(client, RedisCluster)
         self.keys = KeySpace(prefix, shards, cluster=cluster, key_format=key_format)
         self.layout = Layout(shards, key_format, zone, currency)
+        # The calendar the days are counted in (orderpipe.timeutils.local_day).
+        self.time_zone = ZoneInfo(zone)
         self.dedup_ttl = dedup_ttl
         self.clock = clock
         # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].
