@@ -34,7 +34,7 @@ from django.db.models.functions import Collate, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, local_day
 from orders.event_rules import (
     Effect,
     OrderState,
@@ -113,6 +113,18 @@ class RecordedEvent:
     first_recorded_at: datetime
     message_id: str
     counted: bool
+
+    @property
+    def day(self) -> date:
+        """The day its refund counts on (``event_day``)."""
+        return event_day(self.occurred_at)
+
+
+def event_day(occurred_at: datetime, zone: tzinfo = UTC) -> date:
+    """The day an event's refund counts on: the day it occurred (Shopify's rule), in ``zone``
+    (the store applies ``STATS_TIME_ZONE``'s: ``orderpipe.timeutils.local_day``, the one rule
+    for orders and events alike)."""
+    return local_day(occurred_at, zone)
 
 
 @dataclass(frozen=True, slots=True)

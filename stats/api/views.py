@@ -37,7 +37,7 @@ from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_e
 from orderpipe.api.ids import path_id_parameter, too_long_error, validate_user_id
 from orderpipe.api.negotiation import FormatParamMixin
 from orderpipe.api.renderers import ExactJSONRenderer
-from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot
+from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot, WaitingSource
 from stats.api.params import (
     DATE_RANGE_PARAMS,
     LIMIT_PARAMS,
@@ -105,7 +105,7 @@ class UserStatsViewSet(ProtectedViewSet):
 class StatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="global_stats",
-        summary="Totals over all orders",
+        summary="Totals over all orders: net and gross revenue, refunds, cancellations",
         responses={200: GlobalStatsSerializer, **PROTECTED_ERRORS},
     )
     @action(detail=False, methods=["get"], url_path="global", url_name="global")
@@ -114,7 +114,7 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="top_spenders",
-        summary="Users by total spend, highest first (ties by user_id ascending)",
+        summary="Users by net spend (gross - refunded), highest first (ties by user_id ascending)",
         parameters=[LimitParams],
         responses={200: TopSpenderSerializer(many=True), 400: LIMIT_ERROR, **PROTECTED_ERRORS},
     )
@@ -137,6 +137,12 @@ class StatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="stats_by_date",
         summary="Totals for a range of UTC days, with one entry per day (zeros included)",
+        description=(
+            "A day's gross_revenue is what the orders placed on it were worth; its refunded the "
+            "refunds and cancellations that occurred on it, whenever their order was (Shopify's "
+            "rule); total_revenue = gross_revenue - refunded, negative on a day whose refunds "
+            "exceed its sales."
+        ),
         parameters=[DateRangeParams],
         responses={
             200: DateRangeStatsSerializer,
@@ -251,6 +257,12 @@ def _database_ok() -> bool:
 
 
 class MetricsViewSet(ProtectedViewSet):
+    """``waiting_events`` reads the refunds and cancellations waiting for their order from the
+    database: another app's fact, handed in by ``orderpipe/urls.py`` (``as_view``'s keyword)
+    so that stats does not import orders; without it the JSON says null and the text form
+    leaves the gauges out."""
+
+    waiting_events: WaitingSource | None = None
     renderer_classes = [
         ExactJSONRenderer,
         BrowsableAPIRenderer,
@@ -265,7 +277,10 @@ class MetricsViewSet(ProtectedViewSet):
             "JSON by default. Prometheus text exposition for `Accept: text/plain` (e.g. "
             "`text/plain;version=0.0.4`) or `?format=prometheus`; OpenMetrics for "
             "`Accept: application/openmetrics-text` or `?format=openmetrics`. Protected like "
-            "the stats endpoints when STATS_API_AUTH is set (it exposes revenue)."
+            "the stats endpoints when STATS_API_AUTH is set (it exposes revenue). "
+            "`total_revenue` is net (gross_revenue - refunded), `average_order_value` gross / "
+            "orders. In the text forms revenue counters only grow: `orderpipe_revenue_total` "
+            "is gross, `orderpipe_refunded_total` the refunds, `orderpipe_net_revenue` a gauge."
         ),
         parameters=[
             OpenApiParameter(
@@ -290,7 +305,7 @@ class MetricsViewSet(ProtectedViewSet):
         },
     )
     def scrape(self, request: Request) -> Response:
-        snapshot = MetricsSnapshot.read(get_store(), timezone.now())
+        snapshot = MetricsSnapshot.read(get_store(), timezone.now(), self.waiting_events)
         if isinstance(request.accepted_renderer, ExpositionRenderer):
             response = Response(snapshot)
         else:

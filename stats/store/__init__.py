@@ -3,7 +3,8 @@
 Nobody else talks to Redis keys; ``AggregateStore`` is the one door (``get_store`` builds the
 app's). Redis is a read model: the ledger (in the orders app) is the record of truth and
 ``rebuild_stats`` derives everything here from it again. The stats app never imports the
-orders app: ``values.OrderLike`` says what the store needs of an order.
+orders app: ``values.OrderLike`` and ``values.EventLike`` say what the store needs of an order
+and of a refund or cancellation.
 
 One module per idea:
 
@@ -56,9 +57,11 @@ from stats.store.values import (
     ApplyStatus,
     BatchApplied,
     DayStats,
+    EventLike,
     GlobalStats,
     IngestionStats,
     OrderLike,
+    PendingEvent,
     PendingOrder,
     Ranked,
     RecordedOrderLike,
@@ -71,6 +74,7 @@ __all__ = [
     "ApplyStatus",
     "BatchApplied",
     "DayStats",
+    "EventLike",
     "GenerationWriter",
     "GlobalStats",
     "IngestionStats",
@@ -80,6 +84,7 @@ __all__ = [
     "LeaseLostError",
     "Leftover",
     "OrderLike",
+    "PendingEvent",
     "PendingOrder",
     "Ranked",
     "RebuildInProgressError",

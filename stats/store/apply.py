@@ -2,8 +2,10 @@
 
 The batch is planned per shard (the keys and arguments of each call), the calls go out in one
 pipelined round trip together with the consumer's heartbeat, and a server that lost the script
-(a restart) gets it loaded again, on the one node that needs it. An order's day bucket is the
-date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records.
+(a restart) gets it loaded again, on the one node that needs it. A refund or cancellation goes
+in the call of its order's user's shard, after the orders (its order among them when Redis
+might lack it), so an order and its events change together. An order's or event's day bucket
+is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from stats.store.errors import (
 from stats.store.layouts import parse_generation
 from stats.store.scripts import LuaScript, ScriptCall, ScriptsMixin
 from stats.store.values import (
+    CANCELLED,
     ApplyStatus,
     BatchApplied,
     OrderLike,
+    PendingEvent,
     PendingOrder,
     text,
 )
@@ -41,8 +45,12 @@ class _ShardWork:
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
     orders: list[int] = field(default_factory=list)  # positions in the caller's list
+    events: list[int] = field(default_factory=list)  # positions in the caller's list
+    event_keys: list[str] = field(default_factory=list)
+    event_args: list[Any] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
     received: int = 0
+    events_received: int = 0
 
 
 class ApplyMixin(ScriptsMixin):
@@ -53,24 +61,40 @@ class ApplyMixin(ScriptsMixin):
         rejections: Mapping[str, Sequence[str]] | None = None,
         received: int | None = None,
         batch: str = "",
+        events: Sequence[PendingEvent] = (),
+        events_received: int | None = None,
     ) -> BatchApplied:
         """Apply a batch: one atomic script call per shard it touches.
 
         ``rejections`` maps the SQS message id of each rejected message to its reason codes
         (each message is counted once however often it comes); ``received`` is the number of
-        SQS messages the batch came from (default: orders + rejections). Every order's
-        aggregates change together or not at all; with several shards the batch as a whole
-        is not atomic (a failure may leave some shards applied). ``batch`` names this batch
-        as received (the same for every retry of the batch in hand, another for a
-        redelivery): a shard that applied its part gives its first reply again on a retry,
-        so the received, applied and duplicate counters count the batch once.
+        SQS messages the batch came from (default: counted orders + counted events +
+        rejections). Every order's aggregates change together or not at all; with several
+        shards the batch as a whole is not atomic (a failure may leave some shards applied).
+        ``batch`` names this batch as received (the same for every retry of the batch in
+        hand, another for a redelivery): a shard that applied its part gives its first reply
+        again on a retry, so the received, applied and duplicate counters count the batch
+        once.
+
+        ``events`` (refunds and cancellations) go in the same call as the orders of their
+        user's shard, after them, each once by its own mark (same TTL and window rule as an
+        order's). An order with ``counted=False`` is an event's order recorded earlier: it is
+        applied when its mark is absent inside the window, so Redis never holds a refund
+        without its order, and counts in no counter. ``events_received`` is the number of
+        event messages the batch holds (default: the counted events); ``events_applied``
+        counts every event applied, ``events_duplicates`` the counted ones that were not.
         """
         rejections = rejections or {}
-        if not orders and not rejections and not received:
+        if not orders and not rejections and not received and not events:
             return BatchApplied([], 0)
         statuses: list[ApplyStatus] = [ApplyStatus.DUPLICATE] * len(orders)
+        event_statuses: list[ApplyStatus] = [ApplyStatus.DUPLICATE] * len(events)
         counted = 0
-        pending = self._plan(orders, rejections, received, batch)
+
+        def plan() -> dict[int, _ShardWork]:
+            return self._plan(orders, rejections, received, batch, events, events_received)
+
+        pending = plan()
         for _attempt in range(3):
             moved = []
             heartbeat = self._queue_consumer_beat if self.consumer_id else None
@@ -92,12 +116,16 @@ class ApplyMixin(ScriptsMixin):
                     self._saw_generation(shard, self._live_number(found, writing=True))
                     moved.append(shard)
                     continue
-                for position, status in zip(pending[shard].orders, reply[1:-1], strict=True):
+                work = pending[shard]
+                split = 1 + len(work.orders)
+                for position, status in zip(work.orders, reply[1:split], strict=True):
                     statuses[position] = ApplyStatus(int(status))
+                for position, status in zip(work.events, reply[split:-1], strict=True):
+                    event_statuses[position] = ApplyStatus(int(status))
                 counted += int(reply[-1])
             if not moved:
-                return BatchApplied(statuses, counted)
-            replanned = self._plan(orders, rejections, received, batch)
+                return BatchApplied(statuses, counted, event_statuses)
+            replanned = plan()
             pending = {shard: replanned[shard] for shard in moved}
         raise StoreUnavailableError("the aggregates' generation keeps moving; retrying later")
 
@@ -121,6 +149,8 @@ class ApplyMixin(ScriptsMixin):
         rejections: Mapping[str, Sequence[str]],
         received: int | None,
         batch: str,
+        events: Sequence[PendingEvent] = (),
+        events_received: int | None = None,
     ) -> dict[int, _ShardWork]:
         """Each shard's script call: its KEYS and ARGV as ``apply_batch.lua`` lists them."""
         keys = self.keys
@@ -135,7 +165,7 @@ class ApplyMixin(ScriptsMixin):
             s = keys.shard_of(order.user_id)
             shard = work.setdefault(s, _ShardWork())
             shard.orders.append(position)
-            shard.received += 1
+            shard.received += pending.counted
             shard.keys += [
                 keys.user(order.user_id, s, generations[s]),
                 keys.mark(order.order_id, s, generations[s]),
@@ -149,16 +179,44 @@ class ApplyMixin(ScriptsMixin):
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,
+                int(pending.counted),
+            ]
+        for position, pending_event in enumerate(events):
+            event = pending_event.event
+            s = keys.shard_of(event.user_id)
+            shard = work.setdefault(s, _ShardWork())
+            shard.events.append(position)
+            shard.received += pending_event.counted
+            shard.events_received += pending_event.counted
+            shard.event_keys += [
+                keys.user(event.user_id, s, generations[s]),
+                keys.event_mark(event.event_id, s, generations[s]),
+            ]
+            first = pending_event.first_recorded_at
+            shard.event_args += [
+                event.user_id,
+                event.amount_cents,
+                local_day(event.occurred_at, self.time_zone).isoformat(),
+                event.fingerprint,
+                epoch_ms(first) if first is not None else 0,
+                int(event.kind == CANCELLED),
+                int(pending_event.counted),
             ]
         for message_id in rejections:
             shard = work.setdefault(keys.shard_of(message_id), _ShardWork())
             shard.received += 1
             shard.rejects.append(message_id)
-        if received is not None and received != len(orders) + len(rejections):
-            # Not one message per order and reject (tests, benchmarks): count it on one shard.
+        messages = sum(p.counted for p in orders) + sum(e.counted for e in events)
+        if received is not None and received != messages + len(rejections):
+            # Not one message per order, event and reject (tests, benchmarks; events waiting
+            # for their order): count it on one shard.
             for shard in work.values():
                 shard.received = 0
             work.setdefault(next(iter(work), 0), _ShardWork()).received = received
+        if events_received is not None and events_received != sum(e.counted for e in events):
+            for shard in work.values():
+                shard.events_received = 0
+            work.setdefault(next(iter(work), 0), _ShardWork()).events_received = events_received
         for s, shard in work.items():
             gen = generations[s]
             head = [
@@ -171,10 +229,14 @@ class ApplyMixin(ScriptsMixin):
                 keys.ingest(s),
                 keys.batch(batch, s),
             ]
-            shard.keys = head + shard.keys + [keys.rejected(m, s) for m in shard.rejects]
+            shard.keys = [
+                *head, *shard.keys, *shard.event_keys,
+                *(keys.rejected(m, s) for m in shard.rejects),
+            ]  # fmt: skip
             shard.args = [
                 self.descriptor(gen), self.dedup_ttl, now, shard.received, oldest,
                 len(shard.orders), BATCH_REPLY_TTL if batch else 0,
-                *shard.args, *(",".join(rejections[m]) for m in shard.rejects),
+                len(shard.events), shard.events_received,
+                *shard.args, *shard.event_args, *(",".join(rejections[m]) for m in shard.rejects),
             ]  # fmt: skip
         return work

@@ -14,24 +14,34 @@ hand-assigned slots the spread follows the assignment. Key format 1 (earlier ver
 ``{<prefix>:<N>:<s>}``, whose slots fell at random; ``KeySpace(..., key_format=1)`` still
 names those keys, so ``rebuild_stats`` can move the aggregates out of them.
 
-Generations. Aggregates and the idempotency marks of the orders they count live under a
-generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills a fresh
-one, marks included, and then switches ``T:gen`` to it, so a reader never sees a half-built
-state and a rebuild that dies before its switch leaves the live generation and its marks as
-they were; writers and readers check the generation they use.
+Generations. Aggregates and the idempotency marks of the orders and events they count live
+under a generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills
+a fresh one, marks included, and then switches ``T:gen`` to it, so a reader never sees a
+half-built state and a rebuild that dies before its switch leaves the live generation and its
+marks as they were; writers and readers check the generation they use.
 
 ======================================  ======  ============================================
 key                                     type    content
 ======================================  ======  ============================================
-``T[:gG]:user:<user_id>``               hash    orders, spend (cents), first, last (epoch ms)
-``T[:gG]:global``                       hash    the shard's orders, revenue (cents), users
-``T[:gG]:rank:spend``                   zset    user_id scored by -spend (cents)
-``T[:gG]:rank:orders``                  zset    user_id scored by -order count
+``T[:gG]:user:<user_id>``               hash    orders, spend (gross cents), first, last
+                                                (epoch ms), refunded (cents), cancelled
+                                                (orders cancelled)
+``T[:gG]:global``                       hash    the shard's orders, revenue (gross cents),
+                                                users, refunded (cents), cancelled
+``T[:gG]:rank:spend``                   zset    user_id scored by -(spend - refunded), the
+                                                negated NET spend (cents)
+``T[:gG]:rank:orders``                  zset    user_id scored by -order count (placed,
+                                                cancelled ones included)
 ``T[:gG]:days``                         hash    the shard's ``YYYY-MM-DD:orders``,
-                                                ``YYYY-MM-DD:revenue``
+                                                ``YYYY-MM-DD:revenue`` (gross, the order's
+                                                day), ``YYYY-MM-DD:refunded`` (the day the
+                                                refund or cancellation occurred)
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
+``T[:gG]:event:<event_id>``             string  the event's fingerprint: counted in this
+                                                generation (in the shard of its order's
+                                                user); same expiry and window rule
 ``T:rejected:<message_id>``             string  "1": this rejected message is counted in
                                                 ``T:ingest``; same expiry
 ``T:batch:<token>``                     string  the reply of a batch's script call (JSON),
@@ -39,7 +49,9 @@ key                                     type    content
                                                 expires after an hour
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
-                                                last_batch_ms, heartbeat_ms
+                                                events_received, events_applied,
+                                                events_duplicates, last_batch_ms,
+                                                heartbeat_ms
 ``T:gen``                               string  the shard's live generation, described:
                                                 ``<G>;v<format>;n<shards>``, with
                                                 ``;z<zone>;c<currency>`` unless UTC,
@@ -188,15 +200,21 @@ class KeySpace:
         """An order's idempotency mark: counted in this generation."""
         return self.aggregate("seen", order_id, shard=shard, generation=generation)
 
+    def event_mark(self, event_id: str, shard: int, generation: int) -> str:
+        """An event's idempotency mark (in the shard of its order's user): counted in this
+        generation."""
+        return self.aggregate("event", event_id, shard=shard, generation=generation)
+
     def generation_patterns(self, shard: int, generation: int) -> list[str]:
         """SCAN MATCH patterns that find every key of a generation's shard (with
-        ``aggregates``): one for a numbered generation, users and marks for generation 0,
-        whose keys have no segment of their own."""
+        ``aggregates``): one for a numbered generation, users and both kinds of marks for
+        generation 0, whose keys have no segment of their own."""
         if generation:
             return [glob_escape(self.aggregate(shard=shard, generation=generation)) + ":*"]
         return [
             self.users_pattern(shard, 0),
             glob_escape(self.mark("", shard, 0)) + "*",
+            glob_escape(self.event_mark("", shard, 0)) + "*",
         ]
 
     def user_id_of(self, key: str, shard: int, generation: int) -> str:

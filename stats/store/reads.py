@@ -1,10 +1,11 @@
 """The API's reads: each one pipelined round trip (per node), the shards merged.
 
-Every read carries a check of the generations it reads (``_read``), so a reader never mixes a
-generation ``rebuild_stats`` just switched away from with the new one. Merging keeps what one
-shard promises: global = sums, unique users = sum (a user lives in one shard), top-N = a merge
-of each shard's top N by score then user id (what one ZRANGE does), by-date = the sum of each
-shard's HMGET, a user = its own shard.
+Money is read as Redis holds it, gross and refunds apart (``values``: net is derived), the
+spenders' ranking already by net. Every read carries a check of the generations it reads
+(``_read``), so a reader never mixes a generation ``rebuild_stats`` just switched away from
+with the new one. Merging keeps what one shard promises: global = sums, unique users = sum (a
+user lives in one shard), top-N = a merge of each shard's top N by score then user id (what
+one ZRANGE does), by-date = the sum of each shard's HMGET, a user = its own shard.
 """
 
 from __future__ import annotations
@@ -92,12 +93,13 @@ class ReadsMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def by_date(self, start: date, end: date) -> list[DayStats]:
-        """Every day from start to end inclusive (zeros included): one HMGET per shard."""
+        """Every day from start to end inclusive (zeros included): one HMGET per shard. A
+        day's refunds are those that occurred on it (``<day>:refunded``)."""
         days = list(days_between(start, end))
         fields: list[str] = []
         for day in days:
             iso = day.isoformat()
-            fields += [f"{iso}:orders", f"{iso}:revenue"]
+            fields += [f"{iso}:orders", f"{iso}:revenue", f"{iso}:refunded"]
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
@@ -110,7 +112,10 @@ class ReadsMixin(GenerationsMixin):
             values = [
                 sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
             ]
-        return [DayStats(day, values[2 * i], values[2 * i + 1]) for i, day in enumerate(days)]
+        return [
+            DayStats(day, values[3 * i], values[3 * i + 1], values[3 * i + 2])
+            for i, day in enumerate(days)
+        ]
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
@@ -154,20 +159,24 @@ class ReadsMixin(GenerationsMixin):
 
     def _queue_globals(self, pipe: Any, generations: Sequence[int]) -> None:
         for shard in self._all():
-            pipe.hmget(self.keys.totals(shard, generations[shard]), "orders", "revenue", "users")
+            pipe.hmget(self.keys.totals(shard, generations[shard]), *GLOBAL_FIELDS)
 
     def _queue_ingest(self, pipe: Any) -> None:
         for shard in self._all():
             pipe.hgetall(self.keys.ingest(shard))
 
 
+# What ``_sum_globals`` reads of each shard's global hash, in its order.
+GLOBAL_FIELDS = ("orders", "revenue", "users", "refunded", "cancelled")
+
+
 def _sum_globals(rows: Iterable[Sequence[Any]]) -> GlobalStats:
-    orders = revenue = users = 0
-    for o, r, u in rows:
-        orders += int_or_zero(o)
-        revenue += int_or_zero(r)
-        users += int_or_zero(u)
-    return GlobalStats(orders, revenue, users)
+    sums = [0] * len(GLOBAL_FIELDS)
+    for row in rows:
+        for i, value in enumerate(row):
+            sums[i] += int_or_zero(value)
+    orders, revenue, users, refunded, cancelled = sums
+    return GlobalStats(orders, revenue, users, refunded, cancelled)
 
 
 def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:
@@ -193,4 +202,7 @@ def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> Ingestion
         rejected_by_code=dict(sorted(by_code.items())),
         last_batch_at=ms_to_datetime(latest.get("last_batch_ms")),
         heartbeat_at=ms_to_datetime(latest.get("heartbeat_ms")),
+        events_received=counters.get("events_received", 0),
+        events_applied=counters.get("events_applied", 0),
+        events_duplicates=counters.get("events_duplicates", 0),
     )

@@ -111,7 +111,17 @@ def test_single_day_range_is_allowed(fake_store: AggregateStore, api: APIClient)
         "end_date": "2024-02-29",
         "total_orders": 0,
         "total_revenue": 0,
-        "days": [{"date": "2024-02-29", "total_orders": 0, "total_revenue": 0}],
+        "gross_revenue": 0,
+        "refunded": 0,
+        "days": [
+            {
+                "date": "2024-02-29",
+                "total_orders": 0,
+                "total_revenue": 0,
+                "gross_revenue": 0,
+                "refunded": 0,
+            }
+        ],
     }
 
 

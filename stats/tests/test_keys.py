@@ -99,6 +99,8 @@ def test_scan_patterns_match_their_keys_literally() -> None:
         client.set(space.user("U2", 1, 0), 1)  # another generation
         client.set(space.mark("O1", 1, 3), 1)
         client.set(space.mark("O2", 1, 0), 1)
+        client.set(space.event_mark("E1", 1, 3), 1)
+        client.set(space.event_mark("E2", 1, 0), 1)
         client.set(space.rejected("m1", 1), 1)
 
     def scanned(pattern: str) -> set[str]:
@@ -110,10 +112,12 @@ def test_scan_patterns_match_their_keys_literally() -> None:
     assert set().union(*map(scanned, keys.generation_patterns(1, 3))) == {
         keys.user("U?1", 1, 3),
         keys.mark("O1", 1, 3),
+        keys.event_mark("E1", 1, 3),
     }
     assert set().union(*map(scanned, keys.generation_patterns(1, 0))) == {
         keys.user("U2", 1, 0),
         keys.mark("O2", 1, 0),
+        keys.event_mark("E2", 1, 0),
     }
     assert scanned(keys.key_pattern("rejected", 1)) == {keys.rejected("m1", 1)}
     assert glob_escape("x*?[]\\y") == "x\\*\\?\\[\\]\\\\y"

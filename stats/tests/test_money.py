@@ -30,6 +30,9 @@ def test_browsable_api_renders_the_page_with_exact_money(
     assert (
         "{\n    &quot;user_id&quot;: &quot;U1&quot;,\n    &quot;order_count&quot;: 2,\n"
         "    &quot;total_spend&quot;: 1000000000011.09,\n"
+        "    &quot;gross_spend&quot;: 1000000000011.09,\n"
+        "    &quot;refunded&quot;: 0.00,\n"
+        "    &quot;cancelled_orders&quot;: 0,\n"
         "    &quot;average_order_value&quot;: 500000000005.55,\n"
     ) in page
 
@@ -44,11 +47,11 @@ def test_average_is_rounded_half_up_in_cents(total: int, count: int, average: in
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("code", "spend", "average", "dashboard", "prometheus"),
+    ("code", "spend", "zero", "average", "dashboard", "prometheus"),
     [
-        ("JPY", "1251", "626", "123,456,789", 1251.0),
-        ("KWD", "1.251", "0.626", "123,456.789", 1.251),
-        ("USD", "12.51", "6.26", "1,234,567.89", 12.51),
+        ("JPY", "1251", "0", "626", "123,456,789", 1251.0),
+        ("KWD", "1.251", "0.000", "0.626", "123,456.789", 1.251),
+        ("USD", "12.51", "0.00", "6.26", "1,234,567.89", 12.51),
     ],
 )
 def test_money_has_exactly_the_shops_currencys_decimals(
@@ -57,6 +60,7 @@ def test_money_has_exactly_the_shops_currencys_decimals(
     settings: Any,
     code: str,
     spend: str,
+    zero: str,
     average: str,
     dashboard: str,
     prometheus: float,
@@ -67,7 +71,10 @@ def test_money_has_exactly_the_shops_currencys_decimals(
     body = api.get("/users/U1/stats").content.decode()
     metrics = api.get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4").content.decode()
 
-    assert f'"total_spend":{spend},"average_order_value":{average},' in body
+    assert (
+        f'"total_spend":{spend},"gross_spend":{spend},"refunded":{zero},"cancelled_orders":0,'
+        f'"average_order_value":{average},'
+    ) in body
     assert money(123456789) == dashboard
     revenue = [
         sample.value
