@@ -44,10 +44,10 @@ def open_sqlite(url: str, rows: int, users: int) -> None:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import connection
+    from django.db import connection, transaction
 
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM orders_acceptedorder")
         if cursor.fetchone()[0] >= rows:
             return
@@ -55,9 +55,10 @@ def open_sqlite(url: str, rows: int, users: int) -> None:
         values = []
         for n in range(rows):
             at = base + timedelta(seconds=(n * 7919) % (366 * 86400))
+            text = at.strftime("%Y-%m-%d %H:%M:%S")  # as Django stores a UTC datetime
             values.append((
-                f"ORD{n:08d}", f"U{n % users:06d}", 1999 * (1 + n % 5), at.isoformat(),
-                at.date().isoformat(), "[]", f"2:{n}", f"m{n}", at.isoformat(), "USD", "{}",
+                f"ORD{n:08d}", f"U{n % users:06d}", 1999 * (1 + n % 5), text,
+                at.date().isoformat(), "[]", f"2:{n}", f"m{n}", text, "USD", "{}",
             ))  # fmt: skip
         cursor.executemany(
             "INSERT INTO orders_acceptedorder (order_id, user_id, value_cents, ordered_at, day,"

@@ -111,6 +111,8 @@ def day(iso: str, orders: int, net: float, gross: float, refunded: float) -> dic
 BY_DATE_BODY = {
     "start_date": "2025-08-08",
     "end_date": "2025-08-12",
+    "interval": "day",
+    "currency": "USD",
     "total_orders": 7,
     "total_revenue": 1000000000360.02,
     "gross_revenue": 1000000000811.01,

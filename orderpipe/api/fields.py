@@ -14,12 +14,16 @@ class MoneyField(serializers.DecimalField):
     """Integer minor units in, ``Decimal`` with the shop currency's decimals out (rendered
     exactly by ExactJSONRenderer).
 
-    A ``DecimalField`` subclass so the schema says "number", while the representation skips
-    DecimalField's quantize-with-context, which would round very large totals.
+    A ``DecimalField`` subclass so the schema says "number" (with the currency's decimals,
+    ``STATS_CURRENCY`` as the field is declared: its ``multipleOf``), while the representation
+    skips DecimalField's quantize-with-context, which would round very large totals.
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_digits=None, decimal_places=2, coerce_to_string=False, **kwargs)
+        decimals = shop_currency().minor_units
+        super().__init__(
+            max_digits=None, decimal_places=decimals, coerce_to_string=False, **kwargs
+        )
 
     # A Decimal out, as DecimalField's own with coerce_to_string=False (the stubs say str).
     def to_representation(self, value: int) -> Decimal:  # type: ignore[override]

@@ -16,8 +16,9 @@ nothing here touches Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from rest_framework import serializers
 
 from orderpipe.api.fields import MoneyField
 from orderpipe.money import shop_currency
+from stats.api.intervals import BUCKET_LISTS, buckets
 from stats.store import (
     DayStats,
     GlobalStats,
@@ -124,19 +126,58 @@ class DayStatsSerializer(serializers.Serializer[DayStats]):
     )
 
 
-class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
-    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}``; totals are summed here."""
+class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """A period's totals and buckets: the list is named after the interval."""
 
     start_date = serializers.DateField()
     end_date = serializers.DateField()
+    # Declared here so that they come before the totals, as in the body (DateRangeStats).
+    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS), required=False)
+    currency = serializers.CharField(
+        required=False, help_text="The ISO 4217 code every amount is in."
+    )
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
     refunded = MoneyField(source="refunded_cents")
-    days = DayStatsSerializer(many=True, help_text="One entry per day, inclusive, zeros included.")
+    days = DayStatsSerializer(
+        many=True,
+        required=False,
+        help_text="interval=day: one entry per day, inclusive, zeros included.",
+    )
+    weeks = DayStatsSerializer(
+        many=True,
+        required=False,
+        help_text="interval=week: one entry per ISO week the range touches, zeros included; "
+        "`date` is its Monday (before start_date for a range starting mid-week); each counts "
+        "only the days inside the range.",
+    )
+    months = DayStatsSerializer(
+        many=True,
+        required=False,
+        help_text="interval=month: one entry per calendar month the range touches, zeros "
+        "included; `date` is its first day; each counts only the days inside the range.",
+    )
+
+
+class DateRangeStatsSerializer(PeriodStatsSerializer):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
+    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here."""
+
+    previous = PeriodStatsSerializer(
+        required=False,
+        help_text="compare=previous only: the same figures for the period just before, as "
+        "long as this one, its buckets named after its own weeks or months.",
+    )
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return date_range_body(instance["start_date"], instance["end_date"], instance["days"])
+        return date_range_body(
+            instance["start_date"],
+            instance["end_date"],
+            instance["days"],
+            instance.get("interval", "day"),
+            instance.get("previous"),
+        )
 
 
 class RedisNodeSerializer(serializers.Serializer[ServerInfo]):
@@ -301,19 +342,45 @@ def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
     return [{"rank": r.rank, "user_id": r.user_id, "order_count": r.value} for r in rows]
 
 
-def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, Any]:
-    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per day."""
-    money = shop_currency().from_minor_units
+def date_range_body(
+    start: date,
+    end: date,
+    days: list[DayStats],
+    interval: str = "day",
+    previous: tuple[date, date, list[DayStats]] | None = None,
+) -> dict[str, Any]:
+    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per bucket
+    (``days``, ``weeks`` or ``months``: ``days`` summed by ``intervals.buckets``); with
+    ``previous`` (its range and days) the same for the period before, under ``previous``."""
+    currency = shop_currency()
+    body = {
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "interval": interval,
+        "currency": currency.code,
+        **_period_figures(days, interval, currency.from_minor_units),
+    }
+    if previous is not None:
+        first, last, before = previous
+        body["previous"] = {
+            "start_date": first.isoformat(),
+            "end_date": last.isoformat(),
+            **_period_figures(before, interval, currency.from_minor_units),
+        }
+    return body
+
+
+def _period_figures(
+    days: list[DayStats], interval: str, money: Callable[[int], Decimal]
+) -> dict[str, Any]:
     gross = sum(d.gross_revenue_cents for d in days)
     refunded = sum(d.refunded_cents for d in days)
     return {
-        "start_date": start.isoformat(),
-        "end_date": end.isoformat(),
         "total_orders": sum(d.total_orders for d in days),
         "total_revenue": money(gross - refunded),
         "gross_revenue": money(gross),
         "refunded": money(refunded),
-        "days": [
+        BUCKET_LISTS[interval]: [
             {
                 "date": d.day.isoformat(),
                 "total_orders": d.total_orders,
@@ -321,7 +388,7 @@ def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, A
                 "gross_revenue": money(d.gross_revenue_cents),
                 "refunded": money(d.refunded_cents),
             }
-            for d in days
+            for d in buckets(days, interval)
         ],
     }
 

@@ -96,7 +96,8 @@ def test_a_range_holding_only_a_refunds_day_is_negative_net(
 
     assert response.status_code == 200
     assert response.content == (
-        b'{"start_date":"2025-08-12","end_date":"2025-08-12","total_orders":0,'
+        b'{"start_date":"2025-08-12","end_date":"2025-08-12","interval":"day","currency":"USD",'
+        b'"total_orders":0,'
         b'"total_revenue":-400.00,"gross_revenue":0.00,"refunded":400.00,"days":[{"date":'
         b'"2025-08-12","total_orders":0,"total_revenue":-400.00,"gross_revenue":0.00,'
         b'"refunded":400.00}]}'
@@ -148,6 +149,8 @@ def test_without_events_by_date_is_todays_numbers(
     assert response.json() == {
         "start_date": "2025-08-10",
         "end_date": "2025-08-11",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 5,
         "total_revenue": 500.03,
         "gross_revenue": 500.03,
