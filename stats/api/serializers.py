@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
-from orderpipe.api.fields import MoneyField
+from orderpipe.api.fields import CurrencyField, MoneyField
 from orderpipe.money import shop_currency
 from stats.api.intervals import BUCKET_LISTS, buckets
 from stats.store import (
@@ -59,6 +59,7 @@ class UserStatsSerializer(serializers.Serializer[Any]):
     average_order_value = MoneyField(help_text="gross_spend / order_count, half-up to cents.")
     first_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
     last_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return super().to_representation(_Averaged(instance, "gross_spend_cents", "order_count"))
@@ -78,6 +79,7 @@ class GlobalStatsSerializer(serializers.Serializer[Any]):
     average_order_value = MoneyField(
         help_text="gross_revenue / total_orders, half-up to cents (Shopify's definition)."
     )
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return super().to_representation(_Averaged(instance, "gross_revenue_cents", "total_orders"))
@@ -133,9 +135,7 @@ class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
     end_date = serializers.DateField()
     # Declared here so that they come before the totals, as in the body (DateRangeStats).
     interval = serializers.ChoiceField(choices=list(BUCKET_LISTS), required=False)
-    currency = serializers.CharField(
-        required=False, help_text="The ISO 4217 code every amount is in."
-    )
+    currency = CurrencyField(required=False)
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
@@ -270,6 +270,7 @@ class MetricsSerializer(serializers.Serializer["MetricsSnapshot"]):
     timestamp = serializers.DateTimeField(source="taken_at")
     ingestion = IngestionSerializer(source="ingestion_view")
     redis = RedisNodeSerializer(many=True)
+    currency = CurrencyField()
 
 
 class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
@@ -300,7 +301,8 @@ def _datetime(value: datetime | None) -> str | None:
 
 def user_stats_body(user: UserStats) -> dict[str, Any]:
     """``UserStatsSerializer(user).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     gross = user.gross_spend_cents
     return {
         "user_id": user.user_id,
@@ -312,12 +314,14 @@ def user_stats_body(user: UserStats) -> dict[str, Any]:
         "average_order_value": money(average_cents(gross, user.order_count)),
         "first_order_at": _datetime(user.first_order_at),
         "last_order_at": _datetime(user.last_order_at),
+        "currency": currency.code,
     }
 
 
 def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
     """``GlobalStatsSerializer(stats).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     gross = stats.gross_revenue_cents
     return {
         "total_orders": stats.total_orders,
@@ -327,6 +331,7 @@ def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
         "cancelled_orders": stats.cancelled_orders,
         "unique_users": stats.unique_users,
         "average_order_value": money(average_cents(gross, stats.total_orders)),
+        "currency": currency.code,
     }
 
 
@@ -397,7 +402,8 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
     """``MetricsSerializer(snapshot).data`` without a serializer."""
     g, i, waiting = snapshot.global_stats, snapshot.ingestion, snapshot.waiting
     lag = snapshot.consumer_lag_seconds
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     return {
         "total_orders": g.total_orders,
         "total_revenue": money(g.net_revenue_cents),
@@ -431,4 +437,5 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
             }
             for n in snapshot.redis
         ],
+        "currency": currency.code,
     }

@@ -120,9 +120,7 @@ def test_months_and_the_months_before_side_by_side(
     }
 
 
-def test_days_compared_with_as_many_days_before(
-    year_end: AggregateStore, api: APIClient
-) -> None:
+def test_days_compared_with_as_many_days_before(year_end: AggregateStore, api: APIClient) -> None:
     response = api.get(
         "/stats/by-date",
         {"start_date": "2027-01-03", "end_date": "2027-01-04", "compare": "previous"},
@@ -155,7 +153,8 @@ def test_months_cover_years_up_to_366_buckets(fake_store: AggregateStore, api: A
     fake_store.apply_orders([make_order("Y1", "U1", 12345, at("2015-06-15"))])
 
     response = api.get(
-        "/stats/by-date", {"start_date": "2000-01-01", "end_date": "2030-06-30", "interval": "month"}
+        "/stats/by-date",
+        {"start_date": "2000-01-01", "end_date": "2030-06-30", "interval": "month"},
     )
 
     assert response.status_code == 200

@@ -37,7 +37,7 @@ def test_global_stats_are_net_with_gross_refunds_and_cancellations(
     assert response.content == (
         b'{"total_orders":7,"total_revenue":1000000000360.02,"gross_revenue":1000000000811.01,'
         b'"refunded":450.99,"cancelled_orders":1,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
@@ -120,7 +120,7 @@ def test_without_events_global_stats_are_todays_numbers(
     assert response.content == (
         b'{"total_orders":7,"total_revenue":1000000000811.01,"gross_revenue":1000000000811.01,'
         b'"refunded":0.00,"cancelled_orders":0,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
