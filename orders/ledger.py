@@ -735,23 +735,60 @@ def probe_write(using: str = "default") -> None:
 # --- What the read model is derived from (rebuild_stats, reconcile_stats) ------------------------
 @dataclass(frozen=True, slots=True)
 class UserTotals:
+    """A user's orders (count, gross spend, first and last order time) and events (refunded
+    cents, cancelled orders). A user with events and no order among the rows selected (by
+    ``recorded_before``) has ``orders`` 0 and first/last 0."""
+
     user_id: str
     orders: int
     spend_cents: int
     first_ms: int
     last_ms: int
+    refunded_cents: int = 0
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class DayTotals:
+    """A day: orders placed on it and their gross value, refunds that occurred on it."""
+
     day: date
     orders: int
     revenue_cents: int
+    refunded_cents: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A recorded event as the read model counts it (no items, no reason)."""
+
+    event_id: str
+    order_id: str
+    user_id: str
+    kind: str
+    amount_cents: int
+    occurred_at: datetime
+    fingerprint: str
+    received_at: datetime
+
+    @property
+    def day(self) -> date:
+        return event_day(self.occurred_at)
+
+    @property
+    def cancels(self) -> bool:
+        return self.kind == OrderEvent.Kind.CANCELLED
 
 
 _RECORDED_FIELDS = (
     "order_id", "user_id", "value_cents", "ordered_at", "day", "fingerprint", "received_at"
 )  # fmt: skip
+_EVENT_ROW_FIELDS = (
+    "event_id", "order_id", "user_id", "kind", "amount_cents", "occurred_at", "fingerprint",
+    "received_at",
+)  # fmt: skip
+
+_Row = TypeVar("_Row", bound=models.Model)
 
 
 def _chunked(values: Collection[str], size: int = 5_000) -> Iterator[list[str]]:
@@ -760,7 +797,7 @@ def _chunked(values: Collection[str], size: int = 5_000) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _by_user(query: models.QuerySet[AcceptedOrder], *then: str) -> models.QuerySet[AcceptedOrder]:
+def _by_user(query: models.QuerySet[_Row], *then: str) -> models.QuerySet[_Row]:
     """``query`` in user_id order as Python compares strings (code points), so that two
     streams can be merged by user: PostgreSQL's collation may order otherwise (``C`` is
     byte order, which for UTF-8 is code point order, as is SQLite's default)."""
@@ -769,33 +806,78 @@ def _by_user(query: models.QuerySet[AcceptedOrder], *then: str) -> models.QueryS
     return query.order_by("user_id", *then)
 
 
+def _per_user_chunks(
+    grouped: models.QuerySet[Any], user_ids: Collection[str] | None
+) -> list[models.QuerySet[Any]]:
+    if user_ids is None:
+        return [grouped]
+    return [grouped.filter(user_id__in=chunk) for chunk in _chunked(sorted(user_ids))]
+
+
 def user_totals(
     user_ids: Collection[str] | None = None,
     recorded_before: datetime | None = None,
     using: str = "default",
     chunk_size: int = 20_000,
 ) -> Iterator[UserTotals]:
-    """Per user: order count, spend, first and last order time; GROUP BY in the database,
-    streamed (a server-side cursor on PostgreSQL), in user_id order (``_by_user``); all
-    users, or those; all rows, or those first recorded before ``recorded_before``."""
+    """Per user: order count, gross spend, first and last order time, refunded cents and
+    cancelled orders: two GROUP BYs in the database (orders, events), streamed (server-side
+    cursors on PostgreSQL), both in user_id order (``_by_user``) and merged here; all users,
+    or those; all rows, or those first recorded before ``recorded_before`` (each event by
+    when it was recorded, not its order)."""
     rows = AcceptedOrder.objects.using(using)
     if recorded_before is not None:
         rows = rows.filter(received_at__lt=recorded_before)
-    base = _by_user(rows).values_list("user_id")
-    grouped = base.annotate(
-        n=models.Count("pk"),
-        spend=models.Sum("value_cents"),
-        first=models.Min("ordered_at"),
-        last=models.Max("ordered_at"),
+    grouped = (
+        _by_user(rows)
+        .values_list("user_id")
+        .annotate(
+            n=models.Count("pk"),
+            spend=models.Sum("value_cents"),
+            first=models.Min("ordered_at"),
+            last=models.Max("ordered_at"),
+        )
     )
-    queries = (
-        [grouped]
-        if user_ids is None
-        else [grouped.filter(user_id__in=chunk) for chunk in _chunked(sorted(user_ids))]
-    )
-    for query in queries:
+    refunds = _user_refunds(user_ids, recorded_before, using, chunk_size)
+    pending = next(refunds, None)
+    for query in _per_user_chunks(grouped, user_ids):
         for user_id, n, spend, first, last in query.iterator(chunk_size=chunk_size):
-            yield UserTotals(user_id, n, int(spend), epoch_ms(first), epoch_ms(last))
+            while pending is not None and pending[0] < user_id:
+                yield UserTotals(pending[0], 0, 0, 0, 0, pending[1], pending[2])
+                pending = next(refunds, None)
+            refunded = cancelled = 0
+            if pending is not None and pending[0] == user_id:
+                _, refunded, cancelled = pending
+                pending = next(refunds, None)
+            yield UserTotals(
+                user_id, n, int(spend), epoch_ms(first), epoch_ms(last), refunded, cancelled
+            )
+    while pending is not None:
+        yield UserTotals(pending[0], 0, 0, 0, 0, pending[1], pending[2])
+        pending = next(refunds, None)
+
+
+def _user_refunds(
+    user_ids: Collection[str] | None,
+    recorded_before: datetime | None,
+    using: str,
+    chunk_size: int,
+) -> Iterator[tuple[str, int, int]]:
+    """Per user (``_by_user`` order): refunded cents and cancelled orders."""
+    rows = OrderEvent.objects.using(using)
+    if recorded_before is not None:
+        rows = rows.filter(received_at__lt=recorded_before)
+    grouped = (
+        _by_user(rows)
+        .values_list("user_id")
+        .annotate(
+            refunded=models.Sum("amount_cents"),
+            cancelled=models.Count("pk", filter=models.Q(kind=OrderEvent.Kind.CANCELLED)),
+        )
+    )
+    for query in _per_user_chunks(grouped, user_ids):
+        for user_id, refunded, cancelled in query.iterator(chunk_size=chunk_size):
+            yield user_id, int(refunded), int(cancelled)
 
 
 def _local_day(zone: tzinfo | None) -> models.F | TruncDate:
@@ -807,8 +889,12 @@ def _local_day(zone: tzinfo | None) -> models.F | TruncDate:
     return TruncDate("ordered_at", tzinfo=zone)
 
 
-def day_totals(zone: tzinfo | None = None, using: str = "default") -> list[DayTotals]:
-    """Orders and revenue per day of ``zone`` (None: UTC)."""
+def day_totals(
+    zone: tzinfo | None = None, using: str = "default", chunk_size: int = 20_000
+) -> list[DayTotals]:
+    """Per day of ``zone`` (None: UTC): the orders of that day (grouped in the database), and
+    the refunds that occurred on it (each event's day by ``event_day``, summed here,
+    streamed)."""
     query = (
         AcceptedOrder.objects.using(using)
         .annotate(local_day=_local_day(zone))
@@ -816,14 +902,30 @@ def day_totals(zone: tzinfo | None = None, using: str = "default") -> list[DayTo
         .values_list("local_day")
         .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
     )
-    return [DayTotals(day, n, int(revenue)) for day, n, revenue in query]
+    days = {day: [n, int(revenue), 0] for day, n, revenue in query}
+    for _user_id, day, refunded in _event_days(zone, using, chunk_size):
+        days.setdefault(day, [0, 0, 0])[2] += refunded
+    return [DayTotals(day, *days[day]) for day in sorted(days)]
+
+
+def _event_days(
+    zone: tzinfo | None, using: str, chunk_size: int
+) -> Iterator[tuple[str, date, int]]:
+    """Each event's user, day in ``zone`` (``event_day``) and amount, streamed. In Python so
+    that the day is decided by the one function; ~0.1 s per 100,000 events."""
+    rows = OrderEvent.objects.using(using).order_by()
+    for user_id, occurred_at, amount in rows.values_list(
+        "user_id", "occurred_at", "amount_cents"
+    ).iterator(chunk_size=chunk_size):
+        yield user_id, event_day(occurred_at, zone or UTC), int(amount)
 
 
 def user_day_totals(
     zone: tzinfo | None = None, using: str = "default", chunk_size: int = 20_000
 ) -> Iterator[tuple[str, DayTotals]]:
-    """Per user and day of ``zone`` (the days of several shards: a shard's share of a day is
-    the sum over its users, and the shard of a user is computed in Python, not in SQL)."""
+    """Per user and day of ``zone`` (None: UTC; the days of several shards: a shard's share
+    of a day is the sum over its users, and the shard of a user is computed in Python, not in
+    SQL): the orders grouped, then each event on its own day (orders 0)."""
     query = (
         AcceptedOrder.objects.using(using)
         .annotate(local_day=_local_day(zone))
@@ -833,6 +935,8 @@ def user_day_totals(
     )
     for user_id, day, n, revenue in query.iterator(chunk_size=chunk_size):
         yield user_id, DayTotals(day, n, int(revenue))
+    for user_id, day, refunded in _event_days(zone, using, chunk_size):
+        yield user_id, DayTotals(day, 0, 0, refunded)
 
 
 def recorded_since(
@@ -850,6 +954,25 @@ def recorded_since(
     ordered = _by_user(rows, "order_id") if by_user else rows.order_by()
     for row in ordered.values_list(*_RECORDED_FIELDS).iterator(chunk_size=chunk_size):
         yield RecordedOrder(*row)
+
+
+def events_recorded_since(
+    since: datetime | None,
+    by_user: bool = False,
+    using: str = "default",
+    chunk_size: int = 20_000,
+) -> Iterator[EventRow]:
+    """Events recorded at or after ``since`` (None: every event): the ones whose marks exist
+    if Redis applied them, as for orders; in user_id order (``_by_user``) when ``by_user``."""
+    rows = OrderEvent.objects.using(using)
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    ordered = _by_user(rows, "event_id") if by_user else rows.order_by()
+    values = ordered.values_list(*_EVENT_ROW_FIELDS).iterator(chunk_size=chunk_size)
+    for event_id, order_id, user_id, kind, amount, occurred_at, fingerprint, received in values:
+        yield EventRow(
+            event_id, order_id, user_id, kind, int(amount), occurred_at, fingerprint, received
+        )
 
 
 def known_users(user_ids: Collection[str], using: str = "default") -> set[str]:

@@ -3,8 +3,9 @@ all-or-nothing.
 
 Under the lease of every shard (of both layouts when the shard count changes) it first removes
 what a rebuild that died left behind (``<prefix>:generations``), takes a generation number no
-rebuild had, writes users, totals, rankings, days and the marks of the orders whose marks would
-still exist (``AggregateStore.marks_since``) into that generation only, checks the lease, and
+rebuild had, writes users, totals, rankings, days (refunds and cancellations included) and the
+marks of the orders and events whose marks would still exist (``AggregateStore.marks_since``)
+into that generation only, checks the lease, and
 switches (one fenced call on one node). Consumers' batches wait meanwhile and are applied to
 the new generation, whose marks say which of their orders the snapshot already counted. A
 rebuild killed at any point before its switch leaves the live generation, with its marks, as it
@@ -40,6 +41,9 @@ class RebuildReport:
     users: int = 0
     days: int = 0
     marks: int = 0
+    refunded_cents: int = 0
+    cancelled: int = 0
+    event_marks: int = 0
     removed_keys: int = 0
     leftovers_removed: int = 0
     shards: int = 1
@@ -200,27 +204,35 @@ def _derive(
     report: RebuildReport,
     progress: Progress,
 ) -> None:
-    """Users, totals, days and the marks still alive from one snapshot of the ledger (written
-    when ``writer`` is given, counted either way)."""
+    """Users, totals, days and the marks still alive (of orders and events) from one
+    snapshot of the ledger (written when ``writer`` is given, counted either way)."""
     with ledger.snapshot():
         for totals in ledger.user_totals():
             if writer is not None:
-                writer.user(totals.user_id, totals.orders, totals.spend_cents,
-                            totals.first_ms, totals.last_ms)  # fmt: skip
+                writer.user(totals.user_id, totals.orders, totals.spend_cents, totals.first_ms,
+                            totals.last_ms, totals.refunded_cents, totals.cancelled)  # fmt: skip
             report.users += 1
             report.orders += totals.orders
+            report.refunded_cents += totals.refunded_cents
+            report.cancelled += totals.cancelled
             progress(totals.orders)
         if writer is not None:
             writer.globals_from_users()
         for shard, day_totals in days_by_shard(store):
             for day in day_totals:
                 if writer is not None:
-                    writer.day(shard, day.day, day.orders, day.revenue_cents)
+                    writer.day(shard, day.day, day.orders, day.revenue_cents, day.refunded_cents)
                 report.days += 1
-        for row in ledger.recorded_since(store.marks_since(store.now())):
+        since = store.marks_since(store.now())
+        for row in ledger.recorded_since(since):
             if writer is not None:
                 writer.mark(row)
             report.marks += 1
+        for event in ledger.events_recorded_since(since):
+            if writer is not None:
+                writer.event_mark(event.event_id, event.user_id, event.fingerprint,
+                                  event.received_at)  # fmt: skip
+            report.event_marks += 1
         if writer is not None:
             writer.close()
 
@@ -233,8 +245,9 @@ def days_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[ledger.DayT
         return
     shares: dict[int, dict[date, list[int]]] = defaultdict(dict)
     for user_id, day in ledger.user_day_totals(store.time_zone):
-        bucket = shares[store.shard_of(user_id)].setdefault(day.day, [0, 0])
+        bucket = shares[store.shard_of(user_id)].setdefault(day.day, [0, 0, 0])
         bucket[0] += day.orders
         bucket[1] += day.revenue_cents
+        bucket[2] += day.refunded_cents
     for shard, days in sorted(shares.items()):
-        yield shard, [ledger.DayTotals(d, o, r) for d, (o, r) in sorted(days.items())]
+        yield shard, [ledger.DayTotals(d, o, r, f) for d, (o, r, f) in sorted(days.items())]

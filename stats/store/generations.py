@@ -2,7 +2,7 @@
 write, and what they leave behind.
 
 A rebuild holds every shard's lock (``lease``), writes a fresh generation beside the live one
-with ``GenerationWriter`` (aggregates and the marks of the orders they count), switches
+with ``GenerationWriter`` (aggregates and the marks of the orders and events they count), switches
 ``T:gen`` to it (``switch_generation``, fenced like every write) and drops the old one. When
 it moves the aggregates to another layout, the same switch retires the old layout (its
 ``T:gen`` becomes ``retired:<new layout>``, which never expires) and carries the ingestion
@@ -38,7 +38,10 @@ from stats.store.scripts import LuaScript, ScriptCall
 from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
 
 NEXT_GENERATION = LuaScript.named("next_generation")
-_INGEST_COUNTERS = ("received", "applied", "duplicates", "rejected")
+_INGEST_COUNTERS = (
+    "received", "applied", "duplicates", "rejected",
+    "events_received", "events_applied", "events_duplicates",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,8 @@ class GenerationWriter:
         self._calls: dict[int, Fenced] = {}
         self._queued = 0
         self._units = 0  # nested units open
-        self._globals = [[0, 0, 0] for _ in range(store.shards)]
+        # Per shard: orders, revenue (gross), users, refunded, cancelled.
+        self._globals = [[0, 0, 0, 0, 0] for _ in range(store.shards)]
 
     @contextlib.contextmanager
     def unit(self) -> Iterator[None]:
@@ -384,20 +388,35 @@ class GenerationWriter:
         self.store.run_fenced(self.token, calls)
 
     def user(
-        self, user_id: str, orders: int, spend_cents: int, first_ms: int, last_ms: int
+        self,
+        user_id: str,
+        orders: int,
+        spend_cents: int,
+        first_ms: int,
+        last_ms: int,
+        refunded_cents: int = 0,
+        cancelled: int = 0,
     ) -> None:
+        """A user's hash and places in both rankings, as applying its orders and events
+        leaves them: ``spend`` gross, ``refunded`` and ``cancelled`` only when not 0 (as the
+        apply script writes them), ranked by net spend."""
         keys, shard = self.store.keys, self.store.shard_of(user_id)
         generation = self._generation(shard)
         key = keys.user(user_id, shard, generation)
         self._add(shard, "DEL", key)
-        self._add(shard, "HSET", key, "orders", orders, "spend", spend_cents,
-                  "first", first_ms, "last", last_ms)  # fmt: skip
-        self._add(shard, "ZADD", keys.ranking("spend", shard, generation), -spend_cents, user_id)
+        fields: list[Any] = ["orders", orders, "spend", spend_cents, "first", first_ms,
+                             "last", last_ms]  # fmt: skip
+        if refunded_cents:
+            fields += ["refunded", refunded_cents]
+        if cancelled:
+            fields += ["cancelled", cancelled]
+        self._add(shard, "HSET", key, *fields)
+        self._add(shard, "ZADD", keys.ranking("spend", shard, generation),
+                  refunded_cents - spend_cents, user_id)  # fmt: skip
         self._add(shard, "ZADD", keys.ranking("orders", shard, generation), -orders, user_id)
         totals = self._globals[shard]
-        totals[0] += orders
-        totals[1] += spend_cents
-        totals[2] += 1
+        for i, value in enumerate((orders, spend_cents, 1, refunded_cents, cancelled)):
+            totals[i] += value
         self._written()
 
     def remove_user(self, user_id: str) -> None:
@@ -409,44 +428,83 @@ class GenerationWriter:
         self._add(shard, "ZREM", keys.ranking("orders", shard, generation), user_id)
         self._written()
 
-    def day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
+    def day(
+        self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """A day bucket: orders and their gross revenue when there are orders, refunds that
+        occurred on it when there are any (the fields the apply script writes)."""
         iso = day.isoformat()
-        self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
-                  f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents)  # fmt: skip
+        fields: list[Any] = []
+        if orders:
+            fields += [f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents]
+        if refunded_cents:
+            fields += [f"{iso}:refunded", refunded_cents]
+        if fields:
+            self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
+                      *fields)  # fmt: skip
         self._written()
 
-    def replace_days(self, shard: int, days: Sequence[tuple[date, int, int]]) -> None:
-        """A shard's whole days hash (repair): (day, orders, revenue cents) each, in one
-        call."""
+    def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
+        """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
+        each, in one call."""
         with self.unit():
             self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
-            for day, orders, revenue in days:
-                self.day(shard, day, orders, revenue)
+            for day, orders, revenue, refunded in days:
+                self.day(shard, day, orders, revenue, refunded)
 
-    def add_to_totals(self, shard: int, orders: int, revenue: int, users: int) -> None:
-        """Count orders in the shard's totals, as applying them does (repair)."""
+    def add_to_totals(
+        self,
+        shard: int,
+        orders: int,
+        revenue: int,
+        users: int,
+        refunded: int = 0,
+        cancelled: int = 0,
+    ) -> None:
+        """Count orders and events in the shard's totals, as applying them does (repair)."""
         key = self.store.keys.totals(shard, self._generation(shard))
-        for name, value in (("orders", orders), ("revenue", revenue), ("users", users)):
+        for name, value in (("orders", orders), ("revenue", revenue), ("users", users),
+                            ("refunded", refunded), ("cancelled", cancelled)):  # fmt: skip
             if value:
                 self._add(shard, "HINCRBY", key, name, value)
         self._written()
 
-    def add_to_day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
-        """Count orders in a day bucket, as applying them does (repair)."""
+    def add_to_day(
+        self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """Count orders (placed that day) or refunds (that occurred that day) in a day
+        bucket, as applying them does (repair)."""
         key, iso = self.store.keys.days(shard, self._generation(shard)), day.isoformat()
-        self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
-        self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
+        if orders:
+            self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
+            self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
+        if refunded_cents:
+            self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
         self._written()
 
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
-        for shard, (orders, revenue, users) in enumerate(self._globals):
-            self.set_globals(shard, orders, revenue, users)
+        for shard, (orders, revenue, users, refunded, cancelled) in enumerate(self._globals):
+            self.set_globals(shard, orders, revenue, users, refunded, cancelled)
 
-    def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
+    def set_globals(
+        self,
+        shard: int,
+        orders: int,
+        revenue: int,
+        users: int,
+        refunded: int = 0,
+        cancelled: int = 0,
+    ) -> None:
+        """A shard's global hash; ``refunded`` and ``cancelled`` only when not 0."""
         key = self.store.keys.totals(shard, self._generation(shard))
+        fields: list[Any] = ["orders", orders, "revenue", revenue, "users", users]
+        if refunded:
+            fields += ["refunded", refunded]
+        if cancelled:
+            fields += ["cancelled", cancelled]
         self._add(shard, "DEL", key)
-        self._add(shard, "HSET", key, "orders", orders, "revenue", revenue, "users", users)
+        self._add(shard, "HSET", key, *fields)
         self._written()
 
     def mark(self, order: RecordedOrderLike) -> None:
@@ -460,6 +518,21 @@ class GenerationWriter:
             self._add(shard, "SET", key, order.fingerprint, "NX", "PXAT", expires)
         else:
             self._add(shard, "SET", key, order.fingerprint, "NX")
+        self._written()
+
+    def event_mark(
+        self, event_id: str, user_id: str, fingerprint: str, received_at: datetime
+    ) -> None:
+        """A recorded event's idempotency mark (in its user's shard), expiring when a mark
+        written when it was recorded would; never replaces one that is there."""
+        store = self.store
+        shard = store.shard_of(user_id)
+        key = store.keys.event_mark(event_id, shard, self._generation(shard))
+        if store.dedup_ttl > 0:
+            expires = epoch_ms(received_at + timedelta(seconds=store.dedup_ttl))
+            self._add(shard, "SET", key, fingerprint, "NX", "PXAT", expires)
+        else:
+            self._add(shard, "SET", key, fingerprint, "NX")
         self._written()
 
     def close(self) -> None:

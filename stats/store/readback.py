@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from orderpipe.iterutils import batched
 from stats.store.errors import unavailable_on_redis_error
@@ -24,12 +24,23 @@ from stats.store.values import (
 )
 
 RANKINGS = ("spend", "orders")
+# A day bucket's fields (``<day>:<field>``), in the order ``all_days`` gives them.
+_DAY_FIELDS = ("orders", "revenue", "refunded")
+
+
+class EventMarkLike(Protocol):
+    """What finds an event's mark."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class UserReadback:
-    """One user as the live generation holds it: the hash and both rankings' values (spend
-    in cents, order count; None where the user is missing)."""
+    """One user as the live generation holds it: the hash and both rankings' values (net
+    spend in cents, order count; None where the user is missing)."""
 
     stats: UserStats | None
     spend: int | None
@@ -40,7 +51,7 @@ class ReadbackMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def read_back_users(self, user_ids: Sequence[str]) -> list[UserReadback]:
         """``user_ids`` of the live generation in one pipelined round trip: an HMGET each and
-        a ZMSCORE of both rankings per shard."""
+        a ZMSCORE of both rankings per shard (spend: the NET spend the ranking holds)."""
         generations = self.generations()
         by_shard: dict[int, list[int]] = {}
         pipe = self.client.pipeline(transaction=False)
@@ -103,8 +114,8 @@ class ReadbackMixin(GenerationsMixin):
         yield from batched(((m.decode(), -score_to_int(s)) for m, s in members), size)
 
     @unavailable_on_redis_error
-    def all_days(self) -> dict[date, tuple[int, int]]:
-        """Every day bucket (orders, revenue) summed over the shards."""
+    def all_days(self) -> dict[date, tuple[int, int, int]]:
+        """Every day bucket (orders, gross revenue, refunded) summed over the shards."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -113,9 +124,9 @@ class ReadbackMixin(GenerationsMixin):
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 iso, kind = name.decode().rsplit(":", 1)
-                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0])
-                bucket[0 if kind == "orders" else 1] += int(value)
-        return {day: (o, r) for day, (o, r) in sorted(totals.items())}
+                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0, 0])
+                bucket[_DAY_FIELDS.index(kind)] += int(value)
+        return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:
@@ -127,6 +138,17 @@ class ReadbackMixin(GenerationsMixin):
             shard = self.shard_of(order.user_id)
             pipe.exists(self.keys.mark(order.order_id, shard, generations[shard]))
         return [bool(n) for n in pipe.execute()] if orders else []
+
+    @unavailable_on_redis_error
+    def event_marks_exist(self, events: Sequence[EventMarkLike]) -> list[bool]:
+        """Whether each event has its idempotency mark in the live generation (in its user's
+        shard): one round trip."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            shard = self.shard_of(event.user_id)
+            pipe.exists(self.keys.event_mark(event.event_id, shard, generations[shard]))
+        return [bool(n) for n in pipe.execute()] if events else []
 
     @unavailable_on_redis_error
     def save_reconcile_report(self, report: Mapping[str, Any]) -> None:

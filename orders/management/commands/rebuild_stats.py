@@ -117,10 +117,16 @@ class Command(BaseCommand):
             moved = f", moved from {recorded.shards} to {store.shards} shards"
             if recorded.key_format != store.layout.key_format:
                 moved += f" and from key format {recorded.key_format}"
+        events = ""
+        if report.refunded_cents or report.cancelled or report.event_marks:
+            events = (
+                f", {report.refunded_cents:,} cents refunded, {report.cancelled:,} orders "
+                f"cancelled, {report.event_marks:,} event marks"
+            )
         self.stdout.write(
             f"rebuild_stats {verb} generation {report.generation} ({report.shards} shard(s)"
             f"{moved}): {report.orders:,} orders, {report.users:,} users, {report.days:,} "
-            f"day buckets, {report.marks:,} idempotency marks in {report.seconds:.1f}s "
+            f"day buckets, {report.marks:,} idempotency marks{events} in {report.seconds:.1f}s "
             f"({rate:,.0f} orders/s)"
             + ("" if report.dry_run else f"; removed {report.removed_keys:,} old keys")
             + (
