@@ -128,42 +128,49 @@ class DayStatsSerializer(serializers.Serializer[DayStats]):
     )
 
 
+_DAYS_HELP = "interval=day: one entry per day, inclusive, zeros included."
+_WEEKS_HELP = (
+    "interval=week: one entry per ISO week the range touches, zeros included; `date` is its "
+    "Monday (before start_date for a range starting mid-week); each counts only the days "
+    "inside the range."
+)
+_MONTHS_HELP = (
+    "interval=month: one entry per calendar month the range touches, zeros included; `date` "
+    "is its first day; each counts only the days inside the range."
+)
+
+
 class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
-    """A period's totals and buckets: the list is named after the interval."""
+    """The period before a range (``compare=previous``): its totals and buckets, the list
+    named after the interval."""
 
     start_date = serializers.DateField()
     end_date = serializers.DateField()
-    # Declared here so that they come before the totals, as in the body (DateRangeStats).
-    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS), required=False)
-    currency = CurrencyField(required=False)
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the period.")
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+
+
+class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
+    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here. The
+    fields of ``PeriodStatsSerializer`` and three more, in the body's order."""
+
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS))
+    currency = CurrencyField()
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
     refunded = MoneyField(source="refunded_cents")
-    days = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=day: one entry per day, inclusive, zeros included.",
-    )
-    weeks = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=week: one entry per ISO week the range touches, zeros included; "
-        "`date` is its Monday (before start_date for a range starting mid-week); each counts "
-        "only the days inside the range.",
-    )
-    months = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=month: one entry per calendar month the range touches, zeros "
-        "included; `date` is its first day; each counts only the days inside the range.",
-    )
-
-
-class DateRangeStatsSerializer(PeriodStatsSerializer):
-    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
-    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here."""
-
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
     previous = PeriodStatsSerializer(
         required=False,
         help_text="compare=previous only: the same figures for the period just before, as "
