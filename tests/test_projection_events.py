@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-import redis
 
 from orders.models import OrderEvent, WaitingEvent
 from stats.store import AggregateStore
@@ -58,16 +57,22 @@ def commit_a_stream_with_events(store: AggregateStore) -> None:
     assert WaitingEvent.objects.count() == 0
 
 
-@pytest.fixture(params=[1, 8], ids=["one shard", "8 shards"])
-def with_events(
-    request, store: AggregateStore, live_redis: redis.Redis, settings
-) -> AggregateStore:
-    """The stream above committed on one shard, or on 8 shards of one node."""
-    settings.REDIS_SHARDS = request.param
-    if request.param != 1:
+@pytest.fixture(params=["one shard", "8 shards", "cluster"])
+def with_events(request, settings) -> AggregateStore:
+    """The stream above committed on one shard or 8 shards of one node, or on 8 shards of the
+    3-primary cluster."""
+    if request.param == "cluster":
+        store: AggregateStore = request.getfixturevalue("cluster_store")
+    else:
+        store = request.getfixturevalue("store")
+    if request.param == "8 shards":
         store = AggregateStore(
-            live_redis, prefix=store.prefix, dedup_ttl=store.dedup_ttl, shards=request.param
+            request.getfixturevalue("live_redis"),
+            prefix=store.prefix,
+            dedup_ttl=store.dedup_ttl,
+            shards=8,
         )
+    settings.REDIS_SHARDS = store.shards
     commit_a_stream_with_events(store)
     return store
 
@@ -97,13 +102,13 @@ def test_the_consumers_count_every_event_once(with_events: AggregateStore) -> No
 
 
 def test_a_rebuild_from_a_ledger_with_events_writes_what_the_consumers_applied(
-    with_events: AggregateStore, live_redis: redis.Redis
+    with_events: AggregateStore,
 ) -> None:
     before = whole_state(with_events)
     assert any(":event:" in key for key in before)
     assert reconcile()[0] == 0
-    for key in prefix_keys(live_redis, with_events.prefix):
-        live_redis.delete(key)
+    for key in prefix_keys(with_events.client, with_events.prefix):
+        with_events.client.delete(key)
 
     out = rebuild()
 
@@ -123,10 +128,11 @@ def test_a_rebuild_over_live_aggregates_changes_none_of_them(with_events: Aggreg
 
 
 def test_reconcile_detects_and_repairs_changed_refund_figures(
-    with_events: AggregateStore, live_redis: redis.Redis
+    with_events: AggregateStore,
 ) -> None:
     before = whole_state(with_events)
     store = with_events
+    live_redis = store.client
     s1, s3 = store.shard_of("U1"), store.shard_of("U3")
     live_redis.hincrby(store.keys.user("U1", s1, 0), "refunded", 100)
     live_redis.hdel(store.keys.user("U3", s3, 0), "cancelled")

@@ -257,3 +257,20 @@ def test_an_event_key_of_the_wrong_type_fails_the_batch_before_any_write(
         apply_events(any_store, make_event("E1", order, 100), orders=(order,))
 
     assert {k.decode() for k in prefix_keys(any_store.client, any_store.prefix)} == {planted}
+
+
+def test_a_reply_an_earlier_version_stored_is_not_replayed_without_the_events(
+    any_store: AggregateStore,
+) -> None:
+    """A batch first tried before the upgrade (its reply stored without event statuses) and
+    retried after it: the script runs again, the order is a duplicate, the refund applied."""
+    order = make_order("O1", "U1", 10000)
+    any_store.apply_orders([order])  # by the earlier version, which stored its reply:
+    s = any_store.shard_of("U1")
+    any_store.client.set(any_store.keys.batch("b1", s), "[0,1,0]", ex=3600)  # the old form
+
+    assert apply_events(any_store, make_event("E1", order, 2500), orders=(order,), batch="b1") == (
+        [DUPLICATE],
+        [APPLIED],
+    )
+    assert figures(any_store)[0] == (1, 10000, 2500, 0)

@@ -38,6 +38,10 @@ APPLY_SHA = APPLY.sha
 # How long a batch's reply is kept on each shard it touched: a retry of that batch within
 # this time counts nothing twice (a batch in hand is retried within seconds to minutes).
 BATCH_REPLY_TTL = 3600
+# The form of the stored reply, in its key: a reply an earlier version stored (no event
+# statuses) is not replayed to this one, whose retry runs the script again (its orders' marks
+# make them duplicates) instead of taking a reply that lacks the events.
+BATCH_REPLY_FORMAT = "r2"
 
 
 @dataclass(slots=True)
@@ -227,7 +231,7 @@ class ApplyMixin(ScriptsMixin):
                 keys.ranking("spend", s, gen),
                 keys.ranking("orders", s, gen),
                 keys.ingest(s),
-                keys.batch(batch, s),
+                keys.batch(f"{batch}:{BATCH_REPLY_FORMAT}", s),
             ]
             shard.keys = [
                 *head, *shard.keys, *shard.event_keys,

@@ -46,7 +46,8 @@ key                                     type    content
                                                 ``T:ingest``; same expiry
 ``T:batch:<token>``                     string  the reply of a batch's script call (JSON),
                                                 so a retry of that batch counts nothing twice;
-                                                expires after an hour
+                                                expires after an hour (``<token>`` ends in
+                                                the reply's form, ``:r2`` with events)
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
                                                 events_received, events_applied,
