@@ -36,6 +36,10 @@ key                                     type    content
                                                 ``YYYY-MM-DD:revenue`` (gross, the order's
                                                 day), ``YYYY-MM-DD:refunded`` (the day the
                                                 refund or cancellation occurred)
+``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
+                                                (gross cents) per local hour of
+                                                ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
+                                                it began, ``YYYY-MM-DDTHH:MM``
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
@@ -180,6 +184,9 @@ class KeySpace:
     def days(self, shard: int, generation: int) -> str:
         return self.aggregate("days", shard=shard, generation=generation)
 
+    def hours(self, shard: int, generation: int) -> str:
+        return self.aggregate("hours", shard=shard, generation=generation)
+
     def ranking(self, name: str, shard: int, generation: int) -> str:
         """``name`` is ``spend`` or ``orders``."""
         return self.aggregate("rank", name, shard=shard, generation=generation)
@@ -189,6 +196,7 @@ class KeySpace:
         return [
             self.totals(shard, generation),
             self.days(shard, generation),
+            self.hours(shard, generation),
             self.ranking("spend", shard, generation),
             self.ranking("orders", shard, generation),
         ]

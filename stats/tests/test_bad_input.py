@@ -196,6 +196,7 @@ def test_schema_and_docs_are_served_without_a_cdn(api: APIClient) -> None:
         "/metrics",
         "/orders/{order_id}",
         "/stats/by-date",
+        "/stats/by-hour",
         "/stats/global",
         "/stats/top-buyers",
         "/stats/top-spenders",
