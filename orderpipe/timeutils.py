@@ -1,15 +1,19 @@
-"""Epoch milliseconds, the one time format both apps exchange, and the shop's time zone names.
+"""Epoch milliseconds, the one time format both apps exchange; the shop's time zone names, and
+the one rule of which local day an instant belongs to.
 
 SQS stamps messages in epoch milliseconds, and Redis keeps order times and heartbeats in them:
 ``orders`` and ``stats`` both convert, and neither app may import the other's modules for it.
-Exact integer arithmetic (timedelta division), never floats.
+Exact integer arithmetic (timedelta division), never floats. The ledger keeps UTC instants;
+``local_day`` turns one into the shop's calendar day (``STATS_TIME_ZONE``) wherever an
+aggregate is derived from it: the apply script's arguments, and reconcile's unapplied rows (the
+database's ``TruncDate(..., tzinfo=zone)`` is the same rule for rebuild's GROUP BYs).
 """
 
 from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from importlib import resources
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,6 +28,38 @@ def epoch_ms(moment: datetime) -> int:
 def from_epoch_ms(millis: int) -> datetime:
     """The UTC moment ``millis`` milliseconds after the Unix epoch."""
     return EPOCH + timedelta(milliseconds=millis)
+
+
+def local_day(moment: datetime, zone: tzinfo) -> date:
+    """The calendar date of ``moment`` (an aware instant) in ``zone``, daylight saving
+    included: 2025-03-09T04:30Z is 2025-03-08 in America/New_York (23:30 EST), 2025-08-09T18:30Z
+    is 2025-08-10 in Asia/Kolkata (+05:30)."""
+    return moment.astimezone(zone).date()
+
+
+_HOUR = timedelta(hours=1)
+
+
+def hour_key(moment: datetime, zone: tzinfo) -> str:
+    """The local hour ``moment`` falls in, in ``zone``, named by the UTC instant it began
+    (``YYYY-MM-DDTHH:MM``): unique even for the hour a daylight-saving change repeats (01:00
+    EDT is ``05:00``, 01:00 EST ``06:00``), and at :30 or :45 past a UTC hour in a zone
+    such as Asia/Kolkata (10:00 IST is ``04:30``)."""
+    local = moment.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def local_hours(day: date, zone: tzinfo) -> list[datetime]:
+    """Every local hour of ``day`` in ``zone``, as aware local datetimes in order: 24, or 23
+    and 25 on the days daylight saving starts and ends (an hour whose local time is skipped
+    is not there; a repeated one is there twice, with its two offsets)."""
+    start = datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+    hours = []
+    while start < end:
+        hours.append(start.astimezone(zone))
+        start += _HOUR
+    return hours
 
 
 @functools.cache
