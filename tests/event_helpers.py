@@ -1,88 +1,32 @@
-"""Test helpers for refunds and cancellations in the aggregate store.
-
-``StoreEvent`` is what the store applies (``stats.store.values.EventLike``); ``apply_events``
-writes events to Redis the way a consumer's batch does, through ``AggregateStore.apply_batch``
-with ``events``. ``REFUNDED_DATA`` is one set of orders and events the API tests share, with
-the figures every endpoint must then serve.
+"""Refunds and cancellations for the API tests: applied through the store as a consumer's
+batch applies them, and one set of orders and events the API tests share, with the figures
+every endpoint must then serve.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from orders.ledger import RecordedEvent
 from orders.validation import Order
-from stats.store import AggregateStore
-from tests.ingestion_helpers import make_order
-
-REFUNDED = "refunded"
-CANCELLED = "cancelled"
+from stats.store import AggregateStore, PendingEvent
+from tests.ingestion_helpers import make_event, make_order
 
 
-@dataclass(frozen=True, slots=True)
-class StoreEvent:
-    """A refund or cancellation as the ledger hands it to the store."""
-
-    event_id: str
-    order_id: str
-    user_id: str
-    kind: str
-    amount_cents: int
-    occurred_at: datetime
-    items: tuple[object, ...] = ()
-
-    @property
-    def day(self) -> date:
-        return self.occurred_at.astimezone(UTC).date()
-
-    @property
-    def fingerprint(self) -> str:
-        text = f"{self.event_id}|{self.order_id}|{self.kind}|{self.amount_cents}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+def refund(event_id: str, order: Order, cents: int, when: datetime) -> RecordedEvent:
+    return make_event(event_id, order, cents, when)
 
 
-def refund(event_id: str, order: Order, cents: int, when: datetime) -> StoreEvent:
-    return StoreEvent(event_id, order.order_id, order.user_id, REFUNDED, cents, when)
-
-
-def cancel(event_id: str, order: Order, cents: int, when: datetime) -> StoreEvent:
+def cancel(event_id: str, order: Order, cents: int, when: datetime) -> RecordedEvent:
     """``cents``: what was left of the order unrefunded, which the cancellation refunds."""
-    return StoreEvent(event_id, order.order_id, order.user_id, CANCELLED, cents, when)
+    return make_event(event_id, order, cents, when, kind="cancelled")
 
 
-def apply_events(store: AggregateStore, events: Sequence[StoreEvent]) -> None:
-    """Apply ``events`` as one batch of their messages (each counted as received)."""
-    apply: Any = store.apply_batch
-    if "events" in inspect.signature(apply).parameters:
-        from stats.store.values import PendingEvent
-
-        apply([], events=[PendingEvent(e) for e in events])
-        return
-    _write_events_into_hashes(store, events)
-
-
-def _write_events_into_hashes(store: AggregateStore, events: Iterable[StoreEvent]) -> None:
-    """Until the store applies events: DESIGN-19's schema written field by field."""
-    keys, generations = store.keys, store.generations()
-    for e in events:
-        shard = store.shard_of(e.user_id)
-        gen = generations[shard]
-        cancelled = int(e.kind == CANCELLED)
-        pipe = store.client.pipeline(transaction=False)
-        pipe.hincrby(keys.user(e.user_id, shard, gen), "refunded", e.amount_cents)
-        pipe.hincrby(keys.user(e.user_id, shard, gen), "cancelled", cancelled)
-        pipe.hincrby(keys.totals(shard, gen), "refunded", e.amount_cents)
-        pipe.hincrby(keys.totals(shard, gen), "cancelled", cancelled)
-        pipe.hincrby(keys.days(shard, gen), f"{e.day.isoformat()}:refunded", e.amount_cents)
-        pipe.zincrby(keys.ranking("spend", shard, gen), e.amount_cents, e.user_id)
-        pipe.hincrby(keys.ingest(shard), "received", 1)
-        pipe.hincrby(keys.ingest(shard), "events_received", 1)
-        pipe.hincrby(keys.ingest(shard), "events_applied", 1)
-        pipe.execute()
+def apply_events(store: AggregateStore, events: Sequence[RecordedEvent]) -> None:
+    """Apply ``events`` as one batch of their messages (each counted as received), through
+    ``apply_batch`` (``apply_batch.lua``): each once, by its own mark, recorded just now."""
+    store.apply_batch([], events=[PendingEvent(e, None, e.counted) for e in events])
 
 
 # --- The shared data: seven orders of four users, then a refund, a partial refund and a

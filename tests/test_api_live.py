@@ -15,6 +15,18 @@ from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, servers
+from tests.event_helpers import (
+    ALICE_BODY,
+    BY_DATE_BODY,
+    BY_DATE_EXACT_TEXT,
+    CAROL_BODY,
+    GLOBAL_BODY,
+    TOP_SPENDERS_BODY,
+    apply_events,
+    day,
+    fill_with_refunds,
+    refund,
+)
 from tests.ingestion_helpers import make_order
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -86,7 +98,8 @@ def test_user_stats_has_exact_money_and_utc_times(filled: AggregateStore, api: A
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response.content == (
-        b'{"user_id":"alice","order_count":2,"total_spend":399.99,'
+        b'{"user_id":"alice","order_count":2,"total_spend":399.99,"gross_spend":399.99,'
+        b'"refunded":0.00,"cancelled_orders":0,'
         b'"average_order_value":200.00,"first_order_at":"2025-08-09T10:15:00Z",'
         b'"last_order_at":"2025-08-11T08:00:00.250000Z"}'
     )
@@ -123,7 +136,8 @@ def test_global_stats_total_revenue_beyond_float_precision_is_exact(
 
     assert response.status_code == 200
     assert response.content == (
-        b'{"total_orders":7,"total_revenue":1000000000811.01,"unique_users":4,'
+        b'{"total_orders":7,"total_revenue":1000000000811.01,"gross_revenue":1000000000811.01,'
+        b'"refunded":0.00,"cancelled_orders":0,"unique_users":4,'
         b'"average_order_value":142857142973.00}'
     )
 
@@ -175,12 +189,14 @@ def test_by_date_lists_every_day_inclusive_with_zero_days(
         "end_date": "2025-08-12",
         "total_orders": 7,
         "total_revenue": 1000000000811.01,
+        "gross_revenue": 1000000000811.01,
+        "refunded": 0,
         "days": [
-            {"date": "2025-08-08", "total_orders": 0, "total_revenue": 0},
-            {"date": "2025-08-09", "total_orders": 2, "total_revenue": 1000000000310.98},
-            {"date": "2025-08-10", "total_orders": 0, "total_revenue": 0},
-            {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03},
-            {"date": "2025-08-12", "total_orders": 0, "total_revenue": 0},
+            day("2025-08-08", 0, 0, 0, 0),
+            day("2025-08-09", 2, 1000000000310.98, 1000000000310.98, 0),
+            day("2025-08-10", 0, 0, 0, 0),
+            day("2025-08-11", 5, 500.03, 500.03, 0),
+            day("2025-08-12", 0, 0, 0, 0),
         ],
     }
     assert b'"total_revenue":1000000000310.98' in response.content
@@ -193,7 +209,7 @@ def test_by_date_full_366_day_range_is_answered(filled: AggregateStore, api: API
     body = response.json()
     assert len(body["days"]) == 366
     assert body["days"][0]["date"] == "2024-08-11"
-    assert body["days"][-1] == {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03}
+    assert body["days"][-1] == day("2025-08-11", 5, 500.03, 500.03, 0)
     assert body["total_orders"] == 7
 
 
@@ -313,6 +329,9 @@ def test_metrics_json_has_totals_and_ingestion_counters(
     assert response.json() == {
         "total_orders": 7,
         "total_revenue": 1000000000811.01,
+        "gross_revenue": 1000000000811.01,
+        "refunded": 0,
+        "cancelled_orders": 0,
         "unique_users": 4,
         "average_order_value": 142857142973.00,
         "timestamp": "2025-09-01T12:00:30Z",
@@ -322,6 +341,11 @@ def test_metrics_json_has_totals_and_ingestion_counters(
             "duplicates": 1,
             "rejected": 3,
             "rejected_by_code": {"invalid_json": 1, "value_mismatch": 2},
+            "events_received": 0,
+            "events_applied": 0,
+            "events_duplicates": 0,
+            "events_waiting": 0,
+            "events_orphaned": 0,
             "last_batch_at": "2025-09-01T12:00:00Z",
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 30.0,
@@ -357,3 +381,79 @@ def test_by_date_reads_one_redis_round_trip(
     # One round trip: one HMGET of the days hash, then the generation check.
     assert calls == ["pipeline: HMGET GET"]
     assert date(2025, 8, 11).isoformat() in response.content.decode()
+
+
+# --- Refunds and cancellations: net figures, refunds on their own day, ranking by net ---------
+@pytest.fixture
+def refunded(clocked_store: AggregateStore) -> AggregateStore:
+    return fill_with_refunds(clocked_store)
+
+
+def test_every_stats_endpoint_serves_net_figures_with_refunds_in_the_data(
+    refunded: AggregateStore, api: APIClient
+) -> None:
+    responses = {
+        path: api.get(path)
+        for path in (
+            "/stats/global",
+            "/users/alice/stats",
+            "/users/carol/stats",
+            "/stats/top-spenders?limit=10",
+            "/stats/by-date?start_date=2025-08-08&end_date=2025-08-12",
+        )
+    }
+
+    assert {path: r.status_code for path, r in responses.items()} == dict.fromkeys(responses, 200)
+    assert [r.json() for r in responses.values()] == [
+        GLOBAL_BODY,
+        ALICE_BODY,
+        CAROL_BODY,
+        TOP_SPENDERS_BODY,
+        BY_DATE_BODY,
+    ]
+    assert (
+        BY_DATE_EXACT_TEXT
+        in responses["/stats/by-date?start_date=2025-08-08&end_date=2025-08-12"].content
+    )
+
+
+def test_metrics_json_has_net_revenue_and_the_event_counters(
+    refunded: AggregateStore,
+    api: APIClient,
+    frozen_now: datetime,
+    redis_nodes: list[dict[str, Any]],
+) -> None:
+    alice_first = make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))
+    apply_events(
+        refunded, [refund("E1", alice_first, 5000, datetime(2025, 8, 10, 9, 0, tzinfo=UTC))]
+    )
+    refunded.record_rejections({"m1": ("refund_exceeds_order",)})
+
+    response = api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        key: GLOBAL_BODY[key]
+        for key in ("total_orders", "total_revenue", "gross_revenue", "refunded")
+    } | {
+        "cancelled_orders": 1,
+        "unique_users": 4,
+        "average_order_value": 142857142973.00,
+        "timestamp": "2025-09-01T12:00:30Z",
+        "ingestion": {
+            "received": 11,
+            "applied": 7,
+            "duplicates": 0,
+            "rejected": 1,
+            "rejected_by_code": {"refund_exceeds_order": 1},
+            "events_received": 4,
+            "events_applied": 3,
+            "events_duplicates": 1,
+            "events_waiting": 0,
+            "events_orphaned": 0,
+            "last_batch_at": "2025-09-01T12:00:00Z",
+            "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
+            "consumer_lag_seconds": 30.0,
+        },
+        "redis": redis_nodes,
+    }

@@ -85,6 +85,12 @@ class UserStatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="user_stats",
         summary="Statistics of one user",
+        description=(
+            "`total_spend` is net: `gross_spend` (what the user's orders were worth) less "
+            "`refunded` (their refunds and cancellations). `order_count` counts the orders "
+            "placed, cancelled ones included; `average_order_value` is gross_spend / "
+            "order_count."
+        ),
         parameters=[path_id_parameter("user_id", "The user's id as sent in orders")],
         responses={
             200: UserStatsSerializer,
@@ -106,6 +112,12 @@ class StatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="global_stats",
         summary="Totals over all orders: net and gross revenue, refunds, cancellations",
+        description=(
+            "Shopify's rule: gross is what was ordered, refunds (a cancellation refunds what "
+            "was left of its order) are taken off, `total_revenue` = gross_revenue - refunded. "
+            "`total_orders` counts the orders placed, cancelled ones included; "
+            "`average_order_value` is gross_revenue / total_orders (Shopify's definition)."
+        ),
         responses={200: GlobalStatsSerializer, **PROTECTED_ERRORS},
     )
     @action(detail=False, methods=["get"], url_path="global", url_name="global")

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from stats.api.serializers import average_cents
 from stats.dashboard import money
 from stats.store import AggregateStore
+from tests.event_helpers import apply_events, refund
 from tests.ingestion_helpers import make_order
 
 
@@ -83,3 +84,33 @@ def test_money_has_exactly_the_shops_currencys_decimals(
         if sample.name == "orderpipe_revenue_total"
     ]
     assert revenue == [prometheus]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("code", "net", "gross", "refunded"),
+    [
+        ("JPY", "1249", "1250", "1"),
+        ("KWD", "1.249", "1.250", "0.001"),
+        ("USD", "12.49", "12.50", "0.01"),
+    ],
+)
+def test_refunds_and_net_have_exactly_the_shops_currencys_decimals(
+    fake_store: AggregateStore,
+    api: APIClient,
+    settings: Any,
+    code: str,
+    net: str,
+    gross: str,
+    refunded: str,
+) -> None:
+    settings.STATS_CURRENCY = code
+    placed = make_order("O1", "U1", 1250)
+    fake_store.apply_orders([placed])
+    apply_events(fake_store, [refund("E1", placed, 1, placed.occurred_at)])
+
+    body = api.get("/stats/global").content.decode()
+
+    assert body.startswith(
+        f'{{"total_orders":1,"total_revenue":{net},"gross_revenue":{gross},"refunded":{refunded},'
+    )
