@@ -40,21 +40,31 @@ def local_day(moment: datetime, zone: tzinfo) -> date:
 _HOUR = timedelta(hours=1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    """When ``day`` begins in ``zone``, in UTC (where midnight is skipped, the instant the
+    clocks jump from it). Cached: a batch's orders share a few days."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
 def hour_key(moment: datetime, zone: tzinfo) -> str:
-    """The local hour ``moment`` falls in, in ``zone``, named by the UTC instant it began
-    (``YYYY-MM-DDTHH:MM``): unique even for the hour a daylight-saving change repeats (01:00
-    EDT is ``05:00``, 01:00 EST ``06:00``), and at :30 or :45 past a UTC hour in a zone
-    such as Asia/Kolkata (10:00 IST is ``04:30``)."""
-    local = moment.astimezone(zone).replace(minute=0, second=0, microsecond=0)
-    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+    """The local hour ``moment`` falls in, in ``zone`` (one of its day's ``local_hours``),
+    named by the UTC instant it began (``YYYY-MM-DDTHH:MM``): unique even for the hour a
+    daylight-saving change repeats (01:00 EDT is ``05:00``, 01:00 EST ``06:00``), and at :30
+    or :45 past a UTC hour in a zone such as Asia/Kolkata (10:00 IST is ``04:30``)."""
+    midnight = _midnight(local_day(moment, zone), zone)
+    start = midnight + (moment - midnight) // _HOUR * _HOUR
+    # isoformat, not strftime (5 times slower): every order of every batch is planned.
+    return start.isoformat(timespec="minutes")[:16]
 
 
 def local_hours(day: date, zone: tzinfo) -> list[datetime]:
-    """Every local hour of ``day`` in ``zone``, as aware local datetimes in order: 24, or 23
-    and 25 on the days daylight saving starts and ends (an hour whose local time is skipped
-    is not there; a repeated one is there twice, with its two offsets)."""
-    start = datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+    """Every local hour of ``day`` in ``zone``, as aware local datetimes in order: hours of
+    real time from its midnight to the next, so 24, or 23 and 25 on the days daylight saving
+    starts and ends (a repeated hour is there twice, with its two offsets; after a change
+    that is not a whole hour, as Australia/Lord_Howe's, hours begin at :30)."""
+    start = _midnight(day, zone)
+    end = _midnight(day + timedelta(days=1), zone)
     hours = []
     while start < end:
         hours.append(start.astimezone(zone))
