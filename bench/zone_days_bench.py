@@ -10,7 +10,8 @@ Run by hand::
 
 PostgreSQL is filled by ``ledger_fill`` (server side); SQLite (``sqlite:///…``) by one
 ``executemany``. Each way is timed three times (best kept), per day and per user and day (the
-sharded rebuild's query), and the results are checked equal. Prints numbers; asserts nothing.
+sharded rebuild's query), and the results are checked equal; then the local hours of
+``/stats/by-hour`` (always streamed). Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ def main() -> None:
     pairs = best("per user and day, TruncDate in the database", rows,
                  lambda: sum(1 for _ in ledger.user_day_totals(ZONE)))  # fmt: skip
     assert pairs == best("per user and day, streamed, local_day in Python", rows, stream_user_days)
+    best("per local hour, streamed, hour_key in Python (by-hour)", rows,
+         lambda: sum(1 for _ in ledger.hour_totals(ZONE)))  # fmt: skip
+    best("per user and local hour, streamed (several shards)", rows,
+         lambda: sum(1 for _ in ledger.hour_totals(ZONE, by_user=True)))  # fmt: skip
     if not args.database_url.startswith("sqlite"):
         close_ledger(args.database_url, args.drop)
 
