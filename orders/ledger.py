@@ -298,8 +298,37 @@ def record_batch(
             )
             recorded, conflicts, awaited = _record_orders(connection, cursor, orders, received_at)
         if not events and not awaited:
-            return LedgerOutcome(recorded, conflicts)
-        return _record_events(recorded, conflicts, awaited, events, received_at, queue_name, using)
+            outcome = LedgerOutcome(recorded, conflicts)
+        else:
+            outcome = _record_events(
+                recorded, conflicts, awaited, events, received_at, queue_name, using
+            )
+        _hand_on_events_of_reseen_orders(outcome, received_at, using)
+        return outcome
+
+
+def _hand_on_events_of_reseen_orders(
+    outcome: LedgerOutcome, received_at: datetime, using: str
+) -> None:
+    """Add to ``outcome.events`` the recorded events of the batch's orders that an earlier
+    delivery recorded (counted nowhere: their messages were counted when they came).
+
+    A waiting event is attached in the transaction that records its order, and its message
+    was deleted long before: if Redis then fails, only the order's redelivery (or the batch
+    in hand, retried) can bring the event to Redis, and it finds the order already
+    recorded. The event's own mark makes handing it on again harmless. Only re-seen orders
+    are looked up, so a batch of new orders costs no query.
+    """
+    reseen = {r.order.order_id for r in outcome.recorded if r.first_recorded_at != received_at}
+    if not reseen:
+        return
+    handed = {e.event_id for e in outcome.events}
+    rows = OrderEvent.objects.using(using).filter(order_id__in=sorted(reseen)).order_by(
+        "occurred_at", "event_id"
+    )
+    outcome.events.extend(
+        _recorded_event(row, None) for row in rows if row.event_id not in handed
+    )
 
 
 def _record_orders(
