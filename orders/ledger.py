@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models.functions import Collate, TruncDate
+from django.db.models.functions import Collate, ExtractMinute, Floor, TruncDate, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -968,20 +968,50 @@ def user_day_totals(
         yield user_id, DayTotals(day, 0, 0, refunded)
 
 
+# Since then every zone's offset is a whole number of quarters of an hour (hour_totals).
+_QUARTERS_SINCE = datetime(1973, 1, 1, tzinfo=UTC)
+
+
 def hour_totals(
     zone: tzinfo, by_user: bool = False, using: str = "default", chunk_size: int = 20_000
 ) -> Iterator[tuple[str, str, int, int]]:
     """(user_id, hour, orders, gross cents) per local hour of ``zone`` (``hour_key``), and per
-    user when ``by_user`` (else user_id is ""). The rows are streamed and the hour computed
-    in Python by the one rule (``orderpipe.timeutils.hour_key``): SQL's hour of a local time
-    merges the two hours a daylight-saving change repeats."""
+    user when ``by_user`` (else user_id is "").
+
+    The hour is named in Python by the one rule (``orderpipe.timeutils.hour_key``; SQL's hour
+    of a local time merges the two hours a daylight-saving change repeats), for groups the
+    database makes first: the orders of each UTC quarter of an hour, which lie in one local
+    hour of every zone whose offsets are whole quarters of an hour, as all are since 1972
+    (Liberia's -0:44:30 was the last that was not). Older orders, whose zone may have had a
+    local mean time's offset, are streamed one by one."""
     rows = AcceptedOrder.objects.using(using).order_by()
     sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    query = rows.values_list("user_id", "ordered_at", "value_cents")
-    for user_id, ordered_at, cents in query.iterator(chunk_size=chunk_size):
+    old = rows.filter(ordered_at__lt=_QUARTERS_SINCE).values_list(
+        "user_id", "ordered_at", "value_cents"
+    )
+    for user_id, ordered_at, cents in old.iterator(chunk_size=chunk_size):
         bucket = sums[(user_id if by_user else "", hour_key(ordered_at, zone))]
         bucket[0] += 1
         bucket[1] += cents
+    quarters = (
+        rows.filter(ordered_at__gte=_QUARTERS_SINCE)
+        .annotate(
+            utc_hour=TruncHour("ordered_at", tzinfo=UTC),
+            quarter=Floor(
+                ExtractMinute("ordered_at", tzinfo=UTC) / models.Value(15),
+                output_field=models.IntegerField(),
+            ),
+        )
+        .values_list(*(("user_id",) if by_user else ()), "utc_hour", "quarter")
+        .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
+    )
+    for row in quarters.iterator(chunk_size=chunk_size):
+        user_id = row[0] if by_user else ""
+        utc_hour, quarter, n, revenue = row[-4:]
+        start = utc_hour + timedelta(minutes=15 * int(quarter))
+        bucket = sums[(user_id, hour_key(start, zone))]
+        bucket[0] += n
+        bucket[1] += int(revenue)
     for (user_id, hour), (orders, revenue) in sums.items():
         yield user_id, hour, orders, revenue
 

@@ -332,6 +332,7 @@ class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     top_spenders = serializers.URLField()
     top_buyers = serializers.URLField()
     by_date = serializers.CharField()
+    by_hour = serializers.URLField()
     health = serializers.URLField()
     metrics = serializers.URLField()
     schema = serializers.URLField()

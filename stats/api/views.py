@@ -399,6 +399,7 @@ class ApiRootView(FormatParamMixin, APIView):
             "top_spenders": url("stats-top-spenders") + "?limit=5",
             "top_buyers": url("stats-top-buyers") + "?limit=5",
             "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+            "by_hour": url("stats-by-hour"),
             "health": url("health"),
             "metrics": url("metrics"),
             "schema": url("schema"),

@@ -221,6 +221,7 @@ def test_api_root_links_every_endpoint(api: APIClient) -> None:
         "top_spenders": "http://testserver/stats/top-spenders?limit=5",
         "top_buyers": "http://testserver/stats/top-buyers?limit=5",
         "by_date": "http://testserver/stats/by-date?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+        "by_hour": "http://testserver/stats/by-hour",
         "health": "http://testserver/health",
         "metrics": "http://testserver/metrics",
         "schema": "http://testserver/api/schema",
