@@ -10,6 +10,7 @@ one ZRANGE does), by-date = the sum of each shard's HMGET, a user = its own shar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -39,6 +40,19 @@ Build = Callable[[Any, Sequence[int]], None]
 def days_between(start: date, end: date) -> Iterator[date]:
     for offset in range((end - start).days + 1):
         yield start + timedelta(days=offset)
+
+
+@functools.lru_cache(maxsize=64)
+def _day_fields(start: date, end: date) -> tuple[tuple[date, ...], tuple[bytes, ...]]:
+    """The days from start to end and their fields in the days hash (orders, revenue,
+    refunded per day), encoded once: a dashboard or client asks for the same ranges again and
+    again, and naming a year's 1,098 fields was a tenth of a by-date request."""
+    days = tuple(days_between(start, end))
+    fields: list[bytes] = []
+    for day in days:
+        iso = day.isoformat()
+        fields += [f"{iso}:orders".encode(), f"{iso}:revenue".encode(), f"{iso}:refunded".encode()]
+    return days, tuple(fields)
 
 
 class ReadsMixin(GenerationsMixin):
@@ -97,11 +111,7 @@ class ReadsMixin(GenerationsMixin):
     def by_date(self, start: date, end: date) -> list[DayStats]:
         """Every day from start to end inclusive (zeros included): one HMGET per shard. A
         day's refunds are those that occurred on it (``<day>:refunded``)."""
-        days = list(days_between(start, end))
-        fields: list[str] = []
-        for day in days:
-            iso = day.isoformat()
-            fields += [f"{iso}:orders", f"{iso}:revenue", f"{iso}:refunded"]
+        days, fields = _day_fields(start, end)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
@@ -109,15 +119,12 @@ class ReadsMixin(GenerationsMixin):
 
         per_shard = self._read(self._all(), build)
         if len(per_shard) == 1:
-            values = [int_or_zero(v) for v in per_shard[0]]
+            values = [0 if v is None else int(v) for v in per_shard[0]]
         else:
             values = [
                 sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
             ]
-        return [
-            DayStats(day, values[3 * i], values[3 * i + 1], values[3 * i + 2])
-            for i, day in enumerate(days)
-        ]
+        return list(map(DayStats, days, values[0::3], values[1::3], values[2::3]))
 
     @unavailable_on_redis_error
     def by_hour(self, start: date, end: date) -> list[HourStats]:
