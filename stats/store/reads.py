@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from orderpipe.timeutils import hour_key, local_hours
@@ -53,6 +53,21 @@ def _day_fields(start: date, end: date) -> tuple[tuple[date, ...], tuple[bytes, 
         iso = day.isoformat()
         fields += [f"{iso}:orders".encode(), f"{iso}:revenue".encode(), f"{iso}:refunded".encode()]
     return days, tuple(fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _hour_fields(
+    start: date, end: date, zone: tzinfo
+) -> tuple[tuple[datetime, ...], tuple[bytes, ...]]:
+    """Every local hour of the days from start to end in ``zone`` and their fields in the
+    hours hash (orders, revenue per hour), worked out once per range (a dashboard asks for
+    today and yesterday on every view)."""
+    hours = tuple(h for day in days_between(start, end) for h in local_hours(day, zone))
+    fields: list[bytes] = []
+    for hour in hours:
+        key = hour_key(hour, zone)
+        fields += [f"{key}:orders".encode(), f"{key}:revenue".encode()]
+    return hours, tuple(fields)
 
 
 class ReadsMixin(GenerationsMixin):
@@ -130,19 +145,20 @@ class ReadsMixin(GenerationsMixin):
     def by_hour(self, start: date, end: date) -> list[HourStats]:
         """Every local hour of the days from start to end inclusive, in the store's zone (23,
         24 or 25 a day; zeros included): one HMGET per shard."""
-        hours = [h for day in days_between(start, end) for h in local_hours(day, self.time_zone)]
-        fields: list[str] = []
-        for hour in hours:
-            key = hour_key(hour, self.time_zone)
-            fields += [f"{key}:orders", f"{key}:revenue"]
+        hours, fields = _hour_fields(start, end, self.time_zone)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
                 pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
 
         per_shard = self._read(self._all(), build)
-        values = [sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)]
-        return [HourStats(h, values[2 * i], values[2 * i + 1]) for i, h in enumerate(hours)]
+        if len(per_shard) == 1:
+            values = [0 if v is None else int(v) for v in per_shard[0]]
+        else:
+            values = [
+                sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
+            ]
+        return list(map(HourStats, hours, values[0::2], values[1::2]))
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
