@@ -1,15 +1,19 @@
-"""Epoch milliseconds, the one time format both apps exchange, and the shop's time zone names.
+"""Epoch milliseconds, the one time format both apps exchange; the shop's time zone names, and
+the one rule of which local day an instant belongs to.
 
 SQS stamps messages in epoch milliseconds, and Redis keeps order times and heartbeats in them:
 ``orders`` and ``stats`` both convert, and neither app may import the other's modules for it.
-Exact integer arithmetic (timedelta division), never floats.
+Exact integer arithmetic (timedelta division), never floats. The ledger keeps UTC instants;
+``local_day`` turns one into the shop's calendar day (``STATS_TIME_ZONE``) wherever an
+aggregate is derived from it: the apply script's arguments, and reconcile's unapplied rows (the
+database's ``TruncDate(..., tzinfo=zone)`` is the same rule for rebuild's GROUP BYs).
 """
 
 from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from importlib import resources
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,6 +28,13 @@ def epoch_ms(moment: datetime) -> int:
 def from_epoch_ms(millis: int) -> datetime:
     """The UTC moment ``millis`` milliseconds after the Unix epoch."""
     return EPOCH + timedelta(milliseconds=millis)
+
+
+def local_day(moment: datetime, zone: tzinfo) -> date:
+    """The calendar date of ``moment`` (an aware instant) in ``zone``, daylight saving
+    included: 2025-03-09T04:30Z is 2025-03-08 in America/New_York (23:30 EST), 2025-08-09T18:30Z
+    is 2025-08-10 in Asia/Kolkata (+05:30)."""
+    return moment.astimezone(zone).date()
 
 
 @functools.cache

@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from orderpipe.iterutils import batched
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from orders.projection.rebuilding import days_by_shard
@@ -315,7 +315,7 @@ class _Comparison:
             self.report.in_flight += 1
         if self.oldest_unapplied is None or row.received_at < self.oldest_unapplied:
             self.oldest_unapplied = row.received_at
-        bucket = self.unapplied_days[row.day]
+        bucket = self.unapplied_days[local_day(row.occurred_at, self.store.time_zone)]
         bucket[0] += 1
         bucket[1] += row.value_cents
 
@@ -327,7 +327,9 @@ class _Comparison:
         oldest = self.oldest_unapplied_event
         if oldest is None or event.received_at < oldest:
             self.oldest_unapplied_event = event.received_at
-        self.unapplied_days[event.day][2] += event.amount_cents
+        self.unapplied_days[local_day(event.occurred_at, self.store.time_zone)][2] += (
+            event.amount_cents
+        )
 
     def _repair_user(self, user: _User, had_hash: bool) -> None:
         """The user as the whole ledger has it; the orders and events Redis never applied get
@@ -341,11 +343,13 @@ class _Comparison:
         with writer.unit():
             for row in user.unapplied:
                 writer.mark(row)
-                writer.add_to_day(shard, row.day, 1, row.value_cents)
+                day = local_day(row.occurred_at, self.store.time_zone)
+                writer.add_to_day(shard, day, 1, row.value_cents)
             for event in events:
                 writer.event_mark(event.event_id, event.user_id, event.fingerprint,
                                   event.received_at)  # fmt: skip
-                writer.add_to_day(shard, event.day, 0, 0, event.amount_cents)
+                day = local_day(event.occurred_at, self.store.time_zone)
+                writer.add_to_day(shard, day, 0, 0, event.amount_cents)
             if full is not None:
                 writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
                             full.last_ms, full.refunded_cents, full.cancelled)  # fmt: skip
@@ -397,9 +401,10 @@ class _Comparison:
 
     # --- days and totals -------------------------------------------------------------------------
     def _compare_days(self) -> None:
-        """Each day: orders placed and their gross value, refunds that occurred on it."""
+        """Each day of the store's zone: orders placed and their gross value, refunds that
+        occurred on it."""
         want: dict[date, tuple[int, int, int]] = {}
-        for totals in ledger.day_totals():
+        for totals in ledger.day_totals(self.store.time_zone):
             missing = self.unapplied_days.get(totals.day, [0, 0, 0])
             expected = (
                 totals.orders - missing[0],

@@ -18,6 +18,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty, get_error_detail
 
+from stats.api.intervals import INTERVALS, MAX_BUCKETS, bucket_count, previous_period
+
 LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
@@ -62,24 +64,58 @@ class LimitParams(serializers.Serializer[dict[str, Any]]):
 
 
 class DateRangeParams(serializers.Serializer[dict[str, Any]]):
-    start_date = StrictDateField(help_text="First day (UTC), YYYY-MM-DD, inclusive.")
+    start_date = StrictDateField(
+        help_text="First day (in the shop's time zone, STATS_TIME_ZONE), YYYY-MM-DD, inclusive."
+    )
     end_date = StrictDateField(
-        help_text="Last day (UTC), YYYY-MM-DD, inclusive; not before start_date, and the "
-        "range spans at most STATS_MAX_RANGE_DAYS days (366 by default)."
+        help_text="Last day, YYYY-MM-DD, inclusive; not before start_date. With interval=day "
+        "the range spans at most STATS_MAX_RANGE_DAYS days (366 by default); with week or "
+        f"month it touches at most {MAX_BUCKETS} weeks or months."
+    )
+    interval = serializers.ChoiceField(
+        choices=INTERVALS,
+        required=False,
+        default="day",
+        help_text="Bucket size: day (default), week (ISO weeks, Monday to Sunday) or month "
+        "(calendar months). Each bucket is named by its first day and counts only the days "
+        "inside the range.",
+    )
+    compare = serializers.ChoiceField(
+        choices=["previous"],
+        required=False,
+        help_text="previous: also the same figures for the period just before, as long as "
+        "this one (the same number of days; for interval=month over whole months, the same "
+        "number of months), under `previous`.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        start, end = attrs["start_date"], attrs["end_date"]
+        start, end, interval = attrs["start_date"], attrs["end_date"], attrs["interval"]
         if end < start:
             raise serializers.ValidationError(
                 {"end_date": [f"Must not be before start_date ({start.isoformat()})."]}
             )
         span = (end - start).days + 1
         limit = settings.STATS_MAX_RANGE_DAYS
-        if span > limit:
+        if interval == "day" and span > limit:
             raise serializers.ValidationError(
                 {"end_date": [f"The range may span at most {limit} days; this one spans {span}."]}
             )
+        count = bucket_count(start, end, interval)
+        if count > MAX_BUCKETS:
+            raise serializers.ValidationError(
+                {
+                    "end_date": [
+                        f"A response has at most {MAX_BUCKETS} buckets: the range may touch at "
+                        f"most {MAX_BUCKETS} {interval}s; this one touches {count}."
+                    ]
+                }
+            )
+        if attrs.get("compare") == "previous":
+            try:
+                attrs["previous"] = previous_period(start, end, interval)
+            except OverflowError:
+                rule = f"The period before {start.isoformat()} would start before 0001-01-01."
+                raise serializers.ValidationError({"compare": [rule]}) from None
         return attrs
 
 

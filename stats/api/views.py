@@ -148,12 +148,17 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="stats_by_date",
-        summary="Totals for a range of UTC days, with one entry per day (zeros included)",
+        summary="Totals for a range of the shop's days, per day, ISO week or month",
         description=(
-            "A day's gross_revenue is what the orders placed on it were worth; its refunded the "
+            "Days are calendar days in the shop's time zone (STATS_TIME_ZONE). A day's "
+            "gross_revenue is what the orders placed on it were worth; its refunded the "
             "refunds and cancellations that occurred on it, whenever their order was (Shopify's "
             "rule); total_revenue = gross_revenue - refunded, negative on a day whose refunds "
-            "exceed its sales."
+            "exceed its sales. interval=week or month sums the days into ISO weeks or calendar "
+            "months (`weeks` or `months` instead of `days`), each named by its first day and "
+            "counting only the days inside the range; at most 366 buckets. compare=previous "
+            "adds `previous`: the same figures for the period just before. Every amount is in "
+            "`currency`, with exactly its decimals."
         ),
         parameters=[DateRangeParams],
         responses={
@@ -168,9 +173,15 @@ class StatsViewSet(ProtectedViewSet):
     @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
     def by_date(self, request: Request) -> Response:
         params = validate_query(DATE_RANGE_PARAMS, request.query_params)
-        start, end = params["start_date"], params["end_date"]
-        days = get_store().by_date(start, end)
-        return Response(date_range_body(start, end, days))
+        start, end, interval = params["start_date"], params["end_date"], params["interval"]
+        if "previous" not in params:
+            return Response(date_range_body(start, end, get_store().by_date(start, end), interval))
+        # The period before ends the day before this one: both are one read.
+        first, last = params["previous"]
+        days = get_store().by_date(first, end)
+        split = (start - first).days
+        previous = (first, last, days[:split])
+        return Response(date_range_body(start, end, days[split:], interval, previous))
 
     @staticmethod
     def _limit(request: Request) -> int:

@@ -77,14 +77,21 @@ class GenerationsMixin(LeaseMixin):
     def claim_layout(self) -> None:
         """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
         when another is (a consumer must not write beside aggregates built for another
-        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise)."""
+        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise, nor count days
+        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them)."""
+        for state in self.generation_states():
+            # Aggregates written without a recorded layout (by the apply script alone)
+            # still say in T:gen what they are counted in.
+            live = state.layout if state.state is State.LIVE else None
+            if live is not None and not live.same_values(self.layout):
+                raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
         self.client.set(key, self.layout.code(), nx=True)
         found = self.recorded_layout()
         if found is None or found == self.layout:
             self._layout_is_mine()
             return
-        if found.same_names(self.layout, self.cluster):
+        if found.same_names(self.layout, self.cluster) and found.same_values(self.layout):
             # One shard on one node, recorded by an earlier version: the same key names.
             self.client.set(key, self.layout.code())
             self._layout_is_mine()
@@ -97,7 +104,9 @@ class GenerationsMixin(LeaseMixin):
         if self._layout_checked():
             return
         found = self.recorded_layout()
-        if found is not None and not found.same_names(self.layout, self.cluster):
+        if found is not None and not (
+            found.same_names(self.layout, self.cluster) and found.same_values(self.layout)
+        ):
             raise LayoutError(self.layout.refusal(found, self.cluster))
         self._layout_is_mine()
 
@@ -309,6 +318,8 @@ class GenerationsMixin(LeaseMixin):
             clock=self.clock,
             shards=layout.shards,
             key_format=layout.key_format,
+            zone=layout.zone,
+            currency=layout.currency,
         )
 
 

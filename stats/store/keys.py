@@ -54,8 +54,9 @@ key                                     type    content
                                                 events_duplicates, last_batch_ms,
                                                 heartbeat_ms
 ``T:gen``                               string  the shard's live generation, described:
-                                                ``<G>;v<format>;n<shards>`` (see
-                                                ``layouts``); ``retired:<layout>`` once a
+                                                ``<G>;v<format>;n<shards>``, with
+                                                ``;z<zone>;c<currency>`` unless UTC,
+                                                USD (see ``layouts``); ``retired:<layout>`` once a
                                                 rebuild moved the aggregates to that layout
                                                 (never expires); absent = nothing written yet
 ``T:lock``                              string  a rebuild's or repair's token while it runs
@@ -66,8 +67,8 @@ key                                     type    content
 ``<prefix>:consumers``                  hash    consumer id (host:pid) -> its last batch or
                                                 empty poll (epoch ms); gone on a clean stop
 ``<prefix>:layout``                     string  the layout the aggregates are built for,
-                                                ``v<format>;n<shards>`` (earlier versions:
-                                                the shard count alone)
+                                                ``v<format>;n<shards>[;z<zone>][;c<cur>]``
+                                                (earlier versions: the shard count alone)
 ``<prefix>:generations``                hash    each generation being built or dropped, and
                                                 each retired layout being dropped (JSON):
                                                 what a rebuild that died left behind

@@ -109,6 +109,8 @@ def test_single_day_range_is_allowed(fake_store: AggregateStore, api: APIClient)
     assert response.json() == {
         "start_date": "2024-02-29",
         "end_date": "2024-02-29",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 0,
         "total_revenue": 0,
         "gross_revenue": 0,
