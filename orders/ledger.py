@@ -37,13 +37,17 @@ from django.utils.dateparse import parse_datetime
 from orderpipe.timeutils import epoch_ms, local_day
 from orders.event_rules import (
     Effect,
+    Line,
     OrderState,
+    RefundedLine,
+    cancelled_lines,
     lines_of,
     refunded_lines_json,
     refunded_lines_of,
 )
 from orders.models import AcceptedOrder, OrderEvent, WaitingEvent, encode_body
 from orders.validation import (
+    CANCELLED,
     Event,
     EventKind,
     Order,
@@ -69,6 +73,8 @@ class RecordedOrder:
     day: date
     fingerprint: str
     received_at: datetime
+    # Its lines (the ledger's ``items``): what its products sold.
+    items: tuple[Line, ...] = ()
 
     @property
     def legacy_fingerprint(self) -> str:
@@ -97,9 +103,11 @@ class RecordedEvent:
     """An event as the ledger recorded it, for Redis to apply once (its own mark).
 
     ``amount_cents`` is what it took off the order; ``items`` its refunded lines as
-    (product_id, quantity, unit price). ``first_recorded_at`` is when the ledger recorded it
-    (the window rule of its mark). ``message_id`` is the message this batch holds for it, ''
-    for a waiting event attached now whose message was deleted long ago; ``counted`` says
+    (product_id, quantity, unit price), for a cancellation the lines it took back (what its
+    order's refunds left: ``event_rules.cancelled_lines``), which its products lose.
+    ``first_recorded_at`` is when the ledger recorded it (the window rule of its mark).
+    ``message_id`` is the message this batch holds for it, '' for a waiting event attached
+    now whose message was deleted long ago; ``counted`` says
     whether its message is in this batch (counted as received there)."""
 
     event_id: str
@@ -400,10 +408,13 @@ def _event_of(row: WaitingEvent) -> Event:
 
 
 def _recorded_event(
-    row: OrderEvent | tuple[Any, ...], message: dict[str, Any] | None
+    row: OrderEvent | tuple[Any, ...],
+    message: dict[str, Any] | None,
+    taken: Sequence[RefundedLine] | None = None,
 ) -> RecordedEvent:
     """``row`` (a stored ``OrderEvent``, or the values of one just inserted, in
-    ``_EVENT_COLUMNS`` order) for Redis, beside the batch message carrying it, if any."""
+    ``_EVENT_COLUMNS`` order) for Redis, beside the batch message carrying it, if any.
+    ``taken``: a cancellation's lines (``cancelled_lines``), which its row does not keep."""
     if isinstance(row, OrderEvent):
         values = tuple(getattr(row, name) for name in _EVENT_COLUMNS)
     else:
@@ -417,7 +428,7 @@ def _recorded_event(
         amount_cents=int(named["amount_cents"]),
         items=tuple(
             (line.product_id, line.quantity, line.unit_price)
-            for line in refunded_lines_of(named["items"])
+            for line in (refunded_lines_of(named["items"]) if taken is None else taken)
         ),
         occurred_at=named["occurred_at"].astimezone(UTC),
         fingerprint=named["fingerprint"],
@@ -472,7 +483,8 @@ def _record_events(
         if not same:
             continue
         if isinstance(known, OrderEvent):
-            accepted += [_recorded_event(known, m) for m in same]
+            taken = _taken_by_cancellation(known, order_rows, recorded_events)
+            accepted += [_recorded_event(known, m, taken) for m in same]
         elif first.order_id in order_rows:
             candidates[event_id] = _Candidate(first, fingerprint, same, known)
         else:
@@ -512,6 +524,21 @@ def _record_events(
     )
 
 
+def _taken_by_cancellation(
+    event: OrderEvent, order_rows: dict[str, AcceptedOrder], recorded_events: list[OrderEvent]
+) -> tuple[RefundedLine, ...] | None:
+    """A recorded cancellation's lines (``cancelled_lines``: its order's, less its refunds'),
+    None for a refund (its row keeps its own)."""
+    if event.kind != CANCELLED:
+        return None
+    refunds = [
+        e.items
+        for e in recorded_events
+        if e.order_id == event.order_id and e.event_id != event.event_id
+    ]
+    return cancelled_lines(order_rows[event.order_id].items, refunds)
+
+
 def _judge(
     connection: BaseDatabaseWrapper,
     cursor: CursorWrapper,
@@ -545,11 +572,12 @@ def _judge(
             event = candidate.event
             verdict = state.check(event)
             if isinstance(verdict, Effect):
+                taken = state.remaining_lines() if event.kind == CANCELLED else None
                 state.apply(event.kind, verdict)
                 row = _event_row(candidate, order, verdict, received_at)
                 rows.append(row)
-                accepted += [_recorded_event(row, m) for m in candidate.messages] or [
-                    _recorded_event(row, None)
+                accepted += [_recorded_event(row, m, taken) for m in candidate.messages] or [
+                    _recorded_event(row, None, taken)
                 ]
             else:
                 rejected += _rejections(candidate, verdict)
@@ -655,7 +683,7 @@ def _waiting_row(
 def _recorded_order(row: AcceptedOrder) -> RecordedOrder:
     return RecordedOrder(
         row.order_id, row.user_id, row.value_cents, row.ordered_at, row.day, row.fingerprint,
-        row.received_at,
+        row.received_at, lines_of(row.items),
     )  # fmt: skip
 
 

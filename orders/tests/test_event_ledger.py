@@ -17,6 +17,7 @@ import pytest
 
 from orders.commit import BatchCommitter
 from orders.ledger import EventRejection, LedgerOutcome, RecordedEvent, RecordedOrder
+from orders.event_rules import Line
 from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, WaitingEvent
 from orders.tests.conftest import (
     LEDGER_RECEIVED_AT,
@@ -83,11 +84,13 @@ def test_a_refund_by_amount_is_recorded_with_its_orders_user_and_currency() -> N
             row.occurred_at, row.reason, row.currency, row.message_id, row.received_at) == (
         "RF-1", "ORD1000", "U100", "refunded", 1050, [], OCCURRED, "late", "USD", "m-rf", LATER,
     )  # fmt: skip
-    # Its order is not in this batch: Redis gets its ledger row alongside (applied if absent).
+    # Its order is not in this batch: Redis gets its ledger row alongside (applied if absent),
+    # with its lines (its products' figures).
     order = AcceptedOrder.objects.get()
     assert outcome.context_orders[0].order == RecordedOrder(
         "ORD1000", "U100", 10997, order.ordered_at, order.day, order.fingerprint,
         LEDGER_RECEIVED_AT,
+        (Line("P001", 2, Decimal("19.99")), Line("P042", 1, Decimal("69.99"))),
     )  # fmt: skip
     assert (outcome.context_orders[0].message, outcome.context_orders[0].first_recorded_at) == (
         {},
@@ -157,10 +160,30 @@ def test_a_cancellation_refunds_what_is_left_and_ends_the_order() -> None:
 
     outcome = record(sqs_message("m2", event_body("CX-1", kind="cancelled", reason="fraud")))
 
-    assert [(e.kind, e.amount_cents, e.items) for e in outcome.events] == [("cancelled", 10000, ())]
-    assert [row[:3] for row in ledger_events()] == [
-        ("CX-1", "cancelled", 10000),
-        ("RF-1", "refunded", 997),
+    # A refund by amount takes no product's units: the cancellation takes back every line
+    # (for the products' figures), and its row keeps no items.
+    assert [(e.kind, e.amount_cents, e.items) for e in outcome.events] == [
+        ("cancelled", 10000, (("P001", 2, Decimal("19.99")), ("P042", 1, Decimal("69.99")))),
+    ]  # fmt: skip
+    assert [row for row in ledger_events()] == [
+        ("CX-1", "cancelled", 10000, []),
+        ("RF-1", "refunded", 997, []),
+    ]
+
+
+def test_a_cancellation_takes_back_the_lines_its_refunds_left_also_when_redelivered() -> None:
+    recorded_order()
+    record(sqs_message("m1", event_body("RF-1", items=[("P001", 1)])))
+    first = record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    again = record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    left = (("P001", 1, Decimal("19.99")), ("P042", 1, Decimal("69.99")))
+    assert [(e.event_id, e.amount_cents, e.items) for e in first.events] == [
+        ("CX-1", 10997 - 1999, left)
+    ]
+    assert [(e.event_id, e.amount_cents, e.items) for e in again.events] == [
+        ("CX-1", 10997 - 1999, left)
     ]
 
 
