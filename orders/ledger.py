@@ -967,6 +967,87 @@ def user_day_totals(
         yield user_id, DayTotals(day, 0, 0, refunded)
 
 
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    """A ledger row as the products' figures count it: an order's lines (``sign`` 1, on its
+    day) or what a refund by items or a cancellation took back (``sign`` -1, on the event's
+    day); lines as the ledger's JSON or as ``RefundedLine``s."""
+
+    user_id: str
+    day: date
+    lines: Sequence[Any]
+    sign: int
+
+
+def product_rows(
+    zone: tzinfo | None = None,
+    order_ids: Collection[str] | None = None,
+    event_ids: Collection[str] | None = None,
+    using: str = "default",
+    chunk_size: int = 5_000,
+) -> Iterator[ProductRow]:
+    """Every row with products, streamed (the caller sums them, in memory bounded by the
+    products and days, not the orders): the orders, the refunds by items, and each
+    cancellation with the lines its order's refunds left (``cancelled_lines``, its order and
+    refunds read per chunk of cancellations). All rows, or only those ids (a reconcile's
+    unapplied rows). Days of ``zone`` (None: UTC) by ``local_day``/``event_day``, the rule
+    of the apply script's arguments."""
+    zone = zone or UTC
+    orders = AcceptedOrder.objects.using(using).order_by()
+    events = OrderEvent.objects.using(using).order_by()
+    if order_ids is not None:
+        orders = orders.filter(order_id__in=list(order_ids))
+    if event_ids is not None:
+        events = events.filter(event_id__in=list(event_ids))
+    if order_ids is None or order_ids:
+        for user_id, ordered_at, items in orders.values_list(
+            "user_id", "ordered_at", "items"
+        ).iterator(chunk_size=chunk_size):
+            if items:
+                yield ProductRow(user_id, local_day(ordered_at, zone), items, 1)
+    if event_ids is not None and not event_ids:
+        return
+    cancellations: list[tuple[str, str, str, datetime]] = []
+    for event_id, order_id, user_id, kind, occurred_at, items in events.values_list(
+        "event_id", "order_id", "user_id", "kind", "occurred_at", "items"
+    ).iterator(chunk_size=chunk_size):
+        if kind == CANCELLED:
+            cancellations.append((event_id, order_id, user_id, occurred_at))
+            if len(cancellations) >= _INSERT_CHUNK:
+                yield from _cancelled_rows(cancellations, zone, using)
+                cancellations = []
+        elif items:
+            yield ProductRow(user_id, event_day(occurred_at, zone), items, -1)
+    yield from _cancelled_rows(cancellations, zone, using)
+
+
+def _cancelled_rows(
+    cancellations: Sequence[tuple[str, str, str, datetime]], zone: tzinfo, using: str
+) -> Iterator[ProductRow]:
+    """The lines each cancellation took back: two queries per chunk (its orders' lines, their
+    other events' lines)."""
+    if not cancellations:
+        return
+    order_ids = [order_id for _e, order_id, _u, _at in cancellations]
+    lines = dict(
+        AcceptedOrder.objects.using(using)
+        .filter(order_id__in=order_ids)
+        .values_list("order_id", "items")
+    )
+    refunds: dict[str, list[Any]] = defaultdict(list)
+    for order_id, event_id, items in (
+        OrderEvent.objects.using(using)
+        .filter(order_id__in=order_ids)
+        .values_list("order_id", "event_id", "items")
+    ):
+        refunds[order_id].append((event_id, items))
+    for event_id, order_id, user_id, occurred_at in cancellations:
+        others = [items for other, items in refunds[order_id] if other != event_id]
+        taken = cancelled_lines(lines.get(order_id, []), others)
+        if taken:
+            yield ProductRow(user_id, event_day(occurred_at, zone), taken, -1)
+
+
 def recorded_since(
     since: datetime | None,
     by_user: bool = False,

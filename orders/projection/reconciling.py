@@ -28,7 +28,7 @@ from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
-from orders.projection.rebuilding import days_by_shard
+from orders.projection.rebuilding import days_by_shard, products_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
 
 logger = logging.getLogger("orders.projection")
@@ -47,6 +47,7 @@ class ReconcileReport:
     orders: int = 0
     users: int = 0
     days: int = 0
+    products: int = 0
     differences: list[str] = field(default_factory=list)  # the first _KEPT_DIFFERENCES
     difference_count: int = 0
     unapplied: int = 0  # ledger orders Redis has not applied, older than the settle time
@@ -200,6 +201,8 @@ class _Comparison:
                                              "orders": [0] * store.shards}  # fmt: skip
         # Per shard: orders, gross spend, users, refunded, cancelled.
         self.full_shares = [[0, 0, 0, 0, 0] for _ in range(store.shards)]
+        # The orders and events Redis never applied (their products are not there either).
+        self.unapplied_ids: tuple[set[str], set[str]] = (set(), set())
 
     def run(self) -> ReconcileReport:
         self.store.live_generations()  # the reads below name the live generation's keys
@@ -210,6 +213,7 @@ class _Comparison:
             self._ranked_only_redis_has()
             self._compare_days()
             self._compare_totals()
+            self._compare_products()
             if self.writer is not None and (self.report.difference_count or self.report.repaired):
                 self._rewrite_days_and_totals()
         if self.writer is not None:
@@ -309,6 +313,7 @@ class _Comparison:
             self.ranked["orders"][shard] += 1
 
     def _unapplied_row(self, row: ledger.RecordedOrder) -> None:
+        self.unapplied_ids[0].add(row.order_id)
         if row.received_at < self.now - self.settle:
             self.report.unapplied += 1
         else:
@@ -320,6 +325,7 @@ class _Comparison:
         bucket[1] += row.value_cents
 
     def _unapplied_event(self, event: ledger.EventRow) -> None:
+        self.unapplied_ids[1].add(event.event_id)
         if event.received_at < self.now - self.settle:
             self.report.unapplied_events += 1
         else:
@@ -438,10 +444,58 @@ class _Comparison:
                 f"refunded, {got[4]} cancelled (ledger {', '.join(map(str, want))})"
             )
 
+    def _compare_products(self) -> None:
+        """Each shard's products, overall and per day (units and revenue, net), against the
+        ledger's less the rows Redis never applied; a product or day Redis lacks reads 0."""
+        zone = self.store.time_zone
+        want = {s: (t, d) for s, t, d in products_by_shard(self.store, ledger.product_rows(zone))}
+        orders, events = self.unapplied_ids
+        if orders or events:
+            missing = ledger.product_rows(zone, order_ids=orders, event_ids=events)
+            for shard, totals, days in products_by_shard(self.store, missing):
+                have = want.setdefault(shard, ({}, {}))
+                _subtract(have[0], totals)
+                for day, figures in days.items():
+                    _subtract(have[1].setdefault(day, {}), figures)
+        self.report.products = len({p for totals, _days in want.values() for p in totals})
+        for shard in range(self.store.shards):
+            where = f" (shard {shard})" if self.store.shards > 1 else ""
+            got_totals, got_days = self.store.shard_products(shard)
+            want_totals, want_days = want.get(shard, ({}, {}))
+            for product_id, found, expected in _product_differences(got_totals, want_totals):
+                self.report.differ(
+                    f"product {product_id}{where}: {found[0]} units, {found[1]} cents "
+                    f"(ledger {expected[0]}, {expected[1]})"
+                )
+            for day in sorted(got_days.keys() | want_days.keys()):
+                for product_id, found, expected in _product_differences(
+                    got_days.get(day, {}), want_days.get(day, {})
+                ):
+                    self.report.differ(
+                        f"product {product_id} on {day.isoformat()}{where}: {found[0]} "
+                        f"units, {found[1]} cents (ledger {expected[0]}, {expected[1]})"
+                    )
+
+    def _rewrite_products(self) -> None:
+        """Every shard's products as the whole ledger has them, each shard's in one fenced
+        call (its day hashes Redis has removed first)."""
+        assert self.writer is not None
+        rows = ledger.product_rows(self.store.time_zone)
+        want = {s: (t, d) for s, t, d in products_by_shard(self.store, rows)}
+        for shard in range(self.store.shards):
+            _got, got_days = self.store.shard_products(shard)
+            totals, days = want.get(shard, ({}, {}))
+            with self.writer.unit():
+                self.writer.products(
+                    shard, totals, days, stale_days=[d.isoformat() for d in got_days]
+                )
+        self.report.repaired += self.store.shards
+
     def _rewrite_days_and_totals(self) -> None:
         """Every shard's days and totals as the whole ledger has them (the repair marked
-        every row it counts), each shard's in one fenced call."""
+        every row it counts), each shard's in one fenced call; then its products."""
         assert self.writer is not None
+        self._rewrite_products()
         days = dict(days_by_shard(self.store))
         for shard, (orders, spend, users, refunded, cancelled) in enumerate(self.full_shares):
             with self.writer.unit():
@@ -469,6 +523,21 @@ class _Comparison:
             )
             self.report.difference_count += 1
             self.report.differences.insert(0, line)
+
+
+def _subtract(totals: dict[str, tuple[int, int]], less: dict[str, tuple[int, int]]) -> None:
+    for product_id, (units, revenue) in less.items():
+        had = totals.get(product_id, (0, 0))
+        totals[product_id] = (had[0] - units, had[1] - revenue)
+
+
+def _product_differences(
+    got: dict[str, tuple[int, int]], want: dict[str, tuple[int, int]]
+) -> Iterator[tuple[str, tuple[int, int], tuple[int, int]]]:
+    for product_id in sorted(got.keys() | want.keys()):
+        found, expected = got.get(product_id, (0, 0)), want.get(product_id, (0, 0))
+        if found != expected:
+            yield product_id, found, expected
 
 
 def _user_problems(user_id: str, want: ledger.UserTotals | None, got: UserReadback) -> list[str]:

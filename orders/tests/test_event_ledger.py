@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from orders.commit import BatchCommitter
-from orders.ledger import EventRejection, LedgerOutcome, RecordedEvent, RecordedOrder
 from orders.event_rules import Line
+from orders.ledger import EventRejection, LedgerOutcome, RecordedEvent, RecordedOrder
 from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, WaitingEvent
 from orders.tests.conftest import (
     LEDGER_RECEIVED_AT,
@@ -165,7 +165,7 @@ def test_a_cancellation_refunds_what_is_left_and_ends_the_order() -> None:
     assert [(e.kind, e.amount_cents, e.items) for e in outcome.events] == [
         ("cancelled", 10000, (("P001", 2, Decimal("19.99")), ("P042", 1, Decimal("69.99")))),
     ]  # fmt: skip
-    assert [row for row in ledger_events()] == [
+    assert ledger_events() == [
         ("CX-1", "cancelled", 10000, []),
         ("RF-1", "refunded", 997, []),
     ]
