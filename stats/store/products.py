@@ -55,18 +55,28 @@ def line_values(line: Any) -> tuple[str | None, int, Decimal]:
 def product_sums(lines: Iterable[Any], currency: Currency) -> dict[str, tuple[int, int]]:
     """One row's lines per product: (units, value in minor units rounded half-up), in
     product_id order; lines without a product_id left out."""
+    add, multiply = money.EXACT.add, money.EXACT.multiply
     exact: dict[str, list[Any]] = {}
     for line in lines:
-        product_id, quantity, price = line_values(line)
-        if product_id is None:
-            continue
-        found = exact.setdefault(product_id, [0, Decimal(0)])
-        found[0] += quantity
-        found[1] = money.EXACT.add(found[1], money.EXACT.multiply(Decimal(quantity), price))
-    return {
-        product_id: (units, currency.round_to_minor_units(value))
-        for product_id, (units, value) in sorted(exact.items())
-    }
+        if isinstance(line, Mapping):  # the ledger's JSON: the rebuild's millions of rows
+            product_id = line.get("product_id")
+            if product_id is None:
+                continue
+            quantity, price = int(line["quantity"]), Decimal(line["price_per_unit"])
+        else:
+            product_id, quantity, price = line_values(line)
+            if product_id is None:
+                continue
+        found = exact.get(product_id)
+        if found is None:
+            exact[product_id] = [quantity, multiply(Decimal(quantity), price)]
+        else:
+            found[0] += quantity
+            found[1] = add(found[1], multiply(Decimal(quantity), price))
+    if len(exact) > 1:
+        exact = dict(sorted(exact.items()))
+    rounded = currency.round_to_minor_units
+    return {product_id: (units, rounded(value)) for product_id, (units, value) in exact.items()}
 
 
 def parse_product_field(name: str) -> tuple[str, str]:
