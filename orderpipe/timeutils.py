@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from importlib import resources
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,6 +35,41 @@ def local_day(moment: datetime, zone: tzinfo) -> date:
     included: 2025-03-09T04:30Z is 2025-03-08 in America/New_York (23:30 EST), 2025-08-09T18:30Z
     is 2025-08-10 in Asia/Kolkata (+05:30)."""
     return moment.astimezone(zone).date()
+
+
+_HOUR = timedelta(hours=1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    """When ``day`` begins in ``zone``, in UTC (where midnight is skipped, the instant the
+    clocks jump from it). Cached: a batch's orders share a few days."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+def hour_key(moment: datetime, zone: tzinfo) -> str:
+    """The local hour ``moment`` falls in, in ``zone`` (one of its day's ``local_hours``),
+    named by the UTC instant it began (``YYYY-MM-DDTHH:MM``): unique even for the hour a
+    daylight-saving change repeats (01:00 EDT is ``05:00``, 01:00 EST ``06:00``), and at :30
+    or :45 past a UTC hour in a zone such as Asia/Kolkata (10:00 IST is ``04:30``)."""
+    midnight = _midnight(local_day(moment, zone), zone)
+    start = midnight + (moment - midnight) // _HOUR * _HOUR
+    # isoformat, not strftime (5 times slower): every order of every batch is planned.
+    return start.isoformat(timespec="minutes")[:16]
+
+
+def local_hours(day: date, zone: tzinfo) -> list[datetime]:
+    """Every local hour of ``day`` in ``zone``, as aware local datetimes in order: hours of
+    real time from its midnight to the next, so 24, or 23 and 25 on the days daylight saving
+    starts and ends (a repeated hour is there twice, with its two offsets; after a change
+    that is not a whole hour, as Australia/Lord_Howe's, hours begin at :30)."""
+    start = _midnight(day, zone)
+    end = _midnight(day + timedelta(days=1), zone)
+    hours = []
+    while start < end:
+        hours.append(start.astimezone(zone))
+        start += _HOUR
+    return hours
 
 
 @functools.cache

@@ -34,7 +34,7 @@ from django.db.models.functions import Collate, TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orderpipe.timeutils import epoch_ms, local_day
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders.event_rules import (
     Effect,
     Line,
@@ -1049,6 +1049,24 @@ def _cancelled_rows(
         taken = cancelled_lines(lines.get(order_id, []), others)
         if taken:
             yield ProductRow(user_id, event_day(occurred_at, zone), taken, -1)
+
+
+def hour_totals(
+    zone: tzinfo, by_user: bool = False, using: str = "default", chunk_size: int = 20_000
+) -> Iterator[tuple[str, str, int, int]]:
+    """(user_id, hour, orders, gross cents) per local hour of ``zone`` (``hour_key``), and per
+    user when ``by_user`` (else user_id is ""). The rows are streamed and the hour computed
+    in Python by the one rule (``orderpipe.timeutils.hour_key``): SQL's hour of a local time
+    merges the two hours a daylight-saving change repeats."""
+    rows = AcceptedOrder.objects.using(using).order_by()
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    query = rows.values_list("user_id", "ordered_at", "value_cents")
+    for user_id, ordered_at, cents in query.iterator(chunk_size=chunk_size):
+        bucket = sums[(user_id if by_user else "", hour_key(ordered_at, zone))]
+        bucket[0] += 1
+        bucket[1] += cents
+    for (user_id, hour), (orders, revenue) in sums.items():
+        yield user_id, hour, orders, revenue
 
 
 def recorded_since(

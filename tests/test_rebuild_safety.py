@@ -311,6 +311,11 @@ def test_reconcile_after_marks_were_lost_asks_the_ledger_no_query_per_user(
     store.client.hset(
         store.keys.days(0, 0), mapping={"2025-08-01:orders": 40, "2025-08-01:revenue": 4000}
     )
+    store.client.delete(store.keys.hours(0, 0))
+    store.client.hset(
+        store.keys.hours(0, 0),
+        mapping={"2025-08-01T00:00:orders": 40, "2025-08-01T00:00:revenue": 4000},
+    )
     store.client.zadd(store.keys.ranking("spend", 0, 0), {f"U{i}": -100 for i in range(40)})
     store.client.zadd(store.keys.ranking("orders", 0, 0), {f"U{i}": -1 for i in range(40)})
 

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, LayoutError, StoreCommandError
-from tests.projection_helpers import NOW, commit, message, rebuild, reconcile
+from tests.projection_helpers import NOW, commit, event_message, message, rebuild, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -213,4 +213,57 @@ def test_a_repair_counts_the_orders_redis_never_applied_on_their_local_days(
 
     assert reconcile("--repair")[0] == 0
     assert served_days(local) == oracle("Asia/Kolkata")
+    assert reconcile()[0] == 0
+
+
+# --- local hours ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shards", [1, 8])
+def test_a_rebuild_derives_the_hours_the_consumer_applied_and_reconcile_checks_them(
+    settings, live_redis: redis.Redis, key_prefix: str, shards: int
+) -> None:
+    settings.REDIS_SHARDS = shards
+    settings.STATS_TIME_ZONE = ZoneInfo("America/New_York")
+    store = AggregateStore(
+        live_redis, key_prefix, 15 * 24 * 3600, shards=shards, zone="America/New_York"
+    )
+    store.claim_layout()
+    commit(store, calendar_messages())
+    applied = store.all_hours()
+    assert applied["2025-11-03T04:00"] == (1, 1000)  # 23:00 EST, 2 Nov: 23:59:59
+    assert applied["2025-08-09T11:00"] == (2, 500 + 600)  # 07:14:59 and 07:15 EDT
+    assert len(applied) == 9  # and 14:29:59 with 14:30 EDT
+
+    rebuild()
+
+    assert store.all_hours() == applied
+    assert reconcile()[0] == 0
+    hour = "2025-11-03T04:00"
+    shard = store.shard_of("U1")  # order T9's user: (9 % 3) + 1
+    gen = store.generations()[shard]
+    live_redis.hset(store.keys.hours(shard, gen), f"{hour}:orders", 7)
+    status, out = reconcile()
+    assert status == 1 and "hour 2025-11-03T04:00 (UTC start): 7 orders" in out
+    assert reconcile("--repair")[0] == 0
+    assert store.all_hours() == applied
+
+
+def test_a_refund_counts_on_its_local_day_when_applied_and_when_rebuilt(
+    settings, store: AggregateStore
+) -> None:
+    """An order at 23:00 IST on 9 August, refunded at 00:10 IST on the 10th (18:40 UTC on
+    the 9th): the refund's day is the 10th in Kolkata, the 9th in UTC."""
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
+    local = in_zone(store, "Asia/Kolkata")
+    local.claim_layout()
+    commit(local, [message("R1", "U1", "10.00", timestamp="2025-08-09T17:30:00Z")])
+    commit(local, [event_message("E1", "R1", "4.00", occurred_at="2025-08-09T18:40:00Z")])
+
+    def figures() -> list[tuple[date, int, int, int]]:
+        days = local.by_date(date(2025, 8, 9), date(2025, 8, 10))
+        return [(d.day, d.total_orders, d.gross_revenue_cents, d.refunded_cents) for d in days]
+
+    applied = figures()
+    assert applied == [(date(2025, 8, 9), 1, 1000, 0), (date(2025, 8, 10), 0, 0, 400)]
+    rebuild()
+    assert figures() == applied
     assert reconcile()[0] == 0

@@ -226,6 +226,10 @@ def _derive(
                 if writer is not None:
                     writer.day(shard, day.day, day.orders, day.revenue_cents, day.refunded_cents)
                 report.days += 1
+        for shard, hours in hours_by_shard(store):
+            for hour, orders, revenue in hours:
+                if writer is not None:
+                    writer.hour(shard, hour, orders, revenue)
         rows = ledger.product_rows(store.time_zone)
         distinct: set[str] = set()
         for shard, products, product_days in products_by_shard(store, rows):
@@ -292,3 +296,16 @@ def products_by_shard(
         )
         for shard in sorted(totals)
     ]
+
+
+def hours_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[tuple[str, int, int]]]]:
+    """Each shard's share of every local hour of the store's zone: (hour, orders, gross
+    cents), the hour named by ``orderpipe.timeutils.hour_key``."""
+    shares: dict[int, dict[str, list[int]]] = defaultdict(dict)
+    by_user = store.shards > 1
+    for user_id, hour, orders, revenue in ledger.hour_totals(store.time_zone, by_user):
+        bucket = shares[store.shard_of(user_id) if by_user else 0].setdefault(hour, [0, 0])
+        bucket[0] += orders
+        bucket[1] += revenue
+    for shard, hours in sorted(shares.items()):
+        yield shard, [(h, o, r) for h, (o, r) in sorted(hours.items())]

@@ -25,10 +25,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from orderpipe.iterutils import batched
-from orderpipe.timeutils import epoch_ms, local_day
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
-from orders.projection.rebuilding import days_by_shard, products_by_shard
+from orders.projection.rebuilding import days_by_shard, hours_by_shard, products_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
 
 logger = logging.getLogger("orders.projection")
@@ -194,6 +194,8 @@ class _Comparison:
         self.oldest_unapplied_event: datetime | None = None
         # Per day: orders, gross revenue and refunds the ledger has and Redis never applied.
         self.unapplied_days: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+        # Per local hour (hour_key): orders and gross revenue Redis never applied.
+        self.unapplied_hours: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         # Per shard: users with a hash, and with a place in each ranking (to tell whether
         # Redis has users the ledger does not); the ledger's totals for a repair.
         self.hashes = [0] * store.shards
@@ -212,6 +214,7 @@ class _Comparison:
             self._users_only_redis_has()
             self._ranked_only_redis_has()
             self._compare_days()
+            self._compare_hours()
             self._compare_totals()
             self._compare_products()
             if self.writer is not None and (self.report.difference_count or self.report.repaired):
@@ -323,6 +326,9 @@ class _Comparison:
         bucket = self.unapplied_days[local_day(row.occurred_at, self.store.time_zone)]
         bucket[0] += 1
         bucket[1] += row.value_cents
+        hour = self.unapplied_hours[hour_key(row.occurred_at, self.store.time_zone)]
+        hour[0] += 1
+        hour[1] += row.value_cents
 
     def _unapplied_event(self, event: ledger.EventRow) -> None:
         self.unapplied_ids[1].add(event.event_id)
@@ -351,6 +357,8 @@ class _Comparison:
                 writer.mark(row)
                 day = local_day(row.occurred_at, self.store.time_zone)
                 writer.add_to_day(shard, day, 1, row.value_cents)
+                hour = hour_key(row.occurred_at, self.store.time_zone)
+                writer.add_to_hour(shard, hour, 1, row.value_cents)
             for event in events:
                 writer.event_mark(event.event_id, event.user_id, event.fingerprint,
                                   event.received_at)  # fmt: skip
@@ -432,6 +440,22 @@ class _Comparison:
                     + (f", {expected[2]})" if refunds else ")")
                 )
 
+    def _compare_hours(self) -> None:
+        """Each local hour of the store's zone: orders placed in it and their gross value."""
+        want: dict[str, tuple[int, int]] = {}
+        for _user, hour, orders, revenue in ledger.hour_totals(self.store.time_zone):
+            missing = self.unapplied_hours.get(hour, [0, 0])
+            if orders - missing[0]:
+                want[hour] = (orders - missing[0], revenue - missing[1])
+        got = self.store.all_hours()
+        for hour in sorted(got.keys() | want.keys()):
+            found, expected = got.get(hour, (0, 0)), want.get(hour, (0, 0))
+            if found != expected:
+                self.report.differ(
+                    f"hour {hour} (UTC start): {found[0]} orders, {found[1]} cents "
+                    f"(ledger {expected[0]}, {expected[1]})"
+                )
+
     def _compare_totals(self) -> None:
         totals = self.store.global_stats()
         got = (totals.total_orders, totals.total_revenue_cents, totals.unique_users,
@@ -492,13 +516,16 @@ class _Comparison:
         self.report.repaired += self.store.shards
 
     def _rewrite_days_and_totals(self) -> None:
-        """Every shard's days and totals as the whole ledger has them (the repair marked
-        every row it counts), each shard's in one fenced call; then its products."""
+        """Every shard's products, days, hours and totals as the whole ledger has them (the
+        repair marked every row it counts), each shard's in one fenced call (its products in
+        one before)."""
         assert self.writer is not None
         self._rewrite_products()
         days = dict(days_by_shard(self.store))
+        hours = dict(hours_by_shard(self.store))
         for shard, (orders, spend, users, refunded, cancelled) in enumerate(self.full_shares):
             with self.writer.unit():
+                self.writer.replace_hours(shard, hours.get(shard, []))
                 self.writer.replace_days(
                     shard,
                     [(d.day, d.orders, d.revenue_cents, d.refunded_cents)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +20,9 @@ from rest_framework.fields import SkipField, empty, get_error_detail
 
 from stats.api.intervals import INTERVALS, MAX_BUCKETS, bucket_count, previous_period
 
+# The days whose hours can be told in any zone (see HourParams).
+HOURS_FIRST_DAY = date(1, 1, 2)
+HOURS_LAST_DAY = date(9999, 12, 30)
 LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
@@ -172,6 +175,29 @@ class TopProductsParams(serializers.Serializer[dict[str, Any]]):
         return attrs
 
 
+class HourParams(serializers.Serializer[dict[str, Any]]):
+    date = StrictDateField(
+        required=False,
+        help_text="The day, YYYY-MM-DD, in the shop's time zone (STATS_TIME_ZONE); default: "
+        "today there.",
+    )
+    compare = serializers.ChoiceField(
+        choices=["previous"],
+        required=False,
+        help_text="previous: also the hours of the day before, under `previous`.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A day's hours run from its local midnight to the next one, as UTC instants: within
+        # a day of the calendar's ends, in some zone, one of them does not exist.
+        day = attrs.get("date")
+        first = HOURS_FIRST_DAY + timedelta(days=1 if attrs.get("compare") else 0)
+        if day is not None and not first <= day <= HOURS_LAST_DAY:
+            rule = f"Must be a day from {first.isoformat()} to {HOURS_LAST_DAY.isoformat()}."
+            raise serializers.ValidationError({"date": [rule]})
+        return attrs
+
+
 def validate_query(
     params: serializers.Serializer[dict[str, Any]], query: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -204,3 +230,4 @@ def validate_query(
 LIMIT_PARAMS = LimitParams()
 DATE_RANGE_PARAMS = DateRangeParams()
 TOP_PRODUCTS_PARAMS = TopProductsParams()
+HOUR_PARAMS = HourParams()

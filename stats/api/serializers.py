@@ -30,6 +30,7 @@ from stats.api.intervals import BUCKET_LISTS, buckets
 from stats.store import (
     DayStats,
     GlobalStats,
+    HourStats,
     ProductFigures,
     Ranked,
     RankedProduct,
@@ -157,42 +158,49 @@ class DayStatsSerializer(serializers.Serializer[DayStats]):
     )
 
 
+_DAYS_HELP = "interval=day: one entry per day, inclusive, zeros included."
+_WEEKS_HELP = (
+    "interval=week: one entry per ISO week the range touches, zeros included; `date` is its "
+    "Monday (before start_date for a range starting mid-week); each counts only the days "
+    "inside the range."
+)
+_MONTHS_HELP = (
+    "interval=month: one entry per calendar month the range touches, zeros included; `date` "
+    "is its first day; each counts only the days inside the range."
+)
+
+
 class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
-    """A period's totals and buckets: the list is named after the interval."""
+    """The period before a range (``compare=previous``): its totals and buckets, the list
+    named after the interval."""
 
     start_date = serializers.DateField()
     end_date = serializers.DateField()
-    # Declared here so that they come before the totals, as in the body (DateRangeStats).
-    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS), required=False)
-    currency = CurrencyField(required=False)
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the period.")
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+
+
+class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
+    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here. The
+    fields of ``PeriodStatsSerializer`` and three more, in the body's order."""
+
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS))
+    currency = CurrencyField()
     total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
     refunded = MoneyField(source="refunded_cents")
-    days = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=day: one entry per day, inclusive, zeros included.",
-    )
-    weeks = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=week: one entry per ISO week the range touches, zeros included; "
-        "`date` is its Monday (before start_date for a range starting mid-week); each counts "
-        "only the days inside the range.",
-    )
-    months = DayStatsSerializer(
-        many=True,
-        required=False,
-        help_text="interval=month: one entry per calendar month the range touches, zeros "
-        "included; `date` is its first day; each counts only the days inside the range.",
-    )
-
-
-class DateRangeStatsSerializer(PeriodStatsSerializer):
-    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
-    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here."""
-
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
     previous = PeriodStatsSerializer(
         required=False,
         help_text="compare=previous only: the same figures for the period just before, as "
@@ -206,6 +214,47 @@ class DateRangeStatsSerializer(PeriodStatsSerializer):
             instance["days"],
             instance.get("interval", "day"),
             instance.get("previous"),
+        )
+
+
+class HourStatsSerializer(serializers.Serializer[HourStats]):
+    hour = serializers.DateTimeField(
+        source="start",
+        help_text="When the local hour began, with its UTC offset (the hour a daylight-saving "
+        "change repeats is listed twice, with its two offsets).",
+    )
+    total_orders = serializers.IntegerField(help_text="Orders placed in the hour.")
+    gross_revenue = MoneyField(
+        source="gross_revenue_cents", help_text="What they were worth (refunds count per day)."
+    )
+
+
+class DayHoursSerializer(serializers.Serializer[dict[str, Any]]):
+    """A day's hours: the day before a by-hour request (``compare=previous``)."""
+
+    date = serializers.DateField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour: 23, 24 or 25.")
+
+
+class HourRangeSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"date", "time_zone", "hours": [HourStats, ...]}`` and optionally
+    ``previous`` (``(date, hours)``); the body is ``by_hour_body``'s."""
+
+    date = serializers.DateField()
+    time_zone = serializers.CharField(help_text="STATS_TIME_ZONE: the calendar of the hours.")
+    currency = CurrencyField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour of the day: 23, 24 or 25.")
+    previous = DayHoursSerializer(
+        required=False, help_text="compare=previous only: the day before, hour by hour."
+    )
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return by_hour_body(
+            instance["date"], instance["time_zone"], instance["hours"], instance.get("previous")
         )
 
 
@@ -447,6 +496,45 @@ def _period_figures(
                 "refunded": money(d.refunded_cents),
             }
             for d in buckets(days, interval)
+        ],
+    }
+
+
+def by_hour_body(
+    day: date,
+    time_zone: str,
+    hours: list[HourStats],
+    previous: tuple[date, list[HourStats]] | None = None,
+) -> dict[str, Any]:
+    """``HourRangeSerializer``'s body: the day, its totals and every local hour (its start
+    with its offset: the repeated hour of a daylight-saving change is told apart)."""
+    currency = shop_currency()
+    body: dict[str, Any] = {
+        "date": day.isoformat(),
+        "time_zone": time_zone,
+        "currency": currency.code,
+        **_hour_figures(hours, currency.from_minor_units),
+    }
+    if previous is not None:
+        before, before_hours = previous
+        body["previous"] = {
+            "date": before.isoformat(),
+            **_hour_figures(before_hours, currency.from_minor_units),
+        }
+    return body
+
+
+def _hour_figures(hours: list[HourStats], money: Callable[[int], Decimal]) -> dict[str, Any]:
+    return {
+        "total_orders": sum(h.total_orders for h in hours),
+        "gross_revenue": money(sum(h.gross_revenue_cents for h in hours)),
+        "hours": [
+            {
+                "hour": h.start.isoformat(),
+                "total_orders": h.total_orders,
+                "gross_revenue": money(h.gross_revenue_cents),
+            }
+            for h in hours
         ],
     }
 

@@ -9,6 +9,7 @@ parameter), a Redis outage is ``StoreUnavailableError`` (503 via
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -45,9 +46,11 @@ from orderpipe.api.renderers import ExactJSONRenderer
 from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot, WaitingSource
 from stats.api.params import (
     DATE_RANGE_PARAMS,
+    HOUR_PARAMS,
     LIMIT_PARAMS,
     TOP_PRODUCTS_PARAMS,
     DateRangeParams,
+    HourParams,
     LimitParams,
     TopProductsParams,
     validate_query,
@@ -58,12 +61,14 @@ from stats.api.serializers import (
     DateRangeStatsSerializer,
     GlobalStatsSerializer,
     HealthSerializer,
+    HourRangeSerializer,
     MetricsSerializer,
     ProductStatsSerializer,
     TopBuyerSerializer,
     TopProductSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
+    by_hour_body,
     date_range_body,
     global_stats_body,
     metrics_body,
@@ -254,6 +259,38 @@ class StatsViewSet(ProtectedViewSet):
             params["limit"], params["by"], params.get("start_date"), params.get("end_date")
         )
         return Response(top_products_body(rows))
+
+    @extend_schema(
+        operation_id="stats_by_hour",
+        summary="Every local hour of a day of the shop's time zone: orders and gross revenue",
+        description=(
+            "The day's hours in STATS_TIME_ZONE: 24, or 23 and 25 on the days daylight saving "
+            "starts and ends (each hour named by when it began, with its UTC offset). Orders "
+            "count in the hour they were placed, with their gross value; refunds are counted "
+            "per day (/stats/by-date). compare=previous adds the day before under `previous`. "
+            "One HMGET per shard."
+        ),
+        parameters=[HourParams],
+        responses={
+            200: HourRangeSerializer,
+            400: parameter_error(
+                "not a day", {"date": ["Must be a date in the form YYYY-MM-DD (got '2025-1-1')."]}
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="by-hour", url_name="by-hour")
+    def by_hour(self, request: Request) -> Response:
+        params = validate_query(HOUR_PARAMS, request.query_params)
+        zone = settings.STATS_TIME_ZONE
+        day = params.get("date") or timezone.now().astimezone(zone).date()
+        if params.get("compare") != "previous":
+            return Response(by_hour_body(day, zone.key, get_store().by_hour(day, day)))
+        before = day - timedelta(days=1)
+        hours = get_store().by_hour(before, day)  # both days in one read
+        split = next(i for i, h in enumerate(hours) if h.start.date() == day)
+        previous = (before, hours[:split])
+        return Response(by_hour_body(day, zone.key, hours[split:], previous))
 
     @staticmethod
     def _limit(request: Request) -> int:

@@ -5,7 +5,8 @@ pipelined round trip together with the consumer's heartbeat, and a server that l
 (a restart) gets it loaded again, on the one node that needs it. A refund or cancellation goes
 in the call of its order's user's shard, after the orders (its order among them when Redis
 might lack it), so an order and its events change together. An order's or event's day bucket
-is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records.
+is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records;
+an order also counts in its local hour (``hour_key``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderpipe import money
-from orderpipe.timeutils import epoch_ms, local_day
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from stats.store.errors import (
     RebuildInProgressError,
     StoreCommandError,
@@ -193,6 +194,7 @@ class ApplyMixin(ScriptsMixin):
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,
                 int(pending.counted),
+                hour_key(order.occurred_at, self.time_zone),
             ]
         event_lines: dict[int, list[list[tuple[str, str, int, int]]]] = {}
         for position, pending_event in enumerate(events):
@@ -247,6 +249,7 @@ class ApplyMixin(ScriptsMixin):
                 keys.ranking("orders", s, gen),
                 keys.ingest(s),
                 keys.batch(f"{batch}:{BATCH_REPLY_FORMAT}", s),
+                keys.hours(s, gen),
             ]
             product_keys, product_args = _product_section(
                 keys, s, gen, shard.lines + event_lines.get(s, [])

@@ -446,6 +446,22 @@ class GenerationWriter:
                       *fields)  # fmt: skip
         self._written()
 
+    def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
+        revenue, as the apply script writes them."""
+        if orders:
+            self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
+                      f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents)  # fmt: skip
+        self._written()
+
+    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
+        """A shard's whole hours hash (repair): (hour, orders, revenue cents) each, in one
+        call."""
+        with self.unit():
+            self._add(shard, "DEL", self.store.keys.hours(shard, self._generation(shard)))
+            for hour, orders, revenue in hours:
+                self.hour(shard, hour, orders, revenue)
+
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
         """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
         each, in one call."""
@@ -482,6 +498,14 @@ class GenerationWriter:
             self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
         if refunded_cents:
             self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
+        self._written()
+
+    def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """Count orders placed in a local hour (``hour_key``), as applying them does
+        (repair)."""
+        key = self.store.keys.hours(shard, self._generation(shard))
+        self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
+        self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
         self._written()
 
     def globals_from_users(self) -> None:

@@ -42,6 +42,10 @@ key                                     type    content
                                                 the shard's users' orders)
 ``T[:gG]:pdays:<YYYY-MM-DD>``           hash    the same fields for one day: sales on the
                                                 order's day, refunds on the event's
+``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
+                                                (gross cents) per local hour of
+                                                ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
+                                                it began, ``YYYY-MM-DDTHH:MM``
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
@@ -195,6 +199,9 @@ class KeySpace:
         """The shard's products on one day (``YYYY-MM-DD``)."""
         return self.aggregate("pdays", day, shard=shard, generation=generation)
 
+    def hours(self, shard: int, generation: int) -> str:
+        return self.aggregate("hours", shard=shard, generation=generation)
+
     def ranking(self, name: str, shard: int, generation: int) -> str:
         """``name`` is ``spend`` or ``orders``."""
         return self.aggregate("rank", name, shard=shard, generation=generation)
@@ -204,6 +211,7 @@ class KeySpace:
         return [
             self.totals(shard, generation),
             self.days(shard, generation),
+            self.hours(shard, generation),
             self.ranking("spend", shard, generation),
             self.ranking("orders", shard, generation),
             self.products(shard, generation),

@@ -197,6 +197,7 @@ def test_schema_and_docs_are_served_without_a_cdn(api: APIClient) -> None:
         "/orders/{order_id}",
         "/products/{product_id}/stats",
         "/stats/by-date",
+        "/stats/by-hour",
         "/stats/global",
         "/stats/top-buyers",
         "/stats/top-products",

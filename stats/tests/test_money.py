@@ -107,9 +107,10 @@ def test_refunds_and_net_have_exactly_the_shops_currencys_decimals(
     refunded: str,
 ) -> None:
     settings.STATS_CURRENCY = code
+    store = AggregateStore(fake_store.client, fake_store.prefix, currency=code)  # as above
     placed = make_order("O1", "U1", 1250)
-    fake_store.apply_orders([placed])
-    apply_events(fake_store, [refund("E1", placed, 1, placed.occurred_at)])
+    store.apply_orders([placed])
+    apply_events(store, [refund("E1", placed, 1, placed.occurred_at)])
 
     body = api.get("/stats/global").content.decode()
 
