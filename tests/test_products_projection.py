@@ -9,14 +9,21 @@ script) on a real Redis server, one shard and 8.
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
 from orders.tests.conftest import Raw, exact_json
 from stats.store import AggregateStore, ProductFigures, RankedProduct
-from tests.projection_helpers import commit, event_message, rebuild, reconcile, whole_state
+from tests.projection_helpers import (
+    NOW,
+    commit,
+    event_message,
+    rebuild,
+    reconcile,
+    whole_state,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -137,3 +144,34 @@ def test_reconcile_detects_a_changed_product_figure_and_repairs_it(
     exit_code, out = reconcile("--repair")
     assert exit_code == 0, out
     assert whole_state(store) == before
+
+
+def test_a_cancellation_redis_never_applied_is_no_product_difference_and_repair_counts_it(
+    store: AggregateStore,
+) -> None:
+    """Committed to the ledger, then Redis failed for good: reconcile reports it unapplied
+    (its products are not a difference of their own); --repair counts its products once,
+    with its mark, so its redelivery changes nothing."""
+    commit(store, [order_message("O1", "U1", ("P1", 2, "10.00"), ("P2", 1, "5.50"))])
+    cancel = event_message("C1", "O1", kind="cancelled", occurred_at="2025-08-13T10:00:00Z")
+    real = store.apply_batch
+    store.apply_batch = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down"))  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        commit(store, [cancel], NOW - timedelta(minutes=10))
+    store.apply_batch = real  # type: ignore[method-assign]
+
+    exit_code, out = reconcile()
+    assert exit_code == 1
+    assert "1 ledger events (refunds, cancellations) recorded but never applied" in out
+    assert "product " not in out
+
+    exit_code, out = reconcile("--repair")
+    assert exit_code == 0, out
+    assert [store.product_stats(p) for p in ("P1", "P2")] == [
+        ProductFigures("P1", 0, 0), ProductFigures("P2", 0, 0),
+    ]  # fmt: skip
+    assert store.top_products(5, "units", CANCEL_DAY, CANCEL_DAY) == [
+        RankedProduct(1, "P2", -1, -550), RankedProduct(2, "P1", -2, -2000),
+    ]  # fmt: skip
+    commit(store, [cancel])
+    assert store.product_stats("P1") == ProductFigures("P1", 0, 0)

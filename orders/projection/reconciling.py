@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from orderpipe import money
 from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from orders.projection.rebuilding import days_by_shard, hours_by_shard, products_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
+from stats.store.products import product_sums
 
 logger = logging.getLogger("orders.projection")
 
@@ -346,8 +348,8 @@ class _Comparison:
     def _repair_user(self, user: _User, had_hash: bool) -> None:
         """The user as the whole ledger has it; the orders and events Redis never applied get
         their marks (their batches, when they come back, are duplicates) and count in the
-        shard's totals and days (a refund on its own day); all of it in one fenced call, as
-        the apply script would have done it."""
+        shard's totals, days, hours and products (a refund on its own day); all of it in one
+        fenced call, as the apply script would have done it."""
         assert self.writer is not None
         writer, shard = self.writer, self.store.shard_of(user.user_id)
         full = user.full.as_ledger(user.user_id)
@@ -364,6 +366,8 @@ class _Comparison:
                                   event.received_at)  # fmt: skip
                 day = local_day(event.occurred_at, self.store.time_zone)
                 writer.add_to_day(shard, day, 0, 0, event.amount_cents)
+            if user.unapplied or events:
+                self._count_products(shard, user)
             if full is not None:
                 writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
                             full.last_ms, full.refunded_cents, full.cancelled)  # fmt: skip
@@ -377,6 +381,22 @@ class _Comparison:
                     sum(event.cancels for event in events),
                 )
         self.report.repaired += 1 + len(user.unapplied) + len(events)
+
+    def _count_products(self, shard: int, user: _User) -> None:
+        """The products of a user's rows Redis never applied, counted as applying them does
+        (in the repair's unit of that user, with their marks): a query for their lines."""
+        assert self.writer is not None
+        rows = ledger.product_rows(
+            self.store.time_zone,
+            order_ids=[row.order_id for row in user.unapplied],
+            event_ids=[event.event_id for event in user.unapplied_events],
+        )
+        currency = money.currency(self.store.layout.currency)
+        for row in rows:
+            figures = product_sums(row.lines, currency)
+            signed = {p: (row.sign * u, row.sign * c) for p, (u, c) in figures.items()}
+            if signed:
+                self.writer.add_to_products(shard, row.day, signed)
 
     def _users_only_redis_has(self) -> None:
         """User hashes the ledger has no orders for: counted per shard first (a SCAN), looked

@@ -508,6 +508,20 @@ class GenerationWriter:
         self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
         self._written()
 
+    def add_to_products(
+        self, shard: int, day: date, figures: Mapping[str, tuple[int, int]]
+    ) -> None:
+        """Count a row's products (units, revenue cents; an event's negative) overall and on
+        its day, as applying it does (repair)."""
+        generation = self._generation(shard)
+        keys = self.store.keys
+        for key in (keys.products(shard, generation),
+                    keys.product_day(day.isoformat(), shard, generation)):  # fmt: skip
+            for product_id, (units, revenue) in figures.items():
+                self._add(shard, "HINCRBY", key, f"{product_id}:units", units)
+                self._add(shard, "HINCRBY", key, f"{product_id}:revenue", revenue)
+        self._written()
+
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
         for shard, (orders, revenue, users, refunded, cancelled) in enumerate(self._globals):
