@@ -31,8 +31,9 @@ processes while it:
   with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill;
 * finally sends SIGTERM to both consumers (they must exit 0).
 
-Then every aggregate the API serves (per user, global, top-N, every day) and the ledger
-(``AcceptedOrder``: every order, its user, cents and day) are compared with an oracle computed
+Then every aggregate the API serves (per user, global, top-N users, top-N products by revenue
+and by units, every day) and the ledger (``AcceptedOrder``: every order, its user, cents and
+day) are compared with an oracle computed
 from what was sent, before any reconcile (a killed rebuild or repair must have lost nothing);
 then what the killed commands left behind is counted, ``rebuild_stats --cleanup`` must remove
 it, and ``reconcile_stats`` must find no difference. Redis is then emptied
@@ -598,6 +599,14 @@ class Chaos:
             [(u, t.order_count) for u, t in by_count[:top_n]],
             [(e["user_id"], e["order_count"]) for e in buyers],
         ))  # fmt: skip
+        for by, figure in (("revenue", 1), ("units", 0)):
+            ranked = sorted(expected.products.items(), key=lambda kv: (-kv[1][figure], kv[0]))
+            served = self.get(f"/stats/top-products?limit={top_n}&by={by}")
+            rows.append((
+                f"top-{top_n} products by {by}",
+                [(p, units, revenue) for p, (units, revenue) in ranked[:top_n]],
+                [(e["product_id"], e["units"], cents(e["revenue"])) for e in served],
+            ))  # fmt: skip
         start = self.today - timedelta(days=40)
         by_date = self.get(f"/stats/by-date?start_date={start}&end_date={self.today}")
 

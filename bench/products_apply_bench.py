@@ -86,24 +86,16 @@ def main() -> None:
             )
         with_items, without = (statistics.median(r) for r in rates.values())
         print(f"ratio with/without: {with_items / without:.2f}")
-        client.flushall()
         store = AggregateStore(client, prefix="mem")
-        before = client.info("memory")["used_memory"]
         orders_with = runs["with items (products)"]
         for start in range(0, len(orders_with), 10):
             store.apply_orders(orders_with[start : start + 10])
-        with_products = client.info("memory")["used_memory"] - before
-        client.flushall()
-        before = client.info("memory")["used_memory"]
-        store = AggregateStore(client, prefix="mem")
-        orders_without = runs["without items (before)"]
-        for start in range(0, len(orders_without), 10):
-            store.apply_orders(orders_without[start : start + 10])
-        without_products = client.info("memory")["used_memory"] - before
+        keys = [store.keys.products(0, 0)]
+        keys += [k.decode() for k in client.scan_iter(match="mem:pdays:*", count=1000)]
+        used = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
         print(
-            f"Redis memory for the products: {(with_products - without_products) / 2**10:,.0f} KiB "
-            f"(97 products x 30 days, {(with_products - without_products) / (97 * 31):,.0f} B "
-            "per product-day)"
+            f"Redis memory of the products: {used / 2**10:,.0f} KiB in {len(keys)} hashes "
+            f"({used / (97 * (len(keys) - 1)):,.0f} B per product-day)"
         )
     finally:
         server.stop()

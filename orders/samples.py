@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from orders.validation import (
@@ -78,6 +78,8 @@ class Totals:
     total_orders: int = 0
     total_revenue_cents: int = 0
     rejected: int = 0
+    # Per product: units and revenue in cents (each order's lines of a product rounded once).
+    products: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _money(cents: int) -> float:
@@ -336,6 +338,16 @@ def expected_totals(messages: Iterable[SampleMessage]) -> Totals:
         day.revenue_cents += message.value_cents
         totals.total_orders += 1
         totals.total_revenue_cents += message.value_cents
+        per_product: dict[str, list[Any]] = {}
+        for item in json.loads(message.body, parse_float=Decimal)["items"]:
+            if item.get("product_id") is not None:
+                found = per_product.setdefault(item["product_id"], [0, Decimal(0)])
+                found[0] += item["quantity"]
+                found[1] += item["quantity"] * Decimal(item["price_per_unit"])
+        for product_id, (units, value) in per_product.items():
+            product = totals.products.setdefault(product_id, [0, 0])
+            product[0] += units
+            product[1] += int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     return totals
 
 
