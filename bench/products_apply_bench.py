@@ -5,10 +5,11 @@
 
 Starts its own Valkey and applies ``--orders`` orders of three items each (of 97 products, from
 10,000 users, over 30 days) through ``AggregateStore.apply_orders`` in batches of ten (one
-script call per batch, as a consumer's batch), once with their items and once with the same
-orders without items (what the script did before products: no product section), alternating,
-``--rounds`` times each, into a fresh prefix each time. Prints the median rate of each, their
-ratio, this process's CPU per batch, and Redis memory per product-day.
+script call per batch, as a consumer's batch), once as it is and once with the products left
+out (``product_sums`` answering nothing: no product section, what the script did before
+products; the orders and their fingerprints, which cover the items, are the same),
+alternating, ``--rounds`` times each, into a fresh prefix each time. Prints the median rate
+of each, their ratio, this process's CPU per batch, and Redis memory per product-day.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> None:
 
     base = datetime(2025, 8, 1, tzinfo=UTC)
 
-    def orders(with_items: bool) -> list[Order]:
+    def orders() -> list[Order]:
         made = []
         for n in range(args.orders):
             items = tuple(
@@ -54,12 +55,14 @@ def main() -> None:
             )
             value = sum(int(i.unit_price * 100) * i.quantity for i in items)
             when = base + timedelta(seconds=(n * 7919) % (30 * 86400))
-            made.append(
-                Order(f"O{n}", f"U{n % 10_000}", value, items if with_items else (), when, when)
-            )
+            made.append(Order(f"O{n}", f"U{n % 10_000}", value, items, when, when))
         return made
 
-    runs = {"with items (products)": orders(True), "without items (before)": orders(False)}
+    from stats.store import apply as apply_module
+
+    with_products = apply_module.product_sums
+    same = orders()
+    runs = {"with products": same, "without products (before)": same}
     server = RedisServer(
         data_dir=Path(tempfile.mkdtemp(prefix="orderpipe-products-apply-")),
         appendfsync=args.appendfsync,
@@ -69,25 +72,29 @@ def main() -> None:
         rates: dict[str, list[float]] = {label: [] for label in runs}
         cpu: dict[str, list[float]] = {label: [] for label in runs}
         for round_ in range(args.rounds):
-            for label, batch_orders in runs.items():
-                store = AggregateStore(client, prefix=f"b{round_}{len(rates[label])}{label[:4]}")
+            for which, (label, batch_orders) in enumerate(runs.items()):
+                apply_module.product_sums = (  # type: ignore[assignment]
+                    with_products if label == "with products" else lambda lines, currency: {}
+                )
+                store = AggregateStore(client, prefix=f"b{round_}:{which}")
                 started, cpu_started = time.perf_counter(), time.process_time()
                 for start in range(0, len(batch_orders), 10):
                     store.apply_orders(batch_orders[start : start + 10])
                 seconds = time.perf_counter() - started
                 rates[label].append(len(batch_orders) / seconds)
                 cpu[label].append((time.process_time() - cpu_started) / (len(batch_orders) / 10))
-                print(f"  round {round_ + 1} {label:<24} {rates[label][-1]:>8,.0f} orders/s",
+                print(f"  round {round_ + 1} {label:<26} {rates[label][-1]:>8,.0f} orders/s",
                       flush=True)  # fmt: skip
         for label in runs:
             print(
-                f"{label:<24} median {statistics.median(rates[label]):>8,.0f} orders/s, "
+                f"{label:<26} median {statistics.median(rates[label]):>8,.0f} orders/s, "
                 f"{statistics.median(cpu[label]) * 1000:.2f} ms CPU per batch of 10"
             )
         with_items, without = (statistics.median(r) for r in rates.values())
         print(f"ratio with/without: {with_items / without:.2f}")
         store = AggregateStore(client, prefix="mem")
-        orders_with = runs["with items (products)"]
+        apply_module.product_sums = with_products
+        orders_with = runs["with products"]
         for start in range(0, len(orders_with), 10):
             store.apply_orders(orders_with[start : start + 10])
         keys = [store.keys.products(0, 0)]
