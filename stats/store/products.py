@@ -14,7 +14,7 @@ subtracted.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -43,11 +43,13 @@ class RankedProduct:
 def line_values(line: Any) -> tuple[str | None, int, Decimal]:
     """(product_id, quantity, unit price) of a line in any of the forms it travels in: a
     validated order's item or a ledger line (attributes), a recorded event's tuple, or the
-    ledger's JSON (``price_per_unit`` as exact text)."""
-    if isinstance(line, tuple):
+    ledger's JSON (a dict, ``price_per_unit`` as exact text). Exact types, not ABCs: this runs
+    for every line the consumer applies."""
+    kind = type(line)
+    if kind is tuple:
         product_id, quantity, price = line
         return product_id, int(quantity), Decimal(price)
-    if isinstance(line, Mapping):
+    if kind is dict:
         return line.get("product_id"), int(line["quantity"]), Decimal(line["price_per_unit"])
     return line.product_id, line.quantity, line.unit_price
 
