@@ -10,7 +10,9 @@ Run by hand::
 
 PostgreSQL is filled by ``ledger_fill`` (server side); SQLite (``sqlite:///…``) by one
 ``executemany``. Each way is timed three times (best kept), per day and per user and day (the
-sharded rebuild's query), and the results are checked equal. Prints numbers; asserts nothing.
+sharded rebuild's query), and the results are checked equal; then the local hours of
+``/stats/by-hour`` (``ledger.hour_totals``: UTC quarter hours grouped in the database, each
+group's hour named in Python). Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -124,6 +126,10 @@ def main() -> None:
     pairs = best("per user and day, TruncDate in the database", rows,
                  lambda: sum(1 for _ in ledger.user_day_totals(ZONE)))  # fmt: skip
     assert pairs == best("per user and day, streamed, local_day in Python", rows, stream_user_days)
+    best("per local hour (UTC quarters grouped, named in Python)", rows,
+         lambda: sum(1 for _ in ledger.hour_totals(ZONE)))  # fmt: skip
+    best("per user and local hour (several shards)", rows,
+         lambda: sum(1 for _ in ledger.hour_totals(ZONE, by_user=True)))  # fmt: skip
     if not args.database_url.startswith("sqlite"):
         close_ledger(args.database_url, args.drop)
 

@@ -34,17 +34,38 @@ def local_day(moment: datetime, zone: tzinfo) -> date:
     """The calendar date of ``moment`` (an aware instant) in ``zone``, daylight saving
     included: 2025-03-09T04:30Z is 2025-03-08 in America/New_York (23:30 EST), 2025-08-09T18:30Z
     is 2025-08-10 in Asia/Kolkata (+05:30)."""
-    return moment.astimezone(zone).date()
+    try:
+        return moment.astimezone(zone).date()
+    except OverflowError:  # 0001-01-01 west of UTC, 9999-12-31 east of it: the calendar's ends
+        return date.min if moment.year == 1 else date.max
 
 
 _HOUR = timedelta(hours=1)
 
 
-@functools.lru_cache(maxsize=4096)
 def _midnight(day: date, zone: tzinfo) -> datetime:
     """When ``day`` begins in ``zone``, in UTC (where midnight is skipped, the instant the
-    clocks jump from it). Cached: a batch's orders share a few days."""
-    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+    clocks jump from it; before 0001-01-01 UTC, that)."""
+    try:
+        return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_keys(day: date, zone: tzinfo) -> tuple[datetime, tuple[str, ...]]:
+    """``day``'s midnight in ``zone`` (UTC) and the names of the (at most 25) hours from it.
+    Cached: a batch's orders, and a rebuild's, share few days; naming an hour is then an
+    index (2 us an order, where formatting each took 12)."""
+    midnight = _midnight(day, zone)
+    names = []
+    for index in range(25):
+        try:
+            start = midnight + index * _HOUR
+        except OverflowError:  # 9999-12-31
+            break
+        names.append(start.isoformat(timespec="minutes")[:16])
+    return midnight, tuple(names)
 
 
 def hour_key(moment: datetime, zone: tzinfo) -> str:
@@ -52,10 +73,9 @@ def hour_key(moment: datetime, zone: tzinfo) -> str:
     named by the UTC instant it began (``YYYY-MM-DDTHH:MM``): unique even for the hour a
     daylight-saving change repeats (01:00 EDT is ``05:00``, 01:00 EST ``06:00``), and at :30
     or :45 past a UTC hour in a zone such as Asia/Kolkata (10:00 IST is ``04:30``)."""
-    midnight = _midnight(local_day(moment, zone), zone)
-    start = midnight + (moment - midnight) // _HOUR * _HOUR
-    # isoformat, not strftime (5 times slower): every order of every batch is planned.
-    return start.isoformat(timespec="minutes")[:16]
+    midnight, names = _hour_keys(local_day(moment, zone), zone)
+    # Clamped only at the calendar's ends (a local day local_day clamped).
+    return names[min(max((moment - midnight) // _HOUR, 0), len(names) - 1)]
 
 
 def local_hours(day: date, zone: tzinfo) -> list[datetime]:

@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
-from django.db.models.functions import Collate, TruncDate
+from django.db.models.functions import Collate, ExtractMinute, Floor, TruncDate, TruncHour
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -306,8 +306,56 @@ def record_batch(
             )
             recorded, conflicts, awaited = _record_orders(connection, cursor, orders, received_at)
         if not events and not awaited:
-            return LedgerOutcome(recorded, conflicts)
-        return _record_events(recorded, conflicts, awaited, events, received_at, queue_name, using)
+            outcome = LedgerOutcome(recorded, conflicts)
+        else:
+            outcome = _record_events(
+                recorded, conflicts, awaited, events, received_at, queue_name, using
+            )
+        _hand_on_events_of_reseen_orders(outcome, received_at, using)
+        return outcome
+
+
+def _hand_on_events_of_reseen_orders(
+    outcome: LedgerOutcome, received_at: datetime, using: str
+) -> None:
+    """Add to ``outcome.events`` the recorded events of the batch's orders that an earlier
+    delivery recorded (counted nowhere: their messages were counted when they came).
+
+    A waiting event is attached in the transaction that records its order, and its message
+    was deleted long before: if Redis then fails, only the order's redelivery (or the batch
+    in hand, retried) can bring the event to Redis, and it finds the order already
+    recorded. The event's own mark makes handing it on again harmless. Only re-seen orders
+    are looked up, so a batch of new orders costs no query.
+    """
+    reseen = {r.order.order_id for r in outcome.recorded if r.first_recorded_at != received_at}
+    if not reseen:
+        return
+    handed = {e.event_id for e in outcome.events}
+    rows = list(
+        OrderEvent.objects.using(using)
+        .filter(order_id__in=sorted(reseen))
+        .order_by("occurred_at", "event_id")
+    )
+    lines = {r.order.order_id: _lines_json(r.order) for r in outcome.recorded}
+    for row in rows:
+        if row.event_id in handed:
+            continue
+        taken = None
+        if row.kind == CANCELLED:  # the lines it took back, which its row does not keep
+            refunds = [e.items for e in rows if e.order_id == row.order_id and e is not row]
+            taken = cancelled_lines(lines[row.order_id], refunds)
+        outcome.events.append(_recorded_event(row, None, taken))
+
+
+def _lines_json(order: Order | RecordedOrder) -> list[dict[str, Any]]:
+    """An order's lines as the ledger stores them (``items_json``)."""
+    if isinstance(order, Order):
+        return items_json(order)
+    return [
+        {"product_id": line.product_id, "quantity": line.quantity,
+         "price_per_unit": str(line.unit_price)}
+        for line in order.items
+    ]  # fmt: skip
 
 
 def _record_orders(
@@ -1051,20 +1099,50 @@ def _cancelled_rows(
             yield ProductRow(user_id, event_day(occurred_at, zone), taken, -1)
 
 
+# Since then every zone's offset is a whole number of quarters of an hour (hour_totals).
+_QUARTERS_SINCE = datetime(1973, 1, 1, tzinfo=UTC)
+
+
 def hour_totals(
     zone: tzinfo, by_user: bool = False, using: str = "default", chunk_size: int = 20_000
 ) -> Iterator[tuple[str, str, int, int]]:
     """(user_id, hour, orders, gross cents) per local hour of ``zone`` (``hour_key``), and per
-    user when ``by_user`` (else user_id is ""). The rows are streamed and the hour computed
-    in Python by the one rule (``orderpipe.timeutils.hour_key``): SQL's hour of a local time
-    merges the two hours a daylight-saving change repeats."""
+    user when ``by_user`` (else user_id is "").
+
+    The hour is named in Python by the one rule (``orderpipe.timeutils.hour_key``; SQL's hour
+    of a local time merges the two hours a daylight-saving change repeats), for groups the
+    database makes first: the orders of each UTC quarter of an hour, which lie in one local
+    hour of every zone whose offsets are whole quarters of an hour, as all are since 1972
+    (Liberia's -0:44:30 was the last that was not). Older orders, whose zone may have had a
+    local mean time's offset, are streamed one by one."""
     rows = AcceptedOrder.objects.using(using).order_by()
     sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    query = rows.values_list("user_id", "ordered_at", "value_cents")
-    for user_id, ordered_at, cents in query.iterator(chunk_size=chunk_size):
+    old = rows.filter(ordered_at__lt=_QUARTERS_SINCE).values_list(
+        "user_id", "ordered_at", "value_cents"
+    )
+    for user_id, ordered_at, cents in old.iterator(chunk_size=chunk_size):
         bucket = sums[(user_id if by_user else "", hour_key(ordered_at, zone))]
         bucket[0] += 1
         bucket[1] += cents
+    quarters = (
+        rows.filter(ordered_at__gte=_QUARTERS_SINCE)
+        .annotate(
+            utc_hour=TruncHour("ordered_at", tzinfo=UTC),
+            quarter=Floor(
+                ExtractMinute("ordered_at", tzinfo=UTC) / models.Value(15),
+                output_field=models.IntegerField(),
+            ),
+        )
+        .values_list(*(("user_id",) if by_user else ()), "utc_hour", "quarter")
+        .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
+    )
+    for row in quarters.iterator(chunk_size=chunk_size):
+        user_id = row[0] if by_user else ""
+        utc_hour, quarter, n, revenue = row[-4:]
+        start = utc_hour + timedelta(minutes=15 * int(quarter))
+        bucket = sums[(user_id, hour_key(start, zone))]
+        bucket[0] += n
+        bucket[1] += int(revenue)
     for (user_id, hour), (orders, revenue) in sums.items():
         yield user_id, hour, orders, revenue
 

@@ -182,3 +182,28 @@ def test_reconcile_finds_an_event_redis_never_applied_and_repair_counts_it_once(
     assert (result.events_applied, result.events_duplicates) == (0, 1)
     assert store.global_stats().refunded_cents == 15100
     assert reconcile()[0] == 0
+
+
+def test_a_batch_held_by_a_rebuild_counts_its_events_once_after_it(
+    with_events: AggregateStore,
+) -> None:
+    """An order and its refund committed to the ledger while a rebuild holds the lock (the
+    batch stays in hand): the rebuild's snapshot counts both and writes their marks, so the
+    batch, retried after the switch, is a duplicate of each."""
+    from orders import projection
+
+    store = with_events
+    batch = [message("HELD", "U2", "9.00"), event_message("RH", "HELD", "4.00")]
+    before = store.global_stats()
+    with projection.rebuild_lock([store]), pytest.raises(Exception, match="rebuild"):
+        commit(store, batch)
+
+    rebuild()
+    result = commit(store, batch)
+
+    assert (result.applied, result.duplicates) == (0, 1)
+    assert (result.events_applied, result.events_duplicates) == (0, 1)
+    after = store.global_stats()
+    assert after.gross_revenue_cents - before.gross_revenue_cents == 900
+    assert after.refunded_cents - before.refunded_cents == 400
+    assert reconcile()[0] == 0

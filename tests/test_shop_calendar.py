@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+from django.core.management import call_command
 from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
@@ -45,6 +46,23 @@ def test_a_rebuild_records_the_configured_zone_and_a_consumer_of_another_is_refu
     kolkata.claim_layout()
     assert commit(kolkata, [message("NEW", "U1", "1.00")]).applied == 1
     assert reconcile()[0] == 0
+
+
+def test_consume_orders_in_another_zone_stops_at_start_saying_what_to_do(
+    settings, filled: AggregateStore
+) -> None:
+    """Before it receives anything: exit 1 (CommandError) with one line naming the setting."""
+    filled.claim_layout()  # what the consumer that wrote them recorded
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Tokyo")
+
+    with pytest.raises(CommandError) as refused:
+        call_command("consume_orders", "--once")
+
+    assert str(refused.value) == (
+        "the aggregates in Redis count the days of time zone UTC but this process has "
+        "STATS_TIME_ZONE=Asia/Tokyo: restart it with STATS_TIME_ZONE=UTC, or run `manage.py "
+        "rebuild_stats` with STATS_TIME_ZONE=Asia/Tokyo to derive them again in that zone"
+    )
 
 
 def test_a_web_process_in_another_zone_answers_503_saying_what_to_do(

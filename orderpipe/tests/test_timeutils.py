@@ -86,3 +86,17 @@ def test_the_repeated_hour_is_two_hours_named_apart() -> None:
     assert hour_key(datetime(2025, 8, 9, 4, 59, tzinfo=UTC), ZoneInfo("Asia/Kolkata")) == (
         "2025-08-09T04:30"
     )
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "Pacific/Chatham"])
+@pytest.mark.parametrize(
+    "moment", [datetime(1, 1, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)]
+)
+def test_the_calendars_ends_have_a_day_and_an_hour_in_every_zone(
+    moment: datetime, zone: str
+) -> None:
+    """A valid order may be dated 0001-01-01T00:00Z, which is year 0 in New York: its day is
+    clamped to the calendar's first (a consumer never fails on it)."""
+    day = local_day(moment, ZoneInfo(zone))
+    assert day in (date.min, date.max)
+    assert hour_key(moment, ZoneInfo(zone))[:4] in ("0001", "9999")

@@ -460,3 +460,19 @@ def test_refused_and_conflicting_events_become_rejected_rows(fake_store: Aggrega
         ("CX-9", 10997),
         ("RF-1", 997),
     ]
+
+
+def test_a_reseen_orders_cancellation_is_handed_on_with_the_lines_it_took_back() -> None:
+    """A redelivered order brings its recorded events to Redis again (counted nowhere): a
+    cancellation among them carries what its order's refunds left, as when it was recorded."""
+    recorded_order()
+    record(sqs_message("m1", event_body("RF-1", items=[("P001", 1)])))
+    record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    again = record(sqs_message("m-order", ORDER), received_at=LATER)
+
+    # Both occurred at the same time: in event_id order.
+    assert [(e.event_id, e.counted, e.items) for e in again.events] == [
+        ("CX-1", False, (("P001", 1, Decimal("19.99")), ("P042", 1, Decimal("69.99")))),
+        ("RF-1", False, (("P001", 1, Decimal("19.99")),)),
+    ]

@@ -363,6 +363,7 @@ class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     by_date = serializers.CharField()
     top_products = serializers.URLField()
     product_stats = serializers.CharField()
+    by_hour = serializers.URLField()
     health = serializers.URLField()
     metrics = serializers.URLField()
     schema = serializers.URLField()

@@ -473,6 +473,7 @@ class ApiRootView(FormatParamMixin, APIView):
             "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
             "top_products": url("stats-top-products") + "?limit=5&by=revenue",
             "product_stats": template("product-stats", "product_id"),
+            "by_hour": url("stats-by-hour"),
             "health": url("health"),
             "metrics": url("metrics"),
             "schema": url("schema"),

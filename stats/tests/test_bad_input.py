@@ -225,6 +225,7 @@ def test_api_root_links_every_endpoint(api: APIClient) -> None:
         "by_date": "http://testserver/stats/by-date?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
         "top_products": "http://testserver/stats/top-products?limit=5&by=revenue",
         "product_stats": "http://testserver/products/{product_id}/stats",
+        "by_hour": "http://testserver/stats/by-hour",
         "health": "http://testserver/health",
         "metrics": "http://testserver/metrics",
         "schema": "http://testserver/api/schema",
