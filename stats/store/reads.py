@@ -21,7 +21,6 @@ from stats.store.layouts import State, parse_generation
 from stats.store.products import (
     ProductFigures,
     RankedProduct,
-    parse_product_field,
     rank_products,
 )
 from stats.store.values import (
@@ -247,14 +246,17 @@ def _sum_globals(rows: Iterable[Sequence[Any]]) -> GlobalStats:
 
 
 def _sum_products(hashes: Iterable[Mapping[bytes, bytes]]) -> list[ProductFigures]:
-    """Product hashes (``<product_id>:units``/``:revenue``) summed per product."""
-    sums: dict[str, list[int]] = {}
+    """Product hashes (``<product_id>:units``/``:revenue``) summed per product: split as bytes
+    and each product id decoded once (a range reads products x days fields)."""
+    sums: dict[bytes, list[int]] = {}
     for hash_ in hashes:
         for name, value in hash_.items():
-            product_id, which = parse_product_field(name.decode())
-            found = sums.setdefault(product_id, [0, 0])
-            found[0 if which == "units" else 1] += int(value)
-    return [ProductFigures(p, units, revenue) for p, (units, revenue) in sums.items()]
+            product_id, _, which = name.rpartition(b":")
+            found = sums.get(product_id)
+            if found is None:
+                found = sums[product_id] = [0, 0]
+            found[which == b"revenue"] += int(value)
+    return [ProductFigures(p.decode(), units, revenue) for p, (units, revenue) in sums.items()]
 
 
 def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:
