@@ -72,6 +72,7 @@ USERS = 10_000
 FIRST_DAY = date(2024, 8, 1)
 DAYS = 366
 ORDERS = 60_000
+PRODUCTS = 100
 BATCH = 500
 LAST_DAY = FIRST_DAY + timedelta(days=DAYS - 1)
 WEEK_END = FIRST_DAY + timedelta(days=6)
@@ -112,7 +113,8 @@ end
 
 
 def fill(store: AggregateStore, client: redis.Redis) -> None:
-    """Orders through the real apply script, plus the per-day hashes a naive design keeps."""
+    """Orders (one item each, of 100 products) through the real apply script, plus the per-day
+    hashes a naive design keeps."""
     rng = random.Random(6)
     naive = client.pipeline(transaction=False)
     batch: list[Order] = []
@@ -122,7 +124,8 @@ def fill(store: AggregateStore, client: redis.Redis) -> None:
         when = datetime(day.year, day.month, day.day, rng.randrange(24), tzinfo=UTC)
         cents = rng.randrange(100, 50_000)
         price = Decimal(cents).scaleb(-2)
-        batch.append(Order(f"O{n}", user, cents, (Item("P1", 1, price),), when, when))
+        product = f"P{rng.randrange(PRODUCTS):03d}"
+        batch.append(Order(f"O{n}", user, cents, (Item(product, 1, price),), when, when))
         naive.hincrby(f"{NAIVE_PREFIX}:day:{day.isoformat()}", "orders", 1)
         naive.hincrby(f"{NAIVE_PREFIX}:day:{day.isoformat()}", "revenue", cents)
         if len(batch) == BATCH:
