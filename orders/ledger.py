@@ -323,12 +323,12 @@ def _hand_on_events_of_reseen_orders(
     if not reseen:
         return
     handed = {e.event_id for e in outcome.events}
-    rows = OrderEvent.objects.using(using).filter(order_id__in=sorted(reseen)).order_by(
-        "occurred_at", "event_id"
+    rows = (
+        OrderEvent.objects.using(using)
+        .filter(order_id__in=sorted(reseen))
+        .order_by("occurred_at", "event_id")
     )
-    outcome.events.extend(
-        _recorded_event(row, None) for row in rows if row.event_id not in handed
-    )
+    outcome.events.extend(_recorded_event(row, None) for row in rows if row.event_id not in handed)
 
 
 def _record_orders(
