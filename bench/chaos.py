@@ -37,16 +37,16 @@ processes while it:
 * finally sends SIGTERM to both consumers (they must exit 0).
 
 Then every aggregate the API serves (per user: orders, gross, refunded, net, cancelled; global:
-the same and unique users; the top-N by net spend and by orders; every day and the range's
-totals: orders, gross, refunded on the day the refund occurred, net) and the ledger
-(``AcceptedOrder``: every order, its user, cents and day; ``OrderEvent``: every accepted event,
-its order, user, kind and cents; no event left waiting) are compared with an oracle computed
-from what was sent (``orders.samples.expected_totals``), before any reconcile (a killed rebuild
-or repair must have lost nothing); then what the killed commands left behind is counted,
-``rebuild_stats --cleanup`` must remove it, and ``reconcile_stats`` must find no difference.
-Redis is then emptied (FLUSHALL on every primary: the run started them), ``rebuild_stats``
-derives the aggregates again from the ledger, the API must serve the oracle again and
-``reconcile_stats`` agree.
+the same and unique users; the top-N by net spend and by orders; the top-N products by revenue
+and by units; every day and the range's totals: orders, gross, refunded on the day the refund
+occurred, net) and the ledger (``AcceptedOrder``: every order, its user, cents and day;
+``OrderEvent``: every accepted event, its order, user, kind and cents; no event left waiting)
+are compared with an oracle computed from what was sent (``orders.samples.expected_totals``),
+before any reconcile (a killed rebuild or repair must have lost nothing); then what the killed
+commands left behind is counted, ``rebuild_stats --cleanup`` must remove it, and
+``reconcile_stats`` must find no difference. Redis is then emptied (FLUSHALL on every primary:
+the run started them), ``rebuild_stats`` derives the aggregates again from the ledger, the API
+must serve the oracle again and ``reconcile_stats`` agree.
 Prints expected vs got, ``lost=0 double_counted=0 mismatched_users=0``, the timings; exits 1
 on any difference. Bounded in time: every wait has a deadline.
 """
@@ -645,6 +645,14 @@ class Chaos:
             [(u, t.order_count) for u, t in by_count[:top_n]],
             [(e["user_id"], e["order_count"]) for e in buyers],
         ))  # fmt: skip
+        for by, figure in (("revenue", 1), ("units", 0)):
+            ranked = sorted(expected.products.items(), key=lambda kv: (-kv[1][figure], kv[0]))
+            served = self.get(f"/stats/top-products?limit={top_n}&by={by}")
+            rows.append((
+                f"top-{top_n} products by {by}",
+                [(p, units, revenue) for p, (units, revenue) in ranked[:top_n]],
+                [(e["product_id"], e["units"], cents(e["revenue"])) for e in served],
+            ))  # fmt: skip
         start = self.today - timedelta(days=40)
         by_date = self.get(f"/stats/by-date?start_date={start}&end_date={self.today}")
 

@@ -37,13 +37,17 @@ from django.utils.dateparse import parse_datetime
 from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders.event_rules import (
     Effect,
+    Line,
     OrderState,
+    RefundedLine,
+    cancelled_lines,
     lines_of,
     refunded_lines_json,
     refunded_lines_of,
 )
 from orders.models import AcceptedOrder, OrderEvent, WaitingEvent, encode_body
 from orders.validation import (
+    CANCELLED,
     Event,
     EventKind,
     Order,
@@ -69,6 +73,8 @@ class RecordedOrder:
     day: date
     fingerprint: str
     received_at: datetime
+    # Its lines (the ledger's ``items``): what its products sold.
+    items: tuple[Line, ...] = ()
 
     @property
     def legacy_fingerprint(self) -> str:
@@ -97,9 +103,11 @@ class RecordedEvent:
     """An event as the ledger recorded it, for Redis to apply once (its own mark).
 
     ``amount_cents`` is what it took off the order; ``items`` its refunded lines as
-    (product_id, quantity, unit price). ``first_recorded_at`` is when the ledger recorded it
-    (the window rule of its mark). ``message_id`` is the message this batch holds for it, ''
-    for a waiting event attached now whose message was deleted long ago; ``counted`` says
+    (product_id, quantity, unit price), for a cancellation the lines it took back (what its
+    order's refunds left: ``event_rules.cancelled_lines``), which its products lose.
+    ``first_recorded_at`` is when the ledger recorded it (the window rule of its mark).
+    ``message_id`` is the message this batch holds for it, '' for a waiting event attached
+    now whose message was deleted long ago; ``counted`` says
     whether its message is in this batch (counted as received there)."""
 
     event_id: str
@@ -323,12 +331,31 @@ def _hand_on_events_of_reseen_orders(
     if not reseen:
         return
     handed = {e.event_id for e in outcome.events}
-    rows = (
+    rows = list(
         OrderEvent.objects.using(using)
         .filter(order_id__in=sorted(reseen))
         .order_by("occurred_at", "event_id")
     )
-    outcome.events.extend(_recorded_event(row, None) for row in rows if row.event_id not in handed)
+    lines = {r.order.order_id: _lines_json(r.order) for r in outcome.recorded}
+    for row in rows:
+        if row.event_id in handed:
+            continue
+        taken = None
+        if row.kind == CANCELLED:  # the lines it took back, which its row does not keep
+            refunds = [e.items for e in rows if e.order_id == row.order_id and e is not row]
+            taken = cancelled_lines(lines[row.order_id], refunds)
+        outcome.events.append(_recorded_event(row, None, taken))
+
+
+def _lines_json(order: Order | RecordedOrder) -> list[dict[str, Any]]:
+    """An order's lines as the ledger stores them (``items_json``)."""
+    if isinstance(order, Order):
+        return items_json(order)
+    return [
+        {"product_id": line.product_id, "quantity": line.quantity,
+         "price_per_unit": str(line.unit_price)}
+        for line in order.items
+    ]  # fmt: skip
 
 
 def _record_orders(
@@ -429,10 +456,13 @@ def _event_of(row: WaitingEvent) -> Event:
 
 
 def _recorded_event(
-    row: OrderEvent | tuple[Any, ...], message: dict[str, Any] | None
+    row: OrderEvent | tuple[Any, ...],
+    message: dict[str, Any] | None,
+    taken: Sequence[RefundedLine] | None = None,
 ) -> RecordedEvent:
     """``row`` (a stored ``OrderEvent``, or the values of one just inserted, in
-    ``_EVENT_COLUMNS`` order) for Redis, beside the batch message carrying it, if any."""
+    ``_EVENT_COLUMNS`` order) for Redis, beside the batch message carrying it, if any.
+    ``taken``: a cancellation's lines (``cancelled_lines``), which its row does not keep."""
     if isinstance(row, OrderEvent):
         values = tuple(getattr(row, name) for name in _EVENT_COLUMNS)
     else:
@@ -446,7 +476,7 @@ def _recorded_event(
         amount_cents=int(named["amount_cents"]),
         items=tuple(
             (line.product_id, line.quantity, line.unit_price)
-            for line in refunded_lines_of(named["items"])
+            for line in (refunded_lines_of(named["items"]) if taken is None else taken)
         ),
         occurred_at=named["occurred_at"].astimezone(UTC),
         fingerprint=named["fingerprint"],
@@ -501,7 +531,8 @@ def _record_events(
         if not same:
             continue
         if isinstance(known, OrderEvent):
-            accepted += [_recorded_event(known, m) for m in same]
+            taken = _taken_by_cancellation(known, order_rows, recorded_events)
+            accepted += [_recorded_event(known, m, taken) for m in same]
         elif first.order_id in order_rows:
             candidates[event_id] = _Candidate(first, fingerprint, same, known)
         else:
@@ -541,6 +572,21 @@ def _record_events(
     )
 
 
+def _taken_by_cancellation(
+    event: OrderEvent, order_rows: dict[str, AcceptedOrder], recorded_events: list[OrderEvent]
+) -> tuple[RefundedLine, ...] | None:
+    """A recorded cancellation's lines (``cancelled_lines``: its order's, less its refunds'),
+    None for a refund (its row keeps its own)."""
+    if event.kind != CANCELLED:
+        return None
+    refunds = [
+        e.items
+        for e in recorded_events
+        if e.order_id == event.order_id and e.event_id != event.event_id
+    ]
+    return cancelled_lines(order_rows[event.order_id].items, refunds)
+
+
 def _judge(
     connection: BaseDatabaseWrapper,
     cursor: CursorWrapper,
@@ -574,11 +620,12 @@ def _judge(
             event = candidate.event
             verdict = state.check(event)
             if isinstance(verdict, Effect):
+                taken = state.remaining_lines() if event.kind == CANCELLED else None
                 state.apply(event.kind, verdict)
                 row = _event_row(candidate, order, verdict, received_at)
                 rows.append(row)
-                accepted += [_recorded_event(row, m) for m in candidate.messages] or [
-                    _recorded_event(row, None)
+                accepted += [_recorded_event(row, m, taken) for m in candidate.messages] or [
+                    _recorded_event(row, None, taken)
                 ]
             else:
                 rejected += _rejections(candidate, verdict)
@@ -684,7 +731,7 @@ def _waiting_row(
 def _recorded_order(row: AcceptedOrder) -> RecordedOrder:
     return RecordedOrder(
         row.order_id, row.user_id, row.value_cents, row.ordered_at, row.day, row.fingerprint,
-        row.received_at,
+        row.received_at, lines_of(row.items),
     )  # fmt: skip
 
 
@@ -966,6 +1013,90 @@ def user_day_totals(
         yield user_id, DayTotals(day, n, int(revenue))
     for user_id, day, refunded in _event_days(zone, using, chunk_size):
         yield user_id, DayTotals(day, 0, 0, refunded)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    """A ledger row as the products' figures count it: an order's lines (``sign`` 1, on its
+    day) or what a refund by items or a cancellation took back (``sign`` -1, on the event's
+    day); lines as the ledger's JSON or as ``RefundedLine``s."""
+
+    user_id: str
+    day: date
+    lines: Sequence[Any]
+    sign: int
+
+
+def product_rows(
+    zone: tzinfo | None = None,
+    order_ids: Collection[str] | None = None,
+    event_ids: Collection[str] | None = None,
+    using: str = "default",
+    chunk_size: int = 5_000,
+) -> Iterator[ProductRow]:
+    """Every row with products, streamed (the caller sums them, in memory bounded by the
+    products and days, not the orders): the orders, the refunds by items, and each
+    cancellation with the lines its order's refunds left (``cancelled_lines``, its order and
+    refunds read per chunk of cancellations). All rows, or only those ids (a reconcile's
+    unapplied rows). Days of ``zone`` (None: UTC) by ``local_day``/``event_day``, the rule
+    of the apply script's arguments."""
+    zone = zone or UTC
+    orders = AcceptedOrder.objects.using(using).order_by()
+    events = OrderEvent.objects.using(using).order_by()
+    if order_ids is not None:
+        orders = orders.filter(order_id__in=list(order_ids))
+    if event_ids is not None:
+        events = events.filter(event_id__in=list(event_ids))
+    if order_ids is None or order_ids:
+        # The order's day in SQL, as the days' GROUP BYs take it (the stored UTC day for UTC):
+        # a date is read faster than a timestamp converted here.
+        days = orders.annotate(local_day=_local_day(zone))
+        for user_id, day, items in days.values_list("user_id", "local_day", "items").iterator(
+            chunk_size=chunk_size
+        ):
+            if items:
+                yield ProductRow(user_id, day, items, 1)
+    if event_ids is not None and not event_ids:
+        return
+    cancellations: list[tuple[str, str, str, datetime]] = []
+    for event_id, order_id, user_id, kind, occurred_at, items in events.values_list(
+        "event_id", "order_id", "user_id", "kind", "occurred_at", "items"
+    ).iterator(chunk_size=chunk_size):
+        if kind == CANCELLED:
+            cancellations.append((event_id, order_id, user_id, occurred_at))
+            if len(cancellations) >= _INSERT_CHUNK:
+                yield from _cancelled_rows(cancellations, zone, using)
+                cancellations = []
+        elif items:
+            yield ProductRow(user_id, event_day(occurred_at, zone), items, -1)
+    yield from _cancelled_rows(cancellations, zone, using)
+
+
+def _cancelled_rows(
+    cancellations: Sequence[tuple[str, str, str, datetime]], zone: tzinfo, using: str
+) -> Iterator[ProductRow]:
+    """The lines each cancellation took back: two queries per chunk (its orders' lines, their
+    other events' lines)."""
+    if not cancellations:
+        return
+    order_ids = [order_id for _e, order_id, _u, _at in cancellations]
+    lines = dict(
+        AcceptedOrder.objects.using(using)
+        .filter(order_id__in=order_ids)
+        .values_list("order_id", "items")
+    )
+    refunds: dict[str, list[Any]] = defaultdict(list)
+    for order_id, event_id, items in (
+        OrderEvent.objects.using(using)
+        .filter(order_id__in=order_ids)
+        .values_list("order_id", "event_id", "items")
+    ):
+        refunds[order_id].append((event_id, items))
+    for event_id, order_id, user_id, occurred_at in cancellations:
+        others = [items for other, items in refunds[order_id] if other != event_id]
+        taken = cancelled_lines(lines.get(order_id, []), others)
+        if taken:
+            yield ProductRow(user_id, event_day(occurred_at, zone), taken, -1)
 
 
 # Since then every zone's offset is a whole number of quarters of an hour (hour_totals).

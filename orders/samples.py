@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from orders.validation import (
@@ -138,6 +138,8 @@ class Totals:
     refunded_cents: int = 0
     cancelled_orders: int = 0
     rejected: int = 0
+    # Per product: units and revenue in cents (each order's lines of a product rounded once).
+    products: dict[str, list[int]] = field(default_factory=dict)
     events_applied: int = 0
 
     @property
@@ -632,7 +634,9 @@ def expected_totals(messages: Iterable[SampleMessage]) -> Totals:
     rejected.
     """
     totals = Totals()
+    messages_seen: list[SampleMessage] = []
     for message in messages:
+        messages_seen.append(message)
         if message.kind in ("invalid", "conflict", "event_conflict", "over_refund"):
             totals.rejected += 1
         if message.kind in ("refund", "cancel"):
@@ -660,7 +664,49 @@ def expected_totals(messages: Iterable[SampleMessage]) -> Totals:
         day.revenue_cents += message.value_cents
         totals.total_orders += 1
         totals.total_revenue_cents += message.value_cents
+    totals.products = _expected_products(list(messages_seen))
     return totals
+
+
+def _expected_products(messages: list[SampleMessage]) -> dict[str, list[int]]:
+    """Per product: units and revenue in cents, net. Each valid order's lines of a product
+    rounded once; a refund by items takes its units at the price of the order's one line of
+    that product; a cancellation (the generator cancels only orders it never refunded) takes
+    all of its order's lines; a refund by amount takes nothing."""
+    orders: dict[str, dict[str, list[Any]]] = {}
+    for message in messages:
+        if message.kind != "valid" or message.order_id is None:
+            continue
+        per_product: dict[str, list[Any]] = {}
+        for item in json.loads(message.body, parse_float=Decimal)["items"]:
+            if item.get("product_id") is not None:
+                found = per_product.setdefault(item["product_id"], [0, Decimal(0), Decimal(0)])
+                found[0] += item["quantity"]
+                found[1] += item["quantity"] * Decimal(item["price_per_unit"])
+                found[2] = Decimal(item["price_per_unit"])
+        orders[message.order_id] = per_product
+    products: dict[str, list[int]] = {}
+
+    def add(product_id: str, units: int, value: Decimal) -> None:
+        product = products.setdefault(product_id, [0, 0])
+        product[0] += units
+        product[1] += int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    for per_product in orders.values():
+        for product_id, (units, value, _price) in per_product.items():
+            add(product_id, units, value)
+    for message in messages:
+        if message.kind not in ("refund", "cancel") or message.order_id not in orders:
+            continue
+        lines = orders[message.order_id]
+        if message.kind == "cancel":
+            for product_id, (units, value, _price) in lines.items():
+                add(product_id, -units, -value)
+            continue
+        for item in json.loads(message.body).get("items", []):
+            price = lines[item["product_id"]][2]
+            add(item["product_id"], -item["quantity"], -item["quantity"] * price)
+    return products
 
 
 # Bodies that have broken naive pipelines; every one must be rejected (never crash a consumer).

@@ -28,6 +28,8 @@ PROTECTED_PATHS = [
     "/stats/top-spenders",
     "/stats/top-buyers",
     "/stats/by-date?start_date=2025-01-01&end_date=2025-01-02",
+    "/stats/top-products",
+    "/products/P001/stats",
     "/metrics",
     # The orders API (orders/api/) exposes orders too: the same rules.
     "/orders/ORD1000",

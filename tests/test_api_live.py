@@ -28,6 +28,7 @@ from tests.event_helpers import (
     refund,
 )
 from tests.ingestion_helpers import make_order
+from tests.product_helpers import fill_with_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -461,3 +462,53 @@ def test_metrics_json_has_net_revenue_and_the_event_counters(
         "redis": redis_nodes,
         "currency": "USD",
     }
+
+
+# --- Products: net of refunds by items and cancellations, merged over the shards --------------
+@pytest.fixture
+def with_products(clocked_store: AggregateStore) -> AggregateStore:
+    return fill_with_products(clocked_store)
+
+
+def test_both_products_endpoints_serve_net_figures_merged_over_the_shards(
+    with_products: AggregateStore, api: APIClient
+) -> None:
+    paths = (
+        "/stats/top-products?limit=10",
+        "/stats/top-products?by=units&start_date=2025-08-12&end_date=2025-08-12",
+        "/products/P1/stats",
+        "/products/nope/stats",
+    )
+    responses = [api.get(path) for path in paths]
+
+    assert [r.status_code for r in responses] == [200, 200, 200, 404]
+    usd = {"currency": "USD"}
+    assert [r.json() for r in responses] == [
+        [{"rank": 1, "product_id": "P1", "units": 1, "revenue": 10.0} | usd,
+         {"rank": 2, "product_id": "P3", "units": 3, "revenue": 3.33} | usd,
+         {"rank": 3, "product_id": "P2", "units": 0, "revenue": 0} | usd],
+        [{"rank": 1, "product_id": "P2", "units": -1, "revenue": -5.5} | usd,
+         {"rank": 2, "product_id": "P1", "units": -2, "revenue": -20.0} | usd],
+        {"product_id": "P1", "units": 1, "revenue": 10.0} | usd,
+        {"detail": "No orders recorded with product nope."},
+    ]  # fmt: skip
+
+
+def test_top_products_over_a_range_read_one_redis_round_trip(
+    with_products: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if with_products.cluster:
+        pytest.skip("on a cluster the one pipeline is a round trip per node")
+    calls: list[str] = []
+    original_execute = redis.client.Pipeline.execute
+
+    def pipeline_execute(self, *args, **kwargs):
+        calls.append(" ".join(str(c[0][0]) for c in self.command_stack))
+        return original_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
+
+    response = api.get("/stats/top-products?start_date=2025-08-09&end_date=2025-08-12")
+
+    assert response.status_code == 200
+    assert calls == [" ".join(["HGETALL"] * 4 + ["GET"])]  # four days, then the generation

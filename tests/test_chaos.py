@@ -4,7 +4,8 @@ Redis with rebuild_stats and reconcile_stats --repair killed while the consumers
 the ledger checked, Redis emptied, rebuilt from the ledger and reconciled. Both send refunds
 and cancellations too (some before their order, some twice, conflicting ones and over-refunds
 to be rejected): the oracle covers gross, refunded, net and cancelled per user, per day, in
-total and in the top spenders by net."""
+total and in the top spenders by net, and the top products by revenue and by units (net of
+refunds by items and cancellations)."""
 
 from __future__ import annotations
 

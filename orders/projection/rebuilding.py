@@ -3,9 +3,9 @@ all-or-nothing.
 
 Under the lease of every shard (of both layouts when the shard count changes) it first removes
 what a rebuild that died left behind (``<prefix>:generations``), takes a generation number no
-rebuild had, writes users, totals, rankings, days (refunds and cancellations included) and the
-marks of the orders and events whose marks would still exist (``AggregateStore.marks_since``)
-into that generation only, checks the lease, and
+rebuild had, writes users, totals, rankings, days (refunds and cancellations included),
+products (overall and per day) and the marks of the orders and events whose marks would still
+exist (``AggregateStore.marks_since``) into that generation only, checks the lease, and
 switches (one fenced call on one node). Consumers' batches wait meanwhile and are applied to
 the new generation, whose marks say which of their orders the snapshot already counted. A
 rebuild killed at any point before its switch leaves the live generation, with its marks, as it
@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from orderpipe import money
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
 from stats.store import AggregateStore, GenerationWriter
 from stats.store.layouts import Generation, State
+from stats.store.products import product_sums
 
 logger = logging.getLogger("orders.projection")
 
@@ -44,6 +46,7 @@ class RebuildReport:
     refunded_cents: int = 0
     cancelled: int = 0
     event_marks: int = 0
+    products: int = 0  # distinct products over all shards
     removed_keys: int = 0
     leftovers_removed: int = 0
     shards: int = 1
@@ -227,6 +230,13 @@ def _derive(
             for hour, orders, revenue in hours:
                 if writer is not None:
                     writer.hour(shard, hour, orders, revenue)
+        rows = ledger.product_rows(store.time_zone)
+        distinct: set[str] = set()
+        for shard, products, product_days in products_by_shard(store, rows):
+            if writer is not None:
+                writer.products(shard, products, product_days)
+            distinct.update(products)
+        report.products = len(distinct)
         since = store.marks_since(store.now())
         for row in ledger.recorded_since(since):
             if writer is not None:
@@ -255,6 +265,37 @@ def days_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[ledger.DayT
         bucket[2] += day.refunded_cents
     for shard, days in sorted(shares.items()):
         yield shard, [ledger.DayTotals(d, o, r, f) for d, (o, r, f) in sorted(days.items())]
+
+
+ProductTotals = dict[str, tuple[int, int]]
+
+
+def products_by_shard(
+    store: AggregateStore, rows: Iterable[ledger.ProductRow]
+) -> list[tuple[int, ProductTotals, dict[date, ProductTotals]]]:
+    """Each shard's products (net units and revenue), overall and per day, from the ledger's
+    rows (``ledger.product_rows``), by the apply script's rule (``stats.store.products``):
+    the shard of the row's user, each row's products rounded once. Memory: the products and
+    their days, not the rows."""
+    currency = money.currency(store.layout.currency)
+    totals: dict[int, dict[str, list[int]]] = defaultdict(dict)
+    days: dict[int, dict[date, dict[str, list[int]]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        shard = store.shard_of(row.user_id)
+        day = days[shard][row.day]
+        for product_id, (units, cents) in product_sums(row.lines, currency).items():
+            for bucket in (totals[shard], day):
+                found = bucket.setdefault(product_id, [0, 0])
+                found[0] += row.sign * units
+                found[1] += row.sign * cents
+    return [
+        (
+            shard,
+            {p: (u, r) for p, (u, r) in totals[shard].items()},
+            {d: {p: (u, r) for p, (u, r) in f.items()} for d, f in days[shard].items() if f},
+        )
+        for shard in sorted(totals)
+    ]
 
 
 def hours_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[tuple[str, int, int]]]]:

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from orderpipe import money
 from orderpipe.iterutils import batched
 from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
-from orders.projection.rebuilding import days_by_shard, hours_by_shard
+from orders.projection.rebuilding import days_by_shard, hours_by_shard, products_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
+from stats.store.products import product_sums
 
 logger = logging.getLogger("orders.projection")
 
@@ -47,6 +49,7 @@ class ReconcileReport:
     orders: int = 0
     users: int = 0
     days: int = 0
+    products: int = 0
     differences: list[str] = field(default_factory=list)  # the first _KEPT_DIFFERENCES
     difference_count: int = 0
     unapplied: int = 0  # ledger orders Redis has not applied, older than the settle time
@@ -202,6 +205,8 @@ class _Comparison:
                                              "orders": [0] * store.shards}  # fmt: skip
         # Per shard: orders, gross spend, users, refunded, cancelled.
         self.full_shares = [[0, 0, 0, 0, 0] for _ in range(store.shards)]
+        # The orders and events Redis never applied (their products are not there either).
+        self.unapplied_ids: tuple[set[str], set[str]] = (set(), set())
 
     def run(self) -> ReconcileReport:
         self.store.live_generations()  # the reads below name the live generation's keys
@@ -213,6 +218,7 @@ class _Comparison:
             self._compare_days()
             self._compare_hours()
             self._compare_totals()
+            self._compare_products()
             if self.writer is not None and (self.report.difference_count or self.report.repaired):
                 self._rewrite_days_and_totals()
         if self.writer is not None:
@@ -312,6 +318,7 @@ class _Comparison:
             self.ranked["orders"][shard] += 1
 
     def _unapplied_row(self, row: ledger.RecordedOrder) -> None:
+        self.unapplied_ids[0].add(row.order_id)
         if row.received_at < self.now - self.settle:
             self.report.unapplied += 1
         else:
@@ -326,6 +333,7 @@ class _Comparison:
         hour[1] += row.value_cents
 
     def _unapplied_event(self, event: ledger.EventRow) -> None:
+        self.unapplied_ids[1].add(event.event_id)
         if event.received_at < self.now - self.settle:
             self.report.unapplied_events += 1
         else:
@@ -340,8 +348,8 @@ class _Comparison:
     def _repair_user(self, user: _User, had_hash: bool) -> None:
         """The user as the whole ledger has it; the orders and events Redis never applied get
         their marks (their batches, when they come back, are duplicates) and count in the
-        shard's totals and days (a refund on its own day); all of it in one fenced call, as
-        the apply script would have done it."""
+        shard's totals, days, hours and products (a refund on its own day); all of it in one
+        fenced call, as the apply script would have done it."""
         assert self.writer is not None
         writer, shard = self.writer, self.store.shard_of(user.user_id)
         full = user.full.as_ledger(user.user_id)
@@ -358,6 +366,8 @@ class _Comparison:
                                   event.received_at)  # fmt: skip
                 day = local_day(event.occurred_at, self.store.time_zone)
                 writer.add_to_day(shard, day, 0, 0, event.amount_cents)
+            if user.unapplied or events:
+                self._count_products(shard, user)
             if full is not None:
                 writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
                             full.last_ms, full.refunded_cents, full.cancelled)  # fmt: skip
@@ -371,6 +381,22 @@ class _Comparison:
                     sum(event.cancels for event in events),
                 )
         self.report.repaired += 1 + len(user.unapplied) + len(events)
+
+    def _count_products(self, shard: int, user: _User) -> None:
+        """The products of a user's rows Redis never applied, counted as applying them does
+        (in the repair's unit of that user, with their marks): a query for their lines."""
+        assert self.writer is not None
+        rows = ledger.product_rows(
+            self.store.time_zone,
+            order_ids=[row.order_id for row in user.unapplied],
+            event_ids=[event.event_id for event in user.unapplied_events],
+        )
+        currency = money.currency(self.store.layout.currency)
+        for row in rows:
+            figures = product_sums(row.lines, currency)
+            signed = {p: (row.sign * u, row.sign * c) for p, (u, c) in figures.items()}
+            if signed:
+                self.writer.add_to_products(shard, row.day, signed)
 
     def _users_only_redis_has(self) -> None:
         """User hashes the ledger has no orders for: counted per shard first (a SCAN), looked
@@ -462,10 +488,59 @@ class _Comparison:
                 f"refunded, {got[4]} cancelled (ledger {', '.join(map(str, want))})"
             )
 
-    def _rewrite_days_and_totals(self) -> None:
-        """Every shard's days, hours and totals as the whole ledger has them (the repair marked
-        every row it counts), each shard's in one fenced call."""
+    def _compare_products(self) -> None:
+        """Each shard's products, overall and per day (units and revenue, net), against the
+        ledger's less the rows Redis never applied; a product or day Redis lacks reads 0."""
+        zone = self.store.time_zone
+        want = {s: (t, d) for s, t, d in products_by_shard(self.store, ledger.product_rows(zone))}
+        orders, events = self.unapplied_ids
+        if orders or events:
+            missing = ledger.product_rows(zone, order_ids=orders, event_ids=events)
+            for shard, totals, days in products_by_shard(self.store, missing):
+                have = want.setdefault(shard, ({}, {}))
+                _subtract(have[0], totals)
+                for day, figures in days.items():
+                    _subtract(have[1].setdefault(day, {}), figures)
+        self.report.products = len({p for totals, _days in want.values() for p in totals})
+        for shard in range(self.store.shards):
+            where = f" (shard {shard})" if self.store.shards > 1 else ""
+            got_totals, got_days = self.store.shard_products(shard)
+            want_totals, want_days = want.get(shard, ({}, {}))
+            for product_id, found, expected in _product_differences(got_totals, want_totals):
+                self.report.differ(
+                    f"product {product_id}{where}: {found[0]} units, {found[1]} cents "
+                    f"(ledger {expected[0]}, {expected[1]})"
+                )
+            for day in sorted(got_days.keys() | want_days.keys()):
+                for product_id, found, expected in _product_differences(
+                    got_days.get(day, {}), want_days.get(day, {})
+                ):
+                    self.report.differ(
+                        f"product {product_id} on {day.isoformat()}{where}: {found[0]} "
+                        f"units, {found[1]} cents (ledger {expected[0]}, {expected[1]})"
+                    )
+
+    def _rewrite_products(self) -> None:
+        """Every shard's products as the whole ledger has them, each shard's in one fenced
+        call (its day hashes Redis has removed first)."""
         assert self.writer is not None
+        rows = ledger.product_rows(self.store.time_zone)
+        want = {s: (t, d) for s, t, d in products_by_shard(self.store, rows)}
+        for shard in range(self.store.shards):
+            _got, got_days = self.store.shard_products(shard)
+            totals, days = want.get(shard, ({}, {}))
+            with self.writer.unit():
+                self.writer.products(
+                    shard, totals, days, stale_days=[d.isoformat() for d in got_days]
+                )
+        self.report.repaired += self.store.shards
+
+    def _rewrite_days_and_totals(self) -> None:
+        """Every shard's products, days, hours and totals as the whole ledger has them (the
+        repair marked every row it counts), each shard's in one fenced call (its products in
+        one before)."""
+        assert self.writer is not None
+        self._rewrite_products()
         days = dict(days_by_shard(self.store))
         hours = dict(hours_by_shard(self.store))
         for shard, (orders, spend, users, refunded, cancelled) in enumerate(self.full_shares):
@@ -495,6 +570,21 @@ class _Comparison:
             )
             self.report.difference_count += 1
             self.report.differences.insert(0, line)
+
+
+def _subtract(totals: dict[str, tuple[int, int]], less: dict[str, tuple[int, int]]) -> None:
+    for product_id, (units, revenue) in less.items():
+        had = totals.get(product_id, (0, 0))
+        totals[product_id] = (had[0] - units, had[1] - revenue)
+
+
+def _product_differences(
+    got: dict[str, tuple[int, int]], want: dict[str, tuple[int, int]]
+) -> Iterator[tuple[str, tuple[int, int], tuple[int, int]]]:
+    for product_id in sorted(got.keys() | want.keys()):
+        found, expected = got.get(product_id, (0, 0)), want.get(product_id, (0, 0))
+        if found != expected:
+            yield product_id, found, expected
 
 
 def _user_problems(user_id: str, want: ledger.UserTotals | None, got: UserReadback) -> list[str]:

@@ -27,6 +27,9 @@ LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
 
+# What /stats/top-products may rank by.
+PRODUCT_ORDERS = ("revenue", "units")
+
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -122,6 +125,56 @@ class DateRangeParams(serializers.Serializer[dict[str, Any]]):
         return attrs
 
 
+class TopProductsParams(serializers.Serializer[dict[str, Any]]):
+    limit = serializers.IntegerField(
+        required=False,
+        default=LIMIT_DEFAULT,
+        min_value=LIMIT_MIN,
+        max_value=LIMIT_MAX,
+        help_text=f"How many products to return, {LIMIT_MIN}-{LIMIT_MAX} (default "
+        f"{LIMIT_DEFAULT}).",
+    )
+    by = serializers.ChoiceField(
+        choices=PRODUCT_ORDERS,
+        required=False,
+        default="revenue",
+        help_text="What the ranking is by: revenue (net, default) or units (net).",
+    )
+    start_date = StrictDateField(
+        required=False,
+        help_text="First day (in the shop's time zone), YYYY-MM-DD, inclusive; with end_date. "
+        "Without both: all time.",
+    )
+    end_date = StrictDateField(
+        required=False,
+        help_text="Last day, YYYY-MM-DD, inclusive; with start_date, not before it; the range "
+        "spans at most STATS_MAX_RANGE_DAYS days (366 by default).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("start_date"), attrs.get("end_date")
+        if start is None and end is None:
+            return attrs
+        if start is None or end is None:
+            missing, given = (
+                ("end_date", "start_date") if end is None else ("start_date", "end_date")
+            )
+            raise serializers.ValidationError(
+                {missing: [f"Required with {given}: a range names both of its days."]}
+            )
+        if end < start:
+            raise serializers.ValidationError(
+                {"end_date": [f"Must not be before start_date ({start.isoformat()})."]}
+            )
+        span = (end - start).days + 1
+        limit = settings.STATS_MAX_RANGE_DAYS
+        if span > limit:
+            raise serializers.ValidationError(
+                {"end_date": [f"The range may span at most {limit} days; this one spans {span}."]}
+            )
+        return attrs
+
+
 class HourParams(serializers.Serializer[dict[str, Any]]):
     date = StrictDateField(
         required=False,
@@ -176,4 +229,5 @@ def validate_query(
 
 LIMIT_PARAMS = LimitParams()
 DATE_RANGE_PARAMS = DateRangeParams()
+TOP_PRODUCTS_PARAMS = TopProductsParams()
 HOUR_PARAMS = HourParams()

@@ -31,7 +31,9 @@ from stats.store import (
     DayStats,
     GlobalStats,
     HourStats,
+    ProductFigures,
     Ranked,
+    RankedProduct,
     ServerInfo,
     UserStats,
 )
@@ -111,6 +113,33 @@ class TopBuyerSerializer(serializers.Serializer[Ranked]):
     rank = serializers.IntegerField(min_value=1)
     user_id = serializers.CharField()
     order_count = serializers.IntegerField(source="value")
+
+
+class TopProductSerializer(serializers.Serializer[RankedProduct]):
+    rank = serializers.IntegerField(min_value=1)
+    product_id = serializers.CharField()
+    units = serializers.IntegerField(
+        help_text="Units sold less those refunded by items or taken back by a cancellation."
+    )
+    revenue = MoneyField(
+        source="revenue_cents",
+        help_text="Net: what the units sold were worth less what refunds by items and "
+        "cancellations took back (a refund by amount takes nothing off a product).",
+    )
+    currency = CurrencyField()
+
+
+class ProductStatsSerializer(serializers.Serializer[ProductFigures]):
+    product_id = serializers.CharField()
+    units = serializers.IntegerField(
+        help_text="Units sold less those refunded by items or taken back by a cancellation."
+    )
+    revenue = MoneyField(
+        source="revenue_cents",
+        help_text="Net: what the units sold were worth less what refunds by items and "
+        "cancellations took back (a refund by amount takes nothing off a product).",
+    )
+    currency = CurrencyField()
 
 
 class DayStatsSerializer(serializers.Serializer[DayStats]):
@@ -332,6 +361,8 @@ class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     top_spenders = serializers.URLField()
     top_buyers = serializers.URLField()
     by_date = serializers.CharField()
+    top_products = serializers.URLField()
+    product_stats = serializers.CharField()
     by_hour = serializers.URLField()
     health = serializers.URLField()
     metrics = serializers.URLField()
@@ -395,6 +426,28 @@ def top_spenders_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
 def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
     """``TopBuyerSerializer(rows, many=True).data`` without a serializer."""
     return [{"rank": r.rank, "user_id": r.user_id, "order_count": r.value} for r in rows]
+
+
+def top_products_body(rows: Iterable[RankedProduct]) -> list[dict[str, Any]]:
+    """``TopProductSerializer(rows, many=True).data`` without a serializer."""
+    currency = shop_currency()
+    money, code = currency.from_minor_units, currency.code
+    return [
+        {"rank": r.rank, "product_id": r.product_id, "units": r.units,
+         "revenue": money(r.revenue_cents), "currency": code}
+        for r in rows
+    ]  # fmt: skip
+
+
+def product_stats_body(product: ProductFigures) -> dict[str, Any]:
+    """``ProductStatsSerializer(product).data`` without a serializer."""
+    currency = shop_currency()
+    return {
+        "product_id": product.product_id,
+        "units": product.units,
+        "revenue": currency.from_minor_units(product.revenue_cents),
+        "currency": currency.code,
+    }
 
 
 def date_range_body(

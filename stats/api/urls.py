@@ -16,7 +16,13 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from stats.api.views import ApiRootView, HealthViewSet, StatsViewSet, UserStatsViewSet
+from stats.api.views import (
+    ApiRootView,
+    HealthViewSet,
+    ProductStatsViewSet,
+    StatsViewSet,
+    UserStatsViewSet,
+)
 
 SWAGGER_UI_ASSETS = (
     Path(drf_spectacular_sidecar.__file__).parent
@@ -28,6 +34,7 @@ SWAGGER_UI_ASSETS = (
 router = SimpleRouter(trailing_slash=False)
 router.register("users", UserStatsViewSet, basename="user")
 router.register("stats", StatsViewSet, basename="stats")
+router.register("products", ProductStatsViewSet, basename="product")
 
 urlpatterns = [
     path("", ApiRootView.as_view(), name="api-root"),

@@ -35,7 +35,12 @@ from rest_framework.viewsets import ViewSet
 
 from orderpipe.api.access import ProtectedAPIMixin, StatsAccess, authenticators_for_settings
 from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_error
-from orderpipe.api.ids import path_id_parameter, too_long_error, validate_user_id
+from orderpipe.api.ids import (
+    path_id_parameter,
+    too_long_error,
+    validate_path_id,
+    validate_user_id,
+)
 from orderpipe.api.negotiation import FormatParamMixin
 from orderpipe.api.renderers import ExactJSONRenderer
 from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot, WaitingSource
@@ -43,9 +48,11 @@ from stats.api.params import (
     DATE_RANGE_PARAMS,
     HOUR_PARAMS,
     LIMIT_PARAMS,
+    TOP_PRODUCTS_PARAMS,
     DateRangeParams,
     HourParams,
     LimitParams,
+    TopProductsParams,
     validate_query,
 )
 from stats.api.renderers import ExpositionRenderer, OpenMetricsRenderer, PrometheusTextRenderer
@@ -56,14 +63,18 @@ from stats.api.serializers import (
     HealthSerializer,
     HourRangeSerializer,
     MetricsSerializer,
+    ProductStatsSerializer,
     TopBuyerSerializer,
+    TopProductSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
     by_hour_body,
     date_range_body,
     global_stats_body,
     metrics_body,
+    product_stats_body,
     top_buyers_body,
+    top_products_body,
     top_spenders_body,
     user_stats_body,
 )
@@ -111,6 +122,36 @@ class UserStatsViewSet(ProtectedViewSet):
         if user is None:
             raise NotFound(f"No orders recorded for user {user_id}.")
         return Response(user_stats_body(user))
+
+
+class ProductStatsViewSet(ProtectedViewSet):
+    lookup_field = "product_id"
+    # Any characters (percent-encoded), as user ids; the length is checked in the view.
+    lookup_value_regex = ".+"
+
+    @extend_schema(
+        operation_id="product_stats",
+        summary="Statistics of one product (net units and revenue over all time)",
+        description=(
+            "`units` and `revenue` are net: sold less what refunds by items and cancellations "
+            "took back; a refund by amount takes nothing off a product. 404 when no order "
+            "had the product; one whose units were all given back answers 0."
+        ),
+        parameters=[path_id_parameter("product_id", "The product's id as sent in items")],
+        responses={
+            200: ProductStatsSerializer,
+            400: parameter_error("product_id too long", too_long_error("product_id")),
+            404: OpenApiResponse(DetailSerializer, description="No order had this product."),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"], url_path="stats", url_name="stats")
+    def stats(self, request: Request, product_id: str) -> Response:
+        validate_path_id("product_id", product_id)
+        product = get_store().product_stats(product_id)
+        if product is None:
+            raise NotFound(f"No orders recorded with product {product_id}.")
+        return Response(product_stats_body(product))
 
 
 class StatsViewSet(ProtectedViewSet):
@@ -187,6 +228,37 @@ class StatsViewSet(ProtectedViewSet):
         split = (start - first).days
         previous = (first, last, days[:split])
         return Response(date_range_body(start, end, days[split:], interval, previous))
+
+    @extend_schema(
+        operation_id="top_products",
+        summary="Products by net revenue or units, highest first (ties by product_id ascending)",
+        description=(
+            "A product is an item's `product_id` (items without one are in no ranking). Its "
+            "units and revenue are net: what its orders sold, less what refunds by items and "
+            "cancellations took back (a cancellation takes back whatever of its order was not "
+            "refunded yet). A refund by amount, without items, lowers its order's revenue but "
+            "no product's. Over all time, or with start_date and end_date over those days of "
+            "the shop's time zone: sales on their order's day, refunds on the day they "
+            "occurred (a range may hold negative figures). A product all given back stays "
+            "listed with 0."
+        ),
+        parameters=[TopProductsParams],
+        responses={
+            200: TopProductSerializer(many=True),
+            400: parameter_error(
+                "half a range",
+                {"end_date": ["Required with start_date: a range names both of its days."]},
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="top-products", url_name="top-products")
+    def top_products(self, request: Request) -> Response:
+        params = validate_query(TOP_PRODUCTS_PARAMS, request.query_params)
+        rows = get_store().top_products(
+            params["limit"], params["by"], params.get("start_date"), params.get("end_date")
+        )
+        return Response(top_products_body(rows))
 
     @extend_schema(
         operation_id="stats_by_hour",
@@ -399,6 +471,8 @@ class ApiRootView(FormatParamMixin, APIView):
             "top_spenders": url("stats-top-spenders") + "?limit=5",
             "top_buyers": url("stats-top-buyers") + "?limit=5",
             "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+            "top_products": url("stats-top-products") + "?limit=5&by=revenue",
+            "product_stats": template("product-stats", "product_id"),
             "by_hour": url("stats-by-hour"),
             "health": url("health"),
             "metrics": url("metrics"),

@@ -13,6 +13,8 @@
 -- then 2 keys per order: its user hash, its idempotency mark (string, in the generation)
 -- then 2 keys per event: its order's user hash, its idempotency mark (string, in the generation)
 -- then 1 key per rejected message: its counted-once mark (string)
+-- then ARGV[10] product keys (none when no line of this call names a product): the products
+--   hash, then one hash per day its products count on (pdays:<day>)
 --
 -- ARGV[1] the generation the caller writes to, described ('<G>;v<format>;n<shards>')
 -- ARGV[2] mark TTL, seconds (0 = forever)          ARGV[3] now, epoch ms
@@ -23,6 +25,7 @@
 -- ARGV[6] number of orders
 -- ARGV[7] how long to keep this call's reply under KEYS[8], seconds (0 = not kept)
 -- ARGV[8] number of events                         ARGV[9] event messages of this shard received
+-- ARGV[10] number of product keys
 -- then 9 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
 --         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms
 --         (0 = now), counted (1: one of the batch's messages; 0: the order of an event of the
@@ -32,11 +35,17 @@
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
 --         batch's; 0: a waiting event attached now, its message counted when it came)
 -- then 1 value per rejected message: its reason codes joined by ','
+-- then, with product keys, per order and then per event (in the order above): its number of
+--   products c, then c times: its day hash's position among the product keys (2, 3, ...),
+--   product_id, units, cents (an event's negative: what it takes off its products)
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). An event adds its amount to its user's, the shard's and
 -- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and
--- scores its user -(spend - refunded) in rank:spend, the ranking by net spend.
+-- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
+-- event applied adds its products' units and cents to '<product_id>:units' and
+-- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
+-- cancellation subtract theirs); a duplicate adds nothing.
 --
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
@@ -66,8 +75,10 @@ end
 
 local n = tonumber(ARGV[6])
 local m = tonumber(ARGV[8])
+local product_keys = tonumber(ARGV[10])
 local first_event_key = 10 + 2 * n
 local first_reject_key = first_event_key + 2 * m
+local first_product_key = #KEYS - product_keys + 1
 
 -- Redis does not roll a script back: check every key's type before the first write, so a
 -- key of the wrong type fails the batch whole instead of leaving a mark without its totals.
@@ -84,8 +95,12 @@ for k = 10, first_reject_key - 1, 2 do
   problem = expect(KEYS[k], 'hash') or expect(KEYS[k + 1], 'string')
   if problem then return problem end
 end
-for k = first_reject_key, #KEYS do
+for k = first_reject_key, first_product_key - 1 do
   problem = expect(KEYS[k], 'string')
+  if problem then return problem end
+end
+for k = first_product_key, #KEYS do
+  problem = expect(KEYS[k], 'hash')
   if problem then return problem end
 end
 
@@ -112,7 +127,7 @@ end
 local result = {0}
 local applied, duplicates = 0, 0
 for i = 0, n - 1 do
-  local a = 10 + 9 * i
+  local a = 11 + 9 * i
   local user_id, cents, occurred, day = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first, counted = tonumber(ARGV[a + 6]), ARGV[a + 7] == '1'
   local user = KEYS[10 + 2 * i]
@@ -150,7 +165,7 @@ for i = 0, n - 1 do
 end
 
 local events_applied, events_duplicates = 0, 0
-local event_values = 10 + 9 * n
+local event_values = 11 + 9 * n
 for j = 0, m - 1 do
   local a = event_values + 7 * j
   local user_id, cents, day, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -174,11 +189,34 @@ for j = 0, m - 1 do
   result[#result + 1] = status
 end
 
+-- Products: each applied order's and event's lines, net (an event's values are negative).
+local codes_at = event_values + 7 * m
+if product_keys > 0 then
+  local products = KEYS[first_product_key]
+  local at = codes_at + first_product_key - first_reject_key
+  for row = 1, n + m do
+    local lines = tonumber(ARGV[at])
+    at = at + 1
+    if result[row + 1] == 1 then
+      for _ = 1, lines do
+        local day = KEYS[first_product_key + tonumber(ARGV[at]) - 1]
+        local units, revenue = ARGV[at + 1] .. ':units', ARGV[at + 1] .. ':revenue'
+        redis.call('HINCRBY', products, units, ARGV[at + 2])
+        redis.call('HINCRBY', products, revenue, ARGV[at + 3])
+        redis.call('HINCRBY', day, units, ARGV[at + 2])
+        redis.call('HINCRBY', day, revenue, ARGV[at + 3])
+        at = at + 4
+      end
+    else
+      at = at + 4 * lines
+    end
+  end
+end
+
 -- Rejected messages are counted once each by message id, whatever SQS redelivers: the
 -- database row may come from an attempt whose count never reached Redis.
 local counted = 0
-local codes_at = event_values + 7 * m
-for k = first_reject_key, #KEYS do
+for k = first_reject_key, first_product_key - 1 do
   local fresh
   if ttl > 0 then
     fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl)

@@ -50,6 +50,7 @@ from stats.store.errors import (
 from stats.store.generations import GenerationWriter, Leftover
 from stats.store.keys import KeySpace
 from stats.store.layouts import Layout, LayoutError
+from stats.store.products import ProductFigures, RankedProduct
 from stats.store.readback import ReadbackMixin, UserReadback
 from stats.store.reads import ReadsMixin
 from stats.store.servers import ServerInfo, ServersMixin
@@ -88,7 +89,9 @@ __all__ = [
     "OrderLike",
     "PendingEvent",
     "PendingOrder",
+    "ProductFigures",
     "Ranked",
+    "RankedProduct",
     "RebuildInProgressError",
     "RecordedOrderLike",
     "ServerInfo",

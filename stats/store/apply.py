@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderpipe import money
 from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from stats.store.errors import (
     RebuildInProgressError,
@@ -22,7 +23,9 @@ from stats.store.errors import (
     StoreUnavailableError,
     unavailable_on_redis_error,
 )
+from stats.store.keys import KeySpace
 from stats.store.layouts import parse_generation
+from stats.store.products import product_sums
 from stats.store.scripts import LuaScript, ScriptCall, ScriptsMixin
 from stats.store.values import (
     CANCELLED,
@@ -54,6 +57,8 @@ class _ShardWork:
     event_keys: list[str] = field(default_factory=list)
     event_args: list[Any] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
+    # Per order, then per event: its products' (day, product_id, units, cents).
+    lines: list[list[tuple[str, str, int, int]]] = field(default_factory=list)
     received: int = 0
     events_received: int = 0
 
@@ -165,6 +170,7 @@ class ApplyMixin(ScriptsMixin):
         window_start = self.window_start(now_at)
         oldest = epoch_ms(window_start) if window_start is not None else 0
         work: dict[int, _ShardWork] = {}
+        currency = money.currency(self.layout.currency)
         for position, pending in enumerate(orders):
             order = pending.order
             s = keys.shard_of(order.user_id)
@@ -176,17 +182,21 @@ class ApplyMixin(ScriptsMixin):
                 keys.mark(order.order_id, s, generations[s]),
             ]
             first = pending.first_recorded_at
+            day = local_day(order.occurred_at, self.time_zone).isoformat()
+            sold = product_sums(getattr(order, "items", ()), currency)
+            shard.lines.append([(day, p, units, cents) for p, (units, cents) in sold.items()])
             shard.args += [
                 order.user_id,
                 order.value_cents,
                 epoch_ms(order.occurred_at),
-                local_day(order.occurred_at, self.time_zone).isoformat(),
+                day,
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,
                 int(pending.counted),
                 hour_key(order.occurred_at, self.time_zone),
             ]
+        event_lines: dict[int, list[list[tuple[str, str, int, int]]]] = {}
         for position, pending_event in enumerate(events):
             event = pending_event.event
             s = keys.shard_of(event.user_id)
@@ -199,10 +209,15 @@ class ApplyMixin(ScriptsMixin):
                 keys.event_mark(event.event_id, s, generations[s]),
             ]
             first = pending_event.first_recorded_at
+            day = local_day(event.occurred_at, self.time_zone).isoformat()
+            taken = product_sums(event.items, currency)
+            event_lines.setdefault(s, []).append(
+                [(day, p, -units, -cents) for p, (units, cents) in taken.items()]
+            )
             shard.event_args += [
                 event.user_id,
                 event.amount_cents,
-                local_day(event.occurred_at, self.time_zone).isoformat(),
+                day,
                 event.fingerprint,
                 epoch_ms(first) if first is not None else 0,
                 int(event.kind == CANCELLED),
@@ -236,14 +251,38 @@ class ApplyMixin(ScriptsMixin):
                 keys.batch(f"{batch}:{BATCH_REPLY_FORMAT}", s),
                 keys.hours(s, gen),
             ]
+            product_keys, product_args = _product_section(
+                keys, s, gen, shard.lines + event_lines.get(s, [])
+            )
             shard.keys = [
                 *head, *shard.keys, *shard.event_keys,
-                *(keys.rejected(m, s) for m in shard.rejects),
+                *(keys.rejected(m, s) for m in shard.rejects), *product_keys,
             ]  # fmt: skip
             shard.args = [
                 self.descriptor(gen), self.dedup_ttl, now, shard.received, oldest,
                 len(shard.orders), BATCH_REPLY_TTL if batch else 0,
-                len(shard.events), shard.events_received,
+                len(shard.events), shard.events_received, len(product_keys),
                 *shard.args, *shard.event_args, *(",".join(rejections[m]) for m in shard.rejects),
+                *product_args,
             ]  # fmt: skip
         return work
+
+
+def _product_section(
+    keys: KeySpace, shard: int, generation: int, rows: list[list[tuple[str, str, int, int]]]
+) -> tuple[list[str], list[Any]]:
+    """The product keys and values of one shard's call (``apply_batch.lua``): none when no
+    row has a product; else the products hash and each day's hash, and per row its count of
+    products and each one's (day hash position, product_id, units, cents)."""
+    if not any(rows):
+        return [], []
+    days: dict[str, int] = {}
+    args: list[Any] = []
+    for row in rows:
+        args.append(len(row))
+        for day, product_id, units, cents in row:
+            position = days.setdefault(day, len(days) + 2)
+            args += [position, product_id, units, cents]
+    product_keys = [keys.products(shard, generation)]
+    product_keys += [keys.product_day(day, shard, generation) for day in days]
+    return product_keys, args

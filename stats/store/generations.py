@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Self
@@ -38,6 +38,8 @@ from stats.store.scripts import LuaScript, ScriptCall
 from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
 
 NEXT_GENERATION = LuaScript.named("next_generation")
+# Field-value words per HSET of products (a shop's thousands of products in several commands).
+_PRODUCT_FIELDS_PER_HSET = 4_000
 _INGEST_COUNTERS = (
     "received", "applied", "duplicates", "rejected",
     "events_received", "events_applied", "events_duplicates",
@@ -506,6 +508,20 @@ class GenerationWriter:
         self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
         self._written()
 
+    def add_to_products(
+        self, shard: int, day: date, figures: Mapping[str, tuple[int, int]]
+    ) -> None:
+        """Count a row's products (units, revenue cents; an event's negative) overall and on
+        its day, as applying it does (repair)."""
+        generation = self._generation(shard)
+        keys = self.store.keys
+        for key in (keys.products(shard, generation),
+                    keys.product_day(day.isoformat(), shard, generation)):  # fmt: skip
+            for product_id, (units, revenue) in figures.items():
+                self._add(shard, "HINCRBY", key, f"{product_id}:units", units)
+                self._add(shard, "HINCRBY", key, f"{product_id}:revenue", revenue)
+        self._written()
+
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
         for shard, (orders, revenue, users, refunded, cancelled) in enumerate(self._globals):
@@ -530,6 +546,35 @@ class GenerationWriter:
         self._add(shard, "DEL", key)
         self._add(shard, "HSET", key, *fields)
         self._written()
+
+    def products(
+        self,
+        shard: int,
+        totals: Mapping[str, tuple[int, int]],
+        days: Mapping[date, Mapping[str, tuple[int, int]]],
+        stale_days: Sequence[str] = (),
+    ) -> None:
+        """A shard's products, overall and per day: (units, revenue cents) per product, every
+        product any row of the shard counted (0 after it was all refunded), as applying its
+        orders and events leaves them. ``stale_days``: day hashes to remove first (a repair:
+        the days Redis has). A repair writes each shard's in one call (a ``unit``)."""
+        keys, generation = self.store.keys, self._generation(shard)
+        key = keys.products(shard, generation)
+        self._add(shard, "DEL", key)
+        for stale in stale_days:
+            self._add(shard, "DEL", keys.product_day(stale, shard, generation))
+        self._product_fields(shard, key, totals)
+        for day, figures in sorted(days.items()):
+            self._product_fields(shard, keys.product_day(day.isoformat(), shard, generation),
+                                 figures)  # fmt: skip
+            self._written()  # a rebuild sends as it goes; a repair's unit holds it whole
+
+    def _product_fields(self, shard: int, key: str, figures: Mapping[str, tuple[int, int]]) -> None:
+        fields: list[Any] = []
+        for product_id, (units, revenue) in sorted(figures.items()):
+            fields += [f"{product_id}:units", units, f"{product_id}:revenue", revenue]
+        for start in range(0, len(fields), _PRODUCT_FIELDS_PER_HSET):
+            self._add(shard, "HSET", key, *fields[start : start + _PRODUCT_FIELDS_PER_HSET])
 
     def mark(self, order: RecordedOrderLike) -> None:
         """A recorded order's idempotency mark, expiring when a mark written at its first

@@ -36,6 +36,12 @@ key                                     type    content
                                                 ``YYYY-MM-DD:revenue`` (gross, the order's
                                                 day), ``YYYY-MM-DD:refunded`` (the day the
                                                 refund or cancellation occurred)
+``T[:gG]:products``                     hash    the shard's ``<product_id>:units``,
+                                                ``<product_id>:revenue`` (cents): sold less
+                                                refunded by items and cancelled (products of
+                                                the shard's users' orders)
+``T[:gG]:pdays:<YYYY-MM-DD>``           hash    the same fields for one day: sales on the
+                                                order's day, refunds on the event's
 ``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
                                                 (gross cents) per local hour of
                                                 ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
@@ -80,7 +86,8 @@ key                                     type    content
 ``<prefix>:reconcile``                  string  JSON: when the last reconcile ran, what it found
 ======================================  ======  ============================================
 
-All days of a shard live in one hash so that any date range is one HMGET per shard, and
+All days of a shard live in one hash so that any date range is one HMGET per shard (a
+product's days: one hash per day, so a range is one HGETALL per day and shard), and
 rankings use negated scores so that one ZRANGE returns the highest first with ties by user_id
 ascending; merged shards keep both rules. Every key a script touches is passed to it in
 ``KEYS``: no key name is built inside a script either.
@@ -184,6 +191,14 @@ class KeySpace:
     def days(self, shard: int, generation: int) -> str:
         return self.aggregate("days", shard=shard, generation=generation)
 
+    def products(self, shard: int, generation: int) -> str:
+        """The shard's products (net units and revenue per product)."""
+        return self.aggregate("products", shard=shard, generation=generation)
+
+    def product_day(self, day: str, shard: int, generation: int) -> str:
+        """The shard's products on one day (``YYYY-MM-DD``)."""
+        return self.aggregate("pdays", day, shard=shard, generation=generation)
+
     def hours(self, shard: int, generation: int) -> str:
         return self.aggregate("hours", shard=shard, generation=generation)
 
@@ -199,6 +214,7 @@ class KeySpace:
             self.hours(shard, generation),
             self.ranking("spend", shard, generation),
             self.ranking("orders", shard, generation),
+            self.products(shard, generation),
         ]
 
     def users_pattern(self, shard: int, generation: int) -> str:
@@ -224,6 +240,7 @@ class KeySpace:
             self.users_pattern(shard, 0),
             glob_escape(self.mark("", shard, 0)) + "*",
             glob_escape(self.event_mark("", shard, 0)) + "*",
+            glob_escape(self.product_day("", shard, 0)) + "*",
         ]
 
     def user_id_of(self, key: str, shard: int, generation: int) -> str:

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from orderpipe.iterutils import batched
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
+from stats.store.keys import glob_escape
+from stats.store.products import parse_product_field
 from stats.store.values import (
     USER_FIELDS,
     OrderLike,
@@ -129,6 +131,27 @@ class ReadbackMixin(GenerationsMixin):
         return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
+    def shard_products(
+        self, shard: int
+    ) -> tuple[dict[str, tuple[int, int]], dict[date, dict[str, tuple[int, int]]]]:
+        """A shard's products as Redis holds them: (units, revenue cents) per product overall,
+        and per day (its day hashes found by SCAN, read in one pipeline)."""
+        generation = self.generations()[shard]
+        keys = self.keys
+        prefix = keys.product_day("", shard, generation)
+        day_keys = sorted(k.decode() for k in self._scan(glob_escape(prefix) + "*"))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.products(shard, generation))
+        for key in day_keys:
+            pipe.hgetall(key)
+        hashes = pipe.execute()
+        days = {
+            date.fromisoformat(key[len(prefix) :]): _product_hash(hash_)
+            for key, hash_ in zip(day_keys, hashes[1:], strict=True)
+        }
+        return _product_hash(hashes[0]), days
+
+    @unavailable_on_redis_error
     def all_hours(self) -> dict[str, tuple[int, int]]:
         """Every hour bucket (orders, gross revenue) summed over the shards, by its key."""
         generations = self.generations()
@@ -172,3 +195,12 @@ class ReadbackMixin(GenerationsMixin):
     def reconcile_report(self) -> dict[str, Any] | None:
         raw = self.client.get(self.keys.shared("reconcile"))
         return json.loads(raw) if raw else None
+
+
+def _product_hash(hash_: Mapping[bytes, bytes]) -> dict[str, tuple[int, int]]:
+    """A products hash as (units, revenue cents) per product (a field missing reads 0)."""
+    found: dict[str, list[int]] = {}
+    for name, value in hash_.items():
+        product_id, which = parse_product_field(name.decode())
+        found.setdefault(product_id, [0, 0])[0 if which == "units" else 1] = int(value)
+    return {p: (units, revenue) for p, (units, revenue) in sorted(found.items())}

@@ -18,6 +18,11 @@ from orderpipe.timeutils import hour_key, local_hours
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
 from stats.store.layouts import State, parse_generation
+from stats.store.products import (
+    ProductFigures,
+    RankedProduct,
+    rank_products,
+)
 from stats.store.values import (
     USER_FIELDS,
     DayStats,
@@ -120,6 +125,47 @@ class ReadsMixin(GenerationsMixin):
         ]
 
     @unavailable_on_redis_error
+    def product_stats(self, product_id: str) -> ProductFigures | None:
+        """A product's net units and revenue over all time (one HMGET per shard: its sales
+        are in the shards of its buyers); None when no shard has it."""
+        fields = (f"{product_id}:units", f"{product_id}:revenue")
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.hmget(self.keys.products(shard, generations[shard]), fields)
+
+        rows = self._read(self._all(), build)
+        if all(units is None for units, _revenue in rows):
+            return None
+        units = sum(int_or_zero(u) for u, _r in rows)
+        revenue = sum(int_or_zero(r) for _u, r in rows)
+        return ProductFigures(product_id, units, revenue)
+
+    @unavailable_on_redis_error
+    def top_products(
+        self, limit: int, by: str = "revenue", start: date | None = None, end: date | None = None
+    ) -> list[RankedProduct]:
+        """Products by net ``revenue`` or ``units``, highest first, ties by product_id
+        ascending: over all time (each shard's products hash), or over the days from
+        ``start`` to ``end`` inclusive (each day's hash of each shard), merged here; one
+        pipelined read."""
+        if start is None or end is None:
+
+            def build(pipe: Any, generations: Sequence[int]) -> None:
+                for shard in self._all():
+                    pipe.hgetall(self.keys.products(shard, generations[shard]))
+
+        else:
+            days = [day.isoformat() for day in days_between(start, end)]
+
+            def build(pipe: Any, generations: Sequence[int]) -> None:
+                for shard in self._all():
+                    for day in days:
+                        pipe.hgetall(self.keys.product_day(day, shard, generations[shard]))
+
+        return rank_products(_sum_products(self._read(self._all(), build)), by, limit)
+
+    @unavailable_on_redis_error
     def by_hour(self, start: date, end: date) -> list[HourStats]:
         """Every local hour of the days from start to end inclusive, in the store's zone (23,
         24 or 25 a day; zeros included): one HMGET per shard."""
@@ -197,6 +243,20 @@ def _sum_globals(rows: Iterable[Sequence[Any]]) -> GlobalStats:
             sums[i] += int_or_zero(value)
     orders, revenue, users, refunded, cancelled = sums
     return GlobalStats(orders, revenue, users, refunded, cancelled)
+
+
+def _sum_products(hashes: Iterable[Mapping[bytes, bytes]]) -> list[ProductFigures]:
+    """Product hashes (``<product_id>:units``/``:revenue``) summed per product: split as bytes
+    and each product id decoded once (a range reads products x days fields)."""
+    sums: dict[bytes, list[int]] = {}
+    for hash_ in hashes:
+        for name, value in hash_.items():
+            product_id, _, which = name.rpartition(b":")
+            found = sums.get(product_id)
+            if found is None:
+                found = sums[product_id] = [0, 0]
+            found[which == b"revenue"] += int(value)
+    return [ProductFigures(p.decode(), units, revenue) for p, (units, revenue) in sums.items()]
 
 
 def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:

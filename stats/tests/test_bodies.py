@@ -21,17 +21,30 @@ from stats.api.serializers import (
     DayStatsSerializer,
     GlobalStatsSerializer,
     MetricsSerializer,
+    ProductStatsSerializer,
     TopBuyerSerializer,
+    TopProductSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
     date_range_body,
     global_stats_body,
     metrics_body,
+    product_stats_body,
     top_buyers_body,
+    top_products_body,
     top_spenders_body,
     user_stats_body,
 )
-from stats.store import DayStats, GlobalStats, IngestionStats, Ranked, ServerInfo, UserStats
+from stats.store import (
+    DayStats,
+    GlobalStats,
+    IngestionStats,
+    ProductFigures,
+    Ranked,
+    RankedProduct,
+    ServerInfo,
+    UserStats,
+)
 
 WHEN = datetime(2025, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
 
@@ -77,6 +90,28 @@ def test_ranking_bodies_are_the_serializers_output(rows: list[Ranked]) -> None:
     buyers = TopBuyerSerializer(rows, many=True)  # type: ignore[arg-type]
     same_text(spenders.data, top_spenders_body(rows))
     same_text(buyers.data, top_buyers_body(rows))
+
+
+PRODUCT_ROWS = [
+    RankedProduct(1, "P1", 3, 100000000001099),
+    RankedProduct(2, "a/ü", 0, 0),
+    RankedProduct(3, "P:2", -2, -1999),
+]
+
+
+@pytest.mark.parametrize("rows", [[], PRODUCT_ROWS])
+def test_top_products_body_is_the_serializers_output(rows: list[RankedProduct]) -> None:
+    # The DRF stubs cannot say that many=True makes a ListSerializer, which takes a list.
+    serializer = TopProductSerializer(rows, many=True)  # type: ignore[arg-type]
+    same_text(serializer.data, top_products_body(rows))
+
+
+@pytest.mark.parametrize(
+    "product",
+    [ProductFigures("P1", 3, 2999), ProductFigures("a/ü", 0, 0), ProductFigures("x", -1, -5)],
+)
+def test_product_stats_body_is_the_serializers_output(product: ProductFigures) -> None:
+    same_text(ProductStatsSerializer(product).data, product_stats_body(product))
 
 
 def test_date_range_body_days_are_the_day_serializers_output_with_their_totals() -> None:

@@ -1,7 +1,8 @@
 """``python manage.py rebuild_stats``: derive every Redis aggregate again from the ledger.
 
-Users, the totals, both rankings, the days and the idempotency marks of the orders inside
-the marks' window are grouped in the database and written with fenced script calls into a
+Users, the totals, both rankings, the days, the products and the idempotency marks of the
+orders inside the marks' window are derived from the ledger (grouped in the database; the
+products' lines summed as they stream) and written with fenced script calls into a
 fresh key generation, which then becomes live at once; the old one is removed. Consumers keep
 their batches in hand meanwhile (see ``orders.projection``). When Redis records another
 layout than ``REDIS_SHARDS`` (or ``--from-shards N`` says so), or the key format of an earlier
@@ -126,7 +127,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"rebuild_stats {verb} generation {report.generation} ({report.shards} shard(s)"
             f"{moved}): {report.orders:,} orders, {report.users:,} users, {report.days:,} "
-            f"day buckets, {report.marks:,} idempotency marks{events} in {report.seconds:.1f}s "
+            f"day buckets, {report.products:,} products, {report.marks:,} idempotency marks"
+            f"{events} in {report.seconds:.1f}s "
             f"({rate:,.0f} orders/s)"
             + ("" if report.dry_run else f"; removed {report.removed_keys:,} old keys")
             + (
