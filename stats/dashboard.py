@@ -19,15 +19,17 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -308,7 +310,7 @@ def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpRe
     adds the orders app's rejects, so that stats need not know about orders)."""
     if not request.user.has_perm(VIEW_STATS):
         raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
-    today = datetime.now(UTC).date()
+    today = timezone.now().astimezone(settings.STATS_TIME_ZONE).date()  # the shop's today
     start = today - timedelta(days=DASHBOARD_DAYS - 1)
     context: dict[str, Any] = {
         **admin.site.each_context(request),

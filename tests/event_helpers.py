@@ -66,6 +66,7 @@ GLOBAL_BODY = {
     "cancelled_orders": 1,
     "unique_users": 4,
     "average_order_value": 142857142973.00,  # gross / 7 orders, as without refunds
+    "currency": "USD",
 }
 ALICE_BODY = {
     "user_id": "alice",
@@ -77,6 +78,7 @@ ALICE_BODY = {
     "average_order_value": 200.0,  # gross 399.99 / 2, half up
     "first_order_at": "2025-08-09T10:15:00Z",
     "last_order_at": "2025-08-11T08:00:00.250000Z",
+    "currency": "USD",
 }
 CAROL_BODY = {
     "user_id": "carol",
@@ -88,6 +90,7 @@ CAROL_BODY = {
     "average_order_value": 400.0,
     "first_order_at": "2025-08-11T00:00:00Z",
     "last_order_at": "2025-08-11T00:00:00Z",
+    "currency": "USD",
 }
 # By net spend: carol (400.00 gross, all refunded) falls from second to last.
 TOP_SPENDERS_BODY = [
@@ -111,6 +114,8 @@ def day(iso: str, orders: int, net: float, gross: float, refunded: float) -> dic
 BY_DATE_BODY = {
     "start_date": "2025-08-08",
     "end_date": "2025-08-12",
+    "interval": "day",
+    "currency": "USD",
     "total_orders": 7,
     "total_revenue": 1000000000360.02,
     "gross_revenue": 1000000000811.01,

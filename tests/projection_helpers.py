@@ -48,7 +48,7 @@ def event_message(
 
 
 # The kinds of keys a generation holds (aggregates and marks): ``whole_state`` compares them.
-_GENERATION_KINDS = ("user", "global", "days", "rank", "seen", "event")
+_GENERATION_KINDS = ("user", "global", "days", "hours", "rank", "seen", "event")
 
 
 def whole_state(store: AggregateStore) -> dict[str, object]:

@@ -139,6 +139,7 @@ def test_the_user_stats_body_is_served_to_a_permitted_user(
         "average_order_value": 19.99,
         "first_order_at": "2025-08-09T10:15:00Z",
         "last_order_at": "2025-08-09T10:15:00Z",
+        "currency": "USD",
     }
 
 

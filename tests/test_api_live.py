@@ -101,7 +101,7 @@ def test_user_stats_has_exact_money_and_utc_times(filled: AggregateStore, api: A
         b'{"user_id":"alice","order_count":2,"total_spend":399.99,"gross_spend":399.99,'
         b'"refunded":0.00,"cancelled_orders":0,'
         b'"average_order_value":200.00,"first_order_at":"2025-08-09T10:15:00Z",'
-        b'"last_order_at":"2025-08-11T08:00:00.250000Z"}'
+        b'"last_order_at":"2025-08-11T08:00:00.250000Z","currency":"USD"}'
     )
 
 
@@ -138,7 +138,7 @@ def test_global_stats_total_revenue_beyond_float_precision_is_exact(
     assert response.content == (
         b'{"total_orders":7,"total_revenue":1000000000811.01,"gross_revenue":1000000000811.01,'
         b'"refunded":0.00,"cancelled_orders":0,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
@@ -187,6 +187,8 @@ def test_by_date_lists_every_day_inclusive_with_zero_days(
     assert response.json() == {
         "start_date": "2025-08-08",
         "end_date": "2025-08-12",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 7,
         "total_revenue": 1000000000811.01,
         "gross_revenue": 1000000000811.01,
@@ -351,6 +353,7 @@ def test_metrics_json_has_totals_and_ingestion_counters(
             "consumer_lag_seconds": 30.0,
         },
         "redis": redis_nodes,
+        "currency": "USD",
     }
     assert "no-store" in response["Cache-Control"]
 
@@ -456,4 +459,5 @@ def test_metrics_json_has_net_revenue_and_the_event_counters(
             "consumer_lag_seconds": 30.0,
         },
         "redis": redis_nodes,
+        "currency": "USD",
     }

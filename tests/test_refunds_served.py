@@ -82,6 +82,7 @@ def test_the_api_serves_net_figures_of_the_events_the_consumer_applied(
             "cancelled_orders": 1,
             "unique_users": 2,
             "average_order_value": 7.0,
+            "currency": "USD",
         },
         {
             "user_id": "U1",
@@ -93,6 +94,7 @@ def test_the_api_serves_net_figures_of_the_events_the_consumer_applied(
             "average_order_value": 10.0,
             "first_order_at": "2025-08-09T10:00:00Z",
             "last_order_at": "2025-08-09T10:00:00Z",
+            "currency": "USD",
         },
         {
             "user_id": "U2",
@@ -104,6 +106,7 @@ def test_the_api_serves_net_figures_of_the_events_the_consumer_applied(
             "average_order_value": 4.0,
             "first_order_at": "2025-08-09T11:00:00Z",
             "last_order_at": "2025-08-09T11:00:00Z",
+            "currency": "USD",
         },
         [
             {"rank": 1, "user_id": "U1", "total_spend": 7.5},
@@ -112,6 +115,8 @@ def test_the_api_serves_net_figures_of_the_events_the_consumer_applied(
         {
             "start_date": "2025-08-09",
             "end_date": "2025-08-11",
+            "interval": "day",
+            "currency": "USD",
             "total_orders": 2,
             "total_revenue": 7.5,
             "gross_revenue": 14.0,
@@ -177,4 +182,5 @@ def test_metrics_count_the_event_messages_once_each(
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 10.0,
         },
+        "currency": "USD",
     }

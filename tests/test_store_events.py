@@ -214,6 +214,7 @@ def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore
     assert fields == {
         "orders", "spend", "first", "last", "revenue", "users",
         "2025-08-09:orders", "2025-08-09:revenue",
+        "2025-08-09T10:00:orders", "2025-08-09T10:00:revenue",  # the hours (by-hour)
         "received", "applied", "duplicates", "rejected", "rejected:invalid_json",
         "last_batch_ms", "heartbeat_ms",
     }  # fmt: skip

@@ -51,6 +51,23 @@ class RebuildReport:
     dry_run: bool = False
 
 
+class ForeignCurrencyError(Exception):
+    """The ledger holds rows in another currency than the aggregates are to be counted in:
+    adding them up would mix currencies, so nothing is written (the message says which)."""
+
+
+def check_ledger_currency(currency: str) -> None:
+    """``ForeignCurrencyError`` unless every ledger row (order and event) is in ``currency``."""
+    foreign = ledger.foreign_currency_rows(currency)
+    if foreign:
+        listed = ", ".join(f"{n:,} in {code}" for code, n in foreign.items())
+        raise ForeignCurrencyError(
+            f"the ledger holds rows in another currency than STATS_CURRENCY={currency} "
+            f"({listed}): amounts are never converted or added across currencies; run "
+            "rebuild_stats with the STATS_CURRENCY the ledger was recorded in"
+        )
+
+
 def rebuild(
     store: AggregateStore,
     *,
@@ -66,8 +83,13 @@ def rebuild(
     ``store``'s (another ``REDIS_SHARDS``, or the key format of an earlier version): the
     switch retires it and carries its ingestion counters over, and its keys are removed
     afterwards. ``cleanup_only`` removes what earlier rebuilds left behind and stops there.
+    The aggregates are built for ``store``'s zone and currency (its layout records both);
+    ``ForeignCurrencyError`` before anything is written when a ledger row is in another
+    currency.
     """
     started = time.monotonic()
+    if not cleanup_only:
+        check_ledger_currency(store.layout.currency)
     progress = progress or (lambda _n: None)
     moving = previous is not None and previous.layout != store.layout
     stores = [store, previous] if moving and previous is not None else [store]
@@ -158,7 +180,8 @@ def clean_leftovers(store: AggregateStore) -> int:
             store.forget_leftover(leftover)
             continue
         owner = store
-        if leftover.layout != store.layout:
+        if leftover.layout.naming() != store.layout.naming():
+            # Another zone or currency names the same keys: this rebuild's to clean.
             owner = store.layout_store(leftover.layout)
             if leftover.state != "building" or owner.lock_holder() == leftover.token:
                 continue  # its own layout's rebuild drops it (or is building it now)
@@ -200,6 +223,10 @@ def _derive(
                 if writer is not None:
                     writer.day(shard, day.day, day.orders, day.revenue_cents, day.refunded_cents)
                 report.days += 1
+        for shard, hours in hours_by_shard(store):
+            for hour, orders, revenue in hours:
+                if writer is not None:
+                    writer.hour(shard, hour, orders, revenue)
         since = store.marks_since(store.now())
         for row in ledger.recorded_since(since):
             if writer is not None:
@@ -215,16 +242,29 @@ def _derive(
 
 
 def days_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[ledger.DayTotals]]]:
-    """Each shard's share of every day: grouped by day alone with one shard, by user and day
-    (summed here per shard) with several."""
+    """Each shard's share of every day of the store's zone: grouped by day alone with one
+    shard, by user and day (summed here per shard) with several."""
     if store.shards == 1:
-        yield 0, ledger.day_totals()
+        yield 0, ledger.day_totals(store.time_zone)
         return
     shares: dict[int, dict[date, list[int]]] = defaultdict(dict)
-    for user_id, day in ledger.user_day_totals():
+    for user_id, day in ledger.user_day_totals(store.time_zone):
         bucket = shares[store.shard_of(user_id)].setdefault(day.day, [0, 0, 0])
         bucket[0] += day.orders
         bucket[1] += day.revenue_cents
         bucket[2] += day.refunded_cents
     for shard, days in sorted(shares.items()):
         yield shard, [ledger.DayTotals(d, o, r, f) for d, (o, r, f) in sorted(days.items())]
+
+
+def hours_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[tuple[str, int, int]]]]:
+    """Each shard's share of every local hour of the store's zone: (hour, orders, gross
+    cents), the hour named by ``orderpipe.timeutils.hour_key``."""
+    shares: dict[int, dict[str, list[int]]] = defaultdict(dict)
+    by_user = store.shards > 1
+    for user_id, hour, orders, revenue in ledger.hour_totals(store.time_zone, by_user):
+        bucket = shares[store.shard_of(user_id) if by_user else 0].setdefault(hour, [0, 0])
+        bucket[0] += orders
+        bucket[1] += revenue
+    for shard, hours in sorted(shares.items()):
+        yield shard, [(h, o, r) for h, (o, r) in sorted(hours.items())]

@@ -25,10 +25,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from orderpipe.iterutils import batched
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from orders import ledger
 from orders.projection.lease import LOCK_TTL_MS, rebuild_lock
-from orders.projection.rebuilding import days_by_shard
+from orders.projection.rebuilding import days_by_shard, hours_by_shard
 from stats.store import AggregateStore, GenerationWriter, UserReadback, UserStats
 
 logger = logging.getLogger("orders.projection")
@@ -193,6 +193,8 @@ class _Comparison:
         self.oldest_unapplied_event: datetime | None = None
         # Per day: orders, gross revenue and refunds the ledger has and Redis never applied.
         self.unapplied_days: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+        # Per local hour (hour_key): orders and gross revenue Redis never applied.
+        self.unapplied_hours: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         # Per shard: users with a hash, and with a place in each ranking (to tell whether
         # Redis has users the ledger does not); the ledger's totals for a repair.
         self.hashes = [0] * store.shards
@@ -209,6 +211,7 @@ class _Comparison:
             self._users_only_redis_has()
             self._ranked_only_redis_has()
             self._compare_days()
+            self._compare_hours()
             self._compare_totals()
             if self.writer is not None and (self.report.difference_count or self.report.repaired):
                 self._rewrite_days_and_totals()
@@ -315,9 +318,12 @@ class _Comparison:
             self.report.in_flight += 1
         if self.oldest_unapplied is None or row.received_at < self.oldest_unapplied:
             self.oldest_unapplied = row.received_at
-        bucket = self.unapplied_days[row.day]
+        bucket = self.unapplied_days[local_day(row.occurred_at, self.store.time_zone)]
         bucket[0] += 1
         bucket[1] += row.value_cents
+        hour = self.unapplied_hours[hour_key(row.occurred_at, self.store.time_zone)]
+        hour[0] += 1
+        hour[1] += row.value_cents
 
     def _unapplied_event(self, event: ledger.EventRow) -> None:
         if event.received_at < self.now - self.settle:
@@ -327,7 +333,9 @@ class _Comparison:
         oldest = self.oldest_unapplied_event
         if oldest is None or event.received_at < oldest:
             self.oldest_unapplied_event = event.received_at
-        self.unapplied_days[event.day][2] += event.amount_cents
+        self.unapplied_days[local_day(event.occurred_at, self.store.time_zone)][2] += (
+            event.amount_cents
+        )
 
     def _repair_user(self, user: _User, had_hash: bool) -> None:
         """The user as the whole ledger has it; the orders and events Redis never applied get
@@ -341,11 +349,15 @@ class _Comparison:
         with writer.unit():
             for row in user.unapplied:
                 writer.mark(row)
-                writer.add_to_day(shard, row.day, 1, row.value_cents)
+                day = local_day(row.occurred_at, self.store.time_zone)
+                writer.add_to_day(shard, day, 1, row.value_cents)
+                hour = hour_key(row.occurred_at, self.store.time_zone)
+                writer.add_to_hour(shard, hour, 1, row.value_cents)
             for event in events:
                 writer.event_mark(event.event_id, event.user_id, event.fingerprint,
                                   event.received_at)  # fmt: skip
-                writer.add_to_day(shard, event.day, 0, 0, event.amount_cents)
+                day = local_day(event.occurred_at, self.store.time_zone)
+                writer.add_to_day(shard, day, 0, 0, event.amount_cents)
             if full is not None:
                 writer.user(full.user_id, full.orders, full.spend_cents, full.first_ms,
                             full.last_ms, full.refunded_cents, full.cancelled)  # fmt: skip
@@ -397,9 +409,10 @@ class _Comparison:
 
     # --- days and totals -------------------------------------------------------------------------
     def _compare_days(self) -> None:
-        """Each day: orders placed and their gross value, refunds that occurred on it."""
+        """Each day of the store's zone: orders placed and their gross value, refunds that
+        occurred on it."""
         want: dict[date, tuple[int, int, int]] = {}
-        for totals in ledger.day_totals():
+        for totals in ledger.day_totals(self.store.time_zone):
             missing = self.unapplied_days.get(totals.day, [0, 0, 0])
             expected = (
                 totals.orders - missing[0],
@@ -421,6 +434,22 @@ class _Comparison:
                     + (f", {expected[2]})" if refunds else ")")
                 )
 
+    def _compare_hours(self) -> None:
+        """Each local hour of the store's zone: orders placed in it and their gross value."""
+        want: dict[str, tuple[int, int]] = {}
+        for _user, hour, orders, revenue in ledger.hour_totals(self.store.time_zone):
+            missing = self.unapplied_hours.get(hour, [0, 0])
+            if orders - missing[0]:
+                want[hour] = (orders - missing[0], revenue - missing[1])
+        got = self.store.all_hours()
+        for hour in sorted(got.keys() | want.keys()):
+            found, expected = got.get(hour, (0, 0)), want.get(hour, (0, 0))
+            if found != expected:
+                self.report.differ(
+                    f"hour {hour} (UTC start): {found[0]} orders, {found[1]} cents "
+                    f"(ledger {expected[0]}, {expected[1]})"
+                )
+
     def _compare_totals(self) -> None:
         totals = self.store.global_stats()
         got = (totals.total_orders, totals.total_revenue_cents, totals.unique_users,
@@ -434,12 +463,14 @@ class _Comparison:
             )
 
     def _rewrite_days_and_totals(self) -> None:
-        """Every shard's days and totals as the whole ledger has them (the repair marked
+        """Every shard's days, hours and totals as the whole ledger has them (the repair marked
         every row it counts), each shard's in one fenced call."""
         assert self.writer is not None
         days = dict(days_by_shard(self.store))
+        hours = dict(hours_by_shard(self.store))
         for shard, (orders, spend, users, refunded, cancelled) in enumerate(self.full_shares):
             with self.writer.unit():
+                self.writer.replace_hours(shard, hours.get(shard, []))
                 self.writer.replace_days(
                     shard,
                     [(d.day, d.orders, d.revenue_cents, d.refunded_cents)

@@ -16,18 +16,21 @@ nothing here touches Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
-from orderpipe.api.fields import MoneyField
+from orderpipe.api.fields import CurrencyField, MoneyField
 from orderpipe.money import shop_currency
+from stats.api.intervals import BUCKET_LISTS, buckets
 from stats.store import (
     DayStats,
     GlobalStats,
+    HourStats,
     Ranked,
     ServerInfo,
     UserStats,
@@ -57,6 +60,7 @@ class UserStatsSerializer(serializers.Serializer[Any]):
     average_order_value = MoneyField(help_text="gross_spend / order_count, half-up to cents.")
     first_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
     last_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return super().to_representation(_Averaged(instance, "gross_spend_cents", "order_count"))
@@ -76,6 +80,7 @@ class GlobalStatsSerializer(serializers.Serializer[Any]):
     average_order_value = MoneyField(
         help_text="gross_revenue / total_orders, half-up to cents (Shopify's definition)."
     )
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return super().to_representation(_Averaged(instance, "gross_revenue_cents", "total_orders"))
@@ -124,19 +129,104 @@ class DayStatsSerializer(serializers.Serializer[DayStats]):
     )
 
 
-class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
-    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}``; totals are summed here."""
+_DAYS_HELP = "interval=day: one entry per day, inclusive, zeros included."
+_WEEKS_HELP = (
+    "interval=week: one entry per ISO week the range touches, zeros included; `date` is its "
+    "Monday (before start_date for a range starting mid-week); each counts only the days "
+    "inside the range."
+)
+_MONTHS_HELP = (
+    "interval=month: one entry per calendar month the range touches, zeros included; `date` "
+    "is its first day; each counts only the days inside the range."
+)
+
+
+class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """The period before a range (``compare=previous``): its totals and buckets, the list
+    named after the interval."""
 
     start_date = serializers.DateField()
     end_date = serializers.DateField()
     total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the period.")
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+
+
+class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
+    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here. The
+    fields of ``PeriodStatsSerializer`` and three more, in the body's order."""
+
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS))
+    currency = CurrencyField()
+    total_orders = serializers.IntegerField()
     total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
     refunded = MoneyField(source="refunded_cents")
-    days = DayStatsSerializer(many=True, help_text="One entry per day, inclusive, zeros included.")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+    previous = PeriodStatsSerializer(
+        required=False,
+        help_text="compare=previous only: the same figures for the period just before, as "
+        "long as this one, its buckets named after its own weeks or months.",
+    )
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return date_range_body(instance["start_date"], instance["end_date"], instance["days"])
+        return date_range_body(
+            instance["start_date"],
+            instance["end_date"],
+            instance["days"],
+            instance.get("interval", "day"),
+            instance.get("previous"),
+        )
+
+
+class HourStatsSerializer(serializers.Serializer[HourStats]):
+    hour = serializers.DateTimeField(
+        source="start",
+        help_text="When the local hour began, with its UTC offset (the hour a daylight-saving "
+        "change repeats is listed twice, with its two offsets).",
+    )
+    total_orders = serializers.IntegerField(help_text="Orders placed in the hour.")
+    gross_revenue = MoneyField(
+        source="gross_revenue_cents", help_text="What they were worth (refunds count per day)."
+    )
+
+
+class DayHoursSerializer(serializers.Serializer[dict[str, Any]]):
+    """A day's hours: the day before a by-hour request (``compare=previous``)."""
+
+    date = serializers.DateField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour: 23, 24 or 25.")
+
+
+class HourRangeSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"date", "time_zone", "hours": [HourStats, ...]}`` and optionally
+    ``previous`` (``(date, hours)``); the body is ``by_hour_body``'s."""
+
+    date = serializers.DateField()
+    time_zone = serializers.CharField(help_text="STATS_TIME_ZONE: the calendar of the hours.")
+    currency = CurrencyField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour of the day: 23, 24 or 25.")
+    previous = DayHoursSerializer(
+        required=False, help_text="compare=previous only: the day before, hour by hour."
+    )
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return by_hour_body(
+            instance["date"], instance["time_zone"], instance["hours"], instance.get("previous")
+        )
 
 
 class RedisNodeSerializer(serializers.Serializer[ServerInfo]):
@@ -229,6 +319,7 @@ class MetricsSerializer(serializers.Serializer["MetricsSnapshot"]):
     timestamp = serializers.DateTimeField(source="taken_at")
     ingestion = IngestionSerializer(source="ingestion_view")
     redis = RedisNodeSerializer(many=True)
+    currency = CurrencyField()
 
 
 class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
@@ -241,6 +332,7 @@ class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     top_spenders = serializers.URLField()
     top_buyers = serializers.URLField()
     by_date = serializers.CharField()
+    by_hour = serializers.URLField()
     health = serializers.URLField()
     metrics = serializers.URLField()
     schema = serializers.URLField()
@@ -259,7 +351,8 @@ def _datetime(value: datetime | None) -> str | None:
 
 def user_stats_body(user: UserStats) -> dict[str, Any]:
     """``UserStatsSerializer(user).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     gross = user.gross_spend_cents
     return {
         "user_id": user.user_id,
@@ -271,12 +364,14 @@ def user_stats_body(user: UserStats) -> dict[str, Any]:
         "average_order_value": money(average_cents(gross, user.order_count)),
         "first_order_at": _datetime(user.first_order_at),
         "last_order_at": _datetime(user.last_order_at),
+        "currency": currency.code,
     }
 
 
 def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
     """``GlobalStatsSerializer(stats).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     gross = stats.gross_revenue_cents
     return {
         "total_orders": stats.total_orders,
@@ -286,6 +381,7 @@ def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
         "cancelled_orders": stats.cancelled_orders,
         "unique_users": stats.unique_users,
         "average_order_value": money(average_cents(gross, stats.total_orders)),
+        "currency": currency.code,
     }
 
 
@@ -301,19 +397,45 @@ def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
     return [{"rank": r.rank, "user_id": r.user_id, "order_count": r.value} for r in rows]
 
 
-def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, Any]:
-    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per day."""
-    money = shop_currency().from_minor_units
+def date_range_body(
+    start: date,
+    end: date,
+    days: list[DayStats],
+    interval: str = "day",
+    previous: tuple[date, date, list[DayStats]] | None = None,
+) -> dict[str, Any]:
+    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per bucket
+    (``days``, ``weeks`` or ``months``: ``days`` summed by ``intervals.buckets``); with
+    ``previous`` (its range and days) the same for the period before, under ``previous``."""
+    currency = shop_currency()
+    body = {
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "interval": interval,
+        "currency": currency.code,
+        **_period_figures(days, interval, currency.from_minor_units),
+    }
+    if previous is not None:
+        first, last, before = previous
+        body["previous"] = {
+            "start_date": first.isoformat(),
+            "end_date": last.isoformat(),
+            **_period_figures(before, interval, currency.from_minor_units),
+        }
+    return body
+
+
+def _period_figures(
+    days: list[DayStats], interval: str, money: Callable[[int], Decimal]
+) -> dict[str, Any]:
     gross = sum(d.gross_revenue_cents for d in days)
     refunded = sum(d.refunded_cents for d in days)
     return {
-        "start_date": start.isoformat(),
-        "end_date": end.isoformat(),
         "total_orders": sum(d.total_orders for d in days),
         "total_revenue": money(gross - refunded),
         "gross_revenue": money(gross),
         "refunded": money(refunded),
-        "days": [
+        BUCKET_LISTS[interval]: [
             {
                 "date": d.day.isoformat(),
                 "total_orders": d.total_orders,
@@ -321,7 +443,46 @@ def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, A
                 "gross_revenue": money(d.gross_revenue_cents),
                 "refunded": money(d.refunded_cents),
             }
-            for d in days
+            for d in buckets(days, interval)
+        ],
+    }
+
+
+def by_hour_body(
+    day: date,
+    time_zone: str,
+    hours: list[HourStats],
+    previous: tuple[date, list[HourStats]] | None = None,
+) -> dict[str, Any]:
+    """``HourRangeSerializer``'s body: the day, its totals and every local hour (its start
+    with its offset: the repeated hour of a daylight-saving change is told apart)."""
+    currency = shop_currency()
+    body: dict[str, Any] = {
+        "date": day.isoformat(),
+        "time_zone": time_zone,
+        "currency": currency.code,
+        **_hour_figures(hours, currency.from_minor_units),
+    }
+    if previous is not None:
+        before, before_hours = previous
+        body["previous"] = {
+            "date": before.isoformat(),
+            **_hour_figures(before_hours, currency.from_minor_units),
+        }
+    return body
+
+
+def _hour_figures(hours: list[HourStats], money: Callable[[int], Decimal]) -> dict[str, Any]:
+    return {
+        "total_orders": sum(h.total_orders for h in hours),
+        "gross_revenue": money(sum(h.gross_revenue_cents for h in hours)),
+        "hours": [
+            {
+                "hour": h.start.isoformat(),
+                "total_orders": h.total_orders,
+                "gross_revenue": money(h.gross_revenue_cents),
+            }
+            for h in hours
         ],
     }
 
@@ -330,7 +491,8 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
     """``MetricsSerializer(snapshot).data`` without a serializer."""
     g, i, waiting = snapshot.global_stats, snapshot.ingestion, snapshot.waiting
     lag = snapshot.consumer_lag_seconds
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     return {
         "total_orders": g.total_orders,
         "total_revenue": money(g.net_revenue_cents),
@@ -364,4 +526,5 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
             }
             for n in snapshot.redis
         ],
+        "currency": currency.code,
     }

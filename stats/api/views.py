@@ -9,6 +9,7 @@ parameter), a Redis outage is ``StoreUnavailableError`` (503 via
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -40,8 +41,10 @@ from orderpipe.api.renderers import ExactJSONRenderer
 from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot, WaitingSource
 from stats.api.params import (
     DATE_RANGE_PARAMS,
+    HOUR_PARAMS,
     LIMIT_PARAMS,
     DateRangeParams,
+    HourParams,
     LimitParams,
     validate_query,
 )
@@ -51,10 +54,12 @@ from stats.api.serializers import (
     DateRangeStatsSerializer,
     GlobalStatsSerializer,
     HealthSerializer,
+    HourRangeSerializer,
     MetricsSerializer,
     TopBuyerSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
+    by_hour_body,
     date_range_body,
     global_stats_body,
     metrics_body,
@@ -148,12 +153,17 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="stats_by_date",
-        summary="Totals for a range of UTC days, with one entry per day (zeros included)",
+        summary="Totals for a range of the shop's days, per day, ISO week or month",
         description=(
-            "A day's gross_revenue is what the orders placed on it were worth; its refunded the "
+            "Days are calendar days in the shop's time zone (STATS_TIME_ZONE). A day's "
+            "gross_revenue is what the orders placed on it were worth; its refunded the "
             "refunds and cancellations that occurred on it, whenever their order was (Shopify's "
             "rule); total_revenue = gross_revenue - refunded, negative on a day whose refunds "
-            "exceed its sales."
+            "exceed its sales. interval=week or month sums the days into ISO weeks or calendar "
+            "months (`weeks` or `months` instead of `days`), each named by its first day and "
+            "counting only the days inside the range; at most 366 buckets. compare=previous "
+            "adds `previous`: the same figures for the period just before. Every amount is in "
+            "`currency`, with exactly its decimals."
         ),
         parameters=[DateRangeParams],
         responses={
@@ -168,9 +178,47 @@ class StatsViewSet(ProtectedViewSet):
     @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
     def by_date(self, request: Request) -> Response:
         params = validate_query(DATE_RANGE_PARAMS, request.query_params)
-        start, end = params["start_date"], params["end_date"]
-        days = get_store().by_date(start, end)
-        return Response(date_range_body(start, end, days))
+        start, end, interval = params["start_date"], params["end_date"], params["interval"]
+        if "previous" not in params:
+            return Response(date_range_body(start, end, get_store().by_date(start, end), interval))
+        # The period before ends the day before this one: both are one read.
+        first, last = params["previous"]
+        days = get_store().by_date(first, end)
+        split = (start - first).days
+        previous = (first, last, days[:split])
+        return Response(date_range_body(start, end, days[split:], interval, previous))
+
+    @extend_schema(
+        operation_id="stats_by_hour",
+        summary="Every local hour of a day of the shop's time zone: orders and gross revenue",
+        description=(
+            "The day's hours in STATS_TIME_ZONE: 24, or 23 and 25 on the days daylight saving "
+            "starts and ends (each hour named by when it began, with its UTC offset). Orders "
+            "count in the hour they were placed, with their gross value; refunds are counted "
+            "per day (/stats/by-date). compare=previous adds the day before under `previous`. "
+            "One HMGET per shard."
+        ),
+        parameters=[HourParams],
+        responses={
+            200: HourRangeSerializer,
+            400: parameter_error(
+                "not a day", {"date": ["Must be a date in the form YYYY-MM-DD (got '2025-1-1')."]}
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="by-hour", url_name="by-hour")
+    def by_hour(self, request: Request) -> Response:
+        params = validate_query(HOUR_PARAMS, request.query_params)
+        zone = settings.STATS_TIME_ZONE
+        day = params.get("date") or timezone.now().astimezone(zone).date()
+        if params.get("compare") != "previous":
+            return Response(by_hour_body(day, zone.key, get_store().by_hour(day, day)))
+        before = day - timedelta(days=1)
+        hours = get_store().by_hour(before, day)  # both days in one read
+        split = next(i for i, h in enumerate(hours) if h.start.date() == day)
+        previous = (before, hours[:split])
+        return Response(by_hour_body(day, zone.key, hours[split:], previous))
 
     @staticmethod
     def _limit(request: Request) -> int:
@@ -351,6 +399,7 @@ class ApiRootView(FormatParamMixin, APIView):
             "top_spenders": url("stats-top-spenders") + "?limit=5",
             "top_buyers": url("stats-top-buyers") + "?limit=5",
             "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+            "by_hour": url("stats-by-hour"),
             "health": url("health"),
             "metrics": url("metrics"),
             "schema": url("schema"),

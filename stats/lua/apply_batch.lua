@@ -9,6 +9,7 @@
 -- KEYS[1] generation (string)    KEYS[2] rebuild lock (string)   KEYS[3] global (hash)
 -- KEYS[4] days (hash)            KEYS[5] rank:spend (zset)        KEYS[6] rank:orders (zset)
 -- KEYS[7] ingest (hash)          KEYS[8] this batch's stored reply (string)
+-- KEYS[9] hours (hash)
 -- then 2 keys per order: its user hash, its idempotency mark (string, in the generation)
 -- then 2 keys per event: its order's user hash, its idempotency mark (string, in the generation)
 -- then 1 key per rejected message: its counted-once mark (string)
@@ -22,10 +23,11 @@
 -- ARGV[6] number of orders
 -- ARGV[7] how long to keep this call's reply under KEYS[8], seconds (0 = not kept)
 -- ARGV[8] number of events                         ARGV[9] event messages of this shard received
--- then 8 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
+-- then 9 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
 --         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms
 --         (0 = now), counted (1: one of the batch's messages; 0: the order of an event of the
---         batch, recorded earlier, applied here only if Redis lacks it, and counted nowhere)
+--         batch, recorded earlier, applied here only if Redis lacks it, and counted nowhere),
+--         local hour (the UTC instant it began, YYYY-MM-DDTHH:MM)
 -- then 7 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
 --         batch's; 0: a waiting event attached now, its message counted when it came)
@@ -64,7 +66,7 @@ end
 
 local n = tonumber(ARGV[6])
 local m = tonumber(ARGV[8])
-local first_event_key = 9 + 2 * n
+local first_event_key = 10 + 2 * n
 local first_reject_key = first_event_key + 2 * m
 
 -- Redis does not roll a script back: check every key's type before the first write, so a
@@ -76,9 +78,9 @@ local function expect(key, kind)
   end
 end
 local problem = expect(KEYS[3], 'hash') or expect(KEYS[4], 'hash') or expect(KEYS[5], 'zset')
-  or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash')
+  or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash') or expect(KEYS[9], 'hash')
 if problem then return problem end
-for k = 9, first_reject_key - 1, 2 do
+for k = 10, first_reject_key - 1, 2 do
   problem = expect(KEYS[k], 'hash') or expect(KEYS[k + 1], 'string')
   if problem then return problem end
 end
@@ -110,11 +112,11 @@ end
 local result = {0}
 local applied, duplicates = 0, 0
 for i = 0, n - 1 do
-  local a = 10 + 8 * i
+  local a = 10 + 9 * i
   local user_id, cents, occurred, day = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first, counted = tonumber(ARGV[a + 6]), ARGV[a + 7] == '1'
-  local user = KEYS[9 + 2 * i]
-  local status = claim(KEYS[10 + 2 * i], ARGV[a + 4], ARGV[a + 5], first)
+  local user = KEYS[10 + 2 * i]
+  local status = claim(KEYS[11 + 2 * i], ARGV[a + 4], ARGV[a + 5], first)
   if status == 1 then
     local count = redis.call('HINCRBY', user, 'orders', 1)
     local spend = redis.call('HINCRBY', user, 'spend', cents)
@@ -138,6 +140,8 @@ for i = 0, n - 1 do
     redis.call('ZADD', rank_orders, -count, user_id)
     redis.call('HINCRBY', days, day .. ':orders', 1)
     redis.call('HINCRBY', days, day .. ':revenue', cents)
+    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':orders', 1)
+    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':revenue', cents)
   end
   if counted then
     if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
@@ -146,7 +150,7 @@ for i = 0, n - 1 do
 end
 
 local events_applied, events_duplicates = 0, 0
-local event_values = 10 + 8 * n
+local event_values = 10 + 9 * n
 for j = 0, m - 1 do
   local a = event_values + 7 * j
   local user_id, cents, day, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]

@@ -59,6 +59,7 @@ from stats.store.values import (
     DayStats,
     EventLike,
     GlobalStats,
+    HourStats,
     IngestionStats,
     OrderLike,
     PendingEvent,
@@ -77,6 +78,7 @@ __all__ = [
     "EventLike",
     "GenerationWriter",
     "GlobalStats",
+    "HourStats",
     "IngestionStats",
     "KeySpace",
     "Layout",
@@ -102,7 +104,8 @@ __all__ = [
 class AggregateStore(ApplyMixin, ConsumersMixin, ReadsMixin, ServersMixin, ReadbackMixin):
     """Reads and writes the aggregates of one key prefix in one Redis (node or cluster).
 
-    ``AggregateStore(client, prefix, dedup_ttl, clock, shards, key_format)``: see
+    ``AggregateStore(client, prefix, dedup_ttl, clock, shards, key_format, zone,
+    currency)``: see
     ``StoreBase``. Writes (``apply_batch``) are in ``apply``, reads in ``reads``, the
     rebuild's and reconcile's side in ``lease``, ``generations`` and ``readback``.
     """
@@ -127,4 +130,6 @@ def get_store() -> AggregateStore:
         prefix=settings.REDIS_KEY_PREFIX,
         dedup_ttl=settings.ORDER_DEDUP_TTL,
         shards=getattr(settings, "REDIS_SHARDS", 1),
+        zone=settings.STATS_TIME_ZONE.key,
+        currency=settings.STATS_CURRENCY,
     )

@@ -4,7 +4,9 @@ The batch is planned per shard (the keys and arguments of each call), the calls 
 pipelined round trip together with the consumer's heartbeat, and a server that lost the script
 (a restart) gets it loaded again, on the one node that needs it. A refund or cancellation goes
 in the call of its order's user's shard, after the orders (its order among them when Redis
-might lack it), so an order and its events change together.
+might lack it), so an order and its events change together. An order's or event's day bucket
+is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records;
+an order also counts in its local hour (``hour_key``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orderpipe.timeutils import epoch_ms
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from stats.store.errors import (
     RebuildInProgressError,
     StoreCommandError,
@@ -178,11 +180,12 @@ class ApplyMixin(ScriptsMixin):
                 order.user_id,
                 order.value_cents,
                 epoch_ms(order.occurred_at),
-                order.day.isoformat(),
+                local_day(order.occurred_at, self.time_zone).isoformat(),
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,
                 int(pending.counted),
+                hour_key(order.occurred_at, self.time_zone),
             ]
         for position, pending_event in enumerate(events):
             event = pending_event.event
@@ -199,7 +202,7 @@ class ApplyMixin(ScriptsMixin):
             shard.event_args += [
                 event.user_id,
                 event.amount_cents,
-                event.day.isoformat(),
+                local_day(event.occurred_at, self.time_zone).isoformat(),
                 event.fingerprint,
                 epoch_ms(first) if first is not None else 0,
                 int(event.kind == CANCELLED),
@@ -231,6 +234,7 @@ class ApplyMixin(ScriptsMixin):
                 keys.ranking("orders", s, gen),
                 keys.ingest(s),
                 keys.batch(f"{batch}:{BATCH_REPLY_FORMAT}", s),
+                keys.hours(s, gen),
             ]
             shard.keys = [
                 *head, *shard.keys, *shard.event_keys,

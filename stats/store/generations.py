@@ -77,14 +77,21 @@ class GenerationsMixin(LeaseMixin):
     def claim_layout(self) -> None:
         """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
         when another is (a consumer must not write beside aggregates built for another
-        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise)."""
+        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise, nor count days
+        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them)."""
+        for state in self.generation_states():
+            # Aggregates written without a recorded layout (by the apply script alone)
+            # still say in T:gen what they are counted in.
+            live = state.layout if state.state is State.LIVE else None
+            if live is not None and not live.same_values(self.layout):
+                raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
         self.client.set(key, self.layout.code(), nx=True)
         found = self.recorded_layout()
         if found is None or found == self.layout:
             self._layout_is_mine()
             return
-        if found.same_names(self.layout, self.cluster):
+        if found.same_names(self.layout, self.cluster) and found.same_values(self.layout):
             # One shard on one node, recorded by an earlier version: the same key names.
             self.client.set(key, self.layout.code())
             self._layout_is_mine()
@@ -97,7 +104,9 @@ class GenerationsMixin(LeaseMixin):
         if self._layout_checked():
             return
         found = self.recorded_layout()
-        if found is not None and not found.same_names(self.layout, self.cluster):
+        if found is not None and not (
+            found.same_names(self.layout, self.cluster) and found.same_values(self.layout)
+        ):
             raise LayoutError(self.layout.refusal(found, self.cluster))
         self._layout_is_mine()
 
@@ -309,6 +318,8 @@ class GenerationsMixin(LeaseMixin):
             clock=self.clock,
             shards=layout.shards,
             key_format=layout.key_format,
+            zone=layout.zone,
+            currency=layout.currency,
         )
 
 
@@ -433,6 +444,22 @@ class GenerationWriter:
                       *fields)  # fmt: skip
         self._written()
 
+    def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
+        revenue, as the apply script writes them."""
+        if orders:
+            self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
+                      f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents)  # fmt: skip
+        self._written()
+
+    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
+        """A shard's whole hours hash (repair): (hour, orders, revenue cents) each, in one
+        call."""
+        with self.unit():
+            self._add(shard, "DEL", self.store.keys.hours(shard, self._generation(shard)))
+            for hour, orders, revenue in hours:
+                self.hour(shard, hour, orders, revenue)
+
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
         """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
         each, in one call."""
@@ -469,6 +496,14 @@ class GenerationWriter:
             self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
         if refunded_cents:
             self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
+        self._written()
+
+    def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """Count orders placed in a local hour (``hour_key``), as applying them does
+        (repair)."""
+        key = self.store.keys.hours(shard, self._generation(shard))
+        self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
+        self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
         self._written()
 
     def globals_from_users(self) -> None:

@@ -36,6 +36,10 @@ key                                     type    content
                                                 ``YYYY-MM-DD:revenue`` (gross, the order's
                                                 day), ``YYYY-MM-DD:refunded`` (the day the
                                                 refund or cancellation occurred)
+``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
+                                                (gross cents) per local hour of
+                                                ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
+                                                it began, ``YYYY-MM-DDTHH:MM``
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
@@ -54,8 +58,9 @@ key                                     type    content
                                                 events_duplicates, last_batch_ms,
                                                 heartbeat_ms
 ``T:gen``                               string  the shard's live generation, described:
-                                                ``<G>;v<format>;n<shards>`` (see
-                                                ``layouts``); ``retired:<layout>`` once a
+                                                ``<G>;v<format>;n<shards>``, with
+                                                ``;z<zone>;c<currency>`` unless UTC,
+                                                USD (see ``layouts``); ``retired:<layout>`` once a
                                                 rebuild moved the aggregates to that layout
                                                 (never expires); absent = nothing written yet
 ``T:lock``                              string  a rebuild's or repair's token while it runs
@@ -66,8 +71,8 @@ key                                     type    content
 ``<prefix>:consumers``                  hash    consumer id (host:pid) -> its last batch or
                                                 empty poll (epoch ms); gone on a clean stop
 ``<prefix>:layout``                     string  the layout the aggregates are built for,
-                                                ``v<format>;n<shards>`` (earlier versions:
-                                                the shard count alone)
+                                                ``v<format>;n<shards>[;z<zone>][;c<cur>]``
+                                                (earlier versions: the shard count alone)
 ``<prefix>:generations``                hash    each generation being built or dropped, and
                                                 each retired layout being dropped (JSON):
                                                 what a rebuild that died left behind
@@ -179,6 +184,9 @@ class KeySpace:
     def days(self, shard: int, generation: int) -> str:
         return self.aggregate("days", shard=shard, generation=generation)
 
+    def hours(self, shard: int, generation: int) -> str:
+        return self.aggregate("hours", shard=shard, generation=generation)
+
     def ranking(self, name: str, shard: int, generation: int) -> str:
         """``name`` is ``spend`` or ``orders``."""
         return self.aggregate("rank", name, shard=shard, generation=generation)
@@ -188,6 +196,7 @@ class KeySpace:
         return [
             self.totals(shard, generation),
             self.days(shard, generation),
+            self.hours(shard, generation),
             self.ranking("spend", shard, generation),
             self.ranking("orders", shard, generation),
         ]

@@ -129,6 +129,20 @@ class ReadbackMixin(GenerationsMixin):
         return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
+    def all_hours(self) -> dict[str, tuple[int, int]]:
+        """Every hour bucket (orders, gross revenue) summed over the shards, by its key."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.hgetall(self.keys.hours(shard, generations[shard]))
+        totals: dict[str, list[int]] = {}
+        for hash_ in pipe.execute():
+            for name, value in hash_.items():
+                hour, kind = name.decode().rsplit(":", 1)
+                totals.setdefault(hour, [0, 0])[_DAY_FIELDS.index(kind)] += int(value)
+        return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
+
+    @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:
         """Whether each order has its idempotency mark in the live generation: one round
         trip."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from orderpipe.timeutils import hour_key, local_hours
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
 from stats.store.layouts import State, parse_generation
@@ -21,6 +22,7 @@ from stats.store.values import (
     USER_FIELDS,
     DayStats,
     GlobalStats,
+    HourStats,
     IngestionStats,
     Ranked,
     UserStats,
@@ -116,6 +118,24 @@ class ReadsMixin(GenerationsMixin):
             DayStats(day, values[3 * i], values[3 * i + 1], values[3 * i + 2])
             for i, day in enumerate(days)
         ]
+
+    @unavailable_on_redis_error
+    def by_hour(self, start: date, end: date) -> list[HourStats]:
+        """Every local hour of the days from start to end inclusive, in the store's zone (23,
+        24 or 25 a day; zeros included): one HMGET per shard."""
+        hours = [h for day in days_between(start, end) for h in local_hours(day, self.time_zone)]
+        fields: list[str] = []
+        for hour in hours:
+            key = hour_key(hour, self.time_zone)
+            fields += [f"{key}:orders", f"{key}:revenue"]
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
+
+        per_shard = self._read(self._all(), build)
+        values = [sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)]
+        return [HourStats(h, values[2 * i], values[2 * i + 1]) for i, h in enumerate(hours)]
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:

@@ -188,6 +188,16 @@ class DayStats:
 
 
 @dataclass(frozen=True, slots=True)
+class HourStats:
+    """A local hour of the shop's zone (``start``: when it began, aware, in that zone): the
+    orders placed in it and their gross value (refunds are counted per day, not per hour)."""
+
+    start: datetime
+    total_orders: int
+    gross_revenue_cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class IngestionStats:
     received: int
     applied: int

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -135,6 +137,22 @@ def test_dashboard_shows_exact_totals_and_thirty_days(
     start = (today() - timedelta(days=29)).isoformat()
     assert f'href="/stats/by-date?start_date={start}&amp;end_date={today()}"' in html
     assert "<script" not in html.split('id="dashboard"')[1]  # no JavaScript for the chart
+
+
+def test_dashboards_last_day_is_today_in_the_shops_zone(
+    admin_client: Client, fake_redis: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20:00 UTC on 9 August is 01:30 on the 10th in Kolkata: the 30 days end on the 10th,
+    where an order of 00:30 IST counts."""
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
+    store = AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, zone="Asia/Kolkata")
+    store.apply_orders([make_order("K", "U1", 1999, datetime(2025, 8, 9, 19, 0, tzinfo=UTC))])
+    monkeypatch.setattr("django.utils.timezone.now", lambda: datetime(2025, 8, 9, 20, tzinfo=UTC))
+
+    rows = daily_rows(admin_client.get(URL).content.decode())
+
+    assert rows[0] == ("2025-08-10", "1", "19.99", "0.00", "19.99")
+    assert rows[-1][0] == "2025-07-12"
 
 
 @pytest.mark.parametrize(

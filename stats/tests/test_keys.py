@@ -43,6 +43,7 @@ def test_shards_carry_a_hash_tag_and_generations_a_segment() -> None:
     assert keys.aggregates(5, 1) == [
         "{p:8:5:54}:g1:global",
         "{p:8:5:54}:g1:days",
+        "{p:8:5:54}:g1:hours",
         "{p:8:5:54}:g1:rank:spend",
         "{p:8:5:54}:g1:rank:orders",
     ]

@@ -121,6 +121,7 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
             "consumer_lag_seconds": 42.5,
         },
         "redis": [FAKE_NODE],
+        "currency": "USD",
     }
 
 
@@ -279,6 +280,7 @@ def test_metrics_json_has_net_revenue_and_the_event_counters(
             "consumer_lag_seconds": 42.5,
         },
         "redis": [FAKE_NODE],
+        "currency": "USD",
     }
 
 

@@ -67,7 +67,9 @@ def test_money_has_exactly_the_shops_currencys_decimals(
     prometheus: float,
 ) -> None:
     settings.STATS_CURRENCY = code
-    fake_store.apply_orders([make_order("O1", "U1", 1250), make_order("O2", "U1", 1)])
+    # A consumer of that currency: the aggregates record it, as the web process expects.
+    store = AggregateStore(fake_store.client, fake_store.prefix, currency=code)
+    store.apply_orders([make_order("O1", "U1", 1250), make_order("O2", "U1", 1)])
 
     body = api.get("/users/U1/stats").content.decode()
     metrics = api.get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4").content.decode()
@@ -105,9 +107,10 @@ def test_refunds_and_net_have_exactly_the_shops_currencys_decimals(
     refunded: str,
 ) -> None:
     settings.STATS_CURRENCY = code
+    store = AggregateStore(fake_store.client, fake_store.prefix, currency=code)  # as above
     placed = make_order("O1", "U1", 1250)
-    fake_store.apply_orders([placed])
-    apply_events(fake_store, [refund("E1", placed, 1, placed.occurred_at)])
+    store.apply_orders([placed])
+    apply_events(store, [refund("E1", placed, 1, placed.occurred_at)])
 
     body = api.get("/stats/global").content.decode()
 

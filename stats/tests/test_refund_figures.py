@@ -37,7 +37,7 @@ def test_global_stats_are_net_with_gross_refunds_and_cancellations(
     assert response.content == (
         b'{"total_orders":7,"total_revenue":1000000000360.02,"gross_revenue":1000000000811.01,'
         b'"refunded":450.99,"cancelled_orders":1,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
@@ -96,7 +96,8 @@ def test_a_range_holding_only_a_refunds_day_is_negative_net(
 
     assert response.status_code == 200
     assert response.content == (
-        b'{"start_date":"2025-08-12","end_date":"2025-08-12","total_orders":0,'
+        b'{"start_date":"2025-08-12","end_date":"2025-08-12","interval":"day","currency":"USD",'
+        b'"total_orders":0,'
         b'"total_revenue":-400.00,"gross_revenue":0.00,"refunded":400.00,"days":[{"date":'
         b'"2025-08-12","total_orders":0,"total_revenue":-400.00,"gross_revenue":0.00,'
         b'"refunded":400.00}]}'
@@ -119,7 +120,7 @@ def test_without_events_global_stats_are_todays_numbers(
     assert response.content == (
         b'{"total_orders":7,"total_revenue":1000000000811.01,"gross_revenue":1000000000811.01,'
         b'"refunded":0.00,"cancelled_orders":0,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
@@ -148,6 +149,8 @@ def test_without_events_by_date_is_todays_numbers(
     assert response.json() == {
         "start_date": "2025-08-10",
         "end_date": "2025-08-11",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 5,
         "total_revenue": 500.03,
         "gross_revenue": 500.03,

@@ -6,12 +6,15 @@ fresh key generation, which then becomes live at once; the old one is removed. C
 their batches in hand meanwhile (see ``orders.projection``). When Redis records another
 layout than ``REDIS_SHARDS`` (or ``--from-shards N`` says so), or the key format of an earlier
 version, the aggregates move to this one and the old layout is retired: how the shard count
-changes, and how an upgrade is finished. ``--cleanup`` only removes what rebuilds that died
-left behind.
+changes, and how an upgrade is finished. The aggregates are built for ``STATS_TIME_ZONE`` and
+``STATS_CURRENCY``, which the switch records (a zone change is a rebuild); a ledger row in
+another currency is refused before anything is written. ``--cleanup`` only removes what
+rebuilds that died left behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -73,7 +76,7 @@ class Command(BaseCommand):
                     f"--from-shards {options['from_shards']}: Redis records the aggregates "
                     f"laid out for {in_redis.shards} shard(s); leave --from-shards out"
                 )
-            recorded = Layout(options["from_shards"], recorded.key_format)
+            recorded = dataclasses.replace(recorded, shards=options["from_shards"])
         previous = None
         if not recorded.same_names(store.layout, store.cluster):
             previous = store.layout_store(recorded)
@@ -93,7 +96,7 @@ class Command(BaseCommand):
                 progress=bar.update,
                 lock_ttl_ms=lock_ttl_ms,
             )
-        except projection.ProjectionBusyError as exc:
+        except (projection.ProjectionBusyError, projection.ForeignCurrencyError) as exc:
             raise CommandError(str(exc)) from exc
         except projection.LeaseLostError as exc:
             raise CommandError(f"stopped, nothing switched: {exc}") from exc
