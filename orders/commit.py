@@ -137,7 +137,10 @@ class BatchCommitter:
                     for r in recorded.context_orders
                 ),
             ],
-            {record.message_id: record.rejection.codes for record in rejects},
+            {
+                **self._earlier_rejects(recorded, received_at),
+                **{record.message_id: record.rejection.codes for record in rejects},
+            },
             received=len(messages),
             batch=batch_token(messages),
             events=[PendingEvent(e, e.first_recorded_at, e.counted) for e in recorded.events],
@@ -191,6 +194,30 @@ class BatchCommitter:
             len(messages), applied, duplicates, rejected,
             events_applied, events_duplicates, recorded.waiting,
         )  # fmt: skip
+
+    def _earlier_rejects(
+        self, recorded: ledger.LedgerOutcome, received_at: datetime
+    ) -> dict[str, list[str]]:
+        """The rejects an earlier delivery of the batch's re-seen orders stored, for Redis to
+        count once each (their marks make it harmless when it did).
+
+        A waiting event refused when its order came is stored in the transaction that
+        records the order, and its message was deleted when it was parked: if that batch's
+        Redis step failed, only the order's retry or redelivery can count it. Rows older
+        than the marks' window are left out (their marks may have expired). Only re-seen
+        orders are looked up, so a batch of new orders costs no query.
+        """
+        reseen = {r.order.order_id for r in recorded.recorded if r.first_recorded_at != received_at}
+        if not reseen:
+            return {}
+        rows = RejectedOrder.objects.filter(order_id__in=sorted(reseen))
+        since = self.store.window_start(received_at)
+        if since is not None:
+            rows = rows.filter(received_at__gte=since)
+        return {
+            message_id: [code for code in codes.split(",") if code]
+            for message_id, codes in rows.values_list("message_id", "reason_codes")
+        }
 
     def _record(
         self, batch: ValidatedBatch, received_at: datetime

@@ -268,6 +268,36 @@ def test_a_waiting_event_attached_by_a_batch_that_died_before_redis_is_applied_o
     assert redis_figures(store) == {**REFUNDED_ONCE, "events": (1, 1, 0)}
 
 
+def test_a_waiting_event_refused_by_a_batch_that_died_before_redis_is_counted_on_the_retry(
+    make_queue, store: AggregateStore
+) -> None:
+    """The same for a waiting refund its order refuses (more than the order's value): its
+    reject is stored with the order, and the order's retry counts it in Redis, once."""
+    queue = make_queue(visibility_timeout=1)
+    queue.send_bodies([event_body("RF-9", "ORD-1", amount="50.00")])
+    drain(queue, store)
+    queue.send_bodies([order_body("ORD-1")])
+    down = Consumer(queue, store, wait_time=1, visibility_timeout=1)
+
+    def redis_down(*_args: object, **_kwargs: object) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    down.committer.store = type(
+        "Down", (), {"apply_batch": staticmethod(redis_down), "window_start": store.window_start}
+    )()
+    with pytest.raises(redis.ConnectionError):
+        down.process_batch()
+    assert list(RejectedOrder.objects.values_list("reason_codes", flat=True)) == [
+        ",refund_exceeds_order,"
+    ]
+
+    time.sleep(1.2)  # SQS redelivers the order
+    drain(queue, store)
+    ingest = store.ingestion()
+    assert (ingest.rejected, ingest.rejected_by_code) == (1, {"refund_exceeds_order": 1})
+    assert redis_figures(store)["user"] == (1, 1999, 0, 1999)
+
+
 def test_an_event_whose_order_never_comes_waits_without_a_reject_or_the_dlq(
     make_queue, store: AggregateStore
 ) -> None:
