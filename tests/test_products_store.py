@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import redis
 
+from devtools.servers import RedisServer
 from orders.validation import Item
 from stats.store import AggregateStore, ApplyStatus, ProductFigures, RankedProduct
 from tests.product_helpers import (
@@ -111,3 +113,46 @@ def test_a_product_id_with_colons_and_a_sub_cent_price_round_half_up_per_order(
     apply(product_store, orders=(odd,))
 
     assert figures(product_store, "a:b:units", "a:b") == [ProductFigures("a:b:units", 3, 2), None]
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    return {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in client.info("commandstats").items()
+    }
+
+
+def test_a_calls_lines_are_summed_and_each_product_hash_written_once(
+    private_redis: RedisServer,
+) -> None:
+    # Ten orders of the same three products on one day: without products the call's
+    # commands; with them one HMGET (read and type check) and one HSET per product hash
+    # (overall and the day), not a TYPE and four HINCRBY per line.
+    client = redis.Redis.from_url(private_redis.url)
+    when = datetime(2025, 8, 9, 10, 0, tzinfo=UTC)
+    lines = (Item("P1", 1, Decimal("1")), Item("P2", 2, Decimal("2")), Item("P3", 3, Decimal("3")))
+    apply(AggregateStore(client, prefix="warm"), orders=(O2,))  # loads the script
+    calls = []
+    for prefix, items in (("bare", ()), ("sold", lines)):
+        batch = tuple(order(f"O{n}", f"U{n}", 1400, when, *items) for n in range(10))
+        client.config_resetstat()
+        apply(AggregateStore(client, prefix=prefix), orders=batch)
+        calls.append(_calls(client))
+    bare, sold = calls
+
+    more = {name: sold[name] - bare.get(name, 0) for name in sold}
+    assert {name: extra for name, extra in more.items() if extra} == {"hmget": 2, "hset": 2}
+    store = AggregateStore(client, prefix="sold")
+    assert figures(store, "P1", "P3") == [
+        ProductFigures("P1", 10, 1000), ProductFigures("P3", 30, 9000),
+    ]  # fmt: skip
+
+
+def test_product_sums_beyond_a_doubles_exact_integers_stay_exact(store: AggregateStore) -> None:
+    # The script sums in Lua numbers (doubles) only while that is exact; past 2^52 it adds
+    # each line with HINCRBY as before.
+    store.client.hset(store.keys.products(0, 0), mapping={"P1:units": 5, "P1:revenue": 2**60})
+
+    apply(store, orders=(O2,))
+
+    assert figures(store, "P1") == [ProductFigures("P1", 6, 2**60 + 1000)]
