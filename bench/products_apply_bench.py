@@ -9,7 +9,8 @@ script call per batch, as a consumer's batch), once as it is and once with the p
 out (``product_sums`` answering nothing: no product section, what the script did before
 products; the orders and their fingerprints, which cover the items, are the same),
 alternating, ``--rounds`` times each, into a fresh prefix each time. Prints the median rate
-of each, their ratio, this process's CPU per batch, and Redis memory per product-day.
+of each, their ratio, this process's CPU per batch, Redis's time per script call (``INFO
+commandstats``), and Redis memory per product-day.
 """
 
 from __future__ import annotations
@@ -71,24 +72,30 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         rates: dict[str, list[float]] = {label: [] for label in runs}
         cpu: dict[str, list[float]] = {label: [] for label in runs}
+        redis_us: dict[str, list[float]] = {label: [] for label in runs}
         for round_ in range(args.rounds):
             for which, (label, batch_orders) in enumerate(runs.items()):
                 apply_module.product_sums = (  # type: ignore[assignment]
                     with_products if label == "with products" else lambda lines, currency: {}
                 )
                 store = AggregateStore(client, prefix=f"b{round_}:{which}")
+                store.apply_orders(batch_orders[:1])  # the script loaded, out of the count
+                client.config_resetstat()
                 started, cpu_started = time.perf_counter(), time.process_time()
                 for start in range(0, len(batch_orders), 10):
                     store.apply_orders(batch_orders[start : start + 10])
                 seconds = time.perf_counter() - started
                 rates[label].append(len(batch_orders) / seconds)
                 cpu[label].append((time.process_time() - cpu_started) / (len(batch_orders) / 10))
+                stats = client.info("commandstats").get("cmdstat_evalsha", {})
+                redis_us[label].append(float(stats.get("usec_per_call", 0)))
                 print(f"  round {round_ + 1} {label:<26} {rates[label][-1]:>8,.0f} orders/s",
                       flush=True)  # fmt: skip
         for label in runs:
             print(
                 f"{label:<26} median {statistics.median(rates[label]):>8,.0f} orders/s, "
-                f"{statistics.median(cpu[label]) * 1000:.2f} ms CPU per batch of 10"
+                f"{statistics.median(cpu[label]) * 1000:.2f} ms CPU per batch of 10, "
+                f"Redis {statistics.median(redis_us[label]):.0f} us per script call"
             )
         with_items, without = (statistics.median(r) for r in rates.values())
         print(f"ratio with/without: {with_items / without:.2f}")

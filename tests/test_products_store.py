@@ -126,8 +126,8 @@ def test_a_calls_lines_are_summed_and_each_product_hash_written_once(
     private_redis: RedisServer,
 ) -> None:
     # Ten orders of the same three products on one day: without products the call's
-    # commands; with them one HMGET (read and type check) and one HSET per product hash
-    # (overall and the day), not a TYPE and four HINCRBY per line.
+    # commands; with them a TYPE per product hash (overall and the day) and an HINCRBY per
+    # hash and field (12), not four HINCRBY per line (120).
     client = redis.Redis.from_url(private_redis.url)
     when = datetime(2025, 8, 9, 10, 0, tzinfo=UTC)
     lines = (Item("P1", 1, Decimal("1")), Item("P2", 2, Decimal("2")), Item("P3", 3, Decimal("3")))
@@ -141,18 +141,32 @@ def test_a_calls_lines_are_summed_and_each_product_hash_written_once(
     bare, sold = calls
 
     more = {name: sold[name] - bare.get(name, 0) for name in sold}
-    assert {name: extra for name, extra in more.items() if extra} == {"hmget": 2, "hset": 2}
+    assert {name: extra for name, extra in more.items() if extra} == {"type": 2, "hincrby": 12}
     store = AggregateStore(client, prefix="sold")
     assert figures(store, "P1", "P3") == [
         ProductFigures("P1", 10, 1000), ProductFigures("P3", 30, 9000),
     ]  # fmt: skip
 
 
-def test_product_sums_beyond_a_doubles_exact_integers_stay_exact(store: AggregateStore) -> None:
-    # The script sums in Lua numbers (doubles) only while that is exact; past 2^52 it adds
-    # each line with HINCRBY as before.
+def test_product_totals_beyond_a_doubles_exact_integers_stay_exact(store: AggregateStore) -> None:
+    # The script sums lines in Lua numbers (doubles) only while that is exact; Redis adds
+    # the sums to what is stored in 64-bit integers.
     store.client.hset(store.keys.products(0, 0), mapping={"P1:units": 5, "P1:revenue": 2**60})
 
     apply(store, orders=(O2,))
 
     assert figures(store, "P1") == [ProductFigures("P1", 6, 2**60 + 1000)]
+
+
+def test_lines_too_large_to_sum_in_lua_are_added_one_by_one_exactly(
+    store: AggregateStore,
+) -> None:
+    when = datetime(2025, 8, 9, 10, 0, tzinfo=UTC)
+    big = [
+        order(f"O{n}", f"U{n}", cents, when, Item("P1", 1, Decimal(cents) / 100))
+        for n, cents in enumerate((2**52 + 1, 2**52))
+    ]
+
+    apply(store, orders=tuple(big))
+
+    assert figures(store, "P1") == [ProductFigures("P1", 2, 2**53 + 1)]

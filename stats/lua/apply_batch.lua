@@ -35,9 +35,11 @@
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
 --         batch's; 0: a waiting event attached now, its message counted when it came)
 -- then 1 value per rejected message: its reason codes joined by ','
--- then, with product keys, per order and then per event (in the order above): its number of
---   products c, then c times: its day hash's position among the product keys (2, 3, ...),
---   product_id, units, cents (an event's negative: what it takes off its products)
+-- then, with product keys, 1 when lines are to be summed per field first (some product is on
+--   several rows, every line under 2^40, fewer than 2^11 lines) else 0, then per order and
+--   then per event (in the order above): its number of products c, then c times: its day
+--   hash's position among the product keys (2, 3, ...), product_id, units, cents (an
+--   event's negative: what it takes off its products)
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). An event adds its amount to its user's, the shard's and
@@ -100,58 +102,13 @@ for k = first_reject_key, first_product_key - 1 do
   if problem then return problem end
 end
 
--- Products: each applied order's and event's lines, net (an event's values are negative),
--- summed per key and field in Lua and written with one HSET per key (old value + sum) instead
--- of four HINCRBY per line: redis.call is most of the script's cost. The old values are read
--- here, before the first write, by HMGET, which also checks each key's type (nothing else in
--- this script writes a product key, so they still hold when written).
+for k = first_product_key, #KEYS do
+  problem = expect(KEYS[k], 'hash')
+  if problem then return problem end
+end
+
 local event_values = 11 + 9 * n
 local codes_at = event_values + 7 * m
-local product_rows = {}  -- per order, then per event: its lines {position, id, units, cents}
-local product_old = {}   -- per product key position: field -> value read (false: absent)
-local names = {}         -- product_id -> {'<id>:units', '<id>:revenue'}
-local CHUNK = 1000       -- fields per HMGET / HSET (unpack's stack has a limit)
-if product_keys > 0 then
-  local at = codes_at + first_product_key - first_reject_key
-  local wanted, seen = {}, {}
-  for p = 1, product_keys do wanted[p], seen[p] = {}, {} end
-  local function want(p, product_id, name)
-    if not seen[p][product_id] then
-      seen[p][product_id] = true
-      local fields = wanted[p]
-      fields[#fields + 1] = name[1]
-      fields[#fields + 1] = name[2]
-    end
-  end
-  for row = 1, n + m do
-    local count = tonumber(ARGV[at])
-    local lines = {}
-    at = at + 1
-    for l = 1, count do
-      local position, product_id = tonumber(ARGV[at]), ARGV[at + 1]
-      local name = names[product_id]
-      if not name then
-        name = {product_id .. ':units', product_id .. ':revenue'}
-        names[product_id] = name
-      end
-      lines[l] = {position, product_id, ARGV[at + 2], ARGV[at + 3]}
-      want(1, product_id, name)
-      want(position, product_id, name)
-      at = at + 4
-    end
-    product_rows[row] = lines
-  end
-  for p = 1, product_keys do
-    local key, fields, old = KEYS[first_product_key + p - 1], wanted[p], {}
-    for from = 1, #fields, CHUNK do
-      local upto = math.min(from + CHUNK - 1, #fields)
-      local values = redis.pcall('HMGET', key, unpack(fields, from, upto))
-      if values['err'] then return expect(key, 'hash') or values end
-      for i = from, upto do old[fields[i]] = values[i - from + 1] end
-    end
-    product_old[p] = old
-  end
-end
 
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
@@ -237,73 +194,64 @@ for j = 0, m - 1 do
   result[#result + 1] = status
 end
 
--- Products: sum the applied rows' lines per key and field, fields in the order first touched
--- (a hash's new fields come in the order HINCRBY per line gave them), then write each key once.
--- A field touched is written even when its sum is 0, as HINCRBY by 0 did. Lua numbers are
--- doubles, exact below 2^53: a key with a line of 2^40 or more, a partial sum of 2^51 or more,
--- or an old value that is not a canonical integer below 2^52 gets the lines' HINCRBY one by
--- one instead, as before (the same result, or the same error).
+-- Products: each applied order's and event's lines, net (an event's values are negative).
+-- When the caller found a product on several rows (mode 1), the lines are summed per hash and
+-- field in Lua first, then one HINCRBY per field touched (in the order first touched, as
+-- HINCRBY per line created them; a sum of 0 still creates its field, as HINCRBY by 0 did): a
+-- batch's lines of one product (and day) cost two HINCRBY per hash, not two per line. The
+-- caller sends mode 1 only when every line is under 2^40 and there are fewer than 2^11 of
+-- them, so each sum (a Lua double) is exact. Otherwise (mode 0: nothing to merge, or too
+-- large) each line is added as it comes, with no summing to pay for.
 if product_keys > 0 then
-  local order, sums, safe = {}, {}, {}
-  for p = 1, product_keys do order[p], sums[p], safe[p] = {}, {}, true end
+  local products = KEYS[first_product_key]
+  local at = codes_at + first_product_key - first_reject_key
+  local merge = ARGV[at] == '1'
+  at = at + 1
+  local names, order, sums = {}, {}, {}
+  for p = 1, product_keys do order[p], sums[p] = {}, {} end
   local function add(p, product_id, units, cents)
     local sum = sums[p][product_id]
-    if not sum then
-      sum = {0, 0}
-      sums[p][product_id] = sum
+    if sum then
+      sum[1], sum[2] = sum[1] + units, sum[2] + cents
+    else
+      sums[p][product_id] = {units, cents}
       order[p][#order[p] + 1] = product_id
-    end
-    sum[1], sum[2] = sum[1] + units, sum[2] + cents
-    if math.abs(units) >= 2^40 or math.abs(cents) >= 2^40
-      or math.abs(sum[1]) >= 2^51 or math.abs(sum[2]) >= 2^51 then
-      safe[p] = false
     end
   end
   for row = 1, n + m do
-    if result[row + 1] == 1 then
-      for _, line in ipairs(product_rows[row]) do
-        local units, cents = tonumber(line[3]), tonumber(line[4])
-        add(1, line[2], units, cents)
-        add(line[1], line[2], units, cents)
+    local lines = tonumber(ARGV[at])
+    at = at + 1
+    if result[row + 1] ~= 1 then
+      at = at + 4 * lines
+    elseif merge then
+      for _ = 1, lines do
+        local product_id = ARGV[at + 1]
+        local units, cents = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+        if not names[product_id] then
+          names[product_id] = {product_id .. ':units', product_id .. ':revenue'}
+        end
+        add(1, product_id, units, cents)
+        add(tonumber(ARGV[at]), product_id, units, cents)
+        at = at + 4
+      end
+    else
+      for _ = 1, lines do
+        local day = KEYS[first_product_key + tonumber(ARGV[at]) - 1]
+        local units, revenue = ARGV[at + 1] .. ':units', ARGV[at + 1] .. ':revenue'
+        redis.call('HINCRBY', products, units, ARGV[at + 2])
+        redis.call('HINCRBY', products, revenue, ARGV[at + 3])
+        redis.call('HINCRBY', day, units, ARGV[at + 2])
+        redis.call('HINCRBY', day, revenue, ARGV[at + 3])
+        at = at + 4
       end
     end
   end
   for p = 1, product_keys do
-    local touched, old, sum = order[p], product_old[p], sums[p]
-    local writes = {}
-    for _, product_id in ipairs(touched) do
-      if not safe[p] then break end
-      local name, by = names[product_id], sum[product_id]
-      for f = 1, 2 do
-        local before, value = old[name[f]], 0
-        if before then
-          value = tonumber(before)
-          if not value or math.abs(value) >= 2^52 or string.format('%d', value) ~= before then
-            safe[p] = false
-            break
-          end
-        end
-        writes[#writes + 1] = name[f]
-        writes[#writes + 1] = string.format('%d', value + by[f])
-      end
-    end
     local key = KEYS[first_product_key + p - 1]
-    if safe[p] then
-      for from = 1, #writes, CHUNK do
-        redis.call('HSET', key, unpack(writes, from, math.min(from + CHUNK - 1, #writes)))
-      end
-    elseif #touched > 0 then
-      for row = 1, n + m do
-        if result[row + 1] == 1 then
-          for _, line in ipairs(product_rows[row]) do
-            if p == 1 or line[1] == p then
-              local name = names[line[2]]
-              redis.call('HINCRBY', key, name[1], line[3])
-              redis.call('HINCRBY', key, name[2], line[4])
-            end
-          end
-        end
-      end
+    for _, product_id in ipairs(order[p]) do
+      local name, sum = names[product_id], sums[p][product_id]
+      redis.call('HINCRBY', key, name[1], string.format('%d', sum[1]))
+      redis.call('HINCRBY', key, name[2], string.format('%d', sum[2]))
     end
   end
 end

@@ -46,6 +46,10 @@ BATCH_REPLY_TTL = 3600
 # statuses) is not replayed to this one, whose retry runs the script again (its orders' marks
 # make them duplicates) instead of taking a reply that lacks the events.
 BATCH_REPLY_FORMAT = "r2"
+# The script sums a call's product lines in Lua numbers (doubles) only below these bounds,
+# where every partial sum (under 2^51) is an exact integer.
+_EXACT_LINE = 2**40
+_EXACT_LINES = 2**11
 
 
 @dataclass(slots=True)
@@ -272,17 +276,29 @@ def _product_section(
     keys: KeySpace, shard: int, generation: int, rows: list[list[tuple[str, str, int, int]]]
 ) -> tuple[list[str], list[Any]]:
     """The product keys and values of one shard's call (``apply_batch.lua``): none when no
-    row has a product; else the products hash and each day's hash, and per row its count of
-    products and each one's (day hash position, product_id, units, cents)."""
+    row has a product; else the products hash and each day's hash, then whether the script
+    should sum the lines per field before writing, and per row its count of products and each
+    one's (day hash position, product_id, units, cents).
+
+    Summing pays only when a product is on several rows (a row has each product once), and
+    is exact in Lua's doubles only for lines under 2^40 and fewer than 2^11 of them; the rows
+    cannot be summed here, since only the applied ones count (the script knows which)."""
     if not any(rows):
         return [], []
     days: dict[str, int] = {}
-    args: list[Any] = []
+    args: list[Any] = [0]
+    seen: set[str] = set()
+    repeated, small, lines = False, True, 0
     for row in rows:
         args.append(len(row))
         for day, product_id, units, cents in row:
             position = days.setdefault(day, len(days) + 2)
             args += [position, product_id, units, cents]
+            repeated = repeated or product_id in seen
+            seen.add(product_id)
+            small = small and abs(units) < _EXACT_LINE and abs(cents) < _EXACT_LINE
+        lines += len(row)
+    args[0] = int(repeated and small and lines < _EXACT_LINES)
     product_keys = [keys.products(shard, generation)]
     product_keys += [keys.product_day(day, shard, generation) for day in days]
     return product_keys, args
