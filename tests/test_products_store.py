@@ -170,3 +170,24 @@ def test_lines_too_large_to_sum_in_lua_are_added_one_by_one_exactly(
     apply(store, orders=tuple(big))
 
     assert figures(store, "P1") == [ProductFigures("P1", 2, 2**53 + 1)]
+
+
+def test_summed_lines_count_only_the_orders_applied_in_the_call(
+    product_store: AggregateStore,
+) -> None:
+    # O1 again (a duplicate) with two new orders of its P1 on its day: the call sums its
+    # lines per field, and O1's are left out.
+    apply(product_store, orders=(O1,))
+    more = [
+        order(f"O{n}", "U1", 1000, O1.occurred_at, Item("P1", 1, Decimal("10"))) for n in (4, 5)
+    ]
+
+    assert apply(product_store, orders=(O1, *more)) == [
+        ApplyStatus.DUPLICATE, ApplyStatus.APPLIED, ApplyStatus.APPLIED,
+    ]  # fmt: skip
+    assert figures(product_store, "P1", "P2") == [
+        ProductFigures("P1", 4, 4000), ProductFigures("P2", 1, 550),
+    ]  # fmt: skip
+    assert product_store.top_products(10, "units", DAY1, DAY1) == [
+        RankedProduct(1, "P1", 4, 4000), RankedProduct(2, "P2", 1, 550),
+    ]  # fmt: skip

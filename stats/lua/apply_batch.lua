@@ -35,8 +35,8 @@
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
 --         batch's; 0: a waiting event attached now, its message counted when it came)
 -- then 1 value per rejected message: its reason codes joined by ','
--- then, with product keys, 1 when lines are to be summed per field first (some product is on
---   several rows, every line under 2^40, fewer than 2^11 lines) else 0, then per order and
+-- then, with product keys, 1 when lines are to be summed per field first (that halves the
+--   fields written, every line under 2^40, fewer than 2^11 lines) else 0, then per order and
 --   then per event (in the order above): its number of products c, then c times: its day
 --   hash's position among the product keys (2, 3, ...), product_id, units, cents (an
 --   event's negative: what it takes off its products)
@@ -195,13 +195,13 @@ for j = 0, m - 1 do
 end
 
 -- Products: each applied order's and event's lines, net (an event's values are negative).
--- When the caller found a product on several rows (mode 1), the lines are summed per hash and
--- field in Lua first, then one HINCRBY per field touched (in the order first touched, as
--- HINCRBY per line created them; a sum of 0 still creates its field, as HINCRBY by 0 did): a
--- batch's lines of one product (and day) cost two HINCRBY per hash, not two per line. The
--- caller sends mode 1 only when every line is under 2^40 and there are fewer than 2^11 of
--- them, so each sum (a Lua double) is exact. Otherwise (mode 0: nothing to merge, or too
--- large) each line is added as it comes, with no summing to pay for.
+-- When the caller found that summing halves the fields written (mode 1), the lines are
+-- summed per hash and field in Lua first, then one HINCRBY per field touched (in the order
+-- first touched, as HINCRBY per line created them; a sum of 0 still creates its field, as
+-- HINCRBY by 0 did): a batch's lines of one product (and day) cost two HINCRBY per hash, not
+-- two per line. The caller sends mode 1 only when every line is under 2^40 and there are
+-- fewer than 2^11 of them, so each sum (a Lua double) is exact. Otherwise (mode 0) each line
+-- is added as it comes: summing costs about what it saves when few lines share a field.
 if product_keys > 0 then
   local products = KEYS[first_product_key]
   local at = codes_at + first_product_key - first_reject_key
