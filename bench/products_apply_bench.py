@@ -1,10 +1,11 @@
 """The apply script's cost of products, run by hand: prints numbers, asserts nothing.
 
     .venv/bin/python bench/products_apply_bench.py [--orders 20000] [--rounds 3]
-        [--appendfsync always]
+        [--appendfsync always] [--products 97] [--days 30]
 
-Starts its own Valkey and applies ``--orders`` orders of three items each (of 97 products, from
-10,000 users, over 30 days) through ``AggregateStore.apply_orders`` in batches of ten (one
+Starts its own Valkey and applies ``--orders`` orders of three items each (of ``--products``
+products, from 10,000 users, over ``--days`` days; 10 products over 0.25 days is a live stream
+whose batches repeat their products) through ``AggregateStore.apply_orders`` in batches of ten (one
 script call per batch, as a consumer's batch), once as it is and once with the products left
 out (``product_sums`` answering nothing: no product section, what the script did before
 products; the orders and their fingerprints, which cover the items, are the same),
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
+    parser.add_argument("--products", type=int, default=97)
+    parser.add_argument("--days", type=float, default=30)
     args = parser.parse_args()
 
     import django
@@ -52,10 +55,11 @@ def main() -> None:
         made = []
         for n in range(args.orders):
             items = tuple(
-                Item(f"P{(n * 3 + k) % 97}", 1 + (n + k) % 3, Decimal("19.99")) for k in range(3)
+                Item(f"P{(n * 3 + k) % args.products}", 1 + (n + k) % 3, Decimal("19.99"))
+                for k in range(3)
             )
             value = sum(int(i.unit_price * 100) * i.quantity for i in items)
-            when = base + timedelta(seconds=(n * 7919) % (30 * 86400))
+            when = base + timedelta(seconds=(n * 7919) % int(args.days * 86400))
             made.append(Order(f"O{n}", f"U{n % 10_000}", value, items, when, when))
         return made
 
@@ -109,7 +113,7 @@ def main() -> None:
         used = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
         print(
             f"Redis memory of the products: {used / 2**10:,.0f} KiB in {len(keys)} hashes "
-            f"({used / (97 * (len(keys) - 1)):,.0f} B per product-day)"
+            f"({used / (args.products * (len(keys) - 1)):,.0f} B per product-day)"
         )
     finally:
         server.stop()
