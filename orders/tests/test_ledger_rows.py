@@ -1,0 +1,107 @@
+"""The consumer's cheaper ways of writing the same ledger rows: an order's fingerprints worked
+out once, a batch's orders inserted on PostgreSQL as one JSON parameter (``_insert_rows``)
+with the very values the ``VALUES`` form (``_insert``) writes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from orders import ledger
+from orders.models import AcceptedOrder
+from orders.tests.conftest import SENT_ATTRIBUTES, body_of, valid_doc
+from orders.validation import Order, validate_message
+
+COLUMNS = [c for c in ledger._ORDER_COLUMNS if c != "order_id"]
+
+
+def order_of(doc: dict[str, Any]) -> Order:
+    order = validate_message(body_of(doc), SENT_ATTRIBUTES)
+    assert isinstance(order, Order), order
+    return order
+
+
+def test_an_orders_fingerprints_are_worked_out_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = order_of(valid_doc())
+    fresh = order_of(valid_doc())
+    fingerprint, legacy = fresh.fingerprint, fresh.legacy_fingerprint
+    calls: list[str] = []
+    work_out = Order._work_out_fingerprint
+
+    def counted(self: Order) -> str:
+        calls.append(self.order_id)
+        return work_out(self)
+
+    monkeypatch.setattr(Order, "_work_out_fingerprint", counted)
+    assert [order.fingerprint for _ in range(4)] == [fingerprint] * 4
+    assert order.legacy_fingerprint == legacy
+    assert calls == ["ORD1000"]
+    # Kept out of equality and hashing: an order is the same order whether it was asked or not.
+    assert order == order_of(valid_doc())
+    assert hash(order) == hash(order_of(valid_doc()))
+
+
+def test_a_changed_order_has_its_own_fingerprint() -> None:
+    order = order_of(valid_doc())
+    assert order.fingerprint
+    later = replace(order, ordered_at=datetime(2025, 8, 9, 11, tzinfo=UTC))
+    assert later.fingerprint != order.fingerprint
+    assert later.fingerprint == later._work_out_fingerprint()
+    assert replace(order, order_id="ORD2").legacy_fingerprint != order.legacy_fingerprint
+
+
+def rows(prefix: str) -> list[tuple[Any, ...]]:
+    """Ledger rows (``_ORDER_COLUMNS`` order) with every kind of value a row holds: text
+    beyond ASCII, quotes, large integers, datetimes with microseconds in other offsets, JSON
+    with nested objects, empty JSON."""
+    received = datetime(2025, 8, 9, 10, 16, 0, 123456, tzinfo=UTC)
+    east = timezone(timedelta(hours=5, minutes=30))
+    return [
+        (f"{prefix}-1", "Ü-\"quoted\" 用户", 999_999_999_99, datetime(2025, 1, 2, 3, 4, 5, 6, east),
+         date(2025, 1, 1), [{"product_id": "P\\1", "quantity": 2, "price_per_unit": "19.990"}],
+         "2:abc", "m-1", received, "USD", {"channel": "web", "n": [1, "2", None]}),
+        (f"{prefix}-2", "U2", 0, datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+         date(1999, 12, 31), [], "2:def", "", received, "JPY", {}),
+    ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_the_json_insert_writes_what_the_values_insert_writes() -> None:
+    with connection.cursor() as cursor:
+        ledger._insert(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, rows("V"))
+        ledger._insert_rows(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, rows("J"))
+    written = {row[0]: row[1:] for row in AcceptedOrder.objects.values_list("order_id", *COLUMNS)}
+    assert written["J-1"] == written["V-1"]
+    assert written["J-2"] == written["V-2"]
+    assert written["J-1"][0] == 'Ü-"quoted" 用户'
+    assert written["J-1"][2] == datetime(2025, 1, 1, 21, 34, 5, 6, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+def test_a_naive_time_is_refused_rather_than_guessed() -> None:
+    naive = [(*rows("N")[0][:3], datetime(2025, 1, 2, 3, 4), *rows("N")[0][4:])]
+    if connection.vendor != "postgresql":
+        pytest.skip("the JSON insert is PostgreSQL's; elsewhere the field prepares the value")
+    with connection.cursor() as cursor, pytest.raises(ValueError, match="naive datetime"):
+        ledger._insert_rows(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, naive)
+
+
+@pytest.mark.django_db
+def test_a_batch_of_orders_is_one_statement_of_one_parameter_on_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: psycopg re-parses a statement of more than 50 parameters")
+    orders = [
+        ({"MessageId": f"m{i}", "Body": "{}"}, order_of(valid_doc() | {"order_id": f"ORD{i}"}))
+        for i in range(10)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        ledger.record_orders(orders, datetime(2025, 8, 9, 10, 16, tzinfo=UTC))
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    assert "json_to_recordset" in inserts[0]
+    assert AcceptedOrder.objects.count() == 10
