@@ -261,14 +261,26 @@ def _insert_rows(
         return
     insert, keys, converters = _json_insert(connection, model, tuple(names), suffix)
     for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = [
+        chunk = rows[start : start + _INSERT_CHUNK]
+        cursor.execute(insert, [_json_rows(keys, converters, chunk)])
+
+
+def _json_rows(
+    keys: Sequence[str],
+    converters: Sequence[Callable[[Any], Any] | None],
+    rows: Sequence[Sequence[Any]],
+) -> str:
+    """``rows`` as the JSON array of objects ``json_to_recordset`` reads."""
+    return json.dumps(
+        [
             {
                 key: value if convert is None else convert(value)
                 for key, convert, value in zip(keys, converters, row, strict=True)
             }
-            for row in rows[start : start + _INSERT_CHUNK]
-        ]
-        cursor.execute(insert, [json.dumps(chunk, ensure_ascii=False)])
+            for row in rows
+        ],
+        ensure_ascii=False,
+    )
 
 
 _JSON_INSERTS: dict[
@@ -380,8 +392,10 @@ def record_batch(
     ``INSERT … ON CONFLICT (order_id) DO NOTHING``, then one SELECT of every id, which also
     says whether events wait for them: a row that holds the same fingerprint is this order
     (recorded now, by an earlier delivery, or by another consumer a moment ago); another
-    fingerprint is a conflict. An orders-only batch with nothing waiting stops there: three
-    statements. Then the events (``_record_events``).
+    fingerprint is a conflict. On PostgreSQL the INSERT (the batch's rows as one JSON
+    parameter) and the SELECT are one statement (``_record_orders``). An orders-only batch
+    with nothing waiting stops there: two statements on PostgreSQL, three elsewhere. Then
+    the events (``_record_events``).
 
     The message body is not stored: only the order, plus the body's fields listed in
     ``LEDGER_EXTRA_FIELDS`` (``extra``; none by default), so personal data such as
@@ -430,26 +444,49 @@ def _record_orders(
     table = quote(AcceptedOrder._meta.db_table)
     waiting = quote(WaitingEvent._meta.db_table)
     order_id = quote("order_id")
-    _insert_rows(
-        connection, cursor, AcceptedOrder, _ORDER_COLUMNS, rows,
-        f" ON CONFLICT ({order_id}) DO NOTHING",
-    )  # fmt: skip
-    select = (
-        f"SELECT o.{order_id}, o.{quote('fingerprint')}, o.{quote('received_at')}, "  # noqa: S608
-        f"o.{quote('ordered_at')}, "
-        f"EXISTS (SELECT 1 FROM {waiting} w WHERE w.{order_id} = o.{order_id}) "
-        f"FROM {table} o WHERE o.{order_id} IN "
+    conflict = f" ON CONFLICT ({order_id}) DO NOTHING"
+    # What the ledger holds of an order (the new row's or the earlier one's), and whether
+    # events wait for it; ``{}`` is the alias of the rows.
+    read = (
+        f"{{0}}.{order_id}, {{0}}.{quote('fingerprint')}, {{0}}.{quote('received_at')}, "  # noqa: S608
+        f"{{0}}.{quote('ordered_at')}, "
+        f"EXISTS (SELECT 1 FROM {waiting} w WHERE w.{order_id} = {{0}}.{order_id})"
     )
+    select = f"SELECT {read.format('o')} FROM {table} o WHERE o.{order_id} IN "  # noqa: S608
+    ids = list(first_of)
+    found: list[tuple[str, str, datetime | str, datetime | str, bool]] = []
+    if connection.vendor == "postgresql":
+        # One statement: the INSERT, and what the ledger holds: the rows it inserted (its
+        # RETURNING) and the rows that were there before (the SELECT's snapshot, taken after
+        # ``_serialise``'s locks, holds every earlier row of these ids and none of the new).
+        insert, keys, converters = _json_insert(connection, AcceptedOrder, _ORDER_COLUMNS, conflict)
+        returning = ", ".join(quote(c) for c in ("order_id", "fingerprint", "received_at",
+                                                 "ordered_at"))  # fmt: skip
+        for start in range(0, len(ids), _INSERT_CHUNK):
+            chunk = ids[start : start + _INSERT_CHUNK]
+            cursor.execute(
+                f"WITH n AS ({insert} RETURNING {returning}) "  # noqa: S608
+                f"SELECT {read.format('n')} FROM n UNION ALL "
+                f"{select}({', '.join(['%s'] * len(chunk))})",
+                [_json_rows(keys, converters, rows[start : start + _INSERT_CHUNK]), *chunk],
+            )
+            found += cursor.fetchall()
+        # Only a writer that skips the locks could have committed a row the statement's
+        # snapshot missed: read those again, as the two-statement form does.
+        missing = set(ids) - {row[0] for row in found}
+    else:
+        _insert_rows(connection, cursor, AcceptedOrder, _ORDER_COLUMNS, rows, conflict)
+        missing = set(ids)
+    for start in range(0, len(unread := [i for i in ids if i in missing]), _INSERT_CHUNK):
+        chunk = unread[start : start + _INSERT_CHUNK]
+        cursor.execute(select + "(" + ", ".join(["%s"] * len(chunk)) + ")", chunk)
+        found += cursor.fetchall()
     known: dict[str, tuple[str, datetime, datetime]] = {}
     awaited: set[str] = set()
-    ids = list(first_of)
-    for start in range(0, len(ids), _INSERT_CHUNK):
-        chunk = ids[start : start + _INSERT_CHUNK]
-        cursor.execute(select + "(" + ", ".join(["%s"] * len(chunk)) + ")", chunk)
-        for order_id_, fingerprint, first, ordered_at, has_waiting in cursor.fetchall():
-            known[order_id_] = (fingerprint, _aware(first), _aware(ordered_at))
-            if has_waiting:
-                awaited.add(order_id_)
+    for order_id_, fingerprint, first, ordered_at, has_waiting in found:
+        known[order_id_] = (fingerprint, _aware(first), _aware(ordered_at))
+        if has_waiting:
+            awaited.add(order_id_)
     recorded: list[Recorded] = []
     conflicts: list[tuple[dict[str, Any], Order]] = []
     for message, order in orders:

@@ -92,16 +92,28 @@ def test_a_naive_time_is_refused_rather_than_guessed() -> None:
 
 
 @pytest.mark.django_db
-def test_a_batch_of_orders_is_one_statement_of_one_parameter_on_postgresql() -> None:
+def test_a_batch_of_orders_is_written_and_read_back_in_one_statement_on_postgresql() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: psycopg re-parses a statement of more than 50 parameters")
+    received = datetime(2025, 8, 9, 10, 16, tzinfo=UTC)
+    earlier = order_of(valid_doc() | {"order_id": "ORD0"})
+    before = received - timedelta(hours=1)
+    ledger.record_orders([({"MessageId": "m-earlier", "Body": "{}"}, earlier)], before)
     orders = [
         ({"MessageId": f"m{i}", "Body": "{}"}, order_of(valid_doc() | {"order_id": f"ORD{i}"}))
         for i in range(10)
     ]
+    changed = order_of(valid_doc() | {"order_id": "ORD0", "user_id": "U999"})
     with CaptureQueriesContext(connection) as queries:
-        ledger.record_orders(orders, datetime(2025, 8, 9, 10, 16, tzinfo=UTC))
-    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
-    assert len(inserts) == 1
-    assert "json_to_recordset" in inserts[0]
+        outcome = ledger.record_orders(
+            [*orders, ({"MessageId": "m-changed", "Body": "{}"}, changed)], received
+        )
+    # The locks, then one statement: the INSERT of the batch (one JSON parameter) and what
+    # the ledger holds of each id, the rows it inserted and the one recorded before.
+    assert len(queries.captured_queries) == 2
+    statement = queries.captured_queries[1]["sql"]
+    assert statement.startswith("WITH n AS (INSERT") and "json_to_recordset" in statement
+    assert [r.order.order_id for r in outcome.recorded] == [f"ORD{i}" for i in range(10)]
+    assert [r.first_recorded_at for r in outcome.recorded] == [before] + [received] * 9
+    assert [(m["MessageId"], o.user_id) for m, o in outcome.conflicts] == [("m-changed", "U999")]
     assert AcceptedOrder.objects.count() == 10
