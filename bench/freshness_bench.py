@@ -6,24 +6,27 @@
 Starts its own Valkey and SQS endpoint (``devtools.servers``; fauxqs by default, whose speed
 does not fall with the queue's length, or moto) and, for each rate:
 
-1. the **floor**: a bare receiver process (``ReceiveMessage`` long polls of 10, then
-   ``DeleteMessageBatch``, nothing else) while orders are sent at that rate: SendMessage to
-   the moment a receive returns the order;
+1. the **floor**: a bare receiver process (``ReceiveMessage`` long polls of 10, one after
+   the other, their ``DeleteMessageBatch`` on a thread behind as the consumer's; nothing
+   else) while orders are sent at that rate: SendMessage to the moment a receive returns the
+   order;
 2. **orderpipe**: one ``manage.py consume_orders`` process, as deployed (ledger on
    ``--database-url``: a PostgreSQL database the bench creates, else an SQLite file), while
    orders are sent at that rate: SendMessage to the moment ``GET /users/{id}/stats``,
    through the project's Django stack in this process (test client: URL resolving,
    middlewares, DRF, the store's read), first answers 200 for the order's user.
 
-The sender sends what is due every 5 ms in one SendMessageBatch (at most 10 per call), the
-clock of each order started just before that call. Most orders go to 1,000 regular users;
-``--probes-per-second`` of them go each to a user of its own (so its first 200 is that order),
-and only those are timed. One prober thread asks the API for every probe in flight, in turn,
-then sleeps 1 ms (so its resolution is about 1 ms plus one request, ~1 ms, per probe in
-flight).
-Prints p50/p99/max per rate of both, the consumer's CPU per batch, and the queue's backlog at
-the end (a consumer that falls behind shows it there). Everything shares the machine's cores:
-the sender, the prober, the consumer, Valkey, the database and the SQS endpoint.
+Each run starts with one second's orders, not timed, consumed before the timed ones are sent
+(a process's first batches pay for its start). The sender, a process of its own, sends what
+is due every 5 ms in one SendMessageBatch (at most 10 per call), the clock of each order
+started just before that call. Most orders go to 1,000 regular users; ``--probes-per-second``
+of them go each to a user of its own (so its first 200 is that order), and only those are
+timed. This process asks the API for every probe in flight, in turn, then sleeps 1 ms (so its
+resolution is about 1 ms plus one request, ~1-3 ms, per probe in flight). Prints p50/p99/max
+per rate of both, the consumer's CPU per 10 orders, and the queue's backlog at the end (a
+consumer that falls behind shows it there); ``--timeline`` prints every probe's time in
+sending order. Everything shares the machine's cores: the sender, the prober, the consumer,
+Valkey, the database and the SQS endpoint.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,7 +89,7 @@ def start_django() -> None:
     logging.getLogger("django.request").setLevel(logging.ERROR)
 
 
-TICK = 0.005  # the sender sends what is due every 5 ms
+TICK = 0.005  # the sender sends what is due every 5 ms (at most)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -139,41 +141,97 @@ def send(queue: OrderQueue, stream: Stream, sent_at: dict[int, float]) -> float:
     return time.monotonic() - started - stream.count / stream.rate
 
 
-def probe_api(
-    stream: Stream, sent_at: dict[int, float], seen: dict[int, float], done: threading.Event
-) -> int:
-    """Ask ``GET /users/{id}/stats`` for every probe sent and not yet seen, in turn, until all
-    are seen or ``done``; returns the number of requests made."""
-    from django.test import Client
+class _Reported(dict[int, float]):
+    """``sent_at`` in the sender's process: each probe's send time also goes to the parent."""
 
-    client = Client()
-    requests = 0
+    def __init__(self, channel: Any) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def __setitem__(self, index: int, at: float) -> None:
+        super().__setitem__(index, at)
+        self.channel.put((index, at))
+
+
+def _sender_child(sqs_url: str, queue_name: str, stream: Stream, channel: Any) -> None:
+    from orders.sqs import OrderQueue, make_client
+
+    late = send(OrderQueue(make_client(sqs_url), queue_name), stream, _Reported(channel))
+    channel.put((-1, late))
+
+
+def start_sender(sqs_url: str, queue_name: str, stream: Stream) -> tuple[Any, Any]:
+    """The sender in a process of its own (its boto3 CPU would otherwise slow the prober down
+    and be measured as freshness); returns (process, channel of (probe, sent time), then
+    (-1, how late the sender ended))."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    channel = context.SimpleQueue()
+    process = context.Process(target=_sender_child, args=(sqs_url, queue_name, stream, channel))
+    process.start()
+    return process, channel
+
+
+def warm_up(queue: OrderQueue, run: str, rate: int) -> None:
+    """Send one second's orders at ``rate`` (none timed) and wait until they are consumed:
+    the first batches of a process pay for its lazy imports, connections and the Lua
+    script's loading, which is start-up, not freshness."""
+    from orders.samples import SampleGenerator
+
+    generator = SampleGenerator(seed=1, users=1000, days=30, invalid_ratio=0)
+    docs = [json.loads(m.body) for m in generator.messages(rate)]
+    for index, doc in enumerate(docs):
+        doc["order_id"] = f"{run}-warm-{index}"
+    queue.send_bodies([json.dumps(doc) for doc in docs])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        depth = queue.depth()
+        if depth.visible + depth.in_flight == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
+def probe_api(
+    client: Any, stream: Stream, channel: Any
+) -> tuple[dict[int, float], dict[int, float], float]:
+    """Ask ``GET /users/{id}/stats`` for every probe sent and not yet seen, in turn, until all
+    are seen (or 30 s after the sender's end); returns the probes' send times, when each was
+    first seen (both time.time()), and how late the sender ended."""
+    sent_at: dict[int, float] = {}
+    seen: dict[int, float] = {}
     pending: dict[int, str] = {}
-    while len(seen) < len(stream.probes) and not done.is_set():
-        for index in sent_at.keys() - seen.keys() - pending.keys():
-            pending[index] = f"/users/{stream.probes[index]}/stats"
-        if not pending:
-            time.sleep(0.0005)
-            continue
+    late: float | None = None
+    deadline = float("inf")
+    while len(seen) < len(stream.probes) and time.monotonic() < deadline:
+        while not channel.empty():
+            index, at = channel.get()
+            if index < 0:
+                late, deadline = at, time.monotonic() + 30
+            else:
+                sent_at[index] = at
+                pending[index] = f"/users/{stream.probes[index]}/stats"
         for index, path in list(pending.items()):
             response = client.get(path)
-            requests += 1
             if response.status_code == 200:
                 seen[index] = time.time()
                 del pending[index]
             elif response.status_code != 404:
                 raise RuntimeError(f"{path}: {response.status_code} {response.content[:200]!r}")
         time.sleep(0.001)  # not a busy loop: the consumer needs the cores more
-    return requests
+    return sent_at, seen, late if late is not None else float("nan")
 
 
 def bare_receiver(sqs_url: str, queue_name: str, probes_file: str, stop_file: str) -> None:
     """A child process: receive and delete until ``stop_file`` exists; writes each message's
     receive time (time.time()) by order id to ``probes_file``."""
     start_django()
+    from orders.consumer_threads import Deleter
     from orders.sqs import OrderQueue, make_client
 
     queue = OrderQueue(make_client(sqs_url), queue_name)
+    deleter = Deleter(queue)  # as the consumer deletes: behind, so receives follow each other
     seen: dict[str, float] = {}
     while not os.path.exists(stop_file):
         messages = queue.receive(max_messages=10, wait_time=1)
@@ -181,7 +239,8 @@ def bare_receiver(sqs_url: str, queue_name: str, probes_file: str, stop_file: st
         for message in messages:
             seen[json.loads(message["Body"])["order_id"]] = now
         if messages:
-            queue.delete([m["ReceiptHandle"] for m in messages])
+            deleter.submit([m["ReceiptHandle"] for m in messages])
+    deleter.close()
     Path(probes_file).write_text(json.dumps(seen))
 
 
@@ -191,9 +250,18 @@ def run_floor(sqs_url: str, queue: OrderQueue, stream: Stream, run: str) -> list
         [sys.executable, __file__, "--bare-receiver", sqs_url, queue.name, probes_file, stop_file],
         env={**os.environ},
     )
-    time.sleep(1.5)  # its first long poll is under way
+    time.sleep(1.5)  # Django is up
+    warm_up(queue, run, stream.rate)
+    sender, channel = start_sender(sqs_url, queue.name, stream)
+    sender.join(stream.count / stream.rate + 60)
     sent_at: dict[int, float] = {}
-    late = send(queue, stream, sent_at)
+    late = float("nan")
+    while not channel.empty():
+        index, at = channel.get()
+        if index < 0:
+            late = at
+        else:
+            sent_at[index] = at
     time.sleep(1.0)
     Path(stop_file).touch()
     child.wait(30)
@@ -201,13 +269,13 @@ def run_floor(sqs_url: str, queue: OrderQueue, stream: Stream, run: str) -> list
     print(f"    floor: sender {late * 1000:.0f} ms late at the end")
     return [
         (received[f"{run}-{index}"] - at) * 1000
-        for index, at in sent_at.items()
+        for index, at in sorted(sent_at.items())
         if f"{run}-{index}" in received
     ]
 
 
 def run_consumer(
-    queue: OrderQueue, stream: Stream, environment: dict[str, str], run: str
+    sqs_url: str, queue: OrderQueue, stream: Stream, environment: dict[str, str], run: str
 ) -> tuple[list[float], float, int]:
     log = open(f"{_tmp}/{run}-consumer.log", "wb")  # noqa: SIM115 - closed below
     child = subprocess.Popen(
@@ -217,33 +285,32 @@ def run_consumer(
         stderr=subprocess.STDOUT,
     )
     cpu_before = _cpu_seconds(child.pid)
-    time.sleep(3.0)  # Django starts and the first long poll is under way
+    time.sleep(3.0)  # Django starts
+    warm_up(queue, run, stream.rate)
     cpu_start = _cpu_seconds(child.pid)
-    sent_at: dict[int, float] = {}
-    seen: dict[int, float] = {}
-    done = threading.Event()
-    requests = [0]
+    from django.test import Client
 
-    def prober() -> None:
-        requests[0] = probe_api(stream, sent_at, seen, done)
-
-    thread = threading.Thread(target=prober, daemon=True)
-    thread.start()
-    late = send(queue, stream, sent_at)
-    thread.join(30)
-    done.set()
+    client = Client()
+    client.get("/users/warm-up/stats")  # the first request imports the API's modules
+    sender, channel = start_sender(sqs_url, queue.name, stream)
+    sent_at, seen, late = probe_api(client, stream, channel)
+    sender.join(30)
     cpu = _cpu_seconds(child.pid) - cpu_start
     depth = queue.depth()
     child.terminate()
     child.wait(30)
     log.close()
     print(
-        f"    consumer: sender {late * 1000:.0f} ms late at the end; {requests[0]} API requests; "
+        f"    consumer: sender {late * 1000:.0f} ms late at the end; "
         f"consumer CPU {cpu / (stream.count / 10) * 1000:.2f} ms per 10 orders "
-        f"(start-up {cpu_start - cpu_before:.1f} s); backlog at the end "
+        f"(start-up and warm-up {cpu_start - cpu_before:.1f} s); backlog at the end "
         f"{depth.visible + depth.in_flight}; {len(stream.probes) - len(seen)} probes never seen"
     )
-    return [(seen[i] - sent_at[i]) * 1000 for i in seen], cpu, depth.visible + depth.in_flight
+    return (
+        [(seen[i] - sent_at[i]) * 1000 for i in sorted(seen)],
+        cpu,
+        depth.visible + depth.in_flight,
+    )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -271,6 +338,9 @@ def main() -> None:
     parser.add_argument("--sqs", choices=("fauxqs", "moto"), default="fauxqs")
     parser.add_argument("--probes-per-second", type=int, default=40)
     parser.add_argument("--no-floor", action="store_true", help="skip the bare receiver runs")
+    parser.add_argument(
+        "--timeline", action="store_true", help="also print each probe's ms in sending order"
+    )
     args = parser.parse_args()
     redis_server = RedisServer(data_dir=Path(_tmp) / "redis").start()
     server_type: Callable[[], Any] = FauxqsSQSServer if args.sqs == "fauxqs" else MotoSQSServer
@@ -301,8 +371,10 @@ def main() -> None:
                 print("    " + describe("bare receiver", run_floor(sqs_server.url, queue, stream,
                                                                      f"f{rate}")))  # fmt: skip
             stream = Stream(f"c{rate}", rate, args.seconds, args.probes_per_second)
-            latencies, _, _ = run_consumer(queue, stream, environment, f"c{rate}")
+            latencies, _, _ = run_consumer(sqs_server.url, queue, stream, environment, f"c{rate}")
             print("    " + describe("consume_orders -> API", latencies))
+            if args.timeline:
+                print("    " + " ".join(f"{ms:.0f}" for ms in latencies))
     finally:
         sqs_server.stop()
         redis_server.stop()
