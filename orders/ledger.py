@@ -238,39 +238,12 @@ def _insert(
         cursor.execute(insert + ", ".join([row_sql] * len(chunk)) + suffix, params)
 
 
-def _insert_rows(
-    connection: BaseDatabaseWrapper,
-    cursor: CursorWrapper,
-    model: type[models.Model],
-    names: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    suffix: str = "",
-) -> None:
-    """What ``_insert`` does, on PostgreSQL with the rows as one JSON parameter
-    (``INSERT … SELECT … FROM json_to_recordset(%s)``), elsewhere through ``_insert``.
-
-    For values of the types a ledger row holds (text, integers, aware datetimes, dates, JSON
-    lists and objects), each column gets the value the field's preparation would have given:
-    PostgreSQL reads the same instant from a datetime's ISO text, the same date, the same
-    JSON. ``VALUES`` with one parameter per value (110 for ten orders, past psycopg's cache of
-    50) was split again by psycopg on every batch and its values adapted one by one: 0.5 ms of
-    CPU per batch of ten, where one ``json.dumps`` takes 0.05.
-    """
-    if connection.vendor != "postgresql" or not rows:
-        _insert(connection, cursor, model, names, rows, suffix)
-        return
-    insert, keys, converters = _json_insert(connection, model, tuple(names), suffix)
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        cursor.execute(insert, [_json_rows(keys, converters, chunk)])
-
-
 def _json_rows(
     keys: Sequence[str],
     converters: Sequence[Callable[[Any], Any] | None],
     rows: Sequence[Sequence[Any]],
 ) -> str:
-    """``rows`` as the JSON array of objects ``json_to_recordset`` reads."""
+    """``rows`` as the JSON array of objects ``json_to_recordset`` reads (``_json_insert``)."""
     return json.dumps(
         [
             {
@@ -292,9 +265,17 @@ _JSON_INSERTS: dict[
 def _json_insert(
     connection: BaseDatabaseWrapper, model: type[models.Model], names: tuple[str, ...], suffix: str
 ) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]:
-    """``_insert_rows``'s statement, the JSON keys of its columns, and how each column's value
-    becomes JSON (None: as it is); built once per model and columns (``db_type`` alone costs
-    0.1 ms per statement)."""
+    """``INSERT … SELECT … FROM json_to_recordset(%s)``: the rows as one JSON parameter (see
+    ``_json_rows``), with the JSON keys of its columns and how each column's value becomes
+    JSON (None: as it is); built once per model and columns (``db_type`` alone costs 0.1 ms).
+
+    PostgreSQL only. For the values a ledger row holds (text, integers, aware datetimes,
+    dates, JSON lists and objects) each column gets the value the field's preparation would
+    give: PostgreSQL reads the same instant from a datetime's ISO text, the same date, the
+    same JSON. ``VALUES`` with one parameter per value (110 for ten orders, past psycopg's
+    cache of 50 per statement) was parsed again by psycopg for every batch and its values
+    adapted one by one: 0.5 ms of CPU per batch of ten, where one ``json.dumps`` takes 0.05.
+    """
     key = (connection.vendor, model, names, suffix)
     if key not in _JSON_INSERTS:
         fields, _ = _columns_of(model, names)
@@ -315,7 +296,7 @@ def _json_insert(
 
 
 def _json_converter(field: models.Field[Any, Any]) -> Callable[[Any], Any] | None:
-    """How a value of ``field`` is written in ``_insert_rows``' JSON: a datetime (aware: a
+    """How a value of ``field`` is written in ``_json_insert``'s JSON: a datetime (aware: a
     naive one has no instant) or a date as ISO text, text, numbers and JSON as they are."""
     if isinstance(field, models.DateTimeField):
         return _aware_iso
@@ -475,7 +456,7 @@ def _record_orders(
         # snapshot missed: read those again, as the two-statement form does.
         missing = set(ids) - {row[0] for row in found}
     else:
-        _insert_rows(connection, cursor, AcceptedOrder, _ORDER_COLUMNS, rows, conflict)
+        _insert(connection, cursor, AcceptedOrder, _ORDER_COLUMNS, rows, conflict)
         missing = set(ids)
     for start in range(0, len(unread := [i for i in ids if i in missing]), _INSERT_CHUNK):
         chunk = unread[start : start + _INSERT_CHUNK]

@@ -1,6 +1,7 @@
 """The consumer's cheaper ways of writing the same ledger rows: an order's fingerprints worked
-out once, a batch's orders inserted on PostgreSQL as one JSON parameter (``_insert_rows``)
-with the very values the ``VALUES`` form (``_insert``) writes."""
+out once, a batch's orders inserted on PostgreSQL as one JSON parameter (``_json_insert``)
+with the very values the ``VALUES`` form (``_insert``) writes, and read back in the same
+statement."""
 
 from __future__ import annotations
 
@@ -70,11 +71,20 @@ def rows(prefix: str) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
+def json_insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    insert, keys, converters = ledger._json_insert(
+        connection, AcceptedOrder, ledger._ORDER_COLUMNS, ""
+    )
+    cursor.execute(insert, [ledger._json_rows(keys, converters, rows)])
+
+
 @pytest.mark.django_db
 def test_the_json_insert_writes_what_the_values_insert_writes() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("json_to_recordset is PostgreSQL's; elsewhere VALUES is the only form")
     with connection.cursor() as cursor:
         ledger._insert(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, rows("V"))
-        ledger._insert_rows(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, rows("J"))
+        json_insert(cursor, rows("J"))
     written = {row[0]: row[1:] for row in AcceptedOrder.objects.values_list("order_id", *COLUMNS)}
     assert written["J-1"] == written["V-1"]
     assert written["J-2"] == written["V-2"]
@@ -82,13 +92,12 @@ def test_the_json_insert_writes_what_the_values_insert_writes() -> None:
     assert written["J-1"][2] == datetime(2025, 1, 1, 21, 34, 5, 6, tzinfo=UTC)
 
 
-@pytest.mark.django_db
 def test_a_naive_time_is_refused_rather_than_guessed() -> None:
     naive = [(*rows("N")[0][:3], datetime(2025, 1, 2, 3, 4), *rows("N")[0][4:])]
-    if connection.vendor != "postgresql":
-        pytest.skip("the JSON insert is PostgreSQL's; elsewhere the field prepares the value")
-    with connection.cursor() as cursor, pytest.raises(ValueError, match="naive datetime"):
-        ledger._insert_rows(connection, cursor, AcceptedOrder, ledger._ORDER_COLUMNS, naive)
+    converters = [ledger._json_converter(f) for f in ledger._columns_of(
+        AcceptedOrder, ledger._ORDER_COLUMNS)[0]]  # fmt: skip
+    with pytest.raises(ValueError, match="naive datetime"):
+        ledger._json_rows(ledger._ORDER_COLUMNS, converters, naive)
 
 
 @pytest.mark.django_db
