@@ -295,6 +295,10 @@ def run_consumer(
     sender, channel = start_sender(sqs_url, queue.name, stream)
     sent_at, seen, late = probe_api(client, stream, channel)
     sender.join(30)
+    while not channel.empty():  # every probe was seen before the sender said how late it was
+        index, at = channel.get()
+        if index < 0:
+            late = at
     cpu = _cpu_seconds(child.pid) - cpu_start
     depth = queue.depth()
     child.terminate()
