@@ -10,7 +10,8 @@ does not fall with the queue's length, or moto) and, for each rate:
    the other, their ``DeleteMessageBatch`` on a thread behind as the consumer's; nothing
    else) while orders are sent at that rate: SendMessage to the moment a receive returns the
    order;
-2. **orderpipe**: one ``manage.py consume_orders`` process, as deployed (ledger on
+2. **orderpipe**: one ``manage.py consume_orders`` process (``--consumer-threads`` pollers), as
+   deployed (ledger on
    ``--database-url``: a PostgreSQL database the bench creates, else an SQLite file), while
    orders are sent at that rate: SendMessage to the moment ``GET /users/{id}/stats``,
    through the project's Django stack in this process (test client: URL resolving,
@@ -275,11 +276,24 @@ def run_floor(sqs_url: str, queue: OrderQueue, stream: Stream, run: str) -> list
 
 
 def run_consumer(
-    sqs_url: str, queue: OrderQueue, stream: Stream, environment: dict[str, str], run: str
+    sqs_url: str,
+    queue: OrderQueue,
+    stream: Stream,
+    environment: dict[str, str],
+    run: str,
+    threads: int = 1,
 ) -> tuple[list[float], float, int]:
     log = open(f"{_tmp}/{run}-consumer.log", "wb")  # noqa: SIM115 - closed below
     child = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "consume_orders", "--log-interval", "3600"],
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "consume_orders",
+            "--log-interval",
+            "3600",
+            "--threads",
+            str(threads),
+        ],
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -343,6 +357,9 @@ def main() -> None:
     parser.add_argument("--probes-per-second", type=int, default=40)
     parser.add_argument("--no-floor", action="store_true", help="skip the bare receiver runs")
     parser.add_argument(
+        "--consumer-threads", type=int, default=1, help="consume_orders --threads (pollers)"
+    )
+    parser.add_argument(
         "--timeline", action="store_true", help="also print each probe's ms in sending order"
     )
     args = parser.parse_args()
@@ -375,7 +392,9 @@ def main() -> None:
                 print("    " + describe("bare receiver", run_floor(sqs_server.url, queue, stream,
                                                                      f"f{rate}")))  # fmt: skip
             stream = Stream(f"c{rate}", rate, args.seconds, args.probes_per_second)
-            latencies, _, _ = run_consumer(sqs_server.url, queue, stream, environment, f"c{rate}")
+            latencies, _, _ = run_consumer(
+                sqs_server.url, queue, stream, environment, f"c{rate}", args.consumer_threads
+            )
             print("    " + describe("consume_orders -> API", latencies))
             if args.timeline:
                 print("    " + " ".join(f"{ms:.0f}" for ms in latencies))
