@@ -221,7 +221,7 @@ def empty_ledger() -> None:
 
 
 def one_round(
-    queue: OrderQueue, store: AggregateStore, profile: Path | None
+    queue: OrderQueue, store: AggregateStore, profile: Path | None, threads: int = 1
 ) -> tuple[dict[str, float], dict[str, float], float, float, int, int]:
     meter = Meter()
     undo = instrument(meter)
@@ -229,7 +229,7 @@ def one_round(
     consumer = ProfiledConsumer(queue, store, wait_time=1, until_empty=True, log_interval=3600)
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        consumer.run(threads=1)
+        consumer.run(threads=threads)
         if profile is not None:
             consumer.profiled.wait(30)  # run() may return before the poller has ended
     finally:
@@ -247,6 +247,7 @@ def main() -> None:
     parser.add_argument("--sqs-latency-ms", type=float, default=0.0, metavar="MS")
     parser.add_argument("--events-share", type=float, default=0.0, metavar="F")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="pollers (consume_orders --threads)")
     parser.add_argument("--pyinstrument", type=Path, default=None, metavar="PATH")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -261,7 +262,8 @@ def main() -> None:
         client = redis.Redis.from_url(redis_server.url)
         bodies = stream(args.orders, args.events_share, seed=7)
         print(
-            f"{len(bodies)} messages ({args.events_share:.0%} events), ledger on "
+            f"{len(bodies)} messages ({args.events_share:.0%} events), {args.threads} poller(s), "
+            f"ledger on "
             f"{connection.vendor}, +{args.sqs_latency_ms:g} ms per SQS call, "
             f"load average {os.getloadavg()[0]:.2f}"
         )
@@ -272,7 +274,7 @@ def main() -> None:
             store = AggregateStore(client, prefix=f"profile{round_}", dedup_ttl=3600)
             last = round_ == args.rounds - 1
             cpu_by, wall_by, cpu, wall, received, batches = one_round(
-                queue, store, args.pyinstrument if last else None
+                queue, store, args.pyinstrument if last else None, args.threads
             )
             per = 1000 / batches
             row = {name: cpu_by.get(name, 0.0) * per for name in SECTIONS}
