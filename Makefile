@@ -47,9 +47,11 @@ run: $(LOCAL_STAMP)
 superuser: $(LOCAL_STAMP)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
 
-# Chaos run: two consumers, kill -9s, a Redis stop and a Redis kill -9 (CHAOS_ARGS=--cluster: a
-# primary of a 3-primary cluster stopped), the ledger, then FLUSHALL + rebuild_stats +
-# reconcile_stats, all compared to an oracle. CHAOS_DATABASE_URL=postgres://... : PostgreSQL.
+# Chaos run: orders with their refunds and cancellations (some before their order, some twice,
+# conflicting ones and over-refunds; CHAOS_ARGS=--no-events: orders only), two consumers, kill
+# -9s, a Redis stop and a Redis kill -9 (CHAOS_ARGS=--cluster: a primary of a 3-primary cluster
+# stopped), the ledger, then FLUSHALL + rebuild_stats + reconcile_stats, all compared to an
+# oracle (gross, refunded, net, cancelled per user, per day, in total and in the rankings). CHAOS_DATABASE_URL=postgres://... : PostgreSQL.
 # CHAOS_ARGS="--kill-rebuilds 6 --kill-repairs 3": rebuild_stats and reconcile_stats --repair
 # killed with kill -9 at random points while the consumers ingest.
 CHAOS_ARGS ?=

@@ -13,7 +13,11 @@ own, created on that server and dropped afterwards), then runs two ``consume_ord
 processes while it:
 
 * sends the orders (10% invalid, 5% exact duplicates, then 1% conflicting re-sends of an
-  earlier order_id and the poison bodies once the originals are in);
+  earlier order_id and the poison bodies once the originals are in) and their events: 5% of the
+  orders refunded (whole, in part by amount or by items), 2% cancelled, 1% given an
+  over-refund that must be rejected, 10% of the events sent before their order, 10% sent twice,
+  and once the originals are in, 5% re-sent with the same event_id and another payload (a
+  conflict that must be rejected); ``--no-events``: orders only;
 * kills -9 one consumer three times at random moments and restarts it;
 * single node: stops Redis for ~5 s and starts it again on the same data, and kills -9 Redis
   once (appendfsync always: an acknowledged write is on disk) and restarts it;
@@ -28,16 +32,21 @@ processes while it:
   batch and committed it to the ledger only (a consumer killed between its database commit and
   its Redis script: until SQS redelivers it those orders are recorded and not applied, a
   difference the repair counts under the lock), killed while it runs. Both run
-  with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill;
+  with ``--lock-ttl 3``, so the consumers wait at most 3 s after each kill (a Redis outage
+  due meanwhile waits for that lease to run out, so that it meets consumers that consume);
 * finally sends SIGTERM to both consumers (they must exit 0).
 
-Then every aggregate the API serves (per user, global, top-N, every day) and the ledger
-(``AcceptedOrder``: every order, its user, cents and day) are compared with an oracle computed
-from what was sent, before any reconcile (a killed rebuild or repair must have lost nothing);
-then what the killed commands left behind is counted, ``rebuild_stats --cleanup`` must remove
-it, and ``reconcile_stats`` must find no difference. Redis is then emptied
-(FLUSHALL on every primary: the run started them), ``rebuild_stats`` derives the aggregates
-again from the ledger, the API must serve the oracle again and ``reconcile_stats`` agree.
+Then every aggregate the API serves (per user: orders, gross, refunded, net, cancelled; global:
+the same and unique users; the top-N by net spend and by orders; the top-N products by revenue
+and by units; every day and the range's totals: orders, gross, refunded on the day the refund
+occurred, net) and the ledger (``AcceptedOrder``: every order, its user, cents and day;
+``OrderEvent``: every accepted event, its order, user, kind and cents; no event left waiting)
+are compared with an oracle computed from what was sent (``orders.samples.expected_totals``),
+before any reconcile (a killed rebuild or repair must have lost nothing); then what the killed
+commands left behind is counted, ``rebuild_stats --cleanup`` must remove it, and
+``reconcile_stats`` must find no difference. Redis is then emptied (FLUSHALL on every primary:
+the run started them), ``rebuild_stats`` derives the aggregates again from the ledger, the API
+must serve the oracle again and ``reconcile_stats`` agree.
 Prints expected vs got, ``lost=0 double_counted=0 mismatched_users=0``, the timings; exits 1
 on any difference. Bounded in time: every wait has a deadline.
 """
@@ -57,6 +66,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -78,6 +88,9 @@ REBUILD_POINTS: list[tuple[str, str | None]] = [
     ("just before or during its switch", "written; switching"),
     ("while it drops the old generation", "rebuild_stats: switched to generation"),
 ]
+# The --lock-ttl of the rebuilds and repairs the run kills: the consumers wait at most that
+# long after each kill.
+LOCK_TTL = 3
 REPAIR_POINTS: list[tuple[str, str | None]] = [
     ("during its start-up or first pass", None),
     ("while it compares and repairs under the lock", "comparing again under the lock"),
@@ -165,6 +178,8 @@ class Chaos:
         self.timings: dict[str, float] = {}
         self.log_offsets: dict[str, int] = {}
         self.kills: list[str] = []  # the commands killed while they ran
+        # When the lease of the last killed command has surely run out (monotonic).
+        self.lease_until = 0.0
 
     # --- setup ------------------------------------------------------------------------------
     def start_servers(self) -> None:
@@ -256,15 +271,21 @@ class Chaos:
     def build_messages(self) -> None:
         from orders.samples import SampleGenerator, poison_bodies
 
+        events = 0.0 if self.args.no_events else 1.0
         generator = SampleGenerator(
             seed=self.args.seed, users=self.args.users, days=30, invalid_ratio=0.10,
             duplicate_ratio=0.05, conflict_ratio=0.01, today=self.today,
+            refund_ratio=0.05 * events, cancel_ratio=0.02 * events, early_event_ratio=0.1,
+            event_duplicate_ratio=0.1, event_conflict_ratio=0.05, over_refund_ratio=0.01 * events,
         )  # fmt: skip
         self.messages = generator.messages(self.args.orders)
         # A conflict's effect depends on which version is applied first; sending conflicts
-        # after the originals are in makes "first wins" deterministic for the oracle.
-        self.first_wave = [m for m in self.messages if m.kind != "conflict"]
-        self.second_wave = [m.body for m in self.messages if m.kind == "conflict"]
+        # after the originals are in makes "first wins" deterministic for the oracle (an
+        # event's conflict differs only in its reason, but a redelivered original arriving
+        # after it would be a second reject).
+        later = ("conflict", "event_conflict")
+        self.first_wave = [m for m in self.messages if m.kind not in later]
+        self.second_wave = [m.body for m in self.messages if m.kind in later]
         self.poison = poison_bodies()
         self.second_wave += list(self.poison.values())
 
@@ -321,28 +342,29 @@ class Chaos:
         """Receive a batch and commit it to the ledger only, like a consumer killed between
         its database commit and its Redis script: until SQS redelivers it (3 s), its orders
         are recorded and not applied, so the repair started next has them to count."""
-        from django.db import transaction
-
-        from orders import ledger
-        from orders.commit import validate_batch
+        from orders.commit import BatchCommitter, validate_batch
+        from stats.store import get_store
 
         messages: list[dict[str, Any]] = []
-        orders: list[Any] = []
+        batch = validate_batch([], datetime.now(UTC))
         for _attempt in range(5):  # the consumers take most batches first
             messages = self.queue.receive(wait_time=1, visibility_timeout=3)
-            orders = validate_batch(messages, datetime.now(UTC)).orders
-            if orders:
+            batch = validate_batch(messages, datetime.now(UTC))
+            if batch.orders:
                 break
+        # The consumer's own database step (ledger rows, events, rejects in one transaction),
+        # so that waiting events attached or refused there are recorded as a consumer would.
+        committer = BatchCommitter(get_store(), self.queue.name)
         for _attempt in range(20):  # SQLite: the consumers hold the one writer now and then
             try:
-                with transaction.atomic():
-                    ledger.record_orders(orders, datetime.now(UTC))
+                committer._record(batch, datetime.now(UTC))
                 break
             except Exception as exc:  # "database is locked": try again
                 log(f"stranding a batch: {exc}; again")
                 time.sleep(0.1)
-        log(f"stranded a batch of {len(messages)} messages ({len(orders)} valid orders "
-            "recorded in the ledger, not applied, not deleted)")  # fmt: skip
+        log(f"stranded a batch of {len(messages)} messages ({len(batch.orders)} valid orders, "
+            f"{len(batch.events)} events recorded in the ledger, not applied, not "
+            "deleted)")  # fmt: skip
 
     def kill_command(self, argv: list[str], points: list[tuple[str, str | None]]) -> None:
         """Start ``manage.py argv`` beside the consumers and kill -9 it at a point of its run
@@ -377,6 +399,7 @@ class Chaos:
         last = lines[-1].strip() if lines else "(no output)"
         if finished is None:
             self.kills.append(argv[0])
+            self.lease_until = time.monotonic() + LOCK_TTL + 1
             log(f"killed {argv[0]}, aimed {label} (+{delay:.2f}s, "
                 f"{time.monotonic() - started:.1f}s after its start); its last line: "
                 f"{last[-150:]}")  # fmt: skip
@@ -444,6 +467,11 @@ class Chaos:
             events.append((self.rng.uniform(0.6, 0.9) * duration, "kill -9 redis"))
         for at, what in sorted(events):
             time.sleep(max(0.0, at - (time.monotonic() - started)))
+            if what in ("stop a primary", "stop redis", "kill -9 redis"):
+                # The outage must meet consumers that consume: not ones waiting out the
+                # lease of a rebuild or repair killed a moment ago (they would not touch
+                # Redis until it ran out, and the outage would prove nothing).
+                time.sleep(max(0.0, self.lease_until - time.monotonic()))
             log(what)
             if what == "kill -9 consumer a":
                 consumers["a"].send_signal(signal.SIGKILL)
@@ -452,12 +480,12 @@ class Chaos:
                 consumers["a"] = self.start_consumer("a")
                 log("consumer a restarted")
             elif what == "kill -9 rebuild_stats":
-                self.kill_command(["rebuild_stats", "--no-progress", "--lock-ttl", "3"],
+                self.kill_command(["rebuild_stats", "--no-progress", "--lock-ttl", str(LOCK_TTL)],
                                   REBUILD_POINTS)  # fmt: skip
             elif what == "kill -9 reconcile_stats --repair":
                 self.strand_a_batch()
                 self.kill_command(["reconcile_stats", "--repair", "--no-progress", "--settle",
-                                   "0", "--lock-ttl", "3"], REPAIR_POINTS)  # fmt: skip
+                                   "0", "--lock-ttl", str(LOCK_TTL)], REPAIR_POINTS)  # fmt: skip
             elif what == "stop a primary":
                 self.stop_primary()
             elif what == "stop redis":
@@ -515,8 +543,8 @@ class Chaos:
         self.expected = expected_totals(self.messages)
         rows, counts = self.api_rows()
         rows += self.ledger_rows()
-        want_rejected = sum(1 for m in self.messages if m.kind in ("invalid", "conflict"))
-        want_rejected += len(self.poison)
+        self.event_counters = self.get("/metrics")["ingestion"]
+        want_rejected = self.expected.rejected + len(self.poison)
         rows.append(("RejectedOrder rows", want_rejected, RejectedOrder.objects.count()))
         rows.append(("rejected counter (/metrics)", want_rejected, self.rejected_counter()))
         rows.append(("messages in DLQ", 0, dlq))
@@ -563,7 +591,8 @@ class Chaos:
 
     def api_rows(self) -> tuple[list[Row], tuple[int, int, list[str]]]:
         """Every aggregate the API serves against the oracle; and (lost, double counted,
-        mismatched users) over every user."""
+        mismatched users) over every user (a user mismatches when any of its orders, gross,
+        refunded, net or cancelled differs)."""
         expected = self.expected
 
         lost = double = 0
@@ -571,26 +600,44 @@ class Chaos:
         for user_id, want in sorted(expected.users.items()):
             got = self.get(f"/users/{user_id}/stats")
             got_count = got.get("order_count", 0)
-            got_spend = cents(got.get("total_spend", 0))
             lost += max(0, want.order_count - got_count)
             double += max(0, got_count - want.order_count)
-            if (got_count, got_spend) != (want.order_count, want.total_spend_cents):
+            got_figures = (
+                got_count,
+                cents(got.get("gross_spend", 0)),
+                cents(got.get("refunded", 0)),
+                cents(got.get("total_spend", 0)),
+                got.get("cancelled_orders", 0),
+            )
+            want_figures = (
+                want.order_count,
+                want.total_spend_cents,
+                want.refunded_cents,
+                want.net_cents,
+                want.cancelled_orders,
+            )
+            if got_figures != want_figures:
                 mismatched.append(user_id)
 
         glob = self.get("/stats/global")
         rows: list[Row] = [
             ("total_orders", expected.total_orders, glob["total_orders"]),
-            ("total_revenue (cents)", expected.total_revenue_cents, cents(glob["total_revenue"])),
+            ("gross_revenue (cents)", expected.total_revenue_cents,
+             cents(glob.get("gross_revenue", 0))),
+            ("refunded (cents)", expected.refunded_cents, cents(glob.get("refunded", 0))),
+            ("total_revenue, net (cents)", expected.net_revenue_cents,
+             cents(glob["total_revenue"])),
+            ("cancelled_orders", expected.cancelled_orders, glob.get("cancelled_orders")),
             ("unique_users", len(expected.users), glob.get("unique_users")),
-        ]
+        ]  # fmt: skip
         top_n = 10
-        by_spend = sorted(expected.users.items(), key=lambda kv: (-kv[1].total_spend_cents, kv[0]))
+        by_spend = sorted(expected.users.items(), key=lambda kv: (-kv[1].net_cents, kv[0]))
         by_count = sorted(expected.users.items(), key=lambda kv: (-kv[1].order_count, kv[0]))
         spenders = self.get(f"/stats/top-spenders?limit={top_n}")
         buyers = self.get(f"/stats/top-buyers?limit={top_n}")
         rows.append((
-            f"top-{top_n} spenders",
-            [(u, t.total_spend_cents) for u, t in by_spend[:top_n]],
+            f"top-{top_n} spenders (net)",
+            [(u, t.net_cents) for u, t in by_spend[:top_n]],
             [(e["user_id"], cents(e["total_spend"])) for e in spenders],
         ))  # fmt: skip
         rows.append((
@@ -598,20 +645,42 @@ class Chaos:
             [(u, t.order_count) for u, t in by_count[:top_n]],
             [(e["user_id"], e["order_count"]) for e in buyers],
         ))  # fmt: skip
+        for by, figure in (("revenue", 1), ("units", 0)):
+            ranked = sorted(expected.products.items(), key=lambda kv: (-kv[1][figure], kv[0]))
+            served = self.get(f"/stats/top-products?limit={top_n}&by={by}")
+            rows.append((
+                f"top-{top_n} products by {by}",
+                [(p, units, revenue) for p, (units, revenue) in ranked[:top_n]],
+                [(e["product_id"], e["units"], cents(e["revenue"])) for e in served],
+            ))  # fmt: skip
         start = self.today - timedelta(days=40)
         by_date = self.get(f"/stats/by-date?start_date={start}&end_date={self.today}")
 
-        def want_day(day: date) -> tuple[int, int]:
+        def want_day(day: date) -> tuple[int, int, int, int]:
             totals = expected.days.get(day)
-            return (totals.order_count, totals.revenue_cents) if totals else (0, 0)
+            if totals is None:
+                return (0, 0, 0, 0)
+            return (totals.order_count, totals.revenue_cents, totals.refunded_cents,
+                    totals.net_cents)  # fmt: skip
 
-        day_diffs = [
-            d["date"]
+        served = {
+            date.fromisoformat(d["date"]): (
+                d["total_orders"], cents(d.get("gross_revenue", 0)), cents(d.get("refunded", 0)),
+                cents(d["total_revenue"]),
+            )
             for d in by_date["days"]
-            if (d["total_orders"], cents(d["total_revenue"]))
-            != want_day(date.fromisoformat(d["date"]))
-        ]
-        rows.append((f"days differing (of {len(by_date['days'])})", 0, len(day_diffs)))
+        }  # fmt: skip
+        days = sorted(served.keys() | {d for d in expected.days if d >= start})
+        day_diffs = [d for d in days if served.get(d, (0, 0, 0, 0)) != want_day(d)]
+        rows.append((f"days differing (of {len(days)}: orders, gross, refunded, net)", 0,
+                     len(day_diffs)))  # fmt: skip
+        rows.append((
+            "by-date totals (orders, gross, refunded, net)",
+            (expected.total_orders, expected.total_revenue_cents, expected.refunded_cents,
+             expected.net_revenue_cents),
+            (by_date["total_orders"], cents(by_date.get("gross_revenue", 0)),
+             cents(by_date.get("refunded", 0)), cents(by_date["total_revenue"])),
+        ))  # fmt: skip
         return rows, (lost, double, mismatched)
 
     def ledger_rows(self) -> list[Row]:
@@ -646,6 +715,7 @@ class Chaos:
         }
         rows_differing = {k for k in want.keys() | got.keys() if want.get(k) != got.get(k)}
         return [
+            *self.ledger_event_rows(),
             ("ledger orders", self.expected.total_orders, totals["n"]),
             (
                 "ledger revenue (cents)",
@@ -654,6 +724,34 @@ class Chaos:
             ),
             (f"ledger users differing (of {len(want_users)})", 0, len(users_differing)),
             ("ledger orders differing (id, user, cents, day)", 0, len(rows_differing)),
+        ]
+
+    def ledger_event_rows(self) -> list[Row]:
+        """The ledger's events read with the ORM: every accepted event once (its order, user,
+        kind and cents), none refused or left waiting that should not be."""
+        from django.db.models import Sum
+
+        from orders.models import OrderEvent, WaitingEvent
+
+        kinds = {"refund": "refunded", "cancel": "cancelled"}
+        want = {
+            str(m.event_id): (m.order_id, m.user_id, kinds[m.kind], m.refund_cents)
+            for m in self.messages
+            if m.kind in kinds
+        }
+        got = {
+            event_id: (order_id, user_id, kind, amount)
+            for event_id, order_id, user_id, kind, amount in OrderEvent.objects.values_list(
+                "event_id", "order_id", "user_id", "kind", "amount_cents"
+            )
+        }
+        differing = {k for k in want.keys() | got.keys() if want.get(k) != got.get(k)}
+        refunded = OrderEvent.objects.aggregate(cents=Sum("amount_cents"))["cents"] or 0
+        return [
+            ("ledger events", self.expected.events_applied, len(got)),
+            ("ledger refunded (cents)", self.expected.refunded_cents, int(refunded)),
+            ("ledger events differing (id, order, user, kind, cents)", 0, len(differing)),
+            ("events still waiting for their order", 0, WaitingEvent.objects.count()),
         ]
 
     def get(self, path: str) -> Any:
@@ -735,6 +833,25 @@ class Chaos:
             f"sent, consumed through the chaos and drained in {t['ingestion']:.1f}s; whole run "
             f"{t['total']:.1f}s"
         )
+        kinds = Counter(m.kind for m in self.messages)
+        early = sum(m.before_order for m in self.messages)
+        counters = self.event_counters
+        print(
+            f"  events sent: {kinds['refund']:,} refunds and {kinds['cancel']:,} cancellations "
+            f"({early:,} of the events before their order), {kinds['event_duplicate']:,} sent "
+            f"twice, {kinds['event_conflict']:,} conflicting, {kinds['over_refund']:,} "
+            f"over-refunds; oracle: {self.expected.events_applied:,} applied, refunded "
+            f"{self.expected.refunded_cents / 100:,.2f} of gross "
+            f"{self.expected.total_revenue_cents / 100:,.2f} (net "
+            f"{self.expected.net_revenue_cents / 100:,.2f}), "
+            f"{self.expected.cancelled_orders:,} orders cancelled"
+        )
+        print(
+            f"  /metrics as the consumers left it: events received "
+            f"{counters.get('events_received')}, applied {counters.get('events_applied')}, "
+            f"duplicates {counters.get('events_duplicates')} (redeliveries after the kills "
+            f"included); rejected by code {counters.get('rejected_by_code')}"
+        )
         if self.args.kill_rebuilds or self.args.kill_repairs:
             print(
                 f"  killed with kill -9 while they ran: rebuild_stats "
@@ -812,6 +929,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="the same with reconcile_stats --repair --settle 0",
+    )
+    parser.add_argument(
+        "--no-events", action="store_true", help="orders only: no refunds or cancellations"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit for each wait")
     args = parser.parse_args(argv)

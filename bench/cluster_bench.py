@@ -26,6 +26,9 @@ layouts alike; ratios are taken within a round, then the median over the rounds 
    (``eventloop_duration_sum``) and, within that, its AOF write + fsync
    (``INFO debug`` ``eventloop_duration_aof_sum``); the whole machine's busy time
    (``/proc/stat``, 100% per core).
+   Then the servers' own CPU per applied order (the same runs' ``used_cpu_*`` over the orders
+   applied), per primary and against the single node: with three primaries each should do at
+   most about 0.4x of the one node's work per order.
 2. Reads: ``global_stats()``, ``top_spenders(10)``, ``by_date`` over 366 days, from 1 and
    ``--readers`` reader processes for ``--seconds`` each: req/s, p50, p99, the ratio of the
    layout's p50 to the single node's in the same round, the readers' CPU per call.
@@ -49,6 +52,8 @@ Options:
   --readers N         the "several readers" count (default 4)
   --appendfsync MODE  always (default, production) or everysec
   --profile-calls N   calls per variant in part 3 (default 300)
+  --batch N           orders per apply_orders call in the apply runs (default 10)
+  --no-reads          skip parts 2 and 3 (the apply runs and the CPU per order only)
   --quick             smoke run: 20000 orders, 1 round, 1 s, writers 1,2, 100 profile calls
 The servers' data lives in a temporary directory on the machine's disk, removed at the end.
 """
@@ -248,11 +253,12 @@ def _timed(
             store.apply_orders(orders[i : i + BATCH])
         count = len(orders)
     elif kind == "apply":
+        size = params.get("batch", BATCH)
         while time.time() < deadline:
             store.apply_orders(
-                [Order(f"{tag}{count + i}", *pool[(count + i) % len(pool)]) for i in range(BATCH)]
+                [Order(f"{tag}{count + i}", *pool[(count + i) % len(pool)]) for i in range(size)]
             )
-            count += BATCH
+            count += size
     else:
         while time.time() < deadline:
             t = time.perf_counter()
@@ -312,6 +318,7 @@ class Run:
 
     results: list[Result]
     wall: float
+    server_cpu_seconds: list[float]  # each server's own CPU (INFO used_cpu_*) over the run
     server_cpu: list[float]
     server_loop: list[float]
     server_aof: list[float]
@@ -330,6 +337,10 @@ class Run:
 
     def latencies(self) -> list[float]:
         return sorted(x for r in self.results for x in r.latencies)
+
+    def server_us_per_order(self) -> list[float]:
+        """Each server's own CPU per order the writers applied, in microseconds."""
+        return [cpu / self.count * 1e6 for cpu in self.server_cpu_seconds]
 
 
 def run_task(
@@ -355,7 +366,8 @@ def run_task(
             for a, b in zip(before, after, strict=True)
         ]
 
-    return Run(results, wall, pct("cpu"), pct("loop"), pct("aof"), busy / wall * 100)
+    cpu_seconds = [b.cpu - a.cpu for a, b in zip(before, after, strict=True)]
+    return Run(results, wall, cpu_seconds, pct("cpu"), pct("loop"), pct("aof"), busy / wall * 100)
 
 
 # --- where the time goes --------------------------------------------------------------------
@@ -516,6 +528,13 @@ def main() -> None:
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument("--profile-calls", type=int, default=300)
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH,
+        help="orders per apply_orders call in the apply runs (default the consumer's 10)",
+    )
+    parser.add_argument("--no-reads", action="store_true", help="apply runs and CPU per order only")
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 20k orders, 1 round, 1 s, writers 1,2"
     )
     args = parser.parse_args()
@@ -552,17 +571,24 @@ def main() -> None:
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds} (load average {os.getloadavg()[0]:.1f})")
             for layout, n in _keys(writer_counts):
-                params = {"tag": round_ * 100 + n, "users": args.users, "seconds": args.seconds}
+                params = {
+                    "tag": round_ * 100 + n,
+                    "users": args.users,
+                    "seconds": args.seconds,
+                    "batch": args.batch,
+                }
                 applies[layout, n].append(run_task(workers[:n], meters, "apply", layout, params))
-            for read in READS:
+            for read in () if args.no_reads else READS:
                 for layout, n in _keys(reader_counts):
                     params = {"read": read, "seconds": args.seconds}
                     reads[read, n, layout].append(
                         run_task(workers[:n], meters, "read", layout, params)
                     )
         print_apply(applies, writer_counts, args)
-        print_reads(reads, reader_counts, args)
-        print_profile(workers[0], args.profile_calls, args.users)
+        print_server_cpu_per_order(applies, writer_counts)
+        if not args.no_reads:
+            print_reads(reads, reader_counts, args)
+            print_profile(workers[0], args.profile_calls, args.users)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         for w in workers:
@@ -631,7 +657,7 @@ def print_apply(
     runs: dict[tuple[Layout, int], list[Run]], writer_counts: Sequence[int], args: Any
 ) -> None:
     print(
-        f"\nApply rate: batches of {BATCH}, appendfsync {args.appendfsync}, median of "
+        f"\nApply rate: batches of {args.batch}, appendfsync {args.appendfsync}, median of "
         f"{args.rounds} round(s); x node = rate / the single node's rate with as many writers, "
         "same round; CPU and waits in % of one core (the machine has "
         f"{(os.cpu_count() or 0) * 100}%); Redis figures per primary"
@@ -641,7 +667,7 @@ def print_apply(
         mine, base = runs[layout, n], runs[NODE, n]
         rates = [r.rate for r in mine]
         ratio = med([r.rate / b.rate for r, b in zip(mine, base, strict=True)])
-        ms_batch = med([sum(x.cpu for x in r.results) / r.count * BATCH * 1000 for r in mine])
+        ms_batch = med([sum(x.cpu for x in r.results) / r.count * args.batch * 1000 for r in mine])
         rows.append(
             [
                 layout.name,
@@ -663,6 +689,44 @@ def print_apply(
          "writers wait core", "Redis CPU", "Redis loop busy", "of it AOF", "machine", "rounds"],
         rows,
         "lrrrrrrrrrrl",
+    )  # fmt: skip
+
+
+def print_server_cpu_per_order(
+    runs: dict[tuple[Layout, int], list[Run]], writer_counts: Sequence[int]
+) -> None:
+    """The servers' own work per applied order, from INFO used_cpu_sys + used_cpu_user, so
+    that the two cores the writers and the servers share do not hide it: what each primary of
+    the cluster does per order against the single node (the goal: at most about 0.4x)."""
+    print(
+        "\nRedis servers' own CPU per applied order (INFO used_cpu_sys + used_cpu_user over the "
+        "apply runs above), µs per order, median of the rounds; per primary a/b/c; x node = "
+        "the busiest primary's µs per order / the single node's, same round and writers; "
+        "total = all primaries together / the single node"
+    )
+    rows = []
+    for layout, n in _keys(writer_counts):
+        mine, base = runs[layout, n], runs[NODE, n]
+        per_order = [r.server_us_per_order() for r in mine]
+        node_us = [b.server_us_per_order()[0] for b in base]
+        columns = list(zip(*per_order, strict=True))
+        busiest = [max(p) / b for p, b in zip(per_order, node_us, strict=True)]
+        total = [sum(p) / b for p, b in zip(per_order, node_us, strict=True)]
+        rows.append(
+            [
+                layout.name,
+                str(n),
+                "/".join(f"{med(list(c)):.1f}" for c in columns),
+                f"{med(busiest):.2f}",
+                f"{med(total):.2f}",
+                f"{med([r.count for r in mine]):,.0f}",
+            ]
+        )
+    table(
+        ["layout", "writers", "µs per order per server", "x node (busiest)", "x node (total)",
+         "orders"],
+        rows,
+        "lrrrrr",
     )  # fmt: skip
 
 

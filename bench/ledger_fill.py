@@ -1,6 +1,6 @@
 """Filling a PostgreSQL ledger at size for the benchmarks: one server-side INSERT … SELECT
 generate_series per 200,000 rows (no Python per row), and the database around it; the orders'
-refunds and cancellations likewise (``fill_events``)."""
+refunds and cancellations likewise (``fill_events``: 7% of the orders, or as many as asked)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,31 @@ WHERE n %% 19 = 0 OR n %% 53 = 0
 """
 
 
+# More events when asked for (``fill_events(rows, events=N)``): half of the value of orders that
+# have no other event, refunded by amount two days after the order, every ``step``-th of them.
+EXTRA_REFUNDS_SQL = """
+INSERT INTO orders_orderevent
+    (event_id, order_id, user_id, kind, amount_cents, items, occurred_at, reason, currency,
+     fingerprint, message_id, received_at)
+SELECT
+    'RA' || lpad(n::text, 8, '0'),
+    o.order_id,
+    o.user_id,
+    'refunded',
+    o.value_cents / 2,
+    '[]'::jsonb,
+    o.ordered_at + interval '2 days',
+    'goodwill',
+    'USD',
+    'e1:' || md5('a' || n::text),
+    md5('ma' || n::text),
+    o.ordered_at + interval '2 days 2 seconds'
+FROM generate_series(%(start)s::bigint, %(stop)s::bigint) AS n
+JOIN orders_acceptedorder o ON o.order_id = 'ORD' || lpad(n::text, 8, '0')
+WHERE n %% 19 <> 0 AND n %% 53 <> 0 AND n %% %(step)s = 7
+"""
+
+
 def ensure_database(url: str) -> None:
     import psycopg
 
@@ -106,8 +131,10 @@ def fill(rows: int, users: int, base: str = FIXED_BASE) -> None:
     print(f"ledger: {rows - have:,} rows written in {elapsed:.1f} s")
 
 
-def fill_events(rows: int) -> None:
-    """The events ``EVENTS_FILL_SQL`` gives the first ``rows`` orders (once)."""
+def fill_events(rows: int, events: int | None = None) -> None:
+    """The events ``EVENTS_FILL_SQL`` gives the first ``rows`` orders (once): about 7% of
+    them; with ``events`` above that, partial refunds of orders without another event
+    (``EXTRA_REFUNDS_SQL``) bring the count to about ``events``."""
     from django.db import connection
 
     from orders.models import OrderEvent
@@ -120,6 +147,14 @@ def fill_events(rows: int) -> None:
         for start in range(0, rows, 200_000):
             stop = min(start + 200_000, rows) - 1
             cursor.execute(EVENTS_FILL_SQL, {"start": start, "stop": stop})
+        base = OrderEvent.objects.count()
+        if events is not None and events > base:
+            # Orders without a refund (every 19th) or a cancellation (every 53rd).
+            free = rows * (1 - 1 / 19) * (1 - 1 / 53)
+            step = max(int(free / (events - base)), 1)
+            for start in range(0, rows, 200_000):
+                stop = min(start + 200_000, rows) - 1
+                cursor.execute(EXTRA_REFUNDS_SQL, {"start": start, "stop": stop, "step": step})
         cursor.execute("VACUUM ANALYZE orders_orderevent")
     count = OrderEvent.objects.count()
     print(f"events: {count:,} rows written in {time.perf_counter() - started:.1f} s")

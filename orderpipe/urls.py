@@ -15,6 +15,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from orders.admin import rejects_panel
+from orders.api.metrics import waiting_events
+from stats.api.views import MetricsViewSet
 from stats.dashboard import dashboard
 
 
@@ -37,6 +39,12 @@ urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/", permanent=True)),
     # Log in / out links of the browsable API (used when STATS_API_AUTH=session).
     path("api-auth/", include("rest_framework.urls")),
+    # /metrics, with the orders app's count of events waiting for their order.
+    path(
+        "metrics",
+        MetricsViewSet.as_view({"get": "scrape"}, waiting_events=waiting_events),
+        name="metrics",
+    ),
     path("", include("orders.api.urls")),
     path("", include("stats.api.urls")),
 ]

@@ -8,13 +8,16 @@
    rule's code, an event whose order is not recorded yet waits for it) and the rejects into
    ``RejectedOrder``.
 3. One Redis script call per shard touched (``stats.store``): each order's aggregates and
-   idempotency mark, each reject counted once, the batch's counters once per receive (the
-   batch's token, ``batch_token``).
+   idempotency mark, each event's refund (and cancellation) and its own mark in the call of
+   its order's user's shard, after the orders (with the event's order, recorded earlier, in
+   case Redis lacks it), each reject counted once, the batch's counters once per receive
+   (the batch's token, ``batch_token``).
 
 Only then may the consumer delete the messages. A failure at any step raises and leaves the
 batch whole for the consumer to retry: step 2 again finds the rows it wrote (same
-fingerprints), step 3 again finds the marks of what it applied, so a retry, a redelivery or a
-crash anywhere in between counts every order once (the README's crash table).
+fingerprints, and hands the events again), step 3 again finds the marks of what it applied, so
+a retry, a redelivery or a crash anywhere in between counts every order and every event once
+(the crash table of docs/design.md).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from orders.validation import (
     event_conflict_rejection,
     validate_message,
 )
-from stats.store import AggregateStore, ApplyStatus, PendingOrder
+from stats.store import AggregateStore, ApplyStatus, PendingEvent, PendingOrder
 
 logger = logging.getLogger("orders.consumer")
 
@@ -55,10 +58,17 @@ RECORDED_TYPES: tuple[str, ...] = MESSAGE_TYPES
 
 @dataclass(frozen=True)
 class BatchResult:
+    """What a batch did: its messages, the orders applied and found applied already, the
+    rejects; the events (refunds, cancellations) applied and found applied already (waiting
+    ones attached now included), and the batch's event messages parked for their order."""
+
     received: int
     applied: int
     duplicates: int
     rejected: int
+    events_applied: int = 0
+    events_duplicates: int = 0
+    events_waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,13 +130,26 @@ class BatchCommitter:
         batch = validate_batch(messages, received_at)
         recorded, rejects, rejected = self._record(batch, received_at)
         outcome = self.store.apply_batch(
-            [PendingOrder(r.order, r.first_recorded_at) for r in recorded.recorded],
-            {record.message_id: record.rejection.codes for record in rejects},
+            [
+                *(PendingOrder(r.order, r.first_recorded_at) for r in recorded.recorded),
+                *(
+                    PendingOrder(r.order, r.first_recorded_at, counted=False)
+                    for r in recorded.context_orders
+                ),
+            ],
+            {
+                **self._earlier_rejects(recorded, received_at),
+                **{record.message_id: record.rejection.codes for record in rejects},
+            },
             received=len(messages),
             batch=batch_token(messages),
+            events=[PendingEvent(e, e.first_recorded_at, e.counted) for e in recorded.events],
+            events_received=sum(e.counted for e in recorded.events) + recorded.waiting,
         )
         applied = duplicates = 0
-        for entry, status in zip(recorded.recorded, outcome.statuses, strict=True):
+        # The batch's own orders come first; the context orders' statuses count nowhere.
+        own = outcome.statuses[: len(recorded.recorded)]
+        for entry, status in zip(recorded.recorded, own, strict=True):
             if status is ApplyStatus.APPLIED:
                 applied += 1
                 continue
@@ -146,7 +169,55 @@ class BatchCommitter:
                     entry.order.order_id,
                     entry.first_recorded_at.isoformat(),
                 )
-        return BatchResult(len(messages), applied, duplicates, rejected)
+        events_applied = events_duplicates = 0
+        for event, status in zip(recorded.events, outcome.event_statuses, strict=True):
+            if status is ApplyStatus.APPLIED:
+                events_applied += 1
+                continue
+            events_duplicates += 1
+            if status is ApplyStatus.CONFLICT:
+                # The ledger knows each event_id forever: another payload under its mark means
+                # Redis holds what another ledger (a restored backup?) recorded.
+                logger.warning(
+                    "event %r: its Redis mark holds another payload; the ledger keeps this "
+                    "one, run reconcile_stats",
+                    event.event_id,
+                )
+            elif status is ApplyStatus.BEFORE_WINDOW:
+                logger.warning(
+                    "event %r was first recorded at %s, before the idempotency marks' window; "
+                    "not applied again (reconcile_stats tells whether Redis counts it)",
+                    event.event_id,
+                    event.first_recorded_at.isoformat(),
+                )
+        return BatchResult(
+            len(messages), applied, duplicates, rejected,
+            events_applied, events_duplicates, recorded.waiting,
+        )  # fmt: skip
+
+    def _earlier_rejects(
+        self, recorded: ledger.LedgerOutcome, received_at: datetime
+    ) -> dict[str, list[str]]:
+        """The rejects an earlier delivery of the batch's re-seen orders stored, for Redis to
+        count once each (their marks make it harmless when it did).
+
+        A waiting event refused when its order came is stored in the transaction that
+        records the order, and its message was deleted when it was parked: if that batch's
+        Redis step failed, only the order's retry or redelivery can count it. Rows older
+        than the marks' window are left out (their marks may have expired). Only re-seen
+        orders are looked up, so a batch of new orders costs no query.
+        """
+        reseen = {r.order.order_id for r in recorded.recorded if r.first_recorded_at != received_at}
+        if not reseen:
+            return {}
+        rows = RejectedOrder.objects.filter(order_id__in=sorted(reseen))
+        since = self.store.window_start(received_at)
+        if since is not None:
+            rows = rows.filter(received_at__gte=since)
+        return {
+            message_id: [code for code in codes.split(",") if code]
+            for message_id, codes in rows.values_list("message_id", "reason_codes")
+        }
 
     def _record(
         self, batch: ValidatedBatch, received_at: datetime

@@ -159,7 +159,10 @@ class Consumer:
         self.outages.recovered(
             (Dependency.REDIS, Dependency.DATABASE, Dependency.REBUILD), self.clock()
         )
-        self.tally.add(result.received, result.applied, result.duplicates, result.rejected)
+        self.tally.add(
+            result.received, result.applied, result.duplicates, result.rejected,
+            result.events_applied, result.events_duplicates, result.events_waiting,
+        )  # fmt: skip
         handles = [m["ReceiptHandle"] for m in messages]
         if self.deleter is not None:
             self.deleter.submit(handles)  # committed: deleting can overlap the next batch
@@ -355,17 +358,24 @@ class Consumer:
         with self._budget_lock:
             return self._in_hand
 
-    def _log_throughput(self, elapsed: float, previous: tuple[int, int, int, int]) -> None:
+    def _log_throughput(self, elapsed: float, previous: tuple[int, ...]) -> None:
         current = self.tally.snapshot()
-        received, applied, duplicates, rejected = (
+        received, applied, duplicates, rejected, *events = (
             c - p for c, p in zip(current, previous, strict=True)
         )
-        if received or applied or rejected:
+        if received or applied or rejected or any(events):
+            applied_events, duplicate_events, waiting = events
             logger.info(
-                "throughput %.1f msg/s: received=%d applied=%d duplicates=%d rejected=%d",
+                "throughput %.1f msg/s: received=%d applied=%d duplicates=%d rejected=%d%s",
                 received / elapsed,
                 received,
                 applied,
                 duplicates,
                 rejected,
+                (
+                    f" events_applied={applied_events} events_duplicates={duplicate_events} "
+                    f"events_waiting={waiting}"
+                )
+                if any(events)
+                else "",
             )

@@ -189,21 +189,41 @@ def delete_committed(queue: OrderQueue, handles: list[str]) -> None:
 
 @dataclass
 class Tally:
-    """Counters shared by all polling threads of one process, for the periodic INFO line."""
+    """Counters shared by all polling threads of one process, for the periodic INFO line:
+    messages received, orders applied and duplicate, rejects, then events (refunds,
+    cancellations) applied and duplicate and event messages parked for their order."""
 
     received: int = 0
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
+    events_applied: int = 0
+    events_duplicates: int = 0
+    events_waiting: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, received: int, applied: int, duplicates: int, rejected: int) -> None:
+    def add(
+        self,
+        received: int,
+        applied: int,
+        duplicates: int,
+        rejected: int,
+        events_applied: int = 0,
+        events_duplicates: int = 0,
+        events_waiting: int = 0,
+    ) -> None:
         with self.lock:
             self.received += received
             self.applied += applied
             self.duplicates += duplicates
             self.rejected += rejected
+            self.events_applied += events_applied
+            self.events_duplicates += events_duplicates
+            self.events_waiting += events_waiting
 
-    def snapshot(self) -> tuple[int, int, int, int]:
+    def snapshot(self) -> tuple[int, ...]:
         with self.lock:
-            return self.received, self.applied, self.duplicates, self.rejected
+            return (
+                self.received, self.applied, self.duplicates, self.rejected,
+                self.events_applied, self.events_duplicates, self.events_waiting,
+            )  # fmt: skip

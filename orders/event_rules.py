@@ -129,6 +129,16 @@ class OrderState:
                 left[line.product_id] = left.get(line.product_id, 0) + line.quantity
         return {p: n - self.units_refunded.get(p, 0) for p, n in left.items()}
 
+    def remaining_lines(self) -> tuple[RefundedLine, ...]:
+        """The order's units not refunded yet, priced at its own prices (lines without a
+        product_id are no product's): what a cancellation takes back from its products."""
+        return tuple(
+            line
+            for product_id, units in self.units_left().items()
+            if units > 0
+            for line in self._price(product_id, units)
+        )
+
     def check(self, event: Event) -> Effect | list[Reason]:
         """What ``event`` would take off the order, or every reason it may not.
 
@@ -188,6 +198,21 @@ class OrderState:
                 taken.append(RefundedLine(product_id, units, line.unit_price))
                 wanted -= units
         return taken
+
+
+def cancelled_lines(
+    order_items: Iterable[Mapping[str, Any]], refunds: Iterable[Iterable[Mapping[str, Any]]]
+) -> tuple[RefundedLine, ...]:
+    """What a cancellation takes back from its order's products: the order's lines (its
+    ledger ``items``) less the lines its refunds took (each refund's ``items``; an order
+    takes no event after its cancellation, so these are all of its other events'), priced
+    at the order's prices. Not stored with the event (its ``items`` stay empty): derived
+    from the ledger wherever products are counted, so every cancellation ever recorded
+    counts alike."""
+    state = OrderState("", 0, "", lines_of(order_items))
+    for items in refunds:
+        state.apply(REFUNDED, Effect(0, refunded_lines_of(items)))
+    return state.remaining_lines()
 
 
 # What an accepted order has become through its events (the orders API's ``status``).

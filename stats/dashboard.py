@@ -1,5 +1,10 @@
 """The staff dashboard at /admin/dashboard/: 30 days of orders and revenue, then other apps' panels.
 
+Revenue is shown gross and net, as the stats API serves it (Shopify's rule): a day's gross is
+what the orders placed on it were worth, its refunds those that occurred on it, net the
+difference (below zero on a day whose refunds exceed its sales: the revenue axis then goes
+below zero too).
+
 The chart is SVG built here on the server (no CDN, no JavaScript), so it renders in any browser
 the admin runs in, prints, and shows exact money in its labels and tooltips. Stats come from
 ``stats.store`` (the days in one HMGET); a Redis outage shows a message instead of a 500,
@@ -14,15 +19,17 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -39,7 +46,8 @@ WIDTH, HEIGHT = 960, 320
 LEFT, RIGHT, TOP, BOTTOM = 56, 96, 16, 44
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 ORDERS_COLOUR = "#79aec8"
-REVENUE_COLOUR = "#ba2121"
+REVENUE_COLOUR = "#ba2121"  # gross
+NET_COLOUR = "#2e7d32"
 
 
 def money(minor: int) -> str:
@@ -67,17 +75,22 @@ def axis_step(value: int, steps: int = GRID_STEPS) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Scale:
-    """A value axis of the chart: ``GRID_STEPS`` grid lines ``step`` apart, from 0 at the bottom
-    of the plot to ``top`` at its top."""
+    """A value axis of the chart: ``GRID_STEPS`` grid lines ``step`` apart, from ``bottom``
+    (0, or a multiple of ``step`` below it) at the bottom of the plot to ``top`` at its top."""
 
     step: int
+    bottom: int = 0
 
     @property
     def top(self) -> int:
-        return self.step * GRID_STEPS
+        return self.bottom + self.step * GRID_STEPS
+
+    def tick(self, index: int) -> int:
+        """The value of the ``index``-th grid line from the bottom."""
+        return self.bottom + self.step * index
 
     def y(self, value: int) -> float:
-        return TOP + PLOT_H - PLOT_H * value / self.top
+        return TOP + PLOT_H - PLOT_H * (value - self.bottom) / (self.top - self.bottom)
 
 
 def _orders_scale(days: list[DayStats]) -> Scale:
@@ -85,10 +98,20 @@ def _orders_scale(days: list[DayStats]) -> Scale:
 
 
 def _revenue_scale(days: list[DayStats]) -> Scale:
-    """In minor units, stepped in whole currency units so the tick labels are round amounts."""
-    max_minor = max((d.total_revenue_cents for d in days), default=0)
+    """Gross and net in minor units, stepped in whole currency units so the tick labels are
+    round amounts; from 0 up, or from the grid line at or below the lowest net when a day's
+    refunds exceed its sales (zero then falls on a grid line)."""
+    high = max((max(d.gross_revenue_cents, d.net_revenue_cents) for d in days), default=0)
+    low = min((d.net_revenue_cents for d in days), default=0)
+    high, low = max(high, 0), min(low, 0)
     unit = 10 ** shop_currency().minor_units
-    return Scale(axis_step(-(-max_minor // unit)) * unit)
+    step = axis_step(-(-(high - low) // unit))
+    while True:
+        minor_step = step * unit
+        bottom = low // minor_step * minor_step
+        if bottom + minor_step * GRID_STEPS >= high:
+            return Scale(minor_step, bottom)
+        step = axis_step(step * GRID_STEPS + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +136,19 @@ class Columns:
 
 
 def chart_svg(days: list[DayStats]) -> SafeString:
-    """Bars for orders per day (left axis), a line for revenue (right axis), on a grid.
+    """Bars for orders per day (left axis), lines for gross and net revenue (right axis), on a
+    grid.
 
-    Every bar has a ``<title>`` tooltip with the exact day, count and revenue; the axis tops
-    are rounded up to readable numbers so the tick labels are exact too.
+    Every bar has a ``<title>`` tooltip with the exact day, count, gross, refunds and net; the
+    axis ends are rounded to readable numbers so the tick labels are exact too.
     """
     orders, revenue, columns = _orders_scale(days), _revenue_scale(days), Columns.for_days(days)
     parts = [
         _svg_open(days),
         *_grid(orders, revenue),
         *_bars_and_day_labels(days, orders, columns),
-        *_revenue_line(days, revenue, columns),
+        *_revenue_line(days, revenue, columns, "gross"),
+        *_revenue_line(days, revenue, columns, "net"),
         _axes(),
         "</svg>",
     ]
@@ -164,7 +189,7 @@ def _grid(orders: Scale, revenue: Scale) -> Iterator[SafeString]:
             LEFT + PLOT_W + 6,
             _f(y + 4),
             REVENUE_COLOUR,
-            money(revenue.step * step),
+            money(revenue.tick(step)),
         )
 
 
@@ -179,11 +204,13 @@ def _bars_and_day_labels(
 
 
 def _bar(day: DayStats, x: float, y: float, width: float) -> SafeString:
-    """One day's orders as a bar, with the exact day, count and revenue in its tooltip."""
+    """One day's orders as a bar, with the exact day, count, gross, refunds and net in its
+    tooltip."""
+    amount = shop_currency().from_minor_units
     return format_html(
-        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" '
-        'class="bar" data-date="{}" data-orders="{}" data-revenue="{}">'
-        "<title>{}: {} order{}, revenue {}</title></rect>",
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" class="bar" data-date="{}" '
+        'data-orders="{}" data-gross="{}" data-refunded="{}" data-net="{}">'
+        "<title>{}: {} order{}, gross {}, refunded {}, net {}</title></rect>",
         _f(x),
         _f(y),
         _f(width),
@@ -191,11 +218,15 @@ def _bar(day: DayStats, x: float, y: float, width: float) -> SafeString:
         ORDERS_COLOUR,
         day.day.isoformat(),
         day.total_orders,
-        shop_currency().from_minor_units(day.total_revenue_cents),
+        amount(day.gross_revenue_cents),
+        amount(day.refunded_cents),
+        amount(day.net_revenue_cents),
         day.day.isoformat(),
         day.total_orders,
         "" if day.total_orders == 1 else "s",
-        money(day.total_revenue_cents),
+        money(day.gross_revenue_cents),
+        money(day.refunded_cents),
+        money(day.net_revenue_cents),
     )
 
 
@@ -208,22 +239,34 @@ def _day_label(day: DayStats, x: float) -> SafeString:
     )
 
 
-def _revenue_line(days: list[DayStats], revenue: Scale, columns: Columns) -> Iterator[SafeString]:
-    """Revenue per day as a line over the bars, with a dot (and its tooltip) per day."""
+# The two revenue lines: (colour, dash pattern) of gross and of net.
+_LINES = {"gross": (REVENUE_COLOUR, "none"), "net": (NET_COLOUR, "6 3")}
+
+
+def _revenue_line(
+    days: list[DayStats], revenue: Scale, columns: Columns, which: str
+) -> Iterator[SafeString]:
+    """Gross or net revenue per day as a line over the bars, with a dot (and its tooltip)
+    per day."""
     if not days:
         return
-    points = [(columns.centre(i), revenue.y(d.total_revenue_cents)) for i, d in enumerate(days)]
+    colour, dashes = _LINES[which]
+    values = [d.gross_revenue_cents if which == "gross" else d.net_revenue_cents for d in days]
+    points = [(columns.centre(i), revenue.y(v)) for i, v in enumerate(values)]
     yield format_html(
-        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" class="revenue"/>',
+        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" '
+        'stroke-dasharray="{}" class="revenue {}"/>',
         " ".join(f"{x:.1f},{y:.1f}" for x, y in points),
-        REVENUE_COLOUR,
+        colour,
+        dashes,
+        which,
     )
     yield format_html_join(
         "",
-        '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: revenue {}</title></circle>',
+        '<circle cx="{}" cy="{}" r="3" fill="{}" class="{}"><title>{}: {} {}</title></circle>',
         (
-            (_f(x), _f(y), REVENUE_COLOUR, d.day.isoformat(), money(d.total_revenue_cents))
-            for (x, y), d in zip(points, days, strict=True)
+            (_f(x), _f(y), colour, which, d.day.isoformat(), which, money(v))
+            for (x, y), d, v in zip(points, days, values, strict=True)
         ),
     )
 
@@ -267,7 +310,7 @@ def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpRe
     adds the orders app's rejects, so that stats need not know about orders)."""
     if not request.user.has_perm(VIEW_STATS):
         raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
-    today = datetime.now(UTC).date()
+    today = timezone.now().astimezone(settings.STATS_TIME_ZONE).date()  # the shop's today
     start = today - timedelta(days=DASHBOARD_DAYS - 1)
     context: dict[str, Any] = {
         **admin.site.each_context(request),
@@ -285,20 +328,34 @@ def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpRe
         logger.warning("dashboard: Redis unavailable: %s", exc)
         context["stats_error"] = str(exc)
     else:
+        gross = sum(d.gross_revenue_cents for d in days)
+        refunded = sum(d.refunded_cents for d in days)
         context.update(
             days=days,
             daily_rows=[
-                (d.day, d.total_orders, money(d.total_revenue_cents)) for d in reversed(days)
+                (
+                    d.day,
+                    d.total_orders,
+                    money(d.gross_revenue_cents),
+                    money(d.refunded_cents),
+                    money(d.net_revenue_cents),
+                )
+                for d in reversed(days)
             ],
             chart=chart_svg(days),
             totals={
                 "orders": totals.total_orders,
-                "revenue": money(totals.total_revenue_cents),
+                "revenue": money(totals.net_revenue_cents),
+                "gross": money(totals.gross_revenue_cents),
+                "refunded": money(totals.refunded_cents),
+                "cancelled": totals.cancelled_orders,
                 "users": totals.unique_users,
             },
             window={
                 "orders": sum(d.total_orders for d in days),
-                "revenue": money(sum(d.total_revenue_cents for d in days)),
+                "revenue": money(gross - refunded),
+                "gross": money(gross),
+                "refunded": money(refunded),
             },
             by_date_url=f"{reverse('stats-by-date')}?"
             + urlencode({"start_date": start.isoformat(), "end_date": today.isoformat()}),

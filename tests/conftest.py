@@ -8,6 +8,14 @@ from stats.store import AggregateStore
 from tests.projection_helpers import commit, message
 
 
+@pytest.fixture(params=["real", "fake", "cluster"])
+def any_store(request) -> AggregateStore:
+    """The store on one real node, on fakeredis, and with 8 shards on a real 3-primary
+    cluster: every behaviour of the store's tests holds on all three."""
+    fixture = {"real": "store", "fake": "fake_store", "cluster": "cluster_store"}[request.param]
+    return request.getfixturevalue(fixture)
+
+
 @pytest.fixture
 def filled(store: AggregateStore) -> AggregateStore:
     """Thirteen orders of five users through the real commit path (ledger, then Redis)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orderpipe.money import currency
+from orders.ledger import RecordedEvent
 from orders.sqs import OrderQueue
 from orders.validation import Item, Order
 from stats.store import AggregateStore
@@ -34,6 +35,34 @@ def make_order(order_id: str, user_id: str, cents: int, when: datetime | None = 
         (Item("P001", 1, currency("USD").from_minor_units(cents)),),
         when,
         when,
+    )
+
+
+def make_event(
+    event_id: str,
+    order: Order,
+    cents: int,
+    when: datetime | None = None,
+    kind: str = "refunded",
+    fingerprint: str | None = None,
+    first_recorded_at: datetime | None = None,
+    counted: bool = True,
+) -> RecordedEvent:
+    """A refund (or with ``kind="cancelled"`` a cancellation) of ``order`` as the ledger hands
+    it to the store, for writing through the store directly."""
+    when = when or datetime(2025, 8, 12, 9, 0, tzinfo=UTC)
+    return RecordedEvent(
+        event_id=event_id,
+        order_id=order.order_id,
+        user_id=order.user_id,
+        kind="cancelled" if kind == "cancelled" else "refunded",
+        amount_cents=cents,
+        items=(),
+        occurred_at=when,
+        fingerprint=fingerprint or f"e1:{kind}:{event_id}:{cents}",
+        first_recorded_at=first_recorded_at or datetime.now(UTC),
+        message_id=f"m-{event_id}" if counted else "",
+        counted=counted,
     )
 
 

@@ -4,6 +4,7 @@ commands as an operator runs them, everything the API serves."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from datetime import UTC, date, datetime
 
@@ -12,7 +13,7 @@ from django.core.management.base import CommandError
 
 from orders.commit import BatchCommitter, BatchResult
 from stats.store import AggregateStore
-from tests.ingestion_helpers import order_body
+from tests.ingestion_helpers import order_body, prefix_keys
 
 # The commands read the real clock (the store's): "now" is now, and the past is in the past.
 NOW = datetime.now(UTC)
@@ -26,6 +27,60 @@ def message(order_id: str, user_id: str = "U1", price: str = "19.99", **kwargs) 
         "Body": order_body(order_id, user_id=user_id, price=price, **kwargs),
         "Attributes": {"SentTimestamp": "1754734500000", "ApproximateReceiveCount": "1"},
     }
+
+
+def event_message(
+    event_id: str,
+    order_id: str,
+    amount: str | None = None,
+    kind: str = "refunded",
+    occurred_at: str = "2025-08-10T09:30:00Z",
+) -> dict:
+    """A refund (an amount) or a cancellation of ``order_id`` as SQS hands it over."""
+    from orders.tests.conftest import event_body
+
+    return {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": "h",
+        "Body": event_body(event_id, order_id, kind=kind, amount=amount, occurred_at=occurred_at),
+        "Attributes": {"SentTimestamp": "1754734500000", "ApproximateReceiveCount": "1"},
+    }
+
+
+# The kinds of keys a generation holds (aggregates and marks): ``whole_state`` compares them.
+_GENERATION_KINDS = (
+    "user", "global", "days", "hours", "rank", "seen", "event", "products", "pdays",
+)  # fmt: skip
+
+
+def whole_state(store: AggregateStore) -> dict[str, object]:
+    """Every key of the live generation(s) of ``store``'s prefix, the generation number taken
+    out of its name: hashes whole, rankings with their scores, marks' values and whether they
+    expire. What a rebuild must reproduce of what consumers applied, key for key (a shard's
+    global hash of zeros is left out)."""
+    state: dict[str, object] = {}
+    client = store.client
+    for raw in sorted(prefix_keys(client, store.prefix)):
+        key = raw.decode()
+        if key.startswith("{"):
+            tag, _, rest = key.partition("}:")
+        else:
+            tag, rest = store.prefix, key[len(store.prefix) + 1 :]
+        rest = re.sub(r"^g\d+:", "", rest)
+        if rest.split(":", 1)[0] not in _GENERATION_KINDS:
+            continue
+        name = f"{tag}:{rest}"
+        kind = client.type(raw).decode()
+        if kind == "hash":
+            fields = {k.decode(): v.decode() for k, v in client.hgetall(raw).items()}
+            if rest == "global" and set(fields.values()) == {"0"}:
+                continue  # a shard without users: rebuild writes zeros, consumers nothing
+            state[name] = fields
+        elif kind == "zset":
+            state[name] = client.zrange(raw, 0, -1, withscores=True)
+        else:
+            state[name] = (client.get(raw), client.ttl(raw) > 0)
+    return state
 
 
 def received(messages: list[dict]) -> list[dict]:

@@ -28,6 +28,8 @@ PROTECTED_PATHS = [
     "/stats/top-spenders",
     "/stats/top-buyers",
     "/stats/by-date?start_date=2025-01-01&end_date=2025-01-02",
+    "/stats/top-products",
+    "/products/P001/stats",
     "/metrics",
     # The orders API (orders/api/) exposes orders too: the same rules.
     "/orders/ORD1000",
@@ -133,9 +135,13 @@ def test_the_user_stats_body_is_served_to_a_permitted_user(
         "user_id": "U1",
         "order_count": 1,
         "total_spend": 19.99,
+        "gross_spend": 19.99,
+        "refunded": 0,
+        "cancelled_orders": 0,
         "average_order_value": 19.99,
         "first_order_at": "2025-08-09T10:15:00Z",
         "last_order_at": "2025-08-09T10:15:00Z",
+        "currency": "USD",
     }
 
 

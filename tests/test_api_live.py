@@ -15,7 +15,20 @@ from redis.cluster import RedisCluster
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, servers
+from tests.event_helpers import (
+    ALICE_BODY,
+    BY_DATE_BODY,
+    BY_DATE_EXACT_TEXT,
+    CAROL_BODY,
+    GLOBAL_BODY,
+    TOP_SPENDERS_BODY,
+    apply_events,
+    day,
+    fill_with_refunds,
+    refund,
+)
 from tests.ingestion_helpers import make_order
+from tests.product_helpers import fill_with_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -86,9 +99,10 @@ def test_user_stats_has_exact_money_and_utc_times(filled: AggregateStore, api: A
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response.content == (
-        b'{"user_id":"alice","order_count":2,"total_spend":399.99,'
+        b'{"user_id":"alice","order_count":2,"total_spend":399.99,"gross_spend":399.99,'
+        b'"refunded":0.00,"cancelled_orders":0,'
         b'"average_order_value":200.00,"first_order_at":"2025-08-09T10:15:00Z",'
-        b'"last_order_at":"2025-08-11T08:00:00.250000Z"}'
+        b'"last_order_at":"2025-08-11T08:00:00.250000Z","currency":"USD"}'
     )
 
 
@@ -123,8 +137,9 @@ def test_global_stats_total_revenue_beyond_float_precision_is_exact(
 
     assert response.status_code == 200
     assert response.content == (
-        b'{"total_orders":7,"total_revenue":1000000000811.01,"unique_users":4,'
-        b'"average_order_value":142857142973.00}'
+        b'{"total_orders":7,"total_revenue":1000000000811.01,"gross_revenue":1000000000811.01,'
+        b'"refunded":0.00,"cancelled_orders":0,"unique_users":4,'
+        b'"average_order_value":142857142973.00,"currency":"USD"}'
     )
 
 
@@ -173,14 +188,18 @@ def test_by_date_lists_every_day_inclusive_with_zero_days(
     assert response.json() == {
         "start_date": "2025-08-08",
         "end_date": "2025-08-12",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 7,
         "total_revenue": 1000000000811.01,
+        "gross_revenue": 1000000000811.01,
+        "refunded": 0,
         "days": [
-            {"date": "2025-08-08", "total_orders": 0, "total_revenue": 0},
-            {"date": "2025-08-09", "total_orders": 2, "total_revenue": 1000000000310.98},
-            {"date": "2025-08-10", "total_orders": 0, "total_revenue": 0},
-            {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03},
-            {"date": "2025-08-12", "total_orders": 0, "total_revenue": 0},
+            day("2025-08-08", 0, 0, 0, 0),
+            day("2025-08-09", 2, 1000000000310.98, 1000000000310.98, 0),
+            day("2025-08-10", 0, 0, 0, 0),
+            day("2025-08-11", 5, 500.03, 500.03, 0),
+            day("2025-08-12", 0, 0, 0, 0),
         ],
     }
     assert b'"total_revenue":1000000000310.98' in response.content
@@ -193,7 +212,7 @@ def test_by_date_full_366_day_range_is_answered(filled: AggregateStore, api: API
     body = response.json()
     assert len(body["days"]) == 366
     assert body["days"][0]["date"] == "2024-08-11"
-    assert body["days"][-1] == {"date": "2025-08-11", "total_orders": 5, "total_revenue": 500.03}
+    assert body["days"][-1] == day("2025-08-11", 5, 500.03, 500.03, 0)
     assert body["total_orders"] == 7
 
 
@@ -313,6 +332,9 @@ def test_metrics_json_has_totals_and_ingestion_counters(
     assert response.json() == {
         "total_orders": 7,
         "total_revenue": 1000000000811.01,
+        "gross_revenue": 1000000000811.01,
+        "refunded": 0,
+        "cancelled_orders": 0,
         "unique_users": 4,
         "average_order_value": 142857142973.00,
         "timestamp": "2025-09-01T12:00:30Z",
@@ -322,11 +344,17 @@ def test_metrics_json_has_totals_and_ingestion_counters(
             "duplicates": 1,
             "rejected": 3,
             "rejected_by_code": {"invalid_json": 1, "value_mismatch": 2},
+            "events_received": 0,
+            "events_applied": 0,
+            "events_duplicates": 0,
+            "events_waiting": 0,
+            "events_orphaned": 0,
             "last_batch_at": "2025-09-01T12:00:00Z",
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 30.0,
         },
         "redis": redis_nodes,
+        "currency": "USD",
     }
     assert "no-store" in response["Cache-Control"]
 
@@ -357,3 +385,130 @@ def test_by_date_reads_one_redis_round_trip(
     # One round trip: one HMGET of the days hash, then the generation check.
     assert calls == ["pipeline: HMGET GET"]
     assert date(2025, 8, 11).isoformat() in response.content.decode()
+
+
+# --- Refunds and cancellations: net figures, refunds on their own day, ranking by net ---------
+@pytest.fixture
+def refunded(clocked_store: AggregateStore) -> AggregateStore:
+    return fill_with_refunds(clocked_store)
+
+
+def test_every_stats_endpoint_serves_net_figures_with_refunds_in_the_data(
+    refunded: AggregateStore, api: APIClient
+) -> None:
+    responses = {
+        path: api.get(path)
+        for path in (
+            "/stats/global",
+            "/users/alice/stats",
+            "/users/carol/stats",
+            "/stats/top-spenders?limit=10",
+            "/stats/by-date?start_date=2025-08-08&end_date=2025-08-12",
+        )
+    }
+
+    assert {path: r.status_code for path, r in responses.items()} == dict.fromkeys(responses, 200)
+    assert [r.json() for r in responses.values()] == [
+        GLOBAL_BODY,
+        ALICE_BODY,
+        CAROL_BODY,
+        TOP_SPENDERS_BODY,
+        BY_DATE_BODY,
+    ]
+    assert (
+        BY_DATE_EXACT_TEXT
+        in responses["/stats/by-date?start_date=2025-08-08&end_date=2025-08-12"].content
+    )
+
+
+def test_metrics_json_has_net_revenue_and_the_event_counters(
+    refunded: AggregateStore,
+    api: APIClient,
+    frozen_now: datetime,
+    redis_nodes: list[dict[str, Any]],
+) -> None:
+    alice_first = make_order("O1", "alice", 29999, datetime(2025, 8, 9, 10, 15, tzinfo=UTC))
+    apply_events(
+        refunded, [refund("E1", alice_first, 5000, datetime(2025, 8, 10, 9, 0, tzinfo=UTC))]
+    )
+    refunded.record_rejections({"m1": ("refund_exceeds_order",)})
+
+    response = api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        key: GLOBAL_BODY[key]
+        for key in ("total_orders", "total_revenue", "gross_revenue", "refunded")
+    } | {
+        "cancelled_orders": 1,
+        "unique_users": 4,
+        "average_order_value": 142857142973.00,
+        "timestamp": "2025-09-01T12:00:30Z",
+        "ingestion": {
+            "received": 11,
+            "applied": 7,
+            "duplicates": 0,
+            "rejected": 1,
+            "rejected_by_code": {"refund_exceeds_order": 1},
+            "events_received": 4,
+            "events_applied": 3,
+            "events_duplicates": 1,
+            "events_waiting": 0,
+            "events_orphaned": 0,
+            "last_batch_at": "2025-09-01T12:00:00Z",
+            "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
+            "consumer_lag_seconds": 30.0,
+        },
+        "redis": redis_nodes,
+        "currency": "USD",
+    }
+
+
+# --- Products: net of refunds by items and cancellations, merged over the shards --------------
+@pytest.fixture
+def with_products(clocked_store: AggregateStore) -> AggregateStore:
+    return fill_with_products(clocked_store)
+
+
+def test_both_products_endpoints_serve_net_figures_merged_over_the_shards(
+    with_products: AggregateStore, api: APIClient
+) -> None:
+    paths = (
+        "/stats/top-products?limit=10",
+        "/stats/top-products?by=units&start_date=2025-08-12&end_date=2025-08-12",
+        "/products/P1/stats",
+        "/products/nope/stats",
+    )
+    responses = [api.get(path) for path in paths]
+
+    assert [r.status_code for r in responses] == [200, 200, 200, 404]
+    usd = {"currency": "USD"}
+    assert [r.json() for r in responses] == [
+        [{"rank": 1, "product_id": "P1", "units": 1, "revenue": 10.0} | usd,
+         {"rank": 2, "product_id": "P3", "units": 3, "revenue": 3.33} | usd,
+         {"rank": 3, "product_id": "P2", "units": 0, "revenue": 0} | usd],
+        [{"rank": 1, "product_id": "P2", "units": -1, "revenue": -5.5} | usd,
+         {"rank": 2, "product_id": "P1", "units": -2, "revenue": -20.0} | usd],
+        {"product_id": "P1", "units": 1, "revenue": 10.0} | usd,
+        {"detail": "No orders recorded with product nope."},
+    ]  # fmt: skip
+
+
+def test_top_products_over_a_range_read_one_redis_round_trip(
+    with_products: AggregateStore, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if with_products.cluster:
+        pytest.skip("on a cluster the one pipeline is a round trip per node")
+    calls: list[str] = []
+    original_execute = redis.client.Pipeline.execute
+
+    def pipeline_execute(self, *args, **kwargs):
+        calls.append(" ".join(str(c[0][0]) for c in self.command_stack))
+        return original_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
+
+    response = api.get("/stats/top-products?start_date=2025-08-09&end_date=2025-08-12")
+
+    assert response.status_code == 200
+    assert calls == [" ".join(["HGETALL"] * 4 + ["GET"])]  # four days, then the generation

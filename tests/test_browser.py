@@ -249,7 +249,15 @@ def test_staff_fix_and_resubmit_a_rejected_order_and_see_it_counted(
 
     page.goto(f"/stats/by-date?start_date={today}&end_date={today}")
     got = shown_json(page)
-    assert got["days"] == [{"date": today, "total_orders": 1, "total_revenue": 109.97}]
+    assert got["days"] == [
+        {
+            "date": today,
+            "total_orders": 1,
+            "total_revenue": 109.97,
+            "gross_revenue": 109.97,
+            "refunded": 0,
+        }
+    ]
     shot(page, "08-by-date")
 
     # The dashboard: totals, the chart (server-rendered SVG), rejects by reason.
@@ -258,7 +266,8 @@ def test_staff_fix_and_resubmit_a_rejected_order_and_see_it_counted(
     expect(page.locator("#total-revenue")).to_have_text("109.97")
     expect(page.locator("svg.dashboard-chart rect.bar")).to_have_count(30)
     bar = page.locator(f"svg.dashboard-chart rect.bar[data-date='{today}']")
-    expect(bar).to_have_attribute("data-revenue", "109.97")
+    expect(bar).to_have_attribute("data-gross", "109.97")
+    expect(bar).to_have_attribute("data-net", "109.97")
     expect(page.locator("#reasons")).to_contain_text("value_mismatch")
     shot(page, "09-dashboard")
     page.locator("a.reason-link[data-code=missing_field]").click()

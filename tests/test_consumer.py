@@ -49,6 +49,35 @@ def test_batch_applies_valid_orders_records_rejects_and_deletes_all(
     assert counters.rejected_by_code == {"invalid_json": 1}
 
 
+def test_a_batch_with_events_counts_and_logs_them(
+    queue: OrderQueue, fake_store: AggregateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refund of an order in the batch is applied with it; one of an order not recorded
+    yet waits; both show in the result and in the throughput line."""
+    from orders.tests.conftest import event_body
+
+    queue.send_bodies(
+        [
+            order_body("A", price="10.00"),
+            event_body("R1", "A", amount="2.50"),
+            event_body("R2", "LATER", amount="1.00"),
+        ]
+    )
+    consumer = Consumer(queue, fake_store, wait_time=0, until_empty=True, log_interval=3600)
+
+    with caplog.at_level(logging.INFO, logger="orders.consumer"):
+        consumer.run()
+
+    assert fake_store.global_stats().refunded_cents == 250
+    assert (consumer.tally.events_applied, consumer.tally.events_waiting) == (1, 1)
+    assert (
+        "received=3 applied=1 duplicates=0 rejected=0 "
+        "events_applied=1 events_duplicates=0 events_waiting=1" in caplog.text
+    )
+    counters = fake_store.ingestion()
+    assert (counters.events_received, counters.events_applied) == (2, 1)
+
+
 def test_empty_receive_beats_the_heartbeat(queue: OrderQueue, fake_store: AggregateStore) -> None:
     consumer = Consumer(queue, fake_store, wait_time=0)
     assert consumer.process_batch().received == 0

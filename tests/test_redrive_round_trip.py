@@ -37,4 +37,14 @@ def test_dead_lettered_order_is_applied_after_redrive(make_queue, store: Aggrega
     doc = json.loads(run("pipeline_status", "--json")[0])
     assert doc["ok"] is True
     assert doc["sqs"] == {"visible": 0, "in_flight": 0, "delayed": 0, "dlq_visible": 0}
-    assert doc["totals"] == {"orders": 1, "revenue_cents": 420, "users": 1, "revenue": "4.20"}
+    assert doc["totals"] == {
+        "orders": 1,
+        "revenue_cents": 420,
+        "gross_revenue_cents": 420,
+        "refunded_cents": 0,
+        "cancelled_orders": 0,
+        "users": 1,
+        "revenue": "4.20",
+        "gross_revenue": "4.20",
+        "refunded": "0.00",
+    }

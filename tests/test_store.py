@@ -26,14 +26,6 @@ from stats.store import (
 from tests.ingestion_helpers import make_order, prefix_keys, wait_until
 
 
-@pytest.fixture(params=["real", "fake", "cluster"])
-def any_store(request) -> AggregateStore:
-    """The store on one real node, on fakeredis, and with 8 shards on a real 3-primary
-    cluster: every behaviour below holds on all three."""
-    fixture = {"real": "store", "fake": "fake_store", "cluster": "cluster_store"}[request.param]
-    return request.getfixturevalue(fixture)
-
-
 class DebianRedisServer(RedisServer):
     """The machine's own redis-server (Redis 7.0 here) instead of Valkey: scripts' flags and
     OOM handling differ between servers and versions, so both are checked where both exist."""
@@ -127,6 +119,46 @@ def test_by_date_includes_empty_days_as_zero(any_store: AggregateStore) -> None:
         (2, 1, 250),
         (3, 0, 0),
     ]
+
+
+def test_reads_take_refunds_and_cancellations_apart_from_gross(any_store: AggregateStore) -> None:
+    """Gross and refunds are kept apart and net derived; hashes written before events existed
+    (no ``refunded``/``cancelled`` fields) read as 0."""
+    any_store.apply_orders([make_order("O1", "U1", 10000), make_order("O2", "U2", 300)])
+    untouched = any_store.user_stats("U2")
+    assert untouched is not None
+    assert (untouched.refunded_cents, untouched.cancelled_orders) == (0, 0)
+    assert untouched.net_spend_cents == untouched.gross_spend_cents == 300
+
+    keys, shard = any_store.keys, any_store.shard_of("U1")
+    any_store.client.hset(keys.user("U1", shard, 0), mapping={"refunded": 2500, "cancelled": 1})
+    any_store.client.hset(keys.totals(shard, 0), mapping={"refunded": 2500, "cancelled": 1})
+    any_store.client.hset(keys.days(shard, 0), "2025-08-10:refunded", 2500)
+    any_store.client.hset(
+        keys.ingest(shard),
+        mapping={"events_received": 3, "events_applied": 2, "events_duplicates": 1},
+    )
+
+    user = any_store.user_stats("U1")
+    assert user is not None
+    assert (user.order_count, user.gross_spend_cents, user.refunded_cents) == (1, 10000, 2500)
+    assert (user.net_spend_cents, user.cancelled_orders) == (7500, 1)
+    totals = any_store.global_stats()
+    assert (totals.gross_revenue_cents, totals.refunded_cents, totals.net_revenue_cents) == (
+        10300,
+        2500,
+        7800,
+    )
+    assert (totals.total_orders, totals.cancelled_orders, totals.unique_users) == (2, 1, 2)
+    days = any_store.by_date(date(2025, 8, 9), date(2025, 8, 10))
+    assert [(d.total_orders, d.gross_revenue_cents, d.refunded_cents) for d in days] == [
+        (2, 10300, 0),
+        (0, 0, 2500),
+    ]
+    assert days[1].net_revenue_cents == -2500
+    ingest = any_store.ingestion()
+    assert (ingest.events_received, ingest.events_applied, ingest.events_duplicates) == (3, 2, 1)
+    assert any_store.read_users(["U1"])["U1"] == user
 
 
 def test_large_amounts_stay_exact_to_the_cent(any_store: AggregateStore) -> None:

@@ -27,12 +27,13 @@ from orders.projection.lease import (
     lock_ttl_ms,
     rebuild_lock,
 )
-from orders.projection.rebuilding import RebuildReport, rebuild
+from orders.projection.rebuilding import ForeignCurrencyError, RebuildReport, rebuild
 from orders.projection.reconciling import ReconcileReport, compare, reconcile
 from stats.store import LeaseLostError
 
 __all__ = [
     "LOCK_TTL_MS",
+    "ForeignCurrencyError",
     "Lease",
     "LeaseLostError",
     "ProjectionBusyError",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from orders.commit import BatchCommitter
+from orders.event_rules import Line
 from orders.ledger import EventRejection, LedgerOutcome, RecordedEvent, RecordedOrder
 from orders.models import AcceptedOrder, OrderEvent, RejectedOrder, WaitingEvent
 from orders.tests.conftest import (
@@ -83,11 +84,13 @@ def test_a_refund_by_amount_is_recorded_with_its_orders_user_and_currency() -> N
             row.occurred_at, row.reason, row.currency, row.message_id, row.received_at) == (
         "RF-1", "ORD1000", "U100", "refunded", 1050, [], OCCURRED, "late", "USD", "m-rf", LATER,
     )  # fmt: skip
-    # Its order is not in this batch: Redis gets its ledger row alongside (applied if absent).
+    # Its order is not in this batch: Redis gets its ledger row alongside (applied if absent),
+    # with its lines (its products' figures).
     order = AcceptedOrder.objects.get()
     assert outcome.context_orders[0].order == RecordedOrder(
         "ORD1000", "U100", 10997, order.ordered_at, order.day, order.fingerprint,
         LEDGER_RECEIVED_AT,
+        (Line("P001", 2, Decimal("19.99")), Line("P042", 1, Decimal("69.99"))),
     )  # fmt: skip
     assert (outcome.context_orders[0].message, outcome.context_orders[0].first_recorded_at) == (
         {},
@@ -157,10 +160,30 @@ def test_a_cancellation_refunds_what_is_left_and_ends_the_order() -> None:
 
     outcome = record(sqs_message("m2", event_body("CX-1", kind="cancelled", reason="fraud")))
 
-    assert [(e.kind, e.amount_cents, e.items) for e in outcome.events] == [("cancelled", 10000, ())]
-    assert [row[:3] for row in ledger_events()] == [
-        ("CX-1", "cancelled", 10000),
-        ("RF-1", "refunded", 997),
+    # A refund by amount takes no product's units: the cancellation takes back every line
+    # (for the products' figures), and its row keeps no items.
+    assert [(e.kind, e.amount_cents, e.items) for e in outcome.events] == [
+        ("cancelled", 10000, (("P001", 2, Decimal("19.99")), ("P042", 1, Decimal("69.99")))),
+    ]  # fmt: skip
+    assert ledger_events() == [
+        ("CX-1", "cancelled", 10000, []),
+        ("RF-1", "refunded", 997, []),
+    ]
+
+
+def test_a_cancellation_takes_back_the_lines_its_refunds_left_also_when_redelivered() -> None:
+    recorded_order()
+    record(sqs_message("m1", event_body("RF-1", items=[("P001", 1)])))
+    first = record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    again = record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    left = (("P001", 1, Decimal("19.99")), ("P042", 1, Decimal("69.99")))
+    assert [(e.event_id, e.amount_cents, e.items) for e in first.events] == [
+        ("CX-1", 10997 - 1999, left)
+    ]
+    assert [(e.event_id, e.amount_cents, e.items) for e in again.events] == [
+        ("CX-1", 10997 - 1999, left)
     ]
 
 
@@ -436,4 +459,20 @@ def test_refused_and_conflicting_events_become_rejected_rows(fake_store: Aggrega
     assert sorted(OrderEvent.objects.values_list("event_id", "amount_cents")) == [
         ("CX-9", 10997),
         ("RF-1", 997),
+    ]
+
+
+def test_a_reseen_orders_cancellation_is_handed_on_with_the_lines_it_took_back() -> None:
+    """A redelivered order brings its recorded events to Redis again (counted nowhere): a
+    cancellation among them carries what its order's refunds left, as when it was recorded."""
+    recorded_order()
+    record(sqs_message("m1", event_body("RF-1", items=[("P001", 1)])))
+    record(sqs_message("m2", event_body("CX-1", kind="cancelled")))
+
+    again = record(sqs_message("m-order", ORDER), received_at=LATER)
+
+    # Both occurred at the same time: in event_id order.
+    assert [(e.event_id, e.counted, e.items) for e in again.events] == [
+        ("CX-1", False, (("P001", 1, Decimal("19.99")), ("P042", 1, Decimal("69.99")))),
+        ("RF-1", False, (("P001", 1, Decimal("19.99")),)),
     ]

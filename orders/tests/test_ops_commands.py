@@ -25,6 +25,7 @@ from orders.sqs import OrderQueue, make_client
 from orders.tests.conftest import event_body, record, sqs_message
 from orders.validation import Order, validate_message
 from stats.store import AggregateStore
+from tests.event_helpers import apply_events, cancel, refund
 from tests.ingestion_helpers import order_body
 
 if TYPE_CHECKING:
@@ -121,13 +122,26 @@ def test_status_json_reports_every_source_and_exits_zero(busy_pipeline: Aggregat
     assert doc["problems"] == []
     assert (doc["queue"], doc["dlq"]) == ("orders-ops", "orders-ops-dlq")
     assert doc["sqs"] == {"visible": 3, "in_flight": 0, "delayed": 0, "dlq_visible": 1}
-    assert doc["totals"] == {"orders": 2, "revenue_cents": 1035, "users": 2, "revenue": "10.35"}
+    assert doc["totals"] == {
+        "orders": 2,
+        "revenue_cents": 1035,
+        "gross_revenue_cents": 1035,
+        "refunded_cents": 0,
+        "cancelled_orders": 0,
+        "users": 2,
+        "revenue": "10.35",
+        "gross_revenue": "10.35",
+        "refunded": "0.00",
+    }
     assert doc["ingestion"] == {
         "received": 4,
         "applied": 2,
         "duplicates": 0,
         "rejected": 2,
         "rejected_by_code": {"invalid_json": 1, "value_mismatch": 1},
+        "events_received": 0,
+        "events_applied": 0,
+        "events_duplicates": 0,
     }
     assert doc["rejected_db"] == {
         "total": 2,
@@ -175,13 +189,46 @@ def test_status_table_is_readable(busy_pipeline: AggregateStore) -> None:
     assert lines[0].startswith("orderpipe pipeline status at ")
     assert "  visible                            3" in lines
     assert "  dead-letter (DLQ)                  1" in lines
-    assert "  revenue                        10.35" in lines
+    assert "  revenue (net)                  10.35" in lines
+    assert "  gross revenue                  10.35" in lines
+    assert "  refunded                        0.00" in lines
+    assert "  events received                    0" in lines
     assert "  code                   Redis counter   DB rows" in lines
     assert "  invalid_json                       1         1" in lines
     assert "  missing_field                      0         1" in lines
     assert "  reviewed                           1" in lines
     assert any(line.startswith("  lag ") and "ok (stale after 120s)" in line for line in lines)
     assert lines[-1] == "OK: SQS, Redis and the database answer; the consumer is alive."
+
+
+def test_status_totals_are_net_of_refunds_with_gross_refunds_and_cancellations(
+    busy_pipeline: AggregateStore,
+) -> None:
+    a, b = valid_order("A", "U1", "10.25"), valid_order("B", "U2", "0.10")
+    at = datetime(2025, 8, 10, tzinfo=UTC)
+    apply_events(busy_pipeline, [refund("E1", a, 125, at), cancel("E2", b, 10, at)])
+
+    doc = json.loads(run("pipeline_status", "--json")[0])
+    lines = run("pipeline_status")[0].splitlines()
+
+    assert doc["totals"] == {
+        "orders": 2,
+        "revenue_cents": 900,
+        "gross_revenue_cents": 1035,
+        "refunded_cents": 135,
+        "cancelled_orders": 1,
+        "users": 2,
+        "revenue": "9.00",
+        "gross_revenue": "10.35",
+        "refunded": "1.35",
+    }
+    assert (doc["ingestion"]["events_received"], doc["ingestion"]["events_applied"]) == (2, 2)
+    assert "  orders                             2" in lines
+    assert "  cancelled orders                   1" in lines
+    assert "  revenue (net)                   9.00" in lines
+    assert "  gross revenue                  10.35" in lines
+    assert "  refunded                        1.35" in lines
+    assert "  events applied                     2" in lines
 
 
 def test_status_shows_events_waiting_for_their_order_and_the_orphans(

@@ -4,11 +4,20 @@ The numbers live in Redis (written by every consumer process), not in this web p
 the process-global ``REGISTRY`` with its counters does not apply. Each scrape instead builds a
 ``CollectorRegistry`` holding one ``SnapshotCollector`` that yields metric families from the
 snapshot the view read, and prometheus-client's own ``generate_latest`` writes the text.
+
+Revenue as Prometheus counters must only grow, so the text form keeps gross and refunds apart
+(``orderpipe_revenue_total`` gross, as it always was, ``orderpipe_refunded_total``) and gives
+net as a gauge (``orderpipe_net_revenue``); the JSON form's ``total_revenue`` is net, like the
+stats API's.
+
+How many refunds and cancellations wait for their order is a database fact, and the stats app
+does not import the orders app: the view is handed a ``WaitingSource`` (``orderpipe/urls.py``
+wires the orders app's), as the dashboard is handed its panels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -33,20 +42,39 @@ NAMESPACE = "orderpipe"
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingEvents:
+    """Refunds and cancellations waiting for their order, and the orphans among them (waiting
+    longer than ``ORPHAN_EVENT_DAYS``)."""
+
+    count: int
+    orphans: int
+
+
+# Reads the waiting events at ``now``; None when the database did not answer.
+WaitingSource = Callable[[datetime], WaitingEvents | None]
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
     global_stats: GlobalStats
     ingestion: IngestionStats
     taken_at: datetime
     redis: list[ServerInfo]
+    waiting: WaitingEvents | None = None  # None: not known (no source, or the database down)
 
     @classmethod
-    def read(cls, store: AggregateStore, now: datetime) -> MetricsSnapshot:
+    def read(
+        cls, store: AggregateStore, now: datetime, waiting: WaitingSource | None = None
+    ) -> MetricsSnapshot:
         global_stats, ingestion = store.overview()
-        return cls(global_stats, ingestion, now, store.servers(max_age=SERVER_INFO_MAX_AGE))
+        servers = store.servers(max_age=SERVER_INFO_MAX_AGE)
+        return cls(global_stats, ingestion, now, servers, None if waiting is None else waiting(now))
 
     @property
     def average_order_value_cents(self) -> int:
-        return average_cents(self.global_stats.total_revenue_cents, self.global_stats.total_orders)
+        """Gross revenue per order placed (Shopify's average order value)."""
+        g = self.global_stats
+        return average_cents(g.gross_revenue_cents, g.total_orders)
 
     @property
     def consumer_lag_seconds(self) -> float | None:
@@ -65,6 +93,11 @@ class MetricsSnapshot:
             duplicates=i.duplicates,
             rejected=i.rejected,
             rejected_by_code=i.rejected_by_code,
+            events_received=i.events_received,
+            events_applied=i.events_applied,
+            events_duplicates=i.events_duplicates,
+            events_waiting=None if self.waiting is None else self.waiting.count,
+            events_orphaned=None if self.waiting is None else self.waiting.orphans,
             last_batch_at=i.last_batch_at,
             heartbeat_at=i.heartbeat_at,
             consumer_lag_seconds=self.consumer_lag_seconds,
@@ -94,15 +127,28 @@ class SnapshotCollector(Collector):
         )
         yield CounterMetricFamily(
             _name("revenue"),
-            "Revenue of applied orders, in currency units.",
-            float(money(g.total_revenue_cents)),
+            "Gross revenue of applied orders (before refunds), in currency units.",
+            float(money(g.gross_revenue_cents)),
+        )
+        yield CounterMetricFamily(
+            _name("refunded"),
+            "Refunds and cancellations applied, in currency units.",
+            float(money(g.refunded_cents)),
+        )
+        yield GaugeMetricFamily(
+            _name("net_revenue"),
+            "Net revenue (gross revenue - refunded), in currency units.",
+            float(money(g.net_revenue_cents)),
+        )
+        yield CounterMetricFamily(
+            _name("cancelled_orders"), "Orders cancelled.", g.cancelled_orders
         )
         yield GaugeMetricFamily(
             _name("unique_users"), "Users with at least one order.", g.unique_users
         )
         yield GaugeMetricFamily(
             _name("average_order_value"),
-            "Revenue per order, in currency units.",
+            "Gross revenue per order placed, in currency units.",
             float(money(self.snapshot.average_order_value_cents)),
         )
         yield CounterMetricFamily(
@@ -117,6 +163,32 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily(
             _name("messages_rejected"), "Messages rejected and recorded for review.", i.rejected
         )
+        yield CounterMetricFamily(
+            _name("events_received"),
+            "Refund and cancellation messages received by consumers.",
+            i.events_received,
+        )
+        yield CounterMetricFamily(
+            _name("events_applied"),
+            "Refunds and cancellations applied by consumers (first delivery).",
+            i.events_applied,
+        )
+        yield CounterMetricFamily(
+            _name("events_duplicate"),
+            "Refunds and cancellations found applied already (redeliveries, resends).",
+            i.events_duplicates,
+        )
+        if (waiting := self.snapshot.waiting) is not None:
+            yield GaugeMetricFamily(
+                _name("events_waiting"),
+                "Refunds and cancellations waiting for their order (they arrived first).",
+                waiting.count,
+            )
+            yield GaugeMetricFamily(
+                _name("events_orphaned"),
+                "Events waiting longer than ORPHAN_EVENT_DAYS for an order that never came.",
+                waiting.orphans,
+            )
         by_code = CounterMetricFamily(
             _name("rejection_reasons"),
             "Rejection reasons by code (one message can carry several).",

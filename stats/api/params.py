@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -18,9 +18,17 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty, get_error_detail
 
+from stats.api.intervals import INTERVALS, MAX_BUCKETS, bucket_count, previous_period
+
+# The days whose hours can be told in any zone (see HourParams).
+HOURS_FIRST_DAY = date(1, 1, 2)
+HOURS_LAST_DAY = date(9999, 12, 30)
 LIMIT_DEFAULT = 5
 LIMIT_MIN = 1
 LIMIT_MAX = 100
+
+# What /stats/top-products may rank by.
+PRODUCT_ORDERS = ("revenue", "units")
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -62,14 +70,98 @@ class LimitParams(serializers.Serializer[dict[str, Any]]):
 
 
 class DateRangeParams(serializers.Serializer[dict[str, Any]]):
-    start_date = StrictDateField(help_text="First day (UTC), YYYY-MM-DD, inclusive.")
+    start_date = StrictDateField(
+        help_text="First day (in the shop's time zone, STATS_TIME_ZONE), YYYY-MM-DD, inclusive."
+    )
     end_date = StrictDateField(
-        help_text="Last day (UTC), YYYY-MM-DD, inclusive; not before start_date, and the "
-        "range spans at most STATS_MAX_RANGE_DAYS days (366 by default)."
+        help_text="Last day, YYYY-MM-DD, inclusive; not before start_date. With interval=day "
+        "the range spans at most STATS_MAX_RANGE_DAYS days (366 by default); with week or "
+        f"month it touches at most {MAX_BUCKETS} weeks or months."
+    )
+    interval = serializers.ChoiceField(
+        choices=INTERVALS,
+        required=False,
+        default="day",
+        help_text="Bucket size: day (default), week (ISO weeks, Monday to Sunday) or month "
+        "(calendar months). Each bucket is named by its first day and counts only the days "
+        "inside the range.",
+    )
+    compare = serializers.ChoiceField(
+        choices=["previous"],
+        required=False,
+        help_text="previous: also the same figures for the period just before, as long as "
+        "this one (the same number of days; for interval=month over whole months, the same "
+        "number of months), under `previous`.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        start, end = attrs["start_date"], attrs["end_date"]
+        start, end, interval = attrs["start_date"], attrs["end_date"], attrs["interval"]
+        if end < start:
+            raise serializers.ValidationError(
+                {"end_date": [f"Must not be before start_date ({start.isoformat()})."]}
+            )
+        span = (end - start).days + 1
+        limit = settings.STATS_MAX_RANGE_DAYS
+        if interval == "day" and span > limit:
+            raise serializers.ValidationError(
+                {"end_date": [f"The range may span at most {limit} days; this one spans {span}."]}
+            )
+        count = bucket_count(start, end, interval)
+        if count > MAX_BUCKETS:
+            raise serializers.ValidationError(
+                {
+                    "end_date": [
+                        f"A response has at most {MAX_BUCKETS} buckets: the range may touch at "
+                        f"most {MAX_BUCKETS} {interval}s; this one touches {count}."
+                    ]
+                }
+            )
+        if attrs.get("compare") == "previous":
+            try:
+                attrs["previous"] = previous_period(start, end, interval)
+            except OverflowError:
+                rule = f"The period before {start.isoformat()} would start before 0001-01-01."
+                raise serializers.ValidationError({"compare": [rule]}) from None
+        return attrs
+
+
+class TopProductsParams(serializers.Serializer[dict[str, Any]]):
+    limit = serializers.IntegerField(
+        required=False,
+        default=LIMIT_DEFAULT,
+        min_value=LIMIT_MIN,
+        max_value=LIMIT_MAX,
+        help_text=f"How many products to return, {LIMIT_MIN}-{LIMIT_MAX} (default "
+        f"{LIMIT_DEFAULT}).",
+    )
+    by = serializers.ChoiceField(
+        choices=PRODUCT_ORDERS,
+        required=False,
+        default="revenue",
+        help_text="What the ranking is by: revenue (net, default) or units (net).",
+    )
+    start_date = StrictDateField(
+        required=False,
+        help_text="First day (in the shop's time zone), YYYY-MM-DD, inclusive; with end_date. "
+        "Without both: all time.",
+    )
+    end_date = StrictDateField(
+        required=False,
+        help_text="Last day, YYYY-MM-DD, inclusive; with start_date, not before it; the range "
+        "spans at most STATS_MAX_RANGE_DAYS days (366 by default).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("start_date"), attrs.get("end_date")
+        if start is None and end is None:
+            return attrs
+        if start is None or end is None:
+            missing, given = (
+                ("end_date", "start_date") if end is None else ("start_date", "end_date")
+            )
+            raise serializers.ValidationError(
+                {missing: [f"Required with {given}: a range names both of its days."]}
+            )
         if end < start:
             raise serializers.ValidationError(
                 {"end_date": [f"Must not be before start_date ({start.isoformat()})."]}
@@ -80,6 +172,29 @@ class DateRangeParams(serializers.Serializer[dict[str, Any]]):
             raise serializers.ValidationError(
                 {"end_date": [f"The range may span at most {limit} days; this one spans {span}."]}
             )
+        return attrs
+
+
+class HourParams(serializers.Serializer[dict[str, Any]]):
+    date = StrictDateField(
+        required=False,
+        help_text="The day, YYYY-MM-DD, in the shop's time zone (STATS_TIME_ZONE); default: "
+        "today there.",
+    )
+    compare = serializers.ChoiceField(
+        choices=["previous"],
+        required=False,
+        help_text="previous: also the hours of the day before, under `previous`.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A day's hours run from its local midnight to the next one, as UTC instants: within
+        # a day of the calendar's ends, in some zone, one of them does not exist.
+        day = attrs.get("date")
+        first = HOURS_FIRST_DAY + timedelta(days=1 if attrs.get("compare") else 0)
+        if day is not None and not first <= day <= HOURS_LAST_DAY:
+            rule = f"Must be a day from {first.isoformat()} to {HOURS_LAST_DAY.isoformat()}."
+            raise serializers.ValidationError({"date": [rule]})
         return attrs
 
 
@@ -114,3 +229,5 @@ def validate_query(
 
 LIMIT_PARAMS = LimitParams()
 DATE_RANGE_PARAMS = DateRangeParams()
+TOP_PRODUCTS_PARAMS = TopProductsParams()
+HOUR_PARAMS = HourParams()

@@ -1,5 +1,11 @@
 """Response shapes: store dataclasses (integer cents) in, API bodies (exact money) out.
 
+Money follows Shopify's sales report: gross is what was ordered, counted on the order's day;
+refunds (a cancellation refunds what was left of its order) are counted on the day they
+occurred; net = gross - refunds. ``total_revenue``/``total_spend`` are NET, next to
+``gross_*`` and ``refunded``; an average order value is gross / orders placed (Shopify's
+current definition). With no refund in the data net equals gross: the figures of before.
+
 The serializers are the shapes drf-spectacular publishes. On the hot path the views build the
 same bodies with the plain functions at the end of this module (``*_body``): a DRF serializer
 instance deep-copies its fields and walks them one by one, which cost more than the Redis round
@@ -10,19 +16,24 @@ nothing here touches Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
-from orderpipe.api.fields import MoneyField
+from orderpipe.api.fields import CurrencyField, MoneyField
 from orderpipe.money import shop_currency
+from stats.api.intervals import BUCKET_LISTS, buckets
 from stats.store import (
     DayStats,
     GlobalStats,
+    HourStats,
+    ProductFigures,
     Ranked,
+    RankedProduct,
     ServerInfo,
     UserStats,
 )
@@ -41,24 +52,40 @@ def average_cents(total_cents: int, count: int) -> int:
 # A UserStats or GlobalStats goes in; DRF reads it through _Averaged, which adds the average.
 class UserStatsSerializer(serializers.Serializer[Any]):
     user_id = serializers.CharField()
-    order_count = serializers.IntegerField()
-    total_spend = MoneyField(source="total_spend_cents")
-    average_order_value = MoneyField(help_text="total_spend / order_count, half-up to cents.")
+    order_count = serializers.IntegerField(help_text="Orders placed, cancelled ones included.")
+    total_spend = MoneyField(source="net_spend_cents", help_text="Net: gross_spend - refunded.")
+    gross_spend = MoneyField(source="gross_spend_cents", help_text="What the orders were worth.")
+    refunded = MoneyField(
+        source="refunded_cents", help_text="Refunds and cancellations of the user's orders."
+    )
+    cancelled_orders = serializers.IntegerField(help_text="Orders of the user cancelled.")
+    average_order_value = MoneyField(help_text="gross_spend / order_count, half-up to cents.")
     first_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
     last_order_at = serializers.DateTimeField(allow_null=True, help_text="UTC, ISO 8601.")
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        return super().to_representation(_Averaged(instance, "total_spend_cents", "order_count"))
+        return super().to_representation(_Averaged(instance, "gross_spend_cents", "order_count"))
 
 
 class GlobalStatsSerializer(serializers.Serializer[Any]):
-    total_orders = serializers.IntegerField()
-    total_revenue = MoneyField(source="total_revenue_cents")
+    total_orders = serializers.IntegerField(help_text="Orders placed, cancelled ones included.")
+    total_revenue = MoneyField(
+        source="net_revenue_cents", help_text="Net: gross_revenue - refunded."
+    )
+    gross_revenue = MoneyField(
+        source="gross_revenue_cents", help_text="What the orders were worth when placed."
+    )
+    refunded = MoneyField(source="refunded_cents", help_text="Refunds and cancellations.")
+    cancelled_orders = serializers.IntegerField(help_text="Orders cancelled.")
     unique_users = serializers.IntegerField()
-    average_order_value = MoneyField(help_text="total_revenue / total_orders, half-up to cents.")
+    average_order_value = MoneyField(
+        help_text="gross_revenue / total_orders, half-up to cents (Shopify's definition)."
+    )
+    currency = CurrencyField()
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        return super().to_representation(_Averaged(instance, "total_revenue_cents", "total_orders"))
+        return super().to_representation(_Averaged(instance, "gross_revenue_cents", "total_orders"))
 
 
 class _Averaged:
@@ -77,7 +104,9 @@ class _Averaged:
 class TopSpenderSerializer(serializers.Serializer[Ranked]):
     rank = serializers.IntegerField(min_value=1)
     user_id = serializers.CharField()
-    total_spend = MoneyField(source="value")
+    total_spend = MoneyField(
+        source="value", help_text="Net spend (gross - refunded), what the ranking is by."
+    )
 
 
 class TopBuyerSerializer(serializers.Serializer[Ranked]):
@@ -86,23 +115,147 @@ class TopBuyerSerializer(serializers.Serializer[Ranked]):
     order_count = serializers.IntegerField(source="value")
 
 
+class TopProductSerializer(serializers.Serializer[RankedProduct]):
+    rank = serializers.IntegerField(min_value=1)
+    product_id = serializers.CharField()
+    units = serializers.IntegerField(
+        help_text="Units sold less those refunded by items or taken back by a cancellation."
+    )
+    revenue = MoneyField(
+        source="revenue_cents",
+        help_text="Net: what the units sold were worth less what refunds by items and "
+        "cancellations took back (a refund by amount takes nothing off a product).",
+    )
+    currency = CurrencyField()
+
+
+class ProductStatsSerializer(serializers.Serializer[ProductFigures]):
+    product_id = serializers.CharField()
+    units = serializers.IntegerField(
+        help_text="Units sold less those refunded by items or taken back by a cancellation."
+    )
+    revenue = MoneyField(
+        source="revenue_cents",
+        help_text="Net: what the units sold were worth less what refunds by items and "
+        "cancellations took back (a refund by amount takes nothing off a product).",
+    )
+    currency = CurrencyField()
+
+
 class DayStatsSerializer(serializers.Serializer[DayStats]):
     date = serializers.DateField(source="day")
-    total_orders = serializers.IntegerField()
-    total_revenue = MoneyField(source="total_revenue_cents")
+    total_orders = serializers.IntegerField(help_text="Orders placed on the day.")
+    total_revenue = MoneyField(
+        source="net_revenue_cents",
+        help_text="Net: gross_revenue - refunded (negative on a day of refunds and few sales).",
+    )
+    gross_revenue = MoneyField(
+        source="gross_revenue_cents", help_text="What the orders placed on the day were worth."
+    )
+    refunded = MoneyField(
+        source="refunded_cents",
+        help_text="Refunds and cancellations that occurred on the day, whenever their order was.",
+    )
 
 
-class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
-    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}``; totals are summed here."""
+_DAYS_HELP = "interval=day: one entry per day, inclusive, zeros included."
+_WEEKS_HELP = (
+    "interval=week: one entry per ISO week the range touches, zeros included; `date` is its "
+    "Monday (before start_date for a range starting mid-week); each counts only the days "
+    "inside the range."
+)
+_MONTHS_HELP = (
+    "interval=month: one entry per calendar month the range touches, zeros included; `date` "
+    "is its first day; each counts only the days inside the range."
+)
+
+
+class PeriodStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """The period before a range (``compare=previous``): its totals and buckets, the list
+    named after the interval."""
 
     start_date = serializers.DateField()
     end_date = serializers.DateField()
     total_orders = serializers.IntegerField()
-    total_revenue = MoneyField(source="total_revenue_cents")
-    days = DayStatsSerializer(many=True, help_text="One entry per day, inclusive, zeros included.")
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the period.")
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+
+
+class DateRangeStatsSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"start_date", "end_date", "days": [DayStats, ...]}`` and optionally
+    ``interval`` and ``previous`` (``(start, end, days)``); totals are summed here. The
+    fields of ``PeriodStatsSerializer`` and three more, in the body's order."""
+
+    start_date = serializers.DateField()
+    end_date = serializers.DateField()
+    interval = serializers.ChoiceField(choices=list(BUCKET_LISTS))
+    currency = CurrencyField()
+    total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the range.")
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
+    days = DayStatsSerializer(many=True, required=False, help_text=_DAYS_HELP)
+    weeks = DayStatsSerializer(many=True, required=False, help_text=_WEEKS_HELP)
+    months = DayStatsSerializer(many=True, required=False, help_text=_MONTHS_HELP)
+    previous = PeriodStatsSerializer(
+        required=False,
+        help_text="compare=previous only: the same figures for the period just before, as "
+        "long as this one, its buckets named after its own weeks or months.",
+    )
 
     def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
-        return date_range_body(instance["start_date"], instance["end_date"], instance["days"])
+        return date_range_body(
+            instance["start_date"],
+            instance["end_date"],
+            instance["days"],
+            instance.get("interval", "day"),
+            instance.get("previous"),
+        )
+
+
+class HourStatsSerializer(serializers.Serializer[HourStats]):
+    hour = serializers.DateTimeField(
+        source="start",
+        help_text="When the local hour began, with its UTC offset (the hour a daylight-saving "
+        "change repeats is listed twice, with its two offsets).",
+    )
+    total_orders = serializers.IntegerField(help_text="Orders placed in the hour.")
+    gross_revenue = MoneyField(
+        source="gross_revenue_cents", help_text="What they were worth (refunds count per day)."
+    )
+
+
+class DayHoursSerializer(serializers.Serializer[dict[str, Any]]):
+    """A day's hours: the day before a by-hour request (``compare=previous``)."""
+
+    date = serializers.DateField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour: 23, 24 or 25.")
+
+
+class HourRangeSerializer(serializers.Serializer[dict[str, Any]]):
+    """Input: ``{"date", "time_zone", "hours": [HourStats, ...]}`` and optionally
+    ``previous`` (``(date, hours)``); the body is ``by_hour_body``'s."""
+
+    date = serializers.DateField()
+    time_zone = serializers.CharField(help_text="STATS_TIME_ZONE: the calendar of the hours.")
+    currency = CurrencyField()
+    total_orders = serializers.IntegerField()
+    gross_revenue = MoneyField(source="gross_revenue_cents")
+    hours = HourStatsSerializer(many=True, help_text="Every local hour of the day: 23, 24 or 25.")
+    previous = DayHoursSerializer(
+        required=False, help_text="compare=previous only: the day before, hour by hour."
+    )
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return by_hour_body(
+            instance["date"], instance["time_zone"], instance["hours"], instance.get("previous")
+        )
 
 
 class RedisNodeSerializer(serializers.Serializer[ServerInfo]):
@@ -144,7 +297,33 @@ class IngestionSerializer(serializers.Serializer[SimpleNamespace]):
     rejected = serializers.IntegerField(help_text="Messages rejected (recorded for review).")
     rejected_by_code = serializers.DictField(
         child=serializers.IntegerField(),
-        help_text="Rejection reasons by code (a message can have several).",
+        help_text=(
+            "Rejection reasons by code (a message can have several), those of refunds and "
+            "cancellations included (refund_exceeds_order, duplicate_event_id, ...)."
+        ),
+    )
+    events_received = serializers.IntegerField(
+        help_text="Refund and cancellation messages received (counted once, when received)."
+    )
+    events_applied = serializers.IntegerField(
+        help_text="Refunds and cancellations applied to the aggregates."
+    )
+    events_duplicates = serializers.IntegerField(
+        help_text="Refunds and cancellations found applied already (redeliveries, resends)."
+    )
+    events_waiting = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "Refunds and cancellations waiting for their order (they arrived first), from the "
+            "database; null when the database did not answer."
+        ),
+    )
+    events_orphaned = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "Of those, the ones waiting longer than ORPHAN_EVENT_DAYS (an order that never "
+            "came); null when the database did not answer."
+        ),
     )
     last_batch_at = serializers.DateTimeField(allow_null=True)
     consumer_heartbeat_at = serializers.DateTimeField(allow_null=True, source="heartbeat_at")
@@ -156,12 +335,20 @@ class IngestionSerializer(serializers.Serializer[SimpleNamespace]):
 
 class MetricsSerializer(serializers.Serializer["MetricsSnapshot"]):
     total_orders = serializers.IntegerField(source="global_stats.total_orders")
-    total_revenue = MoneyField(source="global_stats.total_revenue_cents")
+    total_revenue = MoneyField(
+        source="global_stats.net_revenue_cents", help_text="Net: gross_revenue - refunded."
+    )
+    gross_revenue = MoneyField(source="global_stats.gross_revenue_cents")
+    refunded = MoneyField(source="global_stats.refunded_cents")
+    cancelled_orders = serializers.IntegerField(source="global_stats.cancelled_orders")
     unique_users = serializers.IntegerField(source="global_stats.unique_users")
-    average_order_value = MoneyField(source="average_order_value_cents")
+    average_order_value = MoneyField(
+        source="average_order_value_cents", help_text="gross_revenue / total_orders."
+    )
     timestamp = serializers.DateTimeField(source="taken_at")
     ingestion = IngestionSerializer(source="ingestion_view")
     redis = RedisNodeSerializer(many=True)
+    currency = CurrencyField()
 
 
 class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
@@ -174,6 +361,9 @@ class ApiRootSerializer(serializers.Serializer[dict[str, str]]):
     top_spenders = serializers.URLField()
     top_buyers = serializers.URLField()
     by_date = serializers.CharField()
+    top_products = serializers.URLField()
+    product_stats = serializers.CharField()
+    by_hour = serializers.URLField()
     health = serializers.URLField()
     metrics = serializers.URLField()
     schema = serializers.URLField()
@@ -192,30 +382,43 @@ def _datetime(value: datetime | None) -> str | None:
 
 def user_stats_body(user: UserStats) -> dict[str, Any]:
     """``UserStatsSerializer(user).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
+    gross = user.gross_spend_cents
     return {
         "user_id": user.user_id,
         "order_count": user.order_count,
-        "total_spend": money(user.total_spend_cents),
-        "average_order_value": money(average_cents(user.total_spend_cents, user.order_count)),
+        "total_spend": money(user.net_spend_cents),
+        "gross_spend": money(gross),
+        "refunded": money(user.refunded_cents),
+        "cancelled_orders": user.cancelled_orders,
+        "average_order_value": money(average_cents(gross, user.order_count)),
         "first_order_at": _datetime(user.first_order_at),
         "last_order_at": _datetime(user.last_order_at),
+        "currency": currency.code,
     }
 
 
 def global_stats_body(stats: GlobalStats) -> dict[str, Any]:
     """``GlobalStatsSerializer(stats).data`` without a serializer."""
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
+    gross = stats.gross_revenue_cents
     return {
         "total_orders": stats.total_orders,
-        "total_revenue": money(stats.total_revenue_cents),
+        "total_revenue": money(stats.net_revenue_cents),
+        "gross_revenue": money(gross),
+        "refunded": money(stats.refunded_cents),
+        "cancelled_orders": stats.cancelled_orders,
         "unique_users": stats.unique_users,
-        "average_order_value": money(average_cents(stats.total_revenue_cents, stats.total_orders)),
+        "average_order_value": money(average_cents(gross, stats.total_orders)),
+        "currency": currency.code,
     }
 
 
 def top_spenders_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
-    """``TopSpenderSerializer(rows, many=True).data`` without a serializer."""
+    """``TopSpenderSerializer(rows, many=True).data`` without a serializer: ``value`` is the
+    user's net spend (the ranking's score)."""
     money = shop_currency().from_minor_units
     return [{"rank": r.rank, "user_id": r.user_id, "total_spend": money(r.value)} for r in rows]
 
@@ -225,33 +428,130 @@ def top_buyers_body(rows: Iterable[Ranked]) -> list[dict[str, Any]]:
     return [{"rank": r.rank, "user_id": r.user_id, "order_count": r.value} for r in rows]
 
 
-def date_range_body(start: date, end: date, days: list[DayStats]) -> dict[str, Any]:
-    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per day."""
-    money = shop_currency().from_minor_units
+def top_products_body(rows: Iterable[RankedProduct]) -> list[dict[str, Any]]:
+    """``TopProductSerializer(rows, many=True).data`` without a serializer."""
+    currency = shop_currency()
+    money, code = currency.from_minor_units, currency.code
+    return [
+        {"rank": r.rank, "product_id": r.product_id, "units": r.units,
+         "revenue": money(r.revenue_cents), "currency": code}
+        for r in rows
+    ]  # fmt: skip
+
+
+def product_stats_body(product: ProductFigures) -> dict[str, Any]:
+    """``ProductStatsSerializer(product).data`` without a serializer."""
+    currency = shop_currency()
     return {
+        "product_id": product.product_id,
+        "units": product.units,
+        "revenue": currency.from_minor_units(product.revenue_cents),
+        "currency": currency.code,
+    }
+
+
+def date_range_body(
+    start: date,
+    end: date,
+    days: list[DayStats],
+    interval: str = "day",
+    previous: tuple[date, date, list[DayStats]] | None = None,
+) -> dict[str, Any]:
+    """``DateRangeStatsSerializer``'s body: the range, its totals and one entry per bucket
+    (``days``, ``weeks`` or ``months``: ``days`` summed by ``intervals.buckets``); with
+    ``previous`` (its range and days) the same for the period before, under ``previous``."""
+    currency = shop_currency()
+    body = {
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
+        "interval": interval,
+        "currency": currency.code,
+        **_period_figures(days, interval, currency.from_minor_units),
+    }
+    if previous is not None:
+        first, last, before = previous
+        body["previous"] = {
+            "start_date": first.isoformat(),
+            "end_date": last.isoformat(),
+            **_period_figures(before, interval, currency.from_minor_units),
+        }
+    return body
+
+
+def _period_figures(
+    days: list[DayStats], interval: str, money: Callable[[int], Decimal]
+) -> dict[str, Any]:
+    gross = sum(d.gross_revenue_cents for d in days)
+    refunded = sum(d.refunded_cents for d in days)
+    return {
         "total_orders": sum(d.total_orders for d in days),
-        "total_revenue": money(sum(d.total_revenue_cents for d in days)),
-        "days": [
+        "total_revenue": money(gross - refunded),
+        "gross_revenue": money(gross),
+        "refunded": money(refunded),
+        BUCKET_LISTS[interval]: [
             {
                 "date": d.day.isoformat(),
                 "total_orders": d.total_orders,
-                "total_revenue": money(d.total_revenue_cents),
+                "total_revenue": money(d.net_revenue_cents),
+                "gross_revenue": money(d.gross_revenue_cents),
+                "refunded": money(d.refunded_cents),
             }
-            for d in days
+            for d in buckets(days, interval)
+        ],
+    }
+
+
+def by_hour_body(
+    day: date,
+    time_zone: str,
+    hours: list[HourStats],
+    previous: tuple[date, list[HourStats]] | None = None,
+) -> dict[str, Any]:
+    """``HourRangeSerializer``'s body: the day, its totals and every local hour (its start
+    with its offset: the repeated hour of a daylight-saving change is told apart)."""
+    currency = shop_currency()
+    body: dict[str, Any] = {
+        "date": day.isoformat(),
+        "time_zone": time_zone,
+        "currency": currency.code,
+        **_hour_figures(hours, currency.from_minor_units),
+    }
+    if previous is not None:
+        before, before_hours = previous
+        body["previous"] = {
+            "date": before.isoformat(),
+            **_hour_figures(before_hours, currency.from_minor_units),
+        }
+    return body
+
+
+def _hour_figures(hours: list[HourStats], money: Callable[[int], Decimal]) -> dict[str, Any]:
+    return {
+        "total_orders": sum(h.total_orders for h in hours),
+        "gross_revenue": money(sum(h.gross_revenue_cents for h in hours)),
+        "hours": [
+            {
+                "hour": h.start.isoformat(),
+                "total_orders": h.total_orders,
+                "gross_revenue": money(h.gross_revenue_cents),
+            }
+            for h in hours
         ],
     }
 
 
 def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
     """``MetricsSerializer(snapshot).data`` without a serializer."""
-    g, i = snapshot.global_stats, snapshot.ingestion
+    g, i, waiting = snapshot.global_stats, snapshot.ingestion, snapshot.waiting
     lag = snapshot.consumer_lag_seconds
-    money = shop_currency().from_minor_units
+    currency = shop_currency()
+    money = currency.from_minor_units
     return {
         "total_orders": g.total_orders,
-        "total_revenue": money(g.total_revenue_cents),
+        "total_revenue": money(g.net_revenue_cents),
+        "gross_revenue": money(g.gross_revenue_cents),
+        "refunded": money(g.refunded_cents),
+        "cancelled_orders": g.cancelled_orders,
         "unique_users": g.unique_users,
         "average_order_value": money(snapshot.average_order_value_cents),
         "timestamp": _datetime(snapshot.taken_at),
@@ -261,6 +561,11 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
             "duplicates": i.duplicates,
             "rejected": i.rejected,
             "rejected_by_code": dict(i.rejected_by_code),
+            "events_received": i.events_received,
+            "events_applied": i.events_applied,
+            "events_duplicates": i.events_duplicates,
+            "events_waiting": None if waiting is None else waiting.count,
+            "events_orphaned": None if waiting is None else waiting.orphans,
             "last_batch_at": _datetime(i.last_batch_at),
             "consumer_heartbeat_at": _datetime(i.heartbeat_at),
             "consumer_lag_seconds": None if lag is None else float(lag),
@@ -274,4 +579,5 @@ def metrics_body(snapshot: MetricsSnapshot) -> dict[str, Any]:
             }
             for n in snapshot.redis
         ],
+        "currency": currency.code,
     }

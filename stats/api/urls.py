@@ -2,6 +2,8 @@
 
 Swagger UI's assets come from drf-spectacular-sidecar and are served here (not from a CDN, not
 through ``collectstatic``), so /api/docs works offline and under gunicorn with DEBUG off.
+``/metrics`` (``MetricsViewSet``) is routed in ``orderpipe/urls.py``, which hands it the
+orders app's count of waiting events.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rest_framework.routers import SimpleRouter
 from stats.api.views import (
     ApiRootView,
     HealthViewSet,
-    MetricsViewSet,
+    ProductStatsViewSet,
     StatsViewSet,
     UserStatsViewSet,
 )
@@ -32,13 +34,13 @@ SWAGGER_UI_ASSETS = (
 router = SimpleRouter(trailing_slash=False)
 router.register("users", UserStatsViewSet, basename="user")
 router.register("stats", StatsViewSet, basename="stats")
+router.register("products", ProductStatsViewSet, basename="product")
 
 urlpatterns = [
     path("", ApiRootView.as_view(), name="api-root"),
     *router.urls,
     # Single-object endpoints: explicit routes, as a router would call them "list" views.
     path("health", HealthViewSet.as_view({"get": "check"}), name="health"),
-    path("metrics", MetricsViewSet.as_view({"get": "scrape"}), name="metrics"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(

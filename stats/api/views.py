@@ -9,6 +9,7 @@ parameter), a Redis outage is ``StoreUnavailableError`` (503 via
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -34,15 +35,24 @@ from rest_framework.viewsets import ViewSet
 
 from orderpipe.api.access import ProtectedAPIMixin, StatsAccess, authenticators_for_settings
 from orderpipe.api.errors import PROTECTED_ERRORS, DetailSerializer, parameter_error
-from orderpipe.api.ids import path_id_parameter, too_long_error, validate_user_id
+from orderpipe.api.ids import (
+    path_id_parameter,
+    too_long_error,
+    validate_path_id,
+    validate_user_id,
+)
 from orderpipe.api.negotiation import FormatParamMixin
 from orderpipe.api.renderers import ExactJSONRenderer
-from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot
+from stats.api.metrics import SERVER_INFO_MAX_AGE, MetricsSnapshot, WaitingSource
 from stats.api.params import (
     DATE_RANGE_PARAMS,
+    HOUR_PARAMS,
     LIMIT_PARAMS,
+    TOP_PRODUCTS_PARAMS,
     DateRangeParams,
+    HourParams,
     LimitParams,
+    TopProductsParams,
     validate_query,
 )
 from stats.api.renderers import ExpositionRenderer, OpenMetricsRenderer, PrometheusTextRenderer
@@ -51,14 +61,20 @@ from stats.api.serializers import (
     DateRangeStatsSerializer,
     GlobalStatsSerializer,
     HealthSerializer,
+    HourRangeSerializer,
     MetricsSerializer,
+    ProductStatsSerializer,
     TopBuyerSerializer,
+    TopProductSerializer,
     TopSpenderSerializer,
     UserStatsSerializer,
+    by_hour_body,
     date_range_body,
     global_stats_body,
     metrics_body,
+    product_stats_body,
     top_buyers_body,
+    top_products_body,
     top_spenders_body,
     user_stats_body,
 )
@@ -85,6 +101,12 @@ class UserStatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="user_stats",
         summary="Statistics of one user",
+        description=(
+            "`total_spend` is net: `gross_spend` (what the user's orders were worth) less "
+            "`refunded` (their refunds and cancellations). `order_count` counts the orders "
+            "placed, cancelled ones included; `average_order_value` is gross_spend / "
+            "order_count."
+        ),
         parameters=[path_id_parameter("user_id", "The user's id as sent in orders")],
         responses={
             200: UserStatsSerializer,
@@ -102,10 +124,46 @@ class UserStatsViewSet(ProtectedViewSet):
         return Response(user_stats_body(user))
 
 
+class ProductStatsViewSet(ProtectedViewSet):
+    lookup_field = "product_id"
+    # Any characters (percent-encoded), as user ids; the length is checked in the view.
+    lookup_value_regex = ".+"
+
+    @extend_schema(
+        operation_id="product_stats",
+        summary="Statistics of one product (net units and revenue over all time)",
+        description=(
+            "`units` and `revenue` are net: sold less what refunds by items and cancellations "
+            "took back; a refund by amount takes nothing off a product. 404 when no order "
+            "had the product; one whose units were all given back answers 0."
+        ),
+        parameters=[path_id_parameter("product_id", "The product's id as sent in items")],
+        responses={
+            200: ProductStatsSerializer,
+            400: parameter_error("product_id too long", too_long_error("product_id")),
+            404: OpenApiResponse(DetailSerializer, description="No order had this product."),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"], url_path="stats", url_name="stats")
+    def stats(self, request: Request, product_id: str) -> Response:
+        validate_path_id("product_id", product_id)
+        product = get_store().product_stats(product_id)
+        if product is None:
+            raise NotFound(f"No orders recorded with product {product_id}.")
+        return Response(product_stats_body(product))
+
+
 class StatsViewSet(ProtectedViewSet):
     @extend_schema(
         operation_id="global_stats",
-        summary="Totals over all orders",
+        summary="Totals over all orders: net and gross revenue, refunds, cancellations",
+        description=(
+            "Shopify's rule: gross is what was ordered, refunds (a cancellation refunds what "
+            "was left of its order) are taken off, `total_revenue` = gross_revenue - refunded. "
+            "`total_orders` counts the orders placed, cancelled ones included; "
+            "`average_order_value` is gross_revenue / total_orders (Shopify's definition)."
+        ),
         responses={200: GlobalStatsSerializer, **PROTECTED_ERRORS},
     )
     @action(detail=False, methods=["get"], url_path="global", url_name="global")
@@ -114,7 +172,7 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="top_spenders",
-        summary="Users by total spend, highest first (ties by user_id ascending)",
+        summary="Users by net spend (gross - refunded), highest first (ties by user_id ascending)",
         parameters=[LimitParams],
         responses={200: TopSpenderSerializer(many=True), 400: LIMIT_ERROR, **PROTECTED_ERRORS},
     )
@@ -136,7 +194,18 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="stats_by_date",
-        summary="Totals for a range of UTC days, with one entry per day (zeros included)",
+        summary="Totals for a range of the shop's days, per day, ISO week or month",
+        description=(
+            "Days are calendar days in the shop's time zone (STATS_TIME_ZONE). A day's "
+            "gross_revenue is what the orders placed on it were worth; its refunded the "
+            "refunds and cancellations that occurred on it, whenever their order was (Shopify's "
+            "rule); total_revenue = gross_revenue - refunded, negative on a day whose refunds "
+            "exceed its sales. interval=week or month sums the days into ISO weeks or calendar "
+            "months (`weeks` or `months` instead of `days`), each named by its first day and "
+            "counting only the days inside the range; at most 366 buckets. compare=previous "
+            "adds `previous`: the same figures for the period just before. Every amount is in "
+            "`currency`, with exactly its decimals."
+        ),
         parameters=[DateRangeParams],
         responses={
             200: DateRangeStatsSerializer,
@@ -150,9 +219,78 @@ class StatsViewSet(ProtectedViewSet):
     @action(detail=False, methods=["get"], url_path="by-date", url_name="by-date")
     def by_date(self, request: Request) -> Response:
         params = validate_query(DATE_RANGE_PARAMS, request.query_params)
-        start, end = params["start_date"], params["end_date"]
-        days = get_store().by_date(start, end)
-        return Response(date_range_body(start, end, days))
+        start, end, interval = params["start_date"], params["end_date"], params["interval"]
+        if "previous" not in params:
+            return Response(date_range_body(start, end, get_store().by_date(start, end), interval))
+        # The period before ends the day before this one: both are one read.
+        first, last = params["previous"]
+        days = get_store().by_date(first, end)
+        split = (start - first).days
+        previous = (first, last, days[:split])
+        return Response(date_range_body(start, end, days[split:], interval, previous))
+
+    @extend_schema(
+        operation_id="top_products",
+        summary="Products by net revenue or units, highest first (ties by product_id ascending)",
+        description=(
+            "A product is an item's `product_id` (items without one are in no ranking). Its "
+            "units and revenue are net: what its orders sold, less what refunds by items and "
+            "cancellations took back (a cancellation takes back whatever of its order was not "
+            "refunded yet). A refund by amount, without items, lowers its order's revenue but "
+            "no product's. Over all time, or with start_date and end_date over those days of "
+            "the shop's time zone: sales on their order's day, refunds on the day they "
+            "occurred (a range may hold negative figures). A product all given back stays "
+            "listed with 0."
+        ),
+        parameters=[TopProductsParams],
+        responses={
+            200: TopProductSerializer(many=True),
+            400: parameter_error(
+                "half a range",
+                {"end_date": ["Required with start_date: a range names both of its days."]},
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="top-products", url_name="top-products")
+    def top_products(self, request: Request) -> Response:
+        params = validate_query(TOP_PRODUCTS_PARAMS, request.query_params)
+        rows = get_store().top_products(
+            params["limit"], params["by"], params.get("start_date"), params.get("end_date")
+        )
+        return Response(top_products_body(rows))
+
+    @extend_schema(
+        operation_id="stats_by_hour",
+        summary="Every local hour of a day of the shop's time zone: orders and gross revenue",
+        description=(
+            "The day's hours in STATS_TIME_ZONE: 24, or 23 and 25 on the days daylight saving "
+            "starts and ends (each hour named by when it began, with its UTC offset). Orders "
+            "count in the hour they were placed, with their gross value; refunds are counted "
+            "per day (/stats/by-date). compare=previous adds the day before under `previous`. "
+            "One HMGET per shard."
+        ),
+        parameters=[HourParams],
+        responses={
+            200: HourRangeSerializer,
+            400: parameter_error(
+                "not a day", {"date": ["Must be a date in the form YYYY-MM-DD (got '2025-1-1')."]}
+            ),
+            **PROTECTED_ERRORS,
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="by-hour", url_name="by-hour")
+    def by_hour(self, request: Request) -> Response:
+        params = validate_query(HOUR_PARAMS, request.query_params)
+        zone = settings.STATS_TIME_ZONE
+        day = params.get("date") or timezone.now().astimezone(zone).date()
+        if params.get("compare") != "previous":
+            return Response(by_hour_body(day, zone.key, get_store().by_hour(day, day)))
+        before = day - timedelta(days=1)
+        hours = get_store().by_hour(before, day)  # both days in one read
+        split = next(i for i, h in enumerate(hours) if h.start.date() == day)
+        previous = (before, hours[:split])
+        return Response(by_hour_body(day, zone.key, hours[split:], previous))
 
     @staticmethod
     def _limit(request: Request) -> int:
@@ -251,6 +389,12 @@ def _database_ok() -> bool:
 
 
 class MetricsViewSet(ProtectedViewSet):
+    """``waiting_events`` reads the refunds and cancellations waiting for their order from the
+    database: another app's fact, handed in by ``orderpipe/urls.py`` (``as_view``'s keyword)
+    so that stats does not import orders; without it the JSON says null and the text form
+    leaves the gauges out."""
+
+    waiting_events: WaitingSource | None = None
     renderer_classes = [
         ExactJSONRenderer,
         BrowsableAPIRenderer,
@@ -265,7 +409,10 @@ class MetricsViewSet(ProtectedViewSet):
             "JSON by default. Prometheus text exposition for `Accept: text/plain` (e.g. "
             "`text/plain;version=0.0.4`) or `?format=prometheus`; OpenMetrics for "
             "`Accept: application/openmetrics-text` or `?format=openmetrics`. Protected like "
-            "the stats endpoints when STATS_API_AUTH is set (it exposes revenue)."
+            "the stats endpoints when STATS_API_AUTH is set (it exposes revenue). "
+            "`total_revenue` is net (gross_revenue - refunded), `average_order_value` gross / "
+            "orders. In the text forms revenue counters only grow: `orderpipe_revenue_total` "
+            "is gross, `orderpipe_refunded_total` the refunds, `orderpipe_net_revenue` a gauge."
         ),
         parameters=[
             OpenApiParameter(
@@ -290,7 +437,7 @@ class MetricsViewSet(ProtectedViewSet):
         },
     )
     def scrape(self, request: Request) -> Response:
-        snapshot = MetricsSnapshot.read(get_store(), timezone.now())
+        snapshot = MetricsSnapshot.read(get_store(), timezone.now(), self.waiting_events)
         if isinstance(request.accepted_renderer, ExpositionRenderer):
             response = Response(snapshot)
         else:
@@ -324,6 +471,9 @@ class ApiRootView(FormatParamMixin, APIView):
             "top_spenders": url("stats-top-spenders") + "?limit=5",
             "top_buyers": url("stats-top-buyers") + "?limit=5",
             "by_date": url("stats-by-date") + "?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+            "top_products": url("stats-top-products") + "?limit=5&by=revenue",
+            "product_stats": template("product-stats", "product_id"),
+            "by_hour": url("stats-by-hour"),
             "health": url("health"),
             "metrics": url("metrics"),
             "schema": url("schema"),

@@ -1,5 +1,6 @@
 #!lua
--- Apply one shard's part of a batch atomically: valid orders and counted rejects.
+-- Apply one shard's part of a batch atomically: valid orders, refunds and cancellations
+-- (events), and counted rejects.
 --
 -- Every key is passed in KEYS and all of them share the shard's hash tag, so this runs on a
 -- Redis Cluster (and ElastiCache Serverless) as on one node. The shebang makes Redis refuse
@@ -8,25 +9,49 @@
 -- KEYS[1] generation (string)    KEYS[2] rebuild lock (string)   KEYS[3] global (hash)
 -- KEYS[4] days (hash)            KEYS[5] rank:spend (zset)        KEYS[6] rank:orders (zset)
 -- KEYS[7] ingest (hash)          KEYS[8] this batch's stored reply (string)
+-- KEYS[9] hours (hash)
 -- then 2 keys per order: its user hash, its idempotency mark (string, in the generation)
+-- then 2 keys per event: its order's user hash, its idempotency mark (string, in the generation)
 -- then 1 key per rejected message: its counted-once mark (string)
+-- then ARGV[10] product keys (none when no line of this call names a product): the products
+--   hash, then one hash per day its products count on (pdays:<day>)
 --
 -- ARGV[1] the generation the caller writes to, described ('<G>;v<format>;n<shards>')
 -- ARGV[2] mark TTL, seconds (0 = forever)          ARGV[3] now, epoch ms
 -- ARGV[4] messages of this shard received
--- ARGV[5] oldest first-recorded time (epoch ms) an order without a mark may still be applied
---         at; older ones were applied long ago if ever (their mark may have expired) (0 = any)
+-- ARGV[5] oldest first-recorded time (epoch ms) an order or event without a mark may still be
+--         applied at; older ones were applied long ago if ever (their mark may have expired)
+--         (0 = any)
 -- ARGV[6] number of orders
 -- ARGV[7] how long to keep this call's reply under KEYS[8], seconds (0 = not kept)
--- then 7 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
---         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms (0 = now)
+-- ARGV[8] number of events                         ARGV[9] event messages of this shard received
+-- ARGV[10] number of product keys
+-- then 9 values per order: user_id, value_cents, occurred_ms, day (YYYY-MM-DD), fingerprint,
+--         legacy fingerprint (what earlier versions stored in marks), first_recorded_ms
+--         (0 = now), counted (1: one of the batch's messages; 0: the order of an event of the
+--         batch, recorded earlier, applied here only if Redis lacks it, and counted nowhere),
+--         local hour (the UTC instant it began, YYYY-MM-DDTHH:MM)
+-- then 7 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
+--         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
+--         batch's; 0: a waiting event attached now, its message counted when it came)
 -- then 1 value per rejected message: its reason codes joined by ','
+-- then, with product keys, per order and then per event (in the order above): its number of
+--   products c, then c times: its day hash's position among the product keys (2, 3, ...),
+--   product_id, units, cents (an event's negative: what it takes off its products)
 --
--- Returns {0, statuses..., rejects counted} with one status per order: 1 applied,
--- 0 duplicate (its mark is there), 2 conflict (its mark holds another payload's fingerprint),
--- 3 not applied because it was first recorded before the marks' window. The same batch
--- retried (a shard of it failed, or the reply was lost) gets that reply again and changes
--- nothing, so its counters count once.
+-- Orders come first, so an event's order is counted before its refund (a context order is
+-- applied when its mark is absent). An event adds its amount to its user's, the shard's and
+-- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and
+-- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
+-- event applied adds its products' units and cents to '<product_id>:units' and
+-- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
+-- cancellation subtract theirs); a duplicate adds nothing.
+--
+-- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
+-- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
+-- payload's fingerprint), 3 not applied because it was first recorded before the marks'
+-- window. The same batch retried (a shard of it failed, or the reply was lost) gets that
+-- reply again and changes nothing, so its counters count once.
 -- Returns {1} while a rebuild holds the lock and {2, found} when the generation key does not
 -- describe ARGV[1] (a rebuild switched, or another layout is live, or it is retired): nothing
 -- is written then; the caller waits, or plans again, or refuses. An absent generation key is
@@ -49,7 +74,11 @@ elseif generation ~= ARGV[1] then
 end
 
 local n = tonumber(ARGV[6])
-local first_reject_key = 9 + 2 * n
+local m = tonumber(ARGV[8])
+local product_keys = tonumber(ARGV[10])
+local first_event_key = 10 + 2 * n
+local first_reject_key = first_event_key + 2 * m
+local first_product_key = #KEYS - product_keys + 1
 
 -- Redis does not roll a script back: check every key's type before the first write, so a
 -- key of the wrong type fails the batch whole instead of leaving a mark without its totals.
@@ -60,68 +89,134 @@ local function expect(key, kind)
   end
 end
 local problem = expect(KEYS[3], 'hash') or expect(KEYS[4], 'hash') or expect(KEYS[5], 'zset')
-  or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash')
+  or expect(KEYS[6], 'zset') or expect(KEYS[7], 'hash') or expect(KEYS[9], 'hash')
 if problem then return problem end
-for k = 9, first_reject_key - 1, 2 do
+for k = 10, first_reject_key - 1, 2 do
   problem = expect(KEYS[k], 'hash') or expect(KEYS[k + 1], 'string')
   if problem then return problem end
 end
-for k = first_reject_key, #KEYS do
+for k = first_reject_key, first_product_key - 1 do
   problem = expect(KEYS[k], 'string')
+  if problem then return problem end
+end
+for k = first_product_key, #KEYS do
+  problem = expect(KEYS[k], 'hash')
   if problem then return problem end
 end
 
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
 local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+-- An order's or event's mark: its status, and the mark set when it is to be applied now.
+local function claim(mark, fingerprint, legacy, first)
+  local previous = redis.call('GET', mark)
+  if previous then
+    return (previous == fingerprint or previous == legacy) and 0 or 2
+  elseif first > 0 and oldest > 0 and first < oldest then
+    return 3
+  end
+  if ttl > 0 then
+    redis.call('SET', mark, fingerprint, 'EX', ttl)
+  else
+    redis.call('SET', mark, fingerprint)
+  end
+  return 1
+end
+
 local result = {0}
 local applied, duplicates = 0, 0
 for i = 0, n - 1 do
-  local a = 8 + 7 * i
+  local a = 11 + 9 * i
   local user_id, cents, occurred, day = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local fingerprint, legacy, first = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6])
-  local user, mark = KEYS[9 + 2 * i], KEYS[10 + 2 * i]
-  local status
-  local previous = redis.call('GET', mark)
-  if previous then
-    status = (previous == fingerprint or previous == legacy) and 0 or 2
-  elseif first > 0 and oldest > 0 and first < oldest then
-    status = 3
-  else
-    if ttl > 0 then
-      redis.call('SET', mark, fingerprint, 'EX', ttl)
-    else
-      redis.call('SET', mark, fingerprint)
-    end
+  local first, counted = tonumber(ARGV[a + 6]), ARGV[a + 7] == '1'
+  local user = KEYS[10 + 2 * i]
+  local status = claim(KEYS[11 + 2 * i], ARGV[a + 4], ARGV[a + 5], first)
+  if status == 1 then
     local count = redis.call('HINCRBY', user, 'orders', 1)
     local spend = redis.call('HINCRBY', user, 'spend', cents)
+    local refunded
     if count == 1 then
       redis.call('HSET', user, 'first', occurred, 'last', occurred)
       redis.call('HINCRBY', global, 'users', 1)
+      refunded = redis.call('HGET', user, 'refunded')
     else
-      local bounds = redis.call('HMGET', user, 'first', 'last')
+      local bounds = redis.call('HMGET', user, 'first', 'last', 'refunded')
       local when = tonumber(occurred)
       if when < tonumber(bounds[1]) then redis.call('HSET', user, 'first', occurred) end
       if when > tonumber(bounds[2]) then redis.call('HSET', user, 'last', occurred) end
+      refunded = bounds[3]
     end
     redis.call('HINCRBY', global, 'orders', 1)
     redis.call('HINCRBY', global, 'revenue', cents)
     -- Negated scores: ZRANGE then lists the largest first and breaks ties by user_id ascending.
-    redis.call('ZADD', rank_spend, -spend, user_id)
+    -- Spend is ranked net: less what was refunded (refunded - spend, never a -0).
+    redis.call('ZADD', rank_spend, (tonumber(refunded) or 0) - spend, user_id)
     redis.call('ZADD', rank_orders, -count, user_id)
     redis.call('HINCRBY', days, day .. ':orders', 1)
     redis.call('HINCRBY', days, day .. ':revenue', cents)
-    status = 1
+    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':orders', 1)
+    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':revenue', cents)
   end
-  if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
+  if counted then
+    if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
+  end
   result[#result + 1] = status
+end
+
+local events_applied, events_duplicates = 0, 0
+local event_values = 11 + 9 * n
+for j = 0, m - 1 do
+  local a = event_values + 7 * j
+  local user_id, cents, day, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local first, cancels, counted = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1', ARGV[a + 6] == '1'
+  local user = KEYS[first_event_key + 2 * j]
+  local status = claim(KEYS[first_event_key + 2 * j + 1], fingerprint, fingerprint, first)
+  if status == 1 then
+    local refunded = redis.call('HINCRBY', user, 'refunded', cents)
+    redis.call('HINCRBY', global, 'refunded', cents)
+    redis.call('HINCRBY', days, day .. ':refunded', cents)
+    if cancels then
+      redis.call('HINCRBY', user, 'cancelled', 1)
+      redis.call('HINCRBY', global, 'cancelled', 1)
+    end
+    local spend = tonumber(redis.call('HGET', user, 'spend')) or 0
+    redis.call('ZADD', rank_spend, refunded - spend, user_id)
+    events_applied = events_applied + 1
+  elseif counted then
+    events_duplicates = events_duplicates + 1
+  end
+  result[#result + 1] = status
+end
+
+-- Products: each applied order's and event's lines, net (an event's values are negative).
+local codes_at = event_values + 7 * m
+if product_keys > 0 then
+  local products = KEYS[first_product_key]
+  local at = codes_at + first_product_key - first_reject_key
+  for row = 1, n + m do
+    local lines = tonumber(ARGV[at])
+    at = at + 1
+    if result[row + 1] == 1 then
+      for _ = 1, lines do
+        local day = KEYS[first_product_key + tonumber(ARGV[at]) - 1]
+        local units, revenue = ARGV[at + 1] .. ':units', ARGV[at + 1] .. ':revenue'
+        redis.call('HINCRBY', products, units, ARGV[at + 2])
+        redis.call('HINCRBY', products, revenue, ARGV[at + 3])
+        redis.call('HINCRBY', day, units, ARGV[at + 2])
+        redis.call('HINCRBY', day, revenue, ARGV[at + 3])
+        at = at + 4
+      end
+    else
+      at = at + 4 * lines
+    end
+  end
 end
 
 -- Rejected messages are counted once each by message id, whatever SQS redelivers: the
 -- database row may come from an attempt whose count never reached Redis.
 local counted = 0
-local codes_at = 8 + 7 * n
-for k = first_reject_key, #KEYS do
+for k = first_reject_key, first_product_key - 1 do
   local fresh
   if ttl > 0 then
     fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl)
@@ -140,6 +235,11 @@ if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', ingest, 'received', ARGV[4])
 if applied > 0 then redis.call('HINCRBY', ingest, 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', ingest, 'duplicates', duplicates) end
 if counted > 0 then redis.call('HINCRBY', ingest, 'rejected', counted) end
+if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', ingest, 'events_received', ARGV[9]) end
+if events_applied > 0 then redis.call('HINCRBY', ingest, 'events_applied', events_applied) end
+if events_duplicates > 0 then
+  redis.call('HINCRBY', ingest, 'events_duplicates', events_duplicates)
+end
 -- A batch is also a sign of life: a busy consumer never has an empty receive to beat on.
 redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
 result[#result + 1] = counted

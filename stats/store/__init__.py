@@ -3,7 +3,8 @@
 Nobody else talks to Redis keys; ``AggregateStore`` is the one door (``get_store`` builds the
 app's). Redis is a read model: the ledger (in the orders app) is the record of truth and
 ``rebuild_stats`` derives everything here from it again. The stats app never imports the
-orders app: ``values.OrderLike`` says what the store needs of an order.
+orders app: ``values.OrderLike`` and ``values.EventLike`` say what the store needs of an order
+and of a refund or cancellation.
 
 One module per idea:
 
@@ -49,6 +50,7 @@ from stats.store.errors import (
 from stats.store.generations import GenerationWriter, Leftover
 from stats.store.keys import KeySpace
 from stats.store.layouts import Layout, LayoutError
+from stats.store.products import ProductFigures, RankedProduct
 from stats.store.readback import ReadbackMixin, UserReadback
 from stats.store.reads import ReadsMixin
 from stats.store.servers import ServerInfo, ServersMixin
@@ -56,9 +58,12 @@ from stats.store.values import (
     ApplyStatus,
     BatchApplied,
     DayStats,
+    EventLike,
     GlobalStats,
+    HourStats,
     IngestionStats,
     OrderLike,
+    PendingEvent,
     PendingOrder,
     Ranked,
     RecordedOrderLike,
@@ -71,8 +76,10 @@ __all__ = [
     "ApplyStatus",
     "BatchApplied",
     "DayStats",
+    "EventLike",
     "GenerationWriter",
     "GlobalStats",
+    "HourStats",
     "IngestionStats",
     "KeySpace",
     "Layout",
@@ -80,8 +87,11 @@ __all__ = [
     "LeaseLostError",
     "Leftover",
     "OrderLike",
+    "PendingEvent",
     "PendingOrder",
+    "ProductFigures",
     "Ranked",
+    "RankedProduct",
     "RebuildInProgressError",
     "RecordedOrderLike",
     "ServerInfo",
@@ -97,7 +107,8 @@ __all__ = [
 class AggregateStore(ApplyMixin, ConsumersMixin, ReadsMixin, ServersMixin, ReadbackMixin):
     """Reads and writes the aggregates of one key prefix in one Redis (node or cluster).
 
-    ``AggregateStore(client, prefix, dedup_ttl, clock, shards, key_format)``: see
+    ``AggregateStore(client, prefix, dedup_ttl, clock, shards, key_format, zone,
+    currency)``: see
     ``StoreBase``. Writes (``apply_batch``) are in ``apply``, reads in ``reads``, the
     rebuild's and reconcile's side in ``lease``, ``generations`` and ``readback``.
     """
@@ -122,4 +133,6 @@ def get_store() -> AggregateStore:
         prefix=settings.REDIS_KEY_PREFIX,
         dedup_ttl=settings.ORDER_DEDUP_TTL,
         shards=getattr(settings, "REDIS_SHARDS", 1),
+        zone=settings.STATS_TIME_ZONE.key,
+        currency=settings.STATS_CURRENCY,
     )

@@ -2,7 +2,11 @@
 
 The batch is planned per shard (the keys and arguments of each call), the calls go out in one
 pipelined round trip together with the consumer's heartbeat, and a server that lost the script
-(a restart) gets it loaded again, on the one node that needs it.
+(a restart) gets it loaded again, on the one node that needs it. A refund or cancellation goes
+in the call of its order's user's shard, after the orders (its order among them when Redis
+might lack it), so an order and its events change together. An order's or event's day bucket
+is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records;
+an order also counts in its local hour (``hour_key``).
 """
 
 from __future__ import annotations
@@ -11,19 +15,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orderpipe.timeutils import epoch_ms
+from orderpipe import money
+from orderpipe.timeutils import epoch_ms, hour_key, local_day
 from stats.store.errors import (
     RebuildInProgressError,
     StoreCommandError,
     StoreUnavailableError,
     unavailable_on_redis_error,
 )
+from stats.store.keys import KeySpace
 from stats.store.layouts import parse_generation
+from stats.store.products import product_sums
 from stats.store.scripts import LuaScript, ScriptCall, ScriptsMixin
 from stats.store.values import (
+    CANCELLED,
     ApplyStatus,
     BatchApplied,
     OrderLike,
+    PendingEvent,
     PendingOrder,
     text,
 )
@@ -33,6 +42,10 @@ APPLY_SHA = APPLY.sha
 # How long a batch's reply is kept on each shard it touched: a retry of that batch within
 # this time counts nothing twice (a batch in hand is retried within seconds to minutes).
 BATCH_REPLY_TTL = 3600
+# The form of the stored reply, in its key: a reply an earlier version stored (no event
+# statuses) is not replayed to this one, whose retry runs the script again (its orders' marks
+# make them duplicates) instead of taking a reply that lacks the events.
+BATCH_REPLY_FORMAT = "r2"
 
 
 @dataclass(slots=True)
@@ -40,8 +53,14 @@ class _ShardWork:
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
     orders: list[int] = field(default_factory=list)  # positions in the caller's list
+    events: list[int] = field(default_factory=list)  # positions in the caller's list
+    event_keys: list[str] = field(default_factory=list)
+    event_args: list[Any] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
+    # Per order, then per event: its products' (day, product_id, units, cents).
+    lines: list[list[tuple[str, str, int, int]]] = field(default_factory=list)
     received: int = 0
+    events_received: int = 0
 
 
 class ApplyMixin(ScriptsMixin):
@@ -52,24 +71,40 @@ class ApplyMixin(ScriptsMixin):
         rejections: Mapping[str, Sequence[str]] | None = None,
         received: int | None = None,
         batch: str = "",
+        events: Sequence[PendingEvent] = (),
+        events_received: int | None = None,
     ) -> BatchApplied:
         """Apply a batch: one atomic script call per shard it touches.
 
         ``rejections`` maps the SQS message id of each rejected message to its reason codes
         (each message is counted once however often it comes); ``received`` is the number of
-        SQS messages the batch came from (default: orders + rejections). Every order's
-        aggregates change together or not at all; with several shards the batch as a whole
-        is not atomic (a failure may leave some shards applied). ``batch`` names this batch
-        as received (the same for every retry of the batch in hand, another for a
-        redelivery): a shard that applied its part gives its first reply again on a retry,
-        so the received, applied and duplicate counters count the batch once.
+        SQS messages the batch came from (default: counted orders + counted events +
+        rejections). Every order's aggregates change together or not at all; with several
+        shards the batch as a whole is not atomic (a failure may leave some shards applied).
+        ``batch`` names this batch as received (the same for every retry of the batch in
+        hand, another for a redelivery): a shard that applied its part gives its first reply
+        again on a retry, so the received, applied and duplicate counters count the batch
+        once.
+
+        ``events`` (refunds and cancellations) go in the same call as the orders of their
+        user's shard, after them, each once by its own mark (same TTL and window rule as an
+        order's). An order with ``counted=False`` is an event's order recorded earlier: it is
+        applied when its mark is absent inside the window, so Redis never holds a refund
+        without its order, and counts in no counter. ``events_received`` is the number of
+        event messages the batch holds (default: the counted events); ``events_applied``
+        counts every event applied, ``events_duplicates`` the counted ones that were not.
         """
         rejections = rejections or {}
-        if not orders and not rejections and not received:
+        if not orders and not rejections and not received and not events:
             return BatchApplied([], 0)
         statuses: list[ApplyStatus] = [ApplyStatus.DUPLICATE] * len(orders)
+        event_statuses: list[ApplyStatus] = [ApplyStatus.DUPLICATE] * len(events)
         counted = 0
-        pending = self._plan(orders, rejections, received, batch)
+
+        def plan() -> dict[int, _ShardWork]:
+            return self._plan(orders, rejections, received, batch, events, events_received)
+
+        pending = plan()
         for _attempt in range(3):
             moved = []
             heartbeat = self._queue_consumer_beat if self.consumer_id else None
@@ -91,12 +126,16 @@ class ApplyMixin(ScriptsMixin):
                     self._saw_generation(shard, self._live_number(found, writing=True))
                     moved.append(shard)
                     continue
-                for position, status in zip(pending[shard].orders, reply[1:-1], strict=True):
+                work = pending[shard]
+                split = 1 + len(work.orders)
+                for position, status in zip(work.orders, reply[1:split], strict=True):
                     statuses[position] = ApplyStatus(int(status))
+                for position, status in zip(work.events, reply[split:-1], strict=True):
+                    event_statuses[position] = ApplyStatus(int(status))
                 counted += int(reply[-1])
             if not moved:
-                return BatchApplied(statuses, counted)
-            replanned = self._plan(orders, rejections, received, batch)
+                return BatchApplied(statuses, counted, event_statuses)
+            replanned = plan()
             pending = {shard: replanned[shard] for shard in moved}
         raise StoreUnavailableError("the aggregates' generation keeps moving; retrying later")
 
@@ -120,6 +159,8 @@ class ApplyMixin(ScriptsMixin):
         rejections: Mapping[str, Sequence[str]],
         received: int | None,
         batch: str,
+        events: Sequence[PendingEvent] = (),
+        events_received: int | None = None,
     ) -> dict[int, _ShardWork]:
         """Each shard's script call: its KEYS and ARGV as ``apply_batch.lua`` lists them."""
         keys = self.keys
@@ -129,35 +170,74 @@ class ApplyMixin(ScriptsMixin):
         window_start = self.window_start(now_at)
         oldest = epoch_ms(window_start) if window_start is not None else 0
         work: dict[int, _ShardWork] = {}
+        currency = money.currency(self.layout.currency)
         for position, pending in enumerate(orders):
             order = pending.order
             s = keys.shard_of(order.user_id)
             shard = work.setdefault(s, _ShardWork())
             shard.orders.append(position)
-            shard.received += 1
+            shard.received += pending.counted
             shard.keys += [
                 keys.user(order.user_id, s, generations[s]),
                 keys.mark(order.order_id, s, generations[s]),
             ]
             first = pending.first_recorded_at
+            day = local_day(order.occurred_at, self.time_zone).isoformat()
+            sold = product_sums(getattr(order, "items", ()), currency)
+            shard.lines.append([(day, p, units, cents) for p, (units, cents) in sold.items()])
             shard.args += [
                 order.user_id,
                 order.value_cents,
                 epoch_ms(order.occurred_at),
-                order.day.isoformat(),
+                day,
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
                 epoch_ms(first) if first is not None else 0,
+                int(pending.counted),
+                hour_key(order.occurred_at, self.time_zone),
+            ]
+        event_lines: dict[int, list[list[tuple[str, str, int, int]]]] = {}
+        for position, pending_event in enumerate(events):
+            event = pending_event.event
+            s = keys.shard_of(event.user_id)
+            shard = work.setdefault(s, _ShardWork())
+            shard.events.append(position)
+            shard.received += pending_event.counted
+            shard.events_received += pending_event.counted
+            shard.event_keys += [
+                keys.user(event.user_id, s, generations[s]),
+                keys.event_mark(event.event_id, s, generations[s]),
+            ]
+            first = pending_event.first_recorded_at
+            day = local_day(event.occurred_at, self.time_zone).isoformat()
+            taken = product_sums(event.items, currency)
+            event_lines.setdefault(s, []).append(
+                [(day, p, -units, -cents) for p, (units, cents) in taken.items()]
+            )
+            shard.event_args += [
+                event.user_id,
+                event.amount_cents,
+                day,
+                event.fingerprint,
+                epoch_ms(first) if first is not None else 0,
+                int(event.kind == CANCELLED),
+                int(pending_event.counted),
             ]
         for message_id in rejections:
             shard = work.setdefault(keys.shard_of(message_id), _ShardWork())
             shard.received += 1
             shard.rejects.append(message_id)
-        if received is not None and received != len(orders) + len(rejections):
-            # Not one message per order and reject (tests, benchmarks): count it on one shard.
+        messages = sum(p.counted for p in orders) + sum(e.counted for e in events)
+        if received is not None and received != messages + len(rejections):
+            # Not one message per order, event and reject (tests, benchmarks; events waiting
+            # for their order): count it on one shard.
             for shard in work.values():
                 shard.received = 0
             work.setdefault(next(iter(work), 0), _ShardWork()).received = received
+        if events_received is not None and events_received != sum(e.counted for e in events):
+            for shard in work.values():
+                shard.events_received = 0
+            work.setdefault(next(iter(work), 0), _ShardWork()).events_received = events_received
         for s, shard in work.items():
             gen = generations[s]
             head = [
@@ -168,12 +248,41 @@ class ApplyMixin(ScriptsMixin):
                 keys.ranking("spend", s, gen),
                 keys.ranking("orders", s, gen),
                 keys.ingest(s),
-                keys.batch(batch, s),
+                keys.batch(f"{batch}:{BATCH_REPLY_FORMAT}", s),
+                keys.hours(s, gen),
             ]
-            shard.keys = head + shard.keys + [keys.rejected(m, s) for m in shard.rejects]
+            product_keys, product_args = _product_section(
+                keys, s, gen, shard.lines + event_lines.get(s, [])
+            )
+            shard.keys = [
+                *head, *shard.keys, *shard.event_keys,
+                *(keys.rejected(m, s) for m in shard.rejects), *product_keys,
+            ]  # fmt: skip
             shard.args = [
                 self.descriptor(gen), self.dedup_ttl, now, shard.received, oldest,
                 len(shard.orders), BATCH_REPLY_TTL if batch else 0,
-                *shard.args, *(",".join(rejections[m]) for m in shard.rejects),
+                len(shard.events), shard.events_received, len(product_keys),
+                *shard.args, *shard.event_args, *(",".join(rejections[m]) for m in shard.rejects),
+                *product_args,
             ]  # fmt: skip
         return work
+
+
+def _product_section(
+    keys: KeySpace, shard: int, generation: int, rows: list[list[tuple[str, str, int, int]]]
+) -> tuple[list[str], list[Any]]:
+    """The product keys and values of one shard's call (``apply_batch.lua``): none when no
+    row has a product; else the products hash and each day's hash, and per row its count of
+    products and each one's (day hash position, product_id, units, cents)."""
+    if not any(rows):
+        return [], []
+    days: dict[str, int] = {}
+    args: list[Any] = []
+    for row in rows:
+        args.append(len(row))
+        for day, product_id, units, cents in row:
+            position = days.setdefault(day, len(days) + 2)
+            args += [position, product_id, units, cents]
+    product_keys = [keys.products(shard, generation)]
+    product_keys += [keys.product_day(day, shard, generation) for day in days]
+    return product_keys, args

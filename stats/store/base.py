@@ -12,12 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import redis
 from redis.cluster import RedisCluster
 
 from stats.store.keys import KEY_FORMAT, KeySpace
-from stats.store.layouts import Generation, Layout, live_number
+from stats.store.layouts import (
+    DEFAULT_CURRENCY,
+    DEFAULT_ZONE,
+    Generation,
+    Layout,
+    live_number,
+)
 
 # (prefix, layout) -> each shard's live generation as this process last saw it.
 _GENERATIONS: dict[tuple[str, Layout], list[int]] = {}
@@ -34,7 +41,10 @@ class StoreBase:
     ``client`` is a redis-py client (django-redis's pooled one in the app, a ``RedisCluster``
     with ``REDIS_CLUSTER``, fakeredis or a test server in tests); ``clock`` returns epoch
     seconds and is swappable in tests. ``key_format`` 1 names the keys of earlier versions
-    (``rebuild_stats`` moves aggregates out of them).
+    (``rebuild_stats`` moves aggregates out of them). ``zone`` (an IANA name) and
+    ``currency`` (an ISO 4217 code) are what the aggregates this process writes and reads are
+    counted in (``STATS_TIME_ZONE``, ``STATS_CURRENCY``): part of its layout, so aggregates
+    built for another are refused, never mixed.
     """
 
     def __init__(
@@ -45,11 +55,15 @@ class StoreBase:
         clock: Callable[[], float] = time.time,
         shards: int = 1,
         key_format: int = KEY_FORMAT,
+        zone: str = DEFAULT_ZONE,
+        currency: str = DEFAULT_CURRENCY,
     ) -> None:
         self.client = client
         cluster = isinstance(client, RedisCluster)
         self.keys = KeySpace(prefix, shards, cluster=cluster, key_format=key_format)
-        self.layout = Layout(shards, key_format)
+        self.layout = Layout(shards, key_format, zone, currency)
+        # The calendar the days are counted in (orderpipe.timeutils.local_day).
+        self.time_zone = ZoneInfo(zone)
         self.dedup_ttl = dedup_ttl
         self.clock = clock
         # Set by a consumer: its batches and heartbeats also stamp <p>:consumers[consumer_id].

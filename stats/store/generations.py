@@ -2,7 +2,7 @@
 write, and what they leave behind.
 
 A rebuild holds every shard's lock (``lease``), writes a fresh generation beside the live one
-with ``GenerationWriter`` (aggregates and the marks of the orders they count), switches
+with ``GenerationWriter`` (aggregates and the marks of the orders and events they count), switches
 ``T:gen`` to it (``switch_generation``, fenced like every write) and drops the old one. When
 it moves the aggregates to another layout, the same switch retires the old layout (its
 ``T:gen`` becomes ``retired:<new layout>``, which never expires) and carries the ingestion
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Self
@@ -38,7 +38,12 @@ from stats.store.scripts import LuaScript, ScriptCall
 from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
 
 NEXT_GENERATION = LuaScript.named("next_generation")
-_INGEST_COUNTERS = ("received", "applied", "duplicates", "rejected")
+# Field-value words per HSET of products (a shop's thousands of products in several commands).
+_PRODUCT_FIELDS_PER_HSET = 4_000
+_INGEST_COUNTERS = (
+    "received", "applied", "duplicates", "rejected",
+    "events_received", "events_applied", "events_duplicates",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,14 +79,21 @@ class GenerationsMixin(LeaseMixin):
     def claim_layout(self) -> None:
         """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
         when another is (a consumer must not write beside aggregates built for another
-        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise)."""
+        ``REDIS_SHARDS``, nor into keys an earlier version named otherwise, nor count days
+        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them)."""
+        for state in self.generation_states():
+            # Aggregates written without a recorded layout (by the apply script alone)
+            # still say in T:gen what they are counted in.
+            live = state.layout if state.state is State.LIVE else None
+            if live is not None and not live.same_values(self.layout):
+                raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
         self.client.set(key, self.layout.code(), nx=True)
         found = self.recorded_layout()
         if found is None or found == self.layout:
             self._layout_is_mine()
             return
-        if found.same_names(self.layout, self.cluster):
+        if found.same_names(self.layout, self.cluster) and found.same_values(self.layout):
             # One shard on one node, recorded by an earlier version: the same key names.
             self.client.set(key, self.layout.code())
             self._layout_is_mine()
@@ -94,7 +106,9 @@ class GenerationsMixin(LeaseMixin):
         if self._layout_checked():
             return
         found = self.recorded_layout()
-        if found is not None and not found.same_names(self.layout, self.cluster):
+        if found is not None and not (
+            found.same_names(self.layout, self.cluster) and found.same_values(self.layout)
+        ):
             raise LayoutError(self.layout.refusal(found, self.cluster))
         self._layout_is_mine()
 
@@ -306,6 +320,8 @@ class GenerationsMixin(LeaseMixin):
             clock=self.clock,
             shards=layout.shards,
             key_format=layout.key_format,
+            zone=layout.zone,
+            currency=layout.currency,
         )
 
 
@@ -340,7 +356,8 @@ class GenerationWriter:
         self._calls: dict[int, Fenced] = {}
         self._queued = 0
         self._units = 0  # nested units open
-        self._globals = [[0, 0, 0] for _ in range(store.shards)]
+        # Per shard: orders, revenue (gross), users, refunded, cancelled.
+        self._globals = [[0, 0, 0, 0, 0] for _ in range(store.shards)]
 
     @contextlib.contextmanager
     def unit(self) -> Iterator[None]:
@@ -373,20 +390,35 @@ class GenerationWriter:
         self.store.run_fenced(self.token, calls)
 
     def user(
-        self, user_id: str, orders: int, spend_cents: int, first_ms: int, last_ms: int
+        self,
+        user_id: str,
+        orders: int,
+        spend_cents: int,
+        first_ms: int,
+        last_ms: int,
+        refunded_cents: int = 0,
+        cancelled: int = 0,
     ) -> None:
+        """A user's hash and places in both rankings, as applying its orders and events
+        leaves them: ``spend`` gross, ``refunded`` and ``cancelled`` only when not 0 (as the
+        apply script writes them), ranked by net spend."""
         keys, shard = self.store.keys, self.store.shard_of(user_id)
         generation = self._generation(shard)
         key = keys.user(user_id, shard, generation)
         self._add(shard, "DEL", key)
-        self._add(shard, "HSET", key, "orders", orders, "spend", spend_cents,
-                  "first", first_ms, "last", last_ms)  # fmt: skip
-        self._add(shard, "ZADD", keys.ranking("spend", shard, generation), -spend_cents, user_id)
+        fields: list[Any] = ["orders", orders, "spend", spend_cents, "first", first_ms,
+                             "last", last_ms]  # fmt: skip
+        if refunded_cents:
+            fields += ["refunded", refunded_cents]
+        if cancelled:
+            fields += ["cancelled", cancelled]
+        self._add(shard, "HSET", key, *fields)
+        self._add(shard, "ZADD", keys.ranking("spend", shard, generation),
+                  refunded_cents - spend_cents, user_id)  # fmt: skip
         self._add(shard, "ZADD", keys.ranking("orders", shard, generation), -orders, user_id)
         totals = self._globals[shard]
-        totals[0] += orders
-        totals[1] += spend_cents
-        totals[2] += 1
+        for i, value in enumerate((orders, spend_cents, 1, refunded_cents, cancelled)):
+            totals[i] += value
         self._written()
 
     def remove_user(self, user_id: str) -> None:
@@ -398,45 +430,151 @@ class GenerationWriter:
         self._add(shard, "ZREM", keys.ranking("orders", shard, generation), user_id)
         self._written()
 
-    def day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
+    def day(
+        self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """A day bucket: orders and their gross revenue when there are orders, refunds that
+        occurred on it when there are any (the fields the apply script writes)."""
         iso = day.isoformat()
-        self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
-                  f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents)  # fmt: skip
+        fields: list[Any] = []
+        if orders:
+            fields += [f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents]
+        if refunded_cents:
+            fields += [f"{iso}:refunded", refunded_cents]
+        if fields:
+            self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
+                      *fields)  # fmt: skip
         self._written()
 
-    def replace_days(self, shard: int, days: Sequence[tuple[date, int, int]]) -> None:
-        """A shard's whole days hash (repair): (day, orders, revenue cents) each, in one
+    def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
+        revenue, as the apply script writes them."""
+        if orders:
+            self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
+                      f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents)  # fmt: skip
+        self._written()
+
+    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
+        """A shard's whole hours hash (repair): (hour, orders, revenue cents) each, in one
         call."""
         with self.unit():
-            self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
-            for day, orders, revenue in days:
-                self.day(shard, day, orders, revenue)
+            self._add(shard, "DEL", self.store.keys.hours(shard, self._generation(shard)))
+            for hour, orders, revenue in hours:
+                self.hour(shard, hour, orders, revenue)
 
-    def add_to_totals(self, shard: int, orders: int, revenue: int, users: int) -> None:
-        """Count orders in the shard's totals, as applying them does (repair)."""
+    def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
+        """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
+        each, in one call."""
+        with self.unit():
+            self._add(shard, "DEL", self.store.keys.days(shard, self._generation(shard)))
+            for day, orders, revenue, refunded in days:
+                self.day(shard, day, orders, revenue, refunded)
+
+    def add_to_totals(
+        self,
+        shard: int,
+        orders: int,
+        revenue: int,
+        users: int,
+        refunded: int = 0,
+        cancelled: int = 0,
+    ) -> None:
+        """Count orders and events in the shard's totals, as applying them does (repair)."""
         key = self.store.keys.totals(shard, self._generation(shard))
-        for name, value in (("orders", orders), ("revenue", revenue), ("users", users)):
+        for name, value in (("orders", orders), ("revenue", revenue), ("users", users),
+                            ("refunded", refunded), ("cancelled", cancelled)):  # fmt: skip
             if value:
                 self._add(shard, "HINCRBY", key, name, value)
         self._written()
 
-    def add_to_day(self, shard: int, day: date, orders: int, revenue_cents: int) -> None:
-        """Count orders in a day bucket, as applying them does (repair)."""
+    def add_to_day(
+        self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """Count orders (placed that day) or refunds (that occurred that day) in a day
+        bucket, as applying them does (repair)."""
         key, iso = self.store.keys.days(shard, self._generation(shard)), day.isoformat()
-        self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
-        self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
+        if orders:
+            self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
+            self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
+        if refunded_cents:
+            self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
+        self._written()
+
+    def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+        """Count orders placed in a local hour (``hour_key``), as applying them does
+        (repair)."""
+        key = self.store.keys.hours(shard, self._generation(shard))
+        self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
+        self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
+        self._written()
+
+    def add_to_products(
+        self, shard: int, day: date, figures: Mapping[str, tuple[int, int]]
+    ) -> None:
+        """Count a row's products (units, revenue cents; an event's negative) overall and on
+        its day, as applying it does (repair)."""
+        generation = self._generation(shard)
+        keys = self.store.keys
+        for key in (keys.products(shard, generation),
+                    keys.product_day(day.isoformat(), shard, generation)):  # fmt: skip
+            for product_id, (units, revenue) in figures.items():
+                self._add(shard, "HINCRBY", key, f"{product_id}:units", units)
+                self._add(shard, "HINCRBY", key, f"{product_id}:revenue", revenue)
         self._written()
 
     def globals_from_users(self) -> None:
         """The global hashes, summed from the users written."""
-        for shard, (orders, revenue, users) in enumerate(self._globals):
-            self.set_globals(shard, orders, revenue, users)
+        for shard, (orders, revenue, users, refunded, cancelled) in enumerate(self._globals):
+            self.set_globals(shard, orders, revenue, users, refunded, cancelled)
 
-    def set_globals(self, shard: int, orders: int, revenue: int, users: int) -> None:
+    def set_globals(
+        self,
+        shard: int,
+        orders: int,
+        revenue: int,
+        users: int,
+        refunded: int = 0,
+        cancelled: int = 0,
+    ) -> None:
+        """A shard's global hash; ``refunded`` and ``cancelled`` only when not 0."""
         key = self.store.keys.totals(shard, self._generation(shard))
+        fields: list[Any] = ["orders", orders, "revenue", revenue, "users", users]
+        if refunded:
+            fields += ["refunded", refunded]
+        if cancelled:
+            fields += ["cancelled", cancelled]
         self._add(shard, "DEL", key)
-        self._add(shard, "HSET", key, "orders", orders, "revenue", revenue, "users", users)
+        self._add(shard, "HSET", key, *fields)
         self._written()
+
+    def products(
+        self,
+        shard: int,
+        totals: Mapping[str, tuple[int, int]],
+        days: Mapping[date, Mapping[str, tuple[int, int]]],
+        stale_days: Sequence[str] = (),
+    ) -> None:
+        """A shard's products, overall and per day: (units, revenue cents) per product, every
+        product any row of the shard counted (0 after it was all refunded), as applying its
+        orders and events leaves them. ``stale_days``: day hashes to remove first (a repair:
+        the days Redis has). A repair writes each shard's in one call (a ``unit``)."""
+        keys, generation = self.store.keys, self._generation(shard)
+        key = keys.products(shard, generation)
+        self._add(shard, "DEL", key)
+        for stale in stale_days:
+            self._add(shard, "DEL", keys.product_day(stale, shard, generation))
+        self._product_fields(shard, key, totals)
+        for day, figures in sorted(days.items()):
+            self._product_fields(shard, keys.product_day(day.isoformat(), shard, generation),
+                                 figures)  # fmt: skip
+            self._written()  # a rebuild sends as it goes; a repair's unit holds it whole
+
+    def _product_fields(self, shard: int, key: str, figures: Mapping[str, tuple[int, int]]) -> None:
+        fields: list[Any] = []
+        for product_id, (units, revenue) in sorted(figures.items()):
+            fields += [f"{product_id}:units", units, f"{product_id}:revenue", revenue]
+        for start in range(0, len(fields), _PRODUCT_FIELDS_PER_HSET):
+            self._add(shard, "HSET", key, *fields[start : start + _PRODUCT_FIELDS_PER_HSET])
 
     def mark(self, order: RecordedOrderLike) -> None:
         """A recorded order's idempotency mark, expiring when a mark written at its first
@@ -449,6 +587,21 @@ class GenerationWriter:
             self._add(shard, "SET", key, order.fingerprint, "NX", "PXAT", expires)
         else:
             self._add(shard, "SET", key, order.fingerprint, "NX")
+        self._written()
+
+    def event_mark(
+        self, event_id: str, user_id: str, fingerprint: str, received_at: datetime
+    ) -> None:
+        """A recorded event's idempotency mark (in its user's shard), expiring when a mark
+        written when it was recorded would; never replaces one that is there."""
+        store = self.store
+        shard = store.shard_of(user_id)
+        key = store.keys.event_mark(event_id, shard, self._generation(shard))
+        if store.dedup_ttl > 0:
+            expires = epoch_ms(received_at + timedelta(seconds=store.dedup_ttl))
+            self._add(shard, "SET", key, fingerprint, "NX", "PXAT", expires)
+        else:
+            self._add(shard, "SET", key, fingerprint, "NX")
         self._written()
 
     def close(self) -> None:

@@ -14,35 +14,59 @@ hand-assigned slots the spread follows the assignment. Key format 1 (earlier ver
 ``{<prefix>:<N>:<s>}``, whose slots fell at random; ``KeySpace(..., key_format=1)`` still
 names those keys, so ``rebuild_stats`` can move the aggregates out of them.
 
-Generations. Aggregates and the idempotency marks of the orders they count live under a
-generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills a fresh
-one, marks included, and then switches ``T:gen`` to it, so a reader never sees a half-built
-state and a rebuild that dies before its switch leaves the live generation and its marks as
-they were; writers and readers check the generation they use.
+Generations. Aggregates and the idempotency marks of the orders and events they count live
+under a generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills
+a fresh one, marks included, and then switches ``T:gen`` to it, so a reader never sees a
+half-built state and a rebuild that dies before its switch leaves the live generation and its
+marks as they were; writers and readers check the generation they use.
 
 ======================================  ======  ============================================
 key                                     type    content
 ======================================  ======  ============================================
-``T[:gG]:user:<user_id>``               hash    orders, spend (cents), first, last (epoch ms)
-``T[:gG]:global``                       hash    the shard's orders, revenue (cents), users
-``T[:gG]:rank:spend``                   zset    user_id scored by -spend (cents)
-``T[:gG]:rank:orders``                  zset    user_id scored by -order count
+``T[:gG]:user:<user_id>``               hash    orders, spend (gross cents), first, last
+                                                (epoch ms), refunded (cents), cancelled
+                                                (orders cancelled)
+``T[:gG]:global``                       hash    the shard's orders, revenue (gross cents),
+                                                users, refunded (cents), cancelled
+``T[:gG]:rank:spend``                   zset    user_id scored by -(spend - refunded), the
+                                                negated NET spend (cents)
+``T[:gG]:rank:orders``                  zset    user_id scored by -order count (placed,
+                                                cancelled ones included)
 ``T[:gG]:days``                         hash    the shard's ``YYYY-MM-DD:orders``,
-                                                ``YYYY-MM-DD:revenue``
+                                                ``YYYY-MM-DD:revenue`` (gross, the order's
+                                                day), ``YYYY-MM-DD:refunded`` (the day the
+                                                refund or cancellation occurred)
+``T[:gG]:products``                     hash    the shard's ``<product_id>:units``,
+                                                ``<product_id>:revenue`` (cents): sold less
+                                                refunded by items and cancelled (products of
+                                                the shard's users' orders)
+``T[:gG]:pdays:<YYYY-MM-DD>``           hash    the same fields for one day: sales on the
+                                                order's day, refunds on the event's
+``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
+                                                (gross cents) per local hour of
+                                                ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
+                                                it began, ``YYYY-MM-DDTHH:MM``
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
+``T[:gG]:event:<event_id>``             string  the event's fingerprint: counted in this
+                                                generation (in the shard of its order's
+                                                user); same expiry and window rule
 ``T:rejected:<message_id>``             string  "1": this rejected message is counted in
                                                 ``T:ingest``; same expiry
 ``T:batch:<token>``                     string  the reply of a batch's script call (JSON),
                                                 so a retry of that batch counts nothing twice;
-                                                expires after an hour
+                                                expires after an hour (``<token>`` ends in
+                                                the reply's form, ``:r2`` with events)
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
-                                                last_batch_ms, heartbeat_ms
+                                                events_received, events_applied,
+                                                events_duplicates, last_batch_ms,
+                                                heartbeat_ms
 ``T:gen``                               string  the shard's live generation, described:
-                                                ``<G>;v<format>;n<shards>`` (see
-                                                ``layouts``); ``retired:<layout>`` once a
+                                                ``<G>;v<format>;n<shards>``, with
+                                                ``;z<zone>;c<currency>`` unless UTC,
+                                                USD (see ``layouts``); ``retired:<layout>`` once a
                                                 rebuild moved the aggregates to that layout
                                                 (never expires); absent = nothing written yet
 ``T:lock``                              string  a rebuild's or repair's token while it runs
@@ -53,8 +77,8 @@ key                                     type    content
 ``<prefix>:consumers``                  hash    consumer id (host:pid) -> its last batch or
                                                 empty poll (epoch ms); gone on a clean stop
 ``<prefix>:layout``                     string  the layout the aggregates are built for,
-                                                ``v<format>;n<shards>`` (earlier versions:
-                                                the shard count alone)
+                                                ``v<format>;n<shards>[;z<zone>][;c<cur>]``
+                                                (earlier versions: the shard count alone)
 ``<prefix>:generations``                hash    each generation being built or dropped, and
                                                 each retired layout being dropped (JSON):
                                                 what a rebuild that died left behind
@@ -62,7 +86,8 @@ key                                     type    content
 ``<prefix>:reconcile``                  string  JSON: when the last reconcile ran, what it found
 ======================================  ======  ============================================
 
-All days of a shard live in one hash so that any date range is one HMGET per shard, and
+All days of a shard live in one hash so that any date range is one HMGET per shard (a
+product's days: one hash per day, so a range is one HGETALL per day and shard), and
 rankings use negated scores so that one ZRANGE returns the highest first with ties by user_id
 ascending; merged shards keep both rules. Every key a script touches is passed to it in
 ``KEYS``: no key name is built inside a script either.
@@ -166,6 +191,17 @@ class KeySpace:
     def days(self, shard: int, generation: int) -> str:
         return self.aggregate("days", shard=shard, generation=generation)
 
+    def products(self, shard: int, generation: int) -> str:
+        """The shard's products (net units and revenue per product)."""
+        return self.aggregate("products", shard=shard, generation=generation)
+
+    def product_day(self, day: str, shard: int, generation: int) -> str:
+        """The shard's products on one day (``YYYY-MM-DD``)."""
+        return self.aggregate("pdays", day, shard=shard, generation=generation)
+
+    def hours(self, shard: int, generation: int) -> str:
+        return self.aggregate("hours", shard=shard, generation=generation)
+
     def ranking(self, name: str, shard: int, generation: int) -> str:
         """``name`` is ``spend`` or ``orders``."""
         return self.aggregate("rank", name, shard=shard, generation=generation)
@@ -175,8 +211,10 @@ class KeySpace:
         return [
             self.totals(shard, generation),
             self.days(shard, generation),
+            self.hours(shard, generation),
             self.ranking("spend", shard, generation),
             self.ranking("orders", shard, generation),
+            self.products(shard, generation),
         ]
 
     def users_pattern(self, shard: int, generation: int) -> str:
@@ -187,15 +225,22 @@ class KeySpace:
         """An order's idempotency mark: counted in this generation."""
         return self.aggregate("seen", order_id, shard=shard, generation=generation)
 
+    def event_mark(self, event_id: str, shard: int, generation: int) -> str:
+        """An event's idempotency mark (in the shard of its order's user): counted in this
+        generation."""
+        return self.aggregate("event", event_id, shard=shard, generation=generation)
+
     def generation_patterns(self, shard: int, generation: int) -> list[str]:
         """SCAN MATCH patterns that find every key of a generation's shard (with
-        ``aggregates``): one for a numbered generation, users and marks for generation 0,
-        whose keys have no segment of their own."""
+        ``aggregates``): one for a numbered generation, users and both kinds of marks for
+        generation 0, whose keys have no segment of their own."""
         if generation:
             return [glob_escape(self.aggregate(shard=shard, generation=generation)) + ":*"]
         return [
             self.users_pattern(shard, 0),
             glob_escape(self.mark("", shard, 0)) + "*",
+            glob_escape(self.event_mark("", shard, 0)) + "*",
+            glob_escape(self.product_day("", shard, 0)) + "*",
         ]
 
     def user_id_of(self, key: str, shard: int, generation: int) -> str:

@@ -1,8 +1,12 @@
 """What the aggregates are built for, as Redis records it: the layout and the generation.
 
 A **layout** is everything the key names and the values depend on besides the generation:
-the key format (``KEY_FORMAT``) and the shard count (``REDIS_SHARDS``); it reads
-``v2;n8``. ``T:gen`` holds each shard's live generation *described*: ``7;v2;n8``. A writer
+the key format (``KEY_FORMAT``) and the shard count (``REDIS_SHARDS``), which name the keys,
+and the calendar and money the values are counted in, the time zone (``STATS_TIME_ZONE``)
+and the currency (``STATS_CURRENCY``); it reads ``v2;n8``, or ``v2;n8;zAsia/Kolkata;cJPY``:
+UTC and USD are left out, so what earlier versions wrote (built in UTC and USD) still reads,
+and is still written, the same. ``T:gen`` holds each shard's live generation *described*:
+``7;v2;n8``. A writer
 (the apply script) compares the whole description with the one it expects and writes nothing
 on a mismatch; a reader compares it too. So a process configured for another layout never
 writes beside the aggregates, nor serves zeros: it finds the difference and says which
@@ -25,6 +29,10 @@ from stats.store.errors import StoreCommandError
 from stats.store.keys import KEY_FORMAT
 
 RETIRED = "retired:"
+# What aggregates were counted in before the zone and currency were recorded (left out of a
+# layout's code).
+DEFAULT_ZONE = "UTC"
+DEFAULT_CURRENCY = "USD"
 
 
 class LayoutError(StoreCommandError):
@@ -36,30 +44,67 @@ class LayoutError(StoreCommandError):
 class Layout:
     shards: int
     key_format: int = KEY_FORMAT
+    zone: str = DEFAULT_ZONE  # the IANA name of the calendar the days are counted in
+    currency: str = DEFAULT_CURRENCY  # the ISO 4217 code the amounts are counted in
 
     def code(self) -> str:
-        return f"v{self.key_format};n{self.shards}"
+        text = f"v{self.key_format};n{self.shards}"
+        if self.zone != DEFAULT_ZONE:
+            text += f";z{self.zone}"
+        if self.currency != DEFAULT_CURRENCY:
+            text += f";c{self.currency}"
+        return text
 
     @classmethod
     def parse(cls, text: str) -> Layout | None:
-        """``v2;n8``; an earlier version's bare shard count is format 1; None if unreadable."""
+        """``v2;n8`` or ``v2;n8;zAsia/Kolkata;cJPY`` (no zone: UTC, no currency: USD); an
+        earlier version's bare shard count is format 1; None if unreadable."""
         if text.isdigit():
             return cls(int(text), key_format=1)
-        fields = {part[0]: part[1:] for part in text.split(";") if part and part[1:].isdigit()}
-        if "v" not in fields or "n" not in fields:
+        fields = {part[0]: part[1:] for part in text.split(";") if part[1:]}
+        if not all(fields.get(name, "").isdigit() for name in "vn"):
             return None
-        return cls(int(fields["n"]), int(fields["v"]))
+        return cls(
+            int(fields["n"]),
+            int(fields["v"]),
+            fields.get("z", DEFAULT_ZONE),
+            fields.get("c", DEFAULT_CURRENCY),
+        )
+
+    def naming(self) -> Layout:
+        """This layout with only what names the keys (shards, key format): two layouts that
+        differ only in zone or currency hold their aggregates under the same names."""
+        return Layout(self.shards, self.key_format)
 
     def same_names(self, other: Layout, cluster: bool) -> bool:
         """Whether both name the same keys: one shard on one node is named alike in every key
-        format (the bare prefix)."""
+        format (the bare prefix); the zone and currency name no key."""
         if self.shards == other.shards == 1 and not cluster:
             return True
-        return self == other
+        return self.naming() == other.naming()
+
+    def same_values(self, other: Layout) -> bool:
+        """Whether both count in the same calendar and money."""
+        return (self.zone, self.currency) == (other.zone, other.currency)
 
     def refusal(self, found: Layout, cluster: bool) -> str:
         """Why a process configured for ``self`` must not use aggregates built for ``found``,
         and what to do."""
+        if found.currency != self.currency:
+            return (
+                f"the aggregates in Redis are counted in {found.currency} but this process has "
+                f"STATS_CURRENCY={self.currency}: a shop's amounts cannot change currency under "
+                f"its aggregates (nothing converts them); restart it with STATS_CURRENCY="
+                f"{found.currency}, or, when the ledger holds only {self.currency} orders, run "
+                f"`manage.py rebuild_stats` with STATS_CURRENCY={self.currency}"
+            )
+        if found.zone != self.zone:
+            return (
+                f"the aggregates in Redis count the days of time zone {found.zone} but this "
+                f"process has STATS_TIME_ZONE={self.zone}: restart it with STATS_TIME_ZONE="
+                f"{found.zone}, or run `manage.py rebuild_stats` with STATS_TIME_ZONE="
+                f"{self.zone} to derive them again in that zone"
+            )
         if found.shards != self.shards:
             return (
                 f"the aggregates in Redis are laid out for {found.shards} shard(s) but this "

@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from orderpipe.iterutils import batched
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
+from stats.store.keys import glob_escape
+from stats.store.products import parse_product_field
 from stats.store.values import (
     USER_FIELDS,
     OrderLike,
@@ -24,12 +26,23 @@ from stats.store.values import (
 )
 
 RANKINGS = ("spend", "orders")
+# A day bucket's fields (``<day>:<field>``), in the order ``all_days`` gives them.
+_DAY_FIELDS = ("orders", "revenue", "refunded")
+
+
+class EventMarkLike(Protocol):
+    """What finds an event's mark."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class UserReadback:
-    """One user as the live generation holds it: the hash and both rankings' values (spend
-    in cents, order count; None where the user is missing)."""
+    """One user as the live generation holds it: the hash and both rankings' values (net
+    spend in cents, order count; None where the user is missing)."""
 
     stats: UserStats | None
     spend: int | None
@@ -40,7 +53,7 @@ class ReadbackMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def read_back_users(self, user_ids: Sequence[str]) -> list[UserReadback]:
         """``user_ids`` of the live generation in one pipelined round trip: an HMGET each and
-        a ZMSCORE of both rankings per shard."""
+        a ZMSCORE of both rankings per shard (spend: the NET spend the ranking holds)."""
         generations = self.generations()
         by_shard: dict[int, list[int]] = {}
         pipe = self.client.pipeline(transaction=False)
@@ -103,8 +116,8 @@ class ReadbackMixin(GenerationsMixin):
         yield from batched(((m.decode(), -score_to_int(s)) for m, s in members), size)
 
     @unavailable_on_redis_error
-    def all_days(self) -> dict[date, tuple[int, int]]:
-        """Every day bucket (orders, revenue) summed over the shards."""
+    def all_days(self) -> dict[date, tuple[int, int, int]]:
+        """Every day bucket (orders, gross revenue, refunded) summed over the shards."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -113,9 +126,44 @@ class ReadbackMixin(GenerationsMixin):
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 iso, kind = name.decode().rsplit(":", 1)
-                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0])
-                bucket[0 if kind == "orders" else 1] += int(value)
-        return {day: (o, r) for day, (o, r) in sorted(totals.items())}
+                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0, 0])
+                bucket[_DAY_FIELDS.index(kind)] += int(value)
+        return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
+
+    @unavailable_on_redis_error
+    def shard_products(
+        self, shard: int
+    ) -> tuple[dict[str, tuple[int, int]], dict[date, dict[str, tuple[int, int]]]]:
+        """A shard's products as Redis holds them: (units, revenue cents) per product overall,
+        and per day (its day hashes found by SCAN, read in one pipeline)."""
+        generation = self.generations()[shard]
+        keys = self.keys
+        prefix = keys.product_day("", shard, generation)
+        day_keys = sorted(k.decode() for k in self._scan(glob_escape(prefix) + "*"))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.products(shard, generation))
+        for key in day_keys:
+            pipe.hgetall(key)
+        hashes = pipe.execute()
+        days = {
+            date.fromisoformat(key[len(prefix) :]): _product_hash(hash_)
+            for key, hash_ in zip(day_keys, hashes[1:], strict=True)
+        }
+        return _product_hash(hashes[0]), days
+
+    @unavailable_on_redis_error
+    def all_hours(self) -> dict[str, tuple[int, int]]:
+        """Every hour bucket (orders, gross revenue) summed over the shards, by its key."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.hgetall(self.keys.hours(shard, generations[shard]))
+        totals: dict[str, list[int]] = {}
+        for hash_ in pipe.execute():
+            for name, value in hash_.items():
+                hour, kind = name.decode().rsplit(":", 1)
+                totals.setdefault(hour, [0, 0])[_DAY_FIELDS.index(kind)] += int(value)
+        return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
 
     @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:
@@ -129,6 +177,17 @@ class ReadbackMixin(GenerationsMixin):
         return [bool(n) for n in pipe.execute()] if orders else []
 
     @unavailable_on_redis_error
+    def event_marks_exist(self, events: Sequence[EventMarkLike]) -> list[bool]:
+        """Whether each event has its idempotency mark in the live generation (in its user's
+        shard): one round trip."""
+        generations = self.generations()
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            shard = self.shard_of(event.user_id)
+            pipe.exists(self.keys.event_mark(event.event_id, shard, generations[shard]))
+        return [bool(n) for n in pipe.execute()] if events else []
+
+    @unavailable_on_redis_error
     def save_reconcile_report(self, report: Mapping[str, Any]) -> None:
         self.client.set(self.keys.shared("reconcile"), json.dumps(report, sort_keys=True))
 
@@ -136,3 +195,12 @@ class ReadbackMixin(GenerationsMixin):
     def reconcile_report(self) -> dict[str, Any] | None:
         raw = self.client.get(self.keys.shared("reconcile"))
         return json.loads(raw) if raw else None
+
+
+def _product_hash(hash_: Mapping[bytes, bytes]) -> dict[str, tuple[int, int]]:
+    """A products hash as (units, revenue cents) per product (a field missing reads 0)."""
+    found: dict[str, list[int]] = {}
+    for name, value in hash_.items():
+        product_id, which = parse_product_field(name.decode())
+        found.setdefault(product_id, [0, 0])[0 if which == "units" else 1] = int(value)
+    return {p: (units, revenue) for p, (units, revenue) in sorted(found.items())}

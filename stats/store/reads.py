@@ -1,10 +1,11 @@
 """The API's reads: each one pipelined round trip (per node), the shards merged.
 
-Every read carries a check of the generations it reads (``_read``), so a reader never mixes a
-generation ``rebuild_stats`` just switched away from with the new one. Merging keeps what one
-shard promises: global = sums, unique users = sum (a user lives in one shard), top-N = a merge
-of each shard's top N by score then user id (what one ZRANGE does), by-date = the sum of each
-shard's HMGET, a user = its own shard.
+Money is read as Redis holds it, gross and refunds apart (``values``: net is derived), the
+spenders' ranking already by net. Every read carries a check of the generations it reads
+(``_read``), so a reader never mixes a generation ``rebuild_stats`` just switched away from
+with the new one. Merging keeps what one shard promises: global = sums, unique users = sum (a
+user lives in one shard), top-N = a merge of each shard's top N by score then user id (what
+one ZRANGE does), by-date = the sum of each shard's HMGET, a user = its own shard.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from orderpipe.timeutils import hour_key, local_hours
 from stats.store.errors import unavailable_on_redis_error
 from stats.store.generations import GenerationsMixin
 from stats.store.layouts import State, parse_generation
+from stats.store.products import (
+    ProductFigures,
+    RankedProduct,
+    rank_products,
+)
 from stats.store.values import (
     USER_FIELDS,
     DayStats,
     GlobalStats,
+    HourStats,
     IngestionStats,
     Ranked,
     UserStats,
@@ -92,12 +100,13 @@ class ReadsMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def by_date(self, start: date, end: date) -> list[DayStats]:
-        """Every day from start to end inclusive (zeros included): one HMGET per shard."""
+        """Every day from start to end inclusive (zeros included): one HMGET per shard. A
+        day's refunds are those that occurred on it (``<day>:refunded``)."""
         days = list(days_between(start, end))
         fields: list[str] = []
         for day in days:
             iso = day.isoformat()
-            fields += [f"{iso}:orders", f"{iso}:revenue"]
+            fields += [f"{iso}:orders", f"{iso}:revenue", f"{iso}:refunded"]
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
@@ -110,7 +119,69 @@ class ReadsMixin(GenerationsMixin):
             values = [
                 sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
             ]
-        return [DayStats(day, values[2 * i], values[2 * i + 1]) for i, day in enumerate(days)]
+        return [
+            DayStats(day, values[3 * i], values[3 * i + 1], values[3 * i + 2])
+            for i, day in enumerate(days)
+        ]
+
+    @unavailable_on_redis_error
+    def product_stats(self, product_id: str) -> ProductFigures | None:
+        """A product's net units and revenue over all time (one HMGET per shard: its sales
+        are in the shards of its buyers); None when no shard has it."""
+        fields = (f"{product_id}:units", f"{product_id}:revenue")
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.hmget(self.keys.products(shard, generations[shard]), fields)
+
+        rows = self._read(self._all(), build)
+        if all(units is None for units, _revenue in rows):
+            return None
+        units = sum(int_or_zero(u) for u, _r in rows)
+        revenue = sum(int_or_zero(r) for _u, r in rows)
+        return ProductFigures(product_id, units, revenue)
+
+    @unavailable_on_redis_error
+    def top_products(
+        self, limit: int, by: str = "revenue", start: date | None = None, end: date | None = None
+    ) -> list[RankedProduct]:
+        """Products by net ``revenue`` or ``units``, highest first, ties by product_id
+        ascending: over all time (each shard's products hash), or over the days from
+        ``start`` to ``end`` inclusive (each day's hash of each shard), merged here; one
+        pipelined read."""
+        if start is None or end is None:
+
+            def build(pipe: Any, generations: Sequence[int]) -> None:
+                for shard in self._all():
+                    pipe.hgetall(self.keys.products(shard, generations[shard]))
+
+        else:
+            days = [day.isoformat() for day in days_between(start, end)]
+
+            def build(pipe: Any, generations: Sequence[int]) -> None:
+                for shard in self._all():
+                    for day in days:
+                        pipe.hgetall(self.keys.product_day(day, shard, generations[shard]))
+
+        return rank_products(_sum_products(self._read(self._all(), build)), by, limit)
+
+    @unavailable_on_redis_error
+    def by_hour(self, start: date, end: date) -> list[HourStats]:
+        """Every local hour of the days from start to end inclusive, in the store's zone (23,
+        24 or 25 a day; zeros included): one HMGET per shard."""
+        hours = [h for day in days_between(start, end) for h in local_hours(day, self.time_zone)]
+        fields: list[str] = []
+        for hour in hours:
+            key = hour_key(hour, self.time_zone)
+            fields += [f"{key}:orders", f"{key}:revenue"]
+
+        def build(pipe: Any, generations: Sequence[int]) -> None:
+            for shard in self._all():
+                pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
+
+        per_shard = self._read(self._all(), build)
+        values = [sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)]
+        return [HourStats(h, values[2 * i], values[2 * i + 1]) for i, h in enumerate(hours)]
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
@@ -154,20 +225,38 @@ class ReadsMixin(GenerationsMixin):
 
     def _queue_globals(self, pipe: Any, generations: Sequence[int]) -> None:
         for shard in self._all():
-            pipe.hmget(self.keys.totals(shard, generations[shard]), "orders", "revenue", "users")
+            pipe.hmget(self.keys.totals(shard, generations[shard]), *GLOBAL_FIELDS)
 
     def _queue_ingest(self, pipe: Any) -> None:
         for shard in self._all():
             pipe.hgetall(self.keys.ingest(shard))
 
 
+# What ``_sum_globals`` reads of each shard's global hash, in its order.
+GLOBAL_FIELDS = ("orders", "revenue", "users", "refunded", "cancelled")
+
+
 def _sum_globals(rows: Iterable[Sequence[Any]]) -> GlobalStats:
-    orders = revenue = users = 0
-    for o, r, u in rows:
-        orders += int_or_zero(o)
-        revenue += int_or_zero(r)
-        users += int_or_zero(u)
-    return GlobalStats(orders, revenue, users)
+    sums = [0] * len(GLOBAL_FIELDS)
+    for row in rows:
+        for i, value in enumerate(row):
+            sums[i] += int_or_zero(value)
+    orders, revenue, users, refunded, cancelled = sums
+    return GlobalStats(orders, revenue, users, refunded, cancelled)
+
+
+def _sum_products(hashes: Iterable[Mapping[bytes, bytes]]) -> list[ProductFigures]:
+    """Product hashes (``<product_id>:units``/``:revenue``) summed per product: split as bytes
+    and each product id decoded once (a range reads products x days fields)."""
+    sums: dict[bytes, list[int]] = {}
+    for hash_ in hashes:
+        for name, value in hash_.items():
+            product_id, _, which = name.rpartition(b":")
+            found = sums.get(product_id)
+            if found is None:
+                found = sums[product_id] = [0, 0]
+            found[which == b"revenue"] += int(value)
+    return [ProductFigures(p.decode(), units, revenue) for p, (units, revenue) in sums.items()]
 
 
 def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> IngestionStats:
@@ -193,4 +282,7 @@ def _ingestion_from_hashes(hashes: Iterable[Mapping[bytes, bytes]]) -> Ingestion
         rejected_by_code=dict(sorted(by_code.items())),
         last_batch_at=ms_to_datetime(latest.get("last_batch_ms")),
         heartbeat_at=ms_to_datetime(latest.get("heartbeat_ms")),
+        events_received=counters.get("events_received", 0),
+        events_applied=counters.get("events_applied", 0),
+        events_duplicates=counters.get("events_duplicates", 0),
     )

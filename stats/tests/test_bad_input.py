@@ -109,9 +109,21 @@ def test_single_day_range_is_allowed(fake_store: AggregateStore, api: APIClient)
     assert response.json() == {
         "start_date": "2024-02-29",
         "end_date": "2024-02-29",
+        "interval": "day",
+        "currency": "USD",
         "total_orders": 0,
         "total_revenue": 0,
-        "days": [{"date": "2024-02-29", "total_orders": 0, "total_revenue": 0}],
+        "gross_revenue": 0,
+        "refunded": 0,
+        "days": [
+            {
+                "date": "2024-02-29",
+                "total_orders": 0,
+                "total_revenue": 0,
+                "gross_revenue": 0,
+                "refunded": 0,
+            }
+        ],
     }
 
 
@@ -183,9 +195,12 @@ def test_schema_and_docs_are_served_without_a_cdn(api: APIClient) -> None:
         "/health",
         "/metrics",
         "/orders/{order_id}",
+        "/products/{product_id}/stats",
         "/stats/by-date",
+        "/stats/by-hour",
         "/stats/global",
         "/stats/top-buyers",
+        "/stats/top-products",
         "/stats/top-spenders",
         "/users/{user_id}/orders",
         "/users/{user_id}/stats",
@@ -208,6 +223,9 @@ def test_api_root_links_every_endpoint(api: APIClient) -> None:
         "top_spenders": "http://testserver/stats/top-spenders?limit=5",
         "top_buyers": "http://testserver/stats/top-buyers?limit=5",
         "by_date": "http://testserver/stats/by-date?start_date={YYYY-MM-DD}&end_date={YYYY-MM-DD}",
+        "top_products": "http://testserver/stats/top-products?limit=5&by=revenue",
+        "product_stats": "http://testserver/products/{product_id}/stats",
+        "by_hour": "http://testserver/stats/by-hour",
         "health": "http://testserver/health",
         "metrics": "http://testserver/metrics",
         "schema": "http://testserver/api/schema",

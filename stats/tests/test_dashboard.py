@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -14,6 +16,7 @@ from django.test import Client
 from orders.validation import Order
 from stats.dashboard import axis_step, chart_svg, money
 from stats.store import AggregateStore, DayStats
+from tests.event_helpers import apply_events, cancel, refund
 from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +37,12 @@ def text_of(html: str, element_id: str) -> str:
     match = re.search(rf'id="{element_id}">([^<]*)<', html)
     assert match, element_id
     return match.group(1)
+
+
+def daily_rows(html: str) -> list[tuple[str, ...]]:
+    """The exact figures' table: day, orders, gross, refunded, net."""
+    num = r'<td class="num">([-\d,.]+)</td>'
+    return re.findall(rf"<tr><td>(\d{{4}}-\d\d-\d\d)</td>{num * 4}</tr>", html)
 
 
 def test_anonymous_users_are_sent_to_the_admin_login(client: Client) -> None:
@@ -113,21 +122,37 @@ def test_dashboard_shows_exact_totals_and_thirty_days(
     html = response.content.decode()
     assert text_of(html, "total-orders") == "4"
     assert text_of(html, "total-revenue") == "1,000,027.05"
+    assert text_of(html, "total-gross") == "1,000,027.05"
+    assert text_of(html, "total-refunded") == "0.00"
+    assert text_of(html, "total-cancelled") == "0"
     assert text_of(html, "total-users") == "3"
     assert text_of(html, "window-orders") == "3"
     assert text_of(html, "window-revenue") == "1,000,020.05"
     # Every day of the window in the table, newest first, zeros included, cents exact.
-    rows = re.findall(
-        r'<tr><td>(\d{4}-\d\d-\d\d)</td><td class="num">(\d+)</td><td class="num">([\d,.]+)</td>',
-        html,
-    )
+    rows = daily_rows(html)
     assert len(rows) == 30
-    assert rows[0] == (today().isoformat(), "2", "1,000,020.00")
-    assert rows[1] == ((today() - timedelta(days=1)).isoformat(), "0", "0.00")
-    assert rows[-1] == ((today() - timedelta(days=29)).isoformat(), "1", "0.05")
+    assert rows[0] == (today().isoformat(), "2", "1,000,020.00", "0.00", "1,000,020.00")
+    assert rows[1] == ((today() - timedelta(days=1)).isoformat(), "0", "0.00", "0.00", "0.00")
+    assert rows[-1] == ((today() - timedelta(days=29)).isoformat(), "1", "0.05", "0.00", "0.05")
     start = (today() - timedelta(days=29)).isoformat()
     assert f'href="/stats/by-date?start_date={start}&amp;end_date={today()}"' in html
     assert "<script" not in html.split('id="dashboard"')[1]  # no JavaScript for the chart
+
+
+def test_dashboards_last_day_is_today_in_the_shops_zone(
+    admin_client: Client, fake_redis: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20:00 UTC on 9 August is 01:30 on the 10th in Kolkata: the 30 days end on the 10th,
+    where an order of 00:30 IST counts."""
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
+    store = AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, zone="Asia/Kolkata")
+    store.apply_orders([make_order("K", "U1", 1999, datetime(2025, 8, 9, 19, 0, tzinfo=UTC))])
+    monkeypatch.setattr("django.utils.timezone.now", lambda: datetime(2025, 8, 9, 20, tzinfo=UTC))
+
+    rows = daily_rows(admin_client.get(URL).content.decode())
+
+    assert rows[0] == ("2025-08-10", "1", "19.99", "0.00", "19.99")
+    assert rows[-1][0] == "2025-07-12"
 
 
 @pytest.mark.parametrize(
@@ -148,13 +173,74 @@ def test_chart_is_well_formed_svg_with_exact_labels() -> None:
     bars = root.findall(f"{SVG}rect")
     assert len(bars) == 30
     assert bars[4].get("data-date") == "2025-08-05"
-    assert bars[4].get("data-revenue") == "40.04"
+    assert (bars[4].get("data-gross"), bars[4].get("data-net")) == ("40.04", "40.04")
     title = bars[4].find(f"{SVG}title")
     assert title is not None
-    assert title.text == "2025-08-05: 1 order, revenue 40.04"
+    assert title.text == "2025-08-05: 1 order, gross 40.04, refunded 0.00, net 40.04"
     assert bars[0].get("height") == "0.0"
     revenue_ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-revenue"]
     assert revenue_ticks == ["0.00", "75.00", "150.00", "225.00", "300.00"]  # max 290.29 -> 300
     order_ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-orders"]
     assert order_ticks == ["0", "1", "2", "3", "4"]
     assert money(123456789) == "1,234,567.89"
+
+
+def test_dashboard_shows_gross_refunds_and_net_with_refunds_on_their_own_day(
+    admin_client: Client, app_store: AggregateStore
+) -> None:
+    placed, refunded_on = today() - timedelta(days=2), today() - timedelta(days=1)
+    a, b = order("A", "U1", 10000, placed), order("B", "U2", 2550, placed)
+    app_store.apply_orders([a, b])
+    at_noon = datetime.combine(refunded_on, time(12), tzinfo=UTC)
+    apply_events(app_store, [refund("E1", a, 2500, at_noon), cancel("E2", b, 2550, at_noon)])
+
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    figures = ["total-orders", "total-revenue", "total-gross", "total-refunded"]
+    figures += ["total-cancelled", "total-users", "window-orders", "window-revenue"]
+    figures += ["window-gross", "window-refunded"]
+    assert [text_of(html, f) for f in figures] == [
+        "2", "75.00", "125.50", "50.50", "1", "2", "2", "75.00", "125.50", "50.50"
+    ]  # fmt: skip
+    rows = daily_rows(html)
+    assert rows[:3] == [
+        (today().isoformat(), "0", "0.00", "0.00", "0.00"),
+        (refunded_on.isoformat(), "0", "0.00", "50.50", "-50.50"),
+        (placed.isoformat(), "2", "125.50", "0.00", "125.50"),
+    ]
+
+
+def test_chart_draws_gross_and_net_and_its_axis_goes_below_zero_for_a_refunds_day() -> None:
+    start = date(2025, 8, 1)
+    days = [
+        DayStats(start, 2, 29000),
+        DayStats(start + timedelta(days=1), 0, 0, refunded_cents=12050),
+        DayStats(start + timedelta(days=2), 1, 5000, refunded_cents=1000),
+    ]
+
+    root = ET.fromstring(str(chart_svg(days)))
+
+    ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-revenue"]
+    assert ticks == ["-150.00", "0.00", "150.00", "300.00", "450.00"]
+    lines = {line.get("class"): line.get("points") for line in root.findall(f"{SVG}polyline")}
+    assert set(lines) == {"revenue gross", "revenue net"}
+    # Zero is the second grid line from the bottom: y = 16 + 260 * 3/4.
+    assert [p.split(",")[1] for p in (lines["revenue net"] or "").split()] == [
+        f"{16 + 260 - 260 * (29000 + 15000) / 60000:.1f}",
+        f"{16 + 260 - 260 * (-12050 + 15000) / 60000:.1f}",
+        f"{16 + 260 - 260 * (4000 + 15000) / 60000:.1f}",
+    ]
+    bar = root.findall(f"{SVG}rect")[1]
+    assert (bar.get("data-gross"), bar.get("data-refunded"), bar.get("data-net")) == (
+        "0.00",
+        "120.50",
+        "-120.50",
+    )
+    dots = [c.find(f"{SVG}title") for c in root.findall(f"{SVG}circle")]
+    assert [d.text for d in dots if d is not None][3:] == [
+        "2025-08-01: net 290.00",
+        "2025-08-02: net -120.50",
+        "2025-08-03: net 40.00",
+    ]

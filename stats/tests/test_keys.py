@@ -43,9 +43,12 @@ def test_shards_carry_a_hash_tag_and_generations_a_segment() -> None:
     assert keys.aggregates(5, 1) == [
         "{p:8:5:54}:g1:global",
         "{p:8:5:54}:g1:days",
+        "{p:8:5:54}:g1:hours",
         "{p:8:5:54}:g1:rank:spend",
         "{p:8:5:54}:g1:rank:orders",
+        "{p:8:5:54}:g1:products",
     ]
+    assert keys.product_day("2025-08-09", 5, 1) == "{p:8:5:54}:g1:pdays:2025-08-09"
     assert keys.mark("O1", 3, 2) == "{p:8:3:55}:g2:seen:O1"  # marks belong to a generation
     assert keys.mark("O1", 3, 0) == "{p:8:3:55}:seen:O1"
     assert keys.generation(7) == "{p:8:7:4}:gen"
@@ -99,6 +102,10 @@ def test_scan_patterns_match_their_keys_literally() -> None:
         client.set(space.user("U2", 1, 0), 1)  # another generation
         client.set(space.mark("O1", 1, 3), 1)
         client.set(space.mark("O2", 1, 0), 1)
+        client.set(space.event_mark("E1", 1, 3), 1)
+        client.set(space.event_mark("E2", 1, 0), 1)
+        client.set(space.product_day("2025-08-09", 1, 3), 1)
+        client.set(space.product_day("2025-08-09", 1, 0), 1)
         client.set(space.rejected("m1", 1), 1)
 
     def scanned(pattern: str) -> set[str]:
@@ -110,10 +117,14 @@ def test_scan_patterns_match_their_keys_literally() -> None:
     assert set().union(*map(scanned, keys.generation_patterns(1, 3))) == {
         keys.user("U?1", 1, 3),
         keys.mark("O1", 1, 3),
+        keys.event_mark("E1", 1, 3),
+        keys.product_day("2025-08-09", 1, 3),
     }
     assert set().union(*map(scanned, keys.generation_patterns(1, 0))) == {
         keys.user("U2", 1, 0),
         keys.mark("O2", 1, 0),
+        keys.event_mark("E2", 1, 0),
+        keys.product_day("2025-08-09", 1, 0),  # a product's days: dropped with generation 0
     }
     assert scanned(keys.key_pattern("rejected", 1)) == {keys.rejected("m1", 1)}
     assert glob_escape("x*?[]\\y") == "x\\*\\?\\[\\]\\\\y"

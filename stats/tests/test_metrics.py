@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore
+from tests.event_helpers import apply_events, cancel, refund
 from tests.ingestion_helpers import make_order
 
 pytestmark = pytest.mark.django_db
@@ -61,10 +62,22 @@ FAKE_NODE_SAMPLE: dict[Sample, float] = {
         ),
     ): 1.0
 }
+# The events' families: counters from Redis, the waiting gauges from the database.
+NO_EVENTS: dict[Sample, float] = {
+    ("orderpipe_refunded_total", ()): 0.0,
+    ("orderpipe_cancelled_orders_total", ()): 0.0,
+    ("orderpipe_events_received_total", ()): 0.0,
+    ("orderpipe_events_applied_total", ()): 0.0,
+    ("orderpipe_events_duplicate_total", ()): 0.0,
+    ("orderpipe_events_waiting", ()): 0.0,
+    ("orderpipe_events_orphaned", ()): 0.0,
+}
 EXPECTED = {
     **FAKE_NODE_SAMPLE,
+    **NO_EVENTS,
     ("orderpipe_orders_total", ()): 2.0,
     ("orderpipe_revenue_total", ()): 310.0,
+    ("orderpipe_net_revenue", ()): 310.0,
     ("orderpipe_unique_users", ()): 2.0,
     ("orderpipe_average_order_value", ()): 155.0,
     ("orderpipe_messages_received_total", ()): 4.0,
@@ -86,6 +99,9 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
     assert response.json() == {
         "total_orders": 2,
         "total_revenue": 310.0,
+        "gross_revenue": 310.0,
+        "refunded": 0,
+        "cancelled_orders": 0,
         "unique_users": 2,
         "average_order_value": 155.0,
         "timestamp": "2025-09-01T12:00:42.500000Z",
@@ -95,11 +111,17 @@ def test_metrics_json_is_the_default(filled: AggregateStore, api: APIClient) -> 
             "duplicates": 1,
             "rejected": 2,
             "rejected_by_code": {"invalid_json": 1, "value_mismatch": 1},
+            "events_received": 0,
+            "events_applied": 0,
+            "events_duplicates": 0,
+            "events_waiting": 0,
+            "events_orphaned": 0,
             "last_batch_at": "2025-09-01T12:00:00Z",
             "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
             "consumer_lag_seconds": 42.5,
         },
         "redis": [FAKE_NODE],
+        "currency": "USD",
     }
 
 
@@ -155,8 +177,10 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
     parsed = samples(response.content.decode())
     assert parsed == {
         **FAKE_NODE_SAMPLE,
+        **NO_EVENTS,
         ("orderpipe_orders_total", ()): 0.0,
         ("orderpipe_revenue_total", ()): 0.0,
+        ("orderpipe_net_revenue", ()): 0.0,
         ("orderpipe_unique_users", ()): 0.0,
         ("orderpipe_average_order_value", ()): 0.0,
         ("orderpipe_messages_received_total", ()): 0.0,
@@ -170,6 +194,11 @@ def test_empty_store_exposes_zeros_without_consumer_gauges(
         "duplicates": 0,
         "rejected": 0,
         "rejected_by_code": {},
+        "events_received": 0,
+        "events_applied": 0,
+        "events_duplicates": 0,
+        "events_waiting": 0,
+        "events_orphaned": 0,
         "last_batch_at": None,
         "consumer_heartbeat_at": None,
         "consumer_lag_seconds": None,
@@ -200,3 +229,87 @@ def test_metrics_read_is_one_redis_round_trip(
 
     assert api.get("/metrics").status_code == 200
     assert calls == ["pipeline"]
+
+
+# --- Refunds and cancellations --------------------------------------------------------------
+@pytest.fixture
+def refunded(fake_redis: fakeredis.FakeRedis, settings, monkeypatch) -> AggregateStore:
+    """Two orders; a refund of 10.01 and the other order's cancellation (its 10.00 back),
+    then the refund redelivered; a refund rejected."""
+    monkeypatch.setattr("django.utils.timezone.now", lambda: NOW)
+    store = AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, clock=WRITE_TIME.timestamp)
+    o1, o2 = make_order("O1", "U1", 29999), make_order("O2", "U2", 1000)
+    store.apply_orders([o1, o2])
+    apply_events(
+        store,
+        [refund("E1", o1, 1001, WRITE_TIME), cancel("E2", o2, 1000, WRITE_TIME)],
+    )
+    apply_events(store, [refund("E1", o1, 1001, WRITE_TIME)])
+    store.record_rejections({"m9": ("refund_exceeds_order",)})
+    return store
+
+
+def test_metrics_json_has_net_revenue_and_the_event_counters(
+    refunded: AggregateStore, api: APIClient
+) -> None:
+    response = api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "total_orders": 2,
+        "total_revenue": 289.98,
+        "gross_revenue": 309.99,
+        "refunded": 20.01,
+        "cancelled_orders": 1,
+        "unique_users": 2,
+        "average_order_value": 155.0,  # gross / orders: 154.995 half up
+        "timestamp": "2025-09-01T12:00:42.500000Z",
+        "ingestion": {
+            "received": 5,
+            "applied": 2,
+            "duplicates": 0,
+            "rejected": 1,
+            "rejected_by_code": {"refund_exceeds_order": 1},
+            "events_received": 3,
+            "events_applied": 2,
+            "events_duplicates": 1,
+            "events_waiting": 0,
+            "events_orphaned": 0,
+            "last_batch_at": "2025-09-01T12:00:00Z",
+            "consumer_heartbeat_at": "2025-09-01T12:00:00Z",
+            "consumer_lag_seconds": 42.5,
+        },
+        "redis": [FAKE_NODE],
+        "currency": "USD",
+    }
+
+
+def test_prometheus_keeps_gross_and_refunds_as_counters_and_net_as_a_gauge(
+    refunded: AggregateStore, api: APIClient
+) -> None:
+    response = api.get("/metrics", {"format": "prometheus"})
+
+    assert response.status_code == 200
+    assert samples(response.content.decode()) == {
+        **FAKE_NODE_SAMPLE,
+        ("orderpipe_orders_total", ()): 2.0,
+        ("orderpipe_revenue_total", ()): 309.99,
+        ("orderpipe_refunded_total", ()): 20.01,
+        ("orderpipe_net_revenue", ()): 289.98,
+        ("orderpipe_cancelled_orders_total", ()): 1.0,
+        ("orderpipe_unique_users", ()): 2.0,
+        ("orderpipe_average_order_value", ()): 155.0,
+        ("orderpipe_messages_received_total", ()): 5.0,
+        ("orderpipe_orders_applied_total", ()): 2.0,
+        ("orderpipe_orders_duplicate_total", ()): 0.0,
+        ("orderpipe_messages_rejected_total", ()): 1.0,
+        ("orderpipe_events_received_total", ()): 3.0,
+        ("orderpipe_events_applied_total", ()): 2.0,
+        ("orderpipe_events_duplicate_total", ()): 1.0,
+        ("orderpipe_events_waiting", ()): 0.0,
+        ("orderpipe_events_orphaned", ()): 0.0,
+        ("orderpipe_rejection_reasons_total", (("code", "refund_exceeds_order"),)): 1.0,
+        ("orderpipe_last_batch_timestamp_seconds", ()): WRITE_TIME.timestamp(),
+        ("orderpipe_consumer_heartbeat_timestamp_seconds", ()): WRITE_TIME.timestamp(),
+        ("orderpipe_consumer_lag_seconds", ()): 42.5,
+    }

@@ -1,6 +1,7 @@
 """``python manage.py pipeline_status``: what an on-call person checks first.
 
-Queue depth (and the dead-letter queue), whether a consumer is alive, the totals, the ingestion
+Queue depth (and the dead-letter queue), whether a consumer is alive, the totals (revenue net
+of refunds, with gross, refunded and cancelled orders), the ingestion
 counters, the generations a rebuild that died left in Redis, the rejected orders by reason and
 the events waiting for their order (orphans: those waiting longer than ``ORPHAN_EVENT_DAYS``,
 whose order never came), from SQS, Redis and the database. Each dependency is
@@ -118,9 +119,13 @@ def collect_status(
     except StoreUnavailableError as exc:
         status.problems.append(f"Redis unreachable: {exc}")
     else:
+        # Revenue as the stats API serves it: net (gross - refunded), with gross and refunds.
         status.totals = {
             "orders": totals.total_orders,
-            "revenue_cents": totals.total_revenue_cents,
+            "revenue_cents": totals.net_revenue_cents,
+            "gross_revenue_cents": totals.gross_revenue_cents,
+            "refunded_cents": totals.refunded_cents,
+            "cancelled_orders": totals.cancelled_orders,
             "users": totals.unique_users,
         }
         status.ingestion = {
@@ -129,6 +134,9 @@ def collect_status(
             "duplicates": ingestion.duplicates,
             "rejected": ingestion.rejected,
             "rejected_by_code": ingestion.rejected_by_code,
+            "events_received": ingestion.events_received,
+            "events_applied": ingestion.events_applied,
+            "events_duplicates": ingestion.events_duplicates,
         }
         if host is None:
             # A busy consumer stamps last_batch; an idle one stamps heartbeat on empty receives.
@@ -253,7 +261,10 @@ def status_as_dict(status: PipelineStatus) -> dict[str, Any]:
     totals = dict(status.totals) if status.totals is not None else None
     if totals is not None:
         # Exact money as a string: JSON floats would not keep the cents exact.
-        totals["revenue"] = str(shop_currency().from_minor_units(totals["revenue_cents"]))
+        money = shop_currency().from_minor_units
+        totals["revenue"] = str(money(totals["revenue_cents"]))
+        totals["gross_revenue"] = str(money(totals["gross_revenue_cents"]))
+        totals["refunded"] = str(money(totals["refunded_cents"]))
     return {
         "checked_at": _iso(status.checked_at),
         "ok": status.ok,
@@ -335,11 +346,15 @@ def render_table(status: PipelineStatus) -> str:
     if status.totals is None:
         lines.append(unavailable)
     else:
-        revenue = shop_currency().from_minor_units(status.totals["revenue_cents"])
+        money = shop_currency().from_minor_units
+        t = status.totals
         lines += [
-            f"  {'orders':<22}{_n(status.totals['orders']):>14}",
-            f"  {'revenue':<22}{revenue:>14,}",
-            f"  {'users':<22}{_n(status.totals['users']):>14}",
+            f"  {'orders':<22}{_n(t['orders']):>14}",
+            f"  {'cancelled orders':<22}{_n(t['cancelled_orders']):>14}",
+            f"  {'revenue (net)':<22}{money(t['revenue_cents']):>14,}",
+            f"  {'gross revenue':<22}{money(t['gross_revenue_cents']):>14,}",
+            f"  {'refunded':<22}{money(t['refunded_cents']):>14,}",
+            f"  {'users':<22}{_n(t['users']):>14}",
         ]
     lines.append("")
 
@@ -389,6 +404,8 @@ def render_table(status: PipelineStatus) -> str:
     else:
         for name in ("received", "applied", "duplicates", "rejected"):
             lines.append(f"  {name:<22}{_n(status.ingestion[name]):>14}")
+        for name in ("received", "applied", "duplicates"):
+            lines.append(f"  {'events ' + name:<22}{_n(status.ingestion['events_' + name]):>14}")
     lines.append("")
 
     lines.append("Rejected by reason")

@@ -1,17 +1,21 @@
 """``python manage.py rebuild_stats``: derive every Redis aggregate again from the ledger.
 
-Users, the totals, both rankings, the days and the idempotency marks of the orders inside
-the marks' window are grouped in the database and written with fenced script calls into a
+Users, the totals, both rankings, the days, the products and the idempotency marks of the
+orders inside the marks' window are derived from the ledger (grouped in the database; the
+products' lines summed as they stream) and written with fenced script calls into a
 fresh key generation, which then becomes live at once; the old one is removed. Consumers keep
 their batches in hand meanwhile (see ``orders.projection``). When Redis records another
 layout than ``REDIS_SHARDS`` (or ``--from-shards N`` says so), or the key format of an earlier
 version, the aggregates move to this one and the old layout is retired: how the shard count
-changes, and how an upgrade is finished. ``--cleanup`` only removes what rebuilds that died
-left behind.
+changes, and how an upgrade is finished. The aggregates are built for ``STATS_TIME_ZONE`` and
+``STATS_CURRENCY``, which the switch records (a zone change is a rebuild); a ledger row in
+another currency is refused before anything is written. ``--cleanup`` only removes what
+rebuilds that died left behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -73,7 +77,7 @@ class Command(BaseCommand):
                     f"--from-shards {options['from_shards']}: Redis records the aggregates "
                     f"laid out for {in_redis.shards} shard(s); leave --from-shards out"
                 )
-            recorded = Layout(options["from_shards"], recorded.key_format)
+            recorded = dataclasses.replace(recorded, shards=options["from_shards"])
         previous = None
         if not recorded.same_names(store.layout, store.cluster):
             previous = store.layout_store(recorded)
@@ -93,7 +97,7 @@ class Command(BaseCommand):
                 progress=bar.update,
                 lock_ttl_ms=lock_ttl_ms,
             )
-        except projection.ProjectionBusyError as exc:
+        except (projection.ProjectionBusyError, projection.ForeignCurrencyError) as exc:
             raise CommandError(str(exc)) from exc
         except projection.LeaseLostError as exc:
             raise CommandError(f"stopped, nothing switched: {exc}") from exc
@@ -114,10 +118,17 @@ class Command(BaseCommand):
             moved = f", moved from {recorded.shards} to {store.shards} shards"
             if recorded.key_format != store.layout.key_format:
                 moved += f" and from key format {recorded.key_format}"
+        events = ""
+        if report.refunded_cents or report.cancelled or report.event_marks:
+            events = (
+                f", {report.refunded_cents:,} cents refunded, {report.cancelled:,} orders "
+                f"cancelled, {report.event_marks:,} event marks"
+            )
         self.stdout.write(
             f"rebuild_stats {verb} generation {report.generation} ({report.shards} shard(s)"
             f"{moved}): {report.orders:,} orders, {report.users:,} users, {report.days:,} "
-            f"day buckets, {report.marks:,} idempotency marks in {report.seconds:.1f}s "
+            f"day buckets, {report.products:,} products, {report.marks:,} idempotency marks"
+            f"{events} in {report.seconds:.1f}s "
             f"({rate:,.0f} orders/s)"
             + ("" if report.dry_run else f"; removed {report.removed_keys:,} old keys")
             + (

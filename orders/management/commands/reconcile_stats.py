@@ -76,11 +76,12 @@ class Command(BaseCommand):
             self.stdout.write(f"  … and {report.difference_count - shown:,} more")
         summary = (
             f"reconcile_stats: {report.orders:,} orders, {report.users:,} users, "
-            f"{report.days:,} days checked in {report.seconds:.1f}s ({rate:,.0f} orders/s); "
+            f"{report.days:,} days, {report.products:,} products checked in "
+            f"{report.seconds:.1f}s ({rate:,.0f} orders/s); "
             f"{report.difference_count:,} difference(s)"
             + (f", {report.in_flight:,} order(s) in flight" if report.in_flight else "")
             + (
-                f"; repaired ({report.repaired:,} writes: orders marked, users and days "
+                f"; repaired ({report.repaired:,} writes: orders marked, users, days and products "
                 f"rewritten; {report.remaining:,} difference(s) left)"
                 if report.repaired
                 else ""
