@@ -394,9 +394,10 @@ def record_batch(
     says whether events wait for them: a row that holds the same fingerprint is this order
     (recorded now, by an earlier delivery, or by another consumer a moment ago); another
     fingerprint is a conflict. On PostgreSQL the INSERT (the batch's rows as one JSON
-    parameter) and the SELECT are one statement (``_record_orders``). An orders-only batch
+    parameter) and the SELECT are one statement (``_record_orders``). A batch of new orders
     with nothing waiting stops there: two statements on PostgreSQL, three elsewhere. Then
-    the events (``_record_events``).
+    the events (``_record_events``), and those of orders seen again
+    (``_hand_on_events_of_reseen_orders``).
 
     The message body is not stored: only the order, plus the body's fields listed in
     ``LEDGER_EXTRA_FIELDS`` (``extra``; none by default), so personal data such as

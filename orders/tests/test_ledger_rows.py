@@ -104,25 +104,31 @@ def test_a_naive_time_is_refused_rather_than_guessed() -> None:
 def test_a_batch_of_orders_is_written_and_read_back_in_one_statement_on_postgresql() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: psycopg re-parses a statement of more than 50 parameters")
-    received = datetime(2025, 8, 9, 10, 16, tzinfo=UTC)
-    earlier = order_of(valid_doc() | {"order_id": "ORD0"})
-    before = received - timedelta(hours=1)
-    ledger.record_orders([({"MessageId": "m-earlier", "Body": "{}"}, earlier)], before)
+    before = datetime(2025, 8, 9, 9, 16, tzinfo=UTC)
+    received = before + timedelta(hours=1)
     orders = [
         ({"MessageId": f"m{i}", "Body": "{}"}, order_of(valid_doc() | {"order_id": f"ORD{i}"}))
         for i in range(10)
     ]
-    changed = order_of(valid_doc() | {"order_id": "ORD0", "user_id": "U999"})
     with CaptureQueriesContext(connection) as queries:
-        outcome = ledger.record_orders(
-            [*orders, ({"MessageId": "m-changed", "Body": "{}"}, changed)], received
-        )
-    # The locks, then one statement: the INSERT of the batch (one JSON parameter) and what
-    # the ledger holds of each id, the rows it inserted and the one recorded before.
-    assert len(queries.captured_queries) == 2
-    statement = queries.captured_queries[1]["sql"]
-    assert statement.startswith("WITH n AS (INSERT") and "json_to_recordset" in statement
-    assert [r.order.order_id for r in outcome.recorded] == [f"ORD{i}" for i in range(10)]
-    assert [r.first_recorded_at for r in outcome.recorded] == [before] + [received] * 9
-    assert [(m["MessageId"], o.user_id) for m, o in outcome.conflicts] == [("m-changed", "U999")]
+        first = ledger.record_orders(orders[:1], before)
+        outcome = ledger.record_orders(orders[1:], received)
+    # For each batch of new orders: the locks, then one statement, the INSERT of the batch
+    # (one JSON parameter) and what the ledger holds of each id.
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 4
+    for locks, write in (statements[:2], statements[2:]):
+        assert locks.startswith("SELECT pg_advisory_xact_lock")
+        assert write.startswith("WITH n AS (INSERT") and "json_to_recordset" in write
+    assert [r.order.order_id for r in first.recorded + outcome.recorded] == [
+        f"ORD{i}" for i in range(10)
+    ]
+    # An order seen again is read back from the rows recorded before (the statement's SELECT),
+    # the same id with another payload is a conflict.
+    changed = order_of(valid_doc() | {"order_id": "ORD0", "user_id": "U999"})
+    again = ledger.record_orders(
+        [orders[0], ({"MessageId": "m-changed", "Body": "{}"}, changed)], received
+    )
+    assert [(r.order.order_id, r.first_recorded_at) for r in again.recorded] == [("ORD0", before)]
+    assert [(m["MessageId"], o.user_id) for m, o in again.conflicts] == [("m-changed", "U999")]
     assert AcceptedOrder.objects.count() == 10
