@@ -9,7 +9,16 @@ set; ``WEB_CONCURRENCY`` and ``--gunicorn-arg`` change them as they would in com
 - orderpipe itself (``orderpipe.wsgi``), and with ``--baseline DIR`` a second checkout of the
   project (an older commit) in the same run, so before and after share the same conditions;
 - the ceiling (``bench/ceiling_app.py``): a bare WSGI app doing one ``HGETALL`` on the same
-  Redis, i.e. what the HTTP server and one Redis round trip cost.
+  Redis, i.e. what the HTTP server and one Redis round trip cost; and for each by-date range
+  the days ceiling, the same app's ``/days``: that range's days from one Redis hash in one
+  ``HMGET`` (one field per day, filled from the store) and the same JSON body by
+  ``json.dumps`` (checked equal to orderpipe's before measuring).
+
+Paths an app does not serve (a 404 at warm-up: ``/stats/top-products`` before it existed) are
+left out for that app. After the tables, the issue's goals are printed as ratios taken within
+each round: by-date over 366 days against the days ceiling, by-hour and top-products against
+the simple ceiling next to top-spenders', and the five simple endpoints against
+``--baseline``.
 
 Load comes from wrk (``apt-get install wrk``): a C client costs the shared CPUs far less per
 request than Python threads, which on this 2-core machine would measure the client. Each round
@@ -36,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,20 +72,32 @@ USERS = 10_000
 FIRST_DAY = date(2024, 8, 1)
 DAYS = 366
 ORDERS = 60_000
+PRODUCTS = 100
 BATCH = 500
 LAST_DAY = FIRST_DAY + timedelta(days=DAYS - 1)
 WEEK_END = FIRST_DAY + timedelta(days=6)
-ENDPOINTS = [
+HOUR_DAY = date(2025, 3, 1)
+BY_DATE_YEAR = f"/stats/by-date?start_date={FIRST_DAY}&end_date={LAST_DAY}"
+# The five simple endpoints (issue 20: >= 0.9x of --baseline's figure in the same run).
+SIMPLE = [
     "/stats/global",
     "/users/U00042/stats",
     "/stats/top-spenders?limit=10",
     "/stats/top-buyers?limit=100",
     "/metrics",
+]
+# Against the simple ceiling, at least as well as top-spenders (issue 20).
+LIKE_TOP_SPENDERS = [f"/stats/by-hour?date={HOUR_DAY}", "/stats/top-products?limit=10"]
+ENDPOINTS = [
+    *SIMPLE,
     f"/stats/by-date?start_date={FIRST_DAY}&end_date={WEEK_END}",
-    f"/stats/by-date?start_date={FIRST_DAY}&end_date={LAST_DAY}",
+    BY_DATE_YEAR,
+    *LIKE_TOP_SPENDERS,
     "/health",
     "/metrics?format=prometheus",
 ]
+DAYS_CEILING = "days ceiling"
+CEILING_DAYS_KEY = f"{PREFIX}:ceiling:days"
 # wrk's summary as one JSON line (latencies in microseconds).
 WRK_SCRIPT = """
 wrk.headers["Accept"] = "application/json"
@@ -91,7 +113,8 @@ end
 
 
 def fill(store: AggregateStore, client: redis.Redis) -> None:
-    """Orders through the real apply script, plus the per-day hashes a naive design keeps."""
+    """Orders (one item each, of 100 products) through the real apply script, plus the per-day
+    hashes a naive design keeps."""
     rng = random.Random(6)
     naive = client.pipeline(transaction=False)
     batch: list[Order] = []
@@ -101,7 +124,8 @@ def fill(store: AggregateStore, client: redis.Redis) -> None:
         when = datetime(day.year, day.month, day.day, rng.randrange(24), tzinfo=UTC)
         cents = rng.randrange(100, 50_000)
         price = Decimal(cents).scaleb(-2)
-        batch.append(Order(f"O{n}", user, cents, (Item("P1", 1, price),), when, when))
+        product = f"P{rng.randrange(PRODUCTS):03d}"
+        batch.append(Order(f"O{n}", user, cents, (Item(product, 1, price),), when, when))
         naive.hincrby(f"{NAIVE_PREFIX}:day:{day.isoformat()}", "orders", 1)
         naive.hincrby(f"{NAIVE_PREFIX}:day:{day.isoformat()}", "revenue", cents)
         if len(batch) == BATCH:
@@ -111,6 +135,26 @@ def fill(store: AggregateStore, client: redis.Redis) -> None:
     if batch:
         store.apply_orders(batch)
         naive.execute()
+
+
+def fill_days_ceiling(store: AggregateStore, client: redis.Redis) -> None:
+    """The days ceiling's hash: one field per day, ``orders:gross:refunded``, the store's own
+    figures (so its body equals orderpipe's)."""
+    client.hset(
+        CEILING_DAYS_KEY,
+        mapping={
+            d.day.isoformat(): f"{d.total_orders}:{d.gross_revenue_cents}:{d.refunded_cents}"
+            for d in store.by_date(FIRST_DAY, LAST_DAY)
+            if d.total_orders or d.gross_revenue_cents or d.refunded_cents
+        },
+    )
+
+
+def ceiling_path(path: str) -> str | None:
+    """The days ceiling's path doing the same range as a by-date ``path`` (None otherwise)."""
+    if not path.startswith("/stats/by-date?"):
+        return None
+    return "/days?" + path.partition("?")[2]
 
 
 def naive_by_date(client: redis.Redis, start: date, end: date) -> tuple[int, int]:
@@ -296,6 +340,17 @@ class Gunicorn:
             self.process.wait(30)
 
 
+def served(app: Gunicorn, path: str) -> bool:
+    """Whether ``app`` answers ``path`` (False on a 404; other errors are raised)."""
+    try:
+        app.get(path)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    return True
+
+
 def app_env(base: dict[str, str], redis_url: str, workdir: Path, name: str) -> dict[str, str]:
     """Compose's environment with this machine's Redis, a scratch database and log dir."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
@@ -343,7 +398,8 @@ def cpu_cell(run: Run) -> str:
 
 def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> None:
     """Markdown: the ceiling, then each app with its req/s and p99 as multiples of the
-    ceiling's (median of the per-round ratios); then the CPU each side spent per request."""
+    ceiling's (median of the per-round ratios), "-" where an app does not serve the path; then
+    the CPU each side spent per request."""
     head = "| endpoint | ceiling req/s | ceiling p50 / p99 ms |"
     rule = "|---|---:|---:|"
     for name in apps:
@@ -356,7 +412,10 @@ def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> No
         c = median_run(ceiling)
         row = f"| {short(path)} | {c.rps:,.0f} | {c.p50_ms:.2f} / {c.p99_ms:.2f} |"
         for name in apps:
-            runs = by_target[name]
+            runs = by_target.get(name, [])
+            if not runs:
+                row += " - | - |"
+                continue
             m = median_run(runs)
             rps_x = statistics.median(r.rps / b.rps for r, b in zip(runs, ceiling, strict=True))
             p99_x = statistics.median(
@@ -379,9 +438,62 @@ def print_table(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> No
         c = median_run(by_target["ceiling"])
         row = f"| {short(path)} | {cpu_cell(c)} |"
         for name in apps:
+            if not by_target.get(name):
+                row += " - | - |"
+                continue
             m = median_run(by_target[name])
             row += f" {cpu_cell(m)} | {m.server_cpu_us / c.server_cpu_us:.2f}x |"
         print(row)
+
+
+def print_days_ceiling(results: dict[str, dict[str, list[Run]]]) -> None:
+    """The by-date ranges against the days ceiling (the same body, bare)."""
+    print("\nby-date against the days ceiling (one HMGET, json.dumps), same rounds:\n")
+    print("| endpoint | days ceiling req/s | p50 / p99 ms | CPU µs gunicorn / Redis / wrk |"
+          + "".join(f" {n} x days ceiling |" for n in ("orderpipe", "before")))  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for path, by_target in results.items():
+        if not by_target.get(DAYS_CEILING):
+            continue
+        d = median_run(by_target[DAYS_CEILING])
+        row = f"| {short(path)} | {d.rps:,.0f} | {d.p50_ms:.2f} / {d.p99_ms:.2f} | {cpu_cell(d)} |"
+        for name in ("orderpipe", "before"):
+            runs = by_target.get(name)
+            row += f" {ratio(runs, by_target[DAYS_CEILING]):.2f}x |" if runs else " - |"
+        print(row)
+
+
+def ratio(runs: list[Run], against: list[Run]) -> float:
+    """The median over the rounds of each round's req/s ratio (same round, same load)."""
+    return statistics.median(r.rps / b.rps for r, b in zip(runs, against, strict=True))
+
+
+def print_goals(results: dict[str, dict[str, list[Run]]], apps: list[str]) -> None:
+    """Issue 20's speed goals, each as a ratio of req/s taken within each round."""
+    print("\nGoals (issue 20), req/s ratios, median of the per-round ratios:\n")
+    print("| goal | endpoint | figure | target | met |")
+    print("|---|---|---:|---:|---|")
+
+    def line(goal: str, path: str, figure: float, target: float) -> None:
+        met = "yes" if figure >= target else "**no**"
+        print(f"| {goal} | {short(path)} | {figure:.2f}x | {target:.2f}x | {met} |")
+
+    year = results.get(BY_DATE_YEAR, {})
+    if year.get("orderpipe") and year.get(DAYS_CEILING):
+        line("x the days ceiling", BY_DATE_YEAR, ratio(year["orderpipe"], year[DAYS_CEILING]), 0.8)
+    spenders = results.get("/stats/top-spenders?limit=10", {})
+    if spenders.get("orderpipe"):
+        bar = ratio(spenders["orderpipe"], spenders["ceiling"])
+        for path in LIKE_TOP_SPENDERS:
+            runs = results.get(path, {})
+            if runs.get("orderpipe"):
+                figure = ratio(runs["orderpipe"], runs["ceiling"])
+                line("x ceiling, >= top-spenders'", path, figure, bar)
+    if "before" in apps:
+        for path in SIMPLE:
+            runs = results.get(path, {})
+            if runs.get("orderpipe") and runs.get("before"):
+                line("x --baseline", path, ratio(runs["orderpipe"], runs["before"]), 0.9)
 
 
 def profile(path: str, requests: int, top: int, env: dict[str, str]) -> None:
@@ -511,6 +623,7 @@ def main() -> None:
         store = AggregateStore(client, prefix=PREFIX)
         began = time.perf_counter()
         fill(store, client)
+        fill_days_ceiling(store, client)
         g = store.global_stats()
         print(
             f"filled {g.total_orders} orders, {g.unique_users} users, {DAYS} days "
@@ -533,6 +646,7 @@ def main() -> None:
             **app_env(compose_env, server.url, workdir, "ceiling"),
             "CEILING_REDIS_URL": server.url,
             "CEILING_KEY": store.aggregate_key("global"),
+            "CEILING_DAYS_KEY": CEILING_DAYS_KEY,
         }
         ceiling = Gunicorn("ceiling", ROOT, "bench.ceiling_app:application", command, ceiling_env)
         apps = [
@@ -556,9 +670,25 @@ def main() -> None:
         assert server.process is not None
         redis_pid = server.process.pid
         script.write_text(WRK_SCRIPT)
-        for s in servers:  # fail loudly on a non-2xx, then let every worker warm up
-            for path in endpoints:
-                s.get(path)
+        # Which target serves which path (a 404 leaves the path out for that app; any other
+        # non-2xx fails loudly), by-date's days ceiling checked equal to orderpipe; then every
+        # worker warms up.
+        targets: dict[str, dict[str, tuple[Gunicorn, str]]] = {p: {} for p in endpoints}
+        for path in endpoints:
+            targets[path]["ceiling"] = (ceiling, path)
+            days_path = ceiling_path(path)
+            if days_path:
+                targets[path][DAYS_CEILING] = (ceiling, days_path)
+                mine = json.loads(apps[0].get(path))
+                if json.loads(ceiling.get(days_path)) != mine:
+                    raise SystemExit(f"the days ceiling's body differs from orderpipe's: {path}")
+            for app in apps:
+                if served(app, path):
+                    targets[path][app.name] = (app, path)
+                else:
+                    print(f"{app.name} does not serve {path} (404): left out", file=sys.stderr)
+        for by_target in targets.values():
+            for s, path in by_target.values():
                 s.measure(path, 1, args, script, redis_pid)
 
         print(
@@ -568,16 +698,18 @@ def main() -> None:
             "all workers\n"
         )
         results: dict[str, dict[str, list[Run]]] = {
-            p: {s.name: [] for s in servers} for p in endpoints
+            p: {name: [] for name in by_target} for p, by_target in targets.items()
         }
         for round_ in range(args.rounds):
-            for path in endpoints:
-                for s in servers:
-                    results[path][s.name].append(
-                        s.measure(path, args.seconds, args, script, redis_pid)
+            for path, by_target in targets.items():
+                for name, (s, target_path) in by_target.items():
+                    results[path][name].append(
+                        s.measure(target_path, args.seconds, args, script, redis_pid)
                     )
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         print_table(results, [a.name for a in apps])
+        print_days_ceiling(results)
+        print_goals(results, [a.name for a in apps])
         print(f"\nlogs in {workdir}")
         for s in servers:
             s.stop()

@@ -1,4 +1,8 @@
-"""The staff dashboard at /admin/dashboard/: 30 days of orders and revenue, then other apps' panels.
+"""The staff dashboard at /admin/dashboard/: today by hour against yesterday, 30 days of orders
+and revenue, then other apps' panels.
+
+Days and hours are the shop's (``STATS_TIME_ZONE``), as the stats API's by-date and by-hour.
+Hours show orders and gross only: refunds are counted per day.
 
 Revenue is shown gross and net, as the stats API serves it (Shopify's rule): a day's gross is
 what the orders placed on it were worth, its refunds those that occurred on it, net the
@@ -7,9 +11,9 @@ below zero too).
 
 The chart is SVG built here on the server (no CDN, no JavaScript), so it renders in any browser
 the admin runs in, prints, and shows exact money in its labels and tooltips. Stats come from
-``stats.store`` (the days in one HMGET); a Redis outage shows a message instead of a 500,
-because the panels other apps add (rejects by reason, from the database) are still useful
-then.
+``stats.store`` (the days in one HMGET, the two days' hours in another); a Redis outage shows
+a message instead of a 500, because the panels other apps add (rejects by reason, from the
+database) are still useful then.
 Staff need the ``stats.view_stats`` permission to see it (403 otherwise), like the stats API.
 """
 
@@ -19,7 +23,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,7 +39,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from orderpipe.money import shop_currency
 from stats.models import VIEW_STATS
-from stats.store import DayStats, GlobalStats, StoreUnavailableError, get_store
+from stats.store import DayStats, GlobalStats, HourStats, StoreUnavailableError, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +102,16 @@ def _orders_scale(days: list[DayStats]) -> Scale:
 
 
 def _revenue_scale(days: list[DayStats]) -> Scale:
-    """Gross and net in minor units, stepped in whole currency units so the tick labels are
-    round amounts; from 0 up, or from the grid line at or below the lowest net when a day's
-    refunds exceed its sales (zero then falls on a grid line)."""
+    """Gross and net of the days (net may be below zero on a refunds day)."""
     high = max((max(d.gross_revenue_cents, d.net_revenue_cents) for d in days), default=0)
     low = min((d.net_revenue_cents for d in days), default=0)
+    return _money_scale(high, low)
+
+
+def _money_scale(high: int, low: int) -> Scale:
+    """Amounts in minor units from ``low`` to ``high``, stepped in whole currency units so the
+    tick labels are round amounts; from 0 up, or from the grid line at or below ``low`` when
+    it is below zero (zero then falls on a grid line)."""
     high, low = max(high, 0), min(low, 0)
     unit = 10 ** shop_currency().minor_units
     step = axis_step(-(-(high - low) // unit))
@@ -121,7 +130,7 @@ class Columns:
     slot: float
 
     @classmethod
-    def for_days(cls, days: list[DayStats]) -> Columns:
+    def for_days(cls, days: Sequence[object]) -> Columns:
         return cls(PLOT_W / max(len(days), 1))
 
     @property
@@ -149,7 +158,7 @@ def chart_svg(days: list[DayStats]) -> SafeString:
         *_bars_and_day_labels(days, orders, columns),
         *_revenue_line(days, revenue, columns, "gross"),
         *_revenue_line(days, revenue, columns, "net"),
-        _axes(),
+        _axes(f"day ({settings.STATS_TIME_ZONE.key})"),
         "</svg>",
     ]
     return mark_safe("".join(parts))  # noqa: S308 - every part is format_html-escaped
@@ -271,14 +280,14 @@ def _revenue_line(
     )
 
 
-def _axes() -> SafeString:
-    """The plot's frame: the day axis, the orders axis (left), the revenue axis (right), and
-    their titles."""
+def _axes(x_title: str) -> SafeString:
+    """The plot's frame: the x axis (titled ``x_title``), the orders axis (left), the revenue
+    axis (right), and their titles."""
     return format_html(
         '<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#666"/>'
         '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#666"/>'
         '<line x1="{r}" y1="{t}" x2="{r}" y2="{b}" stroke="{c}"/>'
-        '<text x="{cx}" y="{h}" text-anchor="middle">day (UTC)</text>'
+        '<text x="{cx}" y="{h}" text-anchor="middle">{x}</text>'
         '<text transform="translate(14,{cy}) rotate(-90)" text-anchor="middle" '
         'fill="{o}">orders</text>'
         '<text transform="translate({rx},{cy}) rotate(90)" text-anchor="middle" '
@@ -293,6 +302,7 @@ def _axes() -> SafeString:
         cy=_f(TOP + PLOT_H / 2),
         h=HEIGHT - 6,
         rx=WIDTH - 12,
+        x=x_title,
     )
 
 
@@ -300,18 +310,160 @@ def _f(value: float) -> str:
     return f"{value:.1f}"
 
 
+# --- Today by hour against yesterday ---------------------------------------------------------
+
+TODAY_COLOUR = "#417690"
+YESTERDAY_COLOUR = "#c4dce8"
+# The two days' series: (label, bar colour, gross line's dash pattern).
+_DAYS = (("yesterday", YESTERDAY_COLOUR, "6 3"), ("today", TODAY_COLOUR, "none"))
+
+
+def hours_chart_svg(today: list[HourStats], yesterday: list[HourStats]) -> SafeString:
+    """Orders per local hour as two bars per slot, yesterday's (light) then today's (left
+    axis), and each day's gross revenue as a line (right axis; yesterday's dashed).
+
+    Slots pair the two days' hours in order, 0:00 with 0:00: on a daylight-saving day (23 or
+    25 hours) the hours after the change pair with the one an hour apart, and each bar's
+    tooltip names its own hour with its offset. Refunds are per day, so these are gross.
+    """
+    both = (yesterday, today)
+    orders = Scale(axis_step(max((h.total_orders for d in both for h in d), default=0)))
+    revenue = _money_scale(max((h.gross_revenue_cents for d in both for h in d), default=0), 0)
+    columns = Columns.for_days(range(max(len(today), len(yesterday))))
+    parts = [
+        _hours_svg_open(today, yesterday),
+        *_grid(orders, revenue),
+        *_hour_bars(both, orders, columns),
+        *_hour_labels(today if len(today) >= len(yesterday) else yesterday, columns),
+        *_hour_lines(both, revenue, columns),
+        _axes(f"hour ({settings.STATS_TIME_ZONE.key})"),
+        "</svg>",
+    ]
+    return mark_safe("".join(parts))  # noqa: S308 - every part is format_html-escaped
+
+
+def _hours_svg_open(today: list[HourStats], yesterday: list[HourStats]) -> SafeString:
+    def day(hours: list[HourStats]) -> str:
+        return hours[0].start.date().isoformat() if hours else ""
+
+    return format_html(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" '
+        'role="img" aria-labelledby="hours-chart-title" class="dashboard-chart hours-chart" '
+        'style="max-width: {}px; font: 11px sans-serif">'
+        '<title id="hours-chart-title">Orders and gross revenue per hour, {} against {}</title>',
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        day(today),
+        day(yesterday),
+    )
+
+
+def _hour_bars(
+    both: tuple[list[HourStats], list[HourStats]], orders: Scale, columns: Columns
+) -> Iterator[SafeString]:
+    """Per slot, yesterday's bar in its left half and today's in its right half."""
+    width = columns.bar_width / 2
+    for side, ((label, colour, _dashes), hours) in enumerate(zip(_DAYS, both, strict=True)):
+        for i, hour in enumerate(hours):
+            yield _hour_bar(hour, label, colour, columns.bar_left(i) + side * width, orders, width)
+
+
+def _hour_bar(
+    hour: HourStats, label: str, colour: str, x: float, orders: Scale, width: float
+) -> SafeString:
+    y = orders.y(hour.total_orders)
+    return format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}" class="hour-bar {}" '
+        'data-hour="{}" data-orders="{}" data-gross="{}">'
+        "<title>{} ({}): {} order{}, gross {}</title></rect>",
+        _f(x),
+        _f(y),
+        _f(width),
+        _f(TOP + PLOT_H - y),
+        colour,
+        label,
+        hour.start.isoformat(),
+        hour.total_orders,
+        shop_currency().from_minor_units(hour.gross_revenue_cents),
+        hour.start.strftime("%Y-%m-%d %H:%M %z"),
+        label,
+        hour.total_orders,
+        "" if hour.total_orders == 1 else "s",
+        money(hour.gross_revenue_cents),
+    )
+
+
+def _hour_labels(hours: list[HourStats], columns: Columns) -> Iterator[SafeString]:
+    """Under every 3rd slot, the local time its hour began (HH:MM)."""
+    for i, hour in enumerate(hours):
+        if i % 3 == 0:
+            yield format_html(
+                '<text x="{}" y="{}" text-anchor="middle" class="hour-label">{}</text>',
+                _f(columns.centre(i)),
+                TOP + PLOT_H + 16,
+                hour.start.strftime("%H:%M"),
+            )
+
+
+def _hour_lines(
+    both: tuple[list[HourStats], list[HourStats]], revenue: Scale, columns: Columns
+) -> Iterator[SafeString]:
+    """Each day's gross revenue per hour as a line through its slots' centres."""
+    for (label, _colour, dashes), hours in zip(_DAYS, both, strict=True):
+        if hours:
+            yield format_html(
+                '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" '
+                'stroke-dasharray="{}" class="gross {}"/>',
+                " ".join(
+                    f"{columns.centre(i):.1f},{revenue.y(h.gross_revenue_cents):.1f}"
+                    for i, h in enumerate(hours)
+                ),
+                REVENUE_COLOUR,
+                dashes,
+                label,
+            )
+
+
+def hour_rows(
+    today: list[HourStats], yesterday: list[HourStats]
+) -> list[tuple[str, str, str, str, str]]:
+    """The hours' table: per slot, the local time and today's then yesterday's orders and
+    gross (blank where one day has no such slot: a 23- or 25-hour day)."""
+    rows = []
+    for i in range(max(len(today), len(yesterday))):
+        now, then = _hour_cells(today, i), _hour_cells(yesterday, i)
+        label = (today[i] if i < len(today) else yesterday[i]).start.strftime("%H:%M %z")
+        rows.append((label, *now, *then))
+    return rows
+
+
+def _hour_cells(hours: list[HourStats], i: int) -> tuple[str, str]:
+    if i >= len(hours):
+        return "", ""
+    return str(hours[i].total_orders), money(hours[i].gross_revenue_cents)
+
+
 # A panel another app adds below the statistics: a callable that returns the context of its
 # section, with "template" naming the template that renders it (the section reads ``panel.…``).
 Panel = Callable[[HttpRequest], dict[str, Any]]
 
 
+def split_days(hours: list[HourStats], day: date) -> tuple[list[HourStats], list[HourStats]]:
+    """The hours before ``day`` and those of it (``hours`` in order, local starts)."""
+    split = next((i for i, h in enumerate(hours) if h.start.date() == day), len(hours))
+    return hours[:split], hours[split:]
+
+
 def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpResponse:
-    """The statistics of the last 30 days, then each of ``panels`` (``orderpipe/urls.py``
+    """Today by hour against yesterday (one read of both days' hours), the statistics of the
+    last 30 days, then each of ``panels`` (``orderpipe/urls.py``
     adds the orders app's rejects, so that stats need not know about orders)."""
     if not request.user.has_perm(VIEW_STATS):
         raise PermissionDenied(f"The dashboard needs the {VIEW_STATS} permission.")
     today = timezone.now().astimezone(settings.STATS_TIME_ZONE).date()  # the shop's today
     start = today - timedelta(days=DASHBOARD_DAYS - 1)
+    yesterday = today - timedelta(days=1)
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": "Pipeline dashboard",
@@ -319,11 +471,13 @@ def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpRe
         "end": today,
         "days": None,
         "stats_error": None,
+        "time_zone": settings.STATS_TIME_ZONE.key,
     }
     try:
         store = get_store()
         days = store.by_date(start, today)
         totals: GlobalStats = store.global_stats()
+        yesterday_hours, today_hours = split_days(store.by_hour(yesterday, today), today)
     except StoreUnavailableError as exc:
         logger.warning("dashboard: Redis unavailable: %s", exc)
         context["stats_error"] = str(exc)
@@ -359,6 +513,16 @@ def dashboard_view(request: HttpRequest, panels: Sequence[Panel] = ()) -> HttpRe
             },
             by_date_url=f"{reverse('stats-by-date')}?"
             + urlencode({"start_date": start.isoformat(), "end_date": today.isoformat()}),
+            hours_chart=hours_chart_svg(today_hours, yesterday_hours),
+            hour_rows=hour_rows(today_hours, yesterday_hours),
+            hours_totals={
+                "today_orders": sum(h.total_orders for h in today_hours),
+                "today_gross": money(sum(h.gross_revenue_cents for h in today_hours)),
+                "yesterday_orders": sum(h.total_orders for h in yesterday_hours),
+                "yesterday_gross": money(sum(h.gross_revenue_cents for h in yesterday_hours)),
+            },
+            by_hour_url=f"{reverse('stats-by-hour')}?"
+            + urlencode({"date": today.isoformat(), "compare": "previous"}),
         )
     context["panels"] = [panel(request) for panel in panels]
     return TemplateResponse(request, "admin/stats/dashboard.html", context)

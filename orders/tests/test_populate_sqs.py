@@ -26,13 +26,13 @@ def test_sends_the_seeds_orders_refunds_and_cancellations(sqs_queue: OrderQueue)
     out = StringIO()
     ratios = ["--refund-ratio", "0.2", "--cancel-ratio", "0.1", "--early-event-ratio", "0.2",
               "--event-duplicate-ratio", "0.2", "--over-refund-ratio", "0.05"]  # fmt: skip
-    call_command("populate_sqs", "--count", "200", "--seed", "5", "--no-progress", *ratios,
+    call_command("populate_sqs", "--count", "120", "--seed", "5", "--no-progress", *ratios,
                  stdout=out)  # fmt: skip
 
     expected = SampleGenerator(
         5, refund_ratio=0.2, cancel_ratio=0.1, early_event_ratio=0.2, event_duplicate_ratio=0.2,
         over_refund_ratio=0.05, today=datetime.now(UTC).date(),
-    ).messages(200)  # fmt: skip
+    ).messages(120)  # fmt: skip
     assert received_bodies(sqs_queue) == Counter(m.body for m in expected)
     kinds = Counter(m.kind for m in expected)
     assert kinds["refund"] and kinds["cancel"] and kinds["event_duplicate"]
@@ -51,12 +51,12 @@ def test_by_default_refunds_and_cancels_some_orders_and_never_over_refunds(
     sqs_queue: OrderQueue,
 ) -> None:
     out = StringIO()
-    call_command("populate_sqs", "--count", "400", "--seed", "8", "--no-progress", stdout=out)
+    call_command("populate_sqs", "--count", "150", "--seed", "8", "--no-progress", stdout=out)
 
     expected = SampleGenerator(
         8, refund_ratio=0.05, cancel_ratio=0.02, early_event_ratio=0.05,
         event_duplicate_ratio=0.02, today=datetime.now(UTC).date(),
-    ).messages(400)  # fmt: skip
+    ).messages(150)  # fmt: skip
     assert received_bodies(sqs_queue) == Counter(m.body for m in expected)
     kinds = Counter(m.kind for m in expected)
     assert kinds["refund"] and kinds["cancel"]

@@ -481,23 +481,33 @@ def date_range_body(
 def _period_figures(
     days: list[DayStats], interval: str, money: Callable[[int], Decimal]
 ) -> dict[str, Any]:
-    gross = sum(d.gross_revenue_cents for d in days)
+    """The totals and one entry per bucket. A year of days is 1,100 amounts: each read once
+    from its field (no property); a day without refunds has its gross as its net and the one
+    shared zero as its refunds (a ``Decimal`` is immutable), two amounts fewer to make."""
+    gross = sum(d.total_revenue_cents for d in days)
     refunded = sum(d.refunded_cents for d in days)
+    zero = money(0)
+    rows = []
+    for d in buckets(days, interval):
+        day_refunded = d.refunded_cents
+        day_gross = money(d.total_revenue_cents)
+        rows.append(
+            {
+                "date": d.day.isoformat(),
+                "total_orders": d.total_orders,
+                "total_revenue": (
+                    money(d.total_revenue_cents - day_refunded) if day_refunded else day_gross
+                ),
+                "gross_revenue": day_gross,
+                "refunded": money(day_refunded) if day_refunded else zero,
+            }
+        )
     return {
         "total_orders": sum(d.total_orders for d in days),
         "total_revenue": money(gross - refunded),
         "gross_revenue": money(gross),
         "refunded": money(refunded),
-        BUCKET_LISTS[interval]: [
-            {
-                "date": d.day.isoformat(),
-                "total_orders": d.total_orders,
-                "total_revenue": money(d.net_revenue_cents),
-                "gross_revenue": money(d.gross_revenue_cents),
-                "refunded": money(d.refunded_cents),
-            }
-            for d in buckets(days, interval)
-        ],
+        BUCKET_LISTS[interval]: rows,
     }
 
 

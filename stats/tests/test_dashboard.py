@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 
 from orders.validation import Order
-from stats.dashboard import axis_step, chart_svg, money
-from stats.store import AggregateStore, DayStats
+from stats.dashboard import axis_step, chart_svg, hours_chart_svg, money
+from stats.store import AggregateStore, DayStats, HourStats
 from tests.event_helpers import apply_events, cancel, refund
 from tests.ingestion_helpers import make_order
 
@@ -244,3 +244,82 @@ def test_chart_draws_gross_and_net_and_its_axis_goes_below_zero_for_a_refunds_da
         "2025-08-02: net -120.50",
         "2025-08-03: net 40.00",
     ]
+
+
+def hourly_rows(html: str) -> list[tuple[str, ...]]:
+    """The hours' table: local time, today's orders and gross, yesterday's orders and gross."""
+    num = r'<td class="num">([-\d,.]*)</td>'
+    return re.findall(rf'<tr class="hour"><td>([^<]+)</td>{num * 4}</tr>', html)
+
+
+def test_dashboard_shows_today_by_hour_against_yesterday_with_exact_figures(
+    admin_client: Client, fake_redis: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 15:00 New York time on 3 Nov 2025 (EST, -05:00), the day after the 25-hour day
+    daylight saving ended: today's 24 hours against yesterday's 25, each hour's orders and
+    gross exact, yesterday's repeated 01:00 told apart by its offset."""
+    zone = ZoneInfo("America/New_York")
+    settings.STATS_TIME_ZONE = zone
+    store = AggregateStore(fake_redis, prefix=settings.REDIS_KEY_PREFIX, zone=zone.key)
+    store.apply_orders(
+        [
+            make_order("T1", "U1", 1999, datetime(2025, 11, 3, 14, 10, tzinfo=UTC)),  # 09:10
+            make_order("T2", "U2", 100_000_001, datetime(2025, 11, 3, 14, 50, tzinfo=UTC)),
+            make_order("Y1", "U1", 500, datetime(2025, 11, 2, 5, 30, tzinfo=UTC)),  # 01:30 EDT
+            make_order("Y2", "U3", 700, datetime(2025, 11, 2, 6, 30, tzinfo=UTC)),  # 01:30 EST
+            make_order("OLD", "U3", 900, datetime(2025, 11, 1, 4, 0, tzinfo=UTC)),  # 31 October
+        ]
+    )
+    now = datetime(2025, 11, 3, 20, tzinfo=UTC)
+    monkeypatch.setattr("django.utils.timezone.now", lambda: now)
+
+    response = admin_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    cards = ["today-orders", "today-gross", "yesterday-orders", "yesterday-gross"]
+    assert [text_of(html, c) for c in cards] == ["2", "1,000,020.00", "2", "12.00"]
+    rows = hourly_rows(html)
+    assert len(rows) == 25  # yesterday's 25 hours; today has 24
+    assert rows[0] == ("00:00 -0500", "0", "0.00", "0", "0.00")
+    assert rows[1] == ("01:00 -0500", "0", "0.00", "1", "5.00")  # 01:00 EDT yesterday
+    assert rows[2] == ("02:00 -0500", "0", "0.00", "1", "7.00")  # 01:00 EST yesterday
+    assert rows[9] == ("09:00 -0500", "2", "1,000,020.00", "0", "0.00")
+    assert rows[24] == ("23:00 -0500", "", "", "0", "0.00")  # yesterday's 23:00 only
+    assert 'href="/stats/by-hour?date=2025-11-03&amp;compare=previous"' in html
+    svg = re.search(r'<svg[^>]*class="dashboard-chart hours-chart".*?</svg>', html, re.S)
+    assert svg is not None
+    root = ET.fromstring(svg.group(0))
+    today_bars = [r for r in root.findall(f"{SVG}rect") if r.get("class") == "hour-bar today"]
+    before_bars = [r for r in root.findall(f"{SVG}rect") if r.get("class") == "hour-bar yesterday"]
+    assert (len(today_bars), len(before_bars)) == (24, 25)
+    assert (today_bars[9].get("data-orders"), today_bars[9].get("data-gross")) == (
+        "2",
+        "1000020.00",
+    )
+    assert today_bars[9].get("data-hour") == "2025-11-03T09:00:00-05:00"
+    titles = [b.find(f"{SVG}title") for b in before_bars[1:3]]
+    assert [t.text for t in titles if t is not None] == [
+        "2025-11-02 01:00 -0400 (yesterday): 1 order, gross 5.00",
+        "2025-11-02 01:00 -0500 (yesterday): 1 order, gross 7.00",
+    ]
+
+
+def test_hours_chart_is_well_formed_svg_with_round_ticks_and_a_line_per_day() -> None:
+    zone = ZoneInfo("UTC")
+    start = datetime(2025, 8, 1, tzinfo=zone)
+    yesterday = [HourStats(start + timedelta(hours=h), h % 2, h * 1000) for h in range(24)]
+    today = [HourStats(start + timedelta(days=1, hours=h), 0, 0) for h in range(24)]
+    today[23] = HourStats(today[23].start, 7, 29000)
+
+    root = ET.fromstring(str(hours_chart_svg(today, yesterday)))
+
+    ticks = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-revenue"]
+    assert ticks == ["0.00", "75.00", "150.00", "225.00", "300.00"]  # max 290.00 -> 300
+    orders = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "tick-orders"]
+    assert orders == ["0", "2", "4", "6", "8"]
+    labels = [t.text for t in root.findall(f"{SVG}text") if t.get("class") == "hour-label"]
+    assert labels == ["00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"]
+    lines = {line.get("class") for line in root.findall(f"{SVG}polyline")}
+    assert lines == {"gross today", "gross yesterday"}
+    assert len(root.findall(f"{SVG}rect")) == 48
