@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from orders.commit import BatchCommitter
 from orders.event_rules import Line
@@ -204,6 +206,32 @@ def test_an_order_and_its_refund_in_one_batch() -> None:
     assert [r.order.order_id for r in outcome.recorded] == ["ORD1000"]
     assert [(e.event_id, e.counted) for e in outcome.events] == [("RF-1", True)]
     assert outcome.context_orders == []  # the order is among the batch's own
+
+
+def test_a_batch_of_events_reads_the_ledger_once_for_its_events_and_orders() -> None:
+    """The recorded events, the waiting events and the orders the checks need come in one
+    SELECT (``_event_state``), not one per table: the event path's cost was its round trips."""
+    recorded_order()
+    record(sqs_message("m-rf1", event_body("RF-1", amount="100.00")), received_at=LATER)
+    early = event_body("RF-9", order_id="ORD9", amount="1.00")  # its order is not recorded
+    record(sqs_message("m-early", early), received_at=LATER)
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = record(
+            sqs_message("m-rf2", event_body("RF-2", amount="10.00", occurred_at=NEXT_DAY)),
+            sqs_message("m-early", early),
+            received_at=LATER,
+        )
+
+    # The read saw the earlier refund (so this one exceeds the order) and the waiting event.
+    assert codes(outcome) == [("m-rf2", (REFUND_EXCEEDS_ORDER,))]
+    assert (outcome.events, outcome.waiting) == ([], 1)
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT") and "pg_advisory" not in q["sql"]
+    ]
+    assert len(reads) == 1, reads
 
 
 # --- the rules --------------------------------------------------------------------------------
