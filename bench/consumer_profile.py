@@ -32,7 +32,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -40,31 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-_tmp = tempfile.mkdtemp(prefix="orderpipe-profile-")
-_pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--database-url", default=f"sqlite:///{_tmp}/profile.sqlite3")
-DATABASE_URL = _pre.parse_known_args()[0].database_url
-if DATABASE_URL.startswith("postgres"):
-    from ledger_fill import ensure_database
+from benchsetup import setup_django
 
-    ensure_database(DATABASE_URL)
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="orderpipe.settings",
-    DEBUG="false",
-    SECRET_KEY="bench-only-not-secret",
-    ALLOWED_HOSTS="*",
-    LOG_LEVEL="warning",
-    LOG_DIR=_tmp,
-    DATABASE_URL=DATABASE_URL,
-    AWS_ACCESS_KEY_ID="test",
-    AWS_SECRET_ACCESS_KEY="test",
+_tmp, DATABASE_URL, _pre = setup_django(
+    "profile", DEBUG="false", SECRET_KEY="bench-only-not-secret", ALLOWED_HOSTS="*"
 )
-
-import django  # noqa: E402
-
-django.setup()
 
 import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402

@@ -39,7 +39,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -48,30 +47,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-_tmp = tempfile.mkdtemp(prefix="orderpipe-bench-")
+from benchsetup import setup_django
+
 # The database is chosen before Django starts: --database-url is read here already.
-_pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--database-url", default=f"sqlite:///{_tmp}/bench.sqlite3")
-DATABASE_URL = _pre.parse_known_args()[0].database_url
-if DATABASE_URL.startswith("postgres"):
-    from ledger_fill import ensure_database
-
-    ensure_database(DATABASE_URL)
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="orderpipe.settings",
-    DEBUG="true",
-    LOG_LEVEL="warning",
-    LOG_DIR=_tmp,
-    DATABASE_URL=DATABASE_URL,
-    AWS_ACCESS_KEY_ID="test",
-    AWS_SECRET_ACCESS_KEY="test",
-)
-
-import django  # noqa: E402
-
-django.setup()
+_tmp, DATABASE_URL, _pre = setup_django("bench", DEBUG="true")
 
 import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402

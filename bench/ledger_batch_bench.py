@@ -15,36 +15,16 @@ same rounds, so the machine's load moves both alike.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-_tmp = tempfile.mkdtemp(prefix="orderpipe-bench-")
-_pre = argparse.ArgumentParser(add_help=False)
-_pre.add_argument("--database-url", default=f"sqlite:///{_tmp}/bench.sqlite3")
-DATABASE_URL = _pre.parse_known_args()[0].database_url
-if DATABASE_URL.startswith("postgres"):
-    from ledger_fill import ensure_database
+from benchsetup import setup_django
 
-    ensure_database(DATABASE_URL)
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="orderpipe.settings",
-    DEBUG="false",
-    SECRET_KEY="bench",
-    LOG_LEVEL="warning",
-    LOG_DIR=_tmp,
-    DATABASE_URL=DATABASE_URL,
-)
-
-import django  # noqa: E402
-
-django.setup()
+_tmp, DATABASE_URL, _pre = setup_django("bench", DEBUG="false", SECRET_KEY="bench")
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
