@@ -4,6 +4,7 @@ fakeredis and on 8 shards of a real cluster (``any_store``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -236,6 +237,32 @@ def test_a_retried_batch_counts_its_events_once(any_store: AggregateStore) -> No
     )
     ingest = any_store.ingestion()
     assert (ingest.events_received, ingest.events_applied, ingest.events_duplicates) == (1, 1, 0)
+    assert figures(any_store)[0] == (1, 10000, 2500, 0)
+
+
+def test_a_retried_batch_with_an_event_handed_on_since_applies_it_and_counts_once(
+    any_store: AggregateStore,
+) -> None:
+    """The first try applied the order on this shard and another shard failed; by the retry
+    another consumer recorded a refund of the order, which the ledger hands on: the stored
+    reply is not this call's, so the script runs again instead of replaying a reply without
+    the refund's status (which stopped the consumer on a length mismatch)."""
+    order = make_order("O1", "U1", 10000)
+    assert apply_events(any_store, orders=(order,), batch="b1") == ([APPLIED], [])
+    handed_on = replace(make_event("E1", order, 2500), counted=False, message_id="")
+
+    assert apply_events(any_store, handed_on, orders=(order,), batch="b1") == (
+        [DUPLICATE],
+        [APPLIED],
+    )
+    # And that reply is the one a third try of the same call gets.
+    assert apply_events(any_store, handed_on, orders=(order,), batch="b1") == (
+        [DUPLICATE],
+        [APPLIED],
+    )
+    ingest = any_store.ingestion()
+    assert (ingest.received, ingest.applied, ingest.duplicates) == (1, 1, 0)
+    assert (ingest.events_received, ingest.events_applied, ingest.events_duplicates) == (0, 1, 0)
     assert figures(any_store)[0] == (1, 10000, 2500, 0)
 
 

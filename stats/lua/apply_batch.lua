@@ -52,16 +52,31 @@
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
 -- payload's fingerprint), 3 not applied because it was first recorded before the marks'
--- window. The same batch retried (a shard of it failed, or the reply was lost) gets that
--- reply again and changes nothing, so its counters count once.
+-- window. The same batch retried (a shard of it failed, or the reply was lost) with the same
+-- items gets that reply again and changes nothing, so its counters count once; retried with
+-- other items (its ledger step handed on more events), it runs again without counting again
+-- the messages received and the duplicates.
 -- Returns {1} while a rebuild holds the lock and {2, found} when the generation key does not
 -- describe ARGV[1] (a rebuild switched, or another layout is live, or it is retired): nothing
 -- is written then; the caller waits, or plans again, or refuses. An absent generation key is
 -- claimed by a caller that expects generation 0: nothing was written for this layout yet.
 -- Returns {3, 'retired:<shards>'} when an earlier version's rebuild_stats retired this lock.
+-- The call's items, in order: its orders' and events' user and mark keys. A retry whose ledger
+-- step handed on more (a refund another consumer recorded meanwhile, a waiting event whose
+-- order came) is not this reply's call: it runs again as a rerun, which counts what it
+-- applies but not again the messages received and the duplicates the first run counted.
+local last_item_key = 9 + 2 * tonumber(ARGV[6]) + 2 * tonumber(ARGV[8])
+local shape_parts = {}
+for k = 10, last_item_key do shape_parts[#shape_parts + 1] = KEYS[k] end
+local shape = table.concat(shape_parts, '\n')
+local rerun = false
 if tonumber(ARGV[7]) > 0 then
   local stored = redis.call('GET', KEYS[8])
-  if stored then return cjson.decode(stored) end
+  if stored then
+    local kept = cjson.decode(stored)
+    if kept[1] == shape then return kept[2] end
+    rerun = true
+  end
 end
 local lock = redis.call('GET', KEYS[2])
 if lock then
@@ -274,11 +289,15 @@ for k = first_reject_key, first_product_key - 1 do
   end
 end
 
-if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', ingest, 'received', ARGV[4]) end
+if rerun then  -- the first run counted the messages and the duplicates it found
+  duplicates, events_duplicates = 0, 0
+else
+  if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', ingest, 'received', ARGV[4]) end
+  if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', ingest, 'events_received', ARGV[9]) end
+end
 if applied > 0 then redis.call('HINCRBY', ingest, 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', ingest, 'duplicates', duplicates) end
 if counted > 0 then redis.call('HINCRBY', ingest, 'rejected', counted) end
-if tonumber(ARGV[9]) > 0 then redis.call('HINCRBY', ingest, 'events_received', ARGV[9]) end
 if events_applied > 0 then redis.call('HINCRBY', ingest, 'events_applied', events_applied) end
 if events_duplicates > 0 then
   redis.call('HINCRBY', ingest, 'events_duplicates', events_duplicates)
@@ -288,6 +307,6 @@ redis.call('HSET', ingest, 'last_batch_ms', ARGV[3], 'heartbeat_ms', ARGV[3])
 result[#result + 1] = counted
 if not generation then redis.call('SET', KEYS[1], ARGV[1]) end
 if tonumber(ARGV[7]) > 0 then
-  redis.call('SET', KEYS[8], cjson.encode(result), 'EX', ARGV[7])
+  redis.call('SET', KEYS[8], cjson.encode({shape, result}), 'EX', ARGV[7])
 end
 return result

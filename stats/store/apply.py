@@ -45,7 +45,7 @@ BATCH_REPLY_TTL = 3600
 # The form of the stored reply, in its key: a reply an earlier version stored (no event
 # statuses) is not replayed to this one, whose retry runs the script again (its orders' marks
 # make them duplicates) instead of taking a reply that lacks the events.
-BATCH_REPLY_FORMAT = "r2"
+BATCH_REPLY_FORMAT = "r3"
 # The script sums a call's product lines in Lua numbers (doubles) only below these bounds,
 # where every partial sum (under 2^51) is an exact integer.
 _EXACT_LINE = 2**40

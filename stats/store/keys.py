@@ -57,7 +57,8 @@ key                                     type    content
 ``T:batch:<token>``                     string  the reply of a batch's script call (JSON),
                                                 so a retry of that batch counts nothing twice;
                                                 expires after an hour (``<token>`` ends in
-                                                the reply's form, ``:r2`` with events)
+                                                the reply's form, ``:r3``: with events, kept
+                                                beside the keys of the call's items)
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
                                                 events_received, events_applied,
