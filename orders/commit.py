@@ -37,6 +37,9 @@ from orders import ledger
 from orders.models import RejectedOrder, RejectionRecord
 from orders.sqs import dating_attributes
 from orders.validation import (
+    DUPLICATE_EVENT_ID,
+    DUPLICATE_ORDER_ID,
+    LEDGER_CODES,
     MESSAGE_TYPES,
     Event,
     Order,
@@ -54,6 +57,9 @@ CONNECTION_CHECK_INTERVAL = 1.0  # seconds between checks of the database connec
 # The message types a batch records: orders, refunds and cancellations (every type there is).
 # The admin's resubmit form accepts the same.
 RECORDED_TYPES: tuple[str, ...] = MESSAGE_TYPES
+
+# The codes an event gets from its order's state (judged once the order is recorded).
+ORDER_STATE_CODES = frozenset(LEDGER_CODES) - {DUPLICATE_ORDER_ID, DUPLICATE_EVENT_ID}
 
 
 @dataclass(frozen=True)
@@ -203,21 +209,35 @@ class BatchCommitter:
 
         A waiting event refused when its order came is stored in the transaction that
         records the order, and its message was deleted when it was parked: if that batch's
-        Redis step failed, only the order's retry or redelivery can count it. Rows older
-        than the marks' window are left out (their marks may have expired). Only re-seen
-        orders are looked up, so a batch of new orders costs no query.
+        Redis step failed, only the order's retry or redelivery can count it. Such a row
+        keeps when its message was received, which may be long before; but its codes are the
+        order's state's, judged no earlier than the order's first recording, so it is handed
+        on while that lies inside the marks' window. Any other row is handed on while it was
+        received inside the window (older marks may have expired). Only re-seen orders are
+        looked up, so a batch of new orders costs no query.
         """
-        reseen = {r.order.order_id for r in recorded.recorded if r.first_recorded_at != received_at}
-        if not reseen:
-            return {}
-        rows = RejectedOrder.objects.filter(order_id__in=sorted(reseen))
-        since = self.store.window_start(received_at)
-        if since is not None:
-            rows = rows.filter(received_at__gte=since)
-        return {
-            message_id: [code for code in codes.split(",") if code]
-            for message_id, codes in rows.values_list("message_id", "reason_codes")
+        first_recorded = {
+            r.order.order_id: r.first_recorded_at
+            for r in recorded.recorded
+            if r.first_recorded_at != received_at
         }
+        if not first_recorded:
+            return {}
+        since = self.store.window_start(received_at)
+        found: dict[str, list[str]] = {}
+        rows = RejectedOrder.objects.filter(order_id__in=sorted(first_recorded)).values_list(
+            "message_id", "order_id", "reason_codes", "received_at"
+        )
+        for message_id, order_id, reason_codes, row_received_at in rows:
+            codes = [code for code in reason_codes.split(",") if code]
+            judged_at = (
+                first_recorded[order_id]
+                if order_id is not None and codes and set(codes) <= ORDER_STATE_CODES
+                else row_received_at
+            )
+            if since is None or judged_at >= since:
+                found[message_id] = codes
+        return found
 
     def _record(
         self, batch: ValidatedBatch, received_at: datetime

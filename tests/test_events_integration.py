@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -268,14 +268,19 @@ def test_a_waiting_event_attached_by_a_batch_that_died_before_redis_is_applied_o
     assert redis_figures(store) == {**REFUNDED_ONCE, "events": (1, 1, 0)}
 
 
+@pytest.mark.parametrize("waited_days", [0, 20])
 def test_a_waiting_event_refused_by_a_batch_that_died_before_redis_is_counted_on_the_retry(
-    make_queue, store: AggregateStore
+    make_queue, store: AggregateStore, waited_days: int
 ) -> None:
     """The same for a waiting refund its order refuses (more than the order's value): its
-    reject is stored with the order, and the order's retry counts it in Redis, once."""
+    reject is stored with the order, and the order's retry counts it in Redis, once, even
+    when it waited longer than the marks' window (its row keeps when it was received)."""
     queue = make_queue(visibility_timeout=1)
     queue.send_bodies([event_body("RF-9", "ORD-1", amount="50.00")])
     drain(queue, store)
+    WaitingEvent.objects.update(
+        received_at=WaitingEvent.objects.get().received_at - timedelta(days=waited_days)
+    )
     queue.send_bodies([order_body("ORD-1")])
     down = Consumer(queue, store, wait_time=1, visibility_timeout=1)
 
