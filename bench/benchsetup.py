@@ -41,3 +41,19 @@ def setup_django(prefix: str, **environment: str) -> tuple[str, str, argparse.Ar
 
     django.setup()
     return tmp, database_url, pre
+
+
+def empty_ledger() -> None:
+    """Each round sends the same orders again: start it from an empty ledger (bench only)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        tables = (
+            "orders_acceptedorder", "orders_orderevent", "orders_waitingevent",
+            "orders_rejectedordercode", "orders_rejectedorder",
+        )  # fmt: skip
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(tables)}")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table}")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchsetup import setup_django
+from benchsetup import empty_ledger, setup_django
 
 _tmp, DATABASE_URL, _pre = setup_django(
     "profile", DEBUG="false", SECRET_KEY="bench-only-not-secret", ALLOWED_HOSTS="*"
@@ -185,19 +185,6 @@ def fill(queue: OrderQueue, bodies: list[str], threads: int = 4) -> None:
         w.start()
     for w in workers:
         w.join()
-
-
-def empty_ledger() -> None:
-    with connection.cursor() as cursor:
-        tables = (
-            "orders_acceptedorder", "orders_orderevent", "orders_waitingevent",
-            "orders_rejectedordercode", "orders_rejectedorder",
-        )  # fmt: skip
-        if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(tables)}")
-        else:
-            for table in tables:
-                cursor.execute(f"DELETE FROM {table}")
 
 
 def one_round(

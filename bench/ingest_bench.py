@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchsetup import setup_django
+from benchsetup import empty_ledger, setup_django
 
 # The database is chosen before Django starts: --database-url is read here already.
 _tmp, DATABASE_URL, _pre = setup_django("bench", DEBUG="true")
@@ -134,20 +134,6 @@ class NoLedgerCommitter(BatchCommitter):
                 _, rejects, in_batch = super()._record(only_rejects, received_at)
         recorded = [ledger.Recorded(order, message, received_at) for message, order in batch.orders]
         return ledger.LedgerOutcome(recorded, []), rejects, in_batch
-
-
-def empty_ledger() -> None:
-    """Each round sends the same orders again: start it from an empty ledger (bench only)."""
-    with connection.cursor() as cursor:
-        tables = (
-            "orders_acceptedorder", "orders_orderevent", "orders_waitingevent",
-            "orders_rejectedordercode", "orders_rejectedorder",
-        )  # fmt: skip
-        if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(tables)}")
-        else:
-            for table in tables:
-                cursor.execute(f"DELETE FROM {table}")
 
 
 def ledger_cost(bodies: list[str], batches: int = 500) -> tuple[float, float]:

@@ -123,11 +123,6 @@ class RecordedEvent:
     message_id: str
     counted: bool
 
-    @property
-    def day(self) -> date:
-        """The day its refund counts on (``event_day``)."""
-        return event_day(self.occurred_at)
-
 
 def event_day(occurred_at: datetime, zone: tzinfo = UTC) -> date:
     """The day an event's refund counts on: the day it occurred (Shopify's rule), in ``zone``
@@ -1083,10 +1078,6 @@ class EventRow:
     occurred_at: datetime
     fingerprint: str
     received_at: datetime
-
-    @property
-    def day(self) -> date:
-        return event_day(self.occurred_at)
 
     @property
     def cancels(self) -> bool:

@@ -39,8 +39,6 @@ class OrderLike(Protocol):
     @property
     def occurred_at(self) -> datetime: ...
     @property
-    def day(self) -> date: ...
-    @property
     def fingerprint(self) -> str: ...
 
 
@@ -54,8 +52,8 @@ class RecordedOrderLike(OrderLike, Protocol):
 class EventLike(Protocol):
     """What the store needs of a refund or cancellation to apply it once. ``kind`` is
     ``OrderEvent.Kind``'s value (``refunded`` or ``cancelled``); ``amount_cents`` is what it
-    took off its order (a cancellation: what was left unrefunded); ``day`` is the day it
-    counts on (the day it occurred: refunds count on their own day, not the order's)."""
+    took off its order (a cancellation: what was left unrefunded). It counts on the day it
+    occurred in the store's zone (refunds count on their own day, not the order's)."""
 
     @property
     def event_id(self) -> str: ...
@@ -69,8 +67,6 @@ class EventLike(Protocol):
     def amount_cents(self) -> int: ...
     @property
     def occurred_at(self) -> datetime: ...
-    @property
-    def day(self) -> date: ...
     @property
     def fingerprint(self) -> str: ...
     @property
