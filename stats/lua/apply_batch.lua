@@ -40,6 +40,8 @@
 --   then per event (in the order above): its number of products c, then c times: its day
 --   hash's position among the product keys (2, 3, ...), product_id, units, cents (an
 --   event's negative: what it takes off its products)
+-- last: a digest of the call's items (its orders' and events' keys, in order), kept with its
+--   stored reply
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). An event adds its amount to its user's, the shard's and
@@ -61,14 +63,12 @@
 -- is written then; the caller waits, or plans again, or refuses. An absent generation key is
 -- claimed by a caller that expects generation 0: nothing was written for this layout yet.
 -- Returns {3, 'retired:<shards>'} when an earlier version's rebuild_stats retired this lock.
--- The call's items, in order: its orders' and events' user and mark keys. A retry whose ledger
--- step handed on more (a refund another consumer recorded meanwhile, a waiting event whose
--- order came) is not this reply's call: it runs again as a rerun, which counts what it
--- applies but not again the messages received and the duplicates the first run counted.
-local last_item_key = 9 + 2 * tonumber(ARGV[6]) + 2 * tonumber(ARGV[8])
-local shape_parts = {}
-for k = 10, last_item_key do shape_parts[#shape_parts + 1] = KEYS[k] end
-local shape = table.concat(shape_parts, '\n')
+-- The last ARGV is a digest of the call's items (its orders' and events' user and mark keys,
+-- in order). A retry whose ledger step handed on more (a refund another consumer recorded
+-- meanwhile, a waiting event whose order came) is not this reply's call: it runs again as a
+-- rerun, which counts what it applies but not again the messages received and the
+-- duplicates the first run counted.
+local shape = ARGV[#ARGV]
 local rerun = false
 if tonumber(ARGV[7]) > 0 then
   local stored = redis.call('GET', KEYS[8])

@@ -11,6 +11,7 @@ an order also counts in its local hour (``hour_key``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,6 +259,10 @@ class ApplyMixin(ScriptsMixin):
             product_keys, product_args = _product_section(
                 keys, s, gen, shard.lines + event_lines.get(s, [])
             )
+            # The call's items, for the stored reply: a retry with other items runs again.
+            items = hashlib.blake2b(
+                "\n".join([*shard.keys, *shard.event_keys]).encode(), digest_size=16
+            ).hexdigest()
             shard.keys = [
                 *head, *shard.keys, *shard.event_keys,
                 *(keys.rejected(m, s) for m in shard.rejects), *product_keys,
@@ -267,7 +272,7 @@ class ApplyMixin(ScriptsMixin):
                 len(shard.orders), BATCH_REPLY_TTL if batch else 0,
                 len(shard.events), shard.events_received, len(product_keys),
                 *shard.args, *shard.event_args, *(",".join(rejections[m]) for m in shard.rejects),
-                *product_args,
+                *product_args, items,
             ]  # fmt: skip
         return work
 

@@ -58,7 +58,7 @@ key                                     type    content
                                                 so a retry of that batch counts nothing twice;
                                                 expires after an hour (``<token>`` ends in
                                                 the reply's form, ``:r3``: with events, kept
-                                                beside the keys of the call's items)
+                                                beside a digest of the call's items)
 ``T:ingest``                            hash    the shard's received, applied, duplicates,
                                                 rejected, ``rejected:<code>``,
                                                 events_received, events_applied,
