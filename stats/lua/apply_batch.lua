@@ -46,12 +46,12 @@
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). An event adds its amount to its user's, the shard's and
--- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted), and to
--- '<H>:refunded' of its local hour in the hours hash (none for 0 cents, as a rebuild writes
--- none), and scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
--- event applied adds its products' units and cents to '<product_id>:units' and
--- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
--- cancellation subtract theirs); a duplicate adds nothing.
+-- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and to
+-- '<H>:refunded' of its local hour in the hours hash (nothing for 0 cents: a rebuild writes
+-- no such field), and scores its user -(spend - refunded) in rank:spend, the ranking by net
+-- spend. An order or event applied adds its products' units and cents to '<product_id>:units'
+-- and '<product_id>:revenue' of the products hash and of its day's hash (a refund by items
+-- and a cancellation subtract theirs); a duplicate adds nothing.
 --
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
