@@ -225,8 +225,16 @@ class HourStatsSerializer(serializers.Serializer[HourStats]):
         "change repeats is listed twice, with its two offsets).",
     )
     total_orders = serializers.IntegerField(help_text="Orders placed in the hour.")
+    total_revenue = MoneyField(
+        source="net_revenue_cents",
+        help_text="Net: gross_revenue - refunded (negative in an hour of refunds and few sales).",
+    )
     gross_revenue = MoneyField(
-        source="gross_revenue_cents", help_text="What they were worth (refunds count per day)."
+        source="gross_revenue_cents", help_text="What the orders placed in the hour were worth."
+    )
+    refunded = MoneyField(
+        source="refunded_cents",
+        help_text="Refunds and cancellations that occurred in the hour, whenever their order was.",
     )
 
 
@@ -235,7 +243,9 @@ class DayHoursSerializer(serializers.Serializer[dict[str, Any]]):
 
     date = serializers.DateField()
     total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the day.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
     hours = HourStatsSerializer(many=True, help_text="Every local hour: 23, 24 or 25.")
 
 
@@ -247,7 +257,9 @@ class HourRangeSerializer(serializers.Serializer[dict[str, Any]]):
     time_zone = serializers.CharField(help_text="STATS_TIME_ZONE: the calendar of the hours.")
     currency = CurrencyField()
     total_orders = serializers.IntegerField()
+    total_revenue = MoneyField(source="net_revenue_cents", help_text="Net, over the day.")
     gross_revenue = MoneyField(source="gross_revenue_cents")
+    refunded = MoneyField(source="refunded_cents")
     hours = HourStatsSerializer(many=True, help_text="Every local hour of the day: 23, 24 or 25.")
     previous = DayHoursSerializer(
         required=False, help_text="compare=previous only: the day before, hour by hour."
@@ -554,14 +566,22 @@ def by_hour_body(
 
 
 def _hour_figures(hours: list[HourStats], money: Callable[[int], Decimal]) -> dict[str, Any]:
+    """The day's totals and one entry per hour, in by-date's order: orders, net, gross,
+    refunded."""
+    gross = sum(h.gross_revenue_cents for h in hours)
+    refunded = sum(h.refunded_cents for h in hours)
     return {
         "total_orders": sum(h.total_orders for h in hours),
-        "gross_revenue": money(sum(h.gross_revenue_cents for h in hours)),
+        "total_revenue": money(gross - refunded),
+        "gross_revenue": money(gross),
+        "refunded": money(refunded),
         "hours": [
             {
                 "hour": h.start.isoformat(),
                 "total_orders": h.total_orders,
+                "total_revenue": money(h.net_revenue_cents),
                 "gross_revenue": money(h.gross_revenue_cents),
+                "refunded": money(h.refunded_cents),
             }
             for h in hours
         ],

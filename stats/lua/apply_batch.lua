@@ -31,9 +31,10 @@
 --         (0 = now), counted (1: one of the batch's messages; 0: the order of an event of the
 --         batch, recorded earlier, applied here only if Redis lacks it, and counted nowhere),
 --         local hour (the UTC instant it began, YYYY-MM-DDTHH:MM)
--- then 7 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
+-- then 8 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
---         batch's; 0: a waiting event attached now, its message counted when it came)
+--         batch's; 0: a waiting event attached now, its message counted when it came),
+--         local hour it occurred in (as an order's)
 -- then 1 value per rejected message: its reason codes joined by ','
 -- then, with product keys, 1 when lines are to be summed per field first (that halves the
 --   fields written, every line under 2^40, fewer than 2^11 lines) else 0, then per order and
@@ -45,11 +46,12 @@
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). An event adds its amount to its user's, the shard's and
--- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and
--- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
--- event applied adds its products' units and cents to '<product_id>:units' and
--- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
--- cancellation subtract theirs); a duplicate adds nothing.
+-- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and to
+-- '<H>:refunded' of its local hour in the hours hash (nothing for 0 cents: a rebuild writes
+-- no such field), and scores its user -(spend - refunded) in rank:spend, the ranking by net
+-- spend. An order or event applied adds its products' units and cents to '<product_id>:units'
+-- and '<product_id>:revenue' of the products hash and of its day's hash (a refund by items
+-- and a cancellation subtract theirs); a duplicate adds nothing.
 --
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
@@ -123,7 +125,7 @@ for k = first_product_key, #KEYS do
 end
 
 local event_values = 11 + 9 * n
-local codes_at = event_values + 7 * m
+local codes_at = event_values + 8 * m
 
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
@@ -187,7 +189,7 @@ end
 
 local events_applied, events_duplicates = 0, 0
 for j = 0, m - 1 do
-  local a = event_values + 7 * j
+  local a = event_values + 8 * j
   local user_id, cents, day, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first, cancels, counted = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1', ARGV[a + 6] == '1'
   local user = KEYS[first_event_key + 2 * j]
@@ -196,6 +198,9 @@ for j = 0, m - 1 do
     local refunded = redis.call('HINCRBY', user, 'refunded', cents)
     redis.call('HINCRBY', global, 'refunded', cents)
     redis.call('HINCRBY', days, day .. ':refunded', cents)
+    if tonumber(cents) ~= 0 then
+      redis.call('HINCRBY', KEYS[9], ARGV[a + 7] .. ':refunded', cents)
+    end
     if cancels then
       redis.call('HINCRBY', user, 'cancelled', 1)
       redis.call('HINCRBY', global, 'cancelled', 1)

@@ -446,21 +446,29 @@ class GenerationWriter:
                       *fields)  # fmt: skip
         self._written()
 
-    def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+    def hour(
+        self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
         """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
-        revenue, as the apply script writes them."""
+        revenue when there are orders, refunds that occurred in it when there are any (the
+        fields the apply script writes)."""
+        fields: list[Any] = []
         if orders:
+            fields += [f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents]
+        if refunded_cents:
+            fields += [f"{hour}:refunded", refunded_cents]
+        if fields:
             self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
-                      f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents)  # fmt: skip
+                      *fields)  # fmt: skip
         self._written()
 
-    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
-        """A shard's whole hours hash (repair): (hour, orders, revenue cents) each, in one
-        call."""
+    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int, int]]) -> None:
+        """A shard's whole hours hash (repair): (hour, orders, revenue cents, refunded cents)
+        each, in one call."""
         with self.unit():
             self._add(shard, "DEL", self.store.keys.hours(shard, self._generation(shard)))
-            for hour, orders, revenue in hours:
-                self.hour(shard, hour, orders, revenue)
+            for hour, orders, revenue, refunded in hours:
+                self.hour(shard, hour, orders, revenue, refunded)
 
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
         """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
@@ -500,12 +508,17 @@ class GenerationWriter:
             self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
         self._written()
 
-    def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
-        """Count orders placed in a local hour (``hour_key``), as applying them does
-        (repair)."""
+    def add_to_hour(
+        self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """Count orders placed in a local hour (``hour_key``), or refunds that occurred in it,
+        as applying them does (repair)."""
         key = self.store.keys.hours(shard, self._generation(shard))
-        self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
-        self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
+        if orders:
+            self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
+            self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
+        if refunded_cents:
+            self._add(shard, "HINCRBY", key, f"{hour}:refunded", refunded_cents)
         self._written()
 
     def add_to_products(

@@ -45,7 +45,9 @@ key                                     type    content
 ``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
                                                 (gross cents) per local hour of
                                                 ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
-                                                it began, ``YYYY-MM-DDTHH:MM``
+                                                it began, ``YYYY-MM-DDTHH:MM``, and
+                                                ``<H>:refunded`` (cents; the hour the refund
+                                                or cancellation occurred; none for 0)
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)

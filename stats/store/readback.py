@@ -49,6 +49,10 @@ class UserReadback:
     orders: int | None
 
 
+# An hour bucket's fields (``<H>:<field>``), in the order ``all_hours`` gives them.
+_HOUR_FIELDS = ("orders", "revenue", "refunded")
+
+
 class ReadbackMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def read_back_users(self, user_ids: Sequence[str]) -> list[UserReadback]:
@@ -152,8 +156,9 @@ class ReadbackMixin(GenerationsMixin):
         return _product_hash(hashes[0]), days
 
     @unavailable_on_redis_error
-    def all_hours(self) -> dict[str, tuple[int, int]]:
-        """Every hour bucket (orders, gross revenue) summed over the shards, by its key."""
+    def all_hours(self) -> dict[str, tuple[int, int, int]]:
+        """Every hour bucket (orders, gross revenue, refunded) summed over the shards, by its
+        key."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -162,8 +167,8 @@ class ReadbackMixin(GenerationsMixin):
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 hour, kind = name.decode().rsplit(":", 1)
-                totals.setdefault(hour, [0, 0])[_DAY_FIELDS.index(kind)] += int(value)
-        return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
+                totals.setdefault(hour, [0, 0, 0])[_HOUR_FIELDS.index(kind)] += int(value)
+        return {hour: (o, r, f) for hour, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:

@@ -65,13 +65,13 @@ def _hour_fields(
     start: date, end: date, zone: tzinfo
 ) -> tuple[tuple[datetime, ...], tuple[bytes, ...]]:
     """Every local hour of the days from start to end in ``zone`` and their fields in the
-    hours hash (orders, revenue per hour), worked out once per range (a dashboard asks for
-    today and yesterday on every view)."""
+    hours hash (orders, revenue, refunded per hour), worked out once per range (a dashboard
+    asks for today and yesterday on every view)."""
     hours = tuple(h for day in days_between(start, end) for h in local_hours(day, zone))
     fields: list[bytes] = []
     for hour in hours:
         key = hour_key(hour, zone)
-        fields += [f"{key}:orders".encode(), f"{key}:revenue".encode()]
+        fields += [f"{key}:orders".encode(), f"{key}:revenue".encode(), f"{key}:refunded".encode()]
     return hours, tuple(fields)
 
 
@@ -190,7 +190,8 @@ class ReadsMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def by_hour(self, start: date, end: date) -> list[HourStats]:
         """Every local hour of the days from start to end inclusive, in the store's zone (23,
-        24 or 25 a day; zeros included): one HMGET per shard."""
+        24 or 25 a day; zeros included): the orders placed in each and their gross value,
+        the refunds that occurred in it; one HMGET per shard."""
         hours, fields = _hour_fields(start, end, self.time_zone)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
@@ -204,7 +205,7 @@ class ReadsMixin(GenerationsMixin):
             values = [
                 sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
             ]
-        return list(map(HourStats, hours, values[0::2], values[1::2]))
+        return list(map(HourStats, hours, values[0::3], values[1::3], values[2::3]))
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
