@@ -37,8 +37,11 @@ logger = logging.getLogger(__name__)
 STOP_GRACE = 1.0
 
 # Pollers of one consume_orders process unless --threads says otherwise; the benchmarks read
-# it too, so what they measure by default is what the command runs.
-DEFAULT_POLLERS = 1
+# it too, so what they measure by default is what the command runs. Two: a poller spends most
+# of a batch waiting for the ledger's commit and Redis's durable write, and a second one's
+# batch uses those waits (ingest_bench, 2 ms SQS round trips: the mixed stream went from
+# 0.55-0.69x the raw drain to 0.95x; docs/benchmarks.md).
+DEFAULT_POLLERS = 2
 
 
 class Consumer:
