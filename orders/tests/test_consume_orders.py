@@ -39,3 +39,13 @@ def test_the_pollers_default_is_the_consumers_default_pollers(
     parser = consume_orders.Command().create_parser("manage.py", "consume_orders")
     assert parser.parse_args([]).threads == 3
     assert parser.parse_args(["--threads", "2"]).threads == 2
+
+
+def test_consume_orders_runs_two_pollers_unless_told_otherwise() -> None:
+    """Two pollers by default: one batch's ledger commit and Redis write overlap the next
+    batch's validation (docs/benchmarks.md); ``--threads 1`` still gives one."""
+    from orders.management.commands import consume_orders
+
+    parser = consume_orders.Command().create_parser("manage.py", "consume_orders")
+    assert parser.parse_args([]).threads == 2
+    assert parser.parse_args(["--threads", "1"]).threads == 1
