@@ -158,11 +158,11 @@ def test_rebuild_switches_to_a_new_generation_and_removes_the_old_one(
 
     rebuild()
 
-    assert live_redis.get(filled.key("gen")) == b"1;v2;n1"
+    assert live_redis.get(filled.key("gen")) == b"1;v3;n1"
     assert not any(live_redis.exists(k) for k in old_keys)
     assert aggregates(filled) == before
     rebuild()
-    assert live_redis.get(filled.key("gen")) == b"2;v2;n1"
+    assert live_redis.get(filled.key("gen")) == b"2;v3;n1"
     assert aggregates(filled) == before
     assert commit(filled, [message("NEW", "U5", "3.00")]).applied == 1
     assert filled.user_stats("U5").order_count == 3
@@ -247,7 +247,7 @@ def test_reconcile_reports_each_difference_with_ids_and_cents_and_repairs_them(
 ) -> None:
     live_redis.hincrby(filled.aggregate_key("user", "U3"), "spend", 1)
     live_redis.hset(filled.aggregate_key("user", "GHOST"), mapping={"orders": 1, "spend": 5})
-    live_redis.hincrby(filled.aggregate_key("days"), "2025-08-09:revenue", -100)
+    live_redis.hset(filled.aggregate_key("days"), "2025-08-09", "12:8000:0")
     live_redis.zadd(filled.aggregate_key("rank", "orders"), {"U1": -9})
 
     exit_code, out = reconcile()

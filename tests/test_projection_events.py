@@ -136,7 +136,10 @@ def test_reconcile_detects_and_repairs_changed_refund_figures(
     s1, s3 = store.shard_of("U1"), store.shard_of("U3")
     live_redis.hincrby(store.keys.user("U1", s1, 0), "refunded", 100)
     live_redis.hdel(store.keys.user("U3", s3, 0), "cancelled")
-    live_redis.hincrby(store.keys.days(s1, 0), "2025-08-10:refunded", -50)
+    orders, gross, refunded = map(
+        int, live_redis.hget(store.keys.days(s1, 0), "2025-08-10").split(b":")
+    )
+    live_redis.hset(store.keys.days(s1, 0), "2025-08-10", f"{orders}:{gross}:{refunded - 50}")
     live_redis.hincrby(store.keys.totals(s3, 0), "cancelled", 1)
 
     exit_code, out = reconcile()

@@ -308,9 +308,7 @@ def test_reconcile_after_marks_were_lost_asks_the_ledger_no_query_per_user(
         store.client.hset(user, mapping={"orders": 1, "spend": 100, "last": 1754006400000})
     store.client.hset(store.keys.totals(0, 0), mapping={"orders": 40, "revenue": 4000})
     store.client.delete(store.keys.days(0, 0))
-    store.client.hset(
-        store.keys.days(0, 0), mapping={"2025-08-01:orders": 40, "2025-08-01:revenue": 4000}
-    )
+    store.client.hset(store.keys.days(0, 0), "2025-08-01", "40:4000:0")
     store.client.delete(store.keys.hours(0, 0))
     store.client.hset(
         store.keys.hours(0, 0),

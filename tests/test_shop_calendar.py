@@ -34,8 +34,8 @@ def test_a_rebuild_records_the_configured_zone_and_a_consumer_of_another_is_refu
 ) -> None:
     settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
     rebuild()
-    assert live_redis.get(filled.key("gen")) == b"1;v2;n1;zAsia/Kolkata"
-    assert live_redis.get(f"{filled.prefix}:layout") == b"v2;n1;zAsia/Kolkata"
+    assert live_redis.get(filled.key("gen")) == b"1;v3;n1;zAsia/Kolkata"
+    assert live_redis.get(f"{filled.prefix}:layout") == b"v3;n1;zAsia/Kolkata"
 
     # A consumer started with the old zone: refused at start, and refused if already running.
     with pytest.raises(LayoutError, match="STATS_TIME_ZONE=Asia/Kolkata"):
@@ -127,7 +127,7 @@ def test_rebuild_stats_moves_aggregates_to_a_new_currency_when_the_ledger_has_no
 
     rebuild()
 
-    assert live_redis.get(f"{store.prefix}:layout") == b"v2;n1;cJPY"
+    assert live_redis.get(f"{store.prefix}:layout") == b"v3;n1;cJPY"
     jpy.claim_layout()
     assert commit(jpy, [message("Y1", "U1", "1200")]).applied == 1
     assert jpy.global_stats().total_revenue_cents == 1200

@@ -44,8 +44,12 @@
 --   stored reply
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
--- applied when its mark is absent). An event adds its amount to its user's, the shard's and
--- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and
+-- applied when its mark is absent). The days hash holds one field per day, its value
+-- '<orders>:<gross cents>:<refunded cents>' (lib/day_figures.lua): an order applied adds 1 and
+-- its cents to the first two of its day, an event its amount to the third of the day it
+-- occurred on (each day's field written once per call, what the call adds to it). An event
+-- adds its amount to its user's and the shard's 'refunded' too (a cancellation also 1 to
+-- 'cancelled'; orders stay counted) and
 -- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
 -- event applied adds its products' units and cents to '<product_id>:units' and
 -- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
@@ -125,6 +129,39 @@ end
 local event_values = 11 + 9 * n
 local codes_at = event_values + 7 * m
 
+-- The days of the call's orders and events as the days hash holds them now, read before the
+-- first write for the same reason: a field that is not '<orders>:<gross>:<refunded>' fails
+-- the batch whole.
+local day_now, day_more, days_touched = {}, {}, {}
+local function read_day(day)
+  if day_now[day] then return nil end
+  local value = redis.call('HGET', KEYS[4], day)
+  day_now[day] = day_figures(value)
+  if not day_now[day] then
+    return redis.error_reply('days field ' .. day .. ' of ' .. KEYS[4] .. ' holds ' .. value
+      .. ', not <orders>:<gross>:<refunded>')
+  end
+end
+for i = 0, n - 1 do
+  problem = read_day(ARGV[11 + 9 * i + 3])
+  if problem then return problem end
+end
+for j = 0, m - 1 do
+  problem = read_day(ARGV[event_values + 7 * j + 2])
+  if problem then return problem end
+end
+-- Count orders, gross cents and refunded cents (text) on a day: written after the rows.
+local function count_day(day, orders, gross, refunded)
+  local more = day_more[day]
+  if more then
+    day_more[day] = {day_plus(more[1], orders), day_plus(more[2], gross),
+                     day_plus(more[3], refunded)}
+  else
+    day_more[day] = {orders, gross, refunded}
+    days_touched[#days_touched + 1] = day
+  end
+end
+
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
 local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -174,8 +211,7 @@ for i = 0, n - 1 do
     -- Spend is ranked net: less what was refunded (refunded - spend, never a -0).
     redis.call('ZADD', rank_spend, (tonumber(refunded) or 0) - spend, user_id)
     redis.call('ZADD', rank_orders, -count, user_id)
-    redis.call('HINCRBY', days, day .. ':orders', 1)
-    redis.call('HINCRBY', days, day .. ':revenue', cents)
+    count_day(day, '1', cents, '0')
     redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':orders', 1)
     redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':revenue', cents)
   end
@@ -195,7 +231,7 @@ for j = 0, m - 1 do
   if status == 1 then
     local refunded = redis.call('HINCRBY', user, 'refunded', cents)
     redis.call('HINCRBY', global, 'refunded', cents)
-    redis.call('HINCRBY', days, day .. ':refunded', cents)
+    count_day(day, '0', '0', cents)
     if cancels then
       redis.call('HINCRBY', user, 'cancelled', 1)
       redis.call('HINCRBY', global, 'cancelled', 1)
@@ -207,6 +243,15 @@ for j = 0, m - 1 do
     events_duplicates = events_duplicates + 1
   end
   result[#result + 1] = status
+end
+
+-- Each day the applied orders and events count on, once (a sum of 0 writes nothing: a rebuild
+-- writes no day for it either).
+for _, day in ipairs(days_touched) do
+  local more = day_more[day]
+  if more[1] ~= '0' or more[2] ~= '0' or more[3] ~= '0' then
+    redis.call('HSET', days, day, day_value(day_now[day], more))
+  end
 end
 
 -- Products: each applied order's and event's lines, net (an event's values are negative).

@@ -35,7 +35,13 @@ from stats.store.layouts import (
 )
 from stats.store.lease import Fenced, LeaseMixin
 from stats.store.scripts import LuaScript, ScriptCall
-from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
+from stats.store.values import (
+    IngestionStats,
+    RecordedOrderLike,
+    day_value,
+    ms_to_datetime,
+    text,
+)
 
 NEXT_GENERATION = LuaScript.named("next_generation")
 # Field-value words per HSET of products (a shop's thousands of products in several commands).
@@ -80,12 +86,13 @@ class GenerationsMixin(LeaseMixin):
         """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
         when another is (a consumer must not write beside aggregates built for another
         ``REDIS_SHARDS``, nor into keys an earlier version named otherwise, nor count days
-        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them)."""
+        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them,
+        nor days laid out by another key format under the same names)."""
         for state in self.generation_states():
             # Aggregates written without a recorded layout (by the apply script alone)
-            # still say in T:gen what they are counted in.
+            # still say in T:gen what they are counted in and how they are laid out.
             live = state.layout if state.state is State.LIVE else None
-            if live is not None and not live.same_values(self.layout):
+            if live is not None and live != self.layout:
                 raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
         self.client.set(key, self.layout.code(), nx=True)
@@ -433,17 +440,12 @@ class GenerationWriter:
     def day(
         self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
-        """A day bucket: orders and their gross revenue when there are orders, refunds that
-        occurred on it when there are any (the fields the apply script writes)."""
-        iso = day.isoformat()
-        fields: list[Any] = []
-        if orders:
-            fields += [f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents]
-        if refunded_cents:
-            fields += [f"{iso}:refunded", refunded_cents]
-        if fields:
-            self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
-                      *fields)  # fmt: skip
+        """A day bucket, one field ``<orders>:<gross cents>:<refunded cents>``, when orders were
+        placed or refunds occurred on it (what the apply script leaves)."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.days(shard, self._generation(shard))
+            value = day_value(orders, revenue_cents, refunded_cents)
+            self._add(shard, "HSET", key, day.isoformat(), value)
         self._written()
 
     def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
@@ -491,13 +493,12 @@ class GenerationWriter:
         self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
         """Count orders (placed that day) or refunds (that occurred that day) in a day
-        bucket, as applying them does (repair)."""
-        key, iso = self.store.keys.days(shard, self._generation(shard)), day.isoformat()
-        if orders:
-            self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
-            self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
-        if refunded_cents:
-            self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
+        bucket, as applying them does (repair): added in Redis (``ADD_DAY`` of the fenced
+        script), the day being one field of three figures."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.days(shard, self._generation(shard))
+            self._add(shard, "ADD_DAY", key, day.isoformat(), orders, revenue_cents,
+                      refunded_cents)  # fmt: skip
         self._written()
 
     def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:

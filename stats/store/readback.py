@@ -21,13 +21,14 @@ from stats.store.values import (
     USER_FIELDS,
     OrderLike,
     UserStats,
+    day_figures,
     score_to_int,
     user_from_row,
 )
 
 RANKINGS = ("spend", "orders")
-# A day bucket's fields (``<day>:<field>``), in the order ``all_days`` gives them.
-_DAY_FIELDS = ("orders", "revenue", "refunded")
+# An hour bucket's fields (``<hour>:<field>``), in the order ``all_hours`` gives them.
+_HOUR_FIELDS = ("orders", "revenue")
 
 
 class EventMarkLike(Protocol):
@@ -117,7 +118,8 @@ class ReadbackMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def all_days(self) -> dict[date, tuple[int, int, int]]:
-        """Every day bucket (orders, gross revenue, refunded) summed over the shards."""
+        """Every day bucket (orders, gross revenue, refunded) summed over the shards (a day is
+        one field, ``<orders>:<gross>:<refunded>``)."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -125,9 +127,9 @@ class ReadbackMixin(GenerationsMixin):
         totals: dict[date, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
-                iso, kind = name.decode().rsplit(":", 1)
-                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0, 0])
-                bucket[_DAY_FIELDS.index(kind)] += int(value)
+                bucket = totals.setdefault(date.fromisoformat(name.decode()), [0, 0, 0])
+                for i, figure in enumerate(day_figures(value)):
+                    bucket[i] += figure
         return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
@@ -162,7 +164,7 @@ class ReadbackMixin(GenerationsMixin):
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 hour, kind = name.decode().rsplit(":", 1)
-                totals.setdefault(hour, [0, 0])[_DAY_FIELDS.index(kind)] += int(value)
+                totals.setdefault(hour, [0, 0])[_HOUR_FIELDS.index(kind)] += int(value)
         return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
 
     @unavailable_on_redis_error

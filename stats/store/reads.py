@@ -5,7 +5,7 @@ spenders' ranking already by net. Every read carries a check of the generations 
 (``_read``), so a reader never mixes a generation ``rebuild_stats`` just switched away from
 with the new one. Merging keeps what one shard promises: global = sums, unique users = sum (a
 user lives in one shard), top-N = a merge of each shard's top N by score then user id (what
-one ZRANGE does), by-date = the sum of each shard's HMGET, a user = its own shard.
+one ZRANGE does), by-date = the sum per day of each shard's HMGET, a user = its own shard.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from stats.store.values import (
     IngestionStats,
     Ranked,
     UserStats,
+    day_figures,
     int_or_zero,
     ms_to_datetime,
     score_to_int,
@@ -49,15 +50,10 @@ def days_between(start: date, end: date) -> Iterator[date]:
 
 @functools.lru_cache(maxsize=64)
 def _day_fields(start: date, end: date) -> tuple[tuple[date, ...], tuple[bytes, ...]]:
-    """The days from start to end and their fields in the days hash (orders, revenue,
-    refunded per day), encoded once: a dashboard or client asks for the same ranges again and
-    again, and naming a year's 1,098 fields was a tenth of a by-date request."""
+    """The days from start to end and their fields in the days hash (one per day), encoded
+    once: a dashboard or client asks for the same ranges again and again."""
     days = tuple(days_between(start, end))
-    fields: list[bytes] = []
-    for day in days:
-        iso = day.isoformat()
-        fields += [f"{iso}:orders".encode(), f"{iso}:revenue".encode(), f"{iso}:refunded".encode()]
-    return days, tuple(fields)
+    return days, tuple(day.isoformat().encode() for day in days)
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,8 +125,9 @@ class ReadsMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def by_date(self, start: date, end: date) -> list[DayStats]:
-        """Every day from start to end inclusive (zeros included): one HMGET per shard. A
-        day's refunds are those that occurred on it (``<day>:refunded``)."""
+        """Every day from start to end inclusive (zeros included): one HMGET of one field per
+        day per shard (``<orders>:<gross>:<refunded>``), summed per day over the shards. A
+        day's refunds are those that occurred on it."""
         days, fields = _day_fields(start, end)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
@@ -139,12 +136,11 @@ class ReadsMixin(GenerationsMixin):
 
         per_shard = self._read(self._all(), build)
         if len(per_shard) == 1:
-            values = [0 if v is None else int(v) for v in per_shard[0]]
-        else:
-            values = [
-                sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
-            ]
-        return list(map(DayStats, days, values[0::3], values[1::3], values[2::3]))
+            return [DayStats(d, *day_figures(v)) for d, v in zip(days, per_shard[0], strict=True)]
+        return [
+            DayStats(day, *map(sum, zip(*map(day_figures, column), strict=True)))
+            for day, column in zip(days, zip(*per_shard, strict=True), strict=True)
+        ]
 
     @unavailable_on_redis_error
     def product_stats(self, product_id: str) -> ProductFigures | None:

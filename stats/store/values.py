@@ -1,6 +1,7 @@
 """What goes into the store and what comes out of it, and how Redis replies become it.
 
-Money is integer minor units of the shop's currency in Redis (HINCRBY, exact); it becomes a
+Money is integer minor units of the shop's currency in Redis (HINCRBY, or added exactly in
+the scripts where one field holds a day's three figures); it becomes a
 ``Decimal`` only on the way out (``orderpipe.money``). Times are epoch milliseconds in Redis and
 UTC datetimes here.
 
@@ -227,6 +228,24 @@ def score_to_int(value: bytes | str | float) -> int:
     if isinstance(value, bytes):
         value = value.decode()
     return int(Decimal(str(value)))
+
+
+# A day absent from the days hash.
+NO_DAY = (0, 0, 0)
+
+
+def day_value(orders: int, gross_cents: int, refunded_cents: int) -> str:
+    """A day's field in the days hash: ``<orders>:<gross cents>:<refunded cents>``."""
+    return f"{orders}:{gross_cents}:{refunded_cents}"
+
+
+def day_figures(value: bytes | str | None) -> tuple[int, int, int]:
+    """A day's field read back: (orders, gross cents, refunded cents); zeros when absent."""
+    if value is None:
+        return NO_DAY
+    parts = value.split(b":") if isinstance(value, bytes) else value.split(":")
+    orders, gross, refunded = parts
+    return int(orders), int(gross), int(refunded)
 
 
 # What ``user_from_row`` reads of a user hash, in its order.
