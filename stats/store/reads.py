@@ -32,7 +32,6 @@ from stats.store.values import (
     IngestionStats,
     Ranked,
     UserStats,
-    day_figures,
     int_or_zero,
     ms_to_datetime,
     score_to_int,
@@ -54,6 +53,15 @@ def _day_fields(start: date, end: date) -> tuple[tuple[date, ...], tuple[bytes, 
     once: a dashboard or client asks for the same ranges again and again."""
     days = tuple(days_between(start, end))
     return days, tuple(day.isoformat().encode() for day in days)
+
+
+def _day_numbers(values: Sequence[bytes | None]) -> list[int]:
+    """A days HMGET's reply as each day's orders, gross and refunded in a row (an absent day
+    zeros): joined and split once, which costs a year's read a third of splitting each day."""
+    return list(map(int, b":".join([value or _NO_DAY for value in values]).split(b":")))
+
+
+_NO_DAY = b"0:0:0"
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,13 +142,12 @@ class ReadsMixin(GenerationsMixin):
             for shard in self._all():
                 pipe.hmget(self.keys.days(shard, generations[shard]), fields)
 
-        per_shard = self._read(self._all(), build)
+        per_shard = [_day_numbers(values) for values in self._read(self._all(), build)]
         if len(per_shard) == 1:
-            return [DayStats(d, *day_figures(v)) for d, v in zip(days, per_shard[0], strict=True)]
-        return [
-            DayStats(day, *map(sum, zip(*map(day_figures, column), strict=True)))
-            for day, column in zip(days, zip(*per_shard, strict=True), strict=True)
-        ]
+            numbers = per_shard[0]
+        else:
+            numbers = [sum(column) for column in zip(*per_shard, strict=True)]
+        return list(map(DayStats, days, numbers[0::3], numbers[1::3], numbers[2::3]))
 
     @unavailable_on_redis_error
     def product_stats(self, product_id: str) -> ProductFigures | None:
