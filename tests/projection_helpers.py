@@ -83,6 +83,25 @@ def whole_state(store: AggregateStore) -> dict[str, object]:
     return state
 
 
+def as_key_format_2_wrote_it(store: AggregateStore) -> None:
+    """What consumers of key format 2 leave under the same names: each day three fields
+    (``<day>:orders`` and ``:revenue`` when orders were placed, ``:refunded`` when refunds
+    occurred), ``v2`` in every ``T:gen`` and in the recorded layout."""
+    client, code = store.client, f"v2;n{store.shards}"
+    for shard, generation in enumerate(store.generations()):
+        key = store.keys.days(shard, generation)
+        days = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
+        client.delete(key)
+        for day, value in days.items():
+            orders, gross, refunded = value.split(":")
+            fields = {f"{day}:orders": orders, f"{day}:revenue": gross} if orders != "0" else {}
+            if refunded != "0":
+                fields[f"{day}:refunded"] = refunded
+            client.hset(key, mapping=fields)
+        client.set(store.keys.generation(shard), f"{generation};{code}")
+    client.set(store.keys.shared("layout"), code)
+
+
 def received(messages: list[dict]) -> list[dict]:
     """The messages as one receive hands them over: a receipt handle of that receive (a
     redelivery is another receive, with other handles)."""

@@ -21,7 +21,15 @@ from orders.projection import reconciling
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 from stats.store import base as store_base
 from tests.ingestion_helpers import prefix_keys
-from tests.projection_helpers import NOW, aggregates, commit, message, rebuild, reconcile
+from tests.projection_helpers import (
+    NOW,
+    aggregates,
+    as_key_format_2_wrote_it,
+    commit,
+    message,
+    rebuild,
+    reconcile,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -239,6 +247,26 @@ def test_consumers_wait_while_a_rebuild_holds_the_lock(filled: AggregateStore) -
             commit(filled, [message("W1", "U1", "1.00")])
         assert AcceptedOrder.objects.filter(order_id="W1").exists()  # in the ledger, held
     assert commit(filled, [message("W1", "U1", "1.00")]).applied == 1
+
+
+def test_the_api_refuses_aggregates_of_key_format_2_until_a_rebuild(
+    filled: AggregateStore, settings, api
+) -> None:
+    settings.STATS_API_AUTH = "none"
+    path = "/stats/by-date?start_date=2025-08-01&end_date=2025-08-31"
+    served = api.get(path).json()
+    as_key_format_2_wrote_it(filled)
+
+    response = api.get(path)
+
+    assert response.status_code == 503
+    assert response.json()["detail"] == (
+        "The statistics store cannot be read by this process: the aggregates in Redis were "
+        "built by an earlier orderpipe (key format 2, this version writes 3): run `manage.py "
+        "rebuild_stats` to derive them again from the ledger"
+    )
+    rebuild()
+    assert api.get(path).json() == served
 
 
 # --- reconcile --------------------------------------------------------------------------------

@@ -95,17 +95,30 @@ class GenerationsMixin(LeaseMixin):
             if live is not None and live != self.layout:
                 raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
+        if self.client.get(key) is None:
+            self._refuse_unrecorded_aggregates()
         self.client.set(key, self.layout.code(), nx=True)
         found = self.recorded_layout()
-        if found is None or found == self.layout:
-            self._layout_is_mine()
-            return
-        if found.same_names(self.layout, self.cluster) and found.same_values(self.layout):
-            # One shard on one node, recorded by an earlier version: the same key names.
-            self.client.set(key, self.layout.code())
-            self._layout_is_mine()
-            return
-        raise LayoutError(self.layout.refusal(found, self.cluster))
+        if found is not None and found != self.layout:
+            # Another key format under the same names too: its days are laid out otherwise.
+            raise LayoutError(self.layout.refusal(found, self.cluster))
+        self._layout_is_mine()
+
+    def _refuse_unrecorded_aggregates(self) -> None:
+        """``LayoutError`` when aggregates lie in generation 0 of a shard without a generation
+        key while no layout is recorded: a version before layouts wrote them (one shard on
+        one node names them alike), three fields a day."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.get(self.keys.generation(shard))
+            pipe.exists(self.keys.totals(shard, 0))
+        replies = pipe.execute()
+        if any(gen is None and held for gen, held in zip(replies[::2], replies[1::2], strict=True)):
+            raise LayoutError(
+                "the aggregates in Redis were built by an earlier orderpipe (before layouts were "
+                f"recorded; this version writes key format {self.layout.key_format}): run "
+                "`manage.py rebuild_stats` to derive them again from the ledger"
+            )
 
     def check_recorded_layout(self) -> None:
         """For a reader that found no generation key: zeros are right only when the recorded
@@ -113,9 +126,9 @@ class GenerationsMixin(LeaseMixin):
         if self._layout_checked():
             return
         found = self.recorded_layout()
-        if found is not None and not (
-            found.same_names(self.layout, self.cluster) and found.same_values(self.layout)
-        ):
+        if found is None:
+            self._refuse_unrecorded_aggregates()
+        elif found != self.layout:
             raise LayoutError(self.layout.refusal(found, self.cluster))
         self._layout_is_mine()
 

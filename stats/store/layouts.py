@@ -15,8 +15,8 @@ writes beside the aggregates, nor serves zeros: it finds the difference and says
 setting differs and what to do. Another *number* alone only means that a rebuild switched;
 the caller plans again. ``retired:<layout>`` marks a layout ``rebuild_stats`` moved away
 from. A bare number was written by an earlier version, whose marks were outside the
-generations: readers serve it (one shard on one node names the same aggregates in both
-versions), writers refuse it until ``rebuild_stats`` runs.
+generations and whose days hash held three fields a day: readers and writers refuse it until
+``rebuild_stats`` runs.
 
 Pure: no I/O.
 """
@@ -174,8 +174,8 @@ def parse_generation(value: bytes | str | None) -> Generation:
 
 def live_number(found: Generation, mine: Layout, cluster: bool, writing: bool) -> int:
     """The generation number ``found`` names for a process configured for ``mine``, or the
-    refusal (``LayoutError``) saying what to do. A reader accepts an earlier version's bare
-    number (same aggregate names); a writer does not (the marks are elsewhere)."""
+    refusal (``LayoutError``) saying what to do. An earlier version's bare number names the
+    same keys, but their days are laid out in three fields and their marks are elsewhere."""
     if found.state is State.ABSENT:
         return 0
     if found.state is State.LIVE and found.layout is not None:
@@ -183,7 +183,11 @@ def live_number(found: Generation, mine: Layout, cluster: bool, writing: bool) -
             raise LayoutError(mine.refusal(found.layout, cluster))
         return found.number
     if found.state is State.LEGACY and not writing:
-        return found.number
+        raise LayoutError(
+            f"the aggregates in Redis (generation {found.number}) were built by an earlier "
+            f"orderpipe (key format 1, this version writes {mine.key_format}): run "
+            "`manage.py rebuild_stats` to derive them again from the ledger"
+        )
     if found.state is State.LEGACY:
         raise LayoutError(
             f"the aggregates in Redis (generation {found.number}) were built by an earlier "
