@@ -86,9 +86,16 @@ def whole_state(store: AggregateStore) -> dict[str, object]:
 def as_key_format_2_wrote_it(store: AggregateStore) -> None:
     """What consumers of key format 2 leave under the same names: each day three fields
     (``<day>:orders`` and ``:revenue`` when orders were placed, ``:refunded`` when refunds
-    occurred), ``v2`` in every ``T:gen`` and in the recorded layout."""
+    occurred), each hour two (``<hour>:orders``, ``:revenue``), ``v2`` in every ``T:gen`` and
+    in the recorded layout."""
     client, code = store.client, f"v2;n{store.shards}"
     for shard, generation in enumerate(store.generations()):
+        key = store.keys.hours(shard, generation)
+        hours = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
+        client.delete(key)
+        for hour, value in hours.items():
+            orders, gross = value.split(":")
+            client.hset(key, mapping={f"{hour}:orders": orders, f"{hour}:revenue": gross})
         key = store.keys.days(shard, generation)
         days = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
         client.delete(key)

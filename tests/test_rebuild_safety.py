@@ -312,10 +312,7 @@ def test_reconcile_after_marks_were_lost_asks_the_ledger_no_query_per_user(
     store.client.delete(store.keys.days(0, 0))
     store.client.hset(store.keys.days(0, 0), "2025-08-01", "40:4000:0")
     store.client.delete(store.keys.hours(0, 0))
-    store.client.hset(
-        store.keys.hours(0, 0),
-        mapping={"2025-08-01T00:00:orders": 40, "2025-08-01T00:00:revenue": 4000},
-    )
+    store.client.hset(store.keys.hours(0, 0), "2025-08-01T00:00", "40:4000")
     products = {"P001:units": 40, "P001:revenue": 4000}  # the A orders' one line each
     store.client.delete(store.keys.products(0, 0), store.keys.product_day("2025-08-05", 0, 0))
     store.client.hset(store.keys.products(0, 0), mapping=products)

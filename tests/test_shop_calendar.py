@@ -258,7 +258,8 @@ def test_a_rebuild_derives_the_hours_the_consumer_applied_and_reconcile_checks_t
     hour = "2025-11-03T04:00"
     shard = store.shard_of("U1")  # order T9's user: (9 % 3) + 1
     gen = store.generations()[shard]
-    live_redis.hset(store.keys.hours(shard, gen), f"{hour}:orders", 7)
+    gross = live_redis.hget(store.keys.hours(shard, gen), hour).split(b":")[1].decode()
+    live_redis.hset(store.keys.hours(shard, gen), hour, f"7:{gross}")
     status, out = reconcile()
     assert status == 1 and "hour 2025-11-03T04:00 (UTC start): 7 orders" in out
     assert reconcile("--repair")[0] == 0

@@ -1,6 +1,7 @@
-"""The days hash of key format 3: one field per day, ``<orders>:<gross cents>:<refunded cents>``,
-as the apply script and a repair's fenced writes leave it, summed exactly, on one real node, on
-fakeredis and on 8 shards of a real cluster (``any_store``)."""
+"""The days and hours hashes of key format 3: one field per day, ``<orders>:<gross
+cents>:<refunded cents>``, and per local hour, ``<orders>:<gross cents>``, as the apply script
+and a repair's fenced writes leave them, summed exactly, on one real node, on fakeredis and on 8
+shards of a real cluster (``any_store``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,26 @@ from tests.ingestion_helpers import make_event, make_order, prefix_keys
 ORDER_DAY, REFUND_DAY = date(2025, 8, 9), date(2025, 8, 12)  # make_order's, make_event's
 
 
-def days_hash(store: AggregateStore, user_id: str = "U1") -> dict[str, str]:
-    """The days hash of ``user_id``'s shard, as Redis holds it."""
+def days_hash(store: AggregateStore, user_id: str = "U1", name: str = "days") -> dict[str, str]:
+    """The days (or hours) hash of ``user_id``'s shard, as Redis holds it."""
     shard = store.shard_of(user_id)
-    raw = store.client.hgetall(store.aggregate_key("days", shard=shard))
-    return {name.decode(): value.decode() for name, value in raw.items()}
+    raw = store.client.hgetall(store.aggregate_key(name, shard=shard))
+    return {field.decode(): value.decode() for field, value in raw.items()}
+
+
+def test_the_hours_hash_holds_one_field_per_hour_orders_gross(any_store: AggregateStore) -> None:
+    late = datetime(2025, 8, 9, 23, 59, 59, tzinfo=UTC)
+    orders = [make_order("O1", "U1", 10000), make_order("O2", "U1", 250)]
+    any_store.apply_orders([*orders, make_order("O3", "U1", 5, late)])
+    any_store.apply_batch([], events=[PendingEvent(make_event("E1", orders[0], 99), None, True)])
+
+    assert days_hash(any_store, name="hours") == {
+        "2025-08-09T10:00": "2:10250", "2025-08-09T23:00": "1:5",
+    }  # fmt: skip
+    hours = {h.start.hour: (h.total_orders, h.gross_revenue_cents)
+             for h in any_store.by_hour(ORDER_DAY, ORDER_DAY)}  # fmt: skip
+    assert (len(hours), hours[10], hours[11], hours[23]) == (24, (2, 10250), (0, 0), (1, 5))
+    assert any_store.all_hours() == {"2025-08-09T10:00": (2, 10250), "2025-08-09T23:00": (1, 5)}
 
 
 def test_the_days_hash_holds_one_field_per_day_orders_gross_refunded(
@@ -79,17 +95,27 @@ def test_day_figures_beyond_a_doubles_exact_integers_stay_exact(any_store: Aggre
     assert day.gross_revenue_cents == 2**62 + 999_999_999
 
 
-def test_a_day_field_of_another_form_fails_the_batch_whole(any_store: AggregateStore) -> None:
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        ("days", "2025-08-09", "12"),
+        ("days", "2025-08-09", "1:2:x"),
+        ("hours", "2025-08-09T10:00", "1:2:3"),
+    ],
+)
+def test_a_day_or_hour_field_of_another_form_fails_the_batch_whole(
+    any_store: AggregateStore, name: str, field: str, value: str
+) -> None:
     """Checked before the script's first write, as the keys' types are: no mark is left
     without its figures."""
     shard = any_store.shard_of("U1")
-    days = any_store.aggregate_key("days", shard=shard)
-    any_store.client.hset(days, "2025-08-09", "12")  # what a format 2 field looked like
+    key = any_store.aggregate_key(name, shard=shard)
+    any_store.client.hset(key, field, value)
 
-    with pytest.raises(StoreCommandError, match="2025-08-09"):
+    with pytest.raises(StoreCommandError, match=field):
         any_store.apply_orders([make_order("O1", "U1", 100)])
 
-    assert {k.decode() for k in prefix_keys(any_store.client, any_store.prefix)} == {days}
+    assert {k.decode() for k in prefix_keys(any_store.client, any_store.prefix)} == {key}
 
 
 def test_a_repair_adds_to_a_day_under_its_lease_and_not_after_it(
@@ -102,9 +128,14 @@ def test_a_repair_adds_to_a_day_under_its_lease_and_not_after_it(
     writer.add_to_day(shard, ORDER_DAY, 2, 700)
     writer.add_to_day(shard, REFUND_DAY, 0, 0, 250)
     writer.add_to_day(shard, REFUND_DAY, 0, 0, 50)
+    writer.add_to_hour(shard, "2025-08-09T10:00", 2, 700)
+    writer.add_to_hour(shard, "2025-08-09T11:00", 1, 1)
     writer.close()
 
     assert days_hash(any_store) == {"2025-08-09": "3:10700:0", "2025-08-12": "0:0:300"}
+    assert days_hash(any_store, name="hours") == {
+        "2025-08-09T10:00": "3:10700", "2025-08-09T11:00": "1:1",
+    }  # fmt: skip
 
     any_store.release_rebuild_lock("repair")
     late = any_store.writer(None, "repair")

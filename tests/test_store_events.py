@@ -200,7 +200,8 @@ def test_spenders_are_ranked_by_net_spend(any_store: AggregateStore) -> None:
 
 def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore) -> None:
     """Orders alone give the keys and values earlier versions wrote (with their hours and
-    products; a day one field since key format 3): no refunded, cancelled or events_* field,
+    products; a day and an hour one field each since key format 3): no refunded, cancelled or
+    events_* field,
     rank:spend scored -spend."""
     order = make_order("O1", "U1", 10000)
     any_store.apply_orders([order, make_order("O2", "U1", 250), order])
@@ -216,7 +217,7 @@ def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore
     assert fields == {
         "orders", "spend", "first", "last", "revenue", "users",
         "2025-08-09",  # the day: orders:gross:refunded
-        "2025-08-09T10:00:orders", "2025-08-09T10:00:revenue",  # the hours (by-hour)
+        "2025-08-09T10:00",  # the hour (by-hour): orders:gross
         "P001:units", "P001:revenue",  # its item's product, overall and on its day
         "received", "applied", "duplicates", "rejected", "rejected:invalid_json",
         "last_batch_ms", "heartbeat_ms",

@@ -45,9 +45,10 @@
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
 -- applied when its mark is absent). The days hash holds one field per day, its value
--- '<orders>:<gross cents>:<refunded cents>' (lib/day_figures.lua): an order applied adds 1 and
--- its cents to the first two of its day, an event its amount to the third of the day it
--- occurred on (each day's field written once per call, what the call adds to it). An event
+-- '<orders>:<gross cents>:<refunded cents>', the hours hash one per local hour,
+-- '<orders>:<gross cents>' (lib/packed_figures.lua): an order applied adds 1 and its cents to
+-- the first two of its day and of its hour, an event its amount to the third of the day it
+-- occurred on (each field written once per call, what the call adds to it). An event
 -- adds its amount to its user's and the shard's 'refunded' too (a cancellation also 1 to
 -- 'cancelled'; orders stay counted) and
 -- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
@@ -129,42 +130,45 @@ end
 local event_values = 11 + 9 * n
 local codes_at = event_values + 7 * m
 
--- The days of the call's orders and events as the days hash holds them now, read before the
--- first write for the same reason: a field that is not '<orders>:<gross>:<refunded>' fails
--- the batch whole.
-local day_now, day_more, days_touched = {}, {}, {}
-local function read_day(day)
-  if day_now[day] then return nil end
-  local value = redis.call('HGET', KEYS[4], day)
-  day_now[day] = day_figures(value)
-  if not day_now[day] then
-    return redis.error_reply('days field ' .. day .. ' of ' .. KEYS[4] .. ' holds ' .. value
-      .. ', not <orders>:<gross>:<refunded>')
+-- The days and hours of the call's orders and events as their hashes hold them now (one
+-- field each, lib/packed_figures.lua), read before the first write for the same reason: a
+-- field of another form fails the batch whole. What the rows add is summed per field and
+-- written once, after them.
+local function packed(key, count)
+  return {key = key, count = count, now = {}, more = {}, touched = {}}
+end
+local day_fields, hour_fields = packed(KEYS[4], 3), packed(KEYS[9], 2)
+local function read_field(hash, field)
+  if hash.now[field] then return nil end
+  local value = redis.call('HGET', hash.key, field)
+  hash.now[field] = packed_figures(value, hash.count)
+  if not hash.now[field] then
+    return redis.error_reply('field ' .. field .. ' of ' .. hash.key .. ' holds ' .. value
+      .. ', not ' .. hash.count .. ' integers joined by :')
   end
 end
 for i = 0, n - 1 do
-  problem = read_day(ARGV[11 + 9 * i + 3])
+  problem = read_field(day_fields, ARGV[11 + 9 * i + 3])
+    or read_field(hour_fields, ARGV[11 + 9 * i + 8])
   if problem then return problem end
 end
 for j = 0, m - 1 do
-  problem = read_day(ARGV[event_values + 7 * j + 2])
+  problem = read_field(day_fields, ARGV[event_values + 7 * j + 2])
   if problem then return problem end
 end
--- Count orders, gross cents and refunded cents (text) on a day: written after the rows.
-local function count_day(day, orders, gross, refunded)
-  local more = day_more[day]
+local function count_in(hash, field, figures)
+  local more = hash.more[field]
   if more then
-    day_more[day] = {day_plus(more[1], orders), day_plus(more[2], gross),
-                     day_plus(more[3], refunded)}
+    hash.more[field] = figures_plus(more, figures)
   else
-    day_more[day] = {orders, gross, refunded}
-    days_touched[#days_touched + 1] = day
+    hash.more[field] = figures
+    hash.touched[#hash.touched + 1] = field
   end
 end
 
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
-local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local global, rank_spend, rank_orders, ingest = KEYS[3], KEYS[5], KEYS[6], KEYS[7]
 
 -- An order's or event's mark: its status, and the mark set when it is to be applied now.
 local function claim(mark, fingerprint, legacy, first)
@@ -211,9 +215,8 @@ for i = 0, n - 1 do
     -- Spend is ranked net: less what was refunded (refunded - spend, never a -0).
     redis.call('ZADD', rank_spend, (tonumber(refunded) or 0) - spend, user_id)
     redis.call('ZADD', rank_orders, -count, user_id)
-    count_day(day, '1', cents, '0')
-    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':orders', 1)
-    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':revenue', cents)
+    count_in(day_fields, day, {'1', cents, '0'})
+    count_in(hour_fields, ARGV[a + 8], {'1', cents})
   end
   if counted then
     if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
@@ -231,7 +234,7 @@ for j = 0, m - 1 do
   if status == 1 then
     local refunded = redis.call('HINCRBY', user, 'refunded', cents)
     redis.call('HINCRBY', global, 'refunded', cents)
-    count_day(day, '0', '0', cents)
+    count_in(day_fields, day, {'0', '0', cents})
     if cancels then
       redis.call('HINCRBY', user, 'cancelled', 1)
       redis.call('HINCRBY', global, 'cancelled', 1)
@@ -245,12 +248,15 @@ for j = 0, m - 1 do
   result[#result + 1] = status
 end
 
--- Each day the applied orders and events count on, once (a sum of 0 writes nothing: a rebuild
--- writes no day for it either).
-for _, day in ipairs(days_touched) do
-  local more = day_more[day]
-  if more[1] ~= '0' or more[2] ~= '0' or more[3] ~= '0' then
-    redis.call('HSET', days, day, day_value(day_now[day], more))
+-- Each day and hour the applied orders and events count on, once (a sum of 0 writes nothing:
+-- a rebuild writes no field for it either).
+for _, hash in ipairs({day_fields, hour_fields}) do
+  for _, field in ipairs(hash.touched) do
+    local more = hash.more[field]
+    if not no_figures(more) then
+      redis.call('HSET', hash.key, field,
+        table.concat(figures_plus(hash.now[field], more), ':'))
+    end
   end
 end
 

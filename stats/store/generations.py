@@ -38,8 +38,8 @@ from stats.store.scripts import LuaScript, ScriptCall
 from stats.store.values import (
     IngestionStats,
     RecordedOrderLike,
-    day_value,
     ms_to_datetime,
+    packed,
     text,
 )
 
@@ -107,7 +107,7 @@ class GenerationsMixin(LeaseMixin):
     def _refuse_unrecorded_aggregates(self) -> None:
         """``LayoutError`` when aggregates lie in generation 0 of a shard without a generation
         key while no layout is recorded: a version before layouts wrote them (one shard on
-        one node names them alike), three fields a day."""
+        one node names them alike), several fields a day and an hour."""
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
             pipe.get(self.keys.generation(shard))
@@ -457,16 +457,16 @@ class GenerationWriter:
         placed or refunds occurred on it (what the apply script leaves)."""
         if orders or revenue_cents or refunded_cents:
             key = self.store.keys.days(shard, self._generation(shard))
-            value = day_value(orders, revenue_cents, refunded_cents)
+            value = packed(orders, revenue_cents, refunded_cents)
             self._add(shard, "HSET", key, day.isoformat(), value)
         self._written()
 
     def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
-        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
-        revenue, as the apply script writes them."""
-        if orders:
-            self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
-                      f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents)  # fmt: skip
+        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``), one field
+        ``<orders>:<gross cents>``, as the apply script leaves it."""
+        if orders or revenue_cents:
+            key = self.store.keys.hours(shard, self._generation(shard))
+            self._add(shard, "HSET", key, hour, packed(orders, revenue_cents))
         self._written()
 
     def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
@@ -506,20 +506,20 @@ class GenerationWriter:
         self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
         """Count orders (placed that day) or refunds (that occurred that day) in a day
-        bucket, as applying them does (repair): added in Redis (``ADD_DAY`` of the fenced
+        bucket, as applying them does (repair): added in Redis (``ADD_PACKED`` of the fenced
         script), the day being one field of three figures."""
         if orders or revenue_cents or refunded_cents:
             key = self.store.keys.days(shard, self._generation(shard))
-            self._add(shard, "ADD_DAY", key, day.isoformat(), orders, revenue_cents,
+            self._add(shard, "ADD_PACKED", key, day.isoformat(), orders, revenue_cents,
                       refunded_cents)  # fmt: skip
         self._written()
 
     def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
         """Count orders placed in a local hour (``hour_key``), as applying them does
-        (repair)."""
-        key = self.store.keys.hours(shard, self._generation(shard))
-        self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
-        self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
+        (repair): added in Redis (``ADD_PACKED``), the hour being one field of two figures."""
+        if orders or revenue_cents:
+            key = self.store.keys.hours(shard, self._generation(shard))
+            self._add(shard, "ADD_PACKED", key, hour, orders, revenue_cents)
         self._written()
 
     def add_to_products(

@@ -1,7 +1,8 @@
 """What the aggregates are built for, as Redis records it: the layout and the generation.
 
 A **layout** is everything the key names and the values depend on besides the generation:
-the key format (``KEY_FORMAT``: the key names, and how the days hash lays out its fields) and
+the key format (``KEY_FORMAT``: the key names, and how the days and hours hashes lay out their
+fields) and
 the shard count (``REDIS_SHARDS``), and the calendar and money the values are counted in, the
 time zone (``STATS_TIME_ZONE``) and the currency (``STATS_CURRENCY``); it reads ``v3;n8``, or
 ``v3;n8;zAsia/Kolkata;cJPY``: UTC and USD are left out, so what earlier versions wrote (built
@@ -15,7 +16,7 @@ writes beside the aggregates, nor serves zeros: it finds the difference and says
 setting differs and what to do. Another *number* alone only means that a rebuild switched;
 the caller plans again. ``retired:<layout>`` marks a layout ``rebuild_stats`` moved away
 from. A bare number was written by an earlier version, whose marks were outside the
-generations and whose days hash held three fields a day: readers and writers refuse it until
+generations and whose days and hours took several fields each: readers and writers refuse it until
 ``rebuild_stats`` runs.
 
 Pure: no I/O.

@@ -21,14 +21,12 @@ from stats.store.values import (
     USER_FIELDS,
     OrderLike,
     UserStats,
-    day_figures,
     score_to_int,
+    unpacked,
     user_from_row,
 )
 
 RANKINGS = ("spend", "orders")
-# An hour bucket's fields (``<hour>:<field>``), in the order ``all_hours`` gives them.
-_HOUR_FIELDS = ("orders", "revenue")
 
 
 class EventMarkLike(Protocol):
@@ -128,7 +126,7 @@ class ReadbackMixin(GenerationsMixin):
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 bucket = totals.setdefault(date.fromisoformat(name.decode()), [0, 0, 0])
-                for i, figure in enumerate(day_figures(value)):
+                for i, figure in enumerate(unpacked(value)):
                     bucket[i] += figure
         return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
@@ -155,7 +153,8 @@ class ReadbackMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def all_hours(self) -> dict[str, tuple[int, int]]:
-        """Every hour bucket (orders, gross revenue) summed over the shards, by its key."""
+        """Every hour bucket (orders, gross revenue) summed over the shards, by its key (an hour
+        is one field, ``<orders>:<gross>``)."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -163,8 +162,9 @@ class ReadbackMixin(GenerationsMixin):
         totals: dict[str, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
-                hour, kind = name.decode().rsplit(":", 1)
-                totals.setdefault(hour, [0, 0])[_HOUR_FIELDS.index(kind)] += int(value)
+                bucket = totals.setdefault(name.decode(), [0, 0])
+                for i, figure in enumerate(unpacked(value)):
+                    bucket[i] += figure
         return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
 
     @unavailable_on_redis_error

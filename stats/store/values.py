@@ -230,22 +230,16 @@ def score_to_int(value: bytes | str | float) -> int:
     return int(Decimal(str(value)))
 
 
-# A day absent from the days hash.
-NO_DAY = (0, 0, 0)
+def packed(*figures: int) -> str:
+    """A field of the days hash (``<orders>:<gross cents>:<refunded cents>``) or of the hours
+    hash (``<orders>:<gross cents>``): its figures joined by ``:``."""
+    return ":".join(map(str, figures))
 
 
-def day_value(orders: int, gross_cents: int, refunded_cents: int) -> str:
-    """A day's field in the days hash: ``<orders>:<gross cents>:<refunded cents>``."""
-    return f"{orders}:{gross_cents}:{refunded_cents}"
-
-
-def day_figures(value: bytes | str | None) -> tuple[int, int, int]:
-    """A day's field read back: (orders, gross cents, refunded cents); zeros when absent."""
-    if value is None:
-        return NO_DAY
+def unpacked(value: bytes | str) -> tuple[int, ...]:
+    """A field of the days or hours hash read back: its figures."""
     parts = value.split(b":") if isinstance(value, bytes) else value.split(":")
-    orders, gross, refunded = parts
-    return int(orders), int(gross), int(refunded)
+    return tuple(map(int, parts))
 
 
 # What ``user_from_row`` reads of a user hash, in its order.
