@@ -5,11 +5,13 @@ shards of a real cluster (``any_store``)."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime
 
 import pytest
 
 from stats.store import AggregateStore, LeaseLostError, PendingEvent, StoreCommandError
+from stats.store.scripts import LUA_DIR
 from tests.ingestion_helpers import make_event, make_order, prefix_keys
 
 ORDER_DAY, REFUND_DAY = date(2025, 8, 9), date(2025, 8, 12)  # make_order's, make_event's
@@ -143,3 +145,24 @@ def test_a_repair_adds_to_a_day_under_its_lease_and_not_after_it(
     with pytest.raises(LeaseLostError):
         late.close()
     assert days_hash(any_store) == {"2025-08-09": "3:10700:0", "2025-08-12": "0:0:300"}
+
+
+def test_figures_are_added_exactly_whatever_their_size_and_sign(any_store: AggregateStore) -> None:
+    """The scripts' addition (``lib/packed_figures.lua``): in one double below 10^15, in two
+    exact parts above, with carries and signs; the sum written out as Python writes it."""
+    rng = random.Random(20)
+    cases = [
+        (2**53, 1), (-(2**62), 2**62 - 1), (10**15, -1), (-1, 10**9), (999_999_999, 1),
+        (-(10**18), 10**18 + 10**9), (0, -5), (123, 0), (-(10**9), 10**9), (2**63, 2**63),
+    ]  # fmt: skip
+    for _ in range(200):
+        digits = rng.randrange(1, 21), rng.randrange(1, 21)
+        cases.append(tuple(rng.choice((-1, 1)) * rng.randrange(10**d) for d in digits))
+    script = (LUA_DIR / "lib" / "packed_figures.lua").read_text() + (
+        "local out = {} for i = 1, #ARGV, 2 do out[#out + 1] = figure_plus(ARGV[i], ARGV[i + 1])"
+        " end return out"
+    )
+
+    sums = any_store.client.eval(script, 0, *(str(n) for case in cases for n in case))
+
+    assert [s.decode() for s in sums] == [str(a + b) for a, b in cases]

@@ -15,8 +15,12 @@ local function figure_parts(text)
   return sign * high, sign * tonumber(string.sub(digits, math.max(cut + 1, 1)))
 end
 
--- The exact sum of two integers written out as text ('-' for a negative one), as text.
+-- The exact sum of two integers written out as text ('-' for a negative one), as text: in one
+-- double while both are shorter than 16 characters (below 10^15, the sum below 2^53).
 local function figure_plus(a, b)
+  if b == '0' then return a end
+  if a == '0' then return b end
+  if #a < 16 and #b < 16 then return string.format('%d', tonumber(a) + tonumber(b)) end
   local ah, al = figure_parts(a)
   local bh, bl = figure_parts(b)
   local high, low = ah + bh, al + bl
