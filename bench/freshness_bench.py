@@ -376,6 +376,11 @@ def main() -> None:
         from orders.sqs import OrderQueue, make_client
 
         call_command("migrate", verbosity=0)
+        # Probe ids repeat from run to run: an earlier run's rows in a kept PostgreSQL ledger
+        # would turn every probe into a rejected duplicate_order_id, never seen in the API.
+        from benchsetup import empty_ledger
+
+        empty_ledger()
         vendor = connection.vendor
         connection.close()
         queue = OrderQueue(make_client(sqs_server.url), ENVIRONMENT["QUEUE_NAME"])

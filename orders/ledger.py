@@ -1333,46 +1333,59 @@ _QUARTERS_SINCE = datetime(1973, 1, 1, tzinfo=UTC)
 
 def hour_totals(
     zone: tzinfo, by_user: bool = False, using: str = "default", chunk_size: int = 20_000
-) -> Iterator[tuple[str, str, int, int]]:
-    """(user_id, hour, orders, gross cents) per local hour of ``zone`` (``hour_key``), and per
-    user when ``by_user`` (else user_id is "").
+) -> Iterator[tuple[str, str, int, int, int]]:
+    """(user_id, hour, orders, gross cents, refunded cents) per local hour of ``zone``
+    (``hour_key``), and per user when ``by_user`` (else user_id is ""): the orders placed in
+    the hour, and the refunds and cancellations that occurred in it (their ``occurred_at``,
+    as their day).
 
     The hour is named in Python by the one rule (``orderpipe.timeutils.hour_key``; SQL's hour
     of a local time merges the two hours a daylight-saving change repeats), for groups the
-    database makes first: the orders of each UTC quarter of an hour, which lie in one local
-    hour of every zone whose offsets are whole quarters of an hour, as all are since 1972
-    (Liberia's -0:44:30 was the last that was not). Older orders, whose zone may have had a
-    local mean time's offset, are streamed one by one."""
-    rows = AcceptedOrder.objects.using(using).order_by()
-    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    old = rows.filter(ordered_at__lt=_QUARTERS_SINCE).values_list(
-        "user_id", "ordered_at", "value_cents"
-    )
-    for user_id, ordered_at, cents in old.iterator(chunk_size=chunk_size):
-        bucket = sums[(user_id if by_user else "", hour_key(ordered_at, zone))]
-        bucket[0] += 1
+    database makes first: the orders (and the events) of each UTC quarter of an hour, which
+    lie in one local hour of every zone whose offsets are whole quarters of an hour, as all
+    are since 1972 (Liberia's -0:44:30 was the last that was not). Older rows, whose zone may
+    have had a local mean time's offset, are streamed one by one."""
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    orders = AcceptedOrder.objects.using(using).order_by()
+    for user_id, start, n, cents in _quarter_sums(
+        orders, "ordered_at", "value_cents", by_user, chunk_size
+    ):
+        bucket = sums[(user_id, hour_key(start, zone))]
+        bucket[0] += n
         bucket[1] += cents
+    events = OrderEvent.objects.using(using).order_by()
+    for user_id, start, _n, cents in _quarter_sums(
+        events, "occurred_at", "amount_cents", by_user, chunk_size
+    ):
+        sums[(user_id, hour_key(start, zone))][2] += cents
+    for (user_id, hour), (n, revenue, refunded) in sums.items():
+        yield user_id, hour, n, revenue, refunded
+
+
+def _quarter_sums(
+    rows: models.QuerySet[Any], when: str, cents: str, by_user: bool, chunk_size: int
+) -> Iterator[tuple[str, datetime, int, int]]:
+    """(user_id or "", an instant inside the group, rows, summed ``cents``) per UTC quarter
+    hour of ``when`` (grouped in the database), and per row for rows before 1973."""
+    old = rows.filter(**{f"{when}__lt": _QUARTERS_SINCE}).values_list("user_id", when, cents)
+    for user_id, at, amount in old.iterator(chunk_size=chunk_size):
+        yield (user_id if by_user else ""), at, 1, int(amount)
     quarters = (
-        rows.filter(ordered_at__gte=_QUARTERS_SINCE)
+        rows.filter(**{f"{when}__gte": _QUARTERS_SINCE})
         .annotate(
-            utc_hour=TruncHour("ordered_at", tzinfo=UTC),
+            utc_hour=TruncHour(when, tzinfo=UTC),
             quarter=Floor(
-                ExtractMinute("ordered_at", tzinfo=UTC) / models.Value(15),
+                ExtractMinute(when, tzinfo=UTC) / models.Value(15),
                 output_field=models.IntegerField(),
             ),
         )
         .values_list(*(("user_id",) if by_user else ()), "utc_hour", "quarter")
-        .annotate(n=models.Count("pk"), revenue=models.Sum("value_cents"))
+        .annotate(n=models.Count("pk"), total=models.Sum(cents))
     )
     for row in quarters.iterator(chunk_size=chunk_size):
-        user_id = row[0] if by_user else ""
-        utc_hour, quarter, n, revenue = row[-4:]
+        utc_hour, quarter, n, total = row[-4:]
         start = utc_hour + timedelta(minutes=15 * int(quarter))
-        bucket = sums[(user_id, hour_key(start, zone))]
-        bucket[0] += n
-        bucket[1] += int(revenue)
-    for (user_id, hour), (orders, revenue) in sums.items():
-        yield user_id, hour, orders, revenue
+        yield (row[0] if by_user else ""), start, n, int(total)
 
 
 def recorded_since(

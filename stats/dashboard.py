@@ -2,7 +2,8 @@
 and revenue, then other apps' panels.
 
 Days and hours are the shop's (``STATS_TIME_ZONE``), as the stats API's by-date and by-hour.
-Hours show orders and gross only: refunds are counted per day.
+Hours show orders and what they were worth when placed (gross), the trade of each hour; the
+refunds of each hour are in the API's by-hour (``refunded``, net beside it).
 
 Revenue is shown gross and net, as the stats API serves it (Shopify's rule): a day's gross is
 what the orders placed on it were worth, its refunds those that occurred on it, net the
@@ -324,7 +325,7 @@ def hours_chart_svg(today: list[HourStats], yesterday: list[HourStats]) -> SafeS
 
     Slots pair the two days' hours in order, 0:00 with 0:00: on a daylight-saving day (23 or
     25 hours) the hours after the change pair with the one an hour apart, and each bar's
-    tooltip names its own hour with its offset. Refunds are per day, so these are gross.
+    tooltip names its own hour with its offset. Gross: what was sold in each hour.
     """
     both = (yesterday, today)
     orders = Scale(axis_step(max((h.total_orders for d in both for h in d), default=0)))

@@ -15,7 +15,16 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from stats.store import AggregateStore, LayoutError, StoreCommandError
-from tests.projection_helpers import NOW, commit, event_message, message, rebuild, reconcile
+from tests.ingestion_helpers import prefix_keys
+from tests.projection_helpers import (
+    NOW,
+    commit,
+    event_message,
+    message,
+    rebuild,
+    reconcile,
+    whole_state,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -247,8 +256,8 @@ def test_a_rebuild_derives_the_hours_the_consumer_applied_and_reconcile_checks_t
     store.claim_layout()
     commit(store, calendar_messages())
     applied = store.all_hours()
-    assert applied["2025-11-03T04:00"] == (1, 1000)  # 23:00 EST, 2 Nov: 23:59:59
-    assert applied["2025-08-09T11:00"] == (2, 500 + 600)  # 07:14:59 and 07:15 EDT
+    assert applied["2025-11-03T04:00"] == (1, 1000, 0)  # 23:00 EST, 2 Nov: 23:59:59
+    assert applied["2025-08-09T11:00"] == (2, 500 + 600, 0)  # 07:14:59 and 07:15 EDT
     assert len(applied) == 9  # and 14:29:59 with 14:30 EDT
 
     rebuild()
@@ -258,8 +267,8 @@ def test_a_rebuild_derives_the_hours_the_consumer_applied_and_reconcile_checks_t
     hour = "2025-11-03T04:00"
     shard = store.shard_of("U1")  # order T9's user: (9 % 3) + 1
     gen = store.generations()[shard]
-    gross = live_redis.hget(store.keys.hours(shard, gen), hour).split(b":")[1].decode()
-    live_redis.hset(store.keys.hours(shard, gen), hour, f"7:{gross}")
+    _orders, gross, refunded = live_redis.hget(store.keys.hours(shard, gen), hour).split(b":")
+    live_redis.hset(store.keys.hours(shard, gen), hour, f"7:{gross.decode()}:{refunded.decode()}")
     status, out = reconcile()
     assert status == 1 and "hour 2025-11-03T04:00 (UTC start): 7 orders" in out
     assert reconcile("--repair")[0] == 0
@@ -285,4 +294,107 @@ def test_a_refund_counts_on_its_local_day_when_applied_and_when_rebuilt(
     assert applied == [(date(2025, 8, 9), 1, 1000, 0), (date(2025, 8, 10), 0, 0, 400)]
     rebuild()
     assert figures() == applied
+    assert reconcile()[0] == 0
+
+
+# Refunds of orders T0, T6 and T8 above, and where each counts, written out by hand: the UTC
+# instant its hour began in each zone (New York: 01:30 EDT and 01:30 EST on 2 November, 03:00
+# EDT just after 9 March's skipped hour, 14:29:59 and 14:30 EDT in one hour; Kolkata: 11:00 and
+# 12:00 IST, 12:30 IST in the hour begun at 12:00, 23:59:59 IST and midnight apart).
+REFUNDS = [
+    # event order amount (none: a cancellation)  occurred at   New York            Kolkata
+    ("E1", "T8", "1.50", "2025-11-02T05:30:00Z", "2025-11-02T05:00", "2025-11-02T05:30"),
+    ("E2", "T8", "2.00", "2025-11-02T06:30:00Z", "2025-11-02T06:00", "2025-11-02T06:30"),
+    ("E3", "T0", None, "2025-03-09T07:00:00Z", "2025-03-09T07:00", "2025-03-09T06:30"),
+    ("E4", "T6", "0.25", "2025-08-09T18:29:59Z", "2025-08-09T18:00", "2025-08-09T17:30"),
+    ("E5", "T6", "0.50", "2025-08-09T18:30:00Z", "2025-08-09T18:00", "2025-08-09T18:30"),
+]  # fmt: skip
+REFUNDED_CENTS = {"E1": 150, "E2": 200, "E3": 100, "E4": 25, "E5": 50}  # E3: all of T0's 1.00
+
+
+def refunds_by_hour(zone: str) -> dict[str, int]:
+    column = 4 if zone == "America/New_York" else 5
+    hours: dict[str, int] = {}
+    for row in REFUNDS:
+        hours[row[column]] = hours.get(row[column], 0) + REFUNDED_CENTS[row[0]]
+    return hours
+
+
+@pytest.mark.parametrize("shards", [1, 8])
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata"])
+def test_a_refund_counts_in_its_local_hour_when_applied_rebuilt_and_reconciled(
+    settings, live_redis: redis.Redis, key_prefix: str, zone: str, shards: int
+) -> None:
+    """The consumer adds each refund and cancellation to the local hour it occurred in (not
+    its order's); a rebuild derives the same hours key for key; reconcile finds a wrong
+    ``<H>:refunded`` and --repair rewrites it."""
+    settings.REDIS_SHARDS = shards
+    settings.STATS_TIME_ZONE = ZoneInfo(zone)
+    store = AggregateStore(live_redis, key_prefix, 15 * 24 * 3600, shards=shards, zone=zone)
+    store.claim_layout()
+    commit(store, calendar_messages())
+    commit(
+        store,
+        [
+            event_message(e, o, amount, "cancelled" if amount is None else "refunded", occurred)
+            for e, o, amount, occurred, *_ in REFUNDS
+        ],
+    )
+
+    applied = store.all_hours()
+    assert {h: f for h, (_o, _r, f) in applied.items() if f} == refunds_by_hour(zone)
+    served = store.by_hour(date(2025, 11, 2), date(2025, 11, 2))
+    assert sum(h.refunded_cents for h in served) == 150 + 200
+    gross = {"America/New_York": 900 + 1000, "Asia/Kolkata": 900}[zone]  # T8 (T9: 23:59:59 EST)
+    assert sum(h.net_revenue_cents for h in served) == gross - 350
+    state = whole_state(store)
+
+    for key in prefix_keys(live_redis, store.prefix):
+        live_redis.delete(key)
+    rebuild()
+
+    assert store.all_hours() == applied
+    assert whole_state(store) == state
+    assert reconcile()[0] == 0
+
+    hour = REFUNDS[1][4 if zone == "America/New_York" else 5]  # E2's: no order in it
+    shard = store.shard_of("U3")  # order T8's user: (8 % 3) + 1
+    gen = store.generations()[shard]
+    live_redis.hset(store.keys.hours(shard, gen), hour, "0:0:999")
+    status, out = reconcile()
+    assert status == 1
+    assert (
+        f"hour {hour} (UTC start): 0 orders, 0 cents, 999 cents refunded (ledger 0, 0, 200)" in out
+    )
+    assert reconcile("--repair")[0] == 0
+    assert store.all_hours() == applied
+    assert whole_state(store) == state
+
+
+def test_a_repair_counts_a_refund_redis_never_applied_in_its_local_hour(
+    settings, store: AggregateStore
+) -> None:
+    """Reconcile leaves a refund Redis never applied out of what its hour should hold (not a
+    difference, reported as never applied); --repair adds it to its hour in Kolkata."""
+    settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
+    local = in_zone(store, "Asia/Kolkata")
+    local.dedup_ttl = 15 * 24 * 3600
+    local.claim_layout()
+    earlier = NOW - timedelta(hours=1)  # past reconcile's settle time
+    commit(local, calendar_messages(), earlier)
+    real = local.apply_batch
+    local.apply_batch = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Redis lost it"))
+    with pytest.raises(RuntimeError):
+        commit(
+            local, [event_message("E4", "T6", "0.25", occurred_at="2025-08-09T18:29:59Z")], earlier
+        )
+    local.apply_batch = real
+    assert "2025-08-09T17:30" not in {h for h, f in local.all_hours().items() if f[2]}
+
+    status, out = reconcile()
+    assert (status, out.count("\n  hour ")) == (1, 0), out
+    assert "1 ledger events (refunds, cancellations) recorded but never applied" in out
+
+    assert reconcile("--repair")[0] == 0
+    assert local.all_hours()["2025-08-09T17:30"] == (1, 700, 25)  # T6 at 23:59:59 IST too
     assert reconcile()[0] == 0

@@ -1,7 +1,7 @@
-"""The days and hours hashes of key format 3: one field per day, ``<orders>:<gross
-cents>:<refunded cents>``, and per local hour, ``<orders>:<gross cents>``, as the apply script
-and a repair's fenced writes leave them, summed exactly, on one real node, on fakeredis and on 8
-shards of a real cluster (``any_store``)."""
+"""The days and hours hashes of key format 3: one field per day and per local hour,
+``<orders>:<gross cents>:<refunded cents>``, as the apply script and a repair's fenced writes
+leave them, summed exactly, on one real node, on fakeredis and on 8 shards of a real cluster
+(``any_store``)."""
 
 from __future__ import annotations
 
@@ -24,19 +24,29 @@ def days_hash(store: AggregateStore, user_id: str = "U1", name: str = "days") ->
     return {field.decode(): value.decode() for field, value in raw.items()}
 
 
-def test_the_hours_hash_holds_one_field_per_hour_orders_gross(any_store: AggregateStore) -> None:
+def test_the_hours_hash_holds_one_field_per_hour_orders_gross_refunded(
+    any_store: AggregateStore,
+) -> None:
     late = datetime(2025, 8, 9, 23, 59, 59, tzinfo=UTC)
     orders = [make_order("O1", "U1", 10000), make_order("O2", "U1", 250)]
     any_store.apply_orders([*orders, make_order("O3", "U1", 5, late)])
-    any_store.apply_batch([], events=[PendingEvent(make_event("E1", orders[0], 99), None, True)])
+    events = [
+        make_event("E1", orders[0], 99, datetime(2025, 8, 9, 23, 30, tzinfo=UTC)),
+        make_event("E2", orders[1], 0, kind="cancelled"),  # 0 cents: no field
+    ]
+    any_store.apply_batch([], events=[PendingEvent(e, None, True) for e in events])
 
     assert days_hash(any_store, name="hours") == {
-        "2025-08-09T10:00": "2:10250", "2025-08-09T23:00": "1:5",
+        "2025-08-09T10:00": "2:10250:0", "2025-08-09T23:00": "1:5:99",
     }  # fmt: skip
-    hours = {h.start.hour: (h.total_orders, h.gross_revenue_cents)
+    hours = {h.start.hour: (h.total_orders, h.gross_revenue_cents, h.refunded_cents)
              for h in any_store.by_hour(ORDER_DAY, ORDER_DAY)}  # fmt: skip
-    assert (len(hours), hours[10], hours[11], hours[23]) == (24, (2, 10250), (0, 0), (1, 5))
-    assert any_store.all_hours() == {"2025-08-09T10:00": (2, 10250), "2025-08-09T23:00": (1, 5)}
+    assert (len(hours), hours[10], hours[11], hours[23]) == (
+        24, (2, 10250, 0), (0, 0, 0), (1, 5, 99),
+    )  # fmt: skip
+    assert any_store.all_hours() == {
+        "2025-08-09T10:00": (2, 10250, 0), "2025-08-09T23:00": (1, 5, 99),
+    }  # fmt: skip
 
 
 def test_the_days_hash_holds_one_field_per_day_orders_gross_refunded(
@@ -102,7 +112,7 @@ def test_day_figures_beyond_a_doubles_exact_integers_stay_exact(any_store: Aggre
     [
         ("days", "2025-08-09", "12"),
         ("days", "2025-08-09", "1:2:x"),
-        ("hours", "2025-08-09T10:00", "1:2:3"),
+        ("hours", "2025-08-09T10:00", "1:2"),
     ],
 )
 def test_a_day_or_hour_field_of_another_form_fails_the_batch_whole(
@@ -131,12 +141,12 @@ def test_a_repair_adds_to_a_day_under_its_lease_and_not_after_it(
     writer.add_to_day(shard, REFUND_DAY, 0, 0, 250)
     writer.add_to_day(shard, REFUND_DAY, 0, 0, 50)
     writer.add_to_hour(shard, "2025-08-09T10:00", 2, 700)
-    writer.add_to_hour(shard, "2025-08-09T11:00", 1, 1)
+    writer.add_to_hour(shard, "2025-08-09T11:00", 0, 0, 1)
     writer.close()
 
     assert days_hash(any_store) == {"2025-08-09": "3:10700:0", "2025-08-12": "0:0:300"}
     assert days_hash(any_store, name="hours") == {
-        "2025-08-09T10:00": "3:10700", "2025-08-09T11:00": "1:1",
+        "2025-08-09T10:00": "3:10700:0", "2025-08-09T11:00": "0:0:1",
     }  # fmt: skip
 
     any_store.release_rebuild_lock("repair")

@@ -198,6 +198,30 @@ def test_spenders_are_ranked_by_net_spend(any_store: AggregateStore) -> None:
     assert ("U2", 1) in [(r.user_id, r.value) for r in any_store.top_buyers(3)]
 
 
+def test_a_refund_counts_in_the_hour_it_occurred_and_one_of_0_cents_writes_no_hour_field(
+    any_store: AggregateStore,
+) -> None:
+    """The hours hash gets the refund's ``<H>:refunded`` (its own hour, not its order's); a
+    cancellation of nothing left adds no field, as a rebuild (which writes none) has it."""
+    order = make_order("O1", "U1", 10000)  # 10:15 UTC on 2025-08-09
+    refund = make_event("E1", order, 2500, datetime(2025, 8, 12, 9, 59, 59, tzinfo=UTC))
+    nothing = make_event("C1", order, 0, datetime(2025, 8, 13, 9, 0, tzinfo=UTC), "cancelled")
+
+    assert apply_events(any_store, refund, nothing, orders=(order,)) == (
+        [APPLIED],
+        [APPLIED, APPLIED],
+    )
+
+    assert any_store.all_hours() == {
+        "2025-08-09T10:00": (1, 10000, 0),
+        "2025-08-12T09:00": (0, 0, 2500),
+    }
+    hours = any_store.by_hour(REFUND_DAY, REFUND_DAY)
+    assert [(h.refunded_cents, h.net_revenue_cents) for h in hours if h.refunded_cents] == [
+        (2500, -2500)
+    ]
+
+
 def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore) -> None:
     """Orders alone give the keys and values earlier versions wrote (with their hours and
     products; a day and an hour one field each since key format 3): no refunded, cancelled or

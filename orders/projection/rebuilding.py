@@ -227,9 +227,9 @@ def _derive(
                     writer.day(shard, day.day, day.orders, day.revenue_cents, day.refunded_cents)
                 report.days += 1
         for shard, hours in hours_by_shard(store):
-            for hour, orders, revenue in hours:
+            for hour, orders, revenue, refunded in hours:
                 if writer is not None:
-                    writer.hour(shard, hour, orders, revenue)
+                    writer.hour(shard, hour, orders, revenue, refunded)
         rows = ledger.product_rows(store.time_zone)
         distinct: set[str] = set()
         for shard, products, product_days in products_by_shard(store, rows):
@@ -298,14 +298,18 @@ def products_by_shard(
     ]
 
 
-def hours_by_shard(store: AggregateStore) -> Iterator[tuple[int, list[tuple[str, int, int]]]]:
+def hours_by_shard(
+    store: AggregateStore,
+) -> Iterator[tuple[int, list[tuple[str, int, int, int]]]]:
     """Each shard's share of every local hour of the store's zone: (hour, orders, gross
-    cents), the hour named by ``orderpipe.timeutils.hour_key``."""
+    cents, refunded cents: the refunds that occurred in it), the hour named by
+    ``orderpipe.timeutils.hour_key``."""
     shares: dict[int, dict[str, list[int]]] = defaultdict(dict)
     by_user = store.shards > 1
-    for user_id, hour, orders, revenue in ledger.hour_totals(store.time_zone, by_user):
-        bucket = shares[store.shard_of(user_id) if by_user else 0].setdefault(hour, [0, 0])
+    for user_id, hour, orders, revenue, refunded in ledger.hour_totals(store.time_zone, by_user):
+        bucket = shares[store.shard_of(user_id) if by_user else 0].setdefault(hour, [0, 0, 0])
         bucket[0] += orders
         bucket[1] += revenue
+        bucket[2] += refunded
     for shard, hours in sorted(shares.items()):
-        yield shard, [(h, o, r) for h, (o, r) in sorted(hours.items())]
+        yield shard, [(h, o, r, f) for h, (o, r, f) in sorted(hours.items())]

@@ -196,8 +196,8 @@ class _Comparison:
         self.oldest_unapplied_event: datetime | None = None
         # Per day: orders, gross revenue and refunds the ledger has and Redis never applied.
         self.unapplied_days: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
-        # Per local hour (hour_key): orders and gross revenue Redis never applied.
-        self.unapplied_hours: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        # Per local hour (hour_key): orders, gross revenue and refunds Redis never applied.
+        self.unapplied_hours: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         # Per shard: users with a hash, and with a place in each ranking (to tell whether
         # Redis has users the ledger does not); the ledger's totals for a repair.
         self.hashes = [0] * store.shards
@@ -344,12 +344,14 @@ class _Comparison:
         self.unapplied_days[local_day(event.occurred_at, self.store.time_zone)][2] += (
             event.amount_cents
         )
+        hour = hour_key(event.occurred_at, self.store.time_zone)
+        self.unapplied_hours[hour][2] += event.amount_cents
 
     def _repair_user(self, user: _User, had_hash: bool) -> None:
         """The user as the whole ledger has it; the orders and events Redis never applied get
         their marks (their batches, when they come back, are duplicates) and count in the
-        shard's totals, days, hours and products (a refund on its own day); all of it in one
-        fenced call, as the apply script would have done it."""
+        shard's totals, days, hours and products (a refund on its own day and hour); all of
+        it in one fenced call, as the apply script would have done it."""
         assert self.writer is not None
         writer, shard = self.writer, self.store.shard_of(user.user_id)
         full = user.full.as_ledger(user.user_id)
@@ -366,6 +368,8 @@ class _Comparison:
                                   event.received_at)  # fmt: skip
                 day = local_day(event.occurred_at, self.store.time_zone)
                 writer.add_to_day(shard, day, 0, 0, event.amount_cents)
+                hour = hour_key(event.occurred_at, self.store.time_zone)
+                writer.add_to_hour(shard, hour, 0, 0, event.amount_cents)
             if user.unapplied or events:
                 self._count_products(shard, user)
             if full is not None:
@@ -461,19 +465,24 @@ class _Comparison:
                 )
 
     def _compare_hours(self) -> None:
-        """Each local hour of the store's zone: orders placed in it and their gross value."""
-        want: dict[str, tuple[int, int]] = {}
-        for _user, hour, orders, revenue in ledger.hour_totals(self.store.time_zone):
-            missing = self.unapplied_hours.get(hour, [0, 0])
-            if orders - missing[0]:
-                want[hour] = (orders - missing[0], revenue - missing[1])
+        """Each local hour of the store's zone: orders placed in it and their gross value,
+        refunds that occurred in it."""
+        want: dict[str, tuple[int, int, int]] = {}
+        for _user, hour, orders, revenue, refunded in ledger.hour_totals(self.store.time_zone):
+            missing = self.unapplied_hours.get(hour, [0, 0, 0])
+            expected = (orders - missing[0], revenue - missing[1], refunded - missing[2])
+            if any(expected):
+                want[hour] = expected
         got = self.store.all_hours()
         for hour in sorted(got.keys() | want.keys()):
-            found, expected = got.get(hour, (0, 0)), want.get(hour, (0, 0))
+            found, expected = got.get(hour, (0, 0, 0)), want.get(hour, (0, 0, 0))
             if found != expected:
+                refunds = found[2] or expected[2]  # hours without refunds read as before
                 self.report.differ(
-                    f"hour {hour} (UTC start): {found[0]} orders, {found[1]} cents "
-                    f"(ledger {expected[0]}, {expected[1]})"
+                    f"hour {hour} (UTC start): {found[0]} orders, {found[1]} cents"
+                    + (f", {found[2]} cents refunded" if refunds else "")
+                    + f" (ledger {expected[0]}, {expected[1]}"
+                    + (f", {expected[2]})" if refunds else ")")
                 )
 
     def _compare_totals(self) -> None:

@@ -1,4 +1,4 @@
-"""consume_orders and a Redis that does not say whether it may evict keys."""
+"""consume_orders: a Redis that does not say whether it may evict keys, its options' defaults."""
 
 from __future__ import annotations
 
@@ -25,3 +25,17 @@ def test_a_redis_that_hides_its_policy_gets_one_warning(
     warnings = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
     assert len(warnings) == 1
     assert "does not report its maxmemory-policy" in warnings[0]
+
+
+def test_the_pollers_default_is_the_consumers_default_pollers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """consume_orders without --threads runs ``orders.consumer.DEFAULT_POLLERS`` pollers, the
+    one value the benchmarks read too."""
+    from orders import consumer
+    from orders.management.commands import consume_orders
+
+    monkeypatch.setattr(consumer, "DEFAULT_POLLERS", 3)
+    parser = consume_orders.Command().create_parser("manage.py", "consume_orders")
+    assert parser.parse_args([]).threads == 3
+    assert parser.parse_args(["--threads", "2"]).threads == 2

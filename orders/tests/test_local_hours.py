@@ -1,6 +1,6 @@
 """The ledger's local hours (``ledger.hour_totals``): grouped by UTC quarter hour in the
-database, named in Python, equal to naming each order's own hour; old orders of a zone's local
-mean time (an offset in seconds) streamed one by one."""
+database, named in Python, equal to naming each order's (and each refund's) own hour; old rows
+of a zone's local mean time (an offset in seconds) streamed one by one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from orderpipe.timeutils import hour_key
 from orders import ledger
-from orders.tests.conftest import accept, body_of, valid_doc
+from orders.tests.conftest import accept, body_of, event_body, record, sqs_message, valid_doc
 
 pytestmark = pytest.mark.django_db
 
@@ -35,17 +35,28 @@ INSTANTS = [
      "Australia/Lord_Howe", "UTC"],
 )  # fmt: skip
 @pytest.mark.parametrize("by_user", [False, True])
-def test_hour_totals_name_each_orders_own_hour(zone: str, by_user: bool) -> None:
+def test_hour_totals_name_each_orders_and_each_refunds_own_hour(zone: str, by_user: bool) -> None:
+    """Each order refunded 1.00 at another order's instant: the refund counts in the hour it
+    occurred, for its order's user."""
     tz = ZoneInfo(zone)
-    expected: Counter[tuple[str, str]] = Counter()
-    for i, instant in enumerate(INSTANTS * 2):
+    placed: Counter[tuple[str, str]] = Counter()
+    refunded: Counter[tuple[str, str]] = Counter()
+    stamps = [instant + timedelta(seconds=i % 2) for i, instant in enumerate(INSTANTS * 2)]
+    for i, stamp in enumerate(stamps):
         doc = valid_doc()
         user = f"U{i % 3}"
-        stamp = (instant + timedelta(seconds=i % 2)).isoformat()
-        doc.update(order_id=f"H{i}", user_id=user, order_timestamp=stamp)
+        doc.update(order_id=f"H{i}", user_id=user, order_timestamp=stamp.isoformat())
         accept(body_of(doc), message_id=f"m{i}")
-        expected[(user if by_user else "", hour_key(instant + timedelta(seconds=i % 2), tz))] += 1
+        placed[(user if by_user else "", hour_key(stamp, tz))] += 1
+    for i in range(len(stamps)):
+        when = stamps[(i + 5) % len(stamps)] + timedelta(seconds=3)
+        refund = event_body(f"E{i}", f"H{i}", amount="1.00", occurred_at=when.isoformat())
+        record(sqs_message(f"e{i}", refund))
+        refunded[(f"U{i % 3}" if by_user else "", hour_key(when, tz))] += 100
 
-    found = {(u, h): (n, r) for u, h, n, r in ledger.hour_totals(tz, by_user)}
+    found = {(u, h): (n, r, f) for u, h, n, r, f in ledger.hour_totals(tz, by_user)}
 
-    assert found == {key: (n, n * 10997) for key, n in expected.items()}
+    assert found == {
+        key: (placed[key], placed[key] * 10997, refunded[key]) for key in placed | refunded
+    }
+    assert sum(f for _n, _r, f in found.values()) == 100 * len(stamps)

@@ -262,13 +262,15 @@ class StatsViewSet(ProtectedViewSet):
 
     @extend_schema(
         operation_id="stats_by_hour",
-        summary="Every local hour of a day of the shop's time zone: orders and gross revenue",
+        summary="Every local hour of a day of the shop's time zone: orders, net, gross and "
+        "refunded revenue",
         description=(
             "The day's hours in STATS_TIME_ZONE: 24, or 23 and 25 on the days daylight saving "
             "starts and ends (each hour named by when it began, with its UTC offset). Orders "
-            "count in the hour they were placed, with their gross value; refunds are counted "
-            "per day (/stats/by-date). compare=previous adds the day before under `previous`. "
-            "One HMGET per shard."
+            "count in the hour they were placed, with their gross value; refunds and "
+            "cancellations in the hour they occurred (whenever their order was); total_revenue "
+            "is net (gross_revenue - refunded), as in /stats/by-date. compare=previous adds the "
+            "day before under `previous`. One HMGET per shard."
         ),
         parameters=[HourParams],
         responses={

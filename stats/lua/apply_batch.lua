@@ -31,9 +31,10 @@
 --         (0 = now), counted (1: one of the batch's messages; 0: the order of an event of the
 --         batch, recorded earlier, applied here only if Redis lacks it, and counted nowhere),
 --         local hour (the UTC instant it began, YYYY-MM-DDTHH:MM)
--- then 7 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
+-- then 8 values per event: user_id, amount_cents, day it counts on (YYYY-MM-DD), fingerprint,
 --         first_recorded_ms, cancels (1: a cancellation), counted (1: its message is the
---         batch's; 0: a waiting event attached now, its message counted when it came)
+--         batch's; 0: a waiting event attached now, its message counted when it came),
+--         local hour it occurred in (as an order's)
 -- then 1 value per rejected message: its reason codes joined by ','
 -- then, with product keys, 1 when lines are to be summed per field first (that halves the
 --   fields written, every line under 2^40, fewer than 2^11 lines) else 0, then per order and
@@ -44,17 +45,16 @@
 --   stored reply
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
--- applied when its mark is absent). The days hash holds one field per day, its value
--- '<orders>:<gross cents>:<refunded cents>', the hours hash one per local hour,
--- '<orders>:<gross cents>' (lib/packed_figures.lua): an order applied adds 1 and its cents to
--- the first two of its day and of its hour, an event its amount to the third of the day it
--- occurred on (each field written once per call, what the call adds to it). An event
--- adds its amount to its user's and the shard's 'refunded' too (a cancellation also 1 to
--- 'cancelled'; orders stay counted) and
--- scores its user -(spend - refunded) in rank:spend, the ranking by net spend. An order or
--- event applied adds its products' units and cents to '<product_id>:units' and
--- '<product_id>:revenue' of the products hash and of its day's hash (a refund by items and a
--- cancellation subtract theirs); a duplicate adds nothing.
+-- applied when its mark is absent). The days hash holds one field per day, the hours hash one
+-- per local hour, each '<orders>:<gross cents>:<refunded cents>' (lib/packed_figures.lua): an
+-- order applied adds 1 and its cents to the first two of its day and of its hour, an event its
+-- amount to the third of the day and of the hour it occurred in (each field written once per
+-- call, what the call adds to it; nothing when that is 0: a rebuild writes no such field). An
+-- event adds its amount to its user's and the shard's 'refunded' too (a cancellation also 1 to
+-- 'cancelled'; orders stay counted), and scores its user -(spend - refunded) in rank:spend, the
+-- ranking by net spend. An order or event applied adds its products' units and cents to
+-- '<product_id>:units' and '<product_id>:revenue' of the products hash and of its day's hash
+-- (a refund by items and a cancellation subtract theirs); a duplicate adds nothing.
 --
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
@@ -128,23 +128,23 @@ for k = first_product_key, #KEYS do
 end
 
 local event_values = 11 + 9 * n
-local codes_at = event_values + 7 * m
+local codes_at = event_values + 8 * m
 
 -- The days and hours of the call's orders and events as their hashes hold them now (one
 -- field each, lib/packed_figures.lua), read before the first write for the same reason: a
 -- field of another form fails the batch whole. What the rows add is summed per field and
 -- written once, after them.
-local function packed(key, count)
-  return {key = key, count = count, now = {}, more = {}, touched = {}}
+local function packed(key)
+  return {key = key, now = {}, more = {}, touched = {}}
 end
-local day_fields, hour_fields = packed(KEYS[4], 3), packed(KEYS[9], 2)
+local day_fields, hour_fields = packed(KEYS[4]), packed(KEYS[9])
 local function read_field(hash, field)
   if hash.now[field] then return nil end
   local value = redis.call('HGET', hash.key, field)
-  hash.now[field] = packed_figures(value, hash.count)
+  hash.now[field] = packed_figures(value)
   if not hash.now[field] then
     return redis.error_reply('field ' .. field .. ' of ' .. hash.key .. ' holds ' .. value
-      .. ', not ' .. hash.count .. ' integers joined by :')
+      .. ', not <orders>:<gross>:<refunded>')
   end
 end
 for i = 0, n - 1 do
@@ -153,7 +153,8 @@ for i = 0, n - 1 do
   if problem then return problem end
 end
 for j = 0, m - 1 do
-  problem = read_field(day_fields, ARGV[event_values + 7 * j + 2])
+  problem = read_field(day_fields, ARGV[event_values + 8 * j + 2])
+    or read_field(hour_fields, ARGV[event_values + 8 * j + 7])
   if problem then return problem end
 end
 local function count_in(hash, field, figures)
@@ -216,7 +217,7 @@ for i = 0, n - 1 do
     redis.call('ZADD', rank_spend, (tonumber(refunded) or 0) - spend, user_id)
     redis.call('ZADD', rank_orders, -count, user_id)
     count_in(day_fields, day, {'1', cents, '0'})
-    count_in(hour_fields, ARGV[a + 8], {'1', cents})
+    count_in(hour_fields, ARGV[a + 8], {'1', cents, '0'})
   end
   if counted then
     if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
@@ -226,7 +227,7 @@ end
 
 local events_applied, events_duplicates = 0, 0
 for j = 0, m - 1 do
-  local a = event_values + 7 * j
+  local a = event_values + 8 * j
   local user_id, cents, day, fingerprint = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local first, cancels, counted = tonumber(ARGV[a + 4]), ARGV[a + 5] == '1', ARGV[a + 6] == '1'
   local user = KEYS[first_event_key + 2 * j]
@@ -235,6 +236,7 @@ for j = 0, m - 1 do
     local refunded = redis.call('HINCRBY', user, 'refunded', cents)
     redis.call('HINCRBY', global, 'refunded', cents)
     count_in(day_fields, day, {'0', '0', cents})
+    count_in(hour_fields, ARGV[a + 7], {'0', '0', cents})
     if cancels then
       redis.call('HINCRBY', user, 'cancelled', 1)
       redis.call('HINCRBY', global, 'cancelled', 1)

@@ -8,9 +8,9 @@
 -- ARGV[1] the caller's token   ARGV[2] L
 -- then per operation: its command, the number of its arguments, the arguments (after the key).
 -- Every key of one call shares one hash slot (one shard; on one node any keys).
--- Besides Redis commands, ADD_PACKED <hash> <field> <figure>... adds to a field of 2 or 3
--- figures ('<orders>:<gross>[:<refunded>]' of the days and hours hashes,
--- lib/packed_figures.lua) as applying rows does.
+-- Besides Redis commands, ADD_PACKED <hash> <field> <orders> <gross> <refunded> adds to a
+-- field of the days or hours hash ('<orders>:<gross>:<refunded>', lib/packed_figures.lua) as
+-- applying rows does.
 --
 -- Returns 1 when every operation ran, 0 when a lock is not (or no longer) the caller's.
 local allowed = {
@@ -24,11 +24,11 @@ local a = 3
 for k = locks + 1, #KEYS do
   local command, n = ARGV[a], tonumber(ARGV[a + 1])
   if command == 'ADD_PACKED' then
-    local field, more = ARGV[a + 2], {unpack(ARGV, a + 3, a + 1 + n)}
-    local figures = packed_figures(redis.call('HGET', KEYS[k], field), #more)
+    local field, more = ARGV[a + 2], {ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]}
+    local figures = packed_figures(redis.call('HGET', KEYS[k], field))
     if not figures then
-      return redis.error_reply('fenced_write: field ' .. field .. ' of ' .. KEYS[k] .. ' is not '
-        .. #more .. ' integers joined by :')
+      return redis.error_reply('fenced_write: field ' .. field .. ' of ' .. KEYS[k]
+        .. ' is not <orders>:<gross>:<refunded>')
     end
     redis.call('HSET', KEYS[k], field, table.concat(figures_plus(figures, more), ':'))
   elseif not allowed[command] then

@@ -6,7 +6,8 @@ pipelined round trip together with the consumer's heartbeat, and a server that l
 in the call of its order's user's shard, after the orders (its order among them when Redis
 might lack it), so an order and its events change together. An order's or event's day bucket
 is the date of its time in the store's zone (``local_day``), the zone its ``T:gen`` records;
-an order also counts in its local hour (``hour_key``).
+an order also counts in its local hour (``hour_key``), and an event's refund in the local hour
+it occurred in.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ class ApplyMixin(ScriptsMixin):
                 epoch_ms(first) if first is not None else 0,
                 int(event.kind == CANCELLED),
                 int(pending_event.counted),
+                hour_key(event.occurred_at, self.time_zone),
             ]
         for message_id in rejections:
             shard = work.setdefault(keys.shard_of(message_id), _ShardWork())

@@ -461,21 +461,25 @@ class GenerationWriter:
             self._add(shard, "HSET", key, day.isoformat(), value)
         self._written()
 
-    def hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
+    def hour(
+        self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
         """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``), one field
-        ``<orders>:<gross cents>``, as the apply script leaves it."""
-        if orders or revenue_cents:
+        ``<orders>:<gross cents>:<refunded cents>``, when orders were placed or refunds
+        occurred in it (what the apply script leaves)."""
+        if orders or revenue_cents or refunded_cents:
             key = self.store.keys.hours(shard, self._generation(shard))
-            self._add(shard, "HSET", key, hour, packed(orders, revenue_cents))
+            value = packed(orders, revenue_cents, refunded_cents)
+            self._add(shard, "HSET", key, hour, value)
         self._written()
 
-    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int]]) -> None:
-        """A shard's whole hours hash (repair): (hour, orders, revenue cents) each, in one
-        call."""
+    def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int, int]]) -> None:
+        """A shard's whole hours hash (repair): (hour, orders, revenue cents, refunded cents)
+        each, in one call."""
         with self.unit():
             self._add(shard, "DEL", self.store.keys.hours(shard, self._generation(shard)))
-            for hour, orders, revenue in hours:
-                self.hour(shard, hour, orders, revenue)
+            for hour, orders, revenue, refunded in hours:
+                self.hour(shard, hour, orders, revenue, refunded)
 
     def replace_days(self, shard: int, days: Sequence[tuple[date, int, int, int]]) -> None:
         """A shard's whole days hash (repair): (day, orders, revenue cents, refunded cents)
@@ -514,12 +518,16 @@ class GenerationWriter:
                       refunded_cents)  # fmt: skip
         self._written()
 
-    def add_to_hour(self, shard: int, hour: str, orders: int, revenue_cents: int) -> None:
-        """Count orders placed in a local hour (``hour_key``), as applying them does
-        (repair): added in Redis (``ADD_PACKED``), the hour being one field of two figures."""
-        if orders or revenue_cents:
+    def add_to_hour(
+        self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
+    ) -> None:
+        """Count orders placed in a local hour (``hour_key``), or refunds that occurred in it,
+        as applying them does (repair): added in Redis (``ADD_PACKED``), the hour being one
+        field of three figures."""
+        if orders or revenue_cents or refunded_cents:
             key = self.store.keys.hours(shard, self._generation(shard))
-            self._add(shard, "ADD_PACKED", key, hour, orders, revenue_cents)
+            self._add(shard, "ADD_PACKED", key, hour, orders, revenue_cents,
+                      refunded_cents)  # fmt: skip
         self._written()
 
     def add_to_products(

@@ -15,7 +15,7 @@ hand-assigned slots the spread follows the assignment. Key format 1 (earlier ver
 names those keys, so ``rebuild_stats`` can move the aggregates out of them. Key format 3
 names the same keys as format 2 (``NAMING_FORMATS``); only the fields of the days and hours
 hashes differ (format 2: three per day, ``YYYY-MM-DD:orders``, ``:revenue`` and ``:refunded``,
-two per hour, ``<H>:orders`` and ``:revenue``), so ``rebuild_stats`` derives format 3 in a new
+and as many per hour, ``<H>:orders``, ...), so ``rebuild_stats`` derives format 3 in a new
 generation beside format 2's, as any rebuild.
 
 Generations. Aggregates and the idempotency marks of the orders and events they count live
@@ -50,8 +50,9 @@ key                                     type    content
 ``T[:gG]:hours``                        hash    one field per local hour of
                                                 ``STATS_TIME_ZONE`` of the shard, ``<H>``
                                                 (the UTC instant it began,
-                                                ``YYYY-MM-DDTHH:MM``): ``<orders>:<gross>``
-                                                (orders placed in it, their gross cents)
+                                                ``YYYY-MM-DDTHH:MM``): the same three
+                                                figures, orders placed in it and their
+                                                gross cents, cents refunded in it
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
@@ -112,7 +113,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 # The keys outside every shard (read and written without scripts).
 SHARED_KEYS = ("consumers", "layout", "reconcile", "generations", "generation_seq")
 # The form of the keys this version writes: 1 had other hash tags, 2 three fields per day in
-# the days hash and two per hour in the hours hash, 3 one each (``orders:gross[:refunded]``).
+# the days hash and per hour in the hours hash, 3 one each (``orders:gross:refunded``).
 KEY_FORMAT = 3
 # The form of the key names each known key format uses: 2 and 3 name the same keys.
 NAMING_FORMATS = {1: 1, 2: 2, 3: 2}

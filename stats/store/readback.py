@@ -152,9 +152,9 @@ class ReadbackMixin(GenerationsMixin):
         return _product_hash(hashes[0]), days
 
     @unavailable_on_redis_error
-    def all_hours(self) -> dict[str, tuple[int, int]]:
-        """Every hour bucket (orders, gross revenue) summed over the shards, by its key (an hour
-        is one field, ``<orders>:<gross>``)."""
+    def all_hours(self) -> dict[str, tuple[int, int, int]]:
+        """Every hour bucket (orders, gross revenue, refunded) summed over the shards, by its
+        key (an hour is one field, ``<orders>:<gross>:<refunded>``)."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -162,10 +162,10 @@ class ReadbackMixin(GenerationsMixin):
         totals: dict[str, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
-                bucket = totals.setdefault(name.decode(), [0, 0])
+                bucket = totals.setdefault(name.decode(), [0, 0, 0])
                 for i, figure in enumerate(unpacked(value)):
                     bucket[i] += figure
-        return {hour: (o, r) for hour, (o, r) in sorted(totals.items())}
+        return {hour: (o, r, f) for hour, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:

@@ -187,20 +187,21 @@ class ReadsMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def by_hour(self, start: date, end: date) -> list[HourStats]:
         """Every local hour of the days from start to end inclusive, in the store's zone (23,
-        24 or 25 a day; zeros included): one HMGET of one field per hour per shard
-        (``<orders>:<gross>``), summed per hour over the shards."""
+        24 or 25 a day; zeros included): the orders placed in each and their gross value,
+        the refunds that occurred in it; one HMGET of one field per hour per shard
+        (``<orders>:<gross>:<refunded>``), summed per hour over the shards."""
         hours, fields = _hour_fields(start, end, self.time_zone)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
                 pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
 
-        per_shard = [_numbers(values, b"0:0") for values in self._read(self._all(), build)]
+        per_shard = [_numbers(values, b"0:0:0") for values in self._read(self._all(), build)]
         if len(per_shard) == 1:
             numbers = per_shard[0]
         else:
             numbers = [sum(column) for column in zip(*per_shard, strict=True)]
-        return list(map(HourStats, hours, numbers[0::2], numbers[1::2]))
+        return list(map(HourStats, hours, numbers[0::3], numbers[1::3], numbers[2::3]))
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:

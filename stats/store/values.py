@@ -187,11 +187,17 @@ class DayStats:
 @dataclass(frozen=True, slots=True)
 class HourStats:
     """A local hour of the shop's zone (``start``: when it began, aware, in that zone): the
-    orders placed in it and their gross value (refunds are counted per day, not per hour)."""
+    orders placed in it and their GROSS value, and the refunds that occurred in it
+    (``refunded_cents``, whatever hour their orders were), as a day's."""
 
     start: datetime
     total_orders: int
     gross_revenue_cents: int
+    refunded_cents: int = 0
+
+    @property
+    def net_revenue_cents(self) -> int:
+        return self.gross_revenue_cents - self.refunded_cents
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +237,8 @@ def score_to_int(value: bytes | str | float) -> int:
 
 
 def packed(*figures: int) -> str:
-    """A field of the days hash (``<orders>:<gross cents>:<refunded cents>``) or of the hours
-    hash (``<orders>:<gross cents>``): its figures joined by ``:``."""
+    """A field of the days or hours hash (``<orders>:<gross cents>:<refunded cents>``): its
+    figures joined by ``:``."""
     return ":".join(map(str, figures))
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from orderpipe.api.access import log_access_mode
+from orders import consumer as consumer_module
 from orders import outages
 from orders.consumer import Consumer
 from orders.sqs import OrderQueue
@@ -49,7 +50,12 @@ class Command(BaseCommand):
             metavar="1-10",
             help="messages per receive (default 10)",
         )
-        parser.add_argument("--threads", type=int, default=1, help="concurrent pollers")
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=consumer_module.DEFAULT_POLLERS,  # read here, so a test may change it
+            help=f"concurrent pollers (default {consumer_module.DEFAULT_POLLERS})",
+        )
         parser.add_argument(
             "--max-messages", type=int, default=None, help="exit after handling this many messages"
         )

@@ -1,11 +1,11 @@
 -- Shared by apply_batch.lua and fenced_write.lua (stats/store/scripts.py inserts it after
--- their first line): a day of the days hash is one field, '<orders>:<gross>:<refunded>', an
--- hour of the hours hash one field, '<orders>:<gross>': integers written out in full. Lua's
--- numbers are doubles, exact below 2^53 only, and Redis kept these figures as 64-bit integers
--- (HINCRBY): each is added as two parts, above and below 10^9, each exact, so a sum stays
--- exact far past 2^63.
+-- their first line): a day of the days hash and an hour of the hours hash are one field each,
+-- '<orders>:<gross>:<refunded>', integers written out in full. Lua's numbers are doubles,
+-- exact below 2^53 only, and Redis kept these figures as 64-bit integers (HINCRBY): beyond
+-- 10^15 each is added as two parts, above and below 10^9, each exact, so a sum stays exact far
+-- past 2^63.
 local BILLION = 1000000000
-local FIGURES = {[2] = '^(%-?%d+):(%-?%d+)$', [3] = '^(%-?%d+):(%-?%d+):(%-?%d+)$'}
+local FIGURES = '^(%-?%d+):(%-?%d+):(%-?%d+)$'
 
 local function figure_parts(text)
   local sign, digits = 1, text
@@ -38,12 +38,12 @@ local function figure_plus(a, b)
   return string.format('%d%09d', high, math.abs(low))
 end
 
--- A packed field's value as its ``count`` figures (text, 2 or 3), zeros when absent (false,
--- nil); nil when it holds anything else.
-local function packed_figures(value, count)
-  if not value then return count == 2 and {'0', '0'} or {'0', '0', '0'} end
-  local found = {string.match(value, FIGURES[count])}
-  if #found ~= count then return nil end
+-- A packed field's value as its three figures (text), zeros when absent (false, nil); nil
+-- when it holds anything else.
+local function packed_figures(value)
+  if not value then return {'0', '0', '0'} end
+  local found = {string.match(value, FIGURES)}
+  if #found ~= 3 then return nil end
   return found
 end
 
