@@ -390,11 +390,7 @@ def _commands(store: AggregateStore, what: str) -> list[tuple[Any, ...]]:
             ("ZRANGE", store.aggregate_key("rank", "spend", shard=s), 0, TOP - 1, "WITHSCORES")
             for s in shards
         ]
-    fields = [
-        f"{(FIRST_DAY + timedelta(days=i)).isoformat()}:{kind}"
-        for i in range(DAYS)
-        for kind in ("orders", "revenue")
-    ]
+    fields = [(FIRST_DAY + timedelta(days=i)).isoformat() for i in range(DAYS)]  # one a day
     return gens + [("HMGET", store.aggregate_key("days", shard=s), *fields) for s in shards]
 
 

@@ -83,6 +83,35 @@ def whole_state(store: AggregateStore) -> dict[str, object]:
     return state
 
 
+def as_key_format_2_wrote_it(store: AggregateStore) -> None:
+    """What consumers of key format 2 leave under the same names: each day three fields
+    (``<day>:orders`` and ``:revenue`` when orders were placed, ``:refunded`` when refunds
+    occurred), each hour as many (``<hour>:orders``, ...), ``v2`` in every ``T:gen`` and in
+    the recorded layout."""
+    client, code = store.client, f"v2;n{store.shards}"
+    for shard, generation in enumerate(store.generations()):
+        key = store.keys.hours(shard, generation)
+        hours = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
+        client.delete(key)
+        for hour, value in hours.items():
+            client.hset(key, mapping=_format_2_fields(hour, value))
+        key = store.keys.days(shard, generation)
+        days = {name.decode(): value.decode() for name, value in client.hgetall(key).items()}
+        client.delete(key)
+        for day, value in days.items():
+            client.hset(key, mapping=_format_2_fields(day, value))
+        client.set(store.keys.generation(shard), f"{generation};{code}")
+    client.set(store.keys.shared("layout"), code)
+
+
+def _format_2_fields(name: str, value: str) -> dict[str, str]:
+    orders, gross, refunded = value.split(":")
+    fields = {f"{name}:orders": orders, f"{name}:revenue": gross} if orders != "0" else {}
+    if refunded != "0":
+        fields[f"{name}:refunded"] = refunded
+    return fields
+
+
 def received(messages: list[dict]) -> list[dict]:
     """The messages as one receive hands them over: a receipt handle of that receive (a
     redelivery is another receive, with other handles)."""

@@ -21,7 +21,15 @@ from orders.projection import reconciling
 from stats.store import AggregateStore, ApplyStatus, PendingOrder
 from stats.store import base as store_base
 from tests.ingestion_helpers import prefix_keys
-from tests.projection_helpers import NOW, aggregates, commit, message, rebuild, reconcile
+from tests.projection_helpers import (
+    NOW,
+    aggregates,
+    as_key_format_2_wrote_it,
+    commit,
+    message,
+    rebuild,
+    reconcile,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -158,11 +166,11 @@ def test_rebuild_switches_to_a_new_generation_and_removes_the_old_one(
 
     rebuild()
 
-    assert live_redis.get(filled.key("gen")) == b"1;v2;n1"
+    assert live_redis.get(filled.key("gen")) == b"1;v3;n1"
     assert not any(live_redis.exists(k) for k in old_keys)
     assert aggregates(filled) == before
     rebuild()
-    assert live_redis.get(filled.key("gen")) == b"2;v2;n1"
+    assert live_redis.get(filled.key("gen")) == b"2;v3;n1"
     assert aggregates(filled) == before
     assert commit(filled, [message("NEW", "U5", "3.00")]).applied == 1
     assert filled.user_stats("U5").order_count == 3
@@ -241,13 +249,33 @@ def test_consumers_wait_while_a_rebuild_holds_the_lock(filled: AggregateStore) -
     assert commit(filled, [message("W1", "U1", "1.00")]).applied == 1
 
 
+def test_the_api_refuses_aggregates_of_key_format_2_until_a_rebuild(
+    filled: AggregateStore, settings, api
+) -> None:
+    settings.STATS_API_AUTH = "none"
+    path = "/stats/by-date?start_date=2025-08-01&end_date=2025-08-31"
+    served = api.get(path).json()
+    as_key_format_2_wrote_it(filled)
+
+    response = api.get(path)
+
+    assert response.status_code == 503
+    assert response.json()["detail"] == (
+        "The statistics store cannot be read by this process: the aggregates in Redis were "
+        "built by an earlier orderpipe (key format 2, this version writes 3): run `manage.py "
+        "rebuild_stats` to derive them again from the ledger"
+    )
+    rebuild()
+    assert api.get(path).json() == served
+
+
 # --- reconcile --------------------------------------------------------------------------------
 def test_reconcile_reports_each_difference_with_ids_and_cents_and_repairs_them(
     filled: AggregateStore, live_redis: redis.Redis
 ) -> None:
     live_redis.hincrby(filled.aggregate_key("user", "U3"), "spend", 1)
     live_redis.hset(filled.aggregate_key("user", "GHOST"), mapping={"orders": 1, "spend": 5})
-    live_redis.hincrby(filled.aggregate_key("days"), "2025-08-09:revenue", -100)
+    live_redis.hset(filled.aggregate_key("days"), "2025-08-09", "12:8000:0")
     live_redis.zadd(filled.aggregate_key("rank", "orders"), {"U1": -9})
 
     exit_code, out = reconcile()

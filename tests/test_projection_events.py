@@ -12,10 +12,11 @@ from datetime import date, timedelta
 import pytest
 
 from orders.models import OrderEvent, WaitingEvent
-from stats.store import AggregateStore
-from tests.ingestion_helpers import prefix_keys
+from stats.store import AggregateStore, LayoutError, StoreCommandError
+from tests.ingestion_helpers import make_order, prefix_keys
 from tests.projection_helpers import (
     NOW,
+    as_key_format_2_wrote_it,
     commit,
     event_message,
     message,
@@ -127,6 +128,37 @@ def test_a_rebuild_over_live_aggregates_changes_none_of_them(with_events: Aggreg
     assert whole_state(with_events) == before
 
 
+def test_a_rebuild_from_key_format_2_derives_what_the_consumers_applied_in_place(
+    with_events: AggregateStore,
+) -> None:
+    """Formats 2 and 3 name the same keys: the rebuild writes a new generation under them
+    and drops the old one, as any rebuild; it moves and retires no layout (which would have
+    dropped the keys it just wrote)."""
+    store = with_events
+    applied, served = whole_state(store), store.by_date(ORDER_DAY, LATER_DAY)
+    as_key_format_2_wrote_it(store)
+    refusal = r"earlier orderpipe \(key format 2, this version writes 3\).*rebuild_stats"
+    with pytest.raises(LayoutError, match=refusal):
+        store.claim_layout()  # a consumer at start
+    with pytest.raises(StoreCommandError, match=refusal):
+        store.apply_orders([make_order("LATE", "U1", 100)])  # a consumer already running
+    with pytest.raises(LayoutError, match=refusal):
+        store.by_date(ORDER_DAY, LATER_DAY)  # a reader
+
+    out = rebuild()
+
+    assert "moved from" not in out
+    generations = {store.client.get(store.keys.generation(s)) for s in range(store.shards)}
+    assert generations == {f"1;v3;n{store.shards}".encode()}
+    assert store.client.get(store.keys.shared("layout")) == f"v3;n{store.shards}".encode()
+    assert whole_state(store) == applied  # the format 2 generation dropped, nothing else
+    assert store.by_date(ORDER_DAY, LATER_DAY) == served
+    assert reconcile()[0] == 0
+    store.claim_layout()
+    assert commit(store, [message("O1", "U2", "20.25")]).duplicates == 1
+    assert commit(store, [message("NEW", "U1", "1.00")]).applied == 1
+
+
 def test_reconcile_detects_and_repairs_changed_refund_figures(
     with_events: AggregateStore,
 ) -> None:
@@ -136,7 +168,10 @@ def test_reconcile_detects_and_repairs_changed_refund_figures(
     s1, s3 = store.shard_of("U1"), store.shard_of("U3")
     live_redis.hincrby(store.keys.user("U1", s1, 0), "refunded", 100)
     live_redis.hdel(store.keys.user("U3", s3, 0), "cancelled")
-    live_redis.hincrby(store.keys.days(s1, 0), "2025-08-10:refunded", -50)
+    orders, gross, refunded = map(
+        int, live_redis.hget(store.keys.days(s1, 0), "2025-08-10").split(b":")
+    )
+    live_redis.hset(store.keys.days(s1, 0), "2025-08-10", f"{orders}:{gross}:{refunded - 50}")
     live_redis.hincrby(store.keys.totals(s3, 0), "cancelled", 1)
 
     exit_code, out = reconcile()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,6 +30,7 @@ from stats.store import (
     StoreCommandError,
     StoreUnavailableError,
 )
+from stats.store import base as store_base
 from tests.ingestion_helpers import make_order
 from tests.projection_helpers import (
     DAY,
@@ -308,14 +310,9 @@ def test_reconcile_after_marks_were_lost_asks_the_ledger_no_query_per_user(
         store.client.hset(user, mapping={"orders": 1, "spend": 100, "last": 1754006400000})
     store.client.hset(store.keys.totals(0, 0), mapping={"orders": 40, "revenue": 4000})
     store.client.delete(store.keys.days(0, 0))
-    store.client.hset(
-        store.keys.days(0, 0), mapping={"2025-08-01:orders": 40, "2025-08-01:revenue": 4000}
-    )
+    store.client.hset(store.keys.days(0, 0), "2025-08-01", "40:4000:0")
     store.client.delete(store.keys.hours(0, 0))
-    store.client.hset(
-        store.keys.hours(0, 0),
-        mapping={"2025-08-01T00:00:orders": 40, "2025-08-01T00:00:revenue": 4000},
-    )
+    store.client.hset(store.keys.hours(0, 0), "2025-08-01T00:00", "40:4000")
     products = {"P001:units": 40, "P001:revenue": 4000}  # the A orders' one line each
     store.client.delete(store.keys.products(0, 0), store.keys.product_day("2025-08-05", 0, 0))
     store.client.hset(store.keys.products(0, 0), mapping=products)
@@ -417,19 +414,53 @@ def test_a_generation_an_earlier_version_switched_to_is_refused_until_a_rebuild(
     filled: AggregateStore, live_redis: redis.Redis
 ) -> None:
     """An earlier orderpipe kept the marks outside the generations and wrote a bare number:
-    a consumer must not apply against marks that are not that generation's."""
+    a consumer must not apply against marks that are not that generation's, and a reader must
+    not serve its days (three fields a day) as zeros."""
     rebuild()
     live_redis.set(filled.keys.generation(0), "1")  # what an earlier rebuild_stats wrote
 
     new = message("NEW", "U1", "1.00")
     with pytest.raises(StoreCommandError, match="rebuild_stats"):
         commit(filled, [new])  # recorded in the ledger, kept in hand
-    assert filled.user_stats("U1").order_count == 3  # readers still serve it
+    with pytest.raises(StoreCommandError, match=r"key format 1, this version writes 3.*rebuild"):
+        filled.user_stats("U1")
 
     rebuild()
     assert commit(filled, [new]).duplicates == 1  # the rebuild counted it
     assert filled.user_stats("U1").order_count == 4
     assert reconcile()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("recorded", "refusal"),
+    [(None, "before layouts were recorded"), ("1", "key format 1, this version writes 3")],
+)
+def test_one_shard_never_rebuilt_by_an_earlier_version_is_refused_until_a_rebuild(
+    filled: AggregateStore,
+    live_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    recorded: str | None,
+    refusal: str,
+) -> None:
+    """Versions before key format 2 wrote no generation key, and recorded no layout or a bare
+    shard count: one shard on one node names their keys as this version does, but their days
+    were three fields a day, so neither a consumer nor a reader may take them as they are."""
+    before = aggregates(filled)
+    live_redis.delete(filled.keys.generation(0), filled.keys.shared("layout"))
+    if recorded is not None:
+        live_redis.set(filled.keys.shared("layout"), recorded)
+    monkeypatch.setattr(store_base, "_LAYOUT_CHECKED", set())  # a new process
+
+    with pytest.raises(StoreCommandError, match=f"{re.escape(refusal)}.*rebuild_stats"):
+        filled.claim_layout()  # a consumer at start
+    with pytest.raises(StoreCommandError, match=f"{re.escape(refusal)}.*rebuild_stats"):
+        filled.global_stats()
+
+    rebuild()
+
+    filled.claim_layout()
+    assert aggregates(filled) == before
+    assert commit(filled, [message("NEW", "U1", "1.00")]).applied == 1
 
 
 def test_a_sharded_layout_of_an_earlier_version_is_refused_then_moved_by_rebuild_stats(

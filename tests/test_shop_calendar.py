@@ -43,8 +43,8 @@ def test_a_rebuild_records_the_configured_zone_and_a_consumer_of_another_is_refu
 ) -> None:
     settings.STATS_TIME_ZONE = ZoneInfo("Asia/Kolkata")
     rebuild()
-    assert live_redis.get(filled.key("gen")) == b"1;v2;n1;zAsia/Kolkata"
-    assert live_redis.get(f"{filled.prefix}:layout") == b"v2;n1;zAsia/Kolkata"
+    assert live_redis.get(filled.key("gen")) == b"1;v3;n1;zAsia/Kolkata"
+    assert live_redis.get(f"{filled.prefix}:layout") == b"v3;n1;zAsia/Kolkata"
 
     # A consumer started with the old zone: refused at start, and refused if already running.
     with pytest.raises(LayoutError, match="STATS_TIME_ZONE=Asia/Kolkata"):
@@ -136,7 +136,7 @@ def test_rebuild_stats_moves_aggregates_to_a_new_currency_when_the_ledger_has_no
 
     rebuild()
 
-    assert live_redis.get(f"{store.prefix}:layout") == b"v2;n1;cJPY"
+    assert live_redis.get(f"{store.prefix}:layout") == b"v3;n1;cJPY"
     jpy.claim_layout()
     assert commit(jpy, [message("Y1", "U1", "1200")]).applied == 1
     assert jpy.global_stats().total_revenue_cents == 1200
@@ -267,7 +267,8 @@ def test_a_rebuild_derives_the_hours_the_consumer_applied_and_reconcile_checks_t
     hour = "2025-11-03T04:00"
     shard = store.shard_of("U1")  # order T9's user: (9 % 3) + 1
     gen = store.generations()[shard]
-    live_redis.hset(store.keys.hours(shard, gen), f"{hour}:orders", 7)
+    _orders, gross, refunded = live_redis.hget(store.keys.hours(shard, gen), hour).split(b":")
+    live_redis.hset(store.keys.hours(shard, gen), hour, f"7:{gross.decode()}:{refunded.decode()}")
     status, out = reconcile()
     assert status == 1 and "hour 2025-11-03T04:00 (UTC start): 7 orders" in out
     assert reconcile("--repair")[0] == 0
@@ -359,7 +360,7 @@ def test_a_refund_counts_in_its_local_hour_when_applied_rebuilt_and_reconciled(
     hour = REFUNDS[1][4 if zone == "America/New_York" else 5]  # E2's: no order in it
     shard = store.shard_of("U3")  # order T8's user: (8 % 3) + 1
     gen = store.generations()[shard]
-    live_redis.hset(store.keys.hours(shard, gen), f"{hour}:refunded", 999)
+    live_redis.hset(store.keys.hours(shard, gen), hour, "0:0:999")
     status, out = reconcile()
     assert status == 1
     assert (

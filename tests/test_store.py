@@ -133,7 +133,7 @@ def test_reads_take_refunds_and_cancellations_apart_from_gross(any_store: Aggreg
     keys, shard = any_store.keys, any_store.shard_of("U1")
     any_store.client.hset(keys.user("U1", shard, 0), mapping={"refunded": 2500, "cancelled": 1})
     any_store.client.hset(keys.totals(shard, 0), mapping={"refunded": 2500, "cancelled": 1})
-    any_store.client.hset(keys.days(shard, 0), "2025-08-10:refunded", 2500)
+    any_store.client.hset(keys.days(shard, 0), "2025-08-10", "0:0:2500")
     any_store.client.hset(
         keys.ingest(shard),
         mapping={"events_received": 3, "events_applied": 2, "events_duplicates": 1},

@@ -224,7 +224,9 @@ def test_a_refund_counts_in_the_hour_it_occurred_and_one_of_0_cents_writes_no_ho
 
 def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore) -> None:
     """Orders alone give the keys and values earlier versions wrote (with their hours and
-    products): no refunded, cancelled or events_* field, rank:spend scored -spend."""
+    products; a day and an hour one field each since key format 3): no refunded, cancelled or
+    events_* field,
+    rank:spend scored -spend."""
     order = make_order("O1", "U1", 10000)
     any_store.apply_orders([order, make_order("O2", "U1", 250), order])
     any_store.record_rejections({"m1": ("invalid_json",)})
@@ -238,8 +240,8 @@ def test_a_stream_without_events_writes_no_event_field(any_store: AggregateStore
         assert b":event:" not in key
     assert fields == {
         "orders", "spend", "first", "last", "revenue", "users",
-        "2025-08-09:orders", "2025-08-09:revenue",
-        "2025-08-09T10:00:orders", "2025-08-09T10:00:revenue",  # the hours (by-hour)
+        "2025-08-09",  # the day: orders:gross:refunded
+        "2025-08-09T10:00",  # the hour (by-hour): orders:gross
         "P001:units", "P001:revenue",  # its item's product, overall and on its day
         "received", "applied", "duplicates", "rejected", "rejected:invalid_json",
         "last_batch_ms", "heartbeat_ms",

@@ -45,13 +45,16 @@
 --   stored reply
 --
 -- Orders come first, so an event's order is counted before its refund (a context order is
--- applied when its mark is absent). An event adds its amount to its user's, the shard's and
--- its day's 'refunded' (a cancellation also 1 to 'cancelled'; orders stay counted) and to
--- '<H>:refunded' of its local hour in the hours hash (nothing for 0 cents: a rebuild writes
--- no such field), and scores its user -(spend - refunded) in rank:spend, the ranking by net
--- spend. An order or event applied adds its products' units and cents to '<product_id>:units'
--- and '<product_id>:revenue' of the products hash and of its day's hash (a refund by items
--- and a cancellation subtract theirs); a duplicate adds nothing.
+-- applied when its mark is absent). The days hash holds one field per day, the hours hash one
+-- per local hour, each '<orders>:<gross cents>:<refunded cents>' (lib/packed_figures.lua): an
+-- order applied adds 1 and its cents to the first two of its day and of its hour, an event its
+-- amount to the third of the day and of the hour it occurred in (each field written once per
+-- call, what the call adds to it; nothing when that is 0: a rebuild writes no such field). An
+-- event adds its amount to its user's and the shard's 'refunded' too (a cancellation also 1 to
+-- 'cancelled'; orders stay counted), and scores its user -(spend - refunded) in rank:spend, the
+-- ranking by net spend. An order or event applied adds its products' units and cents to
+-- '<product_id>:units' and '<product_id>:revenue' of the products hash and of its day's hash
+-- (a refund by items and a cancellation subtract theirs); a duplicate adds nothing.
 --
 -- Returns {0, order statuses..., event statuses..., rejects counted} with one status per order
 -- and per event: 1 applied, 0 duplicate (its mark is there), 2 conflict (its mark holds another
@@ -127,9 +130,46 @@ end
 local event_values = 11 + 9 * n
 local codes_at = event_values + 8 * m
 
+-- The days and hours of the call's orders and events as their hashes hold them now (one
+-- field each, lib/packed_figures.lua), read before the first write for the same reason: a
+-- field of another form fails the batch whole. What the rows add is summed per field and
+-- written once, after them.
+local function packed(key)
+  return {key = key, now = {}, more = {}, touched = {}}
+end
+local day_fields, hour_fields = packed(KEYS[4]), packed(KEYS[9])
+local function read_field(hash, field)
+  if hash.now[field] then return nil end
+  local value = redis.call('HGET', hash.key, field)
+  hash.now[field] = packed_figures(value)
+  if not hash.now[field] then
+    return redis.error_reply('field ' .. field .. ' of ' .. hash.key .. ' holds ' .. value
+      .. ', not <orders>:<gross>:<refunded>')
+  end
+end
+for i = 0, n - 1 do
+  problem = read_field(day_fields, ARGV[11 + 9 * i + 3])
+    or read_field(hour_fields, ARGV[11 + 9 * i + 8])
+  if problem then return problem end
+end
+for j = 0, m - 1 do
+  problem = read_field(day_fields, ARGV[event_values + 8 * j + 2])
+    or read_field(hour_fields, ARGV[event_values + 8 * j + 7])
+  if problem then return problem end
+end
+local function count_in(hash, field, figures)
+  local more = hash.more[field]
+  if more then
+    hash.more[field] = figures_plus(more, figures)
+  else
+    hash.more[field] = figures
+    hash.touched[#hash.touched + 1] = field
+  end
+end
+
 local ttl = tonumber(ARGV[2])
 local oldest = tonumber(ARGV[5])
-local global, days, rank_spend, rank_orders, ingest = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local global, rank_spend, rank_orders, ingest = KEYS[3], KEYS[5], KEYS[6], KEYS[7]
 
 -- An order's or event's mark: its status, and the mark set when it is to be applied now.
 local function claim(mark, fingerprint, legacy, first)
@@ -176,10 +216,8 @@ for i = 0, n - 1 do
     -- Spend is ranked net: less what was refunded (refunded - spend, never a -0).
     redis.call('ZADD', rank_spend, (tonumber(refunded) or 0) - spend, user_id)
     redis.call('ZADD', rank_orders, -count, user_id)
-    redis.call('HINCRBY', days, day .. ':orders', 1)
-    redis.call('HINCRBY', days, day .. ':revenue', cents)
-    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':orders', 1)
-    redis.call('HINCRBY', KEYS[9], ARGV[a + 8] .. ':revenue', cents)
+    count_in(day_fields, day, {'1', cents, '0'})
+    count_in(hour_fields, ARGV[a + 8], {'1', cents, '0'})
   end
   if counted then
     if status == 1 then applied = applied + 1 else duplicates = duplicates + 1 end
@@ -197,10 +235,8 @@ for j = 0, m - 1 do
   if status == 1 then
     local refunded = redis.call('HINCRBY', user, 'refunded', cents)
     redis.call('HINCRBY', global, 'refunded', cents)
-    redis.call('HINCRBY', days, day .. ':refunded', cents)
-    if tonumber(cents) ~= 0 then
-      redis.call('HINCRBY', KEYS[9], ARGV[a + 7] .. ':refunded', cents)
-    end
+    count_in(day_fields, day, {'0', '0', cents})
+    count_in(hour_fields, ARGV[a + 7], {'0', '0', cents})
     if cancels then
       redis.call('HINCRBY', user, 'cancelled', 1)
       redis.call('HINCRBY', global, 'cancelled', 1)
@@ -212,6 +248,18 @@ for j = 0, m - 1 do
     events_duplicates = events_duplicates + 1
   end
   result[#result + 1] = status
+end
+
+-- Each day and hour the applied orders and events count on, once (a sum of 0 writes nothing:
+-- a rebuild writes no field for it either).
+for _, hash in ipairs({day_fields, hour_fields}) do
+  for _, field in ipairs(hash.touched) do
+    local more = hash.more[field]
+    if not no_figures(more) then
+      redis.call('HSET', hash.key, field,
+        table.concat(figures_plus(hash.now[field], more), ':'))
+    end
+  end
 end
 
 -- Products: each applied order's and event's lines, net (an event's values are negative).

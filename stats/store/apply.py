@@ -39,7 +39,7 @@ from stats.store.values import (
     text,
 )
 
-APPLY = LuaScript.named("apply_batch")
+APPLY = LuaScript.named("apply_batch", "packed_figures")
 APPLY_SHA = APPLY.sha
 # How long a batch's reply is kept on each shard it touched: a retry of that batch within
 # this time counts nothing twice (a batch in hand is retried within seconds to minutes).

@@ -35,7 +35,13 @@ from stats.store.layouts import (
 )
 from stats.store.lease import Fenced, LeaseMixin
 from stats.store.scripts import LuaScript, ScriptCall
-from stats.store.values import IngestionStats, RecordedOrderLike, ms_to_datetime, text
+from stats.store.values import (
+    IngestionStats,
+    RecordedOrderLike,
+    ms_to_datetime,
+    packed,
+    text,
+)
 
 NEXT_GENERATION = LuaScript.named("next_generation")
 # Field-value words per HSET of products (a shop's thousands of products in several commands).
@@ -80,25 +86,39 @@ class GenerationsMixin(LeaseMixin):
         """Record this store's layout when none is recorded; ``LayoutError`` saying what to do
         when another is (a consumer must not write beside aggregates built for another
         ``REDIS_SHARDS``, nor into keys an earlier version named otherwise, nor count days
-        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them)."""
+        of another ``STATS_TIME_ZONE`` or amounts of another ``STATS_CURRENCY`` into them,
+        nor days laid out by another key format under the same names)."""
         for state in self.generation_states():
             # Aggregates written without a recorded layout (by the apply script alone)
-            # still say in T:gen what they are counted in.
+            # still say in T:gen what they are counted in and how they are laid out.
             live = state.layout if state.state is State.LIVE else None
-            if live is not None and not live.same_values(self.layout):
+            if live is not None and live != self.layout:
                 raise LayoutError(self.layout.refusal(live, self.cluster))
         key = self.keys.shared("layout")
+        if self.client.get(key) is None:
+            self._refuse_unrecorded_aggregates()
         self.client.set(key, self.layout.code(), nx=True)
         found = self.recorded_layout()
-        if found is None or found == self.layout:
-            self._layout_is_mine()
-            return
-        if found.same_names(self.layout, self.cluster) and found.same_values(self.layout):
-            # One shard on one node, recorded by an earlier version: the same key names.
-            self.client.set(key, self.layout.code())
-            self._layout_is_mine()
-            return
-        raise LayoutError(self.layout.refusal(found, self.cluster))
+        if found is not None and found != self.layout:
+            # Another key format under the same names too: its days are laid out otherwise.
+            raise LayoutError(self.layout.refusal(found, self.cluster))
+        self._layout_is_mine()
+
+    def _refuse_unrecorded_aggregates(self) -> None:
+        """``LayoutError`` when aggregates lie in generation 0 of a shard without a generation
+        key while no layout is recorded: a version before layouts wrote them (one shard on
+        one node names them alike), several fields a day and an hour."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self._all():
+            pipe.get(self.keys.generation(shard))
+            pipe.exists(self.keys.totals(shard, 0))
+        replies = pipe.execute()
+        if any(gen is None and held for gen, held in zip(replies[::2], replies[1::2], strict=True)):
+            raise LayoutError(
+                "the aggregates in Redis were built by an earlier orderpipe (before layouts were "
+                f"recorded; this version writes key format {self.layout.key_format}): run "
+                "`manage.py rebuild_stats` to derive them again from the ledger"
+            )
 
     def check_recorded_layout(self) -> None:
         """For a reader that found no generation key: zeros are right only when the recorded
@@ -106,9 +126,9 @@ class GenerationsMixin(LeaseMixin):
         if self._layout_checked():
             return
         found = self.recorded_layout()
-        if found is not None and not (
-            found.same_names(self.layout, self.cluster) and found.same_values(self.layout)
-        ):
+        if found is None:
+            self._refuse_unrecorded_aggregates()
+        elif found != self.layout:
             raise LayoutError(self.layout.refusal(found, self.cluster))
         self._layout_is_mine()
 
@@ -433,33 +453,24 @@ class GenerationWriter:
     def day(
         self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
-        """A day bucket: orders and their gross revenue when there are orders, refunds that
-        occurred on it when there are any (the fields the apply script writes)."""
-        iso = day.isoformat()
-        fields: list[Any] = []
-        if orders:
-            fields += [f"{iso}:orders", orders, f"{iso}:revenue", revenue_cents]
-        if refunded_cents:
-            fields += [f"{iso}:refunded", refunded_cents]
-        if fields:
-            self._add(shard, "HSET", self.store.keys.days(shard, self._generation(shard)),
-                      *fields)  # fmt: skip
+        """A day bucket, one field ``<orders>:<gross cents>:<refunded cents>``, when orders were
+        placed or refunds occurred on it (what the apply script leaves)."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.days(shard, self._generation(shard))
+            value = packed(orders, revenue_cents, refunded_cents)
+            self._add(shard, "HSET", key, day.isoformat(), value)
         self._written()
 
     def hour(
         self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
-        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``): orders and their gross
-        revenue when there are orders, refunds that occurred in it when there are any (the
-        fields the apply script writes)."""
-        fields: list[Any] = []
-        if orders:
-            fields += [f"{hour}:orders", orders, f"{hour}:revenue", revenue_cents]
-        if refunded_cents:
-            fields += [f"{hour}:refunded", refunded_cents]
-        if fields:
-            self._add(shard, "HSET", self.store.keys.hours(shard, self._generation(shard)),
-                      *fields)  # fmt: skip
+        """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``), one field
+        ``<orders>:<gross cents>:<refunded cents>``, when orders were placed or refunds
+        occurred in it (what the apply script leaves)."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.hours(shard, self._generation(shard))
+            value = packed(orders, revenue_cents, refunded_cents)
+            self._add(shard, "HSET", key, hour, value)
         self._written()
 
     def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int, int]]) -> None:
@@ -499,26 +510,24 @@ class GenerationWriter:
         self, shard: int, day: date, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
         """Count orders (placed that day) or refunds (that occurred that day) in a day
-        bucket, as applying them does (repair)."""
-        key, iso = self.store.keys.days(shard, self._generation(shard)), day.isoformat()
-        if orders:
-            self._add(shard, "HINCRBY", key, f"{iso}:orders", orders)
-            self._add(shard, "HINCRBY", key, f"{iso}:revenue", revenue_cents)
-        if refunded_cents:
-            self._add(shard, "HINCRBY", key, f"{iso}:refunded", refunded_cents)
+        bucket, as applying them does (repair): added in Redis (``ADD_PACKED`` of the fenced
+        script), the day being one field of three figures."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.days(shard, self._generation(shard))
+            self._add(shard, "ADD_PACKED", key, day.isoformat(), orders, revenue_cents,
+                      refunded_cents)  # fmt: skip
         self._written()
 
     def add_to_hour(
         self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
     ) -> None:
         """Count orders placed in a local hour (``hour_key``), or refunds that occurred in it,
-        as applying them does (repair)."""
-        key = self.store.keys.hours(shard, self._generation(shard))
-        if orders:
-            self._add(shard, "HINCRBY", key, f"{hour}:orders", orders)
-            self._add(shard, "HINCRBY", key, f"{hour}:revenue", revenue_cents)
-        if refunded_cents:
-            self._add(shard, "HINCRBY", key, f"{hour}:refunded", refunded_cents)
+        as applying them does (repair): added in Redis (``ADD_PACKED``), the hour being one
+        field of three figures."""
+        if orders or revenue_cents or refunded_cents:
+            key = self.store.keys.hours(shard, self._generation(shard))
+            self._add(shard, "ADD_PACKED", key, hour, orders, revenue_cents,
+                      refunded_cents)  # fmt: skip
         self._written()
 
     def add_to_products(

@@ -12,7 +12,11 @@ slot ranges gets the shards spread evenly, whatever the prefix (the slot of a ta
 anywhere in its range would land a shard that straddles two primaries on either); with
 hand-assigned slots the spread follows the assignment. Key format 1 (earlier versions) used
 ``{<prefix>:<N>:<s>}``, whose slots fell at random; ``KeySpace(..., key_format=1)`` still
-names those keys, so ``rebuild_stats`` can move the aggregates out of them.
+names those keys, so ``rebuild_stats`` can move the aggregates out of them. Key format 3
+names the same keys as format 2 (``NAMING_FORMATS``); only the fields of the days and hours
+hashes differ (format 2: three per day, ``YYYY-MM-DD:orders``, ``:revenue`` and ``:refunded``,
+and as many per hour, ``<H>:orders``, ...), so ``rebuild_stats`` derives format 3 in a new
+generation beside format 2's, as any rebuild.
 
 Generations. Aggregates and the idempotency marks of the orders and events they count live
 under a generation ``G`` (``T:g<G>:…``; generation 0 has no segment). ``rebuild_stats`` fills
@@ -32,22 +36,23 @@ key                                     type    content
                                                 negated NET spend (cents)
 ``T[:gG]:rank:orders``                  zset    user_id scored by -order count (placed,
                                                 cancelled ones included)
-``T[:gG]:days``                         hash    the shard's ``YYYY-MM-DD:orders``,
-                                                ``YYYY-MM-DD:revenue`` (gross, the order's
-                                                day), ``YYYY-MM-DD:refunded`` (the day the
-                                                refund or cancellation occurred)
+``T[:gG]:days``                         hash    one field per day of the shard,
+                                                ``YYYY-MM-DD``: ``<orders>:<gross>:<refunded>``
+                                                (integers; orders placed that day and their
+                                                gross cents, cents refunded that day,
+                                                whatever day their orders were)
 ``T[:gG]:products``                     hash    the shard's ``<product_id>:units``,
                                                 ``<product_id>:revenue`` (cents): sold less
                                                 refunded by items and cancelled (products of
                                                 the shard's users' orders)
 ``T[:gG]:pdays:<YYYY-MM-DD>``           hash    the same fields for one day: sales on the
                                                 order's day, refunds on the event's
-``T[:gG]:hours``                        hash    the shard's ``<H>:orders``, ``<H>:revenue``
-                                                (gross cents) per local hour of
-                                                ``STATS_TIME_ZONE``, ``<H>`` the UTC instant
-                                                it began, ``YYYY-MM-DDTHH:MM``, and
-                                                ``<H>:refunded`` (cents; the hour the refund
-                                                or cancellation occurred; none for 0)
+``T[:gG]:hours``                        hash    one field per local hour of
+                                                ``STATS_TIME_ZONE`` of the shard, ``<H>``
+                                                (the UTC instant it began,
+                                                ``YYYY-MM-DDTHH:MM``): the same three
+                                                figures, orders placed in it and their
+                                                gross cents, cents refunded in it
 ``T[:gG]:seen:<order_id>``              string  the order's fingerprint: counted in this
                                                 generation; expires after ``ORDER_DEDUP_TTL``
                                                 (0 = never)
@@ -89,8 +94,9 @@ key                                     type    content
 ``<prefix>:reconcile``                  string  JSON: when the last reconcile ran, what it found
 ======================================  ======  ============================================
 
-All days of a shard live in one hash so that any date range is one HMGET per shard (a
-product's days: one hash per day, so a range is one HGETALL per day and shard), and
+All days of a shard live in one hash, one field a day, so that any date range is one HMGET
+of one field per day per shard (a product's days: one hash per day, so a range is one HGETALL
+per day and shard), and
 rankings use negated scores so that one ZRANGE returns the highest first with ties by user_id
 ascending; merged shards keep both rules. Every key a script touches is passed to it in
 ``KEYS``: no key name is built inside a script either.
@@ -106,8 +112,16 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 # The keys outside every shard (read and written without scripts).
 SHARED_KEYS = ("consumers", "layout", "reconcile", "generations", "generation_seq")
-# The form of the key names (hash tags) this version writes; 1 was that of earlier versions.
-KEY_FORMAT = 2
+# The form of the keys this version writes: 1 had other hash tags, 2 three fields per day in
+# the days hash and per hour in the hours hash, 3 one each (``orders:gross:refunded``).
+KEY_FORMAT = 3
+# The form of the key names each known key format uses: 2 and 3 name the same keys.
+NAMING_FORMATS = {1: 1, 2: 2, 3: 2}
+
+
+def naming_format(key_format: int) -> int:
+    """The form of the key names of ``key_format`` (one it does not know: its own)."""
+    return NAMING_FORMATS.get(key_format, key_format)
 
 
 def shard_of(value: str, shards: int) -> int:
@@ -149,7 +163,7 @@ class KeySpace:
     ) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
-        if key_format not in (1, KEY_FORMAT):
+        if key_format not in NAMING_FORMATS:
             raise ValueError(f"unknown key format {key_format}")
         self.prefix = prefix
         self.shards = shards
@@ -158,7 +172,7 @@ class KeySpace:
         # One node and one shard: the key names of earlier versions, no hash tag.
         if shards == 1 and not cluster:
             self._tags: tuple[str, ...] = (prefix,)
-        elif key_format == 1:
+        elif naming_format(key_format) == 1:
             self._tags = tuple(f"{{{prefix}:{shards}:{s}}}" for s in range(shards))
         else:
             self._tags = slot_tags(prefix, shards)

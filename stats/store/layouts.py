@@ -1,20 +1,23 @@
 """What the aggregates are built for, as Redis records it: the layout and the generation.
 
 A **layout** is everything the key names and the values depend on besides the generation:
-the key format (``KEY_FORMAT``) and the shard count (``REDIS_SHARDS``), which name the keys,
-and the calendar and money the values are counted in, the time zone (``STATS_TIME_ZONE``)
-and the currency (``STATS_CURRENCY``); it reads ``v2;n8``, or ``v2;n8;zAsia/Kolkata;cJPY``:
-UTC and USD are left out, so what earlier versions wrote (built in UTC and USD) still reads,
-and is still written, the same. ``T:gen`` holds each shard's live generation *described*:
-``7;v2;n8``. A writer
+the key format (``KEY_FORMAT``: the key names, and how the days and hours hashes lay out their
+fields) and
+the shard count (``REDIS_SHARDS``), and the calendar and money the values are counted in, the
+time zone (``STATS_TIME_ZONE``) and the currency (``STATS_CURRENCY``); it reads ``v3;n8``, or
+``v3;n8;zAsia/Kolkata;cJPY``: UTC and USD are left out, so what earlier versions wrote (built
+in UTC and USD) still reads, and is still written, the same. Key formats 2 and 3 name the
+same keys (``naming``): aggregates of format 2 are refused like those of another zone, and
+``rebuild_stats`` derives format 3 beside them in a new generation, never moving them.
+``T:gen`` holds each shard's live generation *described*: ``7;v3;n8``. A writer
 (the apply script) compares the whole description with the one it expects and writes nothing
 on a mismatch; a reader compares it too. So a process configured for another layout never
 writes beside the aggregates, nor serves zeros: it finds the difference and says which
 setting differs and what to do. Another *number* alone only means that a rebuild switched;
 the caller plans again. ``retired:<layout>`` marks a layout ``rebuild_stats`` moved away
 from. A bare number was written by an earlier version, whose marks were outside the
-generations: readers serve it (one shard on one node names the same aggregates in both
-versions), writers refuse it until ``rebuild_stats`` runs.
+generations and whose days and hours took several fields each: readers and writers refuse it until
+``rebuild_stats`` runs.
 
 Pure: no I/O.
 """
@@ -26,7 +29,7 @@ import enum
 import re
 
 from stats.store.errors import StoreCommandError
-from stats.store.keys import KEY_FORMAT
+from stats.store.keys import KEY_FORMAT, naming_format
 
 RETIRED = "retired:"
 # What aggregates were counted in before the zone and currency were recorded (left out of a
@@ -57,7 +60,7 @@ class Layout:
 
     @classmethod
     def parse(cls, text: str) -> Layout | None:
-        """``v2;n8`` or ``v2;n8;zAsia/Kolkata;cJPY`` (no zone: UTC, no currency: USD); an
+        """``v3;n8`` or ``v3;n8;zAsia/Kolkata;cJPY`` (no zone: UTC, no currency: USD); an
         earlier version's bare shard count is format 1; None if unreadable."""
         if text.isdigit():
             return cls(int(text), key_format=1)
@@ -72,13 +75,15 @@ class Layout:
         )
 
     def naming(self) -> Layout:
-        """This layout with only what names the keys (shards, key format): two layouts that
-        differ only in zone or currency hold their aggregates under the same names."""
-        return Layout(self.shards, self.key_format)
+        """This layout with only what names the keys (shards, the key names' format): two
+        layouts that differ only in zone or currency, or in key format 2 against 3 (the days
+        hash's fields), hold their aggregates under the same names."""
+        return Layout(self.shards, naming_format(self.key_format))
 
     def same_names(self, other: Layout, cluster: bool) -> bool:
         """Whether both name the same keys: one shard on one node is named alike in every key
-        format (the bare prefix); the zone and currency name no key."""
+        format (the bare prefix), formats 2 and 3 alike everywhere; the zone and currency name
+        no key."""
         if self.shards == other.shards == 1 and not cluster:
             return True
         return self.naming() == other.naming()
@@ -170,8 +175,8 @@ def parse_generation(value: bytes | str | None) -> Generation:
 
 def live_number(found: Generation, mine: Layout, cluster: bool, writing: bool) -> int:
     """The generation number ``found`` names for a process configured for ``mine``, or the
-    refusal (``LayoutError``) saying what to do. A reader accepts an earlier version's bare
-    number (same aggregate names); a writer does not (the marks are elsewhere)."""
+    refusal (``LayoutError``) saying what to do. An earlier version's bare number names the
+    same keys, but their days are laid out in three fields and their marks are elsewhere."""
     if found.state is State.ABSENT:
         return 0
     if found.state is State.LIVE and found.layout is not None:
@@ -179,7 +184,11 @@ def live_number(found: Generation, mine: Layout, cluster: bool, writing: bool) -
             raise LayoutError(mine.refusal(found.layout, cluster))
         return found.number
     if found.state is State.LEGACY and not writing:
-        return found.number
+        raise LayoutError(
+            f"the aggregates in Redis (generation {found.number}) were built by an earlier "
+            f"orderpipe (key format 1, this version writes {mine.key_format}): run "
+            "`manage.py rebuild_stats` to derive them again from the ledger"
+        )
     if found.state is State.LEGACY:
         raise LayoutError(
             f"the aggregates in Redis (generation {found.number}) were built by an earlier "

@@ -23,7 +23,7 @@ from stats.store.values import text
 
 RELEASE = LuaScript.named("release_lock")
 REFRESH = LuaScript.named("refresh_lock")
-FENCED_WRITE = LuaScript.named("fenced_write")
+FENCED_WRITE = LuaScript.named("fenced_write", "packed_figures")
 
 
 @dataclass

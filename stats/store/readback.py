@@ -22,12 +22,11 @@ from stats.store.values import (
     OrderLike,
     UserStats,
     score_to_int,
+    unpacked,
     user_from_row,
 )
 
 RANKINGS = ("spend", "orders")
-# A day bucket's fields (``<day>:<field>``), in the order ``all_days`` gives them.
-_DAY_FIELDS = ("orders", "revenue", "refunded")
 
 
 class EventMarkLike(Protocol):
@@ -47,10 +46,6 @@ class UserReadback:
     stats: UserStats | None
     spend: int | None
     orders: int | None
-
-
-# An hour bucket's fields (``<H>:<field>``), in the order ``all_hours`` gives them.
-_HOUR_FIELDS = ("orders", "revenue", "refunded")
 
 
 class ReadbackMixin(GenerationsMixin):
@@ -121,7 +116,8 @@ class ReadbackMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def all_days(self) -> dict[date, tuple[int, int, int]]:
-        """Every day bucket (orders, gross revenue, refunded) summed over the shards."""
+        """Every day bucket (orders, gross revenue, refunded) summed over the shards (a day is
+        one field, ``<orders>:<gross>:<refunded>``)."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -129,9 +125,9 @@ class ReadbackMixin(GenerationsMixin):
         totals: dict[date, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
-                iso, kind = name.decode().rsplit(":", 1)
-                bucket = totals.setdefault(date.fromisoformat(iso), [0, 0, 0])
-                bucket[_DAY_FIELDS.index(kind)] += int(value)
+                bucket = totals.setdefault(date.fromisoformat(name.decode()), [0, 0, 0])
+                for i, figure in enumerate(unpacked(value)):
+                    bucket[i] += figure
         return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error
@@ -158,7 +154,7 @@ class ReadbackMixin(GenerationsMixin):
     @unavailable_on_redis_error
     def all_hours(self) -> dict[str, tuple[int, int, int]]:
         """Every hour bucket (orders, gross revenue, refunded) summed over the shards, by its
-        key."""
+        key (an hour is one field, ``<orders>:<gross>:<refunded>``)."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
@@ -166,8 +162,9 @@ class ReadbackMixin(GenerationsMixin):
         totals: dict[str, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
-                hour, kind = name.decode().rsplit(":", 1)
-                totals.setdefault(hour, [0, 0, 0])[_HOUR_FIELDS.index(kind)] += int(value)
+                bucket = totals.setdefault(name.decode(), [0, 0, 0])
+                for i, figure in enumerate(unpacked(value)):
+                    bucket[i] += figure
         return {hour: (o, r, f) for hour, (o, r, f) in sorted(totals.items())}
 
     @unavailable_on_redis_error

@@ -5,7 +5,7 @@ spenders' ranking already by net. Every read carries a check of the generations 
 (``_read``), so a reader never mixes a generation ``rebuild_stats`` just switched away from
 with the new one. Merging keeps what one shard promises: global = sums, unique users = sum (a
 user lives in one shard), top-N = a merge of each shard's top N by score then user id (what
-one ZRANGE does), by-date = the sum of each shard's HMGET, a user = its own shard.
+one ZRANGE does), by-date = the sum per day of each shard's HMGET, a user = its own shard.
 """
 
 from __future__ import annotations
@@ -49,15 +49,17 @@ def days_between(start: date, end: date) -> Iterator[date]:
 
 @functools.lru_cache(maxsize=64)
 def _day_fields(start: date, end: date) -> tuple[tuple[date, ...], tuple[bytes, ...]]:
-    """The days from start to end and their fields in the days hash (orders, revenue,
-    refunded per day), encoded once: a dashboard or client asks for the same ranges again and
-    again, and naming a year's 1,098 fields was a tenth of a by-date request."""
+    """The days from start to end and their fields in the days hash (one per day), encoded
+    once: a dashboard or client asks for the same ranges again and again."""
     days = tuple(days_between(start, end))
-    fields: list[bytes] = []
-    for day in days:
-        iso = day.isoformat()
-        fields += [f"{iso}:orders".encode(), f"{iso}:revenue".encode(), f"{iso}:refunded".encode()]
-    return days, tuple(fields)
+    return days, tuple(day.isoformat().encode() for day in days)
+
+
+def _numbers(values: Sequence[bytes | None], absent: bytes) -> list[int]:
+    """An HMGET's reply of packed fields (days, hours) as their figures in a row (``absent``
+    for a field not there): joined and split once, which costs a year's days a third of
+    splitting each field."""
+    return list(map(int, b":".join([value or absent for value in values]).split(b":")))
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,14 +67,10 @@ def _hour_fields(
     start: date, end: date, zone: tzinfo
 ) -> tuple[tuple[datetime, ...], tuple[bytes, ...]]:
     """Every local hour of the days from start to end in ``zone`` and their fields in the
-    hours hash (orders, revenue, refunded per hour), worked out once per range (a dashboard
-    asks for today and yesterday on every view)."""
+    hours hash (one per hour), worked out once per range (a dashboard asks for today and
+    yesterday on every view)."""
     hours = tuple(h for day in days_between(start, end) for h in local_hours(day, zone))
-    fields: list[bytes] = []
-    for hour in hours:
-        key = hour_key(hour, zone)
-        fields += [f"{key}:orders".encode(), f"{key}:revenue".encode(), f"{key}:refunded".encode()]
-    return hours, tuple(fields)
+    return hours, tuple(hour_key(hour, zone).encode() for hour in hours)
 
 
 class ReadsMixin(GenerationsMixin):
@@ -129,22 +127,21 @@ class ReadsMixin(GenerationsMixin):
 
     @unavailable_on_redis_error
     def by_date(self, start: date, end: date) -> list[DayStats]:
-        """Every day from start to end inclusive (zeros included): one HMGET per shard. A
-        day's refunds are those that occurred on it (``<day>:refunded``)."""
+        """Every day from start to end inclusive (zeros included): one HMGET of one field per
+        day per shard (``<orders>:<gross>:<refunded>``), summed per day over the shards. A
+        day's refunds are those that occurred on it."""
         days, fields = _day_fields(start, end)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
                 pipe.hmget(self.keys.days(shard, generations[shard]), fields)
 
-        per_shard = self._read(self._all(), build)
+        per_shard = [_numbers(values, b"0:0:0") for values in self._read(self._all(), build)]
         if len(per_shard) == 1:
-            values = [0 if v is None else int(v) for v in per_shard[0]]
+            numbers = per_shard[0]
         else:
-            values = [
-                sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
-            ]
-        return list(map(DayStats, days, values[0::3], values[1::3], values[2::3]))
+            numbers = [sum(column) for column in zip(*per_shard, strict=True)]
+        return list(map(DayStats, days, numbers[0::3], numbers[1::3], numbers[2::3]))
 
     @unavailable_on_redis_error
     def product_stats(self, product_id: str) -> ProductFigures | None:
@@ -191,21 +188,20 @@ class ReadsMixin(GenerationsMixin):
     def by_hour(self, start: date, end: date) -> list[HourStats]:
         """Every local hour of the days from start to end inclusive, in the store's zone (23,
         24 or 25 a day; zeros included): the orders placed in each and their gross value,
-        the refunds that occurred in it; one HMGET per shard."""
+        the refunds that occurred in it; one HMGET of one field per hour per shard
+        (``<orders>:<gross>:<refunded>``), summed per hour over the shards."""
         hours, fields = _hour_fields(start, end, self.time_zone)
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
                 pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
 
-        per_shard = self._read(self._all(), build)
+        per_shard = [_numbers(values, b"0:0:0") for values in self._read(self._all(), build)]
         if len(per_shard) == 1:
-            values = [0 if v is None else int(v) for v in per_shard[0]]
+            numbers = per_shard[0]
         else:
-            values = [
-                sum(int_or_zero(v) for v in column) for column in zip(*per_shard, strict=True)
-            ]
-        return list(map(HourStats, hours, values[0::3], values[1::3], values[2::3]))
+            numbers = [sum(column) for column in zip(*per_shard, strict=True)]
+        return list(map(HourStats, hours, numbers[0::3], numbers[1::3], numbers[2::3]))
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:

@@ -25,8 +25,15 @@ class LuaScript:
     sha: str
 
     @classmethod
-    def named(cls, name: str) -> LuaScript:
+    def named(cls, name: str, *libraries: str) -> LuaScript:
+        """``stats/lua/<name>.lua``, each of ``stats/lua/lib/<library>.lua`` inserted after
+        its first line (the ``#!lua`` line stays first): what two scripts share is written
+        once (Redis has no include)."""
         text = (LUA_DIR / f"{name}.lua").read_text()
+        if libraries:
+            first, _, rest = text.partition("\n")
+            shared = "".join((LUA_DIR / "lib" / f"{lib}.lua").read_text() for lib in libraries)
+            text = f"{first}\n{shared}{rest}"
         return cls(text, hashlib.sha1(text.encode()).hexdigest())  # noqa: S324 - Redis names scripts so
 
 

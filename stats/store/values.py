@@ -1,6 +1,7 @@
 """What goes into the store and what comes out of it, and how Redis replies become it.
 
-Money is integer minor units of the shop's currency in Redis (HINCRBY, exact); it becomes a
+Money is integer minor units of the shop's currency in Redis (HINCRBY, or added exactly in
+the scripts where one field holds a day's three figures); it becomes a
 ``Decimal`` only on the way out (``orderpipe.money``). Times are epoch milliseconds in Redis and
 UTC datetimes here.
 
@@ -233,6 +234,18 @@ def score_to_int(value: bytes | str | float) -> int:
     if isinstance(value, bytes):
         value = value.decode()
     return int(Decimal(str(value)))
+
+
+def packed(*figures: int) -> str:
+    """A field of the days or hours hash (``<orders>:<gross cents>:<refunded cents>``): its
+    figures joined by ``:``."""
+    return ":".join(map(str, figures))
+
+
+def unpacked(value: bytes | str) -> tuple[int, ...]:
+    """A field of the days or hours hash read back: its figures."""
+    parts = value.split(b":") if isinstance(value, bytes) else value.split(":")
+    return tuple(map(int, parts))
 
 
 # What ``user_from_row`` reads of a user hash, in its order.

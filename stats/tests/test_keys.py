@@ -63,6 +63,17 @@ def test_the_key_format_of_earlier_versions_is_still_named() -> None:
     assert KeySpace("p", key_format=1).user("U1", 0, 0) == "p:user:U1"
 
 
+def test_key_format_2_names_the_keys_format_3_names() -> None:
+    """Only the days hash's fields differ: a rebuild from format 2 writes a new generation
+    beside it under the same names (and drops the old generation, not a layout)."""
+    for shards, cluster in ((1, False), (8, False), (8, True)):
+        v2, v3 = (KeySpace("p", shards, cluster, key_format=f) for f in (2, 3))
+        assert v2._tags == v3._tags
+        assert v2.days(shards - 1, 4) == v3.days(shards - 1, 4)
+    with pytest.raises(ValueError, match="unknown key format 4"):
+        KeySpace("p", key_format=4)
+
+
 def test_each_shard_tag_hashes_to_the_middle_of_its_share_of_the_slots() -> None:
     for shards in (1, 3, 8, 16, 100):
         width = 16384 / shards
