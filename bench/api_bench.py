@@ -137,6 +137,32 @@ def fill(store: AggregateStore, client: redis.Redis) -> None:
         naive.execute()
 
 
+# Run by the baseline's own Python in its checkout: its store writes the same orders in the
+# layout it reads (another version may lay the aggregates out otherwise and refuse ours).
+BASELINE_FILL = """
+import sys
+sys.path[:0] = ["bench", "."]
+import redis
+import api_bench
+from stats.store import AggregateStore
+client = redis.Redis.from_url(sys.argv[1])
+api_bench.fill(AggregateStore(client, prefix=api_bench.PREFIX), client)
+"""
+
+
+def fill_baseline(baseline: Path, redis_url: str) -> str:
+    """The same orders written by the baseline's own code into database 1 of the same
+    server; returns that database's URL for the baseline's app."""
+    url = redis_url.rsplit("/", 1)[0] + "/1"
+    subprocess.run(
+        [str(baseline / ".venv" / "bin" / "python"), "-c", BASELINE_FILL, url],
+        cwd=baseline,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        check=True,
+    )
+    return url
+
+
 def fill_days_ceiling(store: AggregateStore, client: redis.Redis) -> None:
     """The days ceiling's hash: one field per day, ``orders:gross:refunded``, the store's own
     figures (so its body equals orderpipe's)."""
@@ -656,10 +682,11 @@ def main() -> None:
             )
         ]  # fmt: skip
         if args.baseline:
+            before_url = fill_baseline(args.baseline.resolve(), server.url)
             apps.append(
                 Gunicorn(
                     "before", args.baseline.resolve(), "orderpipe.wsgi", command,
-                    app_env(compose_env, server.url, workdir, "before"),
+                    app_env(compose_env, before_url, workdir, "before"),
                 )
             )  # fmt: skip
         servers = [ceiling, *apps]
