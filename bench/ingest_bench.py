@@ -452,13 +452,18 @@ def baseline_database(url: str) -> str | None:
     return urlunsplit(parts._replace(path=f"{parts.path}_baseline"))
 
 
+def medians(results: list[tuple[float, float]]) -> tuple[float, float, str]:
+    """(median msg/s, median CPU ms per 10 messages, each round's msg/s as text)."""
+    rate = statistics.median(r for r, _ in results)
+    cpu = statistics.median(c for _, c in results)
+    return rate, cpu, ", ".join(f"{r:.0f}" for r, _ in results)
+
+
 def print_beside_baseline(
     row: str, ours: list[tuple[float, float]], theirs: list[tuple[float, float]]
 ) -> None:
     """The baseline's row, then this checkout's over the baseline's round by round."""
-    rate = statistics.median(r for r, _ in theirs)
-    cpu = statistics.median(c for _, c in theirs)
-    each = ", ".join(f"{r:.0f}" for r, _ in theirs)
+    rate, cpu, each = medians(theirs)
     print(
         f"{row + ' baseline':30s} {rate:6.0f} msg/s              "
         f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
@@ -629,9 +634,7 @@ def main() -> None:
                 baseline_rows.append(baseline.run())
         raw = statistics.median(rate for rate, _ in rows[labels[0]])
         for label, results in rows.items():
-            rate = statistics.median(r for r, _ in results)
-            cpu = statistics.median(c for _, c in results)
-            each = ", ".join(f"{r:.0f}" for r, _ in results)
+            rate, cpu, each = medians(results)
             print(
                 f"{label:30s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
                 f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
