@@ -179,7 +179,8 @@ class HourParams(serializers.Serializer[dict[str, Any]]):
     date = StrictDateField(
         required=False,
         help_text="The day, YYYY-MM-DD, in the shop's time zone (STATS_TIME_ZONE); default: "
-        "today there.",
+        "today there. From 0001-01-02 (0001-01-03 with compare=previous) to 9999-12-30: a "
+        "day's hours at the calendar's ends cannot be told in every zone.",
     )
     compare = serializers.ChoiceField(
         choices=["previous"],
