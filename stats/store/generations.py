@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Self
@@ -455,11 +455,8 @@ class GenerationWriter:
     ) -> None:
         """A day bucket, one field ``<orders>:<gross cents>:<refunded cents>``, when orders were
         placed or refunds occurred on it (what the apply script leaves)."""
-        if orders or revenue_cents or refunded_cents:
-            key = self.store.keys.days(shard, self._generation(shard))
-            value = packed(orders, revenue_cents, refunded_cents)
-            self._add(shard, "HSET", key, day.isoformat(), value)
-        self._written()
+        self._bucket(shard, "HSET", self.store.keys.days, day.isoformat(),
+                     orders, revenue_cents, refunded_cents)  # fmt: skip
 
     def hour(
         self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
@@ -467,10 +464,25 @@ class GenerationWriter:
         """An hour bucket (``hour``: ``orderpipe.timeutils.hour_key``), one field
         ``<orders>:<gross cents>:<refunded cents>``, when orders were placed or refunds
         occurred in it (what the apply script leaves)."""
-        if orders or revenue_cents or refunded_cents:
-            key = self.store.keys.hours(shard, self._generation(shard))
-            value = packed(orders, revenue_cents, refunded_cents)
-            self._add(shard, "HSET", key, hour, value)
+        self._bucket(shard, "HSET", self.store.keys.hours, hour,
+                     orders, revenue_cents, refunded_cents)  # fmt: skip
+
+    def _bucket(
+        self,
+        shard: int,
+        how: str,
+        hash_key: Callable[[int, int], str],
+        field: str,
+        *figures: int,
+    ) -> None:
+        """Write (``HSET``) or add to (``ADD_PACKED``) a day or hour field of three figures;
+        nothing when all are 0, as the apply script leaves none."""
+        if any(figures):
+            key = hash_key(shard, self._generation(shard))
+            if how == "HSET":
+                self._add(shard, how, key, field, packed(*figures))
+            else:
+                self._add(shard, how, key, field, *figures)
         self._written()
 
     def replace_hours(self, shard: int, hours: Sequence[tuple[str, int, int, int]]) -> None:
@@ -512,11 +524,8 @@ class GenerationWriter:
         """Count orders (placed that day) or refunds (that occurred that day) in a day
         bucket, as applying them does (repair): added in Redis (``ADD_PACKED`` of the fenced
         script), the day being one field of three figures."""
-        if orders or revenue_cents or refunded_cents:
-            key = self.store.keys.days(shard, self._generation(shard))
-            self._add(shard, "ADD_PACKED", key, day.isoformat(), orders, revenue_cents,
-                      refunded_cents)  # fmt: skip
-        self._written()
+        self._bucket(shard, "ADD_PACKED", self.store.keys.days, day.isoformat(),
+                     orders, revenue_cents, refunded_cents)  # fmt: skip
 
     def add_to_hour(
         self, shard: int, hour: str, orders: int, revenue_cents: int, refunded_cents: int = 0
@@ -524,11 +533,8 @@ class GenerationWriter:
         """Count orders placed in a local hour (``hour_key``), or refunds that occurred in it,
         as applying them does (repair): added in Redis (``ADD_PACKED``), the hour being one
         field of three figures."""
-        if orders or revenue_cents or refunded_cents:
-            key = self.store.keys.hours(shard, self._generation(shard))
-            self._add(shard, "ADD_PACKED", key, hour, orders, revenue_cents,
-                      refunded_cents)  # fmt: skip
-        self._written()
+        self._bucket(shard, "ADD_PACKED", self.store.keys.hours, hour,
+                     orders, revenue_cents, refunded_cents)  # fmt: skip
 
     def add_to_products(
         self, shard: int, day: date, figures: Mapping[str, tuple[int, int]]

@@ -7,7 +7,7 @@ memory stays bounded whatever the number of users.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol
@@ -118,17 +118,8 @@ class ReadbackMixin(GenerationsMixin):
     def all_days(self) -> dict[date, tuple[int, int, int]]:
         """Every day bucket (orders, gross revenue, refunded) summed over the shards (a day is
         one field, ``<orders>:<gross>:<refunded>``)."""
-        generations = self.generations()
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self._all():
-            pipe.hgetall(self.keys.days(shard, generations[shard]))
-        totals: dict[date, list[int]] = {}
-        for hash_ in pipe.execute():
-            for name, value in hash_.items():
-                bucket = totals.setdefault(date.fromisoformat(name.decode()), [0, 0, 0])
-                for i, figure in enumerate(unpacked(value)):
-                    bucket[i] += figure
-        return {day: (o, r, f) for day, (o, r, f) in sorted(totals.items())}
+        totals = self._all_packed(self.keys.days)
+        return {date.fromisoformat(day): totals[day] for day in sorted(totals)}
 
     @unavailable_on_redis_error
     def shard_products(
@@ -155,17 +146,22 @@ class ReadbackMixin(GenerationsMixin):
     def all_hours(self) -> dict[str, tuple[int, int, int]]:
         """Every hour bucket (orders, gross revenue, refunded) summed over the shards, by its
         key (an hour is one field, ``<orders>:<gross>:<refunded>``)."""
+        totals = self._all_packed(self.keys.hours)
+        return {hour: totals[hour] for hour in sorted(totals)}
+
+    def _all_packed(self, hash_key: Callable[[int, int], str]) -> dict[str, tuple[int, int, int]]:
+        """Every field of the days or hours hash, its three figures summed over the shards."""
         generations = self.generations()
         pipe = self.client.pipeline(transaction=False)
         for shard in self._all():
-            pipe.hgetall(self.keys.hours(shard, generations[shard]))
+            pipe.hgetall(hash_key(shard, generations[shard]))
         totals: dict[str, list[int]] = {}
         for hash_ in pipe.execute():
             for name, value in hash_.items():
                 bucket = totals.setdefault(name.decode(), [0, 0, 0])
                 for i, figure in enumerate(unpacked(value)):
                     bucket[i] += figure
-        return {hour: (o, r, f) for hour, (o, r, f) in sorted(totals.items())}
+        return {name: (o, r, f) for name, (o, r, f) in totals.items()}
 
     @unavailable_on_redis_error
     def marks_exist(self, orders: Sequence[OrderLike]) -> list[bool]:

@@ -131,16 +131,7 @@ class ReadsMixin(GenerationsMixin):
         day per shard (``<orders>:<gross>:<refunded>``), summed per day over the shards. A
         day's refunds are those that occurred on it."""
         days, fields = _day_fields(start, end)
-
-        def build(pipe: Any, generations: Sequence[int]) -> None:
-            for shard in self._all():
-                pipe.hmget(self.keys.days(shard, generations[shard]), fields)
-
-        per_shard = [_numbers(values, b"0:0:0") for values in self._read(self._all(), build)]
-        if len(per_shard) == 1:
-            numbers = per_shard[0]
-        else:
-            numbers = [sum(column) for column in zip(*per_shard, strict=True)]
+        numbers = self._packed_figures(self.keys.days, fields)
         return list(map(DayStats, days, numbers[0::3], numbers[1::3], numbers[2::3]))
 
     @unavailable_on_redis_error
@@ -191,17 +182,23 @@ class ReadsMixin(GenerationsMixin):
         the refunds that occurred in it; one HMGET of one field per hour per shard
         (``<orders>:<gross>:<refunded>``), summed per hour over the shards."""
         hours, fields = _hour_fields(start, end, self.time_zone)
+        numbers = self._packed_figures(self.keys.hours, fields)
+        return list(map(HourStats, hours, numbers[0::3], numbers[1::3], numbers[2::3]))
+
+    def _packed_figures(
+        self, hash_key: Callable[[int, int], str], fields: Sequence[bytes]
+    ) -> list[int]:
+        """The three figures of each of ``fields`` of the days or hours hash, in a row, summed
+        over the shards (zeros for a field not there): one HMGET per shard."""
 
         def build(pipe: Any, generations: Sequence[int]) -> None:
             for shard in self._all():
-                pipe.hmget(self.keys.hours(shard, generations[shard]), fields)
+                pipe.hmget(hash_key(shard, generations[shard]), fields)
 
         per_shard = [_numbers(values, b"0:0:0") for values in self._read(self._all(), build)]
         if len(per_shard) == 1:
-            numbers = per_shard[0]
-        else:
-            numbers = [sum(column) for column in zip(*per_shard, strict=True)]
-        return list(map(HourStats, hours, numbers[0::3], numbers[1::3], numbers[2::3]))
+            return per_shard[0]
+        return [sum(column) for column in zip(*per_shard, strict=True)]
 
     @unavailable_on_redis_error
     def ingestion(self) -> IngestionStats:
