@@ -60,7 +60,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -275,11 +275,28 @@ def add_latency(client: object, seconds: float) -> None:
     client.meta.events.register("before-send.sqs", delay)  # type: ignore[attr-defined]
 
 
-def measured(run: Callable[[], tuple[int, float]]) -> tuple[float, float]:
-    """(messages per second, this process's CPU milliseconds per 10 messages)."""
-    cpu = time.process_time()
+def machine_busy() -> float:
+    """Seconds every core of the machine has been busy (all processes: this one, the servers,
+    the database), from /proc/stat; 0.0 where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(run: Callable[[], tuple[int, float]]) -> tuple[float, float, float]:
+    """(messages per second, this process's CPU milliseconds per 10 messages, the whole
+    machine's busy CPU milliseconds per 10 messages)."""
+    cpu, busy = time.process_time(), machine_busy()
     count, seconds = run()
-    return count / seconds, (time.process_time() - cpu) / count * 10_000
+    return (
+        count / seconds,
+        (time.process_time() - cpu) / count * 10_000,
+        (machine_busy() - busy) / count * 10_000,
+    )
 
 
 def store_rate(client: redis.Redis, orders: list[Order], batch: int) -> tuple[float, float]:
@@ -318,7 +335,7 @@ def memory(client: redis.Redis, orders: list[Order]) -> tuple[float, float, int,
 
 
 def measure_round(
-    rows: dict[str, list[tuple[float, float]]],
+    rows: dict[str, list[tuple[float, float, float]]],
     labels: list[str],
     queue: OrderQueue,
     filler: OrderQueue,
@@ -358,11 +375,13 @@ def measure_round(
                 continue
             fill(filler, stream)
             empty_ledger()
+            busy = machine_busy()
             count, seconds, cpu = consume_processes(
                 *servers, f"{prefix}{round_}",
                 args.consumer_processes, consumer_threads, args.sqs_latency_ms / 1000,
             )  # fmt: skip
-            rows[label].append((count / seconds, cpu / count * 10_000))
+            machine = (machine_busy() - busy) / count * 10_000
+            rows[label].append((count / seconds, cpu / count * 10_000, machine))
 
 
 # Run with the baseline's interpreter: its bench as __main__, settings.DEBUG turned off once
@@ -452,15 +471,15 @@ def baseline_database(url: str) -> str | None:
     return urlunsplit(parts._replace(path=f"{parts.path}_baseline"))
 
 
-def medians(results: list[tuple[float, float]]) -> tuple[float, float, str]:
+def medians(results: Sequence[tuple[float, ...]]) -> tuple[float, float, str]:
     """(median msg/s, median CPU ms per 10 messages, each round's msg/s as text)."""
-    rate = statistics.median(r for r, _ in results)
-    cpu = statistics.median(c for _, c in results)
-    return rate, cpu, ", ".join(f"{r:.0f}" for r, _ in results)
+    rate = statistics.median(r[0] for r in results)
+    cpu = statistics.median(r[1] for r in results)
+    return rate, cpu, ", ".join(f"{r[0]:.0f}" for r in results)
 
 
 def print_beside_baseline(
-    row: str, ours: list[tuple[float, float]], theirs: list[tuple[float, float]]
+    row: str, ours: Sequence[tuple[float, ...]], theirs: Sequence[tuple[float, ...]]
 ) -> None:
     """The baseline's row, then this checkout's over the baseline's round by round."""
     rate, cpu, each = medians(theirs)
@@ -584,7 +603,7 @@ def main() -> None:
                 f"({events / len(mixed):.1%} of {len(mixed)} messages)"
             )
         consumer_label = "(b)   consumer"
-        rows: dict[str, list[tuple[float, float]]] = {
+        rows: dict[str, list[tuple[float, float, float]]] = {
             "(a)   raw drain": [],
             "(a+v) drain + validation": [],
             "(a')  drain, pipelined": [],
@@ -632,12 +651,17 @@ def main() -> None:
                 )
             if baseline and round_ % 2 == 1:
                 baseline_rows.append(baseline.run())
-        raw = statistics.median(rate for rate, _ in rows[labels[0]])
+        raw = statistics.median(r[0] for r in rows[labels[0]])
+        cores = os.cpu_count() or 1
         for label, results in rows.items():
             rate, cpu, each = medians(results)
+            machine = statistics.median(r[2] for r in results)
+            ceiling = cores * 10_000 / machine if machine else float("nan")
             print(
                 f"{label:30s} {rate:6.0f} msg/s  ratio {rate / raw:4.2f}  "
-                f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each})"
+                f"Python CPU {cpu:4.2f} ms per 10 msgs  (rounds: {each}); machine CPU "
+                f"{machine:5.2f} ms per 10 msgs, all {cores} cores busy at "
+                f"{ceiling:6.0f} msg/s ({ceiling / raw:4.2f})"
             )
         if mixed:
             ratios = [
