@@ -92,6 +92,10 @@ class Consumer:
         self._claims_open = 0  # receives under way that hold part of the budget
         self._in_hand = 0  # batches received and not yet seen through, across pollers
         self.deleter: Deleter | None = None  # run() deletes in the background
+        # The process's one receive ahead (run_worker), and how many pollers wait for a batch.
+        self._ahead_lock = threading.Lock()
+        self._ahead: Future[list[dict[str, Any]]] | None = None
+        self._waiting = 0
         self._keeper = VisibilityKeeper(queue, visibility_timeout, sqs.is_transient)
         self.failure: BaseException | None = None  # set when the consumer stopped on an error
         # Each consumer process reports its own heartbeat, so one dead consumer among several
@@ -261,37 +265,60 @@ class Consumer:
         """One polling thread: loop batches until stopped, the budget is spent or (with
         ``until_empty``) the queue reports empty.
 
-        The next receive runs in the background while a batch is handled, so SQS latency and
-        processing overlap. At most one receive is ahead: while the batch in hand keeps
-        failing, the batch received ahead waits in hand too and nothing more is received; on a
-        graceful stop the batch received ahead is handled as well.
+        A poller that starts on a batch receives the next one in the background, so SQS
+        latency and processing overlap, but only when no other poller is waiting for a batch
+        and none is received ahead yet: the process holds at most one batch that no poller
+        works on, and a free poller takes it before it receives for itself. So at a low rate
+        a message waits for no batch in progress (an idle poller's receive takes it), and on
+        a full queue the next batch is there when a poller is free. While a batch keeps
+        failing, the batch received ahead waits in hand too (another poller takes it, and
+        fails the same way); on a graceful stop the batch received ahead is handled as well.
         """
-        ahead: Future[list[dict[str, Any]]] | None = None
         receiver = Receiver(self.receive_batch)
         try:
             while not self.stop.is_set():
-                if ahead is None:
-                    ahead = receiver.request()
-                try:
-                    messages = ahead.result()
-                except Exception as exc:
-                    ahead = None
-                    self._receive_failed(exc)
+                messages = self._next_batch(receiver)
+                if messages is None:
                     continue
-                ahead = None
                 if not messages:
                     if self.until_empty and self._empty_or_failed():
                         self.stop.set()
                     continue
                 if not self.stop.is_set():
-                    ahead = receiver.request()
+                    self._receive_ahead(receiver)
                 self.see_through(messages)
-            self._finish_ahead(ahead)
+            self._finish_ahead(self._take_ahead())
         except Exception as exc:  # a poller that dies silently would hold its budget for ever
             self._fail_on(exc, None)
         finally:
             receiver.close()
             connection.close()
+
+    def _take_ahead(self) -> Future[list[dict[str, Any]]] | None:
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+            return ahead
+
+    def _next_batch(self, receiver: Receiver) -> list[dict[str, Any]] | None:
+        """The batch received ahead, else one received now; None when the receive failed."""
+        with self._ahead_lock:
+            future, self._ahead = self._ahead or receiver.request(), None
+            self._waiting += 1
+        try:
+            return future.result()
+        except Exception as exc:
+            self._receive_failed(exc)
+            return None
+        finally:
+            with self._ahead_lock:
+                self._waiting -= 1
+
+    def _receive_ahead(self, receiver: Receiver) -> None:
+        """Start receiving the next batch, unless a poller already waits for one (its
+        receive takes the next messages) or one is received ahead already."""
+        with self._ahead_lock:
+            if self._ahead is None and self._waiting == 0:
+                self._ahead = receiver.request()
 
     def _receive_failed(self, exc: BaseException) -> None:
         failure = outages.classify(exc)

@@ -25,8 +25,9 @@ logger = logging.getLogger("orders.consumer")
 class Receiver:
     """One long-lived daemon thread that runs a poller's receives one at a time, on request.
 
-    ``request`` starts the next receive and returns its future; the poller asks for at most
-    one ahead, so a batch never waits in a queue behind another. A daemon thread, so a stop
+    ``request`` starts the next receive and returns its future; the pollers of a process ask
+    for at most one ahead between them (``Consumer.run_worker``), so a batch never waits in a
+    queue behind another. A daemon thread, so a stop
     never waits for a long poll to return; reusing it saves a thread start per batch.
     """
 

@@ -326,6 +326,48 @@ def test_graceful_stop_handles_the_batch_received_ahead(
     assert queue_total(queue) == 0  # and deleted
 
 
+def test_busy_pollers_hold_one_batch_received_ahead_between_them(
+    queue: OrderQueue, fake_store: AggregateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pollers both at work hold three batches: theirs and one received ahead for
+    whichever is free first (not one ahead each, where a message would wait behind a batch
+    while the other poller is free); a poller waiting for a batch means no receive ahead."""
+    from orders.consumer_threads import Receiver
+
+    queue.send_bodies([order_body(f"O{i}") for i in range(40)])
+    consumer = Consumer(queue, fake_store, wait_time=0, batch_size=1, until_empty=True)
+    receives = []
+    request = Receiver.request
+
+    def counted(self):
+        receives.append(self)
+        return request(self)
+
+    monkeypatch.setattr(Receiver, "request", counted)
+    both_at_work = threading.Barrier(3)
+    handle = consumer.handle_batch
+    first_two = iter(range(2))
+
+    def held(messages):
+        if next(first_two, None) is not None:
+            both_at_work.wait(10)  # the two pollers' first batches, handled at once
+            both_at_work.wait(10)  # until the test has counted
+        return handle(messages)
+
+    consumer.handle_batch = held  # type: ignore[method-assign]
+    runner = threading.Thread(target=consumer.run, kwargs={"threads": 2})
+    runner.start()
+    both_at_work.wait(10)
+    at_work = len(receives)
+    both_at_work.wait(10)
+    runner.join(30)
+
+    assert at_work == 3
+    assert consumer.failure is None
+    assert fake_store.global_stats().total_orders == 40
+    assert queue_total(queue) == 0
+
+
 def test_existing_queue_without_dlq_gets_one_and_a_warning(
     aws_env, caplog: pytest.LogCaptureFixture
 ) -> None:
