@@ -10,9 +10,8 @@ does not fall with the queue's length, or moto) and, for each rate:
    the other, their ``DeleteMessageBatch`` on a thread behind as the consumer's; nothing
    else) while orders are sent at that rate: SendMessage to the moment a receive returns the
    order;
-2. **orderpipe**: one ``manage.py consume_orders`` process (``--consumer-threads`` pollers), as
-   deployed (ledger on
-   ``--database-url``: a PostgreSQL database the bench creates, else an SQLite file), while
+2. **orderpipe**: one ``manage.py consume_orders`` process (``--consumer-threads`` pollers, by
+   default consume_orders' own), as deployed (ledger on ``--database-url``: a PostgreSQL database the bench creates, else an SQLite file), while
    orders are sent at that rate: SendMessage to the moment ``GET /users/{id}/stats``,
    through the project's Django stack in this process (test client: URL resolving,
    middlewares, DRF, the store's read), first answers 200 for the order's user.
@@ -281,7 +280,7 @@ def run_consumer(
     stream: Stream,
     environment: dict[str, str],
     run: str,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> tuple[list[float], float, int]:
     log = open(f"{_tmp}/{run}-consumer.log", "wb")  # noqa: SIM115 - closed below
     child = subprocess.Popen(
@@ -291,8 +290,7 @@ def run_consumer(
             "consume_orders",
             "--log-interval",
             "3600",
-            "--threads",
-            str(threads),
+            *(["--threads", str(threads)] if threads else []),
         ],
         env=environment,
         stdout=log,
@@ -357,7 +355,10 @@ def main() -> None:
     parser.add_argument("--probes-per-second", type=int, default=40)
     parser.add_argument("--no-floor", action="store_true", help="skip the bare receiver runs")
     parser.add_argument(
-        "--consumer-threads", type=int, default=1, help="consume_orders --threads (pollers)"
+        "--consumer-threads",
+        type=int,
+        default=None,
+        help="consume_orders --threads (pollers); default: consume_orders' own default",
     )
     parser.add_argument(
         "--timeline", action="store_true", help="also print each probe's ms in sending order"
@@ -373,6 +374,7 @@ def main() -> None:
         from django.core.management import call_command
         from django.db import connection
 
+        from orders.consumer import DEFAULT_POLLERS
         from orders.sqs import OrderQueue, make_client
 
         call_command("migrate", verbosity=0)
@@ -387,6 +389,8 @@ def main() -> None:
         queue.ensure(visibility_timeout=30)
         print(
             f"{args.sqs} + Valkey (AOF always), ledger on {vendor}, "
+            f"{args.consumer_threads or DEFAULT_POLLERS} poller(s) (consume_orders' default: "
+            f"{DEFAULT_POLLERS}), "
             f"{args.seconds:g} s per run, {args.probes_per_second} probes/s, "
             f"load average {os.getloadavg()[0]:.2f}"
         )
