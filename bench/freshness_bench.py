@@ -11,10 +11,11 @@ does not fall with the queue's length, or moto) and, for each rate:
    else) while orders are sent at that rate: SendMessage to the moment a receive returns the
    order;
 2. **orderpipe**: one ``manage.py consume_orders`` process (``--consumer-threads`` pollers, by
-   default consume_orders' own), as deployed (ledger on ``--database-url``: a PostgreSQL database the bench creates, else an SQLite file), while
-   orders are sent at that rate: SendMessage to the moment ``GET /users/{id}/stats``,
-   through the project's Django stack in this process (test client: URL resolving,
-   middlewares, DRF, the store's read), first answers 200 for the order's user.
+   default consume_orders' own), as deployed (ledger on ``--database-url``: a PostgreSQL
+   database the bench creates, else an SQLite file), while orders are sent at that rate:
+   SendMessage to the moment ``GET /users/{id}/stats``, through the project's Django stack in
+   this process (test client: URL resolving, middlewares, DRF, the store's read), first
+   answers 200 for the order's user.
 
 Each run starts with one second's orders, not timed, consumed before the timed ones are sent
 (a process's first batches pay for its start). The sender, a process of its own, sends what
