@@ -80,8 +80,8 @@ def day_and_hour(moment: datetime, zone: tzinfo) -> tuple[str, str]:
     """``local_day(moment, zone)`` as an ISO date and ``hour_key(moment, zone)``, from one
     conversion to ``zone`` (the apply script's arguments need both for every order)."""
     try:
-        local = moment.astimezone(zone).date()
-    except OverflowError:
+        local = moment.astimezone(zone).date()  # local_day's rule, inlined (once an order)
+    except OverflowError:  # the calendar's ends: local_day's clamping
         local = local_day(moment, zone)
     midnight, names, day = _hour_keys(local, zone)
     index = (moment - midnight) // _HOUR
