@@ -53,10 +53,10 @@ def _midnight(day: date, zone: tzinfo) -> datetime:
 
 
 @functools.lru_cache(maxsize=4096)
-def _hour_keys(day: date, zone: tzinfo) -> tuple[datetime, tuple[str, ...]]:
-    """``day``'s midnight in ``zone`` (UTC) and the names of the (at most 25) hours from it.
-    Cached: a batch's orders, and a rebuild's, share few days; naming an hour is then an
-    index (2 us an order, where formatting each took 12)."""
+def _hour_keys(day: date, zone: tzinfo) -> tuple[datetime, tuple[str, ...], str]:
+    """``day``'s midnight in ``zone`` (UTC), the names of the (at most 25) hours from it, and
+    the day's ISO date. Cached: a batch's orders, and a rebuild's, share few days; naming an
+    hour is then an index (2 us an order, where formatting each took 12)."""
     midnight = _midnight(day, zone)
     names = []
     for index in range(25):
@@ -65,7 +65,7 @@ def _hour_keys(day: date, zone: tzinfo) -> tuple[datetime, tuple[str, ...]]:
         except OverflowError:  # 9999-12-31
             break
         names.append(start.isoformat(timespec="minutes")[:16])
-    return midnight, tuple(names)
+    return midnight, tuple(names), day.isoformat()
 
 
 def hour_key(moment: datetime, zone: tzinfo) -> str:
@@ -73,9 +73,22 @@ def hour_key(moment: datetime, zone: tzinfo) -> str:
     named by the UTC instant it began (``YYYY-MM-DDTHH:MM``): unique even for the hour a
     daylight-saving change repeats (01:00 EDT is ``05:00``, 01:00 EST ``06:00``), and at :30
     or :45 past a UTC hour in a zone such as Asia/Kolkata (10:00 IST is ``04:30``)."""
-    midnight, names = _hour_keys(local_day(moment, zone), zone)
+    return day_and_hour(moment, zone)[1]
+
+
+def day_and_hour(moment: datetime, zone: tzinfo) -> tuple[str, str]:
+    """``local_day(moment, zone)`` as an ISO date and ``hour_key(moment, zone)``, from one
+    conversion to ``zone`` (the apply script's arguments need both for every order)."""
+    try:
+        local = moment.astimezone(zone).date()  # local_day's rule, inlined (once an order)
+    except OverflowError:  # the calendar's ends: local_day's clamping
+        local = local_day(moment, zone)
+    midnight, names, day = _hour_keys(local, zone)
+    index = (moment - midnight) // _HOUR
+    if 0 <= index < len(names):
+        return day, names[index]
     # Clamped only at the calendar's ends (a local day local_day clamped).
-    return names[min(max((moment - midnight) // _HOUR, 0), len(names) - 1)]
+    return day, names[min(max(index, 0), len(names) - 1)]
 
 
 def local_hours(day: date, zone: tzinfo) -> list[datetime]:

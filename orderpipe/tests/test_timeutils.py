@@ -7,9 +7,12 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orderpipe.timeutils import (
     EPOCH,
+    day_and_hour,
     epoch_ms,
     from_epoch_ms,
     hour_key,
@@ -100,3 +103,16 @@ def test_the_calendars_ends_have_a_day_and_an_hour_in_every_zone(
     day = local_day(moment, ZoneInfo(zone))
     assert day in (date.min, date.max)
     assert hour_key(moment, ZoneInfo(zone))[:4] in ("0001", "9999")
+
+
+@given(
+    moment=st.datetimes(timezones=st.just(UTC)),
+    zone=st.sampled_from(
+        ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham"]
+    ),
+)
+def test_day_and_hour_is_the_local_day_and_the_hour_key_from_one_conversion(
+    moment: datetime, zone: str
+) -> None:
+    tz = ZoneInfo(zone)
+    assert day_and_hour(moment, tz) == (local_day(moment, tz).isoformat(), hour_key(moment, tz))

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from orderpipe import money
-from orderpipe.timeutils import epoch_ms, hour_key, local_day
+from orderpipe.timeutils import day_and_hour, epoch_ms
 from stats.store.errors import (
     RebuildInProgressError,
     StoreCommandError,
@@ -54,6 +55,11 @@ _EXACT_LINE = 2**40
 _EXACT_LINES = 2**11
 
 
+# A row's products as ``product_sums`` gives them, the day they count on, and +1 (an order's
+# sales) or -1 (an event's, taken off).
+_Row = tuple[str, dict[str, tuple[int, int]], int]
+
+
 @dataclass(slots=True)
 class _ShardWork:
     keys: list[str] = field(default_factory=list)
@@ -63,10 +69,15 @@ class _ShardWork:
     event_keys: list[str] = field(default_factory=list)
     event_args: list[Any] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
-    # Per order, then per event: its products' (day, product_id, units, cents).
-    lines: list[list[tuple[str, str, int, int]]] = field(default_factory=list)
+    # Per order, then per event: its products.
+    lines: list[_Row] = field(default_factory=list)
+    event_lines: list[_Row] = field(default_factory=list)
     received: int = 0
     events_received: int = 0
+    # The names of the shard's user hashes, order marks and event marks less the id.
+    user_key: str = ""
+    mark_key: str = ""
+    event_mark_key: str = ""
 
 
 class ApplyMixin(ScriptsMixin):
@@ -177,59 +188,73 @@ class ApplyMixin(ScriptsMixin):
         oldest = epoch_ms(window_start) if window_start is not None else 0
         work: dict[int, _ShardWork] = {}
         currency = money.currency(self.layout.currency)
+        zone = self.time_zone
+
+        shard_of = keys.shard_of if keys.shards > 1 else None
+        # Most of a batch's orders share the time the ledger first recorded them (now).
+        last_first: datetime | None = None
+        last_first_ms = 0
+
+        def rows_of(s: int) -> _ShardWork:
+            """A shard's new work, with the names of its rows' keys (``KeySpace``'s, less the
+            id: built once a batch, not twice an order)."""
+            shard = work[s] = _ShardWork()
+            shard.user_key = keys.user("", s, generations[s])
+            shard.mark_key = keys.mark("", s, generations[s])
+            shard.event_mark_key = keys.event_mark("", s, generations[s])
+            return shard
+
         for position, pending in enumerate(orders):
             order = pending.order
-            s = keys.shard_of(order.user_id)
-            shard = work.setdefault(s, _ShardWork())
+            user_id = order.user_id
+            s = shard_of(user_id) if shard_of is not None else 0
+            shard = work.get(s) or rows_of(s)
             shard.orders.append(position)
             shard.received += pending.counted
-            shard.keys += [
-                keys.user(order.user_id, s, generations[s]),
-                keys.mark(order.order_id, s, generations[s]),
-            ]
+            shard.keys += (shard.user_key + user_id, shard.mark_key + order.order_id)
             first = pending.first_recorded_at
-            day = local_day(order.occurred_at, self.time_zone).isoformat()
-            sold = product_sums(getattr(order, "items", ()), currency)
-            shard.lines.append([(day, p, units, cents) for p, (units, cents) in sold.items()])
-            shard.args += [
-                order.user_id,
+            if first is not last_first:
+                last_first = first
+                last_first_ms = epoch_ms(first) if first is not None else 0
+            occurred_at = order.occurred_at
+            day, hour = day_and_hour(occurred_at, zone)
+            shard.lines.append((day, product_sums(getattr(order, "items", ()), currency), 1))
+            shard.args += (
+                user_id,
                 order.value_cents,
-                epoch_ms(order.occurred_at),
+                epoch_ms(occurred_at),
                 day,
                 order.fingerprint,
                 getattr(order, "legacy_fingerprint", order.fingerprint),
-                epoch_ms(first) if first is not None else 0,
+                last_first_ms,
                 int(pending.counted),
-                hour_key(order.occurred_at, self.time_zone),
-            ]
-        event_lines: dict[int, list[list[tuple[str, str, int, int]]]] = {}
+                hour,
+            )
         for position, pending_event in enumerate(events):
             event = pending_event.event
-            s = keys.shard_of(event.user_id)
-            shard = work.setdefault(s, _ShardWork())
+            user_id = event.user_id
+            s = shard_of(user_id) if shard_of is not None else 0
+            shard = work.get(s) or rows_of(s)
             shard.events.append(position)
             shard.received += pending_event.counted
             shard.events_received += pending_event.counted
-            shard.event_keys += [
-                keys.user(event.user_id, s, generations[s]),
-                keys.event_mark(event.event_id, s, generations[s]),
-            ]
+            shard.event_keys += (shard.user_key + user_id, shard.event_mark_key + event.event_id)
             first = pending_event.first_recorded_at
-            day = local_day(event.occurred_at, self.time_zone).isoformat()
-            taken = product_sums(event.items, currency)
-            event_lines.setdefault(s, []).append(
-                [(day, p, -units, -cents) for p, (units, cents) in taken.items()]
-            )
-            shard.event_args += [
-                event.user_id,
+            if first is not last_first:
+                last_first = first
+                last_first_ms = epoch_ms(first) if first is not None else 0
+            day, hour = day_and_hour(event.occurred_at, zone)
+            shard.event_lines.append((day, product_sums(event.items, currency), -1))
+            shard.event_args += (
+                user_id,
                 event.amount_cents,
                 day,
                 event.fingerprint,
-                epoch_ms(first) if first is not None else 0,
+                last_first_ms,
                 int(event.kind == CANCELLED),
                 int(pending_event.counted),
-                hour_key(event.occurred_at, self.time_zone),
-            ]
+                hour,
+            )
         for message_id in rejections:
             shard = work.setdefault(keys.shard_of(message_id), _ShardWork())
             shard.received += 1
@@ -259,7 +284,7 @@ class ApplyMixin(ScriptsMixin):
                 keys.hours(s, gen),
             ]
             product_keys, product_args = _product_section(
-                keys, s, gen, shard.lines + event_lines.get(s, [])
+                keys, s, gen, shard.lines + shard.event_lines
             )
             # The call's items, for the stored reply: a retry with other items runs again.
             items = hashlib.blake2b(
@@ -280,36 +305,47 @@ class ApplyMixin(ScriptsMixin):
 
 
 def _product_section(
-    keys: KeySpace, shard: int, generation: int, rows: list[list[tuple[str, str, int, int]]]
+    keys: KeySpace, shard: int, generation: int, rows: list[_Row]
 ) -> tuple[list[str], list[Any]]:
     """The product keys and values of one shard's call (``apply_batch.lua``): none when no
     row has a product; else the products hash and each day's hash, then whether the script
     should sum the lines per field before writing, and per row its count of products and each
-    one's (day hash position, product_id, units, cents).
+    one's (day hash position, product_id, units, cents), an event's negated.
 
     Summing in Lua costs about what an HINCRBY does per line (measured on Valkey 9), so it
     is asked for only when it at least halves the fields written (the distinct products and
     day-products against two per line: a live stream's batches of a few best sellers), and
     only where it is exact in Lua's doubles (lines under 2^40, fewer than 2^11 of them). The
     rows cannot be summed here: only the applied ones count, and the script knows which."""
-    if not any(rows):
+    if not any(sold for _, sold, _ in rows):
         return [], []
     days: dict[str, int] = {}
     args: list[Any] = [0]
-    products: set[str] = set()
     day_products: set[tuple[int, str]] = set()
-    small, lines = True, 0
-    for row in rows:
-        args.append(len(row))
-        for day, product_id, units, cents in row:
-            position = days.setdefault(day, len(days) + 2)
-            args += [position, product_id, units, cents]
-            products.add(product_id)
+    lines = 0
+    for day, sold, sign in rows:
+        args.append(len(sold))
+        if not sold:
+            continue
+        position = days.get(day)
+        if position is None:
+            position = days[day] = len(days) + 2
+        for product_id, (units, cents) in sold.items():
+            if sign < 0:
+                units, cents = -units, -cents
+            args += (position, product_id, units, cents)
             day_products.add((position, product_id))
-            small = small and abs(units) < _EXACT_LINE and abs(cents) < _EXACT_LINE
-        lines += len(row)
-    fewer = len(products) + len(day_products) <= lines
-    args[0] = int(fewer and small and lines < _EXACT_LINES)
+        lines += len(sold)
+    products = {product_id for _, product_id in day_products}
+    args[0] = int(
+        len(products) + len(day_products) <= lines
+        and lines < _EXACT_LINES
+        and all(
+            -_EXACT_LINE < units < _EXACT_LINE and -_EXACT_LINE < cents < _EXACT_LINE
+            for _, sold, _ in rows
+            for units, cents in sold.values()
+        )
+    )
     product_keys = [keys.products(shard, generation)]
     product_keys += [keys.product_day(day, shard, generation) for day in days]
     return product_keys, args
