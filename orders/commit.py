@@ -22,6 +22,7 @@ a retry, a redelivery or a crash anywhere in between counts every order and ever
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -53,6 +54,12 @@ from stats.store import AggregateStore, ApplyStatus, PendingEvent, PendingOrder
 logger = logging.getLogger("orders.consumer")
 
 CONNECTION_CHECK_INTERVAL = 1.0  # seconds between checks of the database connection
+
+# SQLite lets one writer in at a time and makes the others retry after sleeps of 1, 2, 5 …
+# up to 100 ms (its busy handler): an order behind such a sleep reached the API 380 ms late
+# with two pollers. The pollers of a process take their turns on this lock instead, each
+# starting the moment the last one commits (other processes still meet the busy handler).
+SQLITE_WRITER = threading.Lock()
 
 # The message types a batch records: orders, refunds and cancellations (every type there is).
 # The admin's resubmit form accepts the same.
@@ -256,6 +263,12 @@ class BatchCommitter:
         if stale and not connection.in_atomic_block:
             close_old_connections()
             self._local.checked_at = now
+        with SQLITE_WRITER if connection.vendor == "sqlite" else contextlib.nullcontext():
+            return self._record_in_transaction(batch, received_at)
+
+    def _record_in_transaction(
+        self, batch: ValidatedBatch, received_at: datetime
+    ) -> tuple[ledger.LedgerOutcome, list[RejectionRecord], int]:
         with transaction.atomic():
             outcome = ledger.record_batch(
                 batch.orders, batch.events, received_at, queue_name=self.queue_name
