@@ -306,7 +306,9 @@ def run_consumer(
     client = Client()
     client.get("/users/warm-up/stats")  # the first request imports the API's modules
     sender, channel = start_sender(sqs_url, queue.name, stream)
+    probing_cpu, probing_wall = time.process_time(), time.monotonic()
     sent_at, seen, late = probe_api(client, stream, channel)
+    probing = (time.process_time() - probing_cpu) / (time.monotonic() - probing_wall)
     sender.join(30)
     while not channel.empty():  # every probe was seen before the sender said how late it was
         index, at = channel.get()
@@ -321,7 +323,8 @@ def run_consumer(
         f"    consumer: sender {late * 1000:.0f} ms late at the end; "
         f"consumer CPU {cpu / (stream.count / 10) * 1000:.2f} ms per 10 orders "
         f"(start-up and warm-up {cpu_start - cpu_before:.1f} s); backlog at the end "
-        f"{depth.visible + depth.in_flight}; {len(stream.probes) - len(seen)} probes never seen"
+        f"{depth.visible + depth.in_flight}; {len(stream.probes) - len(seen)} probes never "
+        f"seen; the prober used {probing:.0%} of a core"
     )
     return (
         [(seen[i] - sent_at[i]) * 1000 for i in sorted(seen)],

@@ -10,11 +10,13 @@ with its traceback, not something a client should retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import InterfaceError, OperationalError
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -24,6 +26,22 @@ logger = logging.getLogger(__name__)
 
 DATABASE_UNAVAILABLE_DETAIL = "The database is unavailable; try again shortly."
 STORE_UNAVAILABLE_DETAIL = "The statistics store (Redis) is unavailable; try again shortly."
+
+
+REPEATED_PARAMETER = "Give this parameter once."
+
+
+def refuse_repeated(query: Any, names: Iterable[str]) -> None:
+    """A 400 for each of ``names`` the query string gives more than once (``?limit=5&limit=x``):
+    reading one of the values (Django's ``get`` takes the last) would answer a request that
+    asked for something else."""
+    repeated = {
+        name: [ErrorDetail(REPEATED_PARAMETER, code="repeated")]
+        for name in names
+        if len(query.getlist(name)) > 1
+    }
+    if repeated:
+        raise serializers.ValidationError(repeated)
 
 
 def _unavailable(detail: str) -> Response:

@@ -22,6 +22,7 @@ from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.utils.urls import remove_query_param
 
+from orderpipe.api.errors import refuse_repeated
 from orders.validation import id_problem
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class OrderCursorPagination(CursorPagination):
     base_url: str  # set by paginate_queryset, before any link is made
 
     def get_page_size(self, request: Request) -> int:
+        refuse_repeated(request.query_params, (self.page_size_query_param, self.cursor_query_param))
         # A plain dict, not the QueryDict: DRF reads an empty HTML-form value as "absent".
         params = PageParams(data=request.query_params.dict())
         params.is_valid(raise_exception=True)

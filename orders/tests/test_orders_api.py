@@ -417,6 +417,10 @@ def test_user_ids_with_any_characters_are_found_percent_encoded(
         # Well-formed base64 of DRF's own shape, but without the (time, order_id) position.
         ({"cursor": "cD0yMDI1"}, {"cursor": [
             "Invalid cursor: use the next or previous link of an earlier page."]}),
+        # Given twice: Django would read the last value and answer another request.
+        ({"page_size": ["2", "3"]}, {"page_size": ["Give this parameter once."]}),
+        ({"page_size": ["2", "x"], "cursor": ["a", "b"]},
+         {"page_size": ["Give this parameter once."], "cursor": ["Give this parameter once."]}),
     ],
 )  # fmt: skip
 def test_bad_page_parameters_are_400_naming_them(

@@ -9,15 +9,16 @@ request.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.fields import SkipField, empty, get_error_detail
 
+from orderpipe.api.errors import refuse_repeated
 from stats.api.intervals import INTERVALS, MAX_BUCKETS, bucket_count, previous_period
 
 # The days whose hours can be told in any zone (see HourParams).
@@ -200,15 +201,16 @@ class HourParams(serializers.Serializer[dict[str, Any]]):
 
 
 def validate_query(
-    params: serializers.Serializer[dict[str, Any]], query: Mapping[str, str]
+    params: serializers.Serializer[dict[str, Any]], query: QueryDict
 ) -> dict[str, Any]:
     """``type(params)(data=query)``'s ``validated_data``, or its 400, through ``params``' fields.
 
-    What ``Serializer.is_valid`` does for flat query parameters (each field, its
+    What ``Serializer.is_valid`` does for flat query parameters, each given once (each field, its
     ``validate_<name>`` method, then ``validate``), but on one shared instance: a new serializer
     per request deep-copies its fields, which cost about a tenth of a request. The fields keep
     no state between calls, so the instance is shared by all threads.
     """
+    refuse_repeated(query, params.fields)
     values: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     for name, field in params.fields.items():

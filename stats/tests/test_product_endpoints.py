@@ -150,6 +150,7 @@ def test_a_product_id_too_long_is_a_400_naming_it(products: AggregateStore, api:
         ("limit=0", {"limit": ["Ensure this value is greater than or equal to 1."]}),
         ("limit=101", {"limit": ["Ensure this value is less than or equal to 100."]}),
         ("limit=x", {"limit": ["A valid integer is required."]}),
+        ("limit=5&limit=x", {"limit": ["Give this parameter once."]}),
         ("by=price", {"by": ['"price" is not a valid choice.']}),
         ("start_date=2025-08-01",
          {"end_date": ["Required with start_date: a range names both of its days."]}),
