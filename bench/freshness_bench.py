@@ -372,6 +372,12 @@ def main() -> None:
     server_type: Callable[[], Any] = FauxqsSQSServer if args.sqs == "fauxqs" else MotoSQSServer
     sqs_server = server_type().start()
     os.environ.update(REDIS_URL=redis_server.url, LOCALSTACK_URL=sqs_server.url)
+    import redis
+
+    valkey = redis.Redis.from_url(redis_server.url)
+    # Valkey records every event of its own that took 20 ms or more (an AOF fsync the disk
+    # held up, say): a stall of the whole pipeline shows whether it came from there.
+    valkey.config_set("latency-monitor-threshold", 20)
     environment = {**os.environ}
     try:
         start_django()
@@ -409,6 +415,11 @@ def main() -> None:
                 sqs_server.url, queue, stream, environment, f"c{rate}", args.consumer_threads
             )
             print("    " + describe("consume_orders -> API", latencies))
+            stalls = valkey.latency_latest()
+            valkey.latency_reset()
+            if stalls:
+                print("    Valkey's own stalls of 20 ms or more (event, last ms, worst ms): "
+                      + ", ".join(f"{s[0].decode()} {s[2]} {s[3]}" for s in stalls))  # fmt: skip
             if args.timeline:
                 print("    " + " ".join(f"{ms:.0f}" for ms in latencies))
     finally:
