@@ -376,6 +376,25 @@ def _serialise(
         cursor.execute(f"UPDATE {table} SET id = id WHERE 1 = 0")  # noqa: S608
 
 
+def _load_times_in_c(connection: BaseDatabaseWrapper, cursor: CursorWrapper) -> None:
+    """Have this cursor read timestamps with psycopg's own loader (C, with psycopg's binary
+    package), not Django's (psycopg's Python loader, then the connection's zone put in):
+    20 timestamps a batch took 60 µs of CPU, 2 µs in C.
+
+    The same datetimes, tzinfo included, on a UTC connection, the only one this is done on:
+    Django sets the session's TimeZone to the connection's (UTC) and makes a loader that
+    parses in it and then puts ``datetime.UTC`` in; psycopg's parses in the session's zone,
+    which for UTC is ``datetime.timezone.utc``, that very object. Only this cursor changes
+    (psycopg gives each cursor its own copy of the loaders)."""
+    if connection.vendor != "postgresql" or connection.timezone_name != "UTC":
+        return
+    from psycopg import adapters, postgres, pq
+
+    loader = adapters.get_loader(postgres.types["timestamptz"].oid, pq.Format.TEXT)
+    if loader is not None:
+        cursor.cursor.adapters.register_loader("timestamptz", loader)
+
+
 def record_orders(
     orders: Sequence[tuple[dict[str, Any], Order]], received_at: datetime, using: str = "default"
 ) -> LedgerOutcome:
@@ -415,6 +434,7 @@ def record_batch(
     # No savepoint inside the caller's transaction: two round trips per batch saved. One
     # cursor for every statement (each new one cost 7 µs).
     with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+        _load_times_in_c(connection, cursor)
         _serialise(
             connection,
             cursor,

@@ -132,3 +132,31 @@ def test_a_batch_of_orders_is_written_and_read_back_in_one_statement_on_postgres
     assert [(r.order.order_id, r.first_recorded_at) for r in again.recorded] == [("ORD0", before)]
     assert [(m["MessageId"], o.user_id) for m, o in again.conflicts] == [("m-changed", "U999")]
     assert AcceptedOrder.objects.count() == 10
+
+
+@pytest.mark.django_db
+def test_the_batch_cursor_reads_timestamps_as_django_does() -> None:
+    """``_load_times_in_c``: psycopg's loader in place of Django's gives the same datetimes,
+    to the microsecond, with the very tzinfo Django's gives."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's loaders are PostgreSQL's")
+    east = timezone(timedelta(hours=5, minutes=30))
+    moments = [
+        datetime(2025, 8, 9, 10, 16, 0, 123456, tzinfo=UTC),
+        datetime(2025, 1, 2, 3, 4, 5, 6, east),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+    ]
+    query = "SELECT " + ", ".join(["%s::timestamptz"] * len(moments))
+    with connection.cursor() as plain, connection.cursor() as fast:
+        ledger._load_times_in_c(connection, fast)
+        plain.execute(query, moments)
+        fast.execute(query, moments)
+        expected, got = plain.fetchone(), fast.fetchone()
+        # The plain cursor keeps Django's loader: only the batch's cursor changed.
+        plain.execute("SELECT %s::timestamptz", moments[:1])
+        assert plain.fetchone()[0].tzinfo is UTC
+    assert got == expected == tuple(moments)
+    assert [g.tzinfo for g in got] == [e.tzinfo for e in expected]
+    assert all(g.tzinfo is e.tzinfo for g, e in zip(got, expected, strict=True))
