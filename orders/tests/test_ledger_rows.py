@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -151,6 +152,9 @@ def test_the_batch_cursor_reads_timestamps_as_django_does() -> None:
     query = "SELECT " + ", ".join(["%s::timestamptz"] * len(moments))
     with connection.cursor() as plain, connection.cursor() as fast:
         ledger._load_times_in_c(connection, fast)
+        assert fast.cursor.adapters.get_loader(1184, 0) is not (
+            plain.cursor.adapters.get_loader(1184, 0)
+        )
         plain.execute(query, moments)
         fast.execute(query, moments)
         expected, got = plain.fetchone(), fast.fetchone()
@@ -160,3 +164,15 @@ def test_the_batch_cursor_reads_timestamps_as_django_does() -> None:
     assert got == expected == tuple(moments)
     assert [g.tzinfo for g in got] == [e.tzinfo for e in expected]
     assert all(g.tzinfo is e.tzinfo for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.django_db
+def test_a_connection_not_in_utc_keeps_djangos_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database TIME_ZONE (or no USE_TZ) makes Django read times otherwise: left to it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's loaders are PostgreSQL's")
+    monkeypatch.setitem(connection.__dict__, "timezone", ZoneInfo("UTC"))
+    with connection.cursor() as cursor:
+        before = cursor.cursor.adapters.get_loader(1184, 0)
+        ledger._load_times_in_c(connection, cursor)
+        assert cursor.cursor.adapters.get_loader(1184, 0) is before
