@@ -227,6 +227,27 @@ def _prepared(
     ]
 
 
+_VALUES_INSERTS: dict[tuple[str, type[models.Model], tuple[str, ...]], tuple[str, str]] = {}
+
+
+def _values_insert(
+    connection: BaseDatabaseWrapper, model: type[models.Model], names: tuple[str, ...]
+) -> tuple[str, str]:
+    """``_insert``'s ``INSERT INTO … (columns) VALUES `` and one row's placeholders, built once
+    per database, model and columns (quoting a dozen names took 5 µs a statement)."""
+    key = (connection.vendor, model, names)
+    found = _VALUES_INSERTS.get(key)
+    if found is None:
+        fields, _ = _columns_of(model, names)
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(cast(str, f.column)) for f in fields)
+        # Only identifiers from the model's meta are formatted into the SQL; values are
+        # parameters.
+        insert = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "  # noqa: S608
+        found = _VALUES_INSERTS[key] = (insert, "(" + ", ".join(["%s"] * len(fields)) + ")")
+    return found
+
+
 def _insert(
     connection: BaseDatabaseWrapper,
     cursor: CursorWrapper,
@@ -242,11 +263,7 @@ def _insert(
     quoting the same statement (measured on PostgreSQL).
     """
     fields, plain = _columns_of(model, tuple(names))
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(cast(str, f.column)) for f in fields)
-    # Only identifiers from the model's meta are formatted into the SQL; values are parameters.
-    insert = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "  # noqa: S608
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    insert, row_sql = _values_insert(connection, model, tuple(names))
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
         params = [value for row in chunk for value in _prepared(connection, fields, plain, row)]
