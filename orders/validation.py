@@ -892,6 +892,10 @@ def _add_item_problems(problems: list[Reason], reasons: list[Reason]) -> None:
         )
 
 
+# Each item's path, ``items[i]``, formatted once rather than once per item of every message.
+_ITEM_PATHS = tuple(f"items[{index}]" for index in range(MAX_ITEMS))
+
+
 def _check_item_list(
     raw: Any,
     reasons: list[Reason],
@@ -915,7 +919,7 @@ def _check_item_list(
     entries: list[_Entry] = []
     problems: list[Reason] = []
     for index, raw_entry in enumerate(raw):
-        where = f"items[{index}]"
+        where = _ITEM_PATHS[index]
         if not isinstance(raw_entry, dict):
             problems.append(
                 Reason(INVALID_ITEMS, where, f"{where} must be an object, got {_short(raw_entry)}")
