@@ -415,7 +415,11 @@ def _load_times_in_c(connection: BaseDatabaseWrapper, cursor: CursorWrapper) -> 
 @functools.cache
 def _psycopg_time_loader() -> tuple[int, type | None]:
     """timestamptz's oid and psycopg's own loader of its text (looked up once: by name, the
-    registration cost 6 µs, by oid 2)."""
+    registration cost 6 µs, by oid 2); no loader under psycopg2, which has no such thing."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return 0, None
     from psycopg import adapters, postgres, pq
 
     oid = postgres.types["timestamptz"].oid
