@@ -705,6 +705,9 @@ def _id_text(value: Any, name: str) -> tuple[str | None, str | None]:
     if not isinstance(value, str):
         return None, f"{name} must be a string, got {_short(value)}"
     trimmed = value.strip(_TRIM)
+    # ``id_problem``'s rules at once for the usual id; any other is worded by it.
+    if 1 <= len(trimmed) <= MAX_ID_LENGTH and _SURROGATE_OR_CONTROL.search(trimmed) is None:
+        return trimmed, None
     problem = id_problem(trimmed)
     if problem is not None:
         return None, f"{name} {problem}"

@@ -128,6 +128,17 @@ def test_the_text_screen_says_what_the_two_rules_say(value: str) -> None:
     assert _text_problem(value) == expected
 
 
+@given(texts | st.integers() | st.none())
+def test_an_id_gets_the_same_answer_as_its_rules_give(value: Any) -> None:
+    got = validation._id_text(value, "order_id")
+    if not isinstance(value, str):
+        assert got[0] is None and got[1] is not None
+        return
+    trimmed = value.strip(validation._TRIM)
+    problem = validation.id_problem(trimmed)
+    assert got == ((None, f"order_id {problem}") if problem else (trimmed, None))
+
+
 def plain_total(items: tuple[Item, ...]) -> Decimal | None:
     """``_items_total`` as it was written first."""
     total = Decimal(0)
