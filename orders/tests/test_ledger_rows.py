@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -132,3 +133,46 @@ def test_a_batch_of_orders_is_written_and_read_back_in_one_statement_on_postgres
     assert [(r.order.order_id, r.first_recorded_at) for r in again.recorded] == [("ORD0", before)]
     assert [(m["MessageId"], o.user_id) for m, o in again.conflicts] == [("m-changed", "U999")]
     assert AcceptedOrder.objects.count() == 10
+
+
+@pytest.mark.django_db
+def test_the_batch_cursor_reads_timestamps_as_django_does() -> None:
+    """``_load_times_in_c``: psycopg's loader in place of Django's gives the same datetimes,
+    to the microsecond, with the very tzinfo Django's gives."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's loaders are PostgreSQL's")
+    east = timezone(timedelta(hours=5, minutes=30))
+    moments = [
+        datetime(2025, 8, 9, 10, 16, 0, 123456, tzinfo=UTC),
+        datetime(2025, 1, 2, 3, 4, 5, 6, east),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+    ]
+    query = "SELECT " + ", ".join(["%s::timestamptz"] * len(moments))
+    with connection.cursor() as plain, connection.cursor() as fast:
+        ledger._load_times_in_c(connection, fast)
+        assert fast.cursor.adapters.get_loader(1184, 0) is not (
+            plain.cursor.adapters.get_loader(1184, 0)
+        )
+        plain.execute(query, moments)
+        fast.execute(query, moments)
+        expected, got = plain.fetchone(), fast.fetchone()
+        # The plain cursor keeps Django's loader: only the batch's cursor changed.
+        plain.execute("SELECT %s::timestamptz", moments[:1])
+        assert plain.fetchone()[0].tzinfo is UTC
+    assert got == expected == tuple(moments)
+    assert [g.tzinfo for g in got] == [e.tzinfo for e in expected]
+    assert all(g.tzinfo is e.tzinfo for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.django_db
+def test_a_connection_not_in_utc_keeps_djangos_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database TIME_ZONE (or no USE_TZ) makes Django read times otherwise: left to it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's loaders are PostgreSQL's")
+    monkeypatch.setitem(connection.__dict__, "timezone", ZoneInfo("UTC"))
+    with connection.cursor() as cursor:
+        before = cursor.cursor.adapters.get_loader(1184, 0)
+        ledger._load_times_in_c(connection, cursor)
+        assert cursor.cursor.adapters.get_loader(1184, 0) is before
