@@ -23,11 +23,13 @@ is due every 5 ms in one SendMessageBatch (at most 10 per call), the clock of ea
 started just before that call. Most orders go to 1,000 regular users; ``--probes-per-second``
 of them go each to a user of its own (so its first 200 is that order), and only those are
 timed. This process asks the API for every probe in flight, in turn, then sleeps 1 ms (so its
-resolution is about 1 ms plus one request, ~1-3 ms, per probe in flight). Prints p50/p99/max
-per rate of both, the consumer's CPU per 10 orders, and the queue's backlog at the end (a
-consumer that falls behind shows it there); ``--timeline`` prints every probe's time in
-sending order. Everything shares the machine's cores: the sender, the prober, the consumer,
-Valkey, the database and the SQS endpoint.
+resolution is about 1 ms plus one request, ~1-3 ms, per probe in flight), its garbage
+collector off meanwhile (a full pass over its objects paused it ~200 ms once a run). Prints
+p50/p99/max per rate of both, the consumer's CPU per 10 orders, the prober's share of a core,
+the queue's backlog at the end (a consumer that falls behind shows it there) and Valkey's own
+stalls of 20 ms or more (its latency monitor: an AOF fsync the disk held up); ``--timeline``
+prints every probe's time in sending order. Everything shares the machine's cores: the
+sender, the prober, the consumer, Valkey, the database and the SQS endpoint.
 """
 
 from __future__ import annotations
