@@ -84,6 +84,16 @@ class Counted:
         monkeypatch.setattr(products, "_decimal_sums", counted)
 
 
+def sums_and_decimal_paths(
+    monkeypatch: pytest.MonkeyPatch, code: str, rows: list[tuple[str, int, str]]
+) -> tuple[Any, int]:
+    """``product_sums`` of ``rows`` (product, quantity, price text) in ``code``, and how often
+    it took the Decimal path."""
+    counted = Counted(monkeypatch)
+    lines = [(p, q, Decimal(price)) for p, q, price in rows]
+    return product_sums(lines, money.currency(code)), counted.calls
+
+
 @pytest.mark.parametrize(
     ("code", "rows", "expected"),
     [
@@ -101,10 +111,7 @@ class Counted:
 def test_a_row_with_a_price_to_round_takes_the_decimal_path(
     monkeypatch: pytest.MonkeyPatch, code: str, rows: list[tuple[str, int, str]], expected: Any
 ) -> None:
-    counted = Counted(monkeypatch)
-    lines = [(p, q, Decimal(price)) for p, q, price in rows]
-    assert product_sums(lines, money.currency(code)) == expected
-    assert counted.calls == 1
+    assert sums_and_decimal_paths(monkeypatch, code, rows) == (expected, 1)
 
 
 @pytest.mark.parametrize(
@@ -121,10 +128,7 @@ def test_a_row_with_a_price_to_round_takes_the_decimal_path(
 def test_prices_within_the_currencys_decimals_take_the_integer_path(
     monkeypatch: pytest.MonkeyPatch, code: str, rows: list[tuple[str, int, str]], expected: Any
 ) -> None:
-    counted = Counted(monkeypatch)
-    lines = [(p, q, Decimal(price)) for p, q, price in rows]
-    assert product_sums(lines, money.currency(code)) == expected
-    assert counted.calls == 0
+    assert sums_and_decimal_paths(monkeypatch, code, rows) == (expected, 0)
 
 
 def outcome(function: Any, *args: Any) -> Any:
