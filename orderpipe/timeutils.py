@@ -79,16 +79,9 @@ def hour_key(moment: datetime, zone: tzinfo) -> str:
 def day_and_hour(moment: datetime, zone: tzinfo) -> tuple[str, str]:
     """``local_day(moment, zone)`` as an ISO date and ``hour_key(moment, zone)``, from one
     conversion to ``zone`` (the apply script's arguments need both for every order)."""
-    try:
-        local = moment.astimezone(zone).date()  # local_day's rule, inlined (once an order)
-    except OverflowError:  # the calendar's ends: local_day's clamping
-        local = local_day(moment, zone)
-    midnight, names, day = _hour_keys(local, zone)
-    index = (moment - midnight) // _HOUR
-    if 0 <= index < len(names):
-        return day, names[index]
+    midnight, names, day = _hour_keys(local_day(moment, zone), zone)
     # Clamped only at the calendar's ends (a local day local_day clamped).
-    return day, names[min(max(index, 0), len(names) - 1)]
+    return day, names[min(max((moment - midnight) // _HOUR, 0), len(names) - 1)]
 
 
 def local_hours(day: date, zone: tzinfo) -> list[datetime]:

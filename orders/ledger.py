@@ -548,12 +548,12 @@ def _record_orders(
     ]  # fmt: skip
     ids = list(first_of)
     found: list[tuple[str, str, datetime | str, datetime | str, bool]] = []
+    conflict = _order_conflict(connection)
     if connection.vendor == "postgresql":
         # One statement: the INSERT, and what the ledger holds: the rows it inserted (its
         # RETURNING) and the rows that were there before (the SELECT's snapshot, taken after
         # ``_serialise``'s locks, holds every earlier row of these ids and none of the new).
-        # (The INSERT's keys and converters: its suffix changes neither.)
-        _, keys, converters = _json_insert(connection, AcceptedOrder, _ORDER_COLUMNS, "")
+        _, keys, converters = _json_insert(connection, AcceptedOrder, _ORDER_COLUMNS, conflict)
         for start in range(0, len(ids), _INSERT_CHUNK):
             chunk = ids[start : start + _INSERT_CHUNK]
             cursor.execute(
@@ -565,7 +565,6 @@ def _record_orders(
         # snapshot missed: read those again, as the two-statement form does.
         missing = set(ids) - {row[0] for row in found}
     else:
-        conflict = _order_conflict(connection)
         _insert(connection, cursor, AcceptedOrder, _ORDER_COLUMNS, rows, conflict)
         missing = set(ids)
     for start in range(0, len(unread := [i for i in ids if i in missing]), _INSERT_CHUNK):

@@ -705,9 +705,6 @@ def _id_text(value: Any, name: str) -> tuple[str | None, str | None]:
     if not isinstance(value, str):
         return None, f"{name} must be a string, got {_short(value)}"
     trimmed = value.strip(_TRIM)
-    # ``id_problem``'s rules at once for the usual id; any other is worded by it.
-    if 1 <= len(trimmed) <= MAX_ID_LENGTH and _SURROGATE_OR_CONTROL.search(trimmed) is None:
-        return trimmed, None
     problem = id_problem(trimmed)
     if problem is not None:
         return None, f"{name} {problem}"
@@ -803,10 +800,7 @@ def _check_item(where: str, item: dict[str, Any]) -> tuple[Item | None, list[Rea
             unit_price.is_finite()
             and not unit_price < 0
             and _canonical_ok(unit_price)
-            and (
-                product_id is None
-                or (_text_problem(product_id) is None and len(product_id) <= MAX_ID_LENGTH)
-            )
+            and (product_id is None or id_problem(product_id) is None)
         ):
             return Item(product_id=product_id, quantity=quantity, unit_price=unit_price), []
     return _check_item_fully(where, item)

@@ -190,7 +190,6 @@ class ApplyMixin(ScriptsMixin):
         currency = money.currency(self.layout.currency)
         zone = self.time_zone
 
-        shard_of = keys.shard_of if keys.shards > 1 else None
         # Most of a batch's orders share the time the ledger first recorded them (now).
         last_first: datetime | None = None
         last_first_ms = 0
@@ -207,7 +206,7 @@ class ApplyMixin(ScriptsMixin):
         for position, pending in enumerate(orders):
             order = pending.order
             user_id = order.user_id
-            s = shard_of(user_id) if shard_of is not None else 0
+            s = keys.shard_of(user_id)
             shard = work.get(s) or rows_of(s)
             shard.orders.append(position)
             shard.received += pending.counted
@@ -233,7 +232,7 @@ class ApplyMixin(ScriptsMixin):
         for position, pending_event in enumerate(events):
             event = pending_event.event
             user_id = event.user_id
-            s = shard_of(user_id) if shard_of is not None else 0
+            s = keys.shard_of(user_id)
             shard = work.get(s) or rows_of(s)
             shard.events.append(position)
             shard.received += pending_event.counted

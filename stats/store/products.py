@@ -14,7 +14,7 @@ subtracted.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -74,25 +74,9 @@ def product_sums(lines: Iterable[Any], currency: Currency) -> dict[str, tuple[in
     scale = 10**currency.minor_units
     sums: dict[str, tuple[int, int]] = {}
     try:
-        for line in lines:
-            kind = type(line)
-            # line_values, inlined: this loop runs for every line the consumer applies.
-            if kind is tuple:
-                product_id, quantity, price = line
-                quantity, price = int(quantity), Decimal(price)
-                if product_id is None:
-                    continue
-            elif kind is dict:  # the ledger's JSON: the rebuild's millions of rows
-                product_id = line.get("product_id")
-                if product_id is None:
-                    continue
-                quantity, price = int(line["quantity"]), Decimal(line["price_per_unit"])
-            else:
-                product_id, quantity, price = line.product_id, line.quantity, line.unit_price
-                if product_id is None:
-                    continue
-                if type(price) is not Decimal or type(quantity) is not int:
-                    return _decimal_sums(lines, currency)
+        for product_id, quantity, price in _product_lines(lines):
+            if type(price) is not Decimal or type(quantity) is not int:
+                return _decimal_sums(lines, currency)
             numerator, denominator = price.as_integer_ratio()  # NaN, Infinity: raise
             if scale % denominator or not -_EXACT_NUMERATOR < numerator < _EXACT_NUMERATOR:
                 return _decimal_sums(lines, currency)
@@ -109,21 +93,27 @@ def product_sums(lines: Iterable[Any], currency: Currency) -> dict[str, tuple[in
     return sums
 
 
-def _decimal_sums(lines: Iterable[Any], currency: Currency) -> dict[str, tuple[int, int]]:
-    """``product_sums`` in exact ``Decimal`` arithmetic, each product's value rounded half-up
-    to the minor unit once: the rule, for any price."""
-    add, multiply = money.EXACT.add, money.EXACT.multiply
-    exact: dict[str, list[Any]] = {}
+def _product_lines(lines: Iterable[Any]) -> Iterator[tuple[str, int, Decimal]]:
+    """``line_values`` of the lines that have a product_id; the ledger's JSON read directly
+    (the rebuild's millions of rows), its product_id looked at first."""
     for line in lines:
         if type(line) is dict:
             product_id = line.get("product_id")
             if product_id is None:
                 continue
-            quantity, price = int(line["quantity"]), Decimal(line["price_per_unit"])
+            yield product_id, int(line["quantity"]), Decimal(line["price_per_unit"])
         else:
             product_id, quantity, price = line_values(line)
-            if product_id is None:
-                continue
+            if product_id is not None:
+                yield product_id, quantity, price
+
+
+def _decimal_sums(lines: Iterable[Any], currency: Currency) -> dict[str, tuple[int, int]]:
+    """``product_sums`` in exact ``Decimal`` arithmetic, each product's value rounded half-up
+    to the minor unit once: the rule, for any price."""
+    add, multiply = money.EXACT.add, money.EXACT.multiply
+    exact: dict[str, list[Any]] = {}
+    for product_id, quantity, price in _product_lines(lines):
         found = exact.get(product_id)
         if found is None:
             exact[product_id] = [quantity, multiply(Decimal(quantity), price)]
